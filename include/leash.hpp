@@ -1,0 +1,11 @@
+// leash.hpp: structured concurrency and resource RAII for C++20.
+//
+// Includes every portable component of leash. The HTTP worked example
+// (POSIX sockets) is included separately from leash/http/.
+#pragma once
+
+#include "leash/cancel.hpp"
+#include "leash/errors.hpp"
+#include "leash/leak_check.hpp"
+#include "leash/nursery.hpp"
+#include "leash/runtime.hpp"

@@ -1,0 +1,122 @@
+// leash/detail/registry.hpp: the process-wide list of live nurseries.
+//
+// Each nursery links itself here for its lifetime (one lock per nursery, none
+// per task); a leak check or live_tasks() walks the list and asks every
+// nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
+// a nursery's.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "../errors.hpp"
+
+namespace leash::inline v0::detail {
+
+inline std::uint64_t next_id() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+struct task_snapshot {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;
+  const char* blocked_in = nullptr;  // static string, or nullptr when running
+  std::chrono::steady_clock::duration blocked_for{};
+  std::chrono::steady_clock::duration age{};
+};
+
+struct nursery_snapshot {
+  std::uint64_t id = 0;
+  std::uint64_t parent_task = 0;  // the task whose body opened it, 0 if none
+  std::string name;
+  source_location site;
+  std::vector<task_snapshot> tasks;
+};
+
+class nursery_node {
+ public:
+  virtual nursery_snapshot snapshot() const = 0;
+
+ protected:
+  ~nursery_node() = default;
+
+ private:
+  friend class registry;
+  nursery_node* prev_ = nullptr;  // guarded by the registry's mutex
+  nursery_node* next_ = nullptr;
+};
+
+class registry {
+ public:
+  static registry& instance() {
+    static auto* r = new registry;  // immortal: nurseries may die during static destruction
+    return *r;
+  }
+
+  void add(nursery_node* n) noexcept {
+    std::lock_guard lock(mutex_);
+    n->next_ = head_;
+    if (head_ != nullptr) head_->prev_ = n;
+    head_ = n;
+  }
+
+  void remove(nursery_node* n) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
+      if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
+      if (head_ == n) head_ = n->next_;
+      changed_.notify_all();
+    }
+  }
+
+  std::vector<nursery_snapshot> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<nursery_snapshot> out;
+    for (nursery_node* n = head_; n != nullptr; n = n->next_)
+      out.push_back(n->snapshot());
+    return out;
+  }
+
+  // Called whenever a task ends; wakes leak checks, if any are waiting.
+  void task_ended() noexcept {
+    if (checks_.load(std::memory_order_acquire) == 0) return;
+    std::lock_guard lock(mutex_);
+    changed_.notify_all();
+  }
+
+  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
+  // snapshot taken.
+  template <class Clean>
+  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
+                                           Clean clean) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      std::vector<nursery_snapshot> snap;
+      for (nursery_node* n = head_; n != nullptr; n = n->next_)
+        snap.push_back(n->snapshot());
+      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
+      changed_.wait_until(lock, deadline);
+    }
+  }
+
+  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
+  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+  registry() = default;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // a task or nursery ended
+  nursery_node* head_ = nullptr;
+  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
+};
+
+}  // namespace leash::inline v0::detail

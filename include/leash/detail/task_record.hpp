@@ -1,0 +1,127 @@
+// leash/detail/task_record.hpp: the shared state of one spawned task.
+//
+// A record is owned jointly by its nursery (while the task runs) and by any
+// task<T> handles, through a shared_ptr. It holds the callable until the task
+// has run (then destroys it on the task's thread, so captures die promptly),
+// the outcome, and a completion flag that get() can wait on cancellably.
+#pragma once
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+
+#include "cancel_state.hpp"
+#include "thread_cache.hpp"
+#include "wait.hpp"
+
+namespace leash::inline v0 {
+class nursery;
+
+namespace detail {
+
+// The callable shapes a task may have: f() or f(std::stop_token).
+template <class F>
+concept takes_stop_token = std::is_invocable_v<F&, std::stop_token>;
+template <class F>
+concept task_callable = std::is_invocable_v<F&> || takes_stop_token<F>;
+
+template <class F>
+struct task_result_of {
+  using type = std::invoke_result_t<F&>;
+};
+template <takes_stop_token F>
+struct task_result_of<F> {
+  using type = std::invoke_result_t<F&, std::stop_token>;
+};
+
+class task_record : public job, public task_identity {
+ public:
+  void run() noexcept override;  // defined in nursery.hpp, where the nursery is complete
+
+  // Runs the callable and stores its value; exceptions propagate to run().
+  virtual void invoke(const std::stop_token& token) = 0;
+
+  bool done() const {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+
+  // Waits until the task finished. Blocks; cancellable; throws cancelled.
+  void wait_done(const std::stop_token& token) {
+    std::unique_lock lock(mutex_);
+    if (done_) return;
+    blocked_scope blocked("task::get");
+    if (wait(lock, cv_, token, [&] { return done_; }) == wait_status::stopped) {
+      lock.unlock();
+      throw_cancelled(token);
+    }
+  }
+
+  void mark_done() {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  nursery* owner = nullptr;
+  task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
+  task_record* next = nullptr;
+  std::shared_ptr<task_record> keep_alive;  // set while the task runs
+
+  // Outcome, written before mark_done().
+  std::exception_ptr error;
+  bool quiet = false;                 // a cancelled that escaped while the nursery was stopped
+  std::atomic<bool> observed{false};  // error seen through get(), failures() or wait()
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+template <class T>
+class task_result : public task_record {
+ public:
+  std::optional<T> value;  // set when the callable returned
+};
+template <>
+class task_result<void> : public task_record {};
+
+template <class T, class F>
+class task_impl final : public task_result<T> {
+ public:
+  explicit task_impl(F&& f) : fn_(std::move(f)) {}
+  explicit task_impl(const F& f) : fn_(f) {}
+
+  void invoke(const std::stop_token& token) override {
+    // Destroy the callable on the task's thread, as soon as it has run.
+    struct reset_on_exit {
+      std::optional<F>& fn;
+      ~reset_on_exit() { fn.reset(); }
+    } reset{fn_};
+    if constexpr (std::is_void_v<T>) {
+      call(token);
+    } else {
+      this->value.emplace(call(token));
+    }
+  }
+
+ private:
+  decltype(auto) call(const std::stop_token& token) {
+    if constexpr (takes_stop_token<F>) {
+      return std::invoke(*fn_, token);
+    } else {
+      return std::invoke(*fn_);
+    }
+  }
+
+  std::optional<F> fn_;
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0

@@ -1,0 +1,102 @@
+// leash/detail/wait.hpp: the stop-aware condition wait every blocking leash call uses.
+//
+// std::condition_variable_any's stop_token waits have shipped broken in some
+// standard libraries (lost wake-ups), so leash waits on a plain
+// std::condition_variable and registers its own std::stop_callback that wakes
+// the waiter. The callback locks the waiter's mutex before notifying, and the
+// waiter checks the token under that mutex, so a stop can never slip in between
+// "checked the token" and "went to sleep".
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+
+namespace leash::inline v0::detail {
+
+using clock = std::chrono::steady_clock;
+
+enum class wait_status { ready, stopped, timeout };
+
+// Waits on `cv` (whose mutex `lock` holds) until ready() is true, `token` is
+// stopped, or `deadline` passes. Returns with the lock held. Readiness wins
+// over a simultaneous stop: an operation that completed is never reported as
+// cancelled.
+//
+// The lock is released briefly to register and to unregister the stop
+// callback: registering may run the callback inline (token already stopped),
+// and unregistering blocks until a running callback returns; either would
+// deadlock on a held mutex. ready() is re-evaluated after every relock.
+template <class Ready>
+wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                       const std::stop_token& token, clock::time_point deadline, Ready ready) {
+  if (ready()) return wait_status::ready;
+  if (token.stop_requested()) return wait_status::stopped;
+  std::mutex& mutex = *lock.mutex();
+  auto wait_once = [&] {
+    if (deadline == clock::time_point::max()) {
+      cv.wait(lock);
+      return true;
+    }
+    return cv.wait_until(lock, deadline) == std::cv_status::no_timeout;
+  };
+  if (!token.stop_possible()) {
+    while (!ready()) {
+      if (!wait_once() && !ready()) return wait_status::timeout;
+    }
+    return wait_status::ready;
+  }
+
+  auto wake = [&] {
+    std::lock_guard guard(mutex);
+    cv.notify_all();
+  };
+  wait_status status;
+  lock.unlock();
+  {
+    std::stop_callback<decltype(wake)> on_stop(token, wake);
+    lock.lock();
+    for (;;) {
+      if (ready()) {
+        status = wait_status::ready;
+        break;
+      }
+      if (token.stop_requested()) {
+        status = wait_status::stopped;
+        break;
+      }
+      if (!wait_once() && !ready() && !token.stop_requested()) {
+        status = wait_status::timeout;
+        break;
+      }
+    }
+    lock.unlock();
+  }
+  lock.lock();
+  // The state may have changed while unlocked; readiness still wins.
+  if (status != wait_status::ready && ready()) status = wait_status::ready;
+  return status;
+}
+
+template <class Ready>
+wait_status wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                 const std::stop_token& token, Ready ready) {
+  return wait_until(lock, cv, token, clock::time_point::max(), ready);
+}
+
+// now + d, saturating: a huge timeout means "no deadline", never an overflow.
+template <class Rep, class Period>
+clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
+  const auto now = clock::now();
+  if (d <= d.zero()) return now;
+  const auto room = clock::time_point::max() - now;
+  // Compared in double seconds: d's own representation may not hold `room`.
+  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(room)) {
+    return clock::time_point::max();
+  }
+  return now + std::chrono::ceil<clock::duration>(d);
+}
+
+}  // namespace leash::inline v0::detail

@@ -1,0 +1,456 @@
+// leash/nursery.hpp: a task group that owns every thread it starts.
+// Prevents: goroutines that outlive their work (net/http's persistConn loop),
+// and a WaitGroup.Wait() that hangs forever because one backend hangs.
+//
+//   leash::run_nursery({.timeout = 2s}, [&](leash::nursery& n) {
+//     auto a = n.spawn("a", [] { return fetch("a"); });   // task<std::string>
+//     n.spawn([](std::stop_token st) { poll_until(st); });
+//   });                                                     // joined here
+//
+// Model. A nursery is a cancel scope that also owns tasks. Each task runs at
+// once on a runtime thread with the nursery's token as its ambient token. No
+// task outlives its nursery: wait() and the destructor join them all. The
+// first failure cancels the others; wait() rethrows it unchanged.
+//
+//   state        spawn                   wait()                  destructor
+//   open         runs the task           joins, reports          joins, reports
+//   cancelled    task not run: its get() joins, reports          joins, reports
+//                throws cancelled
+//   waited       throws usage_error      reports again           nothing left to join
+//
+// "Reports": rethrows the first failure (unless cancel_on_failure is false),
+// else throws deadline_exceeded if the nursery's own deadline cut a task short,
+// else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
+//
+// Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
+// `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
+// wait() joins regardless (cancellation reaches the tasks through the token).
+// Throws: the first failure, cancelled / deadline_exceeded, usage_error on
+// misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
+// construct, wait and destroy on one thread, innermost scope first.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cancel.hpp"
+#include "detail/cancel_state.hpp"
+#include "detail/registry.hpp"
+#include "detail/task_record.hpp"
+#include "detail/thread_cache.hpp"
+#include "errors.hpp"
+
+namespace leash::inline v0 {
+
+// A handle to a spawned task's outcome. Cheap to copy; valid even after the
+// nursery is gone (the nursery joined the task, so the outcome is final).
+template <class T>
+class task {
+ public:
+  task() = default;
+
+  // Waits until the task finished (blocks; cancellable by the ambient or the
+  // given token), then returns its value or rethrows its exception. A task
+  // spawned into a cancelled nursery throws cancelled.
+  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
+  std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
+    detail::task_result<T>& r = record();
+    r.wait_done(token);
+    if (r.error) {
+      r.observed.store(true, std::memory_order_relaxed);
+      std::rethrow_exception(r.error);
+    }
+    if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+  // True once the task has finished (a snapshot).
+  bool done() const { return state_ != nullptr && state_->done(); }
+  bool valid() const noexcept { return state_ != nullptr; }
+  const std::string& name() const { return record().name; }
+  source_location site() const { return record().site; }
+
+ private:
+  friend class nursery;
+  explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
+
+  detail::task_result<T>& record() const {
+    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
+    return *state_;
+  }
+
+  std::shared_ptr<detail::task_result<T>> state_;
+};
+
+struct nursery_options {
+  static constexpr std::size_t unlimited = static_cast<std::size_t>(-1);
+
+  // At most this many tasks run at once: spawn() waits, try_spawn() refuses.
+  std::size_t limit = unlimited;
+  // Cancel the tasks after this long / at this time; wait() then throws
+  // deadline_exceeded if a task was still running.
+  std::optional<std::chrono::nanoseconds> timeout{};
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  // false: a supervisor. Failures do not cancel siblings and wait() does not
+  // throw them; read them through task::get() or failures().
+  bool cancel_on_failure = true;
+  // For diagnostics: exceptions, leak reports, live_tasks().
+  std::string name{};
+};
+
+class nursery final : private detail::nursery_node {
+ public:
+  // Opens a nursery as a child of the ambient scope and installs it as the
+  // thread's ambient scope. Throws usage_error for a limit of 0.
+  [[nodiscard]] explicit nursery(nursery_options options = {},
+                                 source_location site = source_location::current())
+      : options_(checked(std::move(options))),
+        site_(site),
+        id_(detail::next_id()),
+        parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
+        uncaught_(std::uncaught_exceptions()),
+        state_(detail::ambient, {}, deadline_of(options_), options_.name),
+        installed_(&state_, "leash::nursery") {
+    wake_on_stop_.emplace(state_.token(), wake{this});
+    detail::registry::instance().add(this);
+  }
+
+  nursery(const nursery&) = delete;
+  nursery& operator=(const nursery&) = delete;
+
+  // Cancels the tasks if the scope is unwinding with an exception; always
+  // joins them. Failures nobody observed go to the unobserved-failure handler.
+  ~nursery() {
+    if (std::uncaught_exceptions() > uncaught_) {
+      state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
+    }
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return running_ == 0; });
+      closed_ = true;
+    }
+    wake_on_stop_.reset();
+    detail::registry::instance().remove(this);
+    const bool unwinding = std::uncaught_exceptions() > uncaught_;
+    for (const auto& f : failures_) {
+      if (f->observed.load(std::memory_order_relaxed)) continue;
+      // The in-flight exception is most likely a cancelled that carries this
+      // failure as its cause(): it is not lost.
+      if (unwinding && f->error == state_.cause()) continue;
+      detail::report_unobserved({f->error, f->name, f->site, options_.name});
+    }
+  }
+
+  // Starts f on a runtime thread at once and returns its handle. f takes no
+  // arguments or a std::stop_token (the nursery's). Blocks while `limit` tasks
+  // run (cancellable). Into a cancelled nursery: f does not run, get() throws
+  // cancelled. Throws usage_error after wait() returned.
+  template <class F>
+  auto spawn(F&& f, source_location site = source_location::current()) {
+    return *spawn_impl({}, std::forward<F>(f), site, false);
+  }
+  template <class F>
+  auto spawn(std::string name, F&& f, source_location site = source_location::current()) {
+    return *spawn_impl(std::move(name), std::forward<F>(f), site, false);
+  }
+
+  // Like spawn, but never waits: returns nullopt when `limit` tasks run.
+  template <class F>
+  [[nodiscard]] auto try_spawn(F&& f, source_location site = source_location::current()) {
+    return spawn_impl({}, std::forward<F>(f), site, true);
+  }
+  template <class F>
+  [[nodiscard]] auto try_spawn(std::string name, F&& f,
+                               source_location site = source_location::current()) {
+    return spawn_impl(std::move(name), std::forward<F>(f), site, true);
+  }
+
+  // Joins every task, then reports (see the table above). Blocks until all
+  // tasks ended. Calling it from one of the nursery's own tasks is a usage_error.
+  void wait() {
+    if (detail::current_task != nullptr && detail::current_task->owner_nursery == this) {
+      throw usage_error("leash::nursery \"" + options_.name +
+                        "\": wait() from one of its own tasks would deadlock");
+    }
+    std::unique_lock lock(mutex_);
+    {
+      detail::blocked_scope blocked("nursery::wait");
+      changed_.wait(lock, [&] { return running_ == 0; });
+    }
+    closed_ = true;
+    if (options_.cancel_on_failure && !failures_.empty()) {
+      for (const auto& f : failures_)
+        f->observed.store(true, std::memory_order_relaxed);
+      const std::exception_ptr first = failures_.front()->error;
+      lock.unlock();
+      std::rethrow_exception(first);
+    }
+    const stop_reason r = state_.reason();
+    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
+      lock.unlock();
+      state_.throw_cancelled();
+    }
+  }
+
+  // Requests stop on every task (and on nurseries nested in them). Never blocks.
+  void cancel(std::string message = {}) {
+    state_.request(stop_reason::cancelled, std::move(message));
+  }
+
+  std::stop_token token() const noexcept { return state_.token(); }
+  bool stop_requested() const noexcept { return state_.stop_requested(); }
+  stop_reason reason() const noexcept { return state_.reason(); }
+  const std::string& name() const noexcept { return options_.name; }
+
+  // Every failure so far, in the order they happened; marks them observed.
+  std::vector<std::exception_ptr> failures() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::exception_ptr> out;
+    for (const auto& f : failures_) {
+      f->observed.store(true, std::memory_order_relaxed);
+      out.push_back(f->error);
+    }
+    return out;
+  }
+
+  // Tasks running now (a snapshot).
+  std::size_t running() const {
+    std::lock_guard lock(mutex_);
+    return running_;
+  }
+
+ private:
+  friend class detail::task_record;
+
+  struct wake {
+    nursery* self;
+    void operator()() const noexcept {
+      std::lock_guard lock(self->mutex_);
+      self->changed_.notify_all();
+    }
+  };
+
+  static nursery_options checked(nursery_options o) {
+    if (o.limit == 0) {
+      throw usage_error("leash::nursery \"" + o.name +
+                        "\": limit must be at least 1 (nursery_options::unlimited for none)");
+    }
+    return o;
+  }
+
+  static std::chrono::steady_clock::time_point deadline_of(const nursery_options& o) {
+    auto d = o.deadline.value_or(std::chrono::steady_clock::time_point::max());
+    if (o.timeout) d = std::min(d, detail::deadline_after(*o.timeout));
+    return d;
+  }
+
+  template <class F>
+  auto spawn_impl(std::string name, F&& f, source_location site, bool try_only) {
+    using fn_type = std::decay_t<F>;
+    static_assert(detail::task_callable<fn_type>,
+                  "leash::nursery::spawn: the task must be callable as f() or f(std::stop_token)");
+    using result = typename detail::task_result_of<fn_type>::type;
+    static_assert(!std::is_reference_v<result>,
+                  "leash::nursery::spawn: a task cannot return a reference; return a value "
+                  "or a std::reference_wrapper");
+    auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+    record->id = detail::next_id();
+    record->name = std::move(name);
+    record->site = site;
+    record->owner_nursery = this;
+    record->owner = this;
+    std::optional<task<result>> handle;
+    if (admit(record, try_only)) handle = task<result>(std::move(record));
+    return handle;
+  }
+
+  // Starts `record`, or finishes it as cancelled when the nursery is stopped.
+  // false only when try_only and the nursery is full.
+  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+    std::unique_lock lock(mutex_);
+    throw_if_closed();
+    if (running_ >= options_.limit && !state_.stop_requested()) {
+      if (try_only) return false;
+      const std::stop_token token = this_task::stop_token();
+      detail::blocked_scope blocked("nursery::spawn (at limit)");
+      const auto status = detail::wait(lock, changed_, token, [&] {
+        return running_ < options_.limit || state_.stop_requested() || closed_;
+      });
+      if (status == detail::wait_status::stopped) {
+        lock.unlock();
+        detail::throw_cancelled(token);
+      }
+      throw_if_closed();
+    }
+    if (state_.stop_requested()) {
+      cut_short_ = true;
+      lock.unlock();
+      try {
+        state_.throw_cancelled();
+      } catch (const cancelled&) {
+        record->error = std::current_exception();
+      }
+      record->quiet = true;
+      record->mark_done();
+      return true;
+    }
+    record->next = live_;
+    if (live_ != nullptr) live_->prev = record.get();
+    live_ = record.get();
+    ++running_;
+    record->keep_alive = record;
+    record->started = std::chrono::steady_clock::now();
+    lock.unlock();
+    try {
+      detail::thread_cache::instance().submit(record.get());
+    } catch (...) {
+      record->keep_alive.reset();
+      lock.lock();
+      unlink(record.get());
+      --running_;
+      changed_.notify_all();
+      throw;
+    }
+    return true;
+  }
+
+  void throw_if_closed() const {
+    if (closed_) {
+      throw usage_error("leash::nursery \"" + options_.name + "\": spawn after wait() returned");
+    }
+  }
+
+  void unlink(detail::task_record* r) noexcept {
+    if (r->prev != nullptr) r->prev->next = r->next;
+    if (r->next != nullptr) r->next->prev = r->prev;
+    if (live_ == r) live_ = r->next;
+    r->prev = r->next = nullptr;
+  }
+
+  // The last thing a task does. Touches nothing of the nursery after the
+  // unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
+    const bool failed = record->error != nullptr && !record->quiet;
+    if (failed && options_.cancel_on_failure) {
+      // Before the lock: stop callbacks take it (wake), and other locks.
+      state_.request(stop_reason::cancelled, "a sibling task failed", record.get(), record->error);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      unlink(record.get());
+      if (failed) failures_.push_back(record);
+      if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
+      changed_.notify_all();
+    }
+    detail::registry::instance().task_ended();
+  }
+
+  detail::nursery_snapshot snapshot() const override {
+    detail::nursery_snapshot s;
+    s.id = id_;
+    s.parent_task = parent_task_;
+    s.name = options_.name;
+    s.site = site_;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mutex_);
+    for (const detail::task_record* r = live_; r != nullptr; r = r->next) {
+      detail::task_snapshot t;
+      t.id = r->id;
+      t.name = r->name;
+      t.site = r->site;
+      t.age = now - r->started;
+      t.blocked_in = r->blocked_in.load(std::memory_order_relaxed);
+      if (t.blocked_in != nullptr) {
+        const std::chrono::steady_clock::duration since(
+            r->blocked_since.load(std::memory_order_relaxed));
+        t.blocked_for = now.time_since_epoch() - since;
+      }
+      s.tasks.push_back(std::move(t));
+    }
+    return s;
+  }
+
+  nursery_options options_;
+  source_location site_;
+  std::uint64_t id_;
+  std::uint64_t parent_task_;  // for the live_tasks() tree
+  int uncaught_;               // std::uncaught_exceptions() at construction
+  detail::cancel_state state_;
+  detail::ambient_guard installed_;
+
+  mutable std::mutex mutex_;             // guards everything below
+  std::condition_variable changed_;      // a task ended, or the nursery was stopped
+  detail::task_record* live_ = nullptr;  // running tasks
+  std::size_t running_ = 0;
+  bool closed_ = false;     // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;  // a stop arrived while tasks ran (or refused a spawn)
+  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
+  std::optional<std::stop_callback<wake>> wake_on_stop_;        // wakes spawns waiting at the limit
+};
+
+inline void detail::task_record::run() noexcept {
+  std::shared_ptr<task_record> self = std::move(keep_alive);
+  nursery& n = *owner;
+  current_task = this;
+  ambient = &n.state_;
+  try {
+    invoke(n.state_.token());
+  } catch (const cancelled&) {
+    error = std::current_exception();
+    quiet = n.state_.stop_requested();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  ambient = nullptr;
+  current_task = nullptr;
+  mark_done();
+  n.task_finished(std::move(self));
+}
+
+// Opens a nursery, runs body(nursery&), and waits. Returns the body's value.
+// Rethrows the first failure; the body's own cancelled (the nursery was
+// cancelled) is absorbed, but a deadline or an outer cancellation propagates.
+template <class F>
+auto run_nursery(nursery_options options, F&& body,
+                 source_location site = source_location::current()) {
+  using result = std::invoke_result_t<F&, nursery&>;
+  nursery n(std::move(options), site);
+  std::exception_ptr body_cancelled;
+  std::optional<std::conditional_t<std::is_void_v<result>, bool, result>> value;
+  try {
+    if constexpr (std::is_void_v<result>) {
+      std::invoke(body, n);
+      value.emplace(true);
+    } else {
+      value.emplace(std::invoke(body, n));
+    }
+  } catch (const cancelled&) {
+    if (!n.stop_requested()) throw;
+    body_cancelled = std::current_exception();
+  }
+  n.wait();
+  // The body was cut short. That is absorbed only when the nursery itself was
+  // cancelled (cancel(), or a failure that wait() already rethrew) and no
+  // value is expected; a deadline or an outer stop propagates.
+  if (body_cancelled && (n.reason() != stop_reason::cancelled || !std::is_void_v<result>)) {
+    std::rethrow_exception(body_cancelled);
+  }
+  if constexpr (!std::is_void_v<result>) return std::move(*value);
+}
+
+template <class F>
+auto run_nursery(F&& body, source_location site = source_location::current()) {
+  return run_nursery(nursery_options{}, std::forward<F>(body), site);
+}
+
+}  // namespace leash::inline v0

@@ -1,0 +1,36 @@
+// leash/runtime.hpp: where leash tasks run, and what that costs.
+// Prevents: 10 000 sleeping goroutines leaving tens of MB that Go never
+// returns to the OS.
+//
+// Every task runs on an OS thread from one process-wide elastic cache. A
+// spawned task starts at once on an idle thread or on a new one: it never
+// queues behind blocked tasks. Idle threads wait `keep_alive` for work, then
+// exit, so a burst's stacks go back to the OS. The cache is created on first
+// use; at exit its idle threads are woken and leave before static destruction
+// ends.
+//
+//   leash::runtime::configure({.keep_alive = std::chrono::milliseconds(500)});
+//   ... a burst of tasks ...
+//   auto s = leash::runtime::stats();  // threads_alive, threads_idle, peak_threads, ...
+//
+// Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
+// called from any thread at any time; stats() is a snapshot.
+#pragma once
+
+#include "detail/thread_cache.hpp"
+
+namespace leash::inline v0::runtime {
+
+// Applies new settings. Threads already idle keep the keep-alive they started
+// with; max_idle applies to the next thread that becomes idle.
+inline void configure(const runtime_options& options) {
+  detail::thread_cache::instance().configure(options);
+}
+
+// A consistent-enough snapshot of the runtime's counters (each one is exact at
+// some instant during the call).
+inline runtime_stats stats() {
+  return detail::thread_cache::instance().stats();
+}
+
+}  // namespace leash::inline v0::runtime

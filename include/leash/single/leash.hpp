@@ -1,0 +1,2150 @@
+// leash.hpp: leash as one drop-in header (structured concurrency and
+// resource RAII for C++20). GENERATED from include/ by
+// tests/tools/amalgamate.cpp: edit the modular headers, then build the
+// `leash_single_header` target. Documentation: docs/ in the repository.
+#pragma once
+// ---- leash.hpp ----
+// leash.hpp: structured concurrency and resource RAII for C++20.
+//
+// Includes every portable component of leash. The HTTP worked example
+// (POSIX sockets) is included separately from leash/http/.
+
+// ---- leash/cancel.hpp ----
+// leash/cancel.hpp: cancel scopes, deadlines and stop-aware sleeping.
+// Prevents: context.WithTimeout without `defer cancel()`, which leaks a timer
+// until the deadline. A deadline here is an RAII scope: nothing to forget.
+//
+//   leash::cancel_scope scope(250ms);       // ambient for this thread until it dies
+//   leash::this_task::sleep_for(1s);         // throws leash::deadline_exceeded at 250ms
+//
+//   bool finished = leash::move_on_after(100ms, [] { slow(); });   // false: gave up
+//   int v = leash::fail_after(100ms, [] { return compute(); });     // throws on timeout
+//
+// A scope is a child of the thread's ambient scope (or of an explicit token,
+// or of nothing when `shielded`), and while alive it is the ambient scope that
+// every blocking leash call on this thread honours. Its reason is the first of
+// cancelled / deadline_exceeded / parent and never changes afterwards.
+//
+// Guarantees. Blocks: sleep_for/sleep_until only. Cancelled: every blocking
+// call here throws leash::cancelled (leash::deadline_exceeded when a deadline
+// caused it) as soon as its token is stopped, within microseconds. Thread-safe:
+// cancel(), token(), reason() from any thread; a scope must be destroyed on the
+// thread that created it, innermost first (checked: std::terminate otherwise).
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+
+// ---- leash/detail/cancel_state.hpp ----
+// leash/detail/cancel_state.hpp: the stop source behind every cancel_scope and nursery.
+//
+// A cancel_state owns a std::stop_source linked to its parent (the ambient
+// state at creation, or an explicit token), an optional deadline served by the
+// shared timer thread, and the reason it stopped. The first request wins: it
+// writes the details, publishes the reason, and only then requests stop, so
+// anyone who sees the token stopped also sees why.
+//
+// The ambient state of a thread is a thread-local pointer: cancel scopes and
+// nurseries install themselves for their lifetime, and a task's thread runs
+// with its nursery's state installed. Parents always outlive children (scopes
+// are destroyed in reverse order; nurseries join their tasks), so the parent
+// chain is plain pointers.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <stop_token>
+#include <string>
+
+// ---- leash/errors.hpp ----
+// leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
+//
+// Every leash exception derives from leash::error (a std::runtime_error), and
+// every message starts with the component that raised it:
+//
+//   try {
+//     leash::fail_after(100ms, [] { leash::this_task::sleep_for(1s); });
+//   } catch (const leash::deadline_exceeded& e) {  // a leash::cancelled
+//     std::puts(e.what());  // "leash::cancelled: deadline exceeded ..."
+//   }
+//
+// Guarantees. Thread-safe: the handler setter may be called from any thread.
+// The default unobserved-failure handler prints the failure with its spawn
+// site and calls std::terminate, like an unjoined std::thread: a task failure
+// is never silent.
+
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+// ---- leash/detail/source_location.hpp ----
+// leash/detail/source_location.hpp: where a task, scope or handle was created.
+//
+// clang 14 with libstdc++ 12 cannot compile <source_location> (it lacks
+// __builtin_source_location), so leash uses this shim over the builtins that
+// both g++ and clang have. As a defaulted argument, current() records the
+// caller's position, exactly like std::source_location::current().
+
+#include <cstdint>
+#include <string>
+
+namespace leash::inline v0 {
+
+// A file, line and function captured at a call site. Trivially copyable; the
+// strings are literals with static storage. An empty location has file "".
+struct source_location {
+  const char* file = "";
+  std::uint_least32_t line = 0;
+  const char* function = "";
+
+  static constexpr source_location current(const char* file = __builtin_FILE(),
+                                           std::uint_least32_t line = __builtin_LINE(),
+                                           const char* function = __builtin_FUNCTION()) noexcept {
+    return {file, line, function};
+  }
+
+  constexpr bool empty() const noexcept { return line == 0; }
+};
+
+// "file:line", or "unknown location" when empty.
+inline std::string to_string(const source_location& loc) {
+  if (loc.empty()) return "unknown location";
+  return std::string(loc.file) + ":" + std::to_string(loc.line);
+}
+
+}  // namespace leash::inline v0
+
+namespace leash::inline v0 {
+
+// Base of every exception leash throws.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Misuse of the API (spawn after wait(), a limit of 0, an empty task handle):
+// a bug in the calling code, reported instead of undefined behaviour.
+class usage_error : public error {
+ public:
+  using error::error;
+};
+
+// Why a stop token was stopped. The first reason wins and is never overwritten.
+enum class stop_reason {
+  none,               // not stopped
+  cancelled,          // cancel() was called, or a sibling task failed
+  deadline_exceeded,  // the scope's own deadline passed
+  parent,             // an enclosing scope (or an explicit parent token) stopped
+};
+
+constexpr const char* to_string(stop_reason r) noexcept {
+  switch (r) {
+    case stop_reason::none:
+      return "not stopped";
+    case stop_reason::cancelled:
+      return "cancelled";
+    case stop_reason::deadline_exceeded:
+      return "deadline exceeded";
+    case stop_reason::parent:
+      return "cancelled by an enclosing scope";
+  }
+  return "?";
+}
+
+// Everything a cancelled exception knows about the stop that raised it.
+struct cancel_info {
+  stop_reason reason = stop_reason::cancelled;  // as seen by the scope that observed the stop
+  stop_reason origin = stop_reason::cancelled;  // cancelled or deadline_exceeded: the root cause
+  std::string message;                          // from cancel(message), if any
+  std::string scope_name;                       // nursery name where the stop originated, if any
+  std::string task_name;                        // the failing task that triggered it, if any
+  source_location task_site;                    // where that task was spawned
+  std::exception_ptr cause;                     // that task's failure
+};
+
+// Thrown by a blocking leash call whose stop token is stopped. Tasks stopped by
+// their own nursery may let it escape: that is a quiet end, not a failure.
+class cancelled : public error {
+ public:
+  explicit cancelled(cancel_info info) : error(describe(info)), info_(std::move(info)) {}
+
+  // The reason of the scope whose token was checked (parent if it came from above).
+  stop_reason reason() const noexcept { return info_.reason; }
+  // The root cause: cancelled or deadline_exceeded.
+  stop_reason origin() const noexcept { return info_.origin; }
+  const std::string& message() const noexcept { return info_.message; }
+  // The task whose failure cancelled the nursery, if that is what happened.
+  const std::string& task_name() const noexcept { return info_.task_name; }
+  const source_location& task_site() const noexcept { return info_.task_site; }
+  // The failure that made a nursery cancel (empty otherwise).
+  std::exception_ptr cause() const noexcept { return info_.cause; }
+  const cancel_info& info() const noexcept { return info_; }
+
+ private:
+  static std::string describe(const cancel_info& info) {
+    std::string s = info.origin == stop_reason::deadline_exceeded ? "leash::deadline_exceeded: "
+                                                                  : "leash::cancelled: ";
+    if (info.reason == stop_reason::parent) {
+      s += std::string("cancelled by an enclosing scope (") + to_string(info.origin) + ")";
+    } else {
+      s += to_string(info.reason);
+    }
+    if (!info.scope_name.empty()) s += " in nursery \"" + info.scope_name + "\"";
+    if (!info.message.empty()) s += ": " + info.message;
+    if (!info.task_name.empty() || !info.task_site.empty()) {
+      s += "; triggered by task \"" + info.task_name + "\" spawned at " + to_string(info.task_site);
+    }
+    if (info.cause) {
+      try {
+        std::rethrow_exception(info.cause);
+      } catch (const std::exception& e) {
+        s += std::string("; cause: ") + e.what();
+      } catch (...) {
+        s += "; cause: a non-standard exception";
+      }
+    }
+    return s;
+  }
+
+  cancel_info info_;
+};
+
+// A cancelled whose root cause is a deadline (a scope's or a nursery's).
+class deadline_exceeded : public cancelled {
+ public:
+  using cancelled::cancelled;
+};
+
+// A failure nobody read: a supervisor task's exception never fetched through
+// task::get() or failures(), or a task failure still pending when a nursery
+// was destroyed without wait().
+struct unobserved_failure {
+  std::exception_ptr error;
+  std::string task_name;
+  source_location task_site;
+  std::string nursery_name;
+};
+
+using unobserved_failure_handler = std::function<void(const unobserved_failure&)>;
+
+namespace detail {
+
+inline std::string describe_exception(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "a non-standard exception";
+  }
+}
+
+inline void default_unobserved_failure(const unobserved_failure& f) {
+  std::fprintf(stderr,
+               "leash: unobserved failure in task \"%s\" spawned at %s (nursery \"%s\"): %s\n"
+               "leash: terminating (install leash::set_unobserved_failure_handler to change)\n",
+               f.task_name.c_str(), to_string(f.task_site).c_str(), f.nursery_name.c_str(),
+               describe_exception(f.error).c_str());
+  std::terminate();
+}
+
+struct unobserved_handler_slot {
+  std::mutex mutex;
+  unobserved_failure_handler handler = default_unobserved_failure;
+};
+
+// Immortal: reporting must work during static destruction too.
+inline unobserved_handler_slot& unobserved_slot() {
+  static auto* slot = new unobserved_handler_slot;
+  return *slot;
+}
+
+inline void report_unobserved(const unobserved_failure& f) {
+  unobserved_failure_handler h;
+  {
+    std::lock_guard lock(unobserved_slot().mutex);
+    h = unobserved_slot().handler;
+  }
+  h(f);
+}
+
+}  // namespace detail
+
+// Installs the handler for unobserved failures and returns the previous one.
+// An empty function restores the default (print, then std::terminate).
+inline unobserved_failure_handler set_unobserved_failure_handler(unobserved_failure_handler h) {
+  std::lock_guard lock(detail::unobserved_slot().mutex);
+  if (!h) h = detail::default_unobserved_failure;
+  return std::exchange(detail::unobserved_slot().handler, std::move(h));
+}
+
+}  // namespace leash::inline v0
+// ---- leash/detail/timer.hpp ----
+// leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
+//
+// Entries live in an ordered map keyed by (deadline, id), so cancelling one is a
+// real O(log n) removal: destroying a scope with a far deadline leaves nothing
+// behind. The thread is started on first use and stopped at exit.
+//
+// Cost: the timer thread is only woken when an entry earlier than the time it
+// already plans to wake at arrives. A create/destroy loop of scopes with the
+// same timeout therefore never wakes it; only the first entry does.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace leash::inline v0::detail {
+
+// Something the timer thread calls back. on_timer runs on the timer thread:
+// keep it tiny and never block in it.
+class timer_client {
+ public:
+  virtual void on_timer() noexcept = 0;
+
+ protected:
+  ~timer_client() = default;
+};
+
+struct timer_handle {
+  std::chrono::steady_clock::time_point when{};
+  std::uint64_t id = 0;  // 0: no entry
+};
+
+class timer_service {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // Immortal, so scopes destroyed during static destruction stay safe.
+  static timer_service& instance() {
+    static auto* service = new timer_service;
+    static exit_guard guard{service};
+    return *service;
+  }
+
+  // Calls client->on_timer() once at `when`, unless cancelled first.
+  timer_handle schedule(clock::time_point when, timer_client* client) {
+    std::lock_guard lock(mutex_);
+    const timer_handle h{when, next_id_++};
+    entries_.emplace(std::pair{when, h.id}, client);
+    if (!running_) start_locked();
+    if (when < wake_at_) {
+      wake_at_ = when;
+      wake_.notify_one();
+    }
+    return h;
+  }
+
+  // Removes the entry. If its callback is running right now, waits until it
+  // returned, so the client may be destroyed as soon as cancel() returns.
+  void cancel(timer_handle& h) noexcept {
+    if (h.id == 0) return;
+    std::unique_lock lock(mutex_);
+    if (entries_.erase(std::pair{h.when, h.id}) == 0) {
+      // Already fired or firing. Waiting from the timer thread itself (a stop
+      // callback destroying a scope) would deadlock; there it has returned.
+      if (std::this_thread::get_id() != thread_id_) {
+        fired_.wait(lock, [&] { return firing_ != h.id; });
+      }
+    }
+    h.id = 0;
+  }
+
+  std::size_t pending() const {
+    std::lock_guard lock(mutex_);
+    return entries_.size();
+  }
+
+ private:
+  struct exit_guard {
+    timer_service* service;
+    ~exit_guard() { service->shutdown(); }
+  };
+
+  timer_service() = default;
+
+  void start_locked() {
+    running_ = true;
+    if (thread_.joinable()) thread_.detach();
+    thread_ = std::thread([this] { run(); });
+    // After shutdown nobody will join a new thread: let it end on its own.
+    if (stopping_) thread_.detach();
+  }
+
+  void run() {
+    std::unique_lock lock(mutex_);
+    thread_id_ = std::this_thread::get_id();
+    for (;;) {
+      if (entries_.empty()) {
+        if (stopping_) break;
+        wake_at_ = clock::time_point::max();
+        wake_.wait(lock);
+        continue;
+      }
+      auto first = entries_.begin();
+      const auto when = first->first.first;
+      if (when > clock::now()) {
+        wake_at_ = when;
+        wake_.wait_until(lock, when);
+        continue;
+      }
+      timer_client* client = first->second;
+      firing_ = first->first.second;
+      entries_.erase(first);
+      // Fire unlocked: the callback requests stop, which runs stop callbacks
+      // that take other locks and may schedule or cancel timers.
+      lock.unlock();
+      client->on_timer();
+      lock.lock();
+      firing_ = 0;
+      fired_.notify_all();
+    }
+    running_ = false;
+    thread_id_ = {};
+  }
+
+  // At exit: a thread with nothing pending is stopped and joined. One that
+  // still serves a deadline (a scope alive during static destruction) keeps
+  // running, detached, until its entries are gone.
+  void shutdown() {
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    wake_.notify_one();
+    if (!thread_.joinable()) return;
+    if (entries_.empty()) {
+      std::thread t = std::move(thread_);
+      lock.unlock();
+      t.join();
+    } else {
+      thread_.detach();
+    }
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;   // the timer thread sleeps here
+  std::condition_variable fired_;  // cancel() waits here for a running callback
+  std::map<std::pair<clock::time_point, std::uint64_t>, timer_client*> entries_;
+  // When the timer thread will look next; an earlier entry must wake it.
+  clock::time_point wake_at_ = clock::time_point::max();
+  std::uint64_t next_id_ = 1;
+  std::uint64_t firing_ = 0;  // id whose callback runs now, 0 if none
+  bool running_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+  std::thread::id thread_id_;
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0::detail {
+
+// Identity of a running task, shared by the nursery's records and the leak
+// check. Blocking calls note what they block in, for reports.
+struct task_identity {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;
+  const void* owner_nursery = nullptr;  // the nursery that runs it
+  std::chrono::steady_clock::time_point started{};
+  std::atomic<const char*> blocked_in{nullptr};
+  std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+};
+
+// The task whose body runs on this thread, if any.
+inline thread_local task_identity* current_task = nullptr;
+
+// Marks the current task as blocked in `what` for the scope's lifetime.
+class blocked_scope {
+ public:
+  explicit blocked_scope(const char* what) noexcept : task_(current_task) {
+    if (task_ == nullptr) return;
+    previous_ = task_->blocked_in.load(std::memory_order_relaxed);
+    task_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                               std::memory_order_relaxed);
+    task_->blocked_in.store(what, std::memory_order_relaxed);
+  }
+  ~blocked_scope() {
+    if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);
+  }
+  blocked_scope(const blocked_scope&) = delete;
+  blocked_scope& operator=(const blocked_scope&) = delete;
+
+ private:
+  task_identity* task_;
+  const char* previous_ = nullptr;
+};
+
+class cancel_state final : public timer_client {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // parent: the state to link to (nullptr for none). parent_token: an explicit
+  // token to link to instead (ignored when parent is set). deadline:
+  // clock::time_point::max() for none; a past deadline stops at once.
+  cancel_state(cancel_state* parent, std::stop_token parent_token, clock::time_point deadline,
+               std::string name = {})
+      : parent_(parent), name_(std::move(name)) {
+    const auto parent_deadline = parent != nullptr ? parent->deadline_ : clock::time_point::max();
+    deadline_ = std::min(deadline, parent_deadline);
+    // Link last: if the parent is already stopped, the callback runs right
+    // here and the state must be complete.
+    if (parent != nullptr) parent_token = parent->token();
+    if (parent_token.stop_possible()) parent_link_.emplace(std::move(parent_token), forward{this});
+    if (deadline == clock::time_point::max()) return;
+    if (deadline <= clock::now()) {
+      request(stop_reason::deadline_exceeded);
+    } else if (deadline < parent_deadline && !stop_requested()) {
+      // A deadline later than an ancestor's can never fire first: no timer.
+      timer_ = timer_service::instance().schedule(deadline, this);
+    }
+  }
+
+  ~cancel_state() {
+    timer_service::instance().cancel(timer_);
+    parent_link_.reset();
+  }
+
+  cancel_state(const cancel_state&) = delete;
+  cancel_state& operator=(const cancel_state&) = delete;
+
+  std::stop_token token() const noexcept { return source_.get_token(); }
+  bool stop_requested() const noexcept { return source_.stop_requested(); }
+  cancel_state* parent() const noexcept { return parent_; }
+  clock::time_point deadline() const noexcept { return deadline_; }
+  const std::string& name() const noexcept { return name_; }
+
+  // Requests stop for `reason` unless already stopped; true if this call won.
+  // Safe from any thread, including stop callbacks and the timer thread.
+  bool request(stop_reason reason, std::string message = {}, const task_identity* task = nullptr,
+               std::exception_ptr cause = {}) noexcept {
+    int expected = static_cast<int>(stop_reason::none);
+    if (!reason_.compare_exchange_strong(expected, claiming, std::memory_order_acq_rel)) {
+      return false;
+    }
+    try {
+      message_ = std::move(message);
+      if (task != nullptr) {
+        task_name_ = task->name;
+        task_site_ = task->site;
+      }
+    } catch (...) {
+      // Out of memory while copying a description: stopping matters more.
+    }
+    cause_ = std::move(cause);
+    reason_.store(static_cast<int>(reason), std::memory_order_release);
+    source_.request_stop();
+    return true;
+  }
+
+  // none until a request completed publishing.
+  stop_reason reason() const noexcept {
+    const int r = reason_.load(std::memory_order_acquire);
+    return r == claiming ? stop_reason::none : static_cast<stop_reason>(r);
+  }
+
+  // The root cause: follows parent reasons up to the scope that was stopped
+  // directly. An explicit parent token says nothing more: cancelled.
+  stop_reason origin_reason() const noexcept {
+    const stop_reason r = origin().reason();
+    return r == stop_reason::parent ? stop_reason::cancelled : r;
+  }
+
+  std::exception_ptr cause() const noexcept {
+    return reason() == stop_reason::none ? nullptr : cause_;
+  }
+
+  // The exception a blocking call throws when this state's token is stopped.
+  [[noreturn]] void throw_cancelled() const {
+    const cancel_state& o = origin();
+    cancel_info info;
+    info.reason = reason();
+    info.origin = origin_reason();
+    info.message = o.message_;
+    info.scope_name = o.name_;
+    info.task_name = o.task_name_;
+    info.task_site = o.task_site_;
+    info.cause = o.cause_;
+    if (info.origin == stop_reason::deadline_exceeded) throw deadline_exceeded(std::move(info));
+    throw cancelled(std::move(info));
+  }
+
+  void on_timer() noexcept override { request(stop_reason::deadline_exceeded); }
+
+ private:
+  struct forward {
+    cancel_state* self;
+    void operator()() const noexcept { self->request(stop_reason::parent); }
+  };
+
+  const cancel_state& origin() const noexcept {
+    const cancel_state* s = this;
+    while (s->reason() == stop_reason::parent && s->parent_ != nullptr)
+      s = s->parent_;
+    return *s;
+  }
+
+  static constexpr int claiming = -1;  // a request is writing the details
+
+  std::stop_source source_;
+  cancel_state* parent_;
+  std::string name_;
+  clock::time_point deadline_;  // effective: min(own, parent's)
+  std::atomic<int> reason_{static_cast<int>(stop_reason::none)};
+  // Written once by the winning request before reason_ is published.
+  std::string message_;
+  std::string task_name_;
+  source_location task_site_;
+  std::exception_ptr cause_;
+  timer_handle timer_;
+  std::optional<std::stop_callback<forward>> parent_link_;
+};
+
+// The innermost cancel scope or nursery of this thread, or nullptr.
+inline thread_local cancel_state* ambient = nullptr;
+
+inline std::stop_token ambient_token() noexcept {
+  return ambient != nullptr ? ambient->token() : std::stop_token{};
+}
+
+// Throws the cancelled exception for a stopped `token`: with full details when
+// it belongs to an ambient scope, plainly otherwise (a foreign stop_source).
+[[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
+  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
+    if (s->token() == token) s->throw_cancelled();
+  }
+  cancel_info info;
+  info.message = "stop requested on an explicit std::stop_token";
+  throw cancelled(std::move(info));
+}
+
+inline void throw_if_stopped(const std::stop_token& token) {
+  if (token.stop_requested()) throw_cancelled(token);
+}
+
+// Installs `s` as this thread's ambient state until destroyed; destruction
+// must happen on the same thread, innermost first.
+class ambient_guard {
+ public:
+  ambient_guard(cancel_state* s, const char* owner) noexcept
+      : installed_(s), previous_(ambient), owner_(owner) {
+    ambient = s;
+  }
+  ~ambient_guard() {
+    if (ambient != installed_) {
+      std::fprintf(stderr,
+                   "leash: %s destroyed out of order: scopes and nurseries must be destroyed on "
+                   "the thread that created them, innermost first\n",
+                   owner_);
+      std::terminate();
+    }
+    ambient = previous_;
+  }
+  ambient_guard(const ambient_guard&) = delete;
+  ambient_guard& operator=(const ambient_guard&) = delete;
+
+ private:
+  cancel_state* installed_;
+  cancel_state* previous_;
+  const char* owner_;
+};
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/wait.hpp ----
+// leash/detail/wait.hpp: the stop-aware condition wait every blocking leash call uses.
+//
+// std::condition_variable_any's stop_token waits have shipped broken in some
+// standard libraries (lost wake-ups), so leash waits on a plain
+// std::condition_variable and registers its own std::stop_callback that wakes
+// the waiter. The callback locks the waiter's mutex before notifying, and the
+// waiter checks the token under that mutex, so a stop can never slip in between
+// "checked the token" and "went to sleep".
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+
+namespace leash::inline v0::detail {
+
+using clock = std::chrono::steady_clock;
+
+enum class wait_status { ready, stopped, timeout };
+
+// Waits on `cv` (whose mutex `lock` holds) until ready() is true, `token` is
+// stopped, or `deadline` passes. Returns with the lock held. Readiness wins
+// over a simultaneous stop: an operation that completed is never reported as
+// cancelled.
+//
+// The lock is released briefly to register and to unregister the stop
+// callback: registering may run the callback inline (token already stopped),
+// and unregistering blocks until a running callback returns; either would
+// deadlock on a held mutex. ready() is re-evaluated after every relock.
+template <class Ready>
+wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                       const std::stop_token& token, clock::time_point deadline, Ready ready) {
+  if (ready()) return wait_status::ready;
+  if (token.stop_requested()) return wait_status::stopped;
+  std::mutex& mutex = *lock.mutex();
+  auto wait_once = [&] {
+    if (deadline == clock::time_point::max()) {
+      cv.wait(lock);
+      return true;
+    }
+    return cv.wait_until(lock, deadline) == std::cv_status::no_timeout;
+  };
+  if (!token.stop_possible()) {
+    while (!ready()) {
+      if (!wait_once() && !ready()) return wait_status::timeout;
+    }
+    return wait_status::ready;
+  }
+
+  auto wake = [&] {
+    std::lock_guard guard(mutex);
+    cv.notify_all();
+  };
+  wait_status status;
+  lock.unlock();
+  {
+    std::stop_callback<decltype(wake)> on_stop(token, wake);
+    lock.lock();
+    for (;;) {
+      if (ready()) {
+        status = wait_status::ready;
+        break;
+      }
+      if (token.stop_requested()) {
+        status = wait_status::stopped;
+        break;
+      }
+      if (!wait_once() && !ready() && !token.stop_requested()) {
+        status = wait_status::timeout;
+        break;
+      }
+    }
+    lock.unlock();
+  }
+  lock.lock();
+  // The state may have changed while unlocked; readiness still wins.
+  if (status != wait_status::ready && ready()) status = wait_status::ready;
+  return status;
+}
+
+template <class Ready>
+wait_status wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
+                 const std::stop_token& token, Ready ready) {
+  return wait_until(lock, cv, token, clock::time_point::max(), ready);
+}
+
+// now + d, saturating: a huge timeout means "no deadline", never an overflow.
+template <class Rep, class Period>
+clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
+  const auto now = clock::now();
+  if (d <= d.zero()) return now;
+  const auto room = clock::time_point::max() - now;
+  // Compared in double seconds: d's own representation may not hold `room`.
+  if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(room)) {
+    return clock::time_point::max();
+  }
+  return now + std::chrono::ceil<clock::duration>(d);
+}
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+// Tag: a scope that ignores every enclosing scope (Trio's shield, Go's
+// context.WithoutCancel) but keeps its own deadline. For cleanup that must
+// still be allowed to block.
+struct shielded_t {
+  explicit shielded_t() = default;
+};
+inline constexpr shielded_t shielded{};
+
+class cancel_scope {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // A child of the ambient scope, without a deadline of its own.
+  [[nodiscard]] cancel_scope() : cancel_scope(detail::ambient, {}, clock::time_point::max()) {}
+
+  // A child of the ambient scope that stops itself after `timeout`. A zero or
+  // negative timeout is already expired: the first blocking call throws.
+  template <class Rep, class Period>
+  [[nodiscard]] explicit cancel_scope(std::chrono::duration<Rep, Period> timeout)
+      : cancel_scope(detail::ambient, {}, detail::deadline_after(timeout)) {}
+
+  // A child of the ambient scope that stops itself at `deadline`.
+  [[nodiscard]] explicit cancel_scope(clock::time_point deadline)
+      : cancel_scope(detail::ambient, {}, deadline) {}
+
+  // A child of `parent` instead of the ambient scope.
+  [[nodiscard]] explicit cancel_scope(std::stop_token parent)
+      : cancel_scope(nullptr, std::move(parent), clock::time_point::max()) {}
+  template <class Rep, class Period>
+  [[nodiscard]] cancel_scope(std::stop_token parent, std::chrono::duration<Rep, Period> timeout)
+      : cancel_scope(nullptr, std::move(parent), detail::deadline_after(timeout)) {}
+
+  // A scope with no parent at all.
+  [[nodiscard]] explicit cancel_scope(shielded_t)
+      : cancel_scope(nullptr, {}, clock::time_point::max()) {}
+  template <class Rep, class Period>
+  [[nodiscard]] cancel_scope(shielded_t, std::chrono::duration<Rep, Period> timeout)
+      : cancel_scope(nullptr, {}, detail::deadline_after(timeout)) {}
+
+  cancel_scope(const cancel_scope&) = delete;
+  cancel_scope& operator=(const cancel_scope&) = delete;
+
+  // Unregisters the deadline and the parent link; restores the previous
+  // ambient scope. There is no cancel() to forget.
+  ~cancel_scope() = default;
+
+  std::stop_token token() const noexcept { return state_.token(); }
+  bool stop_requested() const noexcept { return state_.stop_requested(); }
+
+  // Requests stop with reason `cancelled`; false if the scope was already
+  // stopped (the first reason is kept). Never blocks.
+  bool cancel(std::string message = {}) { return state_.request(stop_reason::cancelled, message); }
+
+  // Why the scope stopped: none, cancelled, deadline_exceeded or parent.
+  stop_reason reason() const noexcept { return state_.reason(); }
+  // When reason() is parent: what stopped the ancestor (cancelled or deadline_exceeded).
+  stop_reason origin_reason() const noexcept { return state_.origin_reason(); }
+  // The effective deadline (the earlier of its own and its ancestors'), or
+  // time_point::max().
+  clock::time_point deadline() const noexcept { return state_.deadline(); }
+
+  // Throws the exception a blocking call would throw, if stopped.
+  void throw_if_stopped() const {
+    if (state_.stop_requested()) state_.throw_cancelled();
+  }
+
+ private:
+  cancel_scope(detail::cancel_state* parent, std::stop_token token, clock::time_point deadline)
+      : state_(parent, std::move(token), deadline), installed_(&state_, "leash::cancel_scope") {}
+
+  detail::cancel_state state_;
+  detail::ambient_guard installed_;  // declared last: uninstalled first
+};
+
+namespace this_task {
+
+// The ambient stop token: the innermost scope's or nursery's on this thread,
+// or a token that never stops outside any scope.
+inline std::stop_token stop_token() noexcept {
+  return detail::ambient_token();
+}
+
+// Throws leash::cancelled if `token` is stopped.
+inline void checkpoint(const std::stop_token& token) {
+  detail::throw_if_stopped(token);
+}
+// Throws leash::cancelled if the ambient token is stopped.
+inline void checkpoint() {
+  checkpoint(stop_token());
+}
+
+// Sleeps until `deadline`. Blocks; cancellable; throws cancelled.
+template <class Clock, class Duration>
+void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
+                 const std::stop_token& token) {
+  detail::throw_if_stopped(token);
+  detail::blocked_scope blocked("this_task::sleep");
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::unique_lock lock(mutex);
+  for (;;) {
+    // Convert per round: a non-steady clock may be adjusted while we sleep.
+    const auto left = deadline - Clock::now();
+    if (left <= left.zero()) return;
+    const auto status =
+        detail::wait_until(lock, cv, token, detail::deadline_after(left), [] { return false; });
+    if (status == detail::wait_status::stopped) detail::throw_cancelled(token);
+  }
+}
+template <class Clock, class Duration>
+void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline) {
+  sleep_until(deadline, stop_token());
+}
+
+// Sleeps for `d`. Blocks; cancellable; throws cancelled.
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d, const std::stop_token& token) {
+  sleep_until(detail::deadline_after(d), token);
+}
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) {
+  sleep_for(d, stop_token());
+}
+
+}  // namespace this_task
+
+// Runs fn() under a new scope stopped at `deadline`. Returns true if fn
+// returned (even after the deadline passed), false if it was cancelled by this
+// scope; a cancellation from an enclosing scope propagates.
+template <class F>
+bool move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+  cancel_scope scope(deadline);
+  try {
+    std::invoke(std::forward<F>(fn));
+    return true;
+  } catch (const cancelled&) {
+    const stop_reason r = scope.reason();
+    if (r == stop_reason::cancelled || r == stop_reason::deadline_exceeded) return false;
+    throw;
+  }
+}
+
+// move_on_at(now + d, fn).
+template <class Rep, class Period, class F>
+bool move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return move_on_at(detail::deadline_after(d), std::forward<F>(fn));
+}
+
+// Runs fn() under a new scope stopped at `deadline` and returns its value, even
+// if the deadline passed while it finished. Throws leash::deadline_exceeded only
+// if this scope's deadline is what stopped fn; any other cancellation (outer
+// scopes, explicit tokens) passes through unchanged.
+template <class F>
+std::invoke_result_t<F> fail_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+  cancel_scope scope(deadline);
+  try {
+    return std::invoke(std::forward<F>(fn));
+  } catch (const cancelled&) {
+    if (scope.reason() == stop_reason::deadline_exceeded) scope.throw_if_stopped();
+    throw;
+  }
+}
+
+// fail_at(now + d, fn).
+template <class Rep, class Period, class F>
+std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return fail_at(detail::deadline_after(d), std::forward<F>(fn));
+}
+
+}  // namespace leash::inline v0
+// ---- leash/leak_check.hpp ----
+// leash/leak_check.hpp: goleak for leash.
+// Prevents: leaks found only by comparing runtime.NumGoroutine() before and
+// after, or never.
+//
+//   leash::leak_check guard;             // baseline: what is alive now
+//   run_the_code_under_test();
+//   std::string report = guard.verify(); // waits up to 1 s; "" when clean
+//   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
+//
+// The baseline is a set of ids, not a count, so one leak cannot hide behind
+// another object ending. Idle runtime threads are not leaks (runtime::stats()
+// reports them).
+//
+// Guarantees. Blocks: verify() only, on a condition variable woken by every
+// task end, for at most the grace period. Thread-safe: any number of checks
+// may live at once, on any threads.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+// ---- leash/detail/registry.hpp ----
+// leash/detail/registry.hpp: the process-wide list of live nurseries.
+//
+// Each nursery links itself here for its lifetime (one lock per nursery, none
+// per task); a leak check or live_tasks() walks the list and asks every
+// nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
+// a nursery's.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+
+namespace leash::inline v0::detail {
+
+inline std::uint64_t next_id() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+struct task_snapshot {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;
+  const char* blocked_in = nullptr;  // static string, or nullptr when running
+  std::chrono::steady_clock::duration blocked_for{};
+  std::chrono::steady_clock::duration age{};
+};
+
+struct nursery_snapshot {
+  std::uint64_t id = 0;
+  std::uint64_t parent_task = 0;  // the task whose body opened it, 0 if none
+  std::string name;
+  source_location site;
+  std::vector<task_snapshot> tasks;
+};
+
+class nursery_node {
+ public:
+  virtual nursery_snapshot snapshot() const = 0;
+
+ protected:
+  ~nursery_node() = default;
+
+ private:
+  friend class registry;
+  nursery_node* prev_ = nullptr;  // guarded by the registry's mutex
+  nursery_node* next_ = nullptr;
+};
+
+class registry {
+ public:
+  static registry& instance() {
+    static auto* r = new registry;  // immortal: nurseries may die during static destruction
+    return *r;
+  }
+
+  void add(nursery_node* n) noexcept {
+    std::lock_guard lock(mutex_);
+    n->next_ = head_;
+    if (head_ != nullptr) head_->prev_ = n;
+    head_ = n;
+  }
+
+  void remove(nursery_node* n) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
+      if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
+      if (head_ == n) head_ = n->next_;
+      changed_.notify_all();
+    }
+  }
+
+  std::vector<nursery_snapshot> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<nursery_snapshot> out;
+    for (nursery_node* n = head_; n != nullptr; n = n->next_)
+      out.push_back(n->snapshot());
+    return out;
+  }
+
+  // Called whenever a task ends; wakes leak checks, if any are waiting.
+  void task_ended() noexcept {
+    if (checks_.load(std::memory_order_acquire) == 0) return;
+    std::lock_guard lock(mutex_);
+    changed_.notify_all();
+  }
+
+  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
+  // snapshot taken.
+  template <class Clean>
+  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
+                                           Clean clean) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      std::vector<nursery_snapshot> snap;
+      for (nursery_node* n = head_; n != nullptr; n = n->next_)
+        snap.push_back(n->snapshot());
+      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
+      changed_.wait_until(lock, deadline);
+    }
+  }
+
+  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
+  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+  registry() = default;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // a task or nursery ended
+  nursery_node* head_ = nullptr;
+  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+// One running task, as listed by live_tasks().
+struct live_task {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;  // where it was spawned
+  std::uint64_t nursery_id = 0;
+  std::string nursery;  // the nursery's name
+  source_location nursery_site;
+  std::size_t depth = 0;             // 0: its nursery is not inside another task
+  const char* blocked_in = nullptr;  // the leash call it blocks in, or nullptr
+  std::chrono::steady_clock::duration blocked_for{};
+  std::chrono::steady_clock::duration age{};
+};
+
+namespace detail {
+
+inline std::string describe_duration(std::chrono::steady_clock::duration d) {
+  const double s = std::chrono::duration<double>(d).count();
+  char buf[32];
+  if (s < 1.0) {
+    std::snprintf(buf, sizeof buf, "%.0fms", s * 1000);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fs", s);
+  }
+  return buf;
+}
+
+inline std::string describe_task(const live_task& t) {
+  std::string s = "task";
+  if (!t.name.empty()) s += " \"" + t.name + "\"";
+  s += " spawned at " + to_string(t.site);
+  if (t.blocked_in != nullptr) {
+    s += std::string(", blocked in ") + t.blocked_in + " for " + describe_duration(t.blocked_for);
+  } else {
+    s += ", running for " + describe_duration(t.age);
+  }
+  return s;
+}
+
+// Flattens nursery snapshots into tasks in tree order: each task is followed
+// by the tasks of nurseries opened inside it.
+inline std::vector<live_task> task_tree(const std::vector<nursery_snapshot>& nurseries) {
+  std::map<std::uint64_t, std::vector<const nursery_snapshot*>> children;  // by parent task
+  std::set<std::uint64_t> live_ids;
+  for (const auto& n : nurseries) {
+    for (const auto& t : n.tasks)
+      live_ids.insert(t.id);
+  }
+  std::vector<const nursery_snapshot*> roots;
+  for (const auto& n : nurseries) {
+    if (live_ids.count(n.parent_task) != 0) {
+      children[n.parent_task].push_back(&n);
+    } else {
+      roots.push_back(&n);
+    }
+  }
+  std::vector<live_task> out;
+  auto visit = [&](auto& self, const nursery_snapshot& n, std::size_t depth) -> void {
+    for (const auto& t : n.tasks) {
+      out.push_back(
+          {t.id, t.name, t.site, n.id, n.name, n.site, depth, t.blocked_in, t.blocked_for, t.age});
+      for (const nursery_snapshot* c : children[t.id])
+        self(self, *c, depth + 1);
+    }
+  };
+  // Oldest nursery first: the registry lists the newest first.
+  for (auto it = roots.rbegin(); it != roots.rend(); ++it)
+    visit(visit, **it, 0);
+  return out;
+}
+
+}  // namespace detail
+
+// Every running task of every nursery, in tree order (see live_task::depth).
+inline std::vector<live_task> live_tasks() {
+  return detail::task_tree(detail::registry::instance().snapshot());
+}
+
+// Renders live_tasks() as an indented tree, one line per nursery and task.
+inline std::string to_string(const std::vector<live_task>& tasks) {
+  std::string out;
+  std::uint64_t nursery = 0;
+  for (const auto& t : tasks) {
+    const std::string indent(4 * t.depth, ' ');
+    if (t.nursery_id != nursery) {
+      nursery = t.nursery_id;
+      out += indent + "nursery";
+      if (!t.nursery.empty()) out += " \"" + t.nursery + "\"";
+      out += " opened at " + to_string(t.nursery_site) + "\n";
+    }
+    out += indent + "  " + detail::describe_task(t) + "\n";
+  }
+  return out;
+}
+
+struct leak_check_options {
+  // How long verify() waits for new tasks to end before it reports them.
+  std::chrono::milliseconds grace{1000};
+  // Tasks with one of these names are never reported.
+  std::vector<std::string> ignore_names{};
+  // Tasks spawned at a site ending with one of these ("file.cpp" or
+  // "file.cpp:42") are never reported.
+  std::vector<std::string> ignore_sites{};
+};
+
+class leak_check {
+ public:
+  // Records the ids of everything alive now: the baseline.
+  [[nodiscard]] explicit leak_check(leak_check_options options = {})
+      : options_(std::move(options)) {
+    detail::registry::instance().check_started();
+    for (const auto& t : live_tasks())
+      baseline_.insert(t.id);
+  }
+  ~leak_check() { detail::registry::instance().check_ended(); }
+
+  leak_check(const leak_check&) = delete;
+  leak_check& operator=(const leak_check&) = delete;
+
+  // Waits up to the grace period until nothing outside the baseline is alive,
+  // then returns a report grouped by source line; empty when clean.
+  std::string verify() const { return verify(options_.grace); }
+  std::string verify(std::chrono::milliseconds grace) const {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const auto snap = detail::registry::instance().wait_until(
+        deadline, [&](const auto& s) { return leaks(detail::task_tree(s)).empty(); });
+    return report(leaks(detail::task_tree(snap)));
+  }
+
+ private:
+  std::vector<live_task> leaks(const std::vector<live_task>& tasks) const {
+    std::vector<live_task> out;
+    for (const auto& t : tasks) {
+      if (baseline_.count(t.id) == 0 && !ignored(t)) out.push_back(t);
+    }
+    return out;
+  }
+
+  bool ignored(const live_task& t) const {
+    if (std::find(options_.ignore_names.begin(), options_.ignore_names.end(), t.name) !=
+        options_.ignore_names.end()) {
+      return true;
+    }
+    const std::string site = to_string(t.site);
+    const std::string file = t.site.file;
+    auto ends_with = [](const std::string& s, const std::string& suffix) {
+      return s.size() >= suffix.size() &&
+             s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    return std::any_of(
+        options_.ignore_sites.begin(), options_.ignore_sites.end(),
+        [&](const std::string& p) { return ends_with(site, p) || ends_with(file, p); });
+  }
+
+  static std::string report(const std::vector<live_task>& leaked) {
+    if (leaked.empty()) return {};
+    // Group by what a reader needs to find the leak: name, site, blocking call.
+    std::map<std::tuple<std::string, std::string, std::string>, std::pair<std::size_t, live_task>>
+        groups;
+    for (const auto& t : leaked) {
+      auto key = std::make_tuple(to_string(t.site), t.name, t.blocked_in ? t.blocked_in : "");
+      auto [it, fresh] = groups.try_emplace(key, 0, t);
+      ++it->second.first;
+      if (!fresh && t.blocked_for > it->second.second.blocked_for) it->second.second = t;
+    }
+    std::string out = "leash::leak_check: " + std::to_string(leaked.size()) +
+                      (leaked.size() == 1 ? " task" : " tasks") + " still running\n";
+    for (const auto& [key, group] : groups) {
+      out += "  " + std::to_string(group.first) + "x " + detail::describe_task(group.second) + "\n";
+    }
+    return out;
+  }
+
+  leak_check_options options_;
+  std::set<std::uint64_t> baseline_;  // ids alive at construction
+};
+
+}  // namespace leash::inline v0
+// ---- leash/nursery.hpp ----
+// leash/nursery.hpp: a task group that owns every thread it starts.
+// Prevents: goroutines that outlive their work (net/http's persistConn loop),
+// and a WaitGroup.Wait() that hangs forever because one backend hangs.
+//
+//   leash::run_nursery({.timeout = 2s}, [&](leash::nursery& n) {
+//     auto a = n.spawn("a", [] { return fetch("a"); });   // task<std::string>
+//     n.spawn([](std::stop_token st) { poll_until(st); });
+//   });                                                     // joined here
+//
+// Model. A nursery is a cancel scope that also owns tasks. Each task runs at
+// once on a runtime thread with the nursery's token as its ambient token. No
+// task outlives its nursery: wait() and the destructor join them all. The
+// first failure cancels the others; wait() rethrows it unchanged.
+//
+//   state        spawn                   wait()                  destructor
+//   open         runs the task           joins, reports          joins, reports
+//   cancelled    task not run: its get() joins, reports          joins, reports
+//                throws cancelled
+//   waited       throws usage_error      reports again           nothing left to join
+//
+// "Reports": rethrows the first failure (unless cancel_on_failure is false),
+// else throws deadline_exceeded if the nursery's own deadline cut a task short,
+// else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
+//
+// Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
+// `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
+// wait() joins regardless (cancellation reaches the tasks through the token).
+// Throws: the first failure, cancelled / deadline_exceeded, usage_error on
+// misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
+// construct, wait and destroy on one thread, innermost scope first.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- leash/detail/task_record.hpp ----
+// leash/detail/task_record.hpp: the shared state of one spawned task.
+//
+// A record is owned jointly by its nursery (while the task runs) and by any
+// task<T> handles, through a shared_ptr. It holds the callable until the task
+// has run (then destroys it on the task's thread, so captures die promptly),
+// the outcome, and a completion flag that get() can wait on cancellably.
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+
+// ---- leash/detail/thread_cache.hpp ----
+// leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
+//
+// A submitted job starts at once: it is handed straight to one idle thread, or
+// a new thread is created. There is no queue, so a job never waits behind
+// blocked tasks and channel code cannot deadlock a fixed-size pool.
+//
+// An idle thread first spins briefly on its hand-off slot (a hand-off to a
+// spinning thread costs no system call), then parks on its own condition
+// variable for `keep_alive`, then exits. At most `max_idle` threads idle at
+// once. Threads are detached: an exiting thread touches nothing shared after
+// it has unlinked itself under the cache's mutex.
+//
+// Lock order: a worker may take the cache's mutex while holding its own
+// mutex; a submitter never holds the cache's mutex while taking a worker's.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+
+namespace leash::inline v0 {
+
+// Settings of the process-wide runtime; see runtime::configure.
+struct runtime_options {
+  // How long an idle thread waits for new work before it exits.
+  std::chrono::milliseconds keep_alive{2000};
+  // How many idle threads are kept at most; 0 means 2 x hardware threads.
+  std::size_t max_idle = 0;
+};
+
+// A snapshot of the runtime's counters; see runtime::stats.
+struct runtime_stats {
+  std::size_t threads_alive = 0;  // OS threads owned by the runtime (idle or running)
+  std::size_t threads_idle = 0;   // of those, waiting for work
+  std::size_t tasks_running = 0;  // jobs executing now
+  std::size_t peak_threads = 0;   // most threads alive at once since start
+  std::uint64_t tasks_started = 0;
+  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
+};
+
+namespace detail {
+
+// A unit of work. run() must not throw and must not touch the job after it
+// signalled completion to whoever owns it.
+class job {
+ public:
+  virtual void run() noexcept = 0;
+
+ protected:
+  ~job() = default;
+};
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+class thread_cache {
+ public:
+  static thread_cache& instance() {
+    static auto* cache = new thread_cache;  // immortal: no static-destruction-order crash
+    static exit_guard guard{cache};
+    return *cache;
+  }
+
+  // Runs `j` on an idle thread, or on a new one. Throws std::system_error if
+  // no thread can be created.
+  void submit(job* j) {
+    worker* w = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      ++started_;
+      if (idle_ != nullptr) {
+        w = idle_;
+        unlink_idle_locked(w);
+      } else {
+        ++alive_;
+        peak_ = std::max(peak_, alive_);
+      }
+    }
+    if (w != nullptr) {
+      // Under the worker's mutex: the worker cannot return (and free its
+      // stack-allocated record) before this hand-off is complete.
+      std::lock_guard lock(w->mutex);
+      w->slot.store(j, std::memory_order_release);
+      if (w->parked) w->wake.notify_one();
+      return;
+    }
+    try {
+      std::thread([this, j] { work(j); }).detach();
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      --alive_;
+      throw;
+    }
+  }
+
+  void configure(const runtime_options& o) {
+    std::lock_guard lock(mutex_);
+    keep_alive_ = o.keep_alive;
+    max_idle_ = o.max_idle != 0 ? o.max_idle : default_max_idle();
+  }
+
+  runtime_stats stats() const {
+    runtime_stats s;
+    {
+      std::lock_guard lock(mutex_);
+      s.threads_alive = alive_;
+      s.threads_idle = idle_count_;
+      s.peak_threads = peak_;
+      s.tasks_started = started_;
+    }
+    s.tasks_running = running_.load(std::memory_order_relaxed);
+    s.pending_timers = timer_service::instance().pending();
+    return s;
+  }
+
+ private:
+  // A thread's record; lives on that thread's stack.
+  struct worker {
+    worker* prev = nullptr;  // idle list links, guarded by the cache's mutex
+    worker* next = nullptr;
+    bool in_idle = false;  // guarded by the cache's mutex
+    std::atomic<job*> slot{nullptr};
+    std::mutex mutex;  // guards `parked`, orders hand-off against exit
+    std::condition_variable wake;
+    bool parked = false;
+  };
+
+  struct exit_guard {
+    thread_cache* cache;
+    ~exit_guard() { cache->shutdown(); }
+  };
+
+  // Does nothing: handed to idle threads at exit so they wake and leave.
+  struct noop_job final : job {
+    void run() noexcept override {}
+  };
+
+  thread_cache() { max_idle_ = default_max_idle(); }
+
+  static std::size_t default_max_idle() {
+    return 2 * std::max<std::size_t>(1, std::thread::hardware_concurrency());
+  }
+
+  void work(job* j) {
+    worker self;
+    while (j != nullptr) {
+      running_.fetch_add(1, std::memory_order_relaxed);
+      j->run();
+      running_.fetch_sub(1, std::memory_order_relaxed);
+      j = next_job(self);
+    }
+  }
+
+  // Parks `w` in the idle list until a job arrives; nullptr means exit.
+  job* next_job(worker& w) {
+    clock::time_point deadline;
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_ || idle_count_ >= max_idle_) return retire_locked();
+      w.next = idle_;
+      if (idle_ != nullptr) idle_->prev = &w;
+      idle_ = &w;
+      w.in_idle = true;
+      ++idle_count_;
+      deadline = clock::now() + keep_alive_;
+    }
+    // Spin phase: 64 pauses (about a microsecond) then up to 64 yields. The
+    // yields keep a spinning thread from stealing a CPU it shares with the
+    // thread about to hand it work (two threads pinned to one CPU).
+    for (int i = 0; i < 128; ++i) {
+      if (w.slot.load(std::memory_order_acquire) != nullptr) break;
+      if (i < 64) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    std::unique_lock lock(w.mutex);
+    w.parked = true;
+    for (;;) {
+      if (job* j = w.slot.exchange(nullptr, std::memory_order_acquire)) {
+        w.parked = false;
+        return j;
+      }
+      if (w.wake.wait_until(lock, deadline) == std::cv_status::timeout) {
+        std::lock_guard cache_lock(mutex_);
+        if (w.in_idle) {
+          unlink_idle_locked(&w);
+          return retire_locked();
+        }
+        // A submitter claimed this thread; its job is on the way.
+        deadline = clock::time_point::max();
+      }
+    }
+  }
+
+  job* retire_locked() {
+    --alive_;
+    if (stopping_) exited_.notify_all();
+    return nullptr;
+  }
+
+  void unlink_idle_locked(worker* w) {
+    if (w->prev != nullptr) w->prev->next = w->next;
+    if (w->next != nullptr) w->next->prev = w->prev;
+    if (idle_ == w) idle_ = w->next;
+    w->prev = w->next = nullptr;
+    w->in_idle = false;
+    --idle_count_;
+  }
+
+  // At exit: wakes every idle thread and waits (bounded) until they left, so
+  // no runtime thread is alive after static destruction except ones still
+  // running user code (a nursery alive during static destruction).
+  void shutdown() {
+    static noop_job noop;
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    const std::size_t busy = alive_ - idle_count_;
+    // Claim every idle thread first, then hand each a no-op outside the
+    // cache's mutex (the lock order forbids taking a worker's mutex under it).
+    worker* claimed = nullptr;
+    while (idle_ != nullptr) {
+      worker* w = idle_;
+      unlink_idle_locked(w);
+      w->next = claimed;
+      claimed = w;
+    }
+    lock.unlock();
+    while (claimed != nullptr) {
+      worker* w = claimed;
+      claimed = w->next;  // read before the hand-off: afterwards w may be gone
+      std::lock_guard wl(w->mutex);
+      w->slot.store(&noop, std::memory_order_release);
+      if (w->parked) w->wake.notify_one();
+    }
+    lock.lock();
+    exited_.wait_for(lock, std::chrono::seconds(2), [&] { return alive_ <= busy; });
+  }
+
+  using clock = std::chrono::steady_clock;
+
+  mutable std::mutex mutex_;
+  std::condition_variable exited_;  // shutdown waits here for idle threads to leave
+  worker* idle_ = nullptr;          // most recently idle first: likely still spinning
+  std::size_t idle_count_ = 0;
+  std::size_t alive_ = 0;
+  std::size_t peak_ = 0;
+  std::uint64_t started_ = 0;
+  std::chrono::milliseconds keep_alive_{2000};
+  std::size_t max_idle_ = 0;
+  bool stopping_ = false;
+  std::atomic<std::size_t> running_{0};
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0
+
+namespace leash::inline v0 {
+class nursery;
+
+namespace detail {
+
+// The callable shapes a task may have: f() or f(std::stop_token).
+template <class F>
+concept takes_stop_token = std::is_invocable_v<F&, std::stop_token>;
+template <class F>
+concept task_callable = std::is_invocable_v<F&> || takes_stop_token<F>;
+
+template <class F>
+struct task_result_of {
+  using type = std::invoke_result_t<F&>;
+};
+template <takes_stop_token F>
+struct task_result_of<F> {
+  using type = std::invoke_result_t<F&, std::stop_token>;
+};
+
+class task_record : public job, public task_identity {
+ public:
+  void run() noexcept override;  // defined in nursery.hpp, where the nursery is complete
+
+  // Runs the callable and stores its value; exceptions propagate to run().
+  virtual void invoke(const std::stop_token& token) = 0;
+
+  bool done() const {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+
+  // Waits until the task finished. Blocks; cancellable; throws cancelled.
+  void wait_done(const std::stop_token& token) {
+    std::unique_lock lock(mutex_);
+    if (done_) return;
+    blocked_scope blocked("task::get");
+    if (wait(lock, cv_, token, [&] { return done_; }) == wait_status::stopped) {
+      lock.unlock();
+      throw_cancelled(token);
+    }
+  }
+
+  void mark_done() {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  nursery* owner = nullptr;
+  task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
+  task_record* next = nullptr;
+  std::shared_ptr<task_record> keep_alive;  // set while the task runs
+
+  // Outcome, written before mark_done().
+  std::exception_ptr error;
+  bool quiet = false;                 // a cancelled that escaped while the nursery was stopped
+  std::atomic<bool> observed{false};  // error seen through get(), failures() or wait()
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
+template <class T>
+class task_result : public task_record {
+ public:
+  std::optional<T> value;  // set when the callable returned
+};
+template <>
+class task_result<void> : public task_record {};
+
+template <class T, class F>
+class task_impl final : public task_result<T> {
+ public:
+  explicit task_impl(F&& f) : fn_(std::move(f)) {}
+  explicit task_impl(const F& f) : fn_(f) {}
+
+  void invoke(const std::stop_token& token) override {
+    // Destroy the callable on the task's thread, as soon as it has run.
+    struct reset_on_exit {
+      std::optional<F>& fn;
+      ~reset_on_exit() { fn.reset(); }
+    } reset{fn_};
+    if constexpr (std::is_void_v<T>) {
+      call(token);
+    } else {
+      this->value.emplace(call(token));
+    }
+  }
+
+ private:
+  decltype(auto) call(const std::stop_token& token) {
+    if constexpr (takes_stop_token<F>) {
+      return std::invoke(*fn_, token);
+    } else {
+      return std::invoke(*fn_);
+    }
+  }
+
+  std::optional<F> fn_;
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0
+
+namespace leash::inline v0 {
+
+// A handle to a spawned task's outcome. Cheap to copy; valid even after the
+// nursery is gone (the nursery joined the task, so the outcome is final).
+template <class T>
+class task {
+ public:
+  task() = default;
+
+  // Waits until the task finished (blocks; cancellable by the ambient or the
+  // given token), then returns its value or rethrows its exception. A task
+  // spawned into a cancelled nursery throws cancelled.
+  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
+  std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
+    detail::task_result<T>& r = record();
+    r.wait_done(token);
+    if (r.error) {
+      r.observed.store(true, std::memory_order_relaxed);
+      std::rethrow_exception(r.error);
+    }
+    if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+  // True once the task has finished (a snapshot).
+  bool done() const { return state_ != nullptr && state_->done(); }
+  bool valid() const noexcept { return state_ != nullptr; }
+  const std::string& name() const { return record().name; }
+  source_location site() const { return record().site; }
+
+ private:
+  friend class nursery;
+  explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
+
+  detail::task_result<T>& record() const {
+    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
+    return *state_;
+  }
+
+  std::shared_ptr<detail::task_result<T>> state_;
+};
+
+struct nursery_options {
+  static constexpr std::size_t unlimited = static_cast<std::size_t>(-1);
+
+  // At most this many tasks run at once: spawn() waits, try_spawn() refuses.
+  std::size_t limit = unlimited;
+  // Cancel the tasks after this long / at this time; wait() then throws
+  // deadline_exceeded if a task was still running.
+  std::optional<std::chrono::nanoseconds> timeout{};
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  // false: a supervisor. Failures do not cancel siblings and wait() does not
+  // throw them; read them through task::get() or failures().
+  bool cancel_on_failure = true;
+  // For diagnostics: exceptions, leak reports, live_tasks().
+  std::string name{};
+};
+
+class nursery final : private detail::nursery_node {
+ public:
+  // Opens a nursery as a child of the ambient scope and installs it as the
+  // thread's ambient scope. Throws usage_error for a limit of 0.
+  [[nodiscard]] explicit nursery(nursery_options options = {},
+                                 source_location site = source_location::current())
+      : options_(checked(std::move(options))),
+        site_(site),
+        id_(detail::next_id()),
+        parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
+        uncaught_(std::uncaught_exceptions()),
+        state_(detail::ambient, {}, deadline_of(options_), options_.name),
+        installed_(&state_, "leash::nursery") {
+    wake_on_stop_.emplace(state_.token(), wake{this});
+    detail::registry::instance().add(this);
+  }
+
+  nursery(const nursery&) = delete;
+  nursery& operator=(const nursery&) = delete;
+
+  // Cancels the tasks if the scope is unwinding with an exception; always
+  // joins them. Failures nobody observed go to the unobserved-failure handler.
+  ~nursery() {
+    if (std::uncaught_exceptions() > uncaught_) {
+      state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
+    }
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return running_ == 0; });
+      closed_ = true;
+    }
+    wake_on_stop_.reset();
+    detail::registry::instance().remove(this);
+    const bool unwinding = std::uncaught_exceptions() > uncaught_;
+    for (const auto& f : failures_) {
+      if (f->observed.load(std::memory_order_relaxed)) continue;
+      // The in-flight exception is most likely a cancelled that carries this
+      // failure as its cause(): it is not lost.
+      if (unwinding && f->error == state_.cause()) continue;
+      detail::report_unobserved({f->error, f->name, f->site, options_.name});
+    }
+  }
+
+  // Starts f on a runtime thread at once and returns its handle. f takes no
+  // arguments or a std::stop_token (the nursery's). Blocks while `limit` tasks
+  // run (cancellable). Into a cancelled nursery: f does not run, get() throws
+  // cancelled. Throws usage_error after wait() returned.
+  template <class F>
+  auto spawn(F&& f, source_location site = source_location::current()) {
+    return *spawn_impl({}, std::forward<F>(f), site, false);
+  }
+  template <class F>
+  auto spawn(std::string name, F&& f, source_location site = source_location::current()) {
+    return *spawn_impl(std::move(name), std::forward<F>(f), site, false);
+  }
+
+  // Like spawn, but never waits: returns nullopt when `limit` tasks run.
+  template <class F>
+  [[nodiscard]] auto try_spawn(F&& f, source_location site = source_location::current()) {
+    return spawn_impl({}, std::forward<F>(f), site, true);
+  }
+  template <class F>
+  [[nodiscard]] auto try_spawn(std::string name, F&& f,
+                               source_location site = source_location::current()) {
+    return spawn_impl(std::move(name), std::forward<F>(f), site, true);
+  }
+
+  // Joins every task, then reports (see the table above). Blocks until all
+  // tasks ended. Calling it from one of the nursery's own tasks is a usage_error.
+  void wait() {
+    if (detail::current_task != nullptr && detail::current_task->owner_nursery == this) {
+      throw usage_error("leash::nursery \"" + options_.name +
+                        "\": wait() from one of its own tasks would deadlock");
+    }
+    std::unique_lock lock(mutex_);
+    {
+      detail::blocked_scope blocked("nursery::wait");
+      changed_.wait(lock, [&] { return running_ == 0; });
+    }
+    closed_ = true;
+    if (options_.cancel_on_failure && !failures_.empty()) {
+      for (const auto& f : failures_)
+        f->observed.store(true, std::memory_order_relaxed);
+      const std::exception_ptr first = failures_.front()->error;
+      lock.unlock();
+      std::rethrow_exception(first);
+    }
+    const stop_reason r = state_.reason();
+    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
+      lock.unlock();
+      state_.throw_cancelled();
+    }
+  }
+
+  // Requests stop on every task (and on nurseries nested in them). Never blocks.
+  void cancel(std::string message = {}) {
+    state_.request(stop_reason::cancelled, std::move(message));
+  }
+
+  std::stop_token token() const noexcept { return state_.token(); }
+  bool stop_requested() const noexcept { return state_.stop_requested(); }
+  stop_reason reason() const noexcept { return state_.reason(); }
+  const std::string& name() const noexcept { return options_.name; }
+
+  // Every failure so far, in the order they happened; marks them observed.
+  std::vector<std::exception_ptr> failures() {
+    std::lock_guard lock(mutex_);
+    std::vector<std::exception_ptr> out;
+    for (const auto& f : failures_) {
+      f->observed.store(true, std::memory_order_relaxed);
+      out.push_back(f->error);
+    }
+    return out;
+  }
+
+  // Tasks running now (a snapshot).
+  std::size_t running() const {
+    std::lock_guard lock(mutex_);
+    return running_;
+  }
+
+ private:
+  friend class detail::task_record;
+
+  struct wake {
+    nursery* self;
+    void operator()() const noexcept {
+      std::lock_guard lock(self->mutex_);
+      self->changed_.notify_all();
+    }
+  };
+
+  static nursery_options checked(nursery_options o) {
+    if (o.limit == 0) {
+      throw usage_error("leash::nursery \"" + o.name +
+                        "\": limit must be at least 1 (nursery_options::unlimited for none)");
+    }
+    return o;
+  }
+
+  static std::chrono::steady_clock::time_point deadline_of(const nursery_options& o) {
+    auto d = o.deadline.value_or(std::chrono::steady_clock::time_point::max());
+    if (o.timeout) d = std::min(d, detail::deadline_after(*o.timeout));
+    return d;
+  }
+
+  template <class F>
+  auto spawn_impl(std::string name, F&& f, source_location site, bool try_only) {
+    using fn_type = std::decay_t<F>;
+    static_assert(detail::task_callable<fn_type>,
+                  "leash::nursery::spawn: the task must be callable as f() or f(std::stop_token)");
+    using result = typename detail::task_result_of<fn_type>::type;
+    static_assert(!std::is_reference_v<result>,
+                  "leash::nursery::spawn: a task cannot return a reference; return a value "
+                  "or a std::reference_wrapper");
+    auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+    record->id = detail::next_id();
+    record->name = std::move(name);
+    record->site = site;
+    record->owner_nursery = this;
+    record->owner = this;
+    std::optional<task<result>> handle;
+    if (admit(record, try_only)) handle = task<result>(std::move(record));
+    return handle;
+  }
+
+  // Starts `record`, or finishes it as cancelled when the nursery is stopped.
+  // false only when try_only and the nursery is full.
+  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+    std::unique_lock lock(mutex_);
+    throw_if_closed();
+    if (running_ >= options_.limit && !state_.stop_requested()) {
+      if (try_only) return false;
+      const std::stop_token token = this_task::stop_token();
+      detail::blocked_scope blocked("nursery::spawn (at limit)");
+      const auto status = detail::wait(lock, changed_, token, [&] {
+        return running_ < options_.limit || state_.stop_requested() || closed_;
+      });
+      if (status == detail::wait_status::stopped) {
+        lock.unlock();
+        detail::throw_cancelled(token);
+      }
+      throw_if_closed();
+    }
+    if (state_.stop_requested()) {
+      cut_short_ = true;
+      lock.unlock();
+      try {
+        state_.throw_cancelled();
+      } catch (const cancelled&) {
+        record->error = std::current_exception();
+      }
+      record->quiet = true;
+      record->mark_done();
+      return true;
+    }
+    record->next = live_;
+    if (live_ != nullptr) live_->prev = record.get();
+    live_ = record.get();
+    ++running_;
+    record->keep_alive = record;
+    record->started = std::chrono::steady_clock::now();
+    lock.unlock();
+    try {
+      detail::thread_cache::instance().submit(record.get());
+    } catch (...) {
+      record->keep_alive.reset();
+      lock.lock();
+      unlink(record.get());
+      --running_;
+      changed_.notify_all();
+      throw;
+    }
+    return true;
+  }
+
+  void throw_if_closed() const {
+    if (closed_) {
+      throw usage_error("leash::nursery \"" + options_.name + "\": spawn after wait() returned");
+    }
+  }
+
+  void unlink(detail::task_record* r) noexcept {
+    if (r->prev != nullptr) r->prev->next = r->next;
+    if (r->next != nullptr) r->next->prev = r->prev;
+    if (live_ == r) live_ = r->next;
+    r->prev = r->next = nullptr;
+  }
+
+  // The last thing a task does. Touches nothing of the nursery after the
+  // unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
+    const bool failed = record->error != nullptr && !record->quiet;
+    if (failed && options_.cancel_on_failure) {
+      // Before the lock: stop callbacks take it (wake), and other locks.
+      state_.request(stop_reason::cancelled, "a sibling task failed", record.get(), record->error);
+    }
+    {
+      std::lock_guard lock(mutex_);
+      unlink(record.get());
+      if (failed) failures_.push_back(record);
+      if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
+      changed_.notify_all();
+    }
+    detail::registry::instance().task_ended();
+  }
+
+  detail::nursery_snapshot snapshot() const override {
+    detail::nursery_snapshot s;
+    s.id = id_;
+    s.parent_task = parent_task_;
+    s.name = options_.name;
+    s.site = site_;
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(mutex_);
+    for (const detail::task_record* r = live_; r != nullptr; r = r->next) {
+      detail::task_snapshot t;
+      t.id = r->id;
+      t.name = r->name;
+      t.site = r->site;
+      t.age = now - r->started;
+      t.blocked_in = r->blocked_in.load(std::memory_order_relaxed);
+      if (t.blocked_in != nullptr) {
+        const std::chrono::steady_clock::duration since(
+            r->blocked_since.load(std::memory_order_relaxed));
+        t.blocked_for = now.time_since_epoch() - since;
+      }
+      s.tasks.push_back(std::move(t));
+    }
+    return s;
+  }
+
+  nursery_options options_;
+  source_location site_;
+  std::uint64_t id_;
+  std::uint64_t parent_task_;  // for the live_tasks() tree
+  int uncaught_;               // std::uncaught_exceptions() at construction
+  detail::cancel_state state_;
+  detail::ambient_guard installed_;
+
+  mutable std::mutex mutex_;             // guards everything below
+  std::condition_variable changed_;      // a task ended, or the nursery was stopped
+  detail::task_record* live_ = nullptr;  // running tasks
+  std::size_t running_ = 0;
+  bool closed_ = false;     // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;  // a stop arrived while tasks ran (or refused a spawn)
+  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
+  std::optional<std::stop_callback<wake>> wake_on_stop_;        // wakes spawns waiting at the limit
+};
+
+inline void detail::task_record::run() noexcept {
+  std::shared_ptr<task_record> self = std::move(keep_alive);
+  nursery& n = *owner;
+  current_task = this;
+  ambient = &n.state_;
+  try {
+    invoke(n.state_.token());
+  } catch (const cancelled&) {
+    error = std::current_exception();
+    quiet = n.state_.stop_requested();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  ambient = nullptr;
+  current_task = nullptr;
+  mark_done();
+  n.task_finished(std::move(self));
+}
+
+// Opens a nursery, runs body(nursery&), and waits. Returns the body's value.
+// Rethrows the first failure; the body's own cancelled (the nursery was
+// cancelled) is absorbed, but a deadline or an outer cancellation propagates.
+template <class F>
+auto run_nursery(nursery_options options, F&& body,
+                 source_location site = source_location::current()) {
+  using result = std::invoke_result_t<F&, nursery&>;
+  nursery n(std::move(options), site);
+  std::exception_ptr body_cancelled;
+  std::optional<std::conditional_t<std::is_void_v<result>, bool, result>> value;
+  try {
+    if constexpr (std::is_void_v<result>) {
+      std::invoke(body, n);
+      value.emplace(true);
+    } else {
+      value.emplace(std::invoke(body, n));
+    }
+  } catch (const cancelled&) {
+    if (!n.stop_requested()) throw;
+    body_cancelled = std::current_exception();
+  }
+  n.wait();
+  // The body was cut short. That is absorbed only when the nursery itself was
+  // cancelled (cancel(), or a failure that wait() already rethrew) and no
+  // value is expected; a deadline or an outer stop propagates.
+  if (body_cancelled && (n.reason() != stop_reason::cancelled || !std::is_void_v<result>)) {
+    std::rethrow_exception(body_cancelled);
+  }
+  if constexpr (!std::is_void_v<result>) return std::move(*value);
+}
+
+template <class F>
+auto run_nursery(F&& body, source_location site = source_location::current()) {
+  return run_nursery(nursery_options{}, std::forward<F>(body), site);
+}
+
+}  // namespace leash::inline v0
+// ---- leash/runtime.hpp ----
+// leash/runtime.hpp: where leash tasks run, and what that costs.
+// Prevents: 10 000 sleeping goroutines leaving tens of MB that Go never
+// returns to the OS.
+//
+// Every task runs on an OS thread from one process-wide elastic cache. A
+// spawned task starts at once on an idle thread or on a new one: it never
+// queues behind blocked tasks. Idle threads wait `keep_alive` for work, then
+// exit, so a burst's stacks go back to the OS. The cache is created on first
+// use; at exit its idle threads are woken and leave before static destruction
+// ends.
+//
+//   leash::runtime::configure({.keep_alive = std::chrono::milliseconds(500)});
+//   ... a burst of tasks ...
+//   auto s = leash::runtime::stats();  // threads_alive, threads_idle, peak_threads, ...
+//
+// Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
+// called from any thread at any time; stats() is a snapshot.
+
+
+namespace leash::inline v0::runtime {
+
+// Applies new settings. Threads already idle keep the keep-alive they started
+// with; max_idle applies to the next thread that becomes idle.
+inline void configure(const runtime_options& options) {
+  detail::thread_cache::instance().configure(options);
+}
+
+// A consistent-enough snapshot of the runtime's counters (each one is exact at
+// some instant during the call).
+inline runtime_stats stats() {
+  return detail::thread_cache::instance().stats();
+}
+
+}  // namespace leash::inline v0::runtime

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark runner: leash (C++) vs std::thread vs Go.
+#
+#   tests/bench/run.sh BUILD_DIR
+#
+# Runs every C++ benchmark binary found in BUILD_DIR and, if Go is installed,
+# the matching Go program from tests/bench/go/. Every program prints lines of
+# the form "BENCH <scenario> <impl> <metric>=<value> ...". They are collected in
+# BUILD_DIR/bench-results.txt and summarised as one markdown table per scenario.
+set -uo pipefail
+
+# One row per scenario; adding a scenario is a one-line change here.
+#   scenario  cpp_binary  go_file  primary_metric  compare
+# primary_metric is a metric name or "a-b" (difference of two metrics);
+# compare is "ratio" (other/leash, so >1 means leash is lower, i.e. better)
+# or "side" (values listed side by side, no ratio).
+SCENARIOS=(
+  "spawn_join      bench_spawn_join      spawn_join.go      ns_per_task                    ratio"
+  "deadline_scope  bench_deadline_scope  deadline_scope.go  ns_per_op                      ratio"
+  "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
+)
+TIMEOUT=300 # seconds, per program
+
+if [[ $# -ne 1 || ! -d $1 ]]; then
+  echo "usage: $0 BUILD_DIR" >&2
+  exit 2
+fi
+build_dir=$(cd "$1" && pwd)
+go_dir=$(cd "$(dirname "$0")/go" && pwd)
+results=$build_dir/bench-results.txt
+: >"$results"
+
+# Debian's golang-go puts go on PATH; fall back to its real location.
+GO=$(command -v go || true)
+[[ -z $GO && -x /usr/lib/go/bin/go ]] && GO=/usr/lib/go/bin/go
+go_tmp=$(mktemp -d)
+trap 'rm -rf "$go_tmp"' EXIT
+# The Go programs are standalone stdlib-only files with no go.mod; GOPATH mode
+# keeps them independent of any go.mod that may appear above them. go needs a
+# build cache directory, which it cannot derive when HOME is unset.
+export GO111MODULE=off
+[[ -z ${HOME:-} && -z ${GOCACHE:-} ]] && export GOCACHE=$go_tmp/cache
+
+# run NAME CMD...: run under the timeout, echo its output, keep BENCH lines.
+run() {
+  local name=$1 out rc
+  shift
+  echo "--- $name" >&2
+  out=$(timeout "$TIMEOUT" "$@")
+  rc=$?
+  [[ -n $out ]] && printf '%s\n' "$out"
+  if ((rc == 124)); then
+    echo "NOTE: $name timed out after ${TIMEOUT}s" >&2
+  elif ((rc != 0)); then
+    echo "NOTE: $name exited with status $rc" >&2
+  fi
+  grep '^BENCH ' <<<"$out" >>"$results"
+}
+
+[[ -z $GO ]] && echo "go not installed: apt-get install golang-go to compare"
+for row in "${SCENARIOS[@]}"; do
+  read -r _ cpp go_file _ <<<"$row"
+  if [[ -x $build_dir/$cpp ]]; then
+    run "$cpp" "$build_dir/$cpp"
+  else
+    echo "SKIP: $build_dir/$cpp not built" >&2
+  fi
+  if [[ -n $GO ]]; then
+    # Build, then run the binary (not "go run"): compile time stays out of the
+    # program's time budget and the timeout signals the benchmark itself
+    # rather than the go tool wrapping it.
+    bin=$go_tmp/${go_file%.go}
+    if timeout "$TIMEOUT" "$GO" build -o "$bin" "$go_dir/$go_file"; then
+      run "go/$go_file" "$bin"
+    else
+      echo "NOTE: go build $go_file failed" >&2
+    fi
+  fi
+done
+
+echo
+echo "Results: $results"
+# Summary: generic over whatever scenarios appear in the results; the primary
+# metric / comparison mode come from SCENARIOS (none -> table only).
+printf '%s\n' "${SCENARIOS[@]}" | awk '
+  FNR == NR { primary[$1] = $4; mode[$1] = $5; next }
+  $1 == "BENCH" {
+    s = $2; impl = $3
+    if (!(s in seen)) { seen[s] = 1; order[++ns] = s }
+    if (!((s, impl) in has)) { has[s, impl] = 1; impls[s, ++ni[s]] = impl }
+    for (f = 4; f <= NF; f++) {
+      eq = index($f, "="); if (!eq) continue
+      m = substr($f, 1, eq - 1); v = substr($f, eq + 1)
+      if (!((s, impl, m) in val)) rows[s, ++nr[s]] = impl SUBSEP m
+      val[s, impl, m] = v
+    }
+  }
+  # value of a metric name or "a-b" difference; "" when missing
+  function metric(s, impl, expr,   ab) {
+    if (split(expr, ab, "-") == 2) {
+      if (!((s, impl, ab[1]) in val) || !((s, impl, ab[2]) in val)) return ""
+      return val[s, impl, ab[1]] - val[s, impl, ab[2]]
+    }
+    return ((s, impl, expr) in val) ? val[s, impl, expr] : ""
+  }
+  END {
+    for (i = 1; i <= ns; i++) {
+      s = order[i]
+      printf "\n### %s\n\n| impl | metric | value |\n|---|---|---|\n", s
+      for (r = 1; r <= nr[s]; r++) {
+        split(rows[s, r], k, SUBSEP)
+        printf "| %s | %s | %s |\n", k[1], k[2], val[s, k[1], k[2]]
+      }
+      if (!(s in primary)) continue
+      p = primary[s]
+      base = metric(s, "leash", p)
+      if (mode[s] == "ratio") {
+        if (base == "") { printf "\n%s: no leash result, no ratio\n", p; continue }
+        line = ""
+        for (j = 1; j <= ni[s]; j++) {
+          o = impls[s, j]; v = metric(s, o, p)
+          if (o == "leash" || v == "") continue
+          line = line sprintf("%s %s, ", o, base > 0 ? sprintf("%.2fx", v / base) : "n/a")
+        }
+        if (line == "") line = "no other impl, "
+        printf "\nratio other/leash on %s (>1 = leash better): %s\n", p, substr(line, 1, length(line) - 2)
+      } else {
+        line = ""
+        for (j = 1; j <= ni[s]; j++) {
+          o = impls[s, j]; v = metric(s, o, p)
+          if (v != "") line = line sprintf("%s=%s | ", o, v)
+        }
+        printf "\n%s: %s\n", p, substr(line, 1, length(line) - 3)
+      }
+    }
+  }' - "$results"

@@ -1,0 +1,299 @@
+// Tests for leash/cancel.hpp: cancel scopes, deadlines, move_on/fail_after, this_task.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <leash.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "support/child_process.hpp"
+
+using namespace std::chrono_literals;
+using leash::stop_reason;
+
+namespace {
+
+// Spins (without leash calls) until `tp` has passed.
+void busy_until(std::chrono::steady_clock::time_point tp) {
+  while (std::chrono::steady_clock::now() < tp) {
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a deadline stops the scope with reason deadline_exceeded") {
+  leash::cancel_scope scope(20ms);
+  CHECK_FALSE(scope.stop_requested());
+  CHECK(scope.reason() == stop_reason::none);
+  CHECK_THROWS_AS(leash::this_task::sleep_for(1h), leash::deadline_exceeded);
+  CHECK(scope.reason() == stop_reason::deadline_exceeded);
+  CHECK(scope.origin_reason() == stop_reason::deadline_exceeded);
+}
+
+TEST_CASE("cancel() stops the scope with reason cancelled and its message") {
+  leash::cancel_scope scope;
+  CHECK(scope.cancel("enough"));
+  CHECK(scope.reason() == stop_reason::cancelled);
+  try {
+    leash::this_task::checkpoint();
+    FAIL("checkpoint did not throw");
+  } catch (const leash::deadline_exceeded&) {
+    FAIL("a cancel is not a deadline");
+  } catch (const leash::cancelled& e) {
+    CHECK(e.reason() == stop_reason::cancelled);
+    CHECK(e.message() == "enough");
+    CHECK(std::string(e.what()).find("enough") != std::string::npos);
+  }
+}
+
+TEST_CASE("a child reports parent and the ancestor's origin when the parent stopped") {
+  leash::cancel_scope outer(20ms);
+  leash::cancel_scope inner;
+  try {
+    leash::this_task::sleep_for(1h);
+    FAIL("sleep was not cancelled");
+  } catch (const leash::deadline_exceeded& e) {  // the root cause is a deadline
+    CHECK(e.reason() == stop_reason::parent);
+    CHECK(e.origin() == stop_reason::deadline_exceeded);
+  }
+  CHECK(inner.reason() == stop_reason::parent);
+  CHECK(inner.origin_reason() == stop_reason::deadline_exceeded);
+  CHECK(outer.reason() == stop_reason::deadline_exceeded);
+}
+
+TEST_CASE("the first reason is never overwritten") {
+  SUBCASE("a deadline after cancel()") {
+    leash::cancel_scope scope(5ms);
+    CHECK(scope.cancel("first"));
+    busy_until(scope.deadline() + 20ms);
+    CHECK_FALSE(scope.cancel("second"));
+    CHECK(scope.reason() == stop_reason::cancelled);
+    CHECK_THROWS_WITH_AS(leash::this_task::checkpoint(), doctest::Contains("first"),
+                         leash::cancelled);
+  }
+  SUBCASE("a parent stop after the child's own cancel") {
+    leash::cancel_scope outer;
+    leash::cancel_scope inner;
+    inner.cancel();
+    outer.cancel();
+    CHECK(inner.reason() == stop_reason::cancelled);
+  }
+  SUBCASE("cancel() after a deadline") {
+    leash::cancel_scope scope(1ms);
+    CHECK_THROWS_AS(leash::this_task::sleep_for(1h), leash::deadline_exceeded);
+    CHECK_FALSE(scope.cancel());
+    CHECK(scope.reason() == stop_reason::deadline_exceeded);
+  }
+}
+
+TEST_CASE("a scope born under a stopped parent is born stopped") {
+  leash::cancel_scope outer;
+  outer.cancel();
+  leash::cancel_scope inner(1h);
+  CHECK(inner.stop_requested());
+  CHECK(inner.reason() == stop_reason::parent);
+  CHECK(inner.origin_reason() == stop_reason::cancelled);
+}
+
+TEST_CASE("a zero or negative timeout runs the body and fails its first blocking call") {
+  for (auto timeout : {0ms, -5ms}) {
+    bool body_ran = false;
+    const bool finished = leash::move_on_after(timeout, [&] {
+      body_ran = true;
+      leash::this_task::sleep_for(1h);
+    });
+    CHECK(body_ran);
+    CHECK_FALSE(finished);
+    leash::cancel_scope scope(timeout);
+    CHECK(scope.reason() == stop_reason::deadline_exceeded);
+    CHECK_THROWS_AS(leash::this_task::checkpoint(), leash::deadline_exceeded);
+  }
+}
+
+TEST_CASE("a child deadline later than an ancestor's registers no timer") {
+  const auto base = leash::runtime::stats().pending_timers;
+  leash::cancel_scope outer(1h);
+  CHECK(leash::runtime::stats().pending_timers == base + 1);
+  {
+    leash::cancel_scope later(2h);
+    CHECK(leash::runtime::stats().pending_timers == base + 1);
+    CHECK(later.deadline() == outer.deadline());
+    leash::cancel_scope earlier(30min);
+    CHECK(leash::runtime::stats().pending_timers == base + 2);
+  }
+  CHECK(leash::runtime::stats().pending_timers == base + 1);
+}
+
+TEST_CASE("destroying 100 000 scopes with far deadlines leaves no pending timer") {
+  for (int i = 0; i < 100'000; ++i) {
+    leash::cancel_scope scope(1h + std::chrono::milliseconds(i));
+  }
+  CHECK(leash::runtime::stats().pending_timers == 0);
+}
+
+TEST_CASE("move_on_after returns whether the body finished") {
+  CHECK(leash::move_on_after(1h, [] {}));
+  CHECK_FALSE(leash::move_on_after(10ms, [] { leash::this_task::sleep_for(1h); }));
+}
+
+TEST_CASE("move_on_after lets an enclosing cancellation through") {
+  leash::cancel_scope outer;
+  outer.cancel("outer");
+  CHECK_THROWS_WITH_AS(leash::move_on_after(1h, [] { leash::this_task::checkpoint(); }),
+                       doctest::Contains("outer"), leash::cancelled);
+}
+
+TEST_CASE("fail_after returns the value of work that finished after its deadline") {
+  const int v = leash::fail_after(5ms, [] {
+    busy_until(std::chrono::steady_clock::now() + 30ms);  // no leash call: never interrupted
+    return 42;
+  });
+  CHECK(v == 42);
+}
+
+TEST_CASE("fail_after throws deadline_exceeded when its own deadline stopped the work") {
+  CHECK_THROWS_AS(leash::fail_after(10ms, [] { leash::this_task::sleep_for(1h); }),
+                  leash::deadline_exceeded);
+}
+
+TEST_CASE("fail_after lets an outer cancellation pass through as cancelled") {
+  leash::cancel_scope outer;
+  outer.cancel();
+  try {
+    leash::fail_after(1h, [] { leash::this_task::checkpoint(); });
+    FAIL("no exception");
+  } catch (const leash::deadline_exceeded&) {
+    FAIL("an outer cancel must not become a deadline");
+  } catch (const leash::cancelled& e) {
+    CHECK(e.reason() == stop_reason::parent);
+  }
+}
+
+TEST_CASE("a shielded scope ignores its parent's cancel but keeps its own deadline") {
+  leash::cancel_scope outer;
+  leash::cancel_scope shield(leash::shielded);
+  outer.cancel();
+  CHECK(outer.stop_requested());
+  CHECK_FALSE(shield.stop_requested());
+  CHECK_NOTHROW(leash::this_task::checkpoint());
+  CHECK_FALSE(leash::move_on_after(10ms, [] { leash::this_task::sleep_for(1h); }));
+  leash::cancel_scope own_deadline(leash::shielded, 10ms);
+  CHECK_THROWS_AS(leash::this_task::sleep_for(1h), leash::deadline_exceeded);
+}
+
+TEST_CASE("a scope can be a child of an explicit stop_token") {
+  std::stop_source source;
+  leash::cancel_scope scope(source.get_token(), 1h);
+  CHECK(leash::this_task::stop_token() == scope.token());
+  source.request_stop();
+  CHECK(scope.stop_requested());
+  CHECK(scope.reason() == stop_reason::parent);
+  CHECK(scope.origin_reason() == stop_reason::cancelled);
+  CHECK_THROWS_AS(leash::this_task::checkpoint(), leash::cancelled);
+}
+
+TEST_CASE("blocking calls take an explicit stop_token too") {
+  std::stop_source source;
+  source.request_stop();
+  try {
+    leash::this_task::sleep_for(1h, source.get_token());
+    FAIL("no exception");
+  } catch (const leash::cancelled& e) {
+    CHECK(e.reason() == stop_reason::cancelled);
+    CHECK(e.message().find("explicit std::stop_token") != std::string::npos);
+  }
+  std::stop_source never;
+  CHECK_NOTHROW(leash::this_task::sleep_for(1ms, never.get_token()));
+}
+
+TEST_CASE("outside any scope the ambient token never stops") {
+  CHECK_FALSE(leash::this_task::stop_token().stop_possible());
+  CHECK_NOTHROW(leash::this_task::checkpoint());
+  leash::cancel_scope scope;
+  CHECK(leash::this_task::stop_token() == scope.token());
+}
+
+TEST_CASE("sleep_until accepts other clocks") {
+  const auto t0 = std::chrono::steady_clock::now();
+  leash::this_task::sleep_until(std::chrono::system_clock::now() + 20ms);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 15ms);  // generous: system clock may step
+  leash::cancel_scope scope(10ms);
+  CHECK_THROWS_AS(leash::this_task::sleep_until(std::chrono::system_clock::now() + 1h),
+                  leash::deadline_exceeded);
+}
+
+TEST_CASE("cancelling a blocked sleep_for wakes it well under 100 ms") {
+  std::latch sleeping(1);
+  std::chrono::steady_clock::time_point woke;
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&] {
+      sleeping.count_down();
+      try {
+        leash::this_task::sleep_for(1h);
+      } catch (const leash::cancelled&) {
+        woke = std::chrono::steady_clock::now();
+        throw;
+      }
+    });
+    sleeping.wait();
+    const auto cancelled_at = std::chrono::steady_clock::now();
+    n.cancel();
+    n.wait();
+    CHECK(woke - cancelled_at < 100ms);
+  });
+}
+
+TEST_CASE("a cancelled exception names its reason, the triggering task and the cause") {
+  std::string seen_what;
+  leash::cancel_info seen;
+  int boom_line = 0;
+  // Not inside a CHECK macro: a macro gives every token in it the macro's line.
+  try {
+    leash::run_nursery({.name = "fanout"}, [&](leash::nursery& n) {
+      std::latch asleep(1);
+      n.spawn([&] {
+        try {
+          asleep.count_down();
+          leash::this_task::sleep_for(1h);
+        } catch (const leash::cancelled& e) {
+          seen = e.info();
+          seen_what = e.what();
+          throw;
+        }
+      });
+      asleep.wait();
+      boom_line = __LINE__ + 1;
+      n.spawn("boom", [] { throw std::logic_error("bad"); });
+    });
+    FAIL("the failure was not rethrown");
+  } catch (const std::logic_error& e) {
+    CHECK(std::string(e.what()) == "bad");
+  }
+  CHECK(seen.reason == stop_reason::cancelled);
+  CHECK(seen.task_name == "boom");
+  CHECK(seen.task_site.line == static_cast<unsigned>(boom_line));
+  CHECK(seen.scope_name == "fanout");
+  REQUIRE(seen.cause != nullptr);
+  CHECK_THROWS_AS(std::rethrow_exception(seen.cause), std::logic_error);
+  CHECK(seen_what.find("cancelled") != std::string::npos);
+  CHECK(seen_what.find("\"boom\"") != std::string::npos);
+  CHECK(seen_what.find("cancel_test.cpp:" + std::to_string(boom_line)) != std::string::npos);
+  CHECK(seen_what.find("cause: bad") != std::string::npos);
+}
+
+TEST_CASE("a scope destroyed out of order is a checked precondition") {
+  const auto r = leash_test::run_child(std::string(LEASH_DEATH_CASES) + " out_of_order");
+  CHECK(r.signalled);
+  CHECK(r.output.find("destroyed out of order") != std::string::npos);
+}
+
+TEST_CASE("the timer thread holds a scope's deadline only while the scope lives") {
+  const auto base = leash::runtime::stats().pending_timers;
+  {
+    leash::cancel_scope scope(1h);
+    CHECK(leash::runtime::stats().pending_timers == base + 1);
+  }
+  CHECK(leash::runtime::stats().pending_timers == base);
+}

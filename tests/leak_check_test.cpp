@@ -1,0 +1,113 @@
+// Tests for leash/leak_check.hpp: goleak for leash (SPEC section 7).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <latch>
+#include <leash.hpp>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Runs a nursery on a plain thread whose task blocks until released: a task
+// "left running" by the code under test.
+struct leaked_task {
+  std::latch started{1};
+  std::latch release{1};
+  unsigned line = 0;
+  std::thread owner;
+
+  explicit leaked_task(const char* name) {
+    owner = std::thread([this, name] {
+      leash::nursery n({.name = "leaky-nursery"});
+      line = __LINE__ + 1;
+      n.spawn(name, [this] {
+        started.count_down();
+        leash::this_task::sleep_for(1h);  // until its nursery is cancelled
+      });
+      started.wait();
+      release.wait();
+      n.cancel();
+    });
+    started.wait();
+  }
+  ~leaked_task() {
+    release.count_down();
+    owner.join();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("leak_check reports a task left running, with its name and spawn line") {
+  leash::leak_check guard;
+  std::string report;
+  {
+    leaked_task leak("fetch");
+    report = guard.verify(50ms);
+    CHECK(report.find("1 task still running") != std::string::npos);
+    CHECK(report.find("1x task \"fetch\" spawned at") != std::string::npos);
+    CHECK(report.find("leak_check_test.cpp:" + std::to_string(leak.line)) != std::string::npos);
+  }
+  CHECK(guard.verify() == "");
+}
+
+TEST_CASE("leak_check is silent for clean code") {
+  leash::leak_check guard;
+  leash::run_nursery([](leash::nursery& n) {
+    for (int i = 0; i < 10; ++i)
+      n.spawn([] { leash::this_task::sleep_for(1ms); });
+  });
+  CHECK(guard.verify() == "");
+}
+
+TEST_CASE("leak_check waits for tasks that are about to end") {
+  leash::leak_check guard;
+  std::latch go(1);
+  std::thread t(
+      [&] { leash::run_nursery([&](leash::nursery& n) { n.spawn([&] { go.wait(); }); }); });
+  go.count_down();  // the task ends soon after verify() starts waiting
+  CHECK(guard.verify(10s) == "");
+  t.join();
+}
+
+TEST_CASE("the baseline is by id: a new leak cannot hide behind an old task ending") {
+  auto old_task = std::make_unique<leaked_task>("old");
+  leash::leak_check guard;     // "old" is in the baseline
+  old_task.reset();            // ...and ends
+  leaked_task fresh("fresh");  // one new task: the count is unchanged
+  const std::string report = guard.verify(50ms);
+  CHECK(report.find("task \"fresh\"") != std::string::npos);
+  CHECK(report.find("task \"old\"") == std::string::npos);
+}
+
+TEST_CASE("leak_check groups by site and honours ignore options") {
+  leaked_task a("twin");
+  leaked_task b("twin");
+  SUBCASE("grouped") {
+    leash::leak_check guard;
+    CHECK(guard.verify(10ms) == "");  // both are baseline
+  }
+  SUBCASE("ignore by name and by site") {
+    leash::leak_check by_name({.ignore_names = {"twin"}});
+    leash::leak_check by_site({.ignore_sites = {"leak_check_test.cpp"}});
+    leaked_task c("twin");
+    CHECK(by_name.verify(10ms) == "");
+    CHECK(by_site.verify(10ms) == "");
+    leash::leak_check strict;
+    CHECK(strict.verify(10ms) == "");
+  }
+  SUBCASE("same site twice reads 2x") {
+    leash::leak_check guard;
+    leaked_task c("twin");
+    leaked_task d("twin");
+    CHECK(guard.verify(10ms).find("2x task \"twin\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("live_tasks is empty when nothing runs") {
+  CHECK(leash::live_tasks().empty());
+  CHECK(leash::to_string(leash::live_tasks()).empty());
+}

@@ -1,0 +1,66 @@
+// death_cases: behaviours that end (or must not end) a process, run in a child
+// by tests/support/child_process.hpp.
+//
+//   death_cases unobserved      a failure nobody observed: default handler terminates
+//   death_cases out_of_order    a cancel scope destroyed out of order: terminates
+//   death_cases static_exit     leash used in main and in a static destructor: exits 0
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <leash.hpp>
+#include <memory>
+#include <stdexcept>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// Constructed before the runtime's first use, so destroyed after the runtime's
+// exit guard ran: leash must still work from here.
+struct uses_leash_at_exit {
+  ~uses_leash_at_exit() {
+    const int v = leash::run_nursery([](leash::nursery& n) {
+      auto t = n.spawn([] {
+        leash::fail_after(1s, [] { leash::this_task::sleep_for(1ms); });
+        return 7;
+      });
+      return t.get();
+    });
+    std::printf("static destructor ran a nursery: %d\n", v);
+    std::fflush(stdout);
+  }
+} at_exit;
+
+int unobserved() {
+  leash::nursery n({.name = "death"});
+  n.spawn("boom", [] { throw std::runtime_error("nobody reads this"); });
+  return 0;  // ~nursery joins, finds the failure unobserved: terminate
+}
+
+int out_of_order() {
+  auto outer = std::make_unique<leash::cancel_scope>();
+  leash::cancel_scope inner;
+  outer.reset();  // outer dies while inner is still the ambient scope
+  return 0;
+}
+
+int static_exit() {
+  leash::runtime::configure({.keep_alive = 60s});  // idle threads would linger a minute
+  leash::run_nursery([](leash::nursery& n) {
+    for (int i = 0; i < 8; ++i)
+      n.spawn([] { leash::this_task::sleep_for(1ms); });
+  });
+  leash::cancel_scope far_deadline(1h);
+  std::printf("main returns with %zu idle threads\n", leash::runtime::stats().threads_idle);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strcmp(argv[1], "unobserved") == 0) return unobserved();
+  if (argc == 2 && std::strcmp(argv[1], "out_of_order") == 0) return out_of_order();
+  if (argc == 2 && std::strcmp(argv[1], "static_exit") == 0) return static_exit();
+  std::fprintf(stderr, "usage: death_cases unobserved|out_of_order|static_exit\n");
+  return 2;
+}
