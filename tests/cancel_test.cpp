@@ -297,3 +297,42 @@ TEST_CASE("the timer thread holds a scope's deadline only while the scope lives"
   }
   CHECK(leash::runtime::stats().pending_timers == base);
 }
+
+TEST_CASE("a scope with an explicit token still honours the enclosing scopes") {
+  std::stop_source request;  // e.g. a client's token handed in from elsewhere
+  leash::cancel_scope outer;
+  leash::cancel_scope scope(request.get_token(), 1h);
+  outer.cancel("server shutting down");
+  CHECK(scope.stop_requested());
+  CHECK(scope.reason() == stop_reason::parent);
+  CHECK_THROWS_WITH_AS(leash::this_task::checkpoint(), doctest::Contains("server shutting down"),
+                       leash::cancelled);
+}
+
+TEST_CASE("an enclosing scope's token passed explicitly keeps its deadline as the origin") {
+  leash::cancel_scope outer(10ms);
+  leash::cancel_scope child(outer.token());
+  CHECK_THROWS_AS(leash::this_task::sleep_for(1h), leash::deadline_exceeded);
+  CHECK(child.origin_reason() == stop_reason::deadline_exceeded);
+}
+
+TEST_CASE("a nursery's token passed explicitly reports the nursery's deadline") {
+  std::atomic<bool> typed{false};
+  leash::nursery n({.timeout = 10ms});
+  n.spawn([&] {
+    leash::cancel_scope shield(leash::shielded);
+    try {
+      leash::this_task::sleep_for(1h, n.token());  // not the ambient token here
+    } catch (const leash::deadline_exceeded&) {
+      typed = true;
+      throw;
+    }
+  });
+  CHECK_THROWS_AS(n.wait(), leash::deadline_exceeded);
+  CHECK(typed);
+}
+
+TEST_CASE("sleep_until a time point long past returns at once") {
+  CHECK_NOTHROW(leash::this_task::sleep_until(std::chrono::steady_clock::time_point::min()));
+  CHECK_NOTHROW(leash::this_task::sleep_until(std::chrono::system_clock::time_point::min()));
+}

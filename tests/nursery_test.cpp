@@ -556,3 +556,94 @@ TEST_CASE("the nursery is the ambient scope of its body") {
   leash::nursery n;
   CHECK(leash::this_task::stop_token() == n.token());
 }
+
+TEST_CASE("limit holds with several spawners waiting for one free slot") {
+  std::atomic<int> running{0};
+  std::atomic<int> most{0};
+  leash::nursery producers;
+  leash::nursery n({.limit = 1});
+  for (int p = 0; p < 3; ++p) {
+    producers.spawn([&] {
+      for (int i = 0; i < 200; ++i) {
+        n.spawn([&] {
+          const int now = ++running;
+          int seen = most.load();
+          while (now > seen && !most.compare_exchange_weak(seen, now)) {
+          }
+          std::this_thread::yield();
+          --running;
+        });
+      }
+    });
+  }
+  producers.wait();
+  n.wait();
+  CHECK(most == 1);
+}
+
+TEST_CASE("wait rethrows the failure that cancelled the nursery, even if another records first") {
+  leash::nursery n;
+  std::latch a_cancelling(1);
+  // Runs on A's thread inside its stop request: holds A there until B's
+  // failure has been recorded.
+  std::stop_callback hold(n.token(), [&] {
+    a_cancelling.count_down();
+    while (n.failures().empty())
+      std::this_thread::yield();
+  });
+  n.spawn("A", [] { throw backend_error("A cancelled the nursery"); });
+  n.spawn("B", [&] {
+    a_cancelling.wait();
+    throw backend_error("B failed second");
+  });
+  CHECK_THROWS_WITH_AS(n.wait(), "A cancelled the nursery", backend_error);
+  const auto f = n.failures();
+  REQUIRE(f.size() == 2);
+  CHECK_THROWS_WITH(std::rethrow_exception(f[0]), "A cancelled the nursery");
+}
+
+TEST_CASE("a task failure is reported when the scope unwinds with an unrelated exception") {
+  handler_capture capture;
+  try {
+    leash::nursery n;
+    n.spawn("F", [] { throw backend_error("task failure"); });
+    while (!n.stop_requested())
+      std::this_thread::yield();  // F failed and cancelled n
+    throw std::logic_error("unrelated body error");
+  } catch (const std::logic_error&) {
+  }
+  REQUIRE(capture.seen.size() == 1);
+  CHECK(capture.seen[0].task_name == "F");
+}
+
+TEST_CASE("a failure carried as cause() by the unwinding cancelled is not reported twice") {
+  handler_capture capture;
+  try {
+    leash::nursery n;
+    n.spawn("F", [] { throw backend_error("task failure"); });
+    leash::this_task::sleep_for(1h);  // throws cancelled with cause F
+  } catch (const leash::cancelled& e) {
+    CHECK_THROWS_AS(std::rethrow_exception(e.cause()), backend_error);
+  }
+  CHECK(capture.seen.empty());
+}
+
+TEST_CASE("task::get from inside the task itself is a usage_error") {
+  leash::nursery n;
+  leash::task<int> self;
+  std::latch assigned(1);
+  self = n.spawn([&] {
+    assigned.wait();
+    return self.get();
+  });
+  assigned.count_down();
+  CHECK_THROWS_WITH_AS(n.wait(), doctest::Contains("from inside the task itself"),
+                       leash::usage_error);
+}
+
+TEST_CASE("wait() from a task of a nested nursery is a usage_error") {
+  leash::nursery n;
+  n.spawn(
+      [&] { leash::run_nursery([&](leash::nursery& inner) { inner.spawn([&] { n.wait(); }); }); });
+  CHECK_THROWS_WITH_AS(n.wait(), doctest::Contains("would deadlock"), leash::usage_error);
+}

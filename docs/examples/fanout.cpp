@@ -1,5 +1,4 @@
 // Fan out to three backends with a deadline; one of them hangs.
-#include <chrono>
 #include <cstdio>
 #include <leash.hpp>
 #include <string>
@@ -12,14 +11,15 @@ std::string query(const char* backend, std::chrono::milliseconds latency) {
 }
 
 int main() {
-  leash::nursery n({.timeout = 200ms});
-  auto a = n.spawn("a", [] { return query("a", 20ms); });
-  auto b = n.spawn("b", [] { return query("b", 50ms); });
-  auto c = n.spawn("c", [] { return query("c", 1h); });  // hangs
+  leash::task<std::string> a, b, c;
   try {
-    n.wait();
+    leash::run_nursery({.timeout = 200ms, .name = "fan-out"}, [&](leash::nursery& n) {
+      a = n.spawn("a", [] { return query("a", 20ms); });
+      b = n.spawn("b", [] { return query("b", 50ms); });
+      c = n.spawn("c", [] { return query("c", 1h); });  // hangs
+    });  // joins all three: nothing outlives this line
   } catch (const leash::deadline_exceeded& e) {
-    std::printf("%s\n", e.what());
+    std::printf("%s\n", e.what());  // c was cancelled at 200 ms
   }
-  std::printf("%s, %s\n", a.get().c_str(), b.get().c_str());
+  std::printf("%s, %s\n", a.get().c_str(), b.get().c_str());  // finished results stay readable
 }

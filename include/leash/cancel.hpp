@@ -29,6 +29,7 @@
 #include <type_traits>
 
 #include "detail/cancel_state.hpp"
+#include "detail/registry.hpp"
 #include "detail/wait.hpp"
 #include "errors.hpp"
 
@@ -59,12 +60,15 @@ class cancel_scope {
   [[nodiscard]] explicit cancel_scope(clock::time_point deadline)
       : cancel_scope(detail::ambient, {}, deadline) {}
 
-  // A child of `parent` instead of the ambient scope.
-  [[nodiscard]] explicit cancel_scope(std::stop_token parent)
-      : cancel_scope(nullptr, std::move(parent), clock::time_point::max()) {}
+  // A child of the ambient scope that also stops when `token` does (a
+  // request's token handed in from elsewhere). Only `shielded` ignores the
+  // enclosing scopes.
+  [[nodiscard]] explicit cancel_scope(std::stop_token token)
+      : cancel_scope(detail::ambient, unless_ambient(std::move(token)), clock::time_point::max()) {}
   template <class Rep, class Period>
-  [[nodiscard]] cancel_scope(std::stop_token parent, std::chrono::duration<Rep, Period> timeout)
-      : cancel_scope(nullptr, std::move(parent), detail::deadline_after(timeout)) {}
+  [[nodiscard]] cancel_scope(std::stop_token token, std::chrono::duration<Rep, Period> timeout)
+      : cancel_scope(detail::ambient, unless_ambient(std::move(token)),
+                     detail::deadline_after(timeout)) {}
 
   // A scope with no parent at all.
   [[nodiscard]] explicit cancel_scope(shielded_t)
@@ -101,8 +105,17 @@ class cancel_scope {
   }
 
  private:
-  cancel_scope(detail::cancel_state* parent, std::stop_token token, clock::time_point deadline)
-      : state_(parent, std::move(token), deadline), installed_(&state_, "leash::cancel_scope") {}
+  cancel_scope(detail::cancel_state* parent, std::stop_token extra, clock::time_point deadline)
+      : state_(parent, std::move(extra), deadline), installed_(&state_, "leash::cancel_scope") {}
+
+  // An enclosing scope's own token adds nothing to the parent link, and
+  // linking it twice would hide why the scope stopped.
+  static std::stop_token unless_ambient(std::stop_token token) {
+    for (detail::cancel_state* s = detail::ambient; s != nullptr; s = s->parent()) {
+      if (s->token() == token) return {};
+    }
+    return token;
+  }
 
   detail::cancel_state state_;
   detail::ambient_guard installed_;  // declared last: uninstalled first
@@ -135,9 +148,11 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
   std::condition_variable cv;
   std::unique_lock lock(mutex);
   for (;;) {
-    // Convert per round: a non-steady clock may be adjusted while we sleep.
-    const auto left = deadline - Clock::now();
-    if (left <= left.zero()) return;
+    // Compare before subtracting (time_point::min() would overflow); convert
+    // per round: a non-steady clock may be adjusted while we sleep.
+    const auto now = Clock::now();
+    if (deadline <= now) return;
+    const auto left = deadline - now;
     const auto status =
         detail::wait_until(lock, cv, token, detail::deadline_after(left), [] { return false; });
     if (status == detail::wait_status::stopped) detail::throw_cancelled(token);

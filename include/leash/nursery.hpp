@@ -34,6 +34,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -66,6 +67,10 @@ class task {
   std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
   std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
     detail::task_result<T>& r = record();
+    if (detail::current_task == &r) {
+      throw usage_error("leash::task \"" + r.name + "\": get() from inside the task itself would " +
+                        "deadlock");
+    }
     r.wait_done(token);
     if (r.error) {
       r.observed.store(true, std::memory_order_relaxed);
@@ -118,10 +123,10 @@ class nursery final : private detail::nursery_node {
         site_(site),
         id_(detail::next_id()),
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
+        parent_task_ptr_(detail::current_task),
         uncaught_(std::uncaught_exceptions()),
         state_(detail::ambient, {}, deadline_of(options_), options_.name),
         installed_(&state_, "leash::nursery") {
-    wake_on_stop_.emplace(state_.token(), wake{this});
     detail::registry::instance().add(this);
   }
 
@@ -131,6 +136,13 @@ class nursery final : private detail::nursery_node {
   // Cancels the tasks if the scope is unwinding with an exception; always
   // joins them. Failures nobody observed go to the unobserved-failure handler.
   ~nursery() {
+    if (runs_current_task()) {
+      std::fprintf(stderr,
+                   "leash: nursery \"%s\" destroyed from one of its own tasks: it would wait "
+                   "for itself forever\n",
+                   options_.name.c_str());
+      std::terminate();
+    }
     if (std::uncaught_exceptions() > uncaught_) {
       state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
     }
@@ -139,14 +151,13 @@ class nursery final : private detail::nursery_node {
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
-    wake_on_stop_.reset();
     detail::registry::instance().remove(this);
     const bool unwinding = std::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
       if (f->observed.load(std::memory_order_relaxed)) continue;
-      // The in-flight exception is most likely a cancelled that carries this
-      // failure as its cause(): it is not lost.
-      if (unwinding && f->error == state_.cause()) continue;
+      // A cancelled carrying this failure as cause() was thrown on this
+      // thread and is what unwinds the scope now: the failure is not lost.
+      if (unwinding && f->error == state_.cause() && state_.delivered_cause()) continue;
       detail::report_unobserved({f->error, f->name, f->site, options_.name});
     }
   }
@@ -178,9 +189,10 @@ class nursery final : private detail::nursery_node {
   // Joins every task, then reports (see the table above). Blocks until all
   // tasks ended. Calling it from one of the nursery's own tasks is a usage_error.
   void wait() {
-    if (detail::current_task != nullptr && detail::current_task->owner_nursery == this) {
+    if (runs_current_task()) {
       throw usage_error("leash::nursery \"" + options_.name +
-                        "\": wait() from one of its own tasks would deadlock");
+                        "\": wait() from one of its own tasks (or a task nested in one) would "
+                        "deadlock");
     }
     std::unique_lock lock(mutex_);
     {
@@ -240,6 +252,16 @@ class nursery final : private detail::nursery_node {
     }
   };
 
+  // True if the calling thread runs one of this nursery's tasks, directly or
+  // in a nursery nested inside one: waiting for them would wait for itself.
+  bool runs_current_task() const noexcept {
+    for (const detail::task_identity* t = detail::current_task; t != nullptr;
+         t = static_cast<const nursery*>(t->owner_nursery)->parent_task_ptr_) {
+      if (t->owner_nursery == this) return true;
+    }
+    return false;
+  }
+
   static nursery_options checked(nursery_options o) {
     if (o.limit == 0) {
       throw usage_error("leash::nursery \"" + o.name +
@@ -279,18 +301,21 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
     std::unique_lock lock(mutex_);
     throw_if_closed();
+    if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
     if (running_ >= options_.limit && !state_.stop_requested()) {
-      if (try_only) return false;
       const std::stop_token token = this_task::stop_token();
       detail::blocked_scope blocked("nursery::spawn (at limit)");
-      const auto status = detail::wait(lock, changed_, token, [&] {
-        return running_ < options_.limit || state_.stop_requested() || closed_;
-      });
-      if (status == detail::wait_status::stopped) {
-        lock.unlock();
-        detail::throw_cancelled(token);
+      // A loop: several spawners may wake for one free slot.
+      while (running_ >= options_.limit && !state_.stop_requested()) {
+        const auto status = detail::wait(lock, changed_, token, [&] {
+          return running_ < options_.limit || state_.stop_requested() || closed_;
+        });
+        if (status == detail::wait_status::stopped) {
+          lock.unlock();
+          detail::throw_cancelled(token);
+        }
+        throw_if_closed();
       }
-      throw_if_closed();
     }
     if (state_.stop_requested()) {
       cut_short_ = true;
@@ -341,19 +366,30 @@ class nursery final : private detail::nursery_node {
   // unlock: the nursery may be destroyed as soon as running_ reaches 0.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
     const bool failed = record->error != nullptr && !record->quiet;
+    bool cancelled_nursery = false;
     if (failed && options_.cancel_on_failure) {
       // Before the lock: stop callbacks take it (wake), and other locks.
-      state_.request(stop_reason::cancelled, "a sibling task failed", record.get(), record->error);
+      cancelled_nursery = state_.request(stop_reason::cancelled, "a sibling task failed",
+                                         record.get(), record->error);
     }
     {
       std::lock_guard lock(mutex_);
       unlink(record.get());
-      if (failed) failures_.push_back(record);
+      // The failure that cancelled the nursery is the first one, whatever
+      // order the failing tasks reach this lock in: it is every sibling's
+      // cancelled::cause() and what wait() rethrows.
+      if (cancelled_nursery) {
+        failures_.insert(failures_.begin(), record);
+      } else if (failed) {
+        failures_.push_back(record);
+      }
       if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
       changed_.notify_all();
     }
     detail::registry::instance().task_ended();
   }
+
+  const detail::cancel_state& state() const noexcept override { return state_; }
 
   detail::nursery_snapshot snapshot() const override {
     detail::nursery_snapshot s;
@@ -384,6 +420,8 @@ class nursery final : private detail::nursery_node {
   source_location site_;
   std::uint64_t id_;
   std::uint64_t parent_task_;  // for the live_tasks() tree
+  // The task whose body opened this nursery (it outlives the nursery), or null.
+  const detail::task_identity* parent_task_ptr_;
   int uncaught_;               // std::uncaught_exceptions() at construction
   detail::cancel_state state_;
   detail::ambient_guard installed_;

@@ -19,9 +19,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <optional>
 #include <stop_token>
 #include <string>
+#include <thread>
 
 #include "../errors.hpp"
 #include "timer.hpp"
@@ -68,31 +68,32 @@ class cancel_state final : public timer_client {
  public:
   using clock = std::chrono::steady_clock;
 
-  // parent: the state to link to (nullptr for none). parent_token: an explicit
-  // token to link to instead (ignored when parent is set). deadline:
-  // clock::time_point::max() for none; a past deadline stops at once.
-  cancel_state(cancel_state* parent, std::stop_token parent_token, clock::time_point deadline,
+  // parent: the enclosing state to link to (nullptr for none: shielded or
+  // top level). extra: an explicit token to link to as well (may be empty).
+  // deadline: clock::time_point::max() for none; a past one stops at once.
+  cancel_state(cancel_state* parent, std::stop_token extra, clock::time_point deadline,
                std::string name = {})
-      : parent_(parent), name_(std::move(name)) {
-    const auto parent_deadline = parent != nullptr ? parent->deadline_ : clock::time_point::max();
-    deadline_ = std::min(deadline, parent_deadline);
-    // Link last: if the parent is already stopped, the callback runs right
-    // here and the state must be complete.
-    if (parent != nullptr) parent_token = parent->token();
-    if (parent_token.stop_possible()) parent_link_.emplace(std::move(parent_token), forward{this});
+      : parent_(parent),
+        name_(std::move(name)),
+        deadline_(std::min(deadline, parent != nullptr ? parent->deadline_
+                                                       : clock::time_point::max())),
+        owner_thread_(std::this_thread::get_id()),
+        // The links are the last members: if a parent is already stopped, the
+        // callback runs right here and every other member must exist.
+        parent_link_(parent != nullptr ? parent->token() : std::stop_token{}, forward{this}),
+        extra_link_(std::move(extra), forward{this}) {
     if (deadline == clock::time_point::max()) return;
     if (deadline <= clock::now()) {
       request(stop_reason::deadline_exceeded);
-    } else if (deadline < parent_deadline && !stop_requested()) {
+    } else if ((parent == nullptr || deadline < parent->deadline_) && !stop_requested()) {
       // A deadline later than an ancestor's can never fire first: no timer.
       timer_ = timer_service::instance().schedule(deadline, this);
     }
   }
 
-  ~cancel_state() {
-    timer_service::instance().cancel(timer_);
-    parent_link_.reset();
-  }
+  // Unregisters the timer (waiting for a callback in progress); the links
+  // unregister themselves as members, before anything they touch dies.
+  ~cancel_state() { timer_service::instance().cancel(timer_); }
 
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
@@ -143,8 +144,8 @@ class cancel_state final : public timer_client {
     return reason() == stop_reason::none ? nullptr : cause_;
   }
 
-  // The exception a blocking call throws when this state's token is stopped.
-  [[noreturn]] void throw_cancelled() const {
+  // What a blocking call reports when this state's token is stopped.
+  cancel_info info() const {
     const cancel_state& o = origin();
     cancel_info info;
     info.reason = reason();
@@ -154,9 +155,27 @@ class cancel_state final : public timer_client {
     info.task_name = o.task_name_;
     info.task_site = o.task_site_;
     info.cause = o.cause_;
+    return info;
+  }
+
+  // Throws the exception a blocking call throws when this state's token is
+  // stopped: deadline_exceeded when a deadline is the root cause.
+  [[noreturn]] void throw_cancelled() const {
+    const cancel_state& o = origin();
+    if (o.cause_ != nullptr && o.owner_thread_ == std::this_thread::get_id()) {
+      o.delivered_.store(true, std::memory_order_relaxed);
+    }
+    throw_info(info());
+  }
+
+  [[noreturn]] static void throw_info(cancel_info info) {
     if (info.origin == stop_reason::deadline_exceeded) throw deadline_exceeded(std::move(info));
     throw cancelled(std::move(info));
   }
+
+  // True once a cancelled carrying cause() was thrown on the thread that
+  // created this state: its cause is then in flight, not lost.
+  bool delivered_cause() const noexcept { return delivered_.load(std::memory_order_relaxed); }
 
   void on_timer() noexcept override { request(stop_reason::deadline_exceeded); }
 
@@ -186,7 +205,11 @@ class cancel_state final : public timer_client {
   source_location task_site_;
   std::exception_ptr cause_;
   timer_handle timer_;
-  std::optional<std::stop_callback<forward>> parent_link_;
+  std::thread::id owner_thread_;  // the thread that created the scope
+  // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
+  mutable std::atomic<bool> delivered_{false};
+  std::stop_callback<forward> parent_link_;
+  std::stop_callback<forward> extra_link_;
 };
 
 // The innermost cancel scope or nursery of this thread, or nullptr.
@@ -194,21 +217,6 @@ inline thread_local cancel_state* ambient = nullptr;
 
 inline std::stop_token ambient_token() noexcept {
   return ambient != nullptr ? ambient->token() : std::stop_token{};
-}
-
-// Throws the cancelled exception for a stopped `token`: with full details when
-// it belongs to an ambient scope, plainly otherwise (a foreign stop_source).
-[[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
-  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
-    if (s->token() == token) s->throw_cancelled();
-  }
-  cancel_info info;
-  info.message = "stop requested on an explicit std::stop_token";
-  throw cancelled(std::move(info));
-}
-
-inline void throw_if_stopped(const std::stop_token& token) {
-  if (token.stop_requested()) throw_cancelled(token);
 }
 
 // Installs `s` as this thread's ambient state until destroyed; destruction

@@ -11,10 +11,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <vector>
 
 #include "../errors.hpp"
+#include "cancel_state.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -43,6 +46,7 @@ struct nursery_snapshot {
 class nursery_node {
  public:
   virtual nursery_snapshot snapshot() const = 0;
+  virtual const cancel_state& state() const noexcept = 0;
 
  protected:
   ~nursery_node() = default;
@@ -107,6 +111,16 @@ class registry {
     }
   }
 
+  // The details of a stopped nursery's token, if `token` is one; searched
+  // under the lock so that the nursery cannot die meanwhile.
+  std::optional<cancel_info> find(const std::stop_token& token) const {
+    std::lock_guard lock(mutex_);
+    for (nursery_node* n = head_; n != nullptr; n = n->next_) {
+      if (n->state().token() == token) return n->state().info();
+    }
+    return std::nullopt;
+  }
+
   void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
   void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
 
@@ -118,5 +132,25 @@ class registry {
   nursery_node* head_ = nullptr;
   std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
 };
+
+
+
+// Throws the cancelled exception for a stopped `token`, with full details when
+// the token is an ambient scope's of this thread or any nursery's. A token of
+// a cancel_scope on another thread, or of a foreign std::stop_source, gives a
+// plain cancelled (reason cancelled): nothing more is known about it.
+[[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
+  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
+    if (s->token() == token) s->throw_cancelled();
+  }
+  if (auto info = registry::instance().find(token)) cancel_state::throw_info(std::move(*info));
+  cancel_info info;
+  info.message = "stop requested on an explicit std::stop_token";
+  throw cancelled(std::move(info));
+}
+
+inline void throw_if_stopped(const std::stop_token& token) {
+  if (token.stop_requested()) throw_cancelled(token);
+}
 
 }  // namespace leash::inline v0::detail

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "cancel_state.hpp"
+#include "registry.hpp"
 #include "thread_cache.hpp"
 #include "wait.hpp"
 

@@ -48,9 +48,9 @@ class timer_service {
   // Calls client->on_timer() once at `when`, unless cancelled first.
   timer_handle schedule(clock::time_point when, timer_client* client) {
     std::lock_guard lock(mutex_);
+    if (!running_) start_locked();  // may throw: then nothing was registered
     const timer_handle h{when, next_id_++};
     entries_.emplace(std::pair{when, h.id}, client);
-    if (!running_) start_locked();
     if (when < wake_at_) {
       wake_at_ = when;
       wake_.notify_one();
@@ -86,10 +86,13 @@ class timer_service {
 
   timer_service() = default;
 
+  // Starts the timer thread. If that throws (no thread can be created),
+  // running_ stays false and the next schedule() tries again.
   void start_locked() {
-    running_ = true;
+    std::thread t([this] { run(); });
     if (thread_.joinable()) thread_.detach();
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::move(t);
+    running_ = true;
     // After shutdown nobody will join a new thread: let it end on its own.
     if (stopping_) thread_.detach();
   }

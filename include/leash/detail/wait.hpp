@@ -28,7 +28,9 @@ enum class wait_status { ready, stopped, timeout };
 // The lock is released briefly to register and to unregister the stop
 // callback: registering may run the callback inline (token already stopped),
 // and unregistering blocks until a running callback returns; either would
-// deadlock on a held mutex. ready() is re-evaluated after every relock.
+// deadlock on a held mutex. Because of that unlock, ready() may have become
+// false again by the time this returns ready: a caller that consumes what it
+// waited for (a slot under a limit) must re-check in a loop.
 template <class Ready>
 wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
@@ -75,7 +77,7 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
     lock.unlock();
   }
   lock.lock();
-  // The state may have changed while unlocked; readiness still wins.
+  // Readiness that arrived while unlocked still wins over a stop or timeout.
   if (status != wait_status::ready && ready()) status = wait_status::ready;
   return status;
 }

@@ -60,9 +60,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <optional>
 #include <stop_token>
 #include <string>
+#include <thread>
 
 // ---- leash/errors.hpp ----
 // leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
@@ -341,9 +341,9 @@ class timer_service {
   // Calls client->on_timer() once at `when`, unless cancelled first.
   timer_handle schedule(clock::time_point when, timer_client* client) {
     std::lock_guard lock(mutex_);
+    if (!running_) start_locked();  // may throw: then nothing was registered
     const timer_handle h{when, next_id_++};
     entries_.emplace(std::pair{when, h.id}, client);
-    if (!running_) start_locked();
     if (when < wake_at_) {
       wake_at_ = when;
       wake_.notify_one();
@@ -379,10 +379,13 @@ class timer_service {
 
   timer_service() = default;
 
+  // Starts the timer thread. If that throws (no thread can be created),
+  // running_ stays false and the next schedule() tries again.
   void start_locked() {
-    running_ = true;
+    std::thread t([this] { run(); });
     if (thread_.joinable()) thread_.detach();
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::move(t);
+    running_ = true;
     // After shutdown nobody will join a new thread: let it end on its own.
     if (stopping_) thread_.detach();
   }
@@ -494,31 +497,32 @@ class cancel_state final : public timer_client {
  public:
   using clock = std::chrono::steady_clock;
 
-  // parent: the state to link to (nullptr for none). parent_token: an explicit
-  // token to link to instead (ignored when parent is set). deadline:
-  // clock::time_point::max() for none; a past deadline stops at once.
-  cancel_state(cancel_state* parent, std::stop_token parent_token, clock::time_point deadline,
+  // parent: the enclosing state to link to (nullptr for none: shielded or
+  // top level). extra: an explicit token to link to as well (may be empty).
+  // deadline: clock::time_point::max() for none; a past one stops at once.
+  cancel_state(cancel_state* parent, std::stop_token extra, clock::time_point deadline,
                std::string name = {})
-      : parent_(parent), name_(std::move(name)) {
-    const auto parent_deadline = parent != nullptr ? parent->deadline_ : clock::time_point::max();
-    deadline_ = std::min(deadline, parent_deadline);
-    // Link last: if the parent is already stopped, the callback runs right
-    // here and the state must be complete.
-    if (parent != nullptr) parent_token = parent->token();
-    if (parent_token.stop_possible()) parent_link_.emplace(std::move(parent_token), forward{this});
+      : parent_(parent),
+        name_(std::move(name)),
+        deadline_(std::min(deadline, parent != nullptr ? parent->deadline_
+                                                       : clock::time_point::max())),
+        owner_thread_(std::this_thread::get_id()),
+        // The links are the last members: if a parent is already stopped, the
+        // callback runs right here and every other member must exist.
+        parent_link_(parent != nullptr ? parent->token() : std::stop_token{}, forward{this}),
+        extra_link_(std::move(extra), forward{this}) {
     if (deadline == clock::time_point::max()) return;
     if (deadline <= clock::now()) {
       request(stop_reason::deadline_exceeded);
-    } else if (deadline < parent_deadline && !stop_requested()) {
+    } else if ((parent == nullptr || deadline < parent->deadline_) && !stop_requested()) {
       // A deadline later than an ancestor's can never fire first: no timer.
       timer_ = timer_service::instance().schedule(deadline, this);
     }
   }
 
-  ~cancel_state() {
-    timer_service::instance().cancel(timer_);
-    parent_link_.reset();
-  }
+  // Unregisters the timer (waiting for a callback in progress); the links
+  // unregister themselves as members, before anything they touch dies.
+  ~cancel_state() { timer_service::instance().cancel(timer_); }
 
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
@@ -569,8 +573,8 @@ class cancel_state final : public timer_client {
     return reason() == stop_reason::none ? nullptr : cause_;
   }
 
-  // The exception a blocking call throws when this state's token is stopped.
-  [[noreturn]] void throw_cancelled() const {
+  // What a blocking call reports when this state's token is stopped.
+  cancel_info info() const {
     const cancel_state& o = origin();
     cancel_info info;
     info.reason = reason();
@@ -580,9 +584,27 @@ class cancel_state final : public timer_client {
     info.task_name = o.task_name_;
     info.task_site = o.task_site_;
     info.cause = o.cause_;
+    return info;
+  }
+
+  // Throws the exception a blocking call throws when this state's token is
+  // stopped: deadline_exceeded when a deadline is the root cause.
+  [[noreturn]] void throw_cancelled() const {
+    const cancel_state& o = origin();
+    if (o.cause_ != nullptr && o.owner_thread_ == std::this_thread::get_id()) {
+      o.delivered_.store(true, std::memory_order_relaxed);
+    }
+    throw_info(info());
+  }
+
+  [[noreturn]] static void throw_info(cancel_info info) {
     if (info.origin == stop_reason::deadline_exceeded) throw deadline_exceeded(std::move(info));
     throw cancelled(std::move(info));
   }
+
+  // True once a cancelled carrying cause() was thrown on the thread that
+  // created this state: its cause is then in flight, not lost.
+  bool delivered_cause() const noexcept { return delivered_.load(std::memory_order_relaxed); }
 
   void on_timer() noexcept override { request(stop_reason::deadline_exceeded); }
 
@@ -612,7 +634,11 @@ class cancel_state final : public timer_client {
   source_location task_site_;
   std::exception_ptr cause_;
   timer_handle timer_;
-  std::optional<std::stop_callback<forward>> parent_link_;
+  std::thread::id owner_thread_;  // the thread that created the scope
+  // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
+  mutable std::atomic<bool> delivered_{false};
+  std::stop_callback<forward> parent_link_;
+  std::stop_callback<forward> extra_link_;
 };
 
 // The innermost cancel scope or nursery of this thread, or nullptr.
@@ -620,21 +646,6 @@ inline thread_local cancel_state* ambient = nullptr;
 
 inline std::stop_token ambient_token() noexcept {
   return ambient != nullptr ? ambient->token() : std::stop_token{};
-}
-
-// Throws the cancelled exception for a stopped `token`: with full details when
-// it belongs to an ambient scope, plainly otherwise (a foreign stop_source).
-[[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
-  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
-    if (s->token() == token) s->throw_cancelled();
-  }
-  cancel_info info;
-  info.message = "stop requested on an explicit std::stop_token";
-  throw cancelled(std::move(info));
-}
-
-inline void throw_if_stopped(const std::stop_token& token) {
-  if (token.stop_requested()) throw_cancelled(token);
 }
 
 // Installs `s` as this thread's ambient state until destroyed; destruction
@@ -663,6 +674,160 @@ class ambient_guard {
   cancel_state* previous_;
   const char* owner_;
 };
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/registry.hpp ----
+// leash/detail/registry.hpp: the process-wide list of live nurseries.
+//
+// Each nursery links itself here for its lifetime (one lock per nursery, none
+// per task); a leak check or live_tasks() walks the list and asks every
+// nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
+// a nursery's.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+
+namespace leash::inline v0::detail {
+
+inline std::uint64_t next_id() noexcept {
+  static std::atomic<std::uint64_t> counter{0};
+  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+struct task_snapshot {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;
+  const char* blocked_in = nullptr;  // static string, or nullptr when running
+  std::chrono::steady_clock::duration blocked_for{};
+  std::chrono::steady_clock::duration age{};
+};
+
+struct nursery_snapshot {
+  std::uint64_t id = 0;
+  std::uint64_t parent_task = 0;  // the task whose body opened it, 0 if none
+  std::string name;
+  source_location site;
+  std::vector<task_snapshot> tasks;
+};
+
+class nursery_node {
+ public:
+  virtual nursery_snapshot snapshot() const = 0;
+  virtual const cancel_state& state() const noexcept = 0;
+
+ protected:
+  ~nursery_node() = default;
+
+ private:
+  friend class registry;
+  nursery_node* prev_ = nullptr;  // guarded by the registry's mutex
+  nursery_node* next_ = nullptr;
+};
+
+class registry {
+ public:
+  static registry& instance() {
+    static auto* r = new registry;  // immortal: nurseries may die during static destruction
+    return *r;
+  }
+
+  void add(nursery_node* n) noexcept {
+    std::lock_guard lock(mutex_);
+    n->next_ = head_;
+    if (head_ != nullptr) head_->prev_ = n;
+    head_ = n;
+  }
+
+  void remove(nursery_node* n) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
+      if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
+      if (head_ == n) head_ = n->next_;
+      changed_.notify_all();
+    }
+  }
+
+  std::vector<nursery_snapshot> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<nursery_snapshot> out;
+    for (nursery_node* n = head_; n != nullptr; n = n->next_)
+      out.push_back(n->snapshot());
+    return out;
+  }
+
+  // Called whenever a task ends; wakes leak checks, if any are waiting.
+  void task_ended() noexcept {
+    if (checks_.load(std::memory_order_acquire) == 0) return;
+    std::lock_guard lock(mutex_);
+    changed_.notify_all();
+  }
+
+  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
+  // snapshot taken.
+  template <class Clean>
+  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
+                                           Clean clean) {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      std::vector<nursery_snapshot> snap;
+      for (nursery_node* n = head_; n != nullptr; n = n->next_)
+        snap.push_back(n->snapshot());
+      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
+      changed_.wait_until(lock, deadline);
+    }
+  }
+
+  // The details of a stopped nursery's token, if `token` is one; searched
+  // under the lock so that the nursery cannot die meanwhile.
+  std::optional<cancel_info> find(const std::stop_token& token) const {
+    std::lock_guard lock(mutex_);
+    for (nursery_node* n = head_; n != nullptr; n = n->next_) {
+      if (n->state().token() == token) return n->state().info();
+    }
+    return std::nullopt;
+  }
+
+  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
+  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+  registry() = default;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // a task or nursery ended
+  nursery_node* head_ = nullptr;
+  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
+};
+
+
+
+// Throws the cancelled exception for a stopped `token`, with full details when
+// the token is an ambient scope's of this thread or any nursery's. A token of
+// a cancel_scope on another thread, or of a foreign std::stop_source, gives a
+// plain cancelled (reason cancelled): nothing more is known about it.
+[[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
+  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
+    if (s->token() == token) s->throw_cancelled();
+  }
+  if (auto info = registry::instance().find(token)) cancel_state::throw_info(std::move(*info));
+  cancel_info info;
+  info.message = "stop requested on an explicit std::stop_token";
+  throw cancelled(std::move(info));
+}
+
+inline void throw_if_stopped(const std::stop_token& token) {
+  if (token.stop_requested()) throw_cancelled(token);
+}
 
 }  // namespace leash::inline v0::detail
 // ---- leash/detail/wait.hpp ----
@@ -695,7 +860,9 @@ enum class wait_status { ready, stopped, timeout };
 // The lock is released briefly to register and to unregister the stop
 // callback: registering may run the callback inline (token already stopped),
 // and unregistering blocks until a running callback returns; either would
-// deadlock on a held mutex. ready() is re-evaluated after every relock.
+// deadlock on a held mutex. Because of that unlock, ready() may have become
+// false again by the time this returns ready: a caller that consumes what it
+// waited for (a slot under a limit) must re-check in a loop.
 template <class Ready>
 wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
@@ -742,7 +909,7 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
     lock.unlock();
   }
   lock.lock();
-  // The state may have changed while unlocked; readiness still wins.
+  // Readiness that arrived while unlocked still wins over a stop or timeout.
   if (status != wait_status::ready && ready()) status = wait_status::ready;
   return status;
 }
@@ -795,12 +962,15 @@ class cancel_scope {
   [[nodiscard]] explicit cancel_scope(clock::time_point deadline)
       : cancel_scope(detail::ambient, {}, deadline) {}
 
-  // A child of `parent` instead of the ambient scope.
-  [[nodiscard]] explicit cancel_scope(std::stop_token parent)
-      : cancel_scope(nullptr, std::move(parent), clock::time_point::max()) {}
+  // A child of the ambient scope that also stops when `token` does (a
+  // request's token handed in from elsewhere). Only `shielded` ignores the
+  // enclosing scopes.
+  [[nodiscard]] explicit cancel_scope(std::stop_token token)
+      : cancel_scope(detail::ambient, unless_ambient(std::move(token)), clock::time_point::max()) {}
   template <class Rep, class Period>
-  [[nodiscard]] cancel_scope(std::stop_token parent, std::chrono::duration<Rep, Period> timeout)
-      : cancel_scope(nullptr, std::move(parent), detail::deadline_after(timeout)) {}
+  [[nodiscard]] cancel_scope(std::stop_token token, std::chrono::duration<Rep, Period> timeout)
+      : cancel_scope(detail::ambient, unless_ambient(std::move(token)),
+                     detail::deadline_after(timeout)) {}
 
   // A scope with no parent at all.
   [[nodiscard]] explicit cancel_scope(shielded_t)
@@ -837,8 +1007,17 @@ class cancel_scope {
   }
 
  private:
-  cancel_scope(detail::cancel_state* parent, std::stop_token token, clock::time_point deadline)
-      : state_(parent, std::move(token), deadline), installed_(&state_, "leash::cancel_scope") {}
+  cancel_scope(detail::cancel_state* parent, std::stop_token extra, clock::time_point deadline)
+      : state_(parent, std::move(extra), deadline), installed_(&state_, "leash::cancel_scope") {}
+
+  // An enclosing scope's own token adds nothing to the parent link, and
+  // linking it twice would hide why the scope stopped.
+  static std::stop_token unless_ambient(std::stop_token token) {
+    for (detail::cancel_state* s = detail::ambient; s != nullptr; s = s->parent()) {
+      if (s->token() == token) return {};
+    }
+    return token;
+  }
 
   detail::cancel_state state_;
   detail::ambient_guard installed_;  // declared last: uninstalled first
@@ -871,9 +1050,11 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
   std::condition_variable cv;
   std::unique_lock lock(mutex);
   for (;;) {
-    // Convert per round: a non-steady clock may be adjusted while we sleep.
-    const auto left = deadline - Clock::now();
-    if (left <= left.zero()) return;
+    // Compare before subtracting (time_point::min() would overflow); convert
+    // per round: a non-steady clock may be adjusted while we sleep.
+    const auto now = Clock::now();
+    if (deadline <= now) return;
+    const auto left = deadline - now;
     const auto status =
         detail::wait_until(lock, cv, token, detail::deadline_after(left), [] { return false; });
     if (status == detail::wait_status::stopped) detail::throw_cancelled(token);
@@ -969,127 +1150,6 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 #include <tuple>
 #include <vector>
 
-// ---- leash/detail/registry.hpp ----
-// leash/detail/registry.hpp: the process-wide list of live nurseries.
-//
-// Each nursery links itself here for its lifetime (one lock per nursery, none
-// per task); a leak check or live_tasks() walks the list and asks every
-// nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
-// a nursery's.
-
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstdint>
-#include <mutex>
-#include <string>
-#include <vector>
-
-
-namespace leash::inline v0::detail {
-
-inline std::uint64_t next_id() noexcept {
-  static std::atomic<std::uint64_t> counter{0};
-  return counter.fetch_add(1, std::memory_order_relaxed) + 1;
-}
-
-struct task_snapshot {
-  std::uint64_t id = 0;
-  std::string name;
-  source_location site;
-  const char* blocked_in = nullptr;  // static string, or nullptr when running
-  std::chrono::steady_clock::duration blocked_for{};
-  std::chrono::steady_clock::duration age{};
-};
-
-struct nursery_snapshot {
-  std::uint64_t id = 0;
-  std::uint64_t parent_task = 0;  // the task whose body opened it, 0 if none
-  std::string name;
-  source_location site;
-  std::vector<task_snapshot> tasks;
-};
-
-class nursery_node {
- public:
-  virtual nursery_snapshot snapshot() const = 0;
-
- protected:
-  ~nursery_node() = default;
-
- private:
-  friend class registry;
-  nursery_node* prev_ = nullptr;  // guarded by the registry's mutex
-  nursery_node* next_ = nullptr;
-};
-
-class registry {
- public:
-  static registry& instance() {
-    static auto* r = new registry;  // immortal: nurseries may die during static destruction
-    return *r;
-  }
-
-  void add(nursery_node* n) noexcept {
-    std::lock_guard lock(mutex_);
-    n->next_ = head_;
-    if (head_ != nullptr) head_->prev_ = n;
-    head_ = n;
-  }
-
-  void remove(nursery_node* n) noexcept {
-    {
-      std::lock_guard lock(mutex_);
-      if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
-      if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
-      if (head_ == n) head_ = n->next_;
-      changed_.notify_all();
-    }
-  }
-
-  std::vector<nursery_snapshot> snapshot() const {
-    std::lock_guard lock(mutex_);
-    std::vector<nursery_snapshot> out;
-    for (nursery_node* n = head_; n != nullptr; n = n->next_)
-      out.push_back(n->snapshot());
-    return out;
-  }
-
-  // Called whenever a task ends; wakes leak checks, if any are waiting.
-  void task_ended() noexcept {
-    if (checks_.load(std::memory_order_acquire) == 0) return;
-    std::lock_guard lock(mutex_);
-    changed_.notify_all();
-  }
-
-  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
-  // snapshot taken.
-  template <class Clean>
-  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
-                                           Clean clean) {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      std::vector<nursery_snapshot> snap;
-      for (nursery_node* n = head_; n != nullptr; n = n->next_)
-        snap.push_back(n->snapshot());
-      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
-      changed_.wait_until(lock, deadline);
-    }
-  }
-
-  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
-  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
-
- private:
-  registry() = default;
-
-  mutable std::mutex mutex_;
-  std::condition_variable changed_;  // a task or nursery ended
-  nursery_node* head_ = nullptr;
-  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
-};
-
-}  // namespace leash::inline v0::detail
 
 namespace leash::inline v0 {
 
@@ -1307,6 +1367,7 @@ class leak_check {
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -1725,6 +1786,10 @@ class task {
   std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
   std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
     detail::task_result<T>& r = record();
+    if (detail::current_task == &r) {
+      throw usage_error("leash::task \"" + r.name + "\": get() from inside the task itself would " +
+                        "deadlock");
+    }
     r.wait_done(token);
     if (r.error) {
       r.observed.store(true, std::memory_order_relaxed);
@@ -1777,10 +1842,10 @@ class nursery final : private detail::nursery_node {
         site_(site),
         id_(detail::next_id()),
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
+        parent_task_ptr_(detail::current_task),
         uncaught_(std::uncaught_exceptions()),
         state_(detail::ambient, {}, deadline_of(options_), options_.name),
         installed_(&state_, "leash::nursery") {
-    wake_on_stop_.emplace(state_.token(), wake{this});
     detail::registry::instance().add(this);
   }
 
@@ -1790,6 +1855,13 @@ class nursery final : private detail::nursery_node {
   // Cancels the tasks if the scope is unwinding with an exception; always
   // joins them. Failures nobody observed go to the unobserved-failure handler.
   ~nursery() {
+    if (runs_current_task()) {
+      std::fprintf(stderr,
+                   "leash: nursery \"%s\" destroyed from one of its own tasks: it would wait "
+                   "for itself forever\n",
+                   options_.name.c_str());
+      std::terminate();
+    }
     if (std::uncaught_exceptions() > uncaught_) {
       state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
     }
@@ -1798,14 +1870,13 @@ class nursery final : private detail::nursery_node {
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
-    wake_on_stop_.reset();
     detail::registry::instance().remove(this);
     const bool unwinding = std::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
       if (f->observed.load(std::memory_order_relaxed)) continue;
-      // The in-flight exception is most likely a cancelled that carries this
-      // failure as its cause(): it is not lost.
-      if (unwinding && f->error == state_.cause()) continue;
+      // A cancelled carrying this failure as cause() was thrown on this
+      // thread and is what unwinds the scope now: the failure is not lost.
+      if (unwinding && f->error == state_.cause() && state_.delivered_cause()) continue;
       detail::report_unobserved({f->error, f->name, f->site, options_.name});
     }
   }
@@ -1837,9 +1908,10 @@ class nursery final : private detail::nursery_node {
   // Joins every task, then reports (see the table above). Blocks until all
   // tasks ended. Calling it from one of the nursery's own tasks is a usage_error.
   void wait() {
-    if (detail::current_task != nullptr && detail::current_task->owner_nursery == this) {
+    if (runs_current_task()) {
       throw usage_error("leash::nursery \"" + options_.name +
-                        "\": wait() from one of its own tasks would deadlock");
+                        "\": wait() from one of its own tasks (or a task nested in one) would "
+                        "deadlock");
     }
     std::unique_lock lock(mutex_);
     {
@@ -1899,6 +1971,16 @@ class nursery final : private detail::nursery_node {
     }
   };
 
+  // True if the calling thread runs one of this nursery's tasks, directly or
+  // in a nursery nested inside one: waiting for them would wait for itself.
+  bool runs_current_task() const noexcept {
+    for (const detail::task_identity* t = detail::current_task; t != nullptr;
+         t = static_cast<const nursery*>(t->owner_nursery)->parent_task_ptr_) {
+      if (t->owner_nursery == this) return true;
+    }
+    return false;
+  }
+
   static nursery_options checked(nursery_options o) {
     if (o.limit == 0) {
       throw usage_error("leash::nursery \"" + o.name +
@@ -1938,18 +2020,21 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
     std::unique_lock lock(mutex_);
     throw_if_closed();
+    if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
     if (running_ >= options_.limit && !state_.stop_requested()) {
-      if (try_only) return false;
       const std::stop_token token = this_task::stop_token();
       detail::blocked_scope blocked("nursery::spawn (at limit)");
-      const auto status = detail::wait(lock, changed_, token, [&] {
-        return running_ < options_.limit || state_.stop_requested() || closed_;
-      });
-      if (status == detail::wait_status::stopped) {
-        lock.unlock();
-        detail::throw_cancelled(token);
+      // A loop: several spawners may wake for one free slot.
+      while (running_ >= options_.limit && !state_.stop_requested()) {
+        const auto status = detail::wait(lock, changed_, token, [&] {
+          return running_ < options_.limit || state_.stop_requested() || closed_;
+        });
+        if (status == detail::wait_status::stopped) {
+          lock.unlock();
+          detail::throw_cancelled(token);
+        }
+        throw_if_closed();
       }
-      throw_if_closed();
     }
     if (state_.stop_requested()) {
       cut_short_ = true;
@@ -2000,19 +2085,30 @@ class nursery final : private detail::nursery_node {
   // unlock: the nursery may be destroyed as soon as running_ reaches 0.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
     const bool failed = record->error != nullptr && !record->quiet;
+    bool cancelled_nursery = false;
     if (failed && options_.cancel_on_failure) {
       // Before the lock: stop callbacks take it (wake), and other locks.
-      state_.request(stop_reason::cancelled, "a sibling task failed", record.get(), record->error);
+      cancelled_nursery = state_.request(stop_reason::cancelled, "a sibling task failed",
+                                         record.get(), record->error);
     }
     {
       std::lock_guard lock(mutex_);
       unlink(record.get());
-      if (failed) failures_.push_back(record);
+      // The failure that cancelled the nursery is the first one, whatever
+      // order the failing tasks reach this lock in: it is every sibling's
+      // cancelled::cause() and what wait() rethrows.
+      if (cancelled_nursery) {
+        failures_.insert(failures_.begin(), record);
+      } else if (failed) {
+        failures_.push_back(record);
+      }
       if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
       changed_.notify_all();
     }
     detail::registry::instance().task_ended();
   }
+
+  const detail::cancel_state& state() const noexcept override { return state_; }
 
   detail::nursery_snapshot snapshot() const override {
     detail::nursery_snapshot s;
@@ -2043,6 +2139,8 @@ class nursery final : private detail::nursery_node {
   source_location site_;
   std::uint64_t id_;
   std::uint64_t parent_task_;  // for the live_tasks() tree
+  // The task whose body opened this nursery (it outlives the nursery), or null.
+  const detail::task_identity* parent_task_ptr_;
   int uncaught_;               // std::uncaught_exceptions() at construction
   detail::cancel_state state_;
   detail::ambient_guard installed_;
