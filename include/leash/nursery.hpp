@@ -422,7 +422,7 @@ class nursery final : private detail::nursery_node {
   std::uint64_t parent_task_;  // for the live_tasks() tree
   // The task whose body opened this nursery (it outlives the nursery), or null.
   const detail::task_identity* parent_task_ptr_;
-  int uncaught_;               // std::uncaught_exceptions() at construction
+  int uncaught_;  // std::uncaught_exceptions() at construction
   detail::cancel_state state_;
   detail::ambient_guard installed_;
 

@@ -75,8 +75,8 @@ class cancel_state final : public timer_client {
                std::string name = {})
       : parent_(parent),
         name_(std::move(name)),
-        deadline_(std::min(deadline, parent != nullptr ? parent->deadline_
-                                                       : clock::time_point::max())),
+        deadline_(
+            std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
         // The links are the last members: if a parent is already stopped, the
         // callback runs right here and every other member must exist.

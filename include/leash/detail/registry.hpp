@@ -133,8 +133,6 @@ class registry {
   std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
 };
 
-
-
 // Throws the cancelled exception for a stopped `token`, with full details when
 // the token is an ambient scope's of this thread or any nursery's. A token of
 // a cancel_scope on another thread, or of a foreign std::stop_source, gives a

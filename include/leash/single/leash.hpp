@@ -504,8 +504,8 @@ class cancel_state final : public timer_client {
                std::string name = {})
       : parent_(parent),
         name_(std::move(name)),
-        deadline_(std::min(deadline, parent != nullptr ? parent->deadline_
-                                                       : clock::time_point::max())),
+        deadline_(
+            std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
         // The links are the last members: if a parent is already stopped, the
         // callback runs right here and every other member must exist.
@@ -808,8 +808,6 @@ class registry {
   nursery_node* head_ = nullptr;
   std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
 };
-
-
 
 // Throws the cancelled exception for a stopped `token`, with full details when
 // the token is an ambient scope's of this thread or any nursery's. A token of
@@ -2141,7 +2139,7 @@ class nursery final : private detail::nursery_node {
   std::uint64_t parent_task_;  // for the live_tasks() tree
   // The task whose body opened this nursery (it outlives the nursery), or null.
   const detail::task_identity* parent_task_ptr_;
-  int uncaught_;               // std::uncaught_exceptions() at construction
+  int uncaught_;  // std::uncaught_exceptions() at construction
   detail::cancel_state state_;
   detail::ambient_guard installed_;
 
