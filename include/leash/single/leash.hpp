@@ -1560,26 +1560,44 @@ class thread_cache {
   // Parks `w` in the idle list until a job arrives; nullptr means exit.
   job* next_job(worker& w) {
     clock::time_point deadline;
+    bool spins = false;
     {
       std::lock_guard lock(mutex_);
       if (stopping_ || idle_count_ >= max_idle_) return retire_locked();
-      w.next = idle_;
-      if (idle_ != nullptr) idle_->prev = &w;
-      idle_ = &w;
+      // One idle thread spins at a time, at the front of the list where the
+      // next submit finds it; the others park at once, at the back. Many
+      // spinners would only take CPU from the thread that submits.
+      spins = spinning_ == 0;
+      if (spins) {
+        ++spinning_;
+        w.next = idle_;
+        if (idle_ != nullptr) idle_->prev = &w;
+        idle_ = &w;
+        if (idle_tail_ == nullptr) idle_tail_ = &w;
+      } else {
+        w.prev = idle_tail_;
+        if (idle_tail_ != nullptr) idle_tail_->next = &w;
+        idle_tail_ = &w;
+        if (idle_ == nullptr) idle_ = &w;
+      }
       w.in_idle = true;
       ++idle_count_;
       deadline = clock::now() + keep_alive_;
     }
-    // Spin phase: 64 pauses (about a microsecond) then up to 64 yields. The
-    // yields keep a spinning thread from stealing a CPU it shares with the
-    // thread about to hand it work (two threads pinned to one CPU).
-    for (int i = 0; i < 128; ++i) {
-      if (w.slot.load(std::memory_order_acquire) != nullptr) break;
-      if (i < 64) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
+    if (spins) {
+      // Spin phase: 64 pauses (about a microsecond) then up to 64 yields. The
+      // yields keep the spinner from stealing a CPU it shares with the thread
+      // about to hand it work (two threads pinned to one CPU).
+      for (int i = 0; i < 128; ++i) {
+        if (w.slot.load(std::memory_order_acquire) != nullptr) break;
+        if (i < 64) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
       }
+      std::lock_guard lock(mutex_);
+      --spinning_;
     }
     std::unique_lock lock(w.mutex);
     w.parked = true;
@@ -1610,6 +1628,7 @@ class thread_cache {
     if (w->prev != nullptr) w->prev->next = w->next;
     if (w->next != nullptr) w->next->prev = w->prev;
     if (idle_ == w) idle_ = w->next;
+    if (idle_tail_ == w) idle_tail_ = w->prev;
     w->prev = w->next = nullptr;
     w->in_idle = false;
     --idle_count_;
@@ -1648,7 +1667,9 @@ class thread_cache {
 
   mutable std::mutex mutex_;
   std::condition_variable exited_;  // shutdown waits here for idle threads to leave
-  worker* idle_ = nullptr;          // most recently idle first: likely still spinning
+  worker* idle_ = nullptr;          // the spinning thread first, if any
+  worker* idle_tail_ = nullptr;
+  std::size_t spinning_ = 0;  // idle threads in their spin phase (at most one)
   std::size_t idle_count_ = 0;
   std::size_t alive_ = 0;
   std::size_t peak_ = 0;
