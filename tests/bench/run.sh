@@ -60,6 +60,8 @@ run() {
 [[ -z $GO ]] && echo "go not installed: apt-get install golang-go to compare"
 for row in "${SCENARIOS[@]}"; do
   read -r _ cpp go_file _ <<<"$row"
+  # A top-level build puts the benchmarks in tests/bench/; accept both.
+  [[ -x $build_dir/tests/bench/$cpp ]] && cpp=tests/bench/$cpp
   if [[ -x $build_dir/$cpp ]]; then
     run "$cpp" "$build_dir/$cpp"
   else
