@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
              "// resource RAII for C++20). GENERATED from include/ by\n"
              "// tests/tools/amalgamate.cpp: edit the modular headers, then build the\n"
              "// `leash_single_header` target. Documentation: docs/ in the repository.\n"
+             "// Generated from formatted sources: not reformatted as a whole.\n"
+             "// clang-format off\n"
              "#pragma once\n";
     a.inline_file(a.root / "leash.hpp");
     const fs::path output = argv[2];

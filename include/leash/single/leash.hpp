@@ -2,6 +2,8 @@
 // resource RAII for C++20). GENERATED from include/ by
 // tests/tools/amalgamate.cpp: edit the modular headers, then build the
 // `leash_single_header` target. Documentation: docs/ in the repository.
+// Generated from formatted sources: not reformatted as a whole.
+// clang-format off
 #pragma once
 // ---- leash.hpp ----
 // leash.hpp: structured concurrency and resource RAII for C++20.
