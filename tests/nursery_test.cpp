@@ -591,11 +591,12 @@ TEST_CASE("wait rethrows the failure that cancelled the nursery, even if another
     while (n.failures().empty())
       std::this_thread::yield();
   });
-  n.spawn("A", [] { throw backend_error("A cancelled the nursery"); });
+  // B first: a spawn after A's failure would find the nursery cancelled.
   n.spawn("B", [&] {
     a_cancelling.wait();
     throw backend_error("B failed second");
   });
+  n.spawn("A", [] { throw backend_error("A cancelled the nursery"); });
   CHECK_THROWS_WITH_AS(n.wait(), "A cancelled the nursery", backend_error);
   const auto f = n.failures();
   REQUIRE(f.size() == 2);
