@@ -40,6 +40,19 @@ class usage_error : public error {
   using error::error;
 };
 
+// A body read after the body was closed, or while another thread closed it
+// (the read is woken and fails with this instead of blocking).
+class body_closed : public error {
+ public:
+  using error::error;
+};
+
+// body::read_all found more bytes than its max_bytes; the body is closed.
+class body_too_large : public error {
+ public:
+  using error::error;
+};
+
 // Why a stop token was stopped. The first reason wins and is never overwritten.
 enum class stop_reason {
   none,               // not stopped
@@ -124,6 +137,13 @@ class cancelled : public error {
 class deadline_exceeded : public cancelled {
  public:
   using cancelled::cancelled;
+};
+
+// A send on a closed channel (or a chosen select send case whose channel is
+// closed). The value passed to send stays the caller's: it was not moved.
+class channel_closed : public error {
+ public:
+  channel_closed() : error("leash::channel: send on closed channel") {}
 };
 
 // A failure nobody read: a supervisor task's exception never fetched through
