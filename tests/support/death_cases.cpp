@@ -4,10 +4,13 @@
 //   death_cases unobserved      a failure nobody observed: default handler terminates
 //   death_cases out_of_order    a cancel scope destroyed out of order: terminates
 //   death_cases static_exit     leash used in main and in a static destructor: exits 0
+//   death_cases unclosed_abort  a must_close handle dropped open under the abort policy
+//   death_cases unclosed_report the default policy: stderr once per site, exits 0
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <leash.hpp>
+#include <leash/must_close.hpp>
 #include <memory>
 #include <stdexcept>
 
@@ -55,12 +58,38 @@ int static_exit() {
   return 0;
 }
 
+struct toy_resource {
+  int* closes;
+  void close() { ++*closes; }
+};
+
+int unclosed_abort() {
+  leash::set_unclosed_handler(leash::unclosed_policy::abort);
+  int closes = 0;
+  { auto h = leash::make_must_close(toy_resource{&closes}); }
+  return 0;  // not reached
+}
+
+int unclosed_report() {
+  int closes = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto h = leash::make_must_close(toy_resource{&closes});  // one site, three drops
+  }
+  { auto h = leash::make_must_close(toy_resource{&closes}); }
+  std::printf("closed %d\n", closes);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "unobserved") == 0) return unobserved();
   if (argc == 2 && std::strcmp(argv[1], "out_of_order") == 0) return out_of_order();
   if (argc == 2 && std::strcmp(argv[1], "static_exit") == 0) return static_exit();
-  std::fprintf(stderr, "usage: death_cases unobserved|out_of_order|static_exit\n");
+  if (argc == 2 && std::strcmp(argv[1], "unclosed_abort") == 0) return unclosed_abort();
+  if (argc == 2 && std::strcmp(argv[1], "unclosed_report") == 0) return unclosed_report();
+  std::fprintf(stderr,
+               "usage: death_cases unobserved|out_of_order|static_exit|unclosed_abort|"
+               "unclosed_report\n");
   return 2;
 }

@@ -1,15 +1,18 @@
-// leash/detail/registry.hpp: the process-wide list of live nurseries.
+// leash/detail/registry.hpp: the process-wide lists a leak check reads.
 //
 // Each nursery links itself here for its lifetime (one lock per nursery, none
 // per task); a leak check or live_tasks() walks the list and asks every
 // nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
 // a nursery's.
+//
+// Tickers and must-close handles are listed in a second registry, by id
+// (object_registry): tickers always, handles only while a leak check lives.
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -18,6 +21,7 @@
 
 #include "../errors.hpp"
 #include "cancel_state.hpp"
+#include "leak_signal.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -77,8 +81,8 @@ class registry {
       if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
       if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
       if (head_ == n) head_ = n->next_;
-      changed_.notify_all();
     }
+    leak_signal::instance().notify();
   }
 
   std::vector<nursery_snapshot> snapshot() const {
@@ -90,26 +94,7 @@ class registry {
   }
 
   // Called whenever a task ends; wakes leak checks, if any are waiting.
-  void task_ended() noexcept {
-    if (checks_.load(std::memory_order_acquire) == 0) return;
-    std::lock_guard lock(mutex_);
-    changed_.notify_all();
-  }
-
-  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
-  // snapshot taken.
-  template <class Clean>
-  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
-                                           Clean clean) {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      std::vector<nursery_snapshot> snap;
-      for (nursery_node* n = head_; n != nullptr; n = n->next_)
-        snap.push_back(n->snapshot());
-      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
-      changed_.wait_until(lock, deadline);
-    }
-  }
+  void task_ended() noexcept { leak_signal::instance().notify(); }
 
   // The details of a stopped nursery's token, if `token` is one; searched
   // under the lock so that the nursery cannot die meanwhile.
@@ -121,16 +106,63 @@ class registry {
     return std::nullopt;
   }
 
-  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
-  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
-
  private:
   registry() = default;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;  // a task or nursery ended
   nursery_node* head_ = nullptr;
-  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
+};
+
+// What a leak check knows about a live ticker or open must-close handle.
+struct object_snapshot {
+  enum kind_t { ticker, handle } kind = ticker;
+  std::uint64_t id = 0;
+  std::string name;      // a ticker's name, or a handle's resource type
+  source_location site;  // where it was started / opened
+  std::chrono::steady_clock::time_point since{};
+};
+
+// Live tickers and (while a leak check lives) open must-close handles, by id.
+// Entries are copies: nothing here points into the objects themselves.
+class object_registry {
+ public:
+  static object_registry& instance() {
+    static auto* r = new object_registry;  // immortal, like the registry
+    return *r;
+  }
+
+  // Records an object; returns its id (never 0).
+  std::uint64_t add(object_snapshot::kind_t kind, std::string name, source_location site) {
+    object_snapshot o{kind, next_id(), std::move(name), site, std::chrono::steady_clock::now()};
+    const std::uint64_t id = o.id;
+    std::lock_guard lock(mutex_);
+    objects_.emplace(id, std::move(o));
+    return id;
+  }
+
+  void remove(std::uint64_t id) noexcept {
+    if (id == 0) return;
+    {
+      std::lock_guard lock(mutex_);
+      objects_.erase(id);
+    }
+    leak_signal::instance().notify();
+  }
+
+  std::vector<object_snapshot> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<object_snapshot> out;
+    out.reserve(objects_.size());
+    for (const auto& [id, o] : objects_)
+      out.push_back(o);
+    return out;
+  }
+
+ private:
+  object_registry() = default;
+
+  mutable std::mutex mutex_;
+  std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
 };
 
 // Throws the cancelled exception for a stopped `token`, with full details when

@@ -16,6 +16,9 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
+
+#include "leak_signal.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -71,11 +74,23 @@ class timer_service {
       }
     }
     h.id = 0;
+    lock.unlock();
+    leak_signal::instance().notify();
   }
 
   std::size_t pending() const {
     std::lock_guard lock(mutex_);
     return entries_.size();
+  }
+
+  // The pending entries (id, due time), for leak checks.
+  std::vector<timer_handle> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<timer_handle> out;
+    out.reserve(entries_.size());
+    for (const auto& entry : entries_)
+      out.push_back({entry.first.first, entry.first.second});
+    return out;
   }
 
  private:
@@ -121,6 +136,7 @@ class timer_service {
       // that take other locks and may schedule or cancel timers.
       lock.unlock();
       client->on_timer();
+      leak_signal::instance().notify();
       lock.lock();
       firing_ = 0;
       fired_.notify_all();
