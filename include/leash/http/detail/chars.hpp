@@ -1,0 +1,126 @@
+// leash/http/detail/chars.hpp: the character classes of RFC 9110 / 9112.
+//
+// One 256-entry table, built at compile time, answers "is this byte a tchar,
+// a field-value byte, a target byte?" with one load, for the parser's hot loops.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace leash::inline v0::http::detail {
+
+enum char_class : std::uint8_t {
+  tchar = 1,        // token character (RFC 9110 5.6.2)
+  value_char = 2,   // field-vchar / SP / HTAB: may appear inside a field value
+  target_char = 4,  // visible ASCII: may appear in a request target
+  reason_char = 8,  // HTAB / SP / VCHAR / obs-text: reason phrase
+  qdtext = 16,      // quoted-string text, without '"' and '\'
+};
+
+constexpr std::array<std::uint8_t, 256> make_char_table() {
+  std::array<std::uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    std::uint8_t v = 0;
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    const bool vchar = c > 0x20 && c < 0x7f;
+    const bool obs_text = c >= 0x80;
+    if (alnum ||
+        std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos) {
+      v |= tchar;
+    }
+    if (vchar || obs_text || c == ' ' || c == '\t') v |= value_char | reason_char;
+    if (vchar) v |= target_char;
+    if ((vchar || obs_text || c == ' ' || c == '\t') && c != '"' && c != '\\') v |= qdtext;
+    t[static_cast<std::size_t>(c)] = v;
+  }
+  return t;
+}
+
+inline constexpr std::array<std::uint8_t, 256> char_table = make_char_table();
+
+constexpr bool is(char c, char_class k) noexcept {
+  return (char_table[static_cast<unsigned char>(c)] & k) != 0;
+}
+
+constexpr bool is_ows(char c) noexcept {
+  return c == ' ' || c == '\t';
+}
+
+constexpr bool is_digit(char c) noexcept {
+  return c >= '0' && c <= '9';
+}
+
+// The value of a hexadecimal digit, or -1.
+constexpr int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+constexpr char to_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// ASCII case-insensitive equality (field names, codings, connection options).
+constexpr bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (to_lower(a[i]) != to_lower(b[i])) return false;
+  }
+  return true;
+}
+
+constexpr bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (!is(c, tchar)) return false;
+  }
+  return true;
+}
+
+// s without leading and trailing SP / HTAB.
+constexpr std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front()))
+    s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back()))
+    s.remove_suffix(1);
+  return s;
+}
+
+// Calls f(element) for each element of a comma-separated list (RFC 9110
+// 5.6.1), each trimmed of OWS; empty elements are passed too.
+template <class F>
+constexpr void for_each_list_element(std::string_view list, F&& f) {
+  for (;;) {
+    const std::size_t comma = list.find(',');
+    f(trim_ows(list.substr(0, comma)));
+    if (comma == std::string_view::npos) return;
+    list.remove_prefix(comma + 1);
+  }
+}
+
+// Largest body or chunk size leash accepts: what fits an int64, as in Go.
+inline constexpr std::uint64_t max_length = (std::uint64_t{1} << 63) - 1;
+
+enum class number_status { ok, empty, not_a_number, overflow };
+
+// Parses 1*DIGIT (no sign, no whitespace) into out.
+constexpr number_status parse_decimal(std::string_view s, std::uint64_t& out) noexcept {
+  if (s.empty()) return number_status::empty;
+  std::uint64_t v = 0;
+  bool overflow = false;
+  for (char c : s) {
+    if (!is_digit(c)) return number_status::not_a_number;
+    const auto d = static_cast<std::uint64_t>(c - '0');
+    if (v > (max_length - d) / 10) overflow = true;  // keep scanning: garbage wins
+    if (!overflow) v = v * 10 + d;
+  }
+  if (overflow) return number_status::overflow;
+  out = v;
+  return number_status::ok;
+}
+
+}  // namespace leash::inline v0::http::detail
