@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "detail/chars.hpp"
@@ -185,6 +186,10 @@ struct version {
 // What the client sends before the body. The request writer adds Host (when
 // missing) and the framing fields (Content-Length / Transfer-Encoding).
 struct request_head {
+  request_head() = default;
+  request_head(std::string method_, std::string target_)
+      : method(std::move(method_)), target(std::move(target_)) {}
+
   std::string method = "GET";
   std::string target = "/";  // origin-form: path and query
   http::fields headers;

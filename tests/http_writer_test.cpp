@@ -1,0 +1,218 @@
+// Tests for leash/http/request_writer.hpp: what is written, and what is
+// refused before a single byte is written.
+#include <doctest/doctest.h>
+
+#include <leash/http/request_writer.hpp>
+#include <leash/http/response_parser.hpp>
+#include <optional>
+#include <string>
+
+using leash::http::request_body;
+using leash::http::request_head;
+using R = leash::http::reason;
+
+namespace {
+
+// Writes req into a buffer that already holds bytes of an earlier request;
+// on refusal, checks that not one byte was appended and returns the reason.
+std::optional<R> refusal(const request_head& req, std::string_view host = "example.com",
+                         std::string_view body = {}) {
+  const std::string before = "EARLIER REQUEST BYTES";
+  std::string out = before;
+  try {
+    leash::http::write_request(out, req, host, body);
+  } catch (const leash::http::invalid_request& e) {
+    CHECK(out == before);
+    CHECK(std::string(e.what()).rfind("leash::http: invalid request: ", 0) == 0);
+    CHECK_THROWS_AS(
+        leash::http::validate_request(
+            req, host, body.empty() ? request_body::none() : request_body::of_length(body.size())),
+        leash::http::invalid_request);
+    return e.reason();
+  }
+  return std::nullopt;
+}
+
+std::optional<R> refusal_head(const request_head& req, request_body body) {
+  std::string out;
+  try {
+    leash::http::write_request_head(out, req, "h", body);
+  } catch (const leash::http::invalid_request& e) {
+    CHECK(out.empty());
+    return e.reason();
+  }
+  return std::nullopt;
+}
+
+request_head with_field(std::string_view name, std::string_view value) {
+  request_head req;
+  req.headers.add(name, value);
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE("a GET is written with Host first and no Content-Length") {
+  request_head req{"GET", "/path?q=1"};
+  req.headers.add("Accept", "*/*");
+  req.headers.add("X-Two", "a");
+  req.headers.add("X-Two", "b");
+  std::string out;
+  leash::http::write_request(out, req, "example.com:8080");
+  CHECK(out ==
+        "GET /path?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\n"
+        "X-Two: a\r\nX-Two: b\r\n\r\n");
+}
+
+TEST_CASE("a user Host field is kept and no second one is added") {
+  request_head req = with_field("host", "other.example");
+  std::string out;
+  leash::http::write_request(out, req, "example.com");
+  CHECK(out == "GET / HTTP/1.1\r\nhost: other.example\r\n\r\n");
+}
+
+TEST_CASE("a body gets Content-Length; POST, PUT and PATCH announce an empty one") {
+  request_head req{"POST", "/upload"};
+  req.headers.add("Content-Type", "text/plain");
+  std::string out;
+  leash::http::write_request(out, req, "h", "hello");
+  CHECK(out ==
+        "POST /upload HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 5\r\n\r\nhello");
+  out.clear();
+  leash::http::write_request(out, request_head{"PUT", "/"}, "h");
+  CHECK(out == "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+  out.clear();
+  leash::http::write_request(out, request_head{"DELETE", "/"}, "h");
+  CHECK(out == "DELETE / HTTP/1.1\r\nHost: h\r\n\r\n");
+}
+
+TEST_CASE("a user Content-Length that matches the body is kept as is") {
+  request_head req = with_field("Content-Length", "3");
+  req.method = "POST";
+  std::string out;
+  leash::http::write_request(out, req, "h", "abc");
+  CHECK(out == "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+}
+
+TEST_CASE("chunked bodies: a streamed head, chunks and the last chunk") {
+  request_head req{"POST", "/stream"};
+  std::string out;
+  leash::http::write_request_head(out, req, "h", request_body::chunked());
+  leash::http::write_chunk(out, "hello");
+  leash::http::write_chunk(out, "");  // writes nothing: it would end the body
+  leash::http::write_chunk(out, std::string(300, 'x'));
+  leash::http::write_last_chunk(out);
+  CHECK(out ==
+        "POST /stream HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n12c\r\n" +
+            std::string(300, 'x') + "\r\n0\r\n\r\n");
+
+  // A user "Transfer-Encoding: chunked" makes write_request send the body chunked.
+  request_head te = with_field("Transfer-Encoding", "chunked");
+  te.method = "POST";
+  out.clear();
+  leash::http::write_request(out, te, "h", "abc");
+  CHECK(out ==
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+}
+
+TEST_CASE("what the writer writes, the strict parser's rules accept") {
+  // Round trip of the head's field syntax through a response parser: the
+  // fields the writer emits are valid field lines.
+  request_head req{"GET", "/"};
+  req.headers.add("X-Tab", "a\tb");
+  req.headers.add("X-Obs", "caf\xc3\xa9");
+  req.headers.add("X-Empty", "");
+  std::string out;
+  leash::http::write_request(out, req, "h");
+  const std::string as_response = "HTTP/1.1 200 OK" + out.substr(out.find("\r\n"));
+  leash::http::response_parser p;
+  p.reset("HEAD");
+  CHECK(p.feed(as_response).event == leash::http::parse_event::head);
+  CHECK(p.head().headers.get("x-tab") == "a\tb");
+  CHECK(p.head().headers.size() == 4);
+}
+
+TEST_CASE("methods that are not tokens are refused before writing") {
+  for (const char* m : {"", "GET POST", "GE\rT", "GET\n", "G(ET)", "GET/", "G\xc3\x89T"}) {
+    CAPTURE(m);
+    request_head req{m, "/"};
+    CHECK(refusal(req) == R::bad_method);
+  }
+  CHECK(refusal(request_head{"M-SEARCH", "*"}) == std::nullopt);
+}
+
+TEST_CASE("targets that are empty or hold SP, CTL or non-ASCII are refused") {
+  for (std::string t :
+       {std::string(""), std::string("/a b"), std::string("/a\r\nX: y"), std::string("/a\tb"),
+        std::string("/a\x7f"), std::string("/caf\xc3\xa9"), std::string("/a\0b", 4)}) {
+    CAPTURE(t);
+    CHECK(refusal(request_head{"GET", t}) == R::bad_target);
+  }
+  CHECK(refusal(request_head{"GET", "/a%20b?x=1&y=[2]#frag"}) == std::nullopt);
+}
+
+TEST_CASE("field names that are not tokens are refused") {
+  for (std::string n : {std::string(""), std::string("X Y"), std::string("X:Y"),
+                        std::string("X\r\nY"), std::string("X\0", 2), std::string("X(y)")}) {
+    CAPTURE(n);
+    CHECK(refusal(with_field(n, "v")) == R::bad_field_name);
+  }
+}
+
+TEST_CASE("field values with CR, LF, NUL or other CTLs are refused (header injection)") {
+  for (std::string v : {std::string("a\r\nInjected: yes"), std::string("a\nb"), std::string("a\rb"),
+                        std::string("a\0b", 3), std::string("a\x01"), std::string("a\x7f")}) {
+    CAPTURE(v);
+    CHECK(refusal(with_field("X-Value", v)) == R::bad_field_value);
+  }
+  CHECK(refusal(with_field("X-Value", "tab\tand space and caf\xc3\xa9")) == std::nullopt);
+}
+
+TEST_CASE("a user Content-Length with Transfer-Encoding is refused") {
+  request_head req = with_field("Content-Length", "3");
+  req.headers.add("Transfer-Encoding", "chunked");
+  req.method = "POST";
+  CHECK(refusal(req, "h", "abc") == R::content_length_with_transfer_encoding);
+  // Also when the caller asks for a chunked body and set Content-Length.
+  CHECK(refusal_head(with_field("Content-Length", "3"), request_body::chunked()) ==
+        R::content_length_with_transfer_encoding);
+}
+
+TEST_CASE("framing fields that disagree with the body are refused") {
+  CHECK(refusal(with_field("Content-Length", "4"), "h", "abc") == R::body_length_mismatch);
+  CHECK(refusal(with_field("Content-Length", "3"), "h", "") == R::body_length_mismatch);
+  CHECK(refusal(with_field("Content-Length", "0"), "h", "") == std::nullopt);
+  CHECK(refusal(with_field("Content-Length", "+3"), "h", "abc") == R::bad_content_length);
+  CHECK(refusal(with_field("Content-Length", "3, 3"), "h", "abc") == R::bad_content_length);
+  request_head two = with_field("Content-Length", "3");
+  two.headers.add("Content-Length", "4");
+  CHECK(refusal(two, "h", "abc") == R::conflicting_content_length);
+  CHECK(refusal(with_field("Transfer-Encoding", "gzip"), "h", "abc") ==
+        R::unsupported_transfer_coding);
+  CHECK(refusal(with_field("Transfer-Encoding", "gzip, chunked"), "h", "abc") ==
+        R::unsupported_transfer_coding);
+  request_head te2 = with_field("Transfer-Encoding", "chunked");
+  te2.headers.add("Transfer-Encoding", "chunked");
+  CHECK(refusal(te2, "h", "abc") == R::unsupported_transfer_coding);
+  CHECK(refusal_head(with_field("Transfer-Encoding", "chunked"), request_body::of_length(3)) ==
+        R::body_length_mismatch);
+  CHECK(refusal_head(with_field("Transfer-Encoding", "chunked"), request_body::none()) ==
+        R::body_length_mismatch);
+  CHECK(refusal_head(with_field("Content-Length", "3"), request_body::of_length(4)) ==
+        R::body_length_mismatch);
+}
+
+TEST_CASE("bad or duplicate Host values are refused") {
+  CHECK(refusal(request_head{}, "exa mple.com") == R::bad_host);
+  CHECK(refusal(request_head{}, "example.com\r\nX: y") == R::bad_host);
+  CHECK(refusal(request_head{}, "user@example.com") == R::bad_host);
+  CHECK(refusal(request_head{}, "example.com/path") == R::bad_host);
+  CHECK(refusal(with_field("Host", "a b")) == R::bad_host);
+  request_head two = with_field("Host", "a");
+  two.headers.add("HOST", "b");
+  CHECK(refusal(two) == R::duplicate_host);
+  CHECK(refusal(request_head{}, "[::1]:8080") == std::nullopt);
+  CHECK(refusal(request_head{}, "") == std::nullopt);  // Host: (empty) is allowed
+}
