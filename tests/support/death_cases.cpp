@@ -6,13 +6,18 @@
 //   death_cases static_exit     leash used in main and in a static destructor: exits 0
 //   death_cases unclosed_abort  a must_close handle dropped open under the abort policy
 //   death_cases unclosed_report the default policy: stderr once per site, exits 0
+//   death_cases ticker_self_destroy  a ticker destroyed from its own callback: terminates
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <leash.hpp>
 #include <leash/must_close.hpp>
+#include <leash/ticker.hpp>
 #include <memory>
+#include <optional>
 #include <stdexcept>
+#include <thread>
 
 using namespace std::chrono_literals;
 
@@ -80,6 +85,20 @@ int unclosed_report() {
   return 0;
 }
 
+int ticker_self_destroy() {
+  std::optional<leash::ticker> t;
+  std::atomic<bool> armed{false};
+  t.emplace(
+      1ms,
+      [&] {
+        if (armed) t.reset();  // destroys the ticker from its own callback
+      },
+      leash::ticker_options{.name = "self"});
+  armed = true;
+  std::this_thread::sleep_for(5s);
+  return 0;  // not reached
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -88,8 +107,9 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "static_exit") == 0) return static_exit();
   if (argc == 2 && std::strcmp(argv[1], "unclosed_abort") == 0) return unclosed_abort();
   if (argc == 2 && std::strcmp(argv[1], "unclosed_report") == 0) return unclosed_report();
+  if (argc == 2 && std::strcmp(argv[1], "ticker_self_destroy") == 0) return ticker_self_destroy();
   std::fprintf(stderr,
                "usage: death_cases unobserved|out_of_order|static_exit|unclosed_abort|"
-               "unclosed_report\n");
+               "unclosed_report|ticker_self_destroy\n");
   return 2;
 }
