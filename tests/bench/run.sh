@@ -18,6 +18,8 @@ SCENARIOS=(
   "spawn_join      bench_spawn_join      spawn_join.go      ns_per_task                    ratio"
   "deadline_scope  bench_deadline_scope  deadline_scope.go  ns_per_op                      ratio"
   "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
+  "ticker          bench_ticker          ticker.go          p99_us                         ratio"
+  "must_close      bench_must_close      -                  ns_per_op                      ratio"
 )
 TIMEOUT=300 # seconds, per program
 
@@ -67,7 +69,7 @@ for row in "${SCENARIOS[@]}"; do
   else
     echo "SKIP: $build_dir/$cpp not built" >&2
   fi
-  if [[ -n $GO ]]; then
+  if [[ -n $GO && $go_file != - ]]; then  # "-": no Go counterpart
     # Build, then run the binary (not "go run"): compile time stays out of the
     # program's time budget and the timeout signals the benchmark itself
     # rather than the go tool wrapping it.
