@@ -616,3 +616,23 @@ TEST_CASE("errors are typed, carry their reason and name the component") {
   CHECK(p.failed());
   CHECK_FALSE(p.head_complete());
 }
+
+TEST_CASE("the word-at-a-time field value check agrees with the byte table") {
+  // Every byte value at every position of values up to 24 bytes long.
+  for (std::size_t len = 1; len <= 24; ++len) {
+    for (std::size_t pos = 0; pos < len; ++pos) {
+      for (int b = 0; b < 256; ++b) {
+        std::string v(len, 'a');
+        v[pos] = static_cast<char>(b);
+        const bool expected = b == '\t' || (b >= 0x20 && b != 0x7f);
+        if (leash::http::detail::valid_field_value(v) != expected) {
+          FAIL("len ", len, " pos ", pos, " byte ", b);
+        }
+      }
+    }
+  }
+  CHECK(leash::http::detail::valid_field_value(std::string(40, '\xff')));
+  CHECK(leash::http::detail::valid_field_value(std::string(40, '\x80')));
+  CHECK(leash::http::detail::valid_field_value(std::string(40, ' ')));
+  CHECK_FALSE(leash::http::detail::valid_field_value(std::string(40, '\x1f')));
+}

@@ -55,13 +55,6 @@ struct request_body {
 
 namespace detail {
 
-inline bool valid_field_value(std::string_view v) noexcept {
-  for (char c : v) {
-    if (!is(c, value_char)) return false;
-  }
-  return true;
-}
-
 // What the caller's own framing fields say, once checked against `body`.
 struct user_framing {
   bool content_length = false;

@@ -97,6 +97,7 @@ class response_parser {
     keep_alive_ = false;
     framing_ = body_framing::none;
     content_length_.reset();
+    summary_ = {};
     remaining_ = 0;
     head_bytes_ = 0;
     chunk_overhead_ = 0;
@@ -216,8 +217,7 @@ class response_parser {
             throw limit_exceeded(limit::header_bytes, limits_.max_header_bytes);
           }
           head_bytes_ += line.size() + 1;
-          line = strip_crlf(line);
-          const bool head_done = on_head_line(line);
+          const bool head_done = on_head_line(strip_cr(line));
           line_.clear();
           if (state_ == state::complete && !head_done) return {parse_event::complete, pos, {}};
           if (head_done) return {parse_event::head, pos, {}};
@@ -295,17 +295,31 @@ class response_parser {
 
   // RFC 9112 2.2 lets a recipient accept a bare LF and replace a bare CR with
   // SP; both are refused here (docs/design.md, "HTTP parser strictness").
-  static std::string_view strip_crlf(std::string_view line) {
+  static std::string_view strip_cr(std::string_view line) {
     if (line.empty() || line.back() != '\r') throw protocol_error(reason::bare_lf);
     line.remove_suffix(1);
-    if (!line.empty() && std::memchr(line.data(), '\r', line.size()) != nullptr) {
-      throw protocol_error(reason::bare_cr);
-    }
     return line;
+  }
+
+  // A CR breaks the grammar of every kind of line (status, field, chunk), so
+  // it is looked for only when a line failed to parse, and then reported
+  // instead: the result is the same as checking for it first, without a
+  // second scan of every good line.
+  [[noreturn]] static void rethrow_line_error(std::string_view line) {
+    if (line.find('\r') != std::string_view::npos) throw protocol_error(reason::bare_cr);
+    throw;
   }
 
   // Handles a status, field or trailer line; true when the final head ended.
   bool on_head_line(std::string_view line) {
+    try {
+      return parse_head_line(line);
+    } catch (const error&) {
+      rethrow_line_error(line);
+    }
+  }
+
+  bool parse_head_line(std::string_view line) {
     if (state_ == state::status_line) {
       parse_status_line(line);
       state_ = state::field_line;
@@ -361,24 +375,60 @@ class response_parser {
       }
       return;
     }
-    const std::size_t colon = line.find(':');
-    if (colon == std::string_view::npos) throw protocol_error(reason::missing_colon);
-    const std::string_view name = line.substr(0, colon);
-    if (name.empty()) throw protocol_error(reason::bad_field_name);
-    if (detail::is_ows(name.back())) throw protocol_error(reason::whitespace_before_colon);
-    if (!detail::is_token(name)) throw protocol_error(reason::bad_field_name);
+    std::size_t colon = 0;
+    while (colon < line.size() && detail::is(line[colon], detail::tchar))
+      ++colon;
+    if (colon == 0 || colon == line.size() || line[colon] != ':') throw_field_name_error(line);
     const std::string_view value = check_value(detail::trim_ows(line.substr(colon + 1)));
     if (out.size() >= limits_.max_header_fields) {
       throw limit_exceeded(limit::header_fields, limits_.max_header_fields);
     }
-    out.add(name, value);
+    if (&out == &head_.headers && !out.empty()) classify(out.size() - 1);
+    out.add(line.substr(0, colon), value);
+  }
+
+  // The name did not end in ':' right after its last tchar: say why.
+  [[noreturn]] static void throw_field_name_error(std::string_view line) {
+    const std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) throw protocol_error(reason::missing_colon);
+    if (colon > 0 && detail::is_ows(line[colon - 1])) {
+      throw protocol_error(reason::whitespace_before_colon);
+    }
+    throw protocol_error(reason::bad_field_name);
+  }
+
+  // Notes what a head field (complete, folds included) says about framing,
+  // so the end of the head needs no second pass over the fields. A bad
+  // Content-Length is remembered, not thrown, so that the checks at the end
+  // of the head keep their order (TE on 1.0, then CL+TE, then TE, then CL).
+  void classify(std::size_t index) {
+    const fields::field f = head_.headers[index];
+    switch (f.name.size()) {
+      case 10:
+        if (!detail::iequals(f.name, "connection")) return;
+        detail::for_each_list_element(f.value, [&](std::string_view opt) {
+          summary_.close = summary_.close || detail::iequals(opt, "close");
+          summary_.keep_alive = summary_.keep_alive || detail::iequals(opt, "keep-alive");
+        });
+        return;
+      case 14:
+        if (!detail::iequals(f.name, "content-length")) return;
+        summary_.content_length = true;
+        if (!summary_.cl_error) check_content_length(f.value);
+        return;
+      case 17:
+        if (!detail::iequals(f.name, "transfer-encoding")) return;
+        ++summary_.te_fields;
+        summary_.te_index = index;
+        return;
+      default:
+        return;
+    }
   }
 
   // RFC 9110 5.5 lets a recipient keep CTLs other than NUL/CR/LF; refused here.
   static std::string_view check_value(std::string_view v) {
-    for (char c : v) {
-      if (!detail::is(c, detail::value_char)) throw protocol_error(reason::bad_field_value);
-    }
+    if (!detail::valid_field_value(v)) throw protocol_error(reason::bad_field_value);
     return v;
   }
 
@@ -391,10 +441,13 @@ class response_parser {
         throw limit_exceeded(limit::interim_responses, limits_.max_interim_responses);
       }
       head_.headers.clear();  // an interim head is checked for syntax, then dropped
+      summary_ = {};
+      content_length_.reset();
       head_bytes_ = 0;
       state_ = state::status_line;
       return false;
     }
+    if (!head_.headers.empty()) classify(head_.headers.size() - 1);
     decide_framing();
     head_done_ = true;
     head_bytes_ = 0;  // trailers get their own budget
@@ -402,38 +455,23 @@ class response_parser {
   }
 
   void decide_framing() {
-    const fields& h = head_.headers;
-    std::size_t te_fields = 0;
-    std::string_view te;
-    bool has_cl = false, close = false, keep_alive = false;
-    for (fields::field f : h) {
-      if (detail::iequals(f.name, "transfer-encoding")) {
-        ++te_fields;
-        te = f.value;
-      } else if (detail::iequals(f.name, "content-length")) {
-        has_cl = true;
-      } else if (detail::iequals(f.name, "connection")) {
-        detail::for_each_list_element(f.value, [&](std::string_view opt) {
-          close = close || detail::iequals(opt, "close");
-          keep_alive = keep_alive || detail::iequals(opt, "keep-alive");
-        });
-      }
-    }
+    const framing_summary& h = summary_;
+    const std::string_view te = h.te_fields > 0 ? head_.headers[h.te_index].value : "";
     const bool http10 = head_.version.minor == 0;
-    if (te_fields > 0 && http10) throw protocol_error(reason::transfer_encoding_in_http10);
-    if (te_fields > 0 && has_cl) {
+    if (h.te_fields > 0 && http10) throw protocol_error(reason::transfer_encoding_in_http10);
+    if (h.te_fields > 0 && h.content_length) {
       throw protocol_error(reason::content_length_with_transfer_encoding);
     }
-    if (te_fields > 1 || (te_fields == 1 && !detail::iequals(te, "chunked"))) {
+    if (h.te_fields > 1 || (h.te_fields == 1 && !detail::iequals(te, "chunked"))) {
       throw protocol_error(reason::unsupported_transfer_coding, std::string(te));
     }
-    if (has_cl) parse_content_length();
+    if (h.cl_error) throw protocol_error(*h.cl_error, h.cl_detail);
 
-    keep_alive_ = http10 ? keep_alive && !close : !close;
+    keep_alive_ = http10 ? h.keep_alive && !h.close : !h.close;
     const int status = head_.status;
     if (head_request_ || status == 204 || status == 304) {
       framing_ = body_framing::none;
-    } else if (te_fields == 1) {
+    } else if (h.te_fields == 1) {
       framing_ = body_framing::chunked;
     } else if (content_length_) {
       framing_ = *content_length_ == 0 ? body_framing::none : body_framing::content_length;
@@ -460,31 +498,42 @@ class response_parser {
 
   // Every Content-Length field, and every element of a comma list in one,
   // must be the same valid decimal (RFC 9110 8.6 allows accepting "42, 42").
-  void parse_content_length() {
-    for (fields::field f : head_.headers) {
-      if (!detail::iequals(f.name, "content-length")) continue;
-      detail::for_each_list_element(f.value, [&](std::string_view e) {
-        std::uint64_t v = 0;
-        switch (detail::parse_decimal(e, v)) {
-          case detail::number_status::ok:
-            break;
-          case detail::number_status::overflow:
-            throw protocol_error(reason::content_length_overflow);
-          default:
-            throw protocol_error(reason::bad_content_length, std::string(f.value));
-        }
-        if (content_length_ && *content_length_ != v) {
-          throw protocol_error(reason::conflicting_content_length);
-        }
-        content_length_ = v;
-      });
-    }
+  // Records the first violation in summary_.
+  void check_content_length(std::string_view value) {
+    detail::for_each_list_element(value, [&](std::string_view e) {
+      if (summary_.cl_error) return;
+      std::uint64_t v = 0;
+      switch (detail::parse_decimal(e, v)) {
+        case detail::number_status::ok:
+          if (content_length_ && *content_length_ != v) {
+            summary_.cl_error = reason::conflicting_content_length;
+          } else {
+            content_length_ = v;
+          }
+          return;
+        case detail::number_status::overflow:
+          summary_.cl_error = reason::content_length_overflow;
+          return;
+        default:
+          summary_.cl_error = reason::bad_content_length;
+          summary_.cl_detail = std::string(value);
+          return;
+      }
+    });
   }
 
   // chunk = chunk-size [ chunk-ext ] CRLF; the last chunk has size 0.
   void on_chunk_line(std::string_view line) {
     const std::size_t line_bytes = line.size() + 1;
-    line = strip_crlf(line);
+    line = strip_cr(line);
+    try {
+      parse_chunk_line(line, line_bytes);
+    } catch (const error&) {
+      rethrow_line_error(line);
+    }
+  }
+
+  void parse_chunk_line(std::string_view line, std::size_t line_bytes) {
     std::size_t i = 0;
     std::uint64_t size = 0;
     bool overflow = false;
@@ -558,6 +607,17 @@ class response_parser {
     return true;
   }
 
+  // What the head's fields say about framing, gathered field by field.
+  struct framing_summary {
+    std::size_t te_fields = 0;
+    std::size_t te_index = 0;  // of the last Transfer-Encoding field
+    bool content_length = false;
+    std::optional<reason> cl_error;  // the first bad Content-Length
+    std::string cl_detail;
+    bool close = false;       // "Connection: close"
+    bool keep_alive = false;  // "Connection: keep-alive"
+  };
+
   parser_limits limits_;
   state state_ = state::status_line;
   std::exception_ptr failure_;  // set exactly when state_ == failed
@@ -567,6 +627,7 @@ class response_parser {
   bool keep_alive_ = false;
   body_framing framing_ = body_framing::none;
   std::optional<std::uint64_t> content_length_;
+  framing_summary summary_;
   std::uint64_t remaining_ = 0;  // of the body (content_length) or the chunk
   std::size_t head_bytes_ = 0;   // of the current head or trailer section, <= max
   std::uint64_t chunk_overhead_ = 0;

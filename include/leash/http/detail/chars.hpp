@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 
 namespace leash::inline v0::http::detail {
@@ -77,6 +78,32 @@ constexpr bool is_token(std::string_view s) noexcept {
   if (s.empty()) return false;
   for (char c : s) {
     if (!is(c, tchar)) return false;
+  }
+  return true;
+}
+
+// True when every byte of v may appear in a field value: VCHAR, obs-text,
+// SP, HTAB (RFC 9110 5.5). The hot loop of header parsing, so it tests eight
+// bytes at a time for "below 0x20" or "0x7f" (the classic has-less-than and
+// has-zero bit tricks, exact for "is there such a byte"), and looks at single
+// bytes only from a word that has one: a HTAB, or an invalid byte.
+inline bool valid_field_value(std::string_view v) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101u;
+  constexpr std::uint64_t high = 0x8080808080808080u;
+  const char* p = v.data();
+  std::size_t n = v.size();
+  while (n >= 8) {
+    std::uint64_t x;
+    std::memcpy(&x, p, 8);
+    const std::uint64_t below_space = (x - 0x20 * ones) & ~x & high;
+    const std::uint64_t y = x ^ (0x7f * ones);
+    const std::uint64_t del = (y - ones) & ~y & high;
+    if ((below_space | del) != 0) break;
+    p += 8;
+    n -= 8;
+  }
+  for (; n != 0; ++p, --n) {
+    if (!is(*p, value_char)) return false;
   }
   return true;
 }
