@@ -297,8 +297,9 @@ TEST_CASE("reset restarts a stopped ticker") {
 }
 
 TEST_CASE("a non-positive period is a usage error") {
-  CHECK_THROWS_AS(leash::ticker(0ms, [] {}), leash::usage_error);
-  CHECK_THROWS_AS(leash::ticker(-1s, [] {}), leash::usage_error);
+  auto make = [](auto period) { leash::ticker t(period, [] {}); };
+  CHECK_THROWS_AS(make(0ms), leash::usage_error);
+  CHECK_THROWS_AS(make(-1s), leash::usage_error);
 }
 
 TEST_CASE("a ticker stops when the ambient scope is cancelled") {

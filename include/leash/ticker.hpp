@@ -433,6 +433,9 @@ class ticker {
         parent, options_.name);
     core->registry_id = detail::object_registry::instance().add(detail::object_snapshot::ticker,
                                                                 options_.name, site_);
+    // Published before the loop starts: a callback may call stop() or reset() at once.
+    std::shared_ptr<detail::ticker_core> previous = std::exchange(core_, core);
+    observed_ = false;
     try {
       if (nursery_ == nullptr) {
         core->keep_alive = core;  // the job owns itself until its loop ends
@@ -450,10 +453,9 @@ class ticker {
     } catch (...) {
       core->keep_alive.reset();
       detail::object_registry::instance().remove(core->registry_id);
+      core_ = std::move(previous);
       throw;
     }
-    core_ = std::move(core);
-    observed_ = false;
   }
 
   std::unique_ptr<detail::tick_callback> fn_;  // outlives every loop run
