@@ -193,6 +193,7 @@ enum class limit : unsigned char {
   interim_responses,  // 1xx responses before the final one
 };
 
+// A short English name of l, e.g. "response header bytes".
 constexpr const char* to_string(limit l) noexcept {
   switch (l) {
     case limit::header_bytes:
@@ -214,6 +215,7 @@ class limit_exceeded : public error {
         which_(which),
         max_(max) {}
 
+  // Which limit was exceeded.
   http::limit which() const noexcept { return which_; }
   // The configured limit that was exceeded.
   std::size_t max() const noexcept { return max_; }

@@ -36,6 +36,7 @@ class response_parser;
 // fields it has, and clear() keeps both for the next message.
 class fields {
  public:
+  // One field line, as views into the fields' buffer.
   struct field {
     std::string_view name;
     std::string_view value;
@@ -130,6 +131,7 @@ class fields {
     return found;
   }
 
+  // The i-th field line in arrival order; i < size().
   field operator[](std::size_t i) const {
     const entry& e = entries_[i];
     const std::string_view text = text_;
@@ -147,6 +149,7 @@ class fields {
     entries_.clear();
   }
 
+  // Same field lines (names compared exactly) in the same order.
   friend bool operator==(const fields& a, const fields& b) {
     if (a.size() != b.size()) return false;
     for (std::size_t i = 0; i < a.size(); ++i) {

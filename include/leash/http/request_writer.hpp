@@ -1,10 +1,11 @@
 // leash/http/request_writer.hpp: serialises an HTTP/1.1 request, refusing
 // any request that could not be sent as written.
 //
-// Prevents: header injection and request smuggling through the client (Go
-// refused "\r\n" in header values only after CVE-2019-16276-style reports;
-// a target or method with a space or CRLF splits one request into two). The
-// whole request is checked before the first byte is appended:
+// Prevents: header injection and request smuggling through the client: a
+// value carrying "\r\n" adds a header or a whole second request, a target or
+// method with a space moves the end of the request line (Go's Transport
+// refuses such values through httpguts.ValidHeaderFieldValue). The whole
+// request is checked before the first byte is appended:
 //
 //   leash::http::request_head req{"POST", "/upload"};
 //   req.headers.add("Content-Type", "text/plain");

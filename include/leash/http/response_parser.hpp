@@ -1,8 +1,9 @@
 // leash/http/response_parser.hpp: a strict, incremental HTTP/1.1 response parser.
 //
-// Prevents: request smuggling and response splitting through lenient framing
-// (Go's CVE-2013-0169-style CL+TE confusion, bare-LF and obs-fold tricks), and
-// parsers whose answer depends on how the bytes happened to be split by TCP.
+// Prevents: response splitting and request smuggling through lenient framing
+// (CL beside TE, two different CLs, bare LF, "Name : value" — Go's net/http
+// patched these one by one, e.g. CVE-2019-16276), and parsers whose answer
+// depends on how the bytes happened to be split by TCP.
 // The same bytes give the same result whether they arrive whole, one at a
 // time or split anywhere. Feed it what the socket returned; it says what
 // happened and how much of the input it used:
