@@ -299,6 +299,7 @@ class nursery final : private detail::nursery_node {
   // Starts `record`, or finishes it as cancelled when the nursery is stopped.
   // false only when try_only and the nursery is full.
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+    record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -316,6 +317,7 @@ class nursery final : private detail::nursery_node {
         }
         throw_if_closed();
       }
+      record->started = std::chrono::steady_clock::now();
     }
     if (state_.stop_requested()) {
       cut_short_ = true;
@@ -334,7 +336,6 @@ class nursery final : private detail::nursery_node {
     live_ = record.get();
     ++running_;
     record->keep_alive = record;
-    record->started = std::chrono::steady_clock::now();
     lock.unlock();
     try {
       detail::thread_cache::instance().submit(record.get());
@@ -451,6 +452,10 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
+  // The rest is leash bookkeeping, unless a failure must cancel siblings (stop
+  // callbacks) or releasing the record may destroy a value or exception (user
+  // destructors): only without those may this thread take the next job early.
+  if (error == nullptr && !holds_value_with_destructor()) detail::thread_cache::mark_returning();
   mark_done();
   n.task_finished(std::move(self));
 }

@@ -1,14 +1,23 @@
 // leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
 //
-// A submitted job starts at once: it is handed straight to one idle thread, or
-// a new thread is created. There is no queue, so a job never waits behind
-// blocked tasks and channel code cannot deadlock a fixed-size pool.
+// A submitted job starts at once, on a thread that runs nothing else first:
+//   1. a returning thread: one that has finished its job's user code and is
+//      on its way back (it runs only leash bookkeeping until it checks the
+//      hand-off list, so the job waits behind no task); or
+//   2. the spinning idle thread (no system call); or, after a short bounded
+//      spin of the submitter for 1. or 2. while other jobs run,
+//   3. a parked idle thread (a futex wake), or a new thread.
+// A job is put on the hand-off list only while more threads are returning
+// than jobs wait there, so each listed job has a thread bound to take it.
+// There is no other queue: a job never waits behind blocked tasks and channel
+// code cannot deadlock a fixed-size pool.
 //
-// An idle thread first spins briefly on its hand-off slot (a hand-off to a
-// spinning thread costs no system call), then parks on its own condition
-// variable for `keep_alive`, then exits. At most `max_idle` threads idle at
-// once. Threads are detached: an exiting thread touches nothing shared after
-// it has unlinked itself under the cache's mutex.
+// An idle thread first spins briefly on its slot, then parks on its own
+// condition variable for `keep_alive`, then exits. At most `max_idle` threads
+// idle for that long; threads beyond it linger briefly (a burst's next spawn
+// reuses them instead of creating threads), then exit. Threads are detached:
+// an exiting thread touches nothing shared after it has unlinked itself under
+// the cache's mutex.
 //
 // Lock order: a worker may take the cache's mutex while holding its own
 // mutex; a submitter never holds the cache's mutex while taking a worker's.
@@ -55,6 +64,10 @@ class job {
 
  protected:
   ~job() = default;
+
+ private:
+  friend class thread_cache;
+  job* next_ = nullptr;  // the cache's hand-off list, guarded by its mutex
 };
 
 inline void cpu_relax() noexcept {
@@ -73,27 +86,42 @@ class thread_cache {
     return *cache;
   }
 
-  // Runs `j` on an idle thread, or on a new one. Throws std::system_error if
-  // no thread can be created.
+  // Runs `j` on a returning, idle or new thread (see the top of this file).
+  // Throws std::system_error if no thread can be created.
   void submit(job* j) {
     worker* w = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      ++started_;
-      if (idle_ != nullptr) {
-        w = idle_;
-        unlink_idle_locked(w);
-      } else {
-        ++alive_;
-        peak_ = std::max(peak_, alive_);
+    bool was_spinning = false;
+    for (bool waited = false;; waited = true) {
+      {
+        std::lock_guard lock(mutex_);
+        if (!waited) ++started_;
+        if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
+          j->next_ = handoff_;
+          handoff_ = j;
+          queued_.store(queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+          note_wait_pays(true);
+          return;
+        }
+        // Wait for a returning thread only while jobs run (one may finish)
+        // and such waits paid off lately.
+        const bool may_wait = !waited && wait_pays_.load(std::memory_order_relaxed) &&
+                              running_.load(std::memory_order_relaxed) != 0;
+        if (idle_ != nullptr && (idle_->spinning || !may_wait)) {
+          w = idle_;
+          was_spinning = claim_locked(w);
+          if (was_spinning) note_wait_pays(true);
+          break;
+        }
+        if (!may_wait) {
+          ++alive_;
+          peak_ = std::max(peak_, alive_);
+          break;
+        }
       }
+      if (!await_free_thread()) note_wait_pays(false);
     }
     if (w != nullptr) {
-      // Under the worker's mutex: the worker cannot return (and free its
-      // stack-allocated record) before this hand-off is complete.
-      std::lock_guard lock(w->mutex);
-      w->slot.store(j, std::memory_order_release);
-      if (w->parked) w->wake.notify_one();
+      hand_off(w, was_spinning, j);
       return;
     }
     try {
@@ -103,6 +131,16 @@ class thread_cache {
       --alive_;
       throw;
     }
+  }
+
+  // Called by a job on its runtime thread once it will run no more user code
+  // (nor destroy anything whose destructor is user code): from then on the
+  // thread counts as returning and may be handed the next job.
+  static void mark_returning() noexcept {
+    worker* w = current_worker_;
+    if (w == nullptr || w->returning) return;
+    w->returning = true;
+    instance().returning_.fetch_add(1, std::memory_order_relaxed);
   }
 
   void configure(const runtime_options& o) {
@@ -126,13 +164,27 @@ class thread_cache {
   }
 
  private:
+  using clock = std::chrono::steady_clock;
+
+  // How long a thread beyond max_idle stays idle (at most keep_alive): long
+  // enough to serve the rest of a spawn burst, short enough that the burst's
+  // stacks are soon unmapped.
+  static constexpr std::chrono::milliseconds surplus_linger{50};
+  // How long a submitter waits at most for a thread to start returning (or
+  // spinning) before it wakes a parked thread or creates one. Far below the
+  // cost of a thread creation (~50 us) and of the order of a futex wake.
+  static constexpr std::chrono::microseconds submit_spin{10};
+
   // A thread's record; lives on that thread's stack.
   struct worker {
     worker* prev = nullptr;  // idle list links, guarded by the cache's mutex
     worker* next = nullptr;
-    bool in_idle = false;  // guarded by the cache's mutex
+    bool in_idle = false;   // guarded by the cache's mutex
+    bool spinning = false;  // in the spin phase, not yet claimed; guarded by the cache's mutex
+    bool claimed_spinning = false;  // shutdown's note for hand_off; guarded by the cache's mutex
+    bool returning = false;         // counted in returning_; only this thread touches it
     std::atomic<job*> slot{nullptr};
-    std::mutex mutex;  // guards `parked`, orders hand-off against exit
+    std::mutex mutex;  // guards `parked`, orders a hand-off to a parked thread against its exit
     std::condition_variable wake;
     bool parked = false;
   };
@@ -155,6 +207,7 @@ class thread_cache {
 
   void work(job* j) {
     worker self;
+    current_worker_ = &self;
     while (j != nullptr) {
       running_.fetch_add(1, std::memory_order_relaxed);
       j->run();
@@ -163,19 +216,59 @@ class thread_cache {
     }
   }
 
-  // Parks `w` in the idle list until a job arrives; nullptr means exit.
+  void note_wait_pays(bool pays) noexcept {
+    if (wait_pays_.load(std::memory_order_relaxed) != pays) {
+      wait_pays_.store(pays, std::memory_order_relaxed);
+    }
+  }
+
+  // The submitter's bounded wait for a returning or spinning thread: a few
+  // pauses, then yields (a submitter sharing one CPU with the thread it waits
+  // for gives it the CPU). True when one appeared.
+  bool await_free_thread() const {
+    const auto until = clock::now() + submit_spin;
+    for (int i = 0;; ++i) {
+      if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed) ||
+          spinning_.load(std::memory_order_relaxed) != 0) {
+        return true;
+      }
+      if (i < 32) {
+        cpu_relax();
+      } else if (clock::now() > until) {
+        return false;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  // The next job for `w`: from the hand-off list, else after idling in the
+  // idle list; nullptr means exit.
   job* next_job(worker& w) {
-    clock::time_point deadline;
+    std::chrono::milliseconds idle_for;
     bool spins = false;
     {
       std::lock_guard lock(mutex_);
-      if (stopping_ || idle_count_ >= max_idle_) return retire_locked();
+      if (w.returning) {
+        w.returning = false;
+        returning_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (handoff_ != nullptr) {
+        job* j = handoff_;
+        handoff_ = j->next_;
+        queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+        return j;
+      }
+      if (stopping_) return retire_locked();
+      const bool surplus = idle_count_ >= max_idle_;
+      idle_for = surplus ? std::min(keep_alive_, surplus_linger) : keep_alive_;
       // One idle thread spins at a time, at the front of the list where the
       // next submit finds it; the others park at once, at the back. Many
       // spinners would only take CPU from the thread that submits.
-      spins = spinning_ == 0;
+      spins = spinning_.load(std::memory_order_relaxed) == 0;
       if (spins) {
-        ++spinning_;
+        spinning_.store(1, std::memory_order_relaxed);
+        w.spinning = true;
         w.next = idle_;
         if (idle_ != nullptr) idle_->prev = &w;
         idle_ = &w;
@@ -188,27 +281,40 @@ class thread_cache {
       }
       w.in_idle = true;
       ++idle_count_;
-      deadline = clock::now() + keep_alive_;
     }
     if (spins) {
-      // Spin phase: 64 pauses (about a microsecond) then up to 64 yields. The
+      // Spin phase: 64 pauses (a few microseconds) then up to 64 yields. The
       // yields keep the spinner from stealing a CPU it shares with the thread
       // about to hand it work (two threads pinned to one CPU).
       for (int i = 0; i < 128; ++i) {
-        if (w.slot.load(std::memory_order_acquire) != nullptr) break;
+        if (job* j = take(w)) return j;
         if (i < 64) {
           cpu_relax();
         } else {
           std::this_thread::yield();
         }
       }
-      std::lock_guard lock(mutex_);
-      --spinning_;
+      bool claimed = false;
+      {
+        std::lock_guard lock(mutex_);
+        claimed = !w.spinning;
+        if (!claimed) {
+          w.spinning = false;
+          spinning_.store(0, std::memory_order_relaxed);
+        }
+      }
+      // Claimed while spinning: the submitter stores the job right after its
+      // unlock, without a wake-up.
+      while (claimed) {
+        if (job* j = take(w)) return j;
+        std::this_thread::yield();
+      }
     }
+    auto deadline = clock::now() + idle_for;
     std::unique_lock lock(w.mutex);
     w.parked = true;
     for (;;) {
-      if (job* j = w.slot.exchange(nullptr, std::memory_order_acquire)) {
+      if (job* j = take(w)) {
         w.parked = false;
         return j;
       }
@@ -224,10 +330,39 @@ class thread_cache {
     }
   }
 
+  // The job in w's slot, if any. Only w empties its slot; only the one
+  // submitter that claimed w fills it.
+  static job* take(worker& w) noexcept {
+    job* j = w.slot.load(std::memory_order_acquire);
+    if (j != nullptr) w.slot.store(nullptr, std::memory_order_relaxed);
+    return j;
+  }
+
   job* retire_locked() {
     --alive_;
     if (stopping_) exited_.notify_all();
     return nullptr;
+  }
+
+  // Takes `w` off the idle list for a hand-off; true if it was still spinning
+  // (it polls its slot and needs no wake-up).
+  bool claim_locked(worker* w) {
+    const bool was_spinning = w->spinning;
+    unlink_idle_locked(w);
+    return was_spinning;
+  }
+
+  // Gives `j` to the claimed thread `w`. A parked thread is woken under its
+  // own mutex, so that it cannot time out and leave (freeing its record)
+  // while the submitter still touches it; a spinning thread only polls.
+  static void hand_off(worker* w, bool was_spinning, job* j) {
+    if (was_spinning) {
+      w->slot.store(j, std::memory_order_release);  // w may be gone right after
+      return;
+    }
+    std::lock_guard lock(w->mutex);
+    w->slot.store(j, std::memory_order_release);
+    if (w->parked) w->wake.notify_one();
   }
 
   void unlink_idle_locked(worker* w) {
@@ -237,6 +372,10 @@ class thread_cache {
     if (idle_tail_ == w) idle_tail_ = w->prev;
     w->prev = w->next = nullptr;
     w->in_idle = false;
+    if (w->spinning) {
+      w->spinning = false;
+      spinning_.store(0, std::memory_order_relaxed);
+    }
     --idle_count_;
   }
 
@@ -253,7 +392,7 @@ class thread_cache {
     worker* claimed = nullptr;
     while (idle_ != nullptr) {
       worker* w = idle_;
-      unlink_idle_locked(w);
+      w->claimed_spinning = claim_locked(w);
       w->next = claimed;
       claimed = w;
     }
@@ -261,21 +400,16 @@ class thread_cache {
     while (claimed != nullptr) {
       worker* w = claimed;
       claimed = w->next;  // read before the hand-off: afterwards w may be gone
-      std::lock_guard wl(w->mutex);
-      w->slot.store(&noop, std::memory_order_release);
-      if (w->parked) w->wake.notify_one();
+      hand_off(w, w->claimed_spinning, &noop);
     }
     lock.lock();
     exited_.wait_for(lock, std::chrono::seconds(2), [&] { return alive_ <= busy; });
   }
 
-  using clock = std::chrono::steady_clock;
-
   mutable std::mutex mutex_;
   std::condition_variable exited_;  // shutdown waits here for idle threads to leave
   worker* idle_ = nullptr;          // the spinning thread first, if any
   worker* idle_tail_ = nullptr;
-  std::size_t spinning_ = 0;  // idle threads in their spin phase (at most one)
   std::size_t idle_count_ = 0;
   std::size_t alive_ = 0;
   std::size_t peak_ = 0;
@@ -283,7 +417,19 @@ class thread_cache {
   std::chrono::milliseconds keep_alive_{2000};
   std::size_t max_idle_ = 0;
   bool stopping_ = false;
+  job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
+  // Written under mutex_ only, read without it by a waiting submitter.
+  std::atomic<std::size_t> queued_{0};    // jobs in handoff_; never more than returning_
+  std::atomic<std::size_t> spinning_{0};  // idle threads in their spin phase (0 or 1)
+  // Threads between mark_returning() and their next look at handoff_.
+  // Incremented without the mutex (it only grows there), decremented under it.
+  std::atomic<std::size_t> returning_{0};
   std::atomic<std::size_t> running_{0};
+  // Whether a submitter lately found a returning or spinning thread. When a
+  // wait for one times out, submitters stop waiting until one is found again,
+  // so a burst of blocking tasks does not pay submit_spin per spawn.
+  std::atomic<bool> wait_pays_{true};
+  static inline thread_local worker* current_worker_ = nullptr;
 };
 
 }  // namespace detail
