@@ -200,6 +200,43 @@ TEST_CASE("obs-fold is replaced by a single SP") {
   CHECK(o.headers[2].second == "e");
 }
 
+TEST_CASE("obs-fold in a framing field is refused, elsewhere it is unfolded") {
+  CHECK(error_of(ok_head + "Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n") ==
+        with_reason(R::folded_framing_field));
+  CHECK(error_of(ok_head + "Content-Length: 5\r\n\t5\r\n\r\nhello") ==
+        with_reason(R::folded_framing_field));
+  CHECK(error_of(ok_head + "content-LENGTH: 5\r\n \r\n\r\nhello") ==
+        with_reason(R::folded_framing_field));
+  // Trailers never frame, so a folded Content-Length there is just a field.
+  CHECK(error_of(ok_head + "Transfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 1\r\n 2\r\n\r\n")
+            .empty());
+  CHECK(parse_all_ways(ok_head + "Connection:\r\n close\r\nContent-Length: 0\r\n\r\n").keep_alive ==
+        false);
+}
+
+TEST_CASE("an interim response's framing fields are not interpreted") {
+  const outcome o = parse_all_ways(
+      "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + ok_head +
+      "Content-Length: 2\r\n\r\nok");
+  CHECK(o.error == "");
+  CHECK(o.body == "ok");
+}
+
+TEST_CASE("started() tells an idle connection's EOF from a truncated response") {
+  response_parser p;
+  p.reset();
+  CHECK(p.feed(std::span<const char>()).event == parse_event::need_more);
+  CHECK_FALSE(p.started());
+  CHECK(p.feed(std::string_view("H")).event == parse_event::need_more);
+  CHECK(p.started());
+  try {
+    p.finish_eof();
+    FAIL("no throw");
+  } catch (const leash::http::protocol_error& e) {
+    CHECK(e.reason() == R::truncated_head);
+  }
+}
+
 TEST_CASE("trailers are kept apart and never frame the message") {
   const outcome o = parse_all_ways(
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"

@@ -49,6 +49,7 @@ enum class reason : unsigned char {
   missing_colon,                  // a field line without ':'
   bad_field_name,                 // empty, or not a token
   bad_field_value,                // NUL, CR, LF or another CTL in a value
+  folded_framing_field,           // obs-fold in Content-Length or Transfer-Encoding
   // Framing.
   content_length_with_transfer_encoding,
   bad_content_length,           // sign, garbage, empty element
@@ -100,6 +101,8 @@ constexpr const char* to_string(reason r) noexcept {
       return "field name is not a token";
     case reason::bad_field_value:
       return "NUL, CR, LF or control character in a field value";
+    case reason::folded_framing_field:
+      return "obs-fold in Content-Length or Transfer-Encoding";
     case reason::content_length_with_transfer_encoding:
       return "both Content-Length and Transfer-Encoding";
     case reason::bad_content_length:

@@ -369,6 +369,11 @@ class response_parser {
     if (detail::is_ows(line.front())) {
       // obs-fold (RFC 9112 5.2): a user agent must replace it with SP.
       if (out.empty()) throw protocol_error(reason::whitespace_before_first_field);
+      // A folded framing field is read one way by an unfolding parser and
+      // another by one that keeps lines: refused (docs/design.md).
+      if (&out == &head_.headers && is_framing_field(out[out.size() - 1].name)) {
+        throw protocol_error(reason::folded_framing_field);
+      }
       const std::string_view more = check_value(detail::trim_ows(line));
       if (!more.empty()) {
         if (!out[out.size() - 1].value.empty()) out.append_to_last_value(" ");
@@ -386,6 +391,10 @@ class response_parser {
     }
     if (&out == &head_.headers && !out.empty()) classify(out.size() - 1);
     out.add(line.substr(0, colon), value);
+  }
+
+  static bool is_framing_field(std::string_view name) noexcept {
+    return detail::iequals(name, "content-length") || detail::iequals(name, "transfer-encoding");
   }
 
   // The name did not end in ':' right after its last tchar: say why.
