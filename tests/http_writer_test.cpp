@@ -2,6 +2,7 @@
 // refused before a single byte is written.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <leash/http/request_writer.hpp>
 #include <leash/http/response_parser.hpp>
 #include <optional>
@@ -215,4 +216,66 @@ TEST_CASE("bad or duplicate Host values are refused") {
   CHECK(refusal(two) == R::duplicate_host);
   CHECK(refusal(request_head{}, "[::1]:8080") == std::nullopt);
   CHECK(refusal(request_head{}, "") == std::nullopt);  // Host: (empty) is allowed
+}
+
+TEST_CASE("random requests are either refused or written with exactly their own lines") {
+  // A property test against injection: whatever bytes the method, target,
+  // names and values hold, an accepted request's head has exactly one line
+  // per field (plus the request line, Host and framing), each ending in CRLF,
+  // and no CR or LF anywhere else.
+  std::uint32_t seed = 2024;
+  auto next = [&seed] {
+    seed = seed * 1664525u + 1013904223u;
+    return seed >> 8;
+  };
+  const std::string alphabet = std::string("aZ09-_/:; \t\r\n\x01\x7f\xc3\xa9@?#\"", 20) + '\0';
+  auto random_text = [&](std::size_t max) {
+    std::string s;
+    const std::size_t n = next() % (max + 1);
+    for (std::size_t i = 0; i < n; ++i) {
+      // Mostly letters, sometimes a dangerous byte.
+      s += next() % 4 == 0 ? alphabet[next() % alphabet.size()]
+                           : static_cast<char>('a' + next() % 26);
+    }
+    return s;
+  };
+  int accepted = 0, refused = 0;
+  for (int round = 0; round < 20000; ++round) {
+    request_head req{random_text(6), "/" + random_text(10)};
+    const std::size_t nfields = next() % 4;
+    for (std::size_t i = 0; i < nfields; ++i)
+      req.headers.add(random_text(6), random_text(10));
+    const std::string body = next() % 2 == 0 ? "" : "xyz";
+    std::string out;
+    try {
+      leash::http::write_request(out, req, "host", body);
+    } catch (const leash::http::invalid_request&) {
+      CHECK(out.empty());
+      ++refused;
+      continue;
+    }
+    ++accepted;
+    const std::size_t head_end = out.find("\r\n\r\n");
+    REQUIRE(head_end != std::string::npos);
+    const std::string head = out.substr(0, head_end + 2);
+    std::size_t lines = 0;
+    for (std::size_t i = 0; i < head.size(); ++i) {
+      if (head[i] == '\n') {
+        CHECK(i > 0);
+        CHECK(head[i - 1] == '\r');
+        ++lines;
+      } else if (head[i] == '\r') {
+        CHECK(i + 1 < head.size());
+        CHECK(head[i + 1] == '\n');
+      }
+    }
+    // Random methods are lower-case, so none is POST/PUT/PATCH; random names
+    // are at most 6 bytes, so none is Content-Length or Transfer-Encoding.
+    const std::size_t expected =
+        1 + (req.headers.contains("host") ? 0 : 1) + nfields + (body.empty() ? 0 : 1);
+    CHECK(lines == expected);
+    CHECK(out.substr(head_end + 4) == body);
+  }
+  CHECK(accepted > 1000);
+  CHECK(refused > 1000);
 }
