@@ -38,16 +38,12 @@ void keep(T& v) {
 }
 
 template <class F>
-double ns_per_op(long iters, long runs, F&& body) {
-  std::vector<double> v;
-  for (long r = 0; r < runs + 1; ++r) {
-    const double s = bench::seconds([&] {
-      for (long i = 0; i < iters; ++i)
-        body();
-    });
-    if (r > 0) v.push_back(s * 1e9 / iters);  // the first run warms up
-  }
-  return bench::median(v);
+double once(long iters, F&& body) {
+  return bench::seconds([&] {
+           for (long i = 0; i < iters; ++i)
+             body();
+         }) *
+         1e9 / iters;
 }
 
 }  // namespace
@@ -57,40 +53,54 @@ int main(int argc, char** argv) {
   const long runs = bench::flag(argc, argv, "-runs", 5);
   long closes = 0;
 
-  const double raw = ns_per_op(iters, runs, [] {
+  auto raw = [] {
     buffer b;
     keep(b);
     b.close();
-  });
-  const double wrapped = ns_per_op(iters, runs, [] {
+  };
+  auto wrapped = [] {
     auto h = leash::make_must_close(buffer{});
     keep(h);
     h.close();
-  });
-  double checked = 0;
-  {
-    leash::leak_check guard;
-    checked = ns_per_op(iters / 10, runs, [] {
-      auto h = leash::make_must_close(buffer{});
-      keep(h);
-      h.close();
-    });
-  }
-  const double raw_trivial = ns_per_op(iters, runs, [&] {
+  };
+  auto raw_trivial = [&] {
     counter c{&closes};
     keep(c);
     c.close();
-  });
-  const double wrapped_trivial = ns_per_op(iters, runs, [&] {
+  };
+  auto wrapped_trivial = [&] {
     auto h = leash::make_must_close(counter{&closes});
     keep(h);
     h.close();
-  });
-  std::printf("BENCH must_close leash ns_per_op=%.1f runs=%ld\n", wrapped, runs);
-  std::printf("BENCH must_close raw ns_per_op=%.1f runs=%ld\n", raw, runs);
-  std::printf("BENCH must_close leash_under_leak_check ns_per_op=%.1f runs=%ld\n", checked, runs);
-  std::printf("BENCH must_close_trivial leash ns_per_op=%.1f runs=%ld\n", wrapped_trivial, runs);
-  std::printf("BENCH must_close_trivial raw ns_per_op=%.1f runs=%ld\n", raw_trivial, runs);
+  };
+  // Interleaved, so that every variant sees the same machine load; run 0 warms up.
+  std::vector<double> v_raw, v_wrapped, v_checked, v_raw_trivial, v_wrapped_trivial;
+  for (long r = 0; r < runs + 1; ++r) {
+    const double a = once(iters, raw);
+    const double b = once(iters, wrapped);
+    const double c = once(iters, raw_trivial);
+    const double d = once(iters, wrapped_trivial);
+    double e = 0;
+    {
+      leash::leak_check guard;  // handles are registered while it lives
+      e = once(iters / 10, wrapped);
+    }
+    if (r == 0) continue;
+    v_raw.push_back(a);
+    v_wrapped.push_back(b);
+    v_raw_trivial.push_back(c);
+    v_wrapped_trivial.push_back(d);
+    v_checked.push_back(e);
+  }
+  const double m_raw = bench::median(v_raw), m_wrapped = bench::median(v_wrapped);
+  const double m_checked = bench::median(v_checked);
+  const double m_raw_trivial = bench::median(v_raw_trivial);
+  const double m_wrapped_trivial = bench::median(v_wrapped_trivial);
+  std::printf("BENCH must_close leash ns_per_op=%.1f runs=%ld\n", m_wrapped, runs);
+  std::printf("BENCH must_close raw ns_per_op=%.1f runs=%ld\n", m_raw, runs);
+  std::printf("BENCH must_close leash_under_leak_check ns_per_op=%.1f runs=%ld\n", m_checked, runs);
+  std::printf("BENCH must_close_trivial leash ns_per_op=%.1f runs=%ld\n", m_wrapped_trivial, runs);
+  std::printf("BENCH must_close_trivial raw ns_per_op=%.1f runs=%ld\n", m_raw_trivial, runs);
   const auto s = leash::must_close_stats();
   return s.opened == s.closed && closes > 0 ? 0 : 1;
 }
