@@ -431,3 +431,34 @@ TEST_CASE("destroying a ticker from its own callback is a checked error (child p
   CHECK(r.output.find("leash::ticker: \"self\" destroyed from its own callback") !=
         std::string::npos);
 }
+
+TEST_CASE("reset of a failed ticker rethrows the failure once, then starts it again") {
+  std::atomic<int> calls{0};
+  leash::ticker t(1ms, [&] {
+    if (++calls == 1) throw std::runtime_error("first tick failed");
+  });
+  CHECK(eventually([&] { return !t.running(); }));
+  CHECK_THROWS_WITH_AS(t.reset(1ms), "first tick failed", std::runtime_error);
+  CHECK_FALSE(t.running());
+  t.reset(1ms);
+  CHECK(t.running());
+  CHECK(eventually([&] { return calls >= 3; }));
+}
+
+TEST_CASE("a stopped ticker may be destroyed from another ticker's callback on a reused thread") {
+  // The runtime hands the thread that ran a's loop to b (the most recently
+  // idle thread is reused first): a must not mistake it for its own loop.
+  for (int i = 0; i < 20; ++i) {
+    std::optional<leash::ticker> a;
+    a.emplace(1ms, [] {});
+    a->stop();
+    std::latch destroyed(1);
+    leash::ticker b(1ms, [&] {
+      if (a) {
+        a.reset();
+        destroyed.count_down();
+      }
+    });
+    destroyed.wait();
+  }
+}

@@ -205,6 +205,7 @@ class ticker_core final : public job {
     object_registry::instance().remove(registry_id);
     std::lock_guard lock(mutex_);
     exited_ = true;
+    loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
     changed_.notify_all();
   }
 
