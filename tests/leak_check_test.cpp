@@ -4,6 +4,8 @@
 #include <chrono>
 #include <latch>
 #include <leash.hpp>
+#include <leash/ticker.hpp>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -110,4 +112,38 @@ TEST_CASE("leak_check groups by site and honours ignore options") {
 TEST_CASE("live_tasks is empty when nothing runs") {
   CHECK(leash::live_tasks().empty());
   CHECK(leash::to_string(leash::live_tasks()).empty());
+}
+
+TEST_CASE("leak_check reports a pending timer: a deadline scope still alive") {
+  leash::leak_check guard;
+  {
+    leash::cancel_scope far(1h);
+    const std::string report = guard.verify(10ms);
+    CHECK(report.find("1 timer still pending") != std::string::npos);
+    CHECK(report.find("pending timer due in") != std::string::npos);
+    leash::leak_check without_timers({.report_timers = false});
+    leash::cancel_scope another(1h);
+    CHECK(without_timers.verify(10ms) == "");
+  }
+  CHECK(guard.verify(10ms) == "");  // destroying the scopes removed their entries
+}
+
+TEST_CASE("tickers are baselined by id too: a new one cannot hide behind an old one ending") {
+  auto old = std::make_unique<leash::ticker>(
+      1h, [] {}, leash::ticker_options{.name = "old"});
+  leash::leak_check guard;  // "old" is in the baseline
+  old.reset();
+  leash::ticker fresh(1h, [] {}, {.name = "fresh"});  // the count is unchanged
+  const std::string report = guard.verify(10ms);
+  CHECK(report.find("ticker \"fresh\"") != std::string::npos);
+  CHECK(report.find("ticker \"old\"") == std::string::npos);
+}
+
+TEST_CASE("leak_check's wait ends as soon as a ticker is stopped on another thread") {
+  auto t = std::make_unique<leash::ticker>(1h, [] {});
+  leash::leak_check guard;
+  leash::ticker mine(1h, [] {}, {.name = "mine"});
+  std::thread stopper([&] { mine.stop(); });
+  CHECK(guard.verify(10s) == "");  // woken by the ticker's end, not by the grace period
+  stopper.join();
 }

@@ -289,3 +289,10 @@ TEST_CASE("the default policy reports to stderr once per site, closes, and lives
   CHECK(lines == 2);  // three drops at one site, one at another
   CHECK(r.output.find("closed 4") != std::string::npos);
 }
+
+TEST_CASE("the ignore policy closes and counts, and prints nothing (child process)") {
+  const auto r = leash_test::run_child(std::string(LEASH_DEATH_CASES) + " unclosed_ignore");
+  CHECK(r.code == 0);
+  CHECK(r.output.rfind("closed 1, dropped 1\n", 0) == 0);
+  CHECK(r.output.find("leash::must_close") == std::string::npos);
+}

@@ -6,6 +6,7 @@
 //   death_cases static_exit     leash used in main and in a static destructor: exits 0
 //   death_cases unclosed_abort  a must_close handle dropped open under the abort policy
 //   death_cases unclosed_report the default policy: stderr once per site, exits 0
+//   death_cases unclosed_ignore the ignore policy: closed, counted, silent, exits 0
 //   death_cases ticker_self_destroy  a ticker destroyed from its own callback: terminates
 #include <atomic>
 #include <chrono>
@@ -85,6 +86,15 @@ int unclosed_report() {
   return 0;
 }
 
+int unclosed_ignore() {
+  leash::set_unclosed_handler(leash::unclosed_policy::ignore);
+  int closes = 0;
+  { auto h = leash::make_must_close(toy_resource{&closes}); }
+  std::printf("closed %d, dropped %llu\n", closes,
+              static_cast<unsigned long long>(leash::must_close_stats().dropped_open));
+  return 0;
+}
+
 int ticker_self_destroy() {
   std::optional<leash::ticker> t;
   std::atomic<bool> armed{false};
@@ -107,9 +117,10 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "static_exit") == 0) return static_exit();
   if (argc == 2 && std::strcmp(argv[1], "unclosed_abort") == 0) return unclosed_abort();
   if (argc == 2 && std::strcmp(argv[1], "unclosed_report") == 0) return unclosed_report();
+  if (argc == 2 && std::strcmp(argv[1], "unclosed_ignore") == 0) return unclosed_ignore();
   if (argc == 2 && std::strcmp(argv[1], "ticker_self_destroy") == 0) return ticker_self_destroy();
   std::fprintf(stderr,
                "usage: death_cases unobserved|out_of_order|static_exit|unclosed_abort|"
-               "unclosed_report|ticker_self_destroy\n");
+               "unclosed_report|unclosed_ignore|ticker_self_destroy\n");
   return 2;
 }
