@@ -81,7 +81,7 @@ struct unclosed_capture {
 
 }  // namespace
 
-TEST_CASE("read returns the bytes, then 0 at EOF; reaching EOF closes the body") {
+TEST_CASE("read returns the bytes, then 0 at EOF, and reaching EOF closes the body") {
   unclosed_capture capture;
   close_log log;
   const auto before = leash::must_close_stats();
@@ -140,7 +140,7 @@ TEST_CASE("discard reads to EOF and closes with at_end") {
   CHECK(log.at_end);
 }
 
-TEST_CASE("close before EOF closes the source once, not at end; then reads fail at once") {
+TEST_CASE("close before EOF closes the source once, not at end, and then reads fail at once") {
   close_log log;
   leash::body b(std::make_unique<test_source>("0123456789", log));
   std::array<char, 4> buf;

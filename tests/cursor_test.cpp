@@ -53,7 +53,7 @@ struct unclosed_capture {
 
 }  // namespace
 
-TEST_CASE("next yields the rows, then nullopt; exhausting the cursor closes it") {
+TEST_CASE("next yields the rows, then nullopt, and exhausting the cursor closes it") {
   unclosed_capture capture;
   source_log log;
   {
@@ -100,7 +100,7 @@ TEST_CASE("breaking out of a range-for early still closes the source (the Mongo 
   CHECK(capture.seen[0].site.line == line);
 }
 
-TEST_CASE("an early close() closes once, quietly; the cursor then yields nothing") {
+TEST_CASE("an early close() closes once, quietly, and the cursor then yields nothing") {
   unclosed_capture capture;
   source_log log;
   {
@@ -125,7 +125,7 @@ TEST_CASE("an error in the middle is thrown by next() after the good rows, and c
   CHECK(c.next() == std::nullopt);
 }
 
-TEST_CASE("collect reads all and closes; an error stops it and is thrown") {
+TEST_CASE("collect reads all and closes, and an error stops it and is thrown") {
   source_log log;
   CHECK(numbers(log, 5).collect() == std::vector<int>{1, 2, 3, 4, 5});
   CHECK(log.closes == 1);

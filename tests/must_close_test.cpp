@@ -88,7 +88,7 @@ TEST_CASE("close is idempotent: a second close closes nothing") {
   CHECK(capture.seen.empty());
 }
 
-TEST_CASE("close rethrows the close error and leaves the handle closed; try_close returns it") {
+TEST_CASE("close rethrows the close error and leaves the handle closed, try_close returns it") {
   unclosed_capture capture;
   counted r;
   r.fail = true;
@@ -140,7 +140,7 @@ TEST_CASE("move-assigning over an open handle drops it: closed and reported") {
   CHECK(*second.closes == 1);
 }
 
-TEST_CASE("a throwing implicit close reaches the handler with its error; the process lives") {
+TEST_CASE("a throwing implicit close reaches the handler with its error, and the process lives") {
   unclosed_capture capture;
   counted r;
   r.fail = true;

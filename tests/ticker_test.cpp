@@ -134,7 +134,7 @@ TEST_CASE("policies on a fake clock: period 300, stalled from 200 to 650, a slow
   }
 }
 
-TEST_CASE("first_tick::immediately fires at once; the default waits one period") {
+TEST_CASE("first_tick::immediately fires at once, the default waits one period") {
   std::latch fired(1);
   const auto t0 = clock_type::now();
   clock_type::time_point first{};
