@@ -12,10 +12,11 @@
 // There is no other queue: a job never waits behind blocked tasks and channel
 // code cannot deadlock a fixed-size pool.
 //
-// An idle thread first spins briefly on its slot, then parks on its own
-// condition variable for `keep_alive`, then exits. At most `max_idle` threads
-// idle for that long; threads beyond it linger briefly (a burst's next spawn
-// reuses them instead of creating threads), then exit. Threads are detached:
+// One idle thread at a time spins on its slot (idle_spin), the others park at
+// once on their own condition variable; a parked thread exits after
+// `keep_alive`. At most `max_idle` threads idle for that long; threads beyond
+// it linger briefly (a burst's next spawns reuse them instead of creating
+// threads), then exit. Threads are detached:
 // an exiting thread touches nothing shared after it has unlinked itself under
 // the cache's mutex.
 //
@@ -173,8 +174,9 @@ class thread_cache {
   // How long the spinning idle thread polls before it parks. A spawn loop's
   // submitter is often held up for tens of microseconds (a preempted VM CPU,
   // an allocation); a spinner that is still there spares it a futex wake.
-  // Measured on the 2-core VM: 3 us of spin gave 5-7 us per spawn+join,
-  // 50 us gave 1-2 us. Costs one CPU for that long after the last task ends.
+  // Measured on the 2-core VM: 64 pauses (3 us there) gave 4-7 us per
+  // spawn+join, 50 us gave 1-2 us. Costs one CPU for that long after the
+  // last task ends.
   static constexpr std::chrono::microseconds idle_spin{50};
   // How long a submitter waits at most for a thread to start returning (or
   // spinning) before it wakes a parked thread or creates one. Far below the
