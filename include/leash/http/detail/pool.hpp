@@ -1,0 +1,251 @@
+// leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
+//
+// A connection is a socket, its read buffer and its response parser. It is
+// owned by exactly one place at a time: a round trip, a response body, or the
+// pool's idle list (where no thread watches it). The pool counts open
+// connections per host (for max_conns_per_host) and decides, in put_idle(),
+// whether a finished connection is kept: a refused one is closed on the spot
+// by the caller (Go's putIdleConn learned to return bool the hard way).
+// Lock order: the pool's mutex only; sockets are closed outside it.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../../detail/registry.hpp"
+#include "../../detail/wait.hpp"
+#include "../response_parser.hpp"
+#include "socket.hpp"
+
+namespace leash::inline v0::http {
+
+// Counters of a transport (a snapshot; each is exact at some instant).
+struct transport_stats {
+  std::uint64_t dials = 0;      // connections opened
+  std::uint64_t reuses = 0;     // round trips served by a pooled connection
+  std::uint64_t discarded = 0;  // connections closed (not reusable, refused, expired, dead)
+  std::size_t idle = 0;         // connections in the pool now
+  std::size_t open = 0;         // connections open now (idle or in use)
+  std::size_t waiting = 0;      // callers waiting for max_conns_per_host now
+};
+
+namespace detail {
+
+// One client connection. Owned by one place at a time (see above).
+struct connection {
+  static constexpr std::size_t buffer_size = 16 * 1024;
+
+  connection(socket s, std::string k, parser_limits limits)
+      : sock(std::move(s)), key(std::move(k)), buffer(new char[buffer_size]), parser(limits) {}
+
+  std::size_t buffered() const noexcept { return end - begin; }
+  std::span<const char> pending(std::size_t max) const noexcept {
+    return {buffer.get() + begin, std::min(buffered(), max)};
+  }
+  // Reads more bytes into an empty buffer; returns the status of the read.
+  read_status fill(clock::time_point deadline, const std::stop_token& token) {
+    begin = end = 0;
+    std::size_t got = 0;
+    const read_status st = read_some(sock.fd(), buffer.get(), buffer_size, got, deadline, token);
+    end = got;
+    return st;
+  }
+
+  socket sock;
+  std::string key;  // "host:port": the pool's bucket
+  std::unique_ptr<char[]> buffer;
+  std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
+  std::size_t end = 0;
+  response_parser parser;
+  bool request_close = false;  // the request said "Connection: close"
+  clock::time_point idle_since{};
+};
+
+struct pool_limits {
+  std::size_t max_idle_per_host;
+  std::size_t max_idle_total;
+  std::size_t max_conns_per_host;  // 0: unlimited
+  bool keep_alives;
+};
+
+class pool {
+ public:
+  explicit pool(pool_limits limits) : limits_(limits) {}
+
+  // An idle connection to `key` that passed the liveness check, or nullptr
+  // with a reserved slot for a new dial (call dialed() or dial_failed()).
+  // Waits while max_conns_per_host are open; a waiter that is cancelled
+  // leaves nothing behind. Blocks; cancellable; throws cancelled.
+  std::unique_ptr<connection> checkout(const std::string& key, const std::stop_token& token) {
+    std::unique_lock lock(mutex_);
+    host& h = hosts_[key];
+    for (;;) {
+      while (!h.idle.empty()) {
+        std::unique_ptr<connection> c = std::move(h.idle.back());
+        h.idle.pop_back();
+        --idle_total_;
+        if (idle_alive(c->sock.fd())) {
+          ++reuses_;
+          return c;
+        }
+        drop_locked(h);  // EOF, error or unsolicited bytes: never reused
+        lock.unlock();
+        c.reset();
+        lock.lock();
+      }
+      if (limits_.max_conns_per_host == 0 || h.open < limits_.max_conns_per_host) {
+        ++h.open;
+        return nullptr;
+      }
+      ++h.waiting;
+      ++waiting_;
+      const auto st = leash::detail::wait(
+          lock, cv_, token, [&] { return !h.idle.empty() || h.open < limits_.max_conns_per_host; });
+      --h.waiting;
+      --waiting_;
+      if (st == leash::detail::wait_status::stopped) {
+        // Someone may have freed a slot for us meanwhile: pass the wake-up on.
+        cv_.notify_all();
+        lock.unlock();
+        leash::detail::throw_cancelled(token);
+      }
+    }
+  }
+
+  void dialed() {
+    std::lock_guard lock(mutex_);
+    ++dials_;
+  }
+  void dial_failed(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    --hosts_[key].open;
+    cv_.notify_all();
+  }
+
+  // Offers a finished, reusable connection. true: the pool owns it now
+  // (`c` is empty). false: refused (pool closed, keep-alives off, or the
+  // host's idle list full); `c` is still the caller's, who must discard it.
+  [[nodiscard]] bool put_idle(std::unique_ptr<connection>& c) {
+    std::unique_ptr<connection> evicted;
+    {
+      std::lock_guard lock(mutex_);
+      host& h = hosts_[c->key];
+      if (closed_ || !limits_.keep_alives || h.idle.size() >= limits_.max_idle_per_host ||
+          limits_.max_idle_total == 0) {
+        return false;
+      }
+      if (idle_total_ >= limits_.max_idle_total) evicted = take_oldest_locked();
+      c->idle_since = clock::now();
+      h.idle.push_back(std::move(c));
+      ++idle_total_;
+      cv_.notify_all();
+    }
+    return true;
+  }
+
+  // Closes a connection that will not be reused and frees its slot.
+  void discard(std::unique_ptr<connection> c) {
+    if (c == nullptr) return;
+    {
+      std::lock_guard lock(mutex_);
+      drop_locked(hosts_[c->key]);
+    }
+    c.reset();  // closes the socket, outside the lock
+  }
+
+  // Closes idle connections older than `max_age` (all of them for zero).
+  void close_idle(clock::duration max_age = clock::duration::zero()) {
+    std::vector<std::unique_ptr<connection>> doomed;
+    {
+      std::lock_guard lock(mutex_);
+      const auto now = clock::now();
+      for (auto& [key, h] : hosts_) {
+        for (auto it = h.idle.begin(); it != h.idle.end();) {
+          if (max_age == clock::duration::zero() || now - (*it)->idle_since >= max_age) {
+            doomed.push_back(std::move(*it));
+            it = h.idle.erase(it);
+            --idle_total_;
+            drop_locked(h);
+          } else {
+            ++it;
+          }
+        }
+      }
+    }
+  }
+
+  // No more pooling: closes the idle connections; later put_idle() refuses.
+  void shut() {
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = true;
+    }
+    close_idle();
+  }
+
+  transport_stats stats() const {
+    std::lock_guard lock(mutex_);
+    transport_stats s;
+    s.dials = dials_;
+    s.reuses = reuses_;
+    s.discarded = discarded_;
+    s.idle = idle_total_;
+    for (const auto& [key, h] : hosts_)
+      s.open += h.open;
+    s.waiting = waiting_;
+    return s;
+  }
+
+ private:
+  struct host {
+    std::size_t open = 0;     // connections open (idle or in use): max_conns_per_host
+    std::size_t waiting = 0;  // callers waiting for a slot
+    std::vector<std::unique_ptr<connection>> idle;  // most recently used last
+  };
+
+  void drop_locked(host& h) {
+    --h.open;
+    ++discarded_;
+    cv_.notify_all();
+  }
+
+  // LRU eviction for max_idle_total: the connection idle the longest.
+  std::unique_ptr<connection> take_oldest_locked() {
+    host* oldest = nullptr;
+    for (auto& [key, h] : hosts_) {
+      if (!h.idle.empty() &&
+          (oldest == nullptr || h.idle.front()->idle_since < oldest->idle.front()->idle_since)) {
+        oldest = &h;
+      }
+    }
+    if (oldest == nullptr) return nullptr;
+    std::unique_ptr<connection> c = std::move(oldest->idle.front());
+    oldest->idle.erase(oldest->idle.begin());
+    --idle_total_;
+    drop_locked(*oldest);
+    return c;
+  }
+
+  const pool_limits limits_;
+  mutable std::mutex mutex_;           // guards everything below
+  std::condition_variable cv_;         // a slot or an idle connection became available
+  std::map<std::string, host> hosts_;  // never erased: references stay valid across waits
+  std::size_t idle_total_ = 0;
+  std::size_t waiting_ = 0;
+  std::uint64_t dials_ = 0;
+  std::uint64_t reuses_ = 0;
+  std::uint64_t discarded_ = 0;
+  bool closed_ = false;  // the transport is gone: put_idle refuses
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0::http

@@ -1,0 +1,220 @@
+// leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
+//
+// Every wait here is a poll() on one non-blocking fd, bounded by a deadline
+// and cancelled by a stop token. Cancellation is a std::stop_callback that
+// only calls ::shutdown() on the fd: that wakes the poll (or the connect) at
+// once, and the callback is destroyed when the operation returns, before the
+// caller can close or pool the fd, so it can never touch a recycled fd. After
+// a stop the connection is dead: callers check the token and throw cancelled.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include "../../detail/registry.hpp"
+#include "../errors.hpp"
+
+namespace leash::inline v0::http::detail {
+
+using clock = std::chrono::steady_clock;
+
+// Owns one file descriptor; closes it on destruction.
+class socket {
+ public:
+  socket() = default;
+  explicit socket(int fd) noexcept : fd_(fd) {}
+  socket(socket&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  socket& operator=(socket&& o) noexcept {
+    if (this != &o) {
+      close();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~socket() { close(); }
+
+  int fd() const noexcept { return fd_; }
+  bool valid() const noexcept { return fd_ >= 0; }
+  void close() noexcept {
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+[[noreturn]] inline void throw_errno(const std::string& what, int err) {
+  throw io_error(what, std::error_code(err, std::generic_category()));
+}
+
+// The stop callback of every socket wait: shutdown() only.
+struct shutdown_fd {
+  int fd;
+  void operator()() const noexcept { ::shutdown(fd, SHUT_RDWR); }
+};
+
+// While alive, a stop of `token` shuts `fd` down. Destroy it before closing
+// or pooling the fd.
+class stop_guard {
+ public:
+  stop_guard(const std::stop_token& token, int fd) : cb_(token, shutdown_fd{fd}) {}
+  stop_guard(const stop_guard&) = delete;
+  stop_guard& operator=(const stop_guard&) = delete;
+
+ private:
+  std::stop_callback<shutdown_fd> cb_;
+};
+
+// poll() for `events` until `deadline`; false on timeout. EINTR is retried.
+inline bool poll_until(int fd, short events, clock::time_point deadline) {
+  for (;;) {
+    int ms = -1;
+    if (deadline != clock::time_point::max()) {
+      const auto left = deadline - clock::now();
+      if (left <= clock::duration::zero()) return false;
+      ms = static_cast<int>(std::min<std::int64_t>(
+          std::chrono::ceil<std::chrono::milliseconds>(left).count(), 60 * 60 * 1000));
+    }
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, ms);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) throw_errno("poll", errno);
+  }
+}
+
+// True when an idle connection is still usable: no EOF, no error, no unread
+// byte (a pooled connection must be silent).
+inline bool idle_alive(int fd) noexcept {
+  pollfd p{fd, POLLIN, 0};
+  const int r = ::poll(&p, 1, 0);
+  return r == 0;
+}
+
+// Resolves host:port (numeric addresses never block; names use getaddrinfo,
+// which is not cancellable) and connects with a deadline. Throws timeout,
+// io_error, or cancelled when `token` stops.
+inline socket dial(const std::string& host, std::uint16_t port, clock::time_point deadline,
+                   const std::stop_token& token) {
+  leash::detail::throw_if_stopped(token);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); rc != 0) {
+    throw io_error("resolve " + host + ": " + ::gai_strerror(rc),
+                   std::error_code(EHOSTUNREACH, std::generic_category()));
+  }
+  const addrinfo first = *list;
+  sockaddr_storage addr{};
+  std::memcpy(&addr, first.ai_addr, first.ai_addrlen);
+  const socklen_t addr_len = first.ai_addrlen;
+  ::freeaddrinfo(list);
+
+  socket s(::socket(first.ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s.valid()) throw_errno("socket", errno);
+  const int one = 1;
+  ::setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  const std::string where = "dial " + host + ":" + service;
+  if (::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), addr_len) == 0) return s;
+  if (errno != EINPROGRESS) throw_errno(where, errno);
+  bool ready;
+  {
+    stop_guard guard(token, s.fd());
+    ready = poll_until(s.fd(), POLLOUT, deadline);
+  }
+  leash::detail::throw_if_stopped(token);
+  if (!ready) throw timeout(where);
+  int err = 0;
+  socklen_t len = sizeof err;
+  ::getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) throw_errno(where, err);
+  return s;
+}
+
+// Writes all of `data` before `deadline`. Throws io_error, timeout, or
+// cancelled when `token` stops (the fd is then shut down).
+inline void write_all(int fd, std::string_view data, clock::time_point deadline,
+                      const std::stop_token& token) {
+  leash::detail::throw_if_stopped(token);
+  int err = 0;
+  bool timed_out = false;
+  {
+    stop_guard guard(token, fd);
+    while (!data.empty()) {
+      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        data.remove_prefix(static_cast<std::size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (poll_until(fd, POLLOUT, deadline)) continue;
+        timed_out = true;
+        break;
+      }
+      err = n < 0 ? errno : EPIPE;
+      break;
+    }
+  }
+  leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
+  if (timed_out) throw timeout("write");
+  if (err != 0) throw_errno("write", err);
+}
+
+enum class read_status { data, eof, timed_out };
+
+// Reads up to `size` bytes into `out` before `deadline`. Returns the count
+// (0 with eof at end of stream). Throws io_error, or cancelled when `token`
+// stops (the fd is then shut down).
+inline read_status read_some(int fd, char* out, std::size_t size, std::size_t& got,
+                             clock::time_point deadline, const std::stop_token& token) {
+  got = 0;
+  leash::detail::throw_if_stopped(token);
+  read_status status = read_status::eof;
+  int err = 0;
+  {
+    stop_guard guard(token, fd);
+    for (;;) {
+      const ssize_t n = ::recv(fd, out, size, 0);
+      if (n > 0) {
+        got = static_cast<std::size_t>(n);
+        status = read_status::data;
+        break;
+      }
+      if (n == 0) break;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (poll_until(fd, POLLIN, deadline)) continue;
+        status = read_status::timed_out;
+        break;
+      }
+      err = errno;
+      break;
+    }
+  }
+  // Checked after the guard died: a stop that raced a successful read still
+  // shut the fd down, so the result is dropped and the connection is dead.
+  leash::detail::throw_if_stopped(token);
+  if (err != 0) throw_errno("read", err);
+  return status;
+}
+
+}  // namespace leash::inline v0::http::detail

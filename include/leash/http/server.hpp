@@ -1,0 +1,483 @@
+// leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are nursery tasks.
+// Prevents: Go servers whose per-connection goroutines and request values
+// outlive a shutdown (gorilla/context's global map grew forever); here every
+// connection is a task of the server's nursery, and request values live in
+// the request object.
+//
+//   leash::nursery n;
+//   leash::http::server srv(n, [](leash::http::server_request& req,
+//                                 leash::http::response_writer& w) {
+//     w.headers().set("Content-Type", "text/plain");
+//     w.write("hello " + std::string(req.target()));
+//   });
+//   ... clients talk to 127.0.0.1:srv.port() ...
+//   srv.shutdown(2s);  // stop accepting; finish in-flight requests; then cancel
+//
+// One task runs in `n` (the accept loop); it opens the server's own nursery,
+// where each connection is one task that reads a request, calls the handler,
+// writes the response, and waits for the next (keep-alive). A response is
+// framed by Content-Length when the handler returns before anything was
+// flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
+// Request bodies with Content-Length are read before the handler runs;
+// chunked request bodies are answered 501 (not supported).
+//
+// Guarantees. Blocks: shutdown() and the destructor, until every connection
+// task ended. Cancelled: a cancelled `n` cancels every connection (handlers
+// blocked in leash calls throw cancelled); a handler's exception is answered
+// 500 (or aborts the connection once bytes were sent) and never fails `n`.
+// Thread-safe: shutdown(), port() and stats() from any thread; a
+// response_writer may be flushed from another thread while the handler runs.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "../cancel.hpp"
+#include "../nursery.hpp"
+#include "detail/request_parser.hpp"
+#include "detail/socket.hpp"
+#include "errors.hpp"
+#include "message.hpp"
+#include "request_writer.hpp"
+#include "values.hpp"
+
+namespace leash::inline v0::http {
+
+// A request as the server received it, with its value bag. Lives for one
+// handler call; not copyable.
+class server_request {
+ public:
+  server_request(const server_request&) = delete;
+  server_request& operator=(const server_request&) = delete;
+
+  std::string_view method() const noexcept { return method_; }
+  std::string_view target() const noexcept { return target_; }
+  http::version version() const noexcept { return version_; }
+  const fields& headers() const noexcept { return headers_; }
+  // The whole body (Content-Length bodies are read before the handler runs).
+  const std::string& body() const noexcept { return body_; }
+  // This request's typed values; destroyed with the request.
+  value_bag& values() noexcept { return values_; }
+
+ private:
+  friend class server;
+  server_request() = default;
+  std::string method_;
+  std::string target_;
+  http::version version_;
+  fields headers_;
+  std::string body_;
+  value_bag values_;
+};
+
+// Writes one response. Buffers until flush(), the buffer filling up, or the
+// handler returning. Thread-safe (one mutex): flush() may come from a ticker.
+class response_writer {
+ public:
+  response_writer(const response_writer&) = delete;
+  response_writer& operator=(const response_writer&) = delete;
+
+  // Sets the status; only before the head was sent (then usage_error).
+  void set_status(int status) {
+    std::lock_guard lock(mutex_);
+    if (head_sent_) throw usage_error("leash::http::response_writer: status after the head");
+    status_ = status;
+  }
+  // The response fields; changes after the head was sent are ignored.
+  fields& headers() noexcept { return headers_; }
+
+  // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
+  // while sending; cancellable; throws io_error, cancelled.
+  void write(std::string_view data) {
+    std::lock_guard lock(mutex_);
+    buffer_.append(data);
+    if (buffer_.size() > 16 * 1024) send_locked(false);
+  }
+  // Sends the head (if not yet sent) and the buffered bytes now.
+  void flush() {
+    std::lock_guard lock(mutex_);
+    send_locked(false);
+  }
+  // Kills the connection: the client sees it end before the response did.
+  void abort() {
+    std::lock_guard lock(mutex_);
+    aborted_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+  bool head_sent() const {
+    std::lock_guard lock(mutex_);
+    return head_sent_;
+  }
+  // The token of the connection's task: stops when the server cancels it.
+  const std::stop_token& stop_token() const noexcept { return token_; }
+
+ private:
+  friend class server;
+  response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive)
+      : fd_(fd),
+        token_(std::move(token)),
+        head_request_(head_request),
+        http10_(http10),
+        keep_alive_(keep_alive) {}
+
+  static const char* reason_phrase(int s) {
+    switch (s) {
+      case 200:
+        return "OK";
+      case 204:
+        return "No Content";
+      case 400:
+        return "Bad Request";
+      case 404:
+        return "Not Found";
+      case 413:
+        return "Content Too Large";
+      case 431:
+        return "Request Header Fields Too Large";
+      case 500:
+        return "Internal Server Error";
+      case 501:
+        return "Not Implemented";
+      case 502:
+        return "Bad Gateway";
+      case 503:
+        return "Service Unavailable";
+      default:
+        return "Status";
+    }
+  }
+
+  void send_locked(bool last) {
+    if (aborted_)
+      throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
+    std::string out;
+    if (!head_sent_) {
+      const bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ < 200;
+      if (headers_.contains("content-length")) {
+        mode_ = mode::length;
+      } else if (no_body) {
+        mode_ = mode::none;
+      } else if (last) {
+        mode_ = mode::length;
+        headers_.set("Content-Length", std::to_string(buffer_.size()));
+      } else if (!http10_) {
+        mode_ = mode::chunked;
+        headers_.set("Transfer-Encoding", "chunked");
+      } else {
+        mode_ = mode::until_close;
+        keep_alive_ = false;
+      }
+      if (!keep_alive_) headers_.set("Connection", "close");
+      out.append("HTTP/1.1 ").append(std::to_string(status_)).append(" ");
+      out.append(reason_phrase(status_)).append("\r\n");
+      for (fields::field f : headers_) {
+        if (!detail::is_token(f.name) || !detail::valid_field_value(f.value)) {
+          throw invalid_request(reason::bad_field_value, "response field " + std::string(f.name));
+        }
+        out.append(f.name).append(": ").append(f.value).append("\r\n");
+      }
+      out.append("\r\n");
+      head_sent_ = true;
+    }
+    if (mode_ == mode::chunked) {
+      write_chunk(out, buffer_);
+      if (last) write_last_chunk(out);
+    } else if (mode_ != mode::none) {
+      out.append(buffer_);
+    }
+    buffer_.clear();
+    detail::write_all(fd_, out, detail::clock::time_point::max(), token_);
+  }
+
+  enum class mode : unsigned char { none, length, chunked, until_close };
+  mutable std::mutex mutex_;  // guards everything below
+  int fd_;
+  std::stop_token token_;
+  bool head_request_;
+  bool http10_;
+  bool keep_alive_;  // false: "Connection: close", the connection ends after this response
+  int status_ = 200;
+  fields headers_;
+  std::string buffer_;
+  bool head_sent_ = false;
+  bool aborted_ = false;
+  mode mode_ = mode::none;
+};
+
+struct server_options {
+  using ms = std::chrono::milliseconds;
+  std::string host = "127.0.0.1";  // numeric IPv4 address to listen on
+  std::uint16_t port = 0;          // 0: an ephemeral port (see server::port())
+  std::size_t max_header_bytes = 64 * 1024;
+  std::size_t max_header_fields = 100;
+  std::size_t max_body_bytes = 1 << 20;
+  ms idle_timeout{60'000};  // a keep-alive connection waiting longer for a request is closed
+  std::string name = "http::server";
+};
+
+// Counters of a server (a snapshot).
+struct server_stats {
+  std::uint64_t accepted = 0;   // connections accepted
+  std::uint64_t requests = 0;   // handler calls that returned
+  std::size_t connections = 0;  // connection tasks running now
+};
+
+class server {
+ public:
+  using handler = std::function<void(server_request&, response_writer&)>;
+
+  // Listens at once (throws io_error), then runs the accept loop as a task
+  // of `n` and returns once it runs. The server must be destroyed before `n` is (it joins its
+  // task).
+  server(nursery& n, handler h, server_options options = {})
+      : handler_(std::move(h)), options_(std::move(options)) {
+    listen();
+    task_ = n.spawn(options_.name, [this] { serve(); });
+    if (!task_.done()) {  // returns with the accept loop running (stats, leak counts)
+      std::unique_lock lock(mutex_);
+      done_cv_.wait(lock, [&] { return started_; });
+    }
+  }
+
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // shutdown(0): cancels what is still running, and joins.
+  ~server() { shutdown(std::chrono::milliseconds(0)); }
+
+  std::uint16_t port() const noexcept { return port_; }
+
+  // Stops accepting, closes idle keep-alive connections, lets in-flight
+  // requests finish until `grace` passed, then cancels the rest; returns once
+  // every connection task ended. Later calls only wait. Blocks; not
+  // cancellable (it is the cleanup).
+  template <class Rep, class Period>
+  void shutdown(std::chrono::duration<Rep, Period> grace) {
+    const auto deadline = leash::detail::deadline_after(grace);
+    {
+      std::unique_lock lock(mutex_);
+      if (!stopping_) {
+        stopping_ = true;
+        ::shutdown(listener_.fd(), SHUT_RDWR);  // wakes the accept loop
+      }
+    }
+    drain_.request_stop();  // wakes connections waiting for a next request
+    {
+      std::unique_lock lock(mutex_);
+      if (!done_cv_.wait_until(lock, deadline, [&] { return done_; }) && conns_ != nullptr) {
+        conns_->cancel("http::server: shutdown grace period over");
+      }
+    }
+    if (task_.valid()) {
+      try {
+        task_.get(std::stop_token{});
+      } catch (const std::exception&) {
+        // The accept task never fails on its own; a cancelled parent ends it quietly.
+      }
+    }
+  }
+
+  server_stats stats() const {
+    return {accepted_.load(), requests_.load(), static_cast<std::size_t>(connections_.load())};
+  }
+
+ private:
+  void listen() {
+    listener_ = detail::socket(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!listener_.valid()) detail::throw_errno("socket", errno);
+    const int one = 1;
+    ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(options_.port);
+    if (::inet_pton(AF_INET, options_.host.c_str(), &addr.sin_addr) != 1) {
+      throw io_error("listen on " + options_.host,
+                     std::make_error_code(std::errc::invalid_argument));
+    }
+    if (::bind(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(listener_.fd(), 128) != 0) {
+      detail::throw_errno("listen on " + options_.host, errno);
+    }
+    socklen_t len = sizeof addr;
+    ::getsockname(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+  }
+
+  void serve() {
+    nursery conns({.name = options_.name + " connections"});
+    {
+      std::lock_guard lock(mutex_);
+      conns_ = &conns;
+      started_ = true;
+      done_cv_.notify_all();
+    }
+    const std::stop_token token = this_task::stop_token();
+    while (!stopping()) {
+      {
+        detail::stop_guard guard(token, listener_.fd());
+        detail::poll_until(listener_.fd(), POLLIN, detail::clock::time_point::max());
+      }
+      if (token.stop_requested() || stopping()) break;
+      const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++accepted_;
+      const int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      ++connections_;
+      conns.spawn("http::server connection", [this, fd] {
+        try {
+          serve_connection(detail::socket(fd));
+        } catch (...) {
+        }
+        --connections_;
+      });
+    }
+    try {
+      conns.wait();
+    } catch (...) {
+    }
+    std::lock_guard lock(mutex_);
+    conns_ = nullptr;
+    done_ = true;
+    done_cv_.notify_all();
+  }
+
+  bool stopping() const {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+
+  // Reads the next head into `buf`; false when the connection should end
+  // quietly (EOF, idle timeout, shutdown before a byte of the next request).
+  bool read_head(const detail::socket& s, std::string& buf, std::size_t& head_end,
+                 const std::stop_token& token) {
+    const auto deadline = leash::detail::deadline_after(options_.idle_timeout);
+    for (;;) {
+      // The head ends at the first empty line; "\n\n" is found too, so that
+      // a head with bare LFs is refused (400) instead of awaited forever.
+      const std::size_t crlf = buf.find("\n\r\n");
+      const std::size_t lf = buf.find("\n\n");
+      head_end =
+          std::min(crlf == buf.npos ? buf.npos : crlf + 3, lf == buf.npos ? buf.npos : lf + 2);
+      if (head_end != std::string::npos && head_end <= options_.max_header_bytes) return true;
+      if (std::min(head_end, buf.size()) > options_.max_header_bytes) {
+        throw limit_exceeded(limit::header_bytes, options_.max_header_bytes);
+      }
+      char tmp[8192];
+      std::size_t got = 0;
+      detail::read_status st;
+      if (buf.empty()) {  // idle: shutdown may close it (never mid-request)
+        detail::stop_guard drain(drain_.get_token(), s.fd());
+        if (drain_.stop_requested()) return false;
+        st = detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token);
+      } else {
+        st = detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token);
+      }
+      if (st != detail::read_status::data) return false;
+      buf.append(tmp, got);
+    }
+  }
+
+  void reply_error(const detail::socket& s, int status, const std::stop_token& token) {
+    const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
+                            response_writer::reason_phrase(status) +
+                            "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    detail::write_all(s.fd(), out, detail::clock::time_point::max(), token);
+    // Lingering close (Go's closeWriteAndWait): closing with unread request
+    // bytes would send a reset that can destroy the reply before the client
+    // reads it. Reads and drops up to 256 KiB for at most 100 ms.
+    ::shutdown(s.fd(), SHUT_WR);
+    const auto deadline = leash::detail::deadline_after(std::chrono::milliseconds(100));
+    char tmp[8192];
+    std::size_t got = 0;
+    for (int i = 0; i < 32; ++i) {
+      if (detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token) !=
+          detail::read_status::data) {
+        break;
+      }
+    }
+  }
+
+  void serve_connection(detail::socket s) {
+    const std::stop_token token = this_task::stop_token();
+    std::string buf;
+    for (;;) {
+      server_request req;
+      detail::parsed_request parsed;
+      std::size_t head_end = 0;
+      try {
+        if (!read_head(s, buf, head_end, token)) return;
+        detail::parse_request_head(std::string_view(buf).substr(0, head_end),
+                                   options_.max_header_fields, parsed);
+      } catch (const limit_exceeded&) {
+        return reply_error(s, 431, token);
+      } catch (const protocol_error&) {
+        return reply_error(s, 400, token);
+      }
+      if (parsed.chunked) return reply_error(s, 501, token);
+      if (parsed.content_length > options_.max_body_bytes) return reply_error(s, 413, token);
+      req.method_ = parsed.method;
+      req.target_ = parsed.target;
+      req.version_ = parsed.version;
+      req.headers_ = std::move(parsed.headers);
+      buf.erase(0, head_end);
+      while (buf.size() < parsed.content_length) {
+        char tmp[8192];
+        std::size_t got = 0;
+        const auto st = detail::read_some(s.fd(), tmp, sizeof tmp, got,
+                                          detail::clock::time_point::max(), token);
+        if (st != detail::read_status::data) return;  // body shorter than declared
+        buf.append(tmp, got);
+      }
+      req.body_ = buf.substr(0, parsed.content_length);
+      buf.erase(0, parsed.content_length);
+
+      const bool keep_alive = parsed.keep_alive && !stopping();
+      response_writer w(s.fd(), token, req.method_ == "HEAD", parsed.version.minor == 0,
+                        keep_alive);
+      try {
+        handler_(req, w);
+        req.values_.clear();  // gone before the client has the whole response
+        {
+          std::lock_guard lock(w.mutex_);
+          w.send_locked(true);
+        }
+      } catch (const cancelled&) {
+        return;
+      } catch (const std::exception&) {
+        if (!w.head_sent() && !w.aborted_) reply_error(s, 500, token);
+        return;
+      }
+      ++requests_;
+      if (!w.keep_alive_ || w.mode_ == response_writer::mode::until_close) return;
+    }
+  }
+
+  handler handler_;
+  server_options options_;
+  detail::socket listener_;
+  std::uint16_t port_ = 0;
+  std::stop_source drain_;  // stopped by shutdown(): idle connections end
+  std::atomic<std::uint64_t> accepted_{0};
+  std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::int64_t> connections_{0};
+  mutable std::mutex mutex_;  // guards the fields below
+  std::condition_variable done_cv_;
+  bool started_ = false;      // the accept task runs
+  bool stopping_ = false;     // shutdown() called: accept nothing more
+  bool done_ = false;         // the accept task finished, every connection ended
+  nursery* conns_ = nullptr;  // the connections' nursery while it exists
+  task<void> task_;           // the accept loop, in the caller's nursery
+};
+
+}  // namespace leash::inline v0::http

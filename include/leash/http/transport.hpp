@@ -1,0 +1,339 @@
+// leash/http/transport.hpp: an HTTP/1.1 client transport with a keep-alive pool.
+// Prevents: Go's net/http persistConn leaks (a readLoop goroutine outliving
+// a connection that putIdleConn silently dropped) and `resp.Body` left
+// unclosed, which keeps connections from being reused.
+//
+//   leash::http::transport t;                       // one per process, like Go's
+//   leash::http::request req{"127.0.0.1", 8080, {"GET", "/hello"}};
+//   {
+//     leash::cancel_scope deadline(2s);             // bounds the whole exchange
+//     leash::http::response r = t.round_trip(req);
+//     std::string text = r.body.read_all(1 << 20);  // EOF closes the body: the
+//   }                                               // connection goes back to the pool
+//   t.stats();  // {dials, reuses, discarded, idle, open, waiting}
+//
+// No thread per connection: the calling task does its round trip's I/O, and
+// an idle connection is a socket in a list. One reaper ticker per transport
+// closes connections idle longer than idle_timeout. A pooled connection is
+// checked at checkout: EOF, an error or any unread byte means it is closed.
+// A connection is reused only when the request was fully written, the
+// response framing completed with nothing extra buffered, neither side said
+// "Connection: close", the body was not delimited by close, and no error
+// happened. Closing a body early drains a short tail (<= drain_limit, within
+// drain_timeout) so the connection is reused; otherwise it is closed.
+//
+// Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
+// Cancelled: by the ambient or an explicit token; the stop callback only
+// calls shutdown() on the socket and is destroyed before the socket is
+// closed or pooled. Throws: leash::cancelled / deadline_exceeded (the
+// caller's token), http::timeout (dial, response header), protocol_error,
+// limit_exceeded, io_error, invalid_request (before dialing). A request that
+// is idempotent and has no body is retried once when a *reused* connection
+// failed before any response byte (the server closed it meanwhile).
+// Thread-safe: every member, from any number of tasks. Destroy the transport
+// after its round trips returned; open bodies may outlive it (their
+// connections are then closed, not pooled).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <utility>
+
+#include "../body.hpp"
+#include "../cancel.hpp"
+#include "../ticker.hpp"
+#include "detail/pool.hpp"
+#include "errors.hpp"
+#include "message.hpp"
+#include "request_writer.hpp"
+#include "response_parser.hpp"
+
+namespace leash::inline v0::http {
+
+// A transport's settings. Designated initializers work:
+// `transport t({.max_conns_per_host = 8, .response_header_timeout = 2s});`
+struct transport_options {
+  using ms = std::chrono::milliseconds;
+  // Idle connections kept per host; 0 means the default: max_conns_per_host,
+  // or 100 when that is unlimited (Go's default of 2 makes 8 workers dial
+  // hundreds of connections).
+  std::size_t max_idle_per_host = 0;
+  std::size_t max_idle_total = 100;    // over all hosts; the least recently used is evicted
+  std::size_t max_conns_per_host = 0;  // open connections per host; 0: unlimited
+  ms idle_timeout{90'000};             // an idle connection older than this is closed; 0: never
+  ms dial_timeout{30'000};
+  ms response_header_timeout{0};  // from the request's last byte to the head's; 0: none
+  std::size_t max_response_header_bytes = 64 * 1024;
+  std::size_t max_header_fields = 100;
+  std::size_t drain_limit = 64 * 1024;  // unread body bytes close() may drain to reuse
+  ms drain_timeout{100};                // how long close() may spend draining
+  bool disable_keep_alives = false;     // every request gets its own connection
+};
+
+// What round_trip sends. The body goes out with a Content-Length.
+struct request {
+  std::string host = "127.0.0.1";  // name or numeric address (numeric never blocks)
+  std::uint16_t port = 80;
+  request_head head;  // method, target, headers (Host is added when missing)
+  std::string body;
+};
+
+// A response: the head, and a must-close body over the connection.
+struct response {
+  response_head head;
+  leash::body body;  // close it, or read it to EOF; forgetting is reported
+  int status() const noexcept { return head.status; }
+};
+
+namespace detail {
+
+// A response body read straight from its connection. Closing it decides the
+// connection's fate (see the header comment).
+class connection_body final : public body_source {
+ public:
+  connection_body(std::shared_ptr<pool> p, std::unique_ptr<connection> c,
+                  const transport_options& o)
+      : pool_(std::move(p)),
+        c_(std::move(c)),
+        drain_limit_(o.drain_limit),
+        drain_timeout_(o.drain_timeout) {}
+
+  std::size_t read(std::span<std::byte> out, std::stop_token stop) override {
+    try {
+      for (;;) {
+        response_parser& p = c_->parser;
+        if (p.complete()) return 0;
+        if (c_->buffered() == 0) {
+          if (c_->fill(clock::time_point::max(), stop) == read_status::eof) p.finish_eof();
+          continue;
+        }
+        const parse_step step = p.feed(c_->pending(out.size()));
+        c_->begin += step.consumed;
+        if (step.event == parse_event::body) {
+          std::memcpy(out.data(), step.body.data(), step.body.size());
+          return step.body.size();
+        }
+      }
+    } catch (...) {
+      broken_ = true;  // a failed or cancelled read leaves the stream unusable
+      throw;
+    }
+  }
+
+  void close(bool) override {
+    if (!broken_ && !c_->parser.complete()) drain();
+    if (!broken_ && reusable(*c_) && pool_->put_idle(c_)) return;
+    pool_->discard(std::move(c_));
+  }
+
+  // Reusable once the response completed with nothing after it.
+  static bool reusable(const connection& c) {
+    return c.parser.complete() && c.parser.keep_alive() && c.buffered() == 0 && !c.request_close;
+  }
+
+ private:
+  // Reads and drops at most drain_limit_ bytes within drain_timeout_; marks
+  // the connection broken when the body does not end by then.
+  void drain() {
+    response_parser& p = c_->parser;
+    if (p.framing() == body_framing::until_close ||
+        (p.framing() == body_framing::content_length &&
+         p.body_remaining() > c_->buffered() + drain_limit_)) {
+      broken_ = true;  // too much left: not worth reading
+      return;
+    }
+    const auto deadline = clock::now() + drain_timeout_;
+    std::size_t drained = 0;
+    try {
+      while (!p.complete()) {
+        if (c_->buffered() == 0) {
+          const read_status st = c_->fill(deadline, {});
+          if (st == read_status::timed_out) break;
+          if (st == read_status::eof) p.finish_eof();
+          continue;
+        }
+        const parse_step step = p.feed(c_->pending(c_->buffered()));
+        c_->begin += step.consumed;
+        drained += step.body.size();
+        if (drained > drain_limit_) break;
+      }
+    } catch (const std::exception&) {
+      // A bad or dead tail: the connection is discarded below.
+    }
+    if (!p.complete()) broken_ = true;
+  }
+
+  std::shared_ptr<pool> pool_;  // outlives the transport while this body is open
+  std::unique_ptr<connection> c_;
+  std::size_t drain_limit_;
+  clock::duration drain_timeout_;
+  bool broken_ = false;  // the connection must not be reused
+};
+
+inline bool replayable(const request& r) {
+  const std::string& m = r.head.method;
+  return r.body.empty() && (m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE");
+}
+
+}  // namespace detail
+
+// An HTTP/1.1 client with a keep-alive pool. See the header comment.
+class transport {
+ public:
+  // Starts the idle reaper (a ticker linked to the ambient token) unless
+  // idle_timeout is 0.
+  explicit transport(transport_options options = {})
+      : options_(defaults(options)),
+        pool_(std::make_shared<detail::pool>(
+            detail::pool_limits{options_.max_idle_per_host, options_.max_idle_total,
+                                options_.max_conns_per_host, !options_.disable_keep_alives})) {
+    if (options_.idle_timeout > options_.idle_timeout.zero()) {
+      const auto period = std::clamp<std::chrono::milliseconds>(
+          options_.idle_timeout / 2, std::chrono::milliseconds(5), std::chrono::seconds(1));
+      const auto max_age = options_.idle_timeout;
+      reaper_.emplace(
+          period, [p = pool_.get(), max_age] { p->close_idle(max_age); },
+          ticker_options{.name = "http::transport idle reaper"});
+    }
+  }
+
+  transport(const transport&) = delete;
+  transport& operator=(const transport&) = delete;
+
+  // Stops and joins the reaper, then closes every idle connection. Bodies
+  // still open close their connections when they are closed.
+  ~transport() {
+    reaper_.reset();
+    pool_->shut();
+  }
+
+  // Sends `req` and returns once the response head arrived; the body is read
+  // from the returned response. Blocks; cancellable (ambient or `token`);
+  // throws as the header comment says.
+  response round_trip(const request& req, source_location site = source_location::current()) {
+    return round_trip(req, this_task::stop_token(), site);
+  }
+  response round_trip(const request& req, const std::stop_token& token,
+                      source_location site = source_location::current()) {
+    std::string wire;
+    const bool close =
+        options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
+    if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
+      request_head head = req.head;
+      head.headers.add("Connection", "close");
+      write_request(wire, head, host_field(req), req.body);
+    } else {
+      write_request(wire, req.head, host_field(req), req.body);  // throws before dialing
+    }
+    const std::string key = req.host + ":" + std::to_string(req.port);
+    for (int attempt = 0;; ++attempt) {
+      std::unique_ptr<detail::connection> c = pool_->checkout(key, token);
+      const bool reused = c != nullptr;
+      if (!reused) c = dial(req, key, token);
+      c->request_close = close;
+      try {
+        return exchange(c, req.head.method, wire, token, site);
+      } catch (const http::error& e) {
+        const bool before_response = !c->parser.started();
+        pool_->discard(std::move(c));
+        if (attempt == 0 && reused && before_response && detail::replayable(req) && retryable(e)) {
+          continue;
+        }
+        throw;
+      } catch (...) {
+        pool_->discard(std::move(c));
+        throw;
+      }
+    }
+  }
+
+  // Closes every idle connection now.
+  void close_idle() { pool_->close_idle(); }
+
+  // Dials, reuses, discards, and the connections idle, open and waited for now.
+  transport_stats stats() const { return pool_->stats(); }
+
+  const transport_options& options() const noexcept { return options_; }
+
+ private:
+  static transport_options defaults(transport_options o) {
+    if (o.max_idle_per_host == 0) {
+      o.max_idle_per_host = o.max_conns_per_host != 0 ? o.max_conns_per_host : 100;
+    }
+    return o;
+  }
+
+  static std::string host_field(const request& r) {
+    std::string h = r.host.find(':') != std::string::npos ? "[" + r.host + "]" : r.host;
+    if (r.port != 80) h += ":" + std::to_string(r.port);
+    return h;
+  }
+
+  static bool retryable(const http::error& e) {
+    if (dynamic_cast<const io_error*>(&e) != nullptr) return true;
+    const auto* p = dynamic_cast<const protocol_error*>(&e);
+    return p != nullptr && p->reason() == reason::eof_before_response;
+  }
+
+  std::unique_ptr<detail::connection> dial(const request& req, const std::string& key,
+                                           const std::stop_token& token) {
+    try {
+      detail::socket s = detail::dial(req.host, req.port,
+                                      leash::detail::deadline_after(options_.dial_timeout), token);
+      auto c = std::make_unique<detail::connection>(
+          std::move(s), key,
+          parser_limits{options_.max_response_header_bytes, options_.max_header_fields, 5});
+      pool_->dialed();
+      return c;
+    } catch (...) {
+      pool_->dial_failed(key);
+      throw;
+    }
+  }
+
+  // Writes the request and reads up to the end of the response head.
+  response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
+                    const std::string& wire, const std::stop_token& token, source_location site) {
+    c->parser.reset(method);
+    c->begin = c->end = 0;
+    detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
+    const auto header_deadline =
+        options_.response_header_timeout.count() > 0
+            ? leash::detail::deadline_after(options_.response_header_timeout)
+            : detail::clock::time_point::max();
+    for (;;) {
+      if (c->buffered() == 0) {
+        const detail::read_status st = c->fill(header_deadline, token);
+        if (st == detail::read_status::timed_out) {
+          throw timeout("no response header within " +
+                        std::to_string(options_.response_header_timeout.count()) + " ms");
+        }
+        if (st == detail::read_status::eof) c->parser.finish_eof();  // throws
+        continue;
+      }
+      const parse_step step = c->parser.feed(c->pending(c->buffered()));
+      c->begin += step.consumed;
+      if (step.event == parse_event::head) break;
+    }
+    response r{c->parser.head(), body()};
+    if (c->parser.complete()) {  // no body: the connection is done now
+      if (!detail::connection_body::reusable(*c) || !pool_->put_idle(c)) {
+        pool_->discard(std::move(c));
+      }
+      r.body = memory_body({}, 0, site);
+    } else {
+      r.body = body(std::make_unique<detail::connection_body>(pool_, std::move(c), options_), site);
+    }
+    return r;
+  }
+
+  transport_options options_;
+  std::shared_ptr<detail::pool> pool_;  // shared with open bodies
+  std::optional<ticker> reaper_;        // declared last: stopped and joined first
+};
+
+}  // namespace leash::inline v0::http

@@ -1,0 +1,106 @@
+// tests/support/http_fixture.hpp: what the HTTP transport and server tests share:
+// resource counters (fds, running tasks), a gate that parks handlers until a
+// number of them arrived, a bounded condition poll, and the sanitizer scale.
+#pragma once
+
+#include <dirent.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <leash/cancel.hpp>
+#include <leash/detail/wait.hpp>
+#include <leash/runtime.hpp>
+#include <mutex>
+#include <thread>
+
+namespace http_test {
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
+// `n`, or n / 10 under a sanitizer (at least 1).
+constexpr int scaled(int n) {
+  return sanitized ? (n / 10 > 0 ? n / 10 : 1) : n;
+}
+
+// Open file descriptors of this process.
+inline int fd_count() {
+  int n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d))
+      n += e->d_name[0] != '.' ? 1 : 0;
+    ::closedir(d);
+  }
+  return n - 1;  // the directory stream's own fd
+}
+
+inline std::size_t tasks_running() {
+  return leash::runtime::stats().tasks_running;
+}
+
+// Polls `ok` until true or 3 s passed (things that end asynchronously, like
+// a server's connection task seeing EOF); returns its last answer.
+inline bool eventually(const std::function<bool()>& ok) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (!ok()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+// Parks callers in arrive_and_wait() until `expected` arrived or open() was
+// called. Waits are cancellable (a cancelled handler leaves).
+class gate {
+ public:
+  explicit gate(int expected) : expected_(expected) {}
+  void arrive_and_wait() {
+    std::unique_lock lock(mutex_);
+    if (++arrived_ >= expected_) open_ = true;
+    cv_.notify_all();
+    const auto st =
+        leash::detail::wait(lock, cv_, leash::this_task::stop_token(), [&] { return open_; });
+    if (st != leash::detail::wait_status::ready) leash::this_task::checkpoint();
+  }
+  // Waits until `n` callers arrived (not cancellable: tests only).
+  void wait_arrived(int n) {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return arrived_ >= n; });
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  int arrived() {
+    std::lock_guard lock(mutex_);
+    return arrived_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int expected_;
+  int arrived_ = 0;
+  bool open_ = false;
+};
+
+// Milliseconds since `start`.
+inline long long ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+}  // namespace http_test
