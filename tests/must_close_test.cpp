@@ -2,12 +2,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <latch>
 #include <leash/leak_check.hpp>
 #include <leash/must_close.hpp>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/child_process.hpp"
@@ -295,4 +297,20 @@ TEST_CASE("the ignore policy closes and counts, and prints nothing (child proces
   CHECK(r.code == 0);
   CHECK(r.output.rfind("closed 1, dropped 1\n", 0) == 0);
   CHECK(r.output.find("leash::must_close") == std::string::npos);
+}
+
+TEST_CASE("close racing close on two threads closes once") {
+  for (int i = 0; i < 200; ++i) {
+    counted r;
+    auto h = leash::make_must_close(r);
+    std::latch go(2);
+    std::thread other([&] {
+      go.arrive_and_wait();
+      h.close();
+    });
+    go.arrive_and_wait();
+    h.close();
+    other.join();
+    REQUIRE(*r.closes == 1);
+  }
 }
