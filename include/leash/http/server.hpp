@@ -29,6 +29,7 @@
 // response_writer may be flushed from another thread while the handler runs.
 #pragma once
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -120,6 +121,30 @@ class response_writer {
   }
   // The token of the connection's task: stops when the server cancels it.
   const std::stop_token& stop_token() const noexcept { return token_; }
+
+  // Blocks until the client closed or reset its side of the connection
+  // (true), or `token` stopped (false). For handlers that must notice a
+  // client going away (the reverse proxy cancels its upstream request).
+  // Never reads request bytes; cancelled through an eventfd, so a stop never
+  // touches the client's socket.
+  bool wait_client_gone(const std::stop_token& token) const {
+    detail::socket wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake.valid()) detail::throw_errno("eventfd", errno);
+    auto ring = [fd = wake.fd()] {
+      const std::uint64_t one = 1;
+      (void)!::write(fd, &one, sizeof one);
+    };
+    std::stop_callback<decltype(ring)> on_stop(token, ring);
+    for (;;) {
+      pollfd p[2] = {{fd_, POLLRDHUP, 0}, {wake.fd(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        detail::throw_errno("poll", errno);
+      }
+      if (p[1].revents != 0) return false;
+      if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) return true;
+    }
+  }
 
  private:
   friend class server;

@@ -1,0 +1,178 @@
+// leash/http/reverse_proxy.hpp: a server handler that forwards through a transport.
+// Prevents: httputil.ReverseProxy's flushLoop, a time.Ticker goroutine that
+// outlived its response and flushed a finished ResponseWriter (a panic); here
+// the flusher is a scoped leash::ticker, stopped and joined before the
+// response is finished.
+//
+//   leash::http::transport upstream;
+//   leash::http::reverse_proxy proxy(upstream, {.host = "127.0.0.1", .port = 8081,
+//                                               .flush_interval = 100ms});
+//   leash::nursery n;
+//   leash::http::server front(n, std::ref(proxy));
+//
+// Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
+// Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade, and every field the
+// Connection header names) are dropped both ways; the response head is
+// flushed to the client at once; the body is copied as it arrives and
+// flushed every flush_interval by a ticker, or after every read for
+// text/event-stream, for a body of unknown length, or when flush_interval is
+// negative. An upstream that fails before its head is answered 502; one that
+// fails mid-body aborts the client's connection (the client sees a truncated
+// response, never a clean end). A client that goes away cancels the upstream
+// request.
+//
+// Guarantees. Blocks: the handler, for the upstream exchange. Cancelled: by
+// the server (shutdown) and by the client going away. Throws: nothing to the
+// server for a client that left; the upstream's error after an abort. The
+// proxy object is stateless per request and thread-safe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../nursery.hpp"
+#include "../ticker.hpp"
+#include "server.hpp"
+#include "transport.hpp"
+
+namespace leash::inline v0::http {
+
+struct proxy_options {
+  std::string host = "127.0.0.1";  // the upstream
+  std::uint16_t port = 80;
+  // How often buffered body bytes are flushed to the client; negative: after
+  // every read. Text/event-stream and unknown-length bodies always flush at once.
+  std::chrono::milliseconds flush_interval{100};
+  std::size_t max_request_body = 1 << 20;  // forwarded as read by the server
+};
+
+namespace detail {
+
+// Copies every end-to-end field of `from` into `to` (RFC 9110 7.6.1).
+inline void copy_end_to_end(const fields& from, fields& to) {
+  std::vector<std::string> named;  // fields the Connection header lists
+  for (std::string_view v : from.get_all("connection")) {
+    for_each_list_element(v, [&](std::string_view e) { named.emplace_back(e); });
+  }
+  static constexpr std::string_view hop[] = {"connection",
+                                             "keep-alive",
+                                             "proxy-connection",
+                                             "proxy-authenticate",
+                                             "proxy-authorization",
+                                             "te",
+                                             "trailer",
+                                             "transfer-encoding",
+                                             "upgrade",
+                                             "content-length"};
+  for (fields::field f : from) {
+    bool drop = false;
+    for (std::string_view h : hop)
+      drop = drop || iequals(f.name, h);
+    for (const std::string& n : named)
+      drop = drop || iequals(f.name, n);
+    if (!drop) to.add(f.name, f.value);
+  }
+}
+
+}  // namespace detail
+
+// A handler (usable by http::server) that forwards each request to one
+// upstream through `upstream`. See the header comment.
+class reverse_proxy {
+ public:
+  reverse_proxy(transport& upstream, proxy_options options)
+      : upstream_(&upstream), options_(std::move(options)) {}
+
+  void operator()(server_request& req, response_writer& w) const {
+    request out{options_.host,
+                options_.port,
+                {std::string(req.method()), std::string(req.target())},
+                req.body()};
+    detail::copy_end_to_end(req.headers(), out.head.headers);
+
+    bool client_gone = false;
+    std::exception_ptr upstream_failure;
+    // The watcher and the exchange share a nursery: a client that leaves
+    // cancels the exchange; the exchange ending cancels the watcher.
+    leash::run_nursery([&](nursery& n) {
+      n.spawn("reverse_proxy client watch", [&](std::stop_token st) {
+        if (w.wait_client_gone(st)) {
+          client_gone = true;
+          n.cancel("reverse_proxy: the client went away");
+        }
+      });
+      try {
+        forward(out, w);
+      } catch (const cancelled&) {
+        if (!n.stop_requested()) upstream_failure = std::current_exception();
+      } catch (...) {
+        upstream_failure = std::current_exception();
+      }
+      n.cancel();  // stops the watcher
+    });
+    if (client_gone) return;
+    if (upstream_failure) std::rethrow_exception(upstream_failure);
+  }
+
+ private:
+  void forward(const request& out, response_writer& w) const {
+    response r;
+    try {
+      r = upstream_->round_trip(out);
+    } catch (const http::error& e) {
+      w.set_status(502);
+      w.headers().set("Content-Type", "text/plain");
+      w.write(std::string(e.what()) + "\n");
+      return;
+    }
+    w.set_status(r.status());
+    detail::copy_end_to_end(r.head.headers, w.headers());
+    const auto length = r.head.headers.get("content-length");
+    if (length) w.headers().set("Content-Length", *length);
+    const auto type = r.head.headers.get("content-type");
+    const bool immediate = options_.flush_interval.count() < 0 || !length ||
+                           (type && type->substr(0, 17) == "text/event-stream");
+    w.flush();  // the head reaches the client now, whatever the upstream does next
+    try {
+      if (immediate) {
+        copy(r.body, w, true);
+      } else {
+        std::exception_ptr flush_failure;
+        {
+          // Scoped: stopped and joined before this block ends, so no flush can
+          // touch the writer after the response is finished.
+          ticker flusher(options_.flush_interval, [&] {
+            try {
+              w.flush();
+            } catch (...) {
+              if (!flush_failure) flush_failure = std::current_exception();
+            }
+          });
+          copy(r.body, w, false);
+        }
+        if (flush_failure) std::rethrow_exception(flush_failure);
+      }
+    } catch (...) {
+      w.abort();  // never end a broken response cleanly
+      throw;
+    }
+  }
+
+  static void copy(body& b, response_writer& w, bool flush_each) {
+    char buf[16 * 1024];
+    while (std::size_t n = b.read(std::span<char>(buf))) {
+      w.write(std::string_view(buf, n));
+      if (flush_each) w.flush();
+    }
+  }
+
+  transport* upstream_;
+  proxy_options options_;
+};
+
+}  // namespace leash::inline v0::http

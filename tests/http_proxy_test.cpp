@@ -1,0 +1,209 @@
+// Tests for leash/http/reverse_proxy.hpp: SPEC section 8 (reverse proxy),
+// issue 5 item 7. Client -> leash server running the proxy -> upstream.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <leash/http/reverse_proxy.hpp>
+#include <leash/nursery.hpp>
+#include <string>
+#include <vector>
+
+#include "support/http_fixture.hpp"
+#include "support/raw_server.hpp"
+
+using namespace std::chrono_literals;
+namespace http = leash::http;
+using http_test::eventually;
+using http_test::ms_since;
+
+namespace {
+
+http::request get(std::uint16_t port, std::string target = "/") {
+  return {"127.0.0.1", port, {"GET", std::move(target)}, {}};
+}
+
+// An upstream (the leash server), a proxy in front of it, and a client.
+struct chain {
+  chain(http::server::handler upstream_handler, std::chrono::milliseconds flush = 100ms)
+      : upstream(n, std::move(upstream_handler)),
+        proxy(to_upstream, {.port = upstream.port(), .flush_interval = flush}),
+        front(n, std::cref(proxy)) {}
+  std::uint16_t port() const { return front.port(); }
+
+  leash::nursery n;
+  http::server upstream;
+  http::transport to_upstream;
+  http::reverse_proxy proxy;
+  http::server front;
+};
+
+}  // namespace
+
+TEST_CASE("hop-by-hop fields are dropped both ways; end-to-end ones pass") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    CHECK(!req.headers().contains("x-hop"));
+    CHECK(!req.headers().contains("keep-alive"));
+    CHECK(req.headers().get("x-end") == "1");
+    w.headers().set("Connection", "x-secret");
+    w.headers().set("X-Secret", "hidden");
+    w.headers().set("X-Visible", "yes");
+    w.write("proxied");
+  });
+  http::transport t;
+  http::request req = get(c.port());
+  req.head.headers.add("Connection", "x-hop");
+  req.head.headers.add("X-Hop", "1");
+  req.head.headers.add("Keep-Alive", "timeout=5");
+  req.head.headers.add("X-End", "1");
+  http::response r = t.round_trip(req);
+  CHECK(r.head.headers.get("x-visible") == "yes");
+  CHECK(!r.head.headers.contains("x-secret"));
+  CHECK(r.body.read_all(100) == "proxied");
+}
+
+TEST_CASE("headers reach the client while the upstream still blocks") {
+  http_test::gate gate(100);
+  chain c([&](http::server_request&, http::response_writer& w) {
+    w.headers().set("X-Early", "yes");
+    w.flush();
+    gate.arrive_and_wait();
+    w.write("late");
+  });
+  http::transport t;
+  http::response r = t.round_trip(get(c.port()));  // returns before the gate opens
+  CHECK(r.head.headers.get("x-early") == "yes");
+  CHECK(gate.arrived() == 1);
+  gate.open();
+  CHECK(r.body.read_all(100) == "late");
+}
+
+TEST_CASE("text/event-stream is flushed at once, whatever the flush interval") {
+  http_test::gate gate(100);
+  chain c(
+      [&](http::server_request&, http::response_writer& w) {
+        w.headers().set("Content-Type", "text/event-stream");
+        w.write("data: one\n\n");
+        w.flush();
+        gate.arrive_and_wait();
+        w.write("data: two\n\n");
+      },
+      10s);
+  http::transport t;
+  leash::cancel_scope guard(5s);  // a missing flush fails the test instead of hanging it
+  http::response r = t.round_trip(get(c.port()));
+  char buf[64];
+  const std::size_t n = r.body.read(std::span<char>(buf));
+  CHECK(std::string(buf, n) == "data: one\n\n");
+  gate.open();
+  CHECK(r.body.read_all(100) == "data: two\n\n");
+}
+
+TEST_CASE("a slow stream of known length arrives in pieces about one flush interval apart") {
+  constexpr int pieces = 8;
+  chain c(
+      [](http::server_request&, http::response_writer& w) {
+        w.headers().set("Content-Length", std::to_string(pieces));
+        for (int i = 0; i < pieces; ++i) {
+          w.write("x");
+          w.flush();
+          leash::this_task::sleep_for(25ms);
+        }
+      },
+      100ms);
+  http::transport t;
+  http::response r = t.round_trip(get(c.port()));
+  std::vector<long long> arrivals;
+  const auto start = std::chrono::steady_clock::now();
+  char buf[64];
+  std::size_t total = 0;
+  while (std::size_t n = r.body.read(std::span<char>(buf))) {
+    total += n;
+    arrivals.push_back(ms_since(start));
+  }
+  CHECK(total == pieces);
+  // 8 bytes over ~200 ms, flushed every 100 ms: a few reads, not one per byte.
+  CHECK(arrivals.size() >= 2);
+  CHECK(arrivals.size() < pieces);
+  CHECK(arrivals.front() >= 50);  // nothing before the first tick
+}
+
+TEST_CASE("an upstream that dies mid-body aborts the downstream connection") {
+  http_test::raw_server upstream([](http_test::conn& c) {
+    if (c.read_request()) c.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..");
+  });
+  leash::nursery n;
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+  http::server front(n, std::cref(proxy));
+  http::transport t;
+  http::response r = t.round_trip(get(front.port()));
+  CHECK(r.status() == 200);
+  CHECK_THROWS_AS(r.body.read_all(1000), http::protocol_error);  // truncated, not a clean end
+  r.body.close();
+  CHECK(t.stats().open == 0);
+  CHECK(t.stats().idle == 0);
+}
+
+TEST_CASE("an upstream that cannot be reached is answered 502") {
+  std::uint16_t dead_port;
+  { dead_port = http_test::raw_server({}).port(); }  // listened, then closed
+  leash::nursery n;
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = dead_port});
+  http::server front(n, std::cref(proxy));
+  http::transport t;
+  http::response r = t.round_trip(get(front.port()));
+  CHECK(r.status() == 502);
+  r.body.close();
+}
+
+TEST_CASE("a client that goes away cancels the upstream request") {
+  http_test::gate gate(100);
+  std::atomic<int> proxied{0};
+  leash::nursery n;
+  http::server upstream(n, [&](http::server_request&, http::response_writer& w) {
+    gate.arrive_and_wait();
+    w.write("too late");
+  });
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+  http::server front(n, [&](http::server_request& req, http::response_writer& w) {
+    proxy(req, w);
+    ++proxied;
+  });
+  {
+    namespace net = http::detail;
+    net::socket s = net::dial("127.0.0.1", front.port(), net::clock::time_point::max(), {});
+    net::write_all(s.fd(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n", net::clock::time_point::max(), {});
+    gate.wait_arrived(1);
+  }  // the client goes away
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(eventually([&] { return proxied == 1; }));
+  CHECK(ms_since(start) < 500);
+  CHECK(eventually([&] { return to_upstream.stats().open == 0; }));
+  gate.open();
+}
+
+TEST_CASE("many proxied responses leave no connection or task behind") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    w.write(std::string(req.target()));
+  });
+  const std::size_t tasks = http_test::tasks_running();
+  http::transport t;
+  const int n = http_test::scaled(300);
+  for (int i = 0; i < n; ++i) {
+    const std::string target = "/" + std::to_string(i);
+    REQUIRE(t.round_trip(get(c.port(), target)).body.read_all(100) == target);
+  }
+  CHECK(t.stats().dials == 1);
+  CHECK(c.to_upstream.stats().dials == 1);
+  t.close_idle();
+  c.to_upstream.close_idle();
+  // The front and upstream connections end once their clients closed; what
+  // remains is t's idle reaper.
+  CHECK(eventually(
+      [&] { return c.front.stats().connections == 0 && c.upstream.stats().connections == 0; }));
+  CHECK(eventually([&] { return http_test::tasks_running() <= tasks + 1; }));
+}
