@@ -20,6 +20,7 @@ SCENARIOS=(
   "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"
   "must_close      bench_must_close      -                  ns_per_op                      ratio"
+  "http_keepalive  bench_http_keepalive  http_keepalive.go  req_per_s                      side"
 )
 TIMEOUT=300 # seconds, per program
 
@@ -42,6 +43,40 @@ trap 'rm -rf "$go_tmp"' EXIT
 # build cache directory, which it cannot derive when HOME is unset.
 export GO111MODULE=off
 [[ -z ${HOME:-} && -z ${GOCACHE:-} ]] && export GOCACHE=$go_tmp/cache
+
+# The HTTP benchmarks' peer: nginx on loopback serving a 128-byte file, its
+# address in LEASH_BENCH_NGINX (the programs print SKIP without it).
+if command -v nginx >/dev/null 2>&1; then
+  ngx=$go_tmp/nginx
+  mkdir -p "$ngx/www" && chmod 755 "$go_tmp" "$ngx" "$ngx/www"
+  head -c 127 /dev/zero | tr '\0' x >"$ngx/www/small.txt" && echo >>"$ngx/www/small.txt"
+  port=$((20000 + RANDOM % 30000))
+  cat >"$ngx/nginx.conf" <<EOF_NGINX
+worker_processes auto;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $ngx/body;
+  proxy_temp_path $ngx/proxy;
+  fastcgi_temp_path $ngx/fastcgi;
+  uwsgi_temp_path $ngx/uwsgi;
+  scgi_temp_path $ngx/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; root $ngx/www; }
+}
+EOF_NGINX
+  if nginx -p "$ngx" -e "$ngx/error.log" -c "$ngx/nginx.conf" 2>/dev/null; then
+    export LEASH_BENCH_NGINX=127.0.0.1:$port
+    trap 'kill -QUIT "$(cat "$ngx/nginx.pid" 2>/dev/null)" 2>/dev/null; sleep 0.2; rm -rf "$go_tmp"' EXIT
+    sleep 0.2
+  else
+    echo "NOTE: nginx did not start; HTTP benchmarks skipped" >&2
+  fi
+else
+  echo "nginx not installed: HTTP benchmarks skipped"
+fi
 
 # run NAME CMD...: run under the timeout, echo its output, keep BENCH lines.
 run() {
