@@ -277,6 +277,45 @@ TEST_CASE("closing an endless chunked body returns promptly and discards the con
   CHECK(t.stats().discarded == 1);
 }
 
+TEST_CASE("max idle total evicts the least recently used idle connection") {
+  backend a(hello);
+  backend b(hello);
+  http::transport t({.max_idle_total = 1});
+  CHECK(fetch(t, get(a.port())) == "hello");
+  CHECK(fetch(t, get(b.port())) == "hello");  // a's connection is evicted for b's
+  auto s = t.stats();
+  CHECK(s.idle == 1);
+  CHECK(s.discarded == 1);
+  CHECK(fetch(t, get(b.port())) == "hello");
+  CHECK(t.stats().reuses == 1);
+  CHECK(fetch(t, get(a.port())) == "hello");
+  CHECK(t.stats().dials == 3);
+}
+
+TEST_CASE("a response head over the limits is limit_exceeded and the connection discarded") {
+  SUBCASE("bytes") {
+    http_test::raw_server srv(
+        answer_with("HTTP/1.1 200 OK\r\nX-Big: " + std::string(2000, 'b') + "\r\n\r\n"));
+    http::transport t({.max_response_header_bytes = 1024});
+    try {
+      (void)t.round_trip(get(srv.port()));
+      FAIL("no exception");
+    } catch (const http::limit_exceeded& e) {
+      CHECK(e.which() == http::limit::header_bytes);
+    }
+    CHECK(t.stats().open == 0);
+  }
+  SUBCASE("fields") {
+    std::string head = "HTTP/1.1 200 OK\r\n";
+    for (int i = 0; i < 11; ++i)
+      head += "X-" + std::to_string(i) + ": v\r\n";
+    http_test::raw_server srv(answer_with(head + "Content-Length: 0\r\n\r\n"));
+    http::transport t({.max_header_fields = 10});
+    CHECK_THROWS_AS((void)t.round_trip(get(srv.port())), http::limit_exceeded);
+    CHECK(t.stats().open == 0);
+  }
+}
+
 TEST_CASE("idle connections past idle_timeout are closed by the reaper") {
   backend b(hello);
   http::transport t({.idle_timeout = 50ms});

@@ -94,7 +94,8 @@ class response_writer {
     if (head_sent_) throw usage_error("leash::http::response_writer: status after the head");
     status_ = status;
   }
-  // The response fields; changes after the head was sent are ignored.
+  // The response fields; changes after the head was sent are ignored. Not
+  // locked: set them before another thread may call flush().
   fields& headers() noexcept { return headers_; }
 
   // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
@@ -354,7 +355,17 @@ class server {
       }
       if (token.stop_requested() || stopping()) break;
       const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) continue;
+      if (fd < 0) {
+        // Out of fds or memory: back off instead of spinning on a ready listener.
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          try {
+            this_task::sleep_for(std::chrono::milliseconds(10));
+          } catch (const cancelled&) {
+            break;
+          }
+        }
+        continue;
+      }
       ++accepted_;
       const int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
