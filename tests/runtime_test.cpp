@@ -5,8 +5,10 @@
 #include <chrono>
 #include <latch>
 #include <leash.hpp>
+#include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/child_process.hpp"
@@ -72,6 +74,33 @@ TEST_CASE("a task spawned while all others block still starts") {
   });
   CHECK(waiting == blocked);
   CHECK(trivial == blocked * 20);
+}
+
+TEST_CASE("a spawn is never handed to a thread still releasing a finished task's result") {
+  // The result's destructor waits for a task spawned after it. Had the
+  // thread that ran the first task counted as returning before releasing the
+  // result, the second task could be handed to it and wait forever.
+  struct waits_when_destroyed {
+    explicit waits_when_destroyed(std::shared_ptr<std::latch> g) : gate(std::move(g)) {}
+    waits_when_destroyed(waits_when_destroyed&&) noexcept = default;  // leaves gate empty
+    ~waits_when_destroyed() {
+      if (gate != nullptr) gate->wait();
+    }
+    std::shared_ptr<std::latch> gate;
+  };
+  for (int i = 0; i < 200; ++i) {
+    auto gate = std::make_shared<std::latch>(1);
+    std::latch handle_dropped(1);
+    leash::run_nursery([&](leash::nursery& n) {
+      auto first = n.spawn([&handle_dropped, gate] {
+        handle_dropped.wait();  // so that this task's thread releases the result
+        return waits_when_destroyed(gate);
+      });
+      first = {};
+      handle_dropped.count_down();
+      n.spawn([gate] { gate->count_down(); });
+    });
+  }
 }
 
 TEST_CASE("idle threads beyond max_idle exit after a short linger") {
