@@ -5,7 +5,10 @@
 #pragma once
 
 #include "leash/cancel.hpp"
+#include "leash/channel.hpp"
 #include "leash/errors.hpp"
 #include "leash/leak_check.hpp"
 #include "leash/nursery.hpp"
 #include "leash/runtime.hpp"
+#include "leash/select.hpp"
+#include "leash/timer_channel.hpp"

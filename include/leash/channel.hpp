@@ -1,0 +1,436 @@
+// leash/channel.hpp: a closable MPMC channel, Go's chan for OS threads.
+// Prevents: goroutines blocked forever on a channel nobody will serve (every
+// blocking call here is cancellable by its scope).
+//
+//   leash::channel<std::string> ch(16);   // capacity 0: unbuffered rendezvous
+//   leash::run_nursery([&](leash::nursery& n) {
+//     n.spawn([&] {
+//       for (auto& line : lines) ch.send(line);
+//       ch.close();                         // receivers drain, then see the end
+//     });
+//     for (std::string& line : ch) use(line);
+//   });
+//
+//   state              send / try_send            recv / try_recv            close()
+//   open, values       buffers or hands off       takes the oldest value     -> closed; true
+//   open, empty        waits for room / receiver  waits for a value          -> closed; true
+//   closed, values     throws channel_closed      takes the oldest value     false
+//   closed, drained    throws channel_closed      nullopt (status closed)    false
+//
+// Closing wakes every blocked sender (channel_closed) and every blocked
+// receiver (nullopt: a receiver only waits when nothing is buffered).
+//
+// Guarantees. Blocks: send, recv, iteration, try_*_for. Cancelled: by the
+// ambient token (leash::this_task::stop_token()) or an explicit one; a stop
+// that races an operation already matched loses, and the value is delivered.
+// Throws: channel_closed, cancelled / deadline_exceeded. A send that throws
+// leaves the caller's value untouched. Thread-safe: every member, from any
+// number of threads. Ordering: FIFO per channel; a send happens-before the
+// recv that takes its value. Never allocates after construction.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include "cancel.hpp"
+#include "detail/cancel_state.hpp"
+#include "detail/registry.hpp"
+#include "detail/waiter.hpp"
+#include "errors.hpp"
+
+namespace leash::inline v0 {
+
+// What a non-blocking or timed channel operation did.
+enum class channel_status {
+  ok,       // the value was sent or received
+  full,     // try_send: no room and no receiver waiting; the value is still yours
+  empty,    // try_recv: nothing buffered and no sender waiting
+  closed,   // the channel is closed (and, for a receive, drained)
+  timeout,  // try_send_for / try_recv_for: the time ran out
+};
+
+// The outcome of try_recv / try_recv_for: a value only when status is ok.
+template <class T>
+struct recv_result {
+  channel_status status = channel_status::empty;
+  std::optional<T> value;
+  explicit operator bool() const noexcept { return status == channel_status::ok; }
+};
+
+template <class T>
+class channel;
+
+namespace detail {
+template <class T>
+struct channel_access;
+}  // namespace detail
+
+template <class T>
+class channel {
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "leash::channel<T>: T must be nothrow move constructible (values move under the "
+                "channel's lock, and a throwing move could lose one)");
+
+ public:
+  // A channel holding up to `capacity` values; 0 makes every send a
+  // rendezvous with a receiver. Allocates the buffer once, here.
+  explicit channel(std::size_t capacity = 0)
+      : capacity_(capacity),
+        buffer_(capacity != 0 ? std::make_unique<slot[]>(capacity) : nullptr) {}
+
+  // Precondition: no operation is blocked on this channel (a blocked call
+  // would wait on freed memory); checked, and a violation terminates.
+  ~channel() {
+    if (!recv_waiters_.empty() || !send_waiters_.empty()) {
+      std::fputs("leash::channel: destroyed while a send, recv or select waits on it\n", stderr);
+      std::terminate();
+    }
+    while (count_ != 0)
+      pop();
+  }
+
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  // Sends `value`: hands it to a waiting receiver, or buffers it, or waits for
+  // either. Blocks; cancellable; throws channel_closed or cancelled, and then
+  // `value` is untouched.
+  void send(T&& value) { send(std::move(value), this_task::stop_token()); }
+  void send(T&& value, const std::stop_token& token) {
+    send_until(value, token, clock::time_point::max(), "channel::send");
+  }
+  void send(const T& value) { send(value, this_task::stop_token()); }
+  void send(const T& value, const std::stop_token& token) {
+    T copy(value);
+    send(std::move(copy), token);
+  }
+
+  // Receives the oldest value; nullopt once the channel is closed and drained.
+  // Blocks; cancellable; throws cancelled.
+  std::optional<T> recv() { return recv(this_task::stop_token()); }
+  std::optional<T> recv(const std::stop_token& token) {
+    std::optional<T> out;
+    recv_until(out, token, clock::time_point::max(), "channel::recv");
+    return out;
+  }
+
+  // Sends only if that needs no waiting. Never blocks. Returns ok, full or
+  // closed; `value` is moved from only on ok.
+  channel_status try_send(T&& value) { return try_send_impl(value); }
+  channel_status try_send(const T& value) {
+    T copy(value);
+    return try_send_impl(copy);
+  }
+
+  // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
+  recv_result<T> try_recv() {
+    recv_result<T> r;
+    detail::wait_node* partner = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      r.status = recv_locked(r.value, partner);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (r.status == channel_status::closed) r.value.reset();
+    return r;
+  }
+
+  // send, giving up after `timeout`: ok, closed or timeout. Blocks; cancellable;
+  // throws cancelled. `value` is moved from only on ok.
+  template <class Rep, class Period>
+  channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout) {
+    return try_send_for(std::move(value), timeout, this_task::stop_token());
+  }
+  template <class Rep, class Period>
+  channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
+                              const std::stop_token& token) {
+    return send_until(value, token, detail::deadline_after(timeout), "channel::try_send_for",
+                      false);
+  }
+
+  // recv, giving up after `timeout`: status ok, closed or timeout. Blocks;
+  // cancellable; throws cancelled.
+  template <class Rep, class Period>
+  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout) {
+    return try_recv_for(timeout, this_task::stop_token());
+  }
+  template <class Rep, class Period>
+  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
+                              const std::stop_token& token) {
+    recv_result<T> r;
+    r.status = recv_until(r.value, token, detail::deadline_after(timeout), "channel::try_recv_for");
+    return r;
+  }
+
+  // Closes the channel: later sends throw channel_closed, receivers drain what
+  // is buffered and then get nullopt. Wakes every blocked sender and receiver.
+  // Returns false if it was already closed. Never blocks.
+  bool close() noexcept {
+    detail::wait_node* to_fire = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      if (closed_) return false;
+      closed_ = true;
+      // Only one queue can be non-empty, but a select may sit in both.
+      for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
+        while (detail::wait_node* n = q->claim_front()) {
+          n->closed = true;
+          n->next = to_fire;  // the node is unlinked and claimed: ours until fired
+          to_fire = n;
+        }
+      }
+    }
+    while (to_fire != nullptr) {
+      detail::wait_node* n = to_fire;
+      to_fire = n->next;  // read first: once fired, the node may be gone
+      n->owner->fire(n->index);
+    }
+    return true;
+  }
+
+  // Snapshots: true by the time they return, perhaps not a moment later.
+  std::size_t size() const noexcept {
+    std::lock_guard lock(lock_);
+    return count_;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+  bool closed() const noexcept {
+    std::lock_guard lock(lock_);
+    return closed_;
+  }
+
+  // Input iteration: each step is a recv(); the range ends once the channel is
+  // closed and drained. Blocks; cancellable by the ambient token.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = T*;
+    using reference = T&;
+
+    iterator() = default;
+    T& operator*() const { return *current_; }
+    T* operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_ = channel_->recv();
+      if (!current_) channel_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(const iterator& other) const noexcept { return channel_ == other.channel_; }
+
+   private:
+    friend class channel;
+    explicit iterator(channel* c) : channel_(c) { ++*this; }
+    channel* channel_ = nullptr;  // nullptr: the end
+    mutable std::optional<T> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() noexcept { return iterator(); }
+
+ private:
+  friend struct detail::channel_access<T>;
+  using clock = std::chrono::steady_clock;
+
+  // Raw storage: T need not be default-constructible.
+  struct slot {
+    alignas(T) unsigned char bytes[sizeof(T)];
+    T* get() noexcept { return std::launder(reinterpret_cast<T*>(bytes)); }
+  };
+
+  void push(T&& v) noexcept {
+    std::size_t tail = head_ + count_;
+    if (tail >= capacity_) tail -= capacity_;
+    ::new (static_cast<void*>(buffer_[tail].bytes)) T(std::move(v));
+    ++count_;
+  }
+  T pop() noexcept {
+    T* p = buffer_[head_].get();
+    T v(std::move(*p));
+    p->~T();
+    if (++head_ == capacity_) head_ = 0;
+    --count_;
+    return v;
+  }
+
+  // The rest runs with lock_ held. A returned `partner` was claimed and must
+  // be fired once the lock is released.
+
+  bool send_ready_locked() const noexcept {
+    return closed_ || count_ < capacity_ || recv_waiters_.has_waiting();
+  }
+  bool recv_ready_locked() const noexcept {
+    return count_ != 0 || closed_ || send_waiters_.has_waiting();
+  }
+
+  // ok (value moved from), closed, or full (nothing happened).
+  channel_status send_locked(T& value, detail::wait_node*& partner) noexcept {
+    if (closed_) return channel_status::closed;
+    if (detail::wait_node* r = recv_waiters_.claim_front()) {
+      static_cast<std::optional<T>*>(r->item)->emplace(std::move(value));
+      partner = r;
+      return channel_status::ok;
+    }
+    if (count_ < capacity_) {
+      push(std::move(value));
+      return channel_status::ok;
+    }
+    return channel_status::full;
+  }
+
+  // ok (out holds a value), closed (drained), or empty.
+  channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
+    if (count_ != 0) {
+      out.emplace(pop());
+      // Room was made: a blocked sender's value moves into the buffer.
+      if (detail::wait_node* s = send_waiters_.claim_front()) {
+        push(std::move(*static_cast<T*>(s->item)));
+        partner = s;
+      }
+      return channel_status::ok;
+    }
+    if (detail::wait_node* s = send_waiters_.claim_front()) {
+      out.emplace(std::move(*static_cast<T*>(s->item)));
+      partner = s;
+      return channel_status::ok;
+    }
+    return closed_ ? channel_status::closed : channel_status::empty;
+  }
+
+  channel_status try_send_impl(T& value) {
+    detail::wait_node* partner = nullptr;
+    channel_status st;
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    return st;
+  }
+
+  // Blocking send with an optional deadline. Returns ok or timeout; throws
+  // channel_closed (or returns closed when `throw_closed` is false) and
+  // cancelled.
+  channel_status send_until(T& value, const std::stop_token& token, clock::time_point deadline,
+                            const char* what, bool throw_closed = true) {
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &value};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;  // nullopt: stopped
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+      if (st == channel_status::full) st = enqueue_or_give_up(send_waiters_, node, token, deadline);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (st == channel_status::full) st = block(w, node, send_waiters_, token, deadline, what);
+    if (!st) detail::throw_cancelled(token);
+    if (*st == channel_status::closed && throw_closed) throw channel_closed();
+    return *st;
+  }
+
+  // Blocking receive into `out`. Returns ok, closed or timeout; throws cancelled.
+  channel_status recv_until(std::optional<T>& out, const std::stop_token& token,
+                            clock::time_point deadline, const char* what) {
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &out};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;  // nullopt: stopped
+    {
+      std::lock_guard lock(lock_);
+      st = recv_locked(out, partner);
+      if (st == channel_status::empty)
+        st = enqueue_or_give_up(recv_waiters_, node, token, deadline);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (st == channel_status::empty) st = block(w, node, recv_waiters_, token, deadline, what);
+    if (!st) detail::throw_cancelled(token);
+    return *st;
+  }
+
+  // Under the lock, for an operation that cannot complete now: a stop or an
+  // expired deadline ends it (nullopt or timeout); otherwise `node` is queued
+  // and `full`/`empty` is kept, meaning "block". Checked only here, after the
+  // attempt: readiness wins over a stop.
+  std::optional<channel_status> enqueue_or_give_up(detail::wait_queue& queue,
+                                                   detail::wait_node& node,
+                                                   const std::stop_token& token,
+                                                   clock::time_point deadline) {
+    if (token.stop_requested()) return std::nullopt;
+    if (deadline != clock::time_point::max() && deadline <= clock::now()) {
+      return channel_status::timeout;
+    }
+    queue.push_back(&node);
+    return &queue == &send_waiters_ ? channel_status::full : channel_status::empty;
+  }
+
+  // Waits for the queued `node`. Returns ok, closed (completed by close()),
+  // timeout, or nullopt when stopped; a dequeued node is never left behind.
+  std::optional<channel_status> block(detail::waiter& w, detail::wait_node& node,
+                                      detail::wait_queue& queue, const std::stop_token& token,
+                                      clock::time_point deadline, const char* what) {
+    detail::waiter::outcome o;
+    {
+      detail::blocked_scope blocked(what);
+      o = w.wait(token, deadline);
+    }
+    if (o == detail::waiter::outcome::fired) {
+      return node.closed ? channel_status::closed : channel_status::ok;
+    }
+    std::lock_guard lock(lock_);
+    queue.remove(&node);
+    if (o == detail::waiter::outcome::timed_out) return channel_status::timeout;
+    return std::nullopt;
+  }
+
+  const std::size_t capacity_;
+  std::unique_ptr<slot[]> buffer_;  // ring of capacity_ slots; the first count_ from head_ live
+
+  mutable detail::spinlock lock_;  // guards everything below
+  std::size_t head_ = 0;
+  std::size_t count_ = 0;
+  bool closed_ = false;
+  // Blocked operations. Receivers only wait while nothing is buffered and
+  // senders only while the buffer is full, so at most one queue holds plain
+  // operations; select cases may sit in both.
+  detail::wait_queue recv_waiters_;
+  detail::wait_queue send_waiters_;
+};
+
+namespace detail {
+
+// The channel internals that select's cases drive (select.hpp).
+template <class T>
+struct channel_access {
+  static spinlock& lock(channel<T>& c) noexcept { return c.lock_; }
+  static wait_queue& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
+  static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
+  static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
+  static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
+  static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
+                                    wait_node*& partner) noexcept {
+    return c.recv_locked(out, partner);
+  }
+  static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
+    return c.send_locked(value, partner);
+  }
+  static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
+    std::lock_guard lock(c.lock_);
+    q.remove(&n);
+  }
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0

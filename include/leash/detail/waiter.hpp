@@ -1,0 +1,272 @@
+// leash/detail/waiter.hpp: how a blocked channel operation or select waits.
+//
+// A blocked send, recv or select owns one `waiter` on its stack and queues one
+// `wait_node` per case in the channels involved. Whoever completes it (a
+// partner operation, close(), a stop request, the deadline) must first win the
+// waiter's single atomic word, so a thread waiting on several channels is
+// matched exactly once:
+//
+//   waiting --partner claims--> busy --partner moved the value--> fired(case)
+//   waiting --stop callback / deadline--> stopped / timed_out
+//
+// `busy` is only ever entered by a partner that is certain to complete (it
+// holds the channel lock and the value is ready), so there is no way back to
+// `waiting`: a stop that arrives after the claim loses, and the value is
+// delivered, never dropped.
+//
+// Waiting spins briefly, then yields, then parks on a mutex + condition
+// variable. The parked bit tells a completer that it must wake the waiter
+// under the mutex; once parked, the waiter reads its word only under that
+// mutex, so it cannot return (and free the waiter) while a completer still
+// touches it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <thread>
+
+#include "thread_cache.hpp"  // cpu_relax
+
+namespace leash::inline v0::detail {
+
+// A test-and-test-and-set lock for the tiny critical sections of a channel
+// (a few pointer updates and one move of an element). It yields after a short
+// spin: on an oversubscribed machine the holder may be preempted, and yielding
+// lets it run instead of burning the CPU it needs.
+class spinlock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < 64) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+class waiter {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  enum class outcome { fired, stopped, timed_out };
+
+  // Partner side, under the lock of a channel where one of this waiter's
+  // nodes is queued: claims the waiter if it still waits. Only call when the
+  // operation will certainly complete; follow with fire().
+  bool try_claim() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while ((s & status_mask) == waiting) {
+      if (state_.compare_exchange_weak(s, (s & parked_bit) | busy, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // True while nobody has claimed, stopped or timed out this waiter. A hint
+  // under a channel lock: only a stop request can change it meanwhile.
+  bool still_waiting() const noexcept {
+    return (state_.load(std::memory_order_relaxed) & status_mask) == waiting;
+  }
+
+  // Completes a claim: case `index` fired. The waiter may return (and free
+  // this object) as soon as it sees the new state, so nothing touches `this`
+  // after the final store except under the mutex, which a parked waiter needs
+  // to leave.
+  void fire(std::uint32_t index) noexcept {
+    const std::uint32_t done = fired | (index << index_shift);
+    std::uint32_t expected = busy;
+    if (state_.compare_exchange_strong(expected, done, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
+      return;  // it was not parked: it sees the store while spinning
+    }
+    std::lock_guard lock(mutex_);
+    state_.store(done, std::memory_order_release);
+    cv_.notify_one();
+  }
+
+  // The index passed to fire(), once wait() returned fired.
+  std::uint32_t fired_index() const noexcept {
+    return state_.load(std::memory_order_relaxed) >> index_shift;
+  }
+
+  // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
+  // happened first wins over a stop or a deadline.
+  outcome wait(const std::stop_token& token, clock::time_point deadline) {
+    // Spin phase: the partner usually arrives within a microsecond or two on
+    // another CPU. Pauses first, then yields, so that a partner sharing this
+    // CPU gets to run (two threads pinned to one CPU must not slow each other
+    // down); then park (a futex wake costs several microseconds).
+    for (int i = 0; i < spin_rounds; ++i) {
+      const std::uint32_t s = state_.load(std::memory_order_acquire);
+      if (terminal(s)) return decode(s);
+      if (i % 8 == 0) {
+        if (token.stop_requested() && give_up(stopped)) return outcome::stopped;
+        if (deadline != clock::time_point::max() && clock::now() >= deadline &&
+            give_up(timed_out)) {
+          return outcome::timed_out;
+        }
+      }
+      if (i < pause_rounds) {
+        for (int k = 0; k < 8; ++k)
+          cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    return park(token, deadline);
+  }
+
+ private:
+  static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
+  static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
+  // About 2 µs of pauses, then a handful of yields (see wait()).
+  static constexpr int pause_rounds = 64, spin_rounds = pause_rounds + 16;
+
+  static bool terminal(std::uint32_t s) noexcept {
+    const std::uint32_t st = s & status_mask;
+    return st == fired || st == stopped || st == timed_out;
+  }
+  static outcome decode(std::uint32_t s) noexcept {
+    switch (s & status_mask) {
+      case fired:
+        return outcome::fired;
+      case stopped:
+        return outcome::stopped;
+      default:
+        return outcome::timed_out;
+    }
+  }
+
+  // waiting -> why, keeping the parked bit out (the waiter is awake).
+  bool give_up(std::uint32_t why) noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while ((s & status_mask) == waiting) {
+      if (state_.compare_exchange_weak(s, why, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  struct on_stop {
+    waiter* self;
+    void operator()() const noexcept {
+      std::lock_guard lock(self->mutex_);
+      if (self->give_up(stopped)) self->cv_.notify_one();
+    }
+  };
+
+  outcome park(const std::stop_token& token, clock::time_point deadline) {
+    std::optional<std::stop_callback<on_stop>> stop_link;
+    if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
+    std::unique_lock lock(mutex_);
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    while (!terminal(s) && (s & parked_bit) == 0) {
+      state_.compare_exchange_weak(s, s | parked_bit, std::memory_order_acq_rel);
+    }
+    while (!terminal(s = state_.load(std::memory_order_acquire))) {
+      if (deadline == clock::time_point::max()) {
+        cv_.wait(lock);
+      } else if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+        // Lost to a claim in progress? Then its fire() will wake us.
+        if (!give_up(timed_out)) deadline = clock::time_point::max();
+      }
+    }
+    lock.unlock();
+    stop_link.reset();  // waits for a running callback; it needs the mutex
+    return decode(s);
+  }
+
+  std::atomic<std::uint32_t> state_{waiting};  // status | parked bit | fired index
+  std::mutex mutex_;  // guards parking: once parked, state_ is read under it
+  std::condition_variable cv_;
+};
+
+// One case of a blocked operation, queued in one channel. Lives on the
+// waiting thread's stack (inside the case object), so queuing never allocates.
+struct wait_node {
+  waiter* owner = nullptr;
+  std::uint32_t index = 0;  // the case it stands for
+  void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
+  bool closed = false;      // completed by close(): a send fails, a receive gets nullopt
+  // Channel queue links, guarded by the channel's lock.
+  wait_node* prev = nullptr;
+  wait_node* next = nullptr;
+  bool queued = false;
+};
+
+// A FIFO of wait nodes; guarded by its channel's lock.
+class wait_queue {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  wait_node* front() const noexcept { return head_; }
+
+  void push_back(wait_node* n) noexcept {
+    n->prev = tail_;
+    n->next = nullptr;
+    if (tail_ != nullptr) {
+      tail_->next = n;
+    } else {
+      head_ = n;
+    }
+    tail_ = n;
+    n->queued = true;
+  }
+
+  void remove(wait_node* n) noexcept {
+    if (!n->queued) return;
+    if (n->prev != nullptr) {
+      n->prev->next = n->next;
+    } else {
+      head_ = n->next;
+    }
+    if (n->next != nullptr) {
+      n->next->prev = n->prev;
+    } else {
+      tail_ = n->prev;
+    }
+    n->prev = n->next = nullptr;
+    n->queued = false;
+  }
+
+  // Removes queued nodes until one can be claimed; returns it, or nullptr.
+  // Nodes that cannot be claimed belong to waiters already completed through
+  // another case, stopped or timed out: they will never be matched again.
+  wait_node* claim_front() noexcept {
+    while (wait_node* n = head_) {
+      remove(n);
+      if (n->owner->try_claim()) return n;
+    }
+    return nullptr;
+  }
+
+  // True if some queued node could still be claimed.
+  bool has_waiting() const noexcept {
+    for (wait_node* n = head_; n != nullptr; n = n->next) {
+      if (n->owner->still_waiting()) return true;
+    }
+    return false;
+  }
+
+ private:
+  wait_node* head_ = nullptr;
+  wait_node* tail_ = nullptr;
+};
+
+}  // namespace leash::inline v0::detail

@@ -1,0 +1,448 @@
+// leash/select.hpp: wait on several channel operations at once, as Go's select.
+// Prevents: a goroutine stuck in a receive that can never be served, because
+// it could not also wait for "done" or a timeout.
+//
+//   std::size_t fired = leash::select(
+//       leash::on_recv(jobs, [&](std::optional<job> j) { if (j) run(*j); }),
+//       leash::on_send(results, r, [&] { ++sent; }),
+//       leash::on_after(100ms, [&] { idle(); }));
+//
+// Semantics (Go's):
+//   - Among the cases ready at the moment select looks, one is chosen
+//     uniformly at random (select_biased: the first in argument order). Only
+//     the chosen case has any effect; a losing send case's value is not moved.
+//   - A receive case on a closed, drained channel is ready and yields nullopt.
+//     A chosen send case on a closed channel throws channel_closed; its value
+//     stays the caller's.
+//   - `.when(false)` disables a case (Go's nil channel). A select with no
+//     enabled case blocks until cancelled.
+//   - The same channel may appear in several cases. A send and a receive case
+//     of one select never match each other.
+//   - on_after(d) fires if nothing else did within d; it arms no timer (the
+//     wait itself has the deadline), so nothing is left behind.
+//   - try_select never blocks: it returns nullopt when no case was ready
+//     (Go's default).
+//   - The callback of the chosen case runs after the operation completed,
+//     outside every lock; select returns the case's index.
+//   - select(range) takes a random-access range of cases of one type: fan-in
+//     over N channels, e.g. `std::vector<leash::recv_case<int>>` built with
+//     on_recv(ch) (no callback; read the value with take()).
+//
+// Guarantees. Blocks: select, select_biased. Cancelled: by the ambient token or
+// an explicit first argument; a case that was already matched wins over the
+// stop. Throws: cancelled, channel_closed, whatever a callback throws.
+// Allocates: nothing (the variadic form) or, for a range of more than 64
+// distinct channels, one array of lock pointers.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <ranges>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "channel.hpp"
+#include "detail/waiter.hpp"
+
+namespace leash::inline v0 {
+namespace detail {
+
+// What the select engine needs from a case; every case type implements it.
+class select_case {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // The lock of the case's channel, nullptr for on_after.
+  virtual spinlock* lock() const noexcept = 0;
+  // With every lock held: could the case complete now?
+  virtual bool ready_locked(clock::time_point now) const noexcept = 0;
+  // With every lock held: completes the case. False if it turned out not ready
+  // (the partner it counted on was stopped meanwhile). A returned `partner`
+  // must be fired once the locks are released.
+  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  // With every lock held: queues the case's node for `w`.
+  virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
+  // After waiting: removes the node if still queued (takes the lock).
+  virtual void dequeue() noexcept = 0;
+  // After the case fired, outside every lock: runs its callback.
+  virtual void finish() = 0;
+  // on_after's deadline; max for channel cases.
+  virtual clock::time_point deadline() const noexcept { return clock::time_point::max(); }
+
+  bool enabled = true;
+
+ protected:
+  ~select_case() = default;
+};
+
+template <class T>
+concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>>;
+
+// The callback of a receive case without one: the value stays in the case.
+struct keep_value {};
+
+// A fast per-thread generator for the random choice among ready cases.
+inline std::uint64_t random_next() noexcept {
+  thread_local std::uint64_t state = [] {
+    std::uint64_t seed = reinterpret_cast<std::uintptr_t>(&state) ^
+                         static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
+    return seed | 1;
+  }();
+  state ^= state << 13;  // xorshift64
+  state ^= state >> 7;
+  state ^= state << 17;
+  return state;
+}
+
+// The distinct channel locks of a select, in address order: locking every
+// select's channels in one global order is what makes it deadlock-free.
+template <std::size_t Inline>
+class lock_set {
+ public:
+  template <class At>
+  lock_set(std::size_t n, At at) {
+    spinlock** out = inline_.data();
+    if (n > Inline) {
+      heap_.resize(n);
+      out = heap_.data();
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) out[size_++] = c.lock();
+    }
+    std::sort(out, out + size_, std::less<spinlock*>());
+    size_ = static_cast<std::size_t>(std::unique(out, out + size_) - out);
+    locks_ = out;
+  }
+  void lock() noexcept {
+    for (std::size_t i = 0; i < size_; ++i)
+      locks_[i]->lock();
+  }
+  void unlock() noexcept {
+    for (std::size_t i = size_; i-- > 0;)
+      locks_[i]->unlock();
+  }
+
+ private:
+  std::array<spinlock*, Inline> inline_{};
+  std::vector<spinlock*> heap_;
+  spinlock** locks_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+enum class select_mode { random, biased, nonblocking };
+
+// The engine: Go's select. Poll every enabled case under all locks; complete
+// one ready case, or queue a node in every channel and wait for a partner, a
+// stop or the earliest on_after deadline.
+template <std::size_t Inline, class At>
+std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
+                                      const std::stop_token& token) {
+  using clock = select_case::clock;
+  constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+  lock_set<Inline> locks(n, at);
+  clock::time_point deadline = clock::time_point::max();
+  std::size_t deadline_case = none;
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.deadline() < deadline) {
+      deadline = c.deadline();
+      deadline_case = i;
+    }
+  }
+  for (;;) {
+    locks.lock();
+    const clock::time_point now =
+        deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
+    std::size_t chosen = none;
+    std::uint64_t ready = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const select_case& c = at(i);
+      if (!c.enabled || !c.ready_locked(now)) continue;
+      if (mode != select_mode::random) {
+        chosen = i;
+        break;
+      }
+      // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
+      if (random_next() % ++ready == 0) chosen = i;
+    }
+    if (chosen != none) {
+      wait_node* partner = nullptr;
+      const bool done = at(chosen).complete_locked(partner);
+      locks.unlock();
+      if (partner != nullptr) partner->owner->fire(partner->index);
+      if (!done) continue;
+      at(chosen).finish();
+      return chosen;
+    }
+    if (mode == select_mode::nonblocking) {
+      locks.unlock();
+      return std::nullopt;
+    }
+    if (token.stop_requested()) {
+      locks.unlock();
+      throw_cancelled(token);
+    }
+    waiter w;
+    for (std::size_t i = 0; i < n; ++i) {
+      select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
+    }
+    locks.unlock();
+    waiter::outcome o;
+    {
+      blocked_scope blocked("select");
+      o = w.wait(token, deadline);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) c.dequeue();
+    }
+    switch (o) {
+      case waiter::outcome::fired: {
+        const std::size_t k = w.fired_index();
+        at(k).finish();
+        return k;
+      }
+      case waiter::outcome::timed_out:
+        at(deadline_case).finish();
+        return deadline_case;
+      case waiter::outcome::stopped:
+        break;
+    }
+    throw_cancelled(token);
+  }
+}
+
+template <class... Cases>
+std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
+                                       Cases&... cases) {
+  std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
+  return run_select < sizeof...(Cases) == 0
+             ? 1
+             : sizeof...(Cases) > (
+                                      all.size(),
+                                      [&](std::size_t i) -> select_case& { return *all[i]; }, mode,
+                                      token);
+}
+
+template <class R>
+std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
+  auto first = std::ranges::begin(cases);
+  return run_select<64>(
+      static_cast<std::size_t>(std::ranges::size(cases)),
+      [&](std::size_t i) -> select_case& {
+        return first[static_cast<std::ranges::range_difference_t<R>>(i)];
+      },
+      mode, token);
+}
+
+template <class R>
+concept select_case_range = std::ranges::random_access_range<R> && std::ranges::sized_range<R> &&
+    select_case_type<std::ranges::range_value_t<R>>;
+
+}  // namespace detail
+
+// Base of the case types: `.when(false)` disables a case (Go's nil channel).
+template <class Derived>
+class case_base : public detail::select_case {
+ public:
+  Derived& when(bool enabled_) & noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&>(*this);
+  }
+  Derived&& when(bool enabled_) && noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&&>(*this);
+  }
+};
+
+// A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
+// and drained) or nothing; without fn the value stays in the case (take()).
+template <class T, class F = detail::keep_value>
+class recv_case final : public case_base<recv_case<T, F>> {
+ public:
+  recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
+
+  // The value received when this case fired (nullopt: closed); moves it out.
+  std::optional<T> take() noexcept { return std::move(value_); }
+
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::recv_ready_locked(*channel_);
+  }
+  bool complete_locked(detail::wait_node*& partner) noexcept override {
+    value_.reset();
+    return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    value_.reset();
+    node_ = detail::wait_node{&w, index, &value_};
+    access::recv_queue(*channel_).push_back(&node_);
+  }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::recv_queue(*channel_), node_);
+  }
+  void finish() override {
+    if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
+      std::invoke(fn_, std::move(value_));
+    } else if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
+    }
+  }
+
+  channel<T>* channel_;
+  F fn_;
+  std::optional<T> value_;
+  detail::wait_node node_;
+};
+
+// A send case: on_send(ch, value, fn). A non-const lvalue `value` of type T is
+// referenced and moved from only if this case is chosen; anything else is
+// stored in the case (Stored is T& or T).
+template <class T, class Stored, class F>
+class send_case final : public case_base<send_case<T, Stored, F>> {
+ public:
+  template <class V>
+  send_case(channel<T>& ch, V&& value, F fn)
+      : channel_(&ch), value_(std::forward<V>(value)), fn_(std::move(fn)) {}
+
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
+
+  T& item() noexcept { return value_; }
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::send_ready_locked(*channel_);
+  }
+  bool complete_locked(detail::wait_node*& partner) noexcept override {
+    const channel_status st = access::send_locked(*channel_, item(), partner);
+    closed_ = st == channel_status::closed;
+    return st != channel_status::full;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    node_ = detail::wait_node{&w, index, &item()};
+    access::send_queue(*channel_).push_back(&node_);
+  }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::send_queue(*channel_), node_);
+  }
+  void finish() override {
+    if (closed_ || node_.closed) throw channel_closed();
+    std::invoke(fn_);
+  }
+
+  channel<T>* channel_;
+  Stored value_;  // T&: the caller's object; T: owned
+  F fn_;
+  bool closed_ = false;
+  detail::wait_node node_;
+};
+
+// A timeout case: fires when nothing else did within the duration. Arms no
+// timer; the select's own wait carries the deadline.
+template <class F>
+class after_case final : public case_base<after_case<F>> {
+ public:
+  after_case(std::chrono::steady_clock::time_point deadline, F fn)
+      : deadline_(deadline), fn_(std::move(fn)) {}
+
+ private:
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return nullptr; }
+  bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
+  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
+  void dequeue() noexcept override {}
+  void finish() override { std::invoke(fn_); }
+  clock::time_point deadline() const noexcept override { return deadline_; }
+
+  clock::time_point deadline_;
+  F fn_;
+};
+
+// A receive case on `ch`; fn(std::optional<T>) or fn() runs if it is chosen.
+template <class T, class F>
+recv_case<T, F> on_recv(channel<T>& ch, F fn) {
+  return recv_case<T, F>(ch, std::move(fn));
+}
+// A receive case without callback: read the value with take().
+template <class T>
+recv_case<T> on_recv(channel<T>& ch) {
+  return recv_case<T>(ch, detail::keep_value{});
+}
+
+// A send case of `value` on `ch`; fn() runs if it is chosen.
+template <class T, class V, class F>
+requires std::is_constructible_v<T, V&&>
+auto on_send(channel<T>& ch, V&& value, F fn) {
+  using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
+  return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
+}
+
+// A case that fires after `d` if nothing else fired first.
+template <class Rep, class Period, class F>
+after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
+  return after_case<F>(detail::deadline_after(d), std::move(fn));
+}
+
+// Waits until one case can proceed, completes it, runs its callback and
+// returns its index; random among ready cases. Blocks; cancellable; throws
+// cancelled, channel_closed (a chosen send on a closed channel).
+template <detail::select_case_type... Cases>
+std::size_t select(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::random, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select(Cases&&... cases) {
+  return select(this_task::stop_token(), cases...);
+}
+
+// select, but the first ready case in argument order wins (priorities).
+template <detail::select_case_type... Cases>
+std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::biased, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select_biased(Cases&&... cases) {
+  return select_biased(this_task::stop_token(), cases...);
+}
+
+// Completes a ready case if there is one (random among them) and returns its
+// index; nullopt if none was ready (Go's default). Never blocks.
+template <detail::select_case_type... Cases>
+std::optional<std::size_t> try_select(Cases&&... cases) {
+  return detail::select_pack(detail::select_mode::nonblocking, std::stop_token(), cases...);
+}
+
+// The dynamic forms, over a random-access range of cases of one type.
+template <detail::select_case_range R>
+std::size_t select(const std::stop_token& token, R&& cases) {
+  return *detail::select_range(detail::select_mode::random, token, cases);
+}
+template <detail::select_case_range R>
+std::size_t select(R&& cases) {
+  return select(this_task::stop_token(), cases);
+}
+template <detail::select_case_range R>
+std::optional<std::size_t> try_select(R&& cases) {
+  return detail::select_range(detail::select_mode::nonblocking, std::stop_token(), cases);
+}
+
+}  // namespace leash::inline v0

@@ -1,0 +1,52 @@
+// Test support: wait until tasks are parked in a given leash call.
+//
+// Orders events without sleeping: a test that must know "the sender is now
+// blocked in send" polls leash::live_tasks(), which every blocking leash call
+// updates. Yields between polls; gives up (and fails the test) after 30 s.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <leash/leak_check.hpp>
+#include <string>
+#include <thread>
+
+namespace leash_test {
+
+// Number of live tasks currently blocked in `what` ("channel::send", ...).
+inline std::size_t blocked_in(const std::string& what) {
+  std::size_t n = 0;
+  for (const auto& t : leash::live_tasks()) {
+    if (t.blocked_in != nullptr && what == t.blocked_in) ++n;
+  }
+  return n;
+}
+
+// Waits until at least `count` live tasks are blocked in `what`.
+inline void wait_blocked(const std::string& what, std::size_t count = 1) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (blocked_in(what) < count) {
+    if (std::chrono::steady_clock::now() > give_up) FAIL("tasks never blocked in " << what);
+    std::this_thread::yield();
+  }
+}
+
+// Scales a stress test's iteration count down under sanitizers, which slow
+// threads 5-20x; the interleavings they check stay the same.
+constexpr long scaled(long n) {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  return n / 10;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+  return n / 10;
+#else
+  return n;
+#endif
+#else
+  return n;
+#endif
+}
+
+}  // namespace leash_test
