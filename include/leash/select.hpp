@@ -119,7 +119,12 @@ class lock_set {
       const select_case& c = at(i);
       if (c.enabled && c.lock() != nullptr) out[size_++] = c.lock();
     }
-    std::sort(out, out + size_, std::less<spinlock*>());
+    // Insertion sort: a select has a handful of channels, usually two or three.
+    std::less<spinlock*> before;
+    for (std::size_t i = 1; i < size_; ++i) {
+      for (std::size_t j = i; j > 0 && before(out[j], out[j - 1]); --j)
+        std::swap(out[j], out[j - 1]);
+    }
     size_ = static_cast<std::size_t>(std::unique(out, out + size_) - out);
     locks_ = out;
   }
@@ -390,7 +395,7 @@ recv_case<T> on_recv(channel<T>& ch) {
 
 // A send case of `value` on `ch`; fn() runs if it is chosen.
 template <class T, class V, class F>
-requires std::is_constructible_v<T, V&&>
+  requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
 auto on_send(channel<T>& ch, V&& value, F fn) {
   using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
   return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));

@@ -1,0 +1,195 @@
+// bench_channels: channel throughput beside Go (tests/bench/go/channels.go)
+// and a plain std::mutex + std::condition_variable bounded queue.
+//
+//   chan_pingpong     unbuffered, two tasks, round trips     ns per round trip
+//   chan_spsc         cap 1024, one producer, one consumer   ns per item
+//   chan_mpsc         cap 1024, 4 producers, 1 consumer      ns per item
+//   chan_mpmc_cN      4 producers x 4 consumers, cap N       ns per item
+//   chan_select2      2 producers into cap-1024 channels, one consumer selecting over both
+//
+// Every worker is started and has moved a few values before the clock starts.
+// Prints wall ns and CPU (user+sys of the process) ns per operation, median of
+// -runs runs. Flags: -n items (200000), -runs (5), -pinned 1 (only tags the
+// scenario names: run.sh runs the binary under `taskset -c 0` for that).
+#include <condition_variable>
+#include <functional>
+#include <latch>
+#include <leash.hpp>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.hpp"
+
+namespace {
+
+// The baseline: what one writes with the standard library alone.
+template <class T>
+class mutex_queue {
+ public:
+  explicit mutex_queue(std::size_t capacity) : capacity_(capacity == 0 ? 1 : capacity) {
+    ring_.resize(capacity_);
+  }
+  void send(T v) {
+    std::unique_lock lock(mutex_);
+    not_full_.wait(lock, [&] { return count_ < capacity_; });
+    ring_[(head_ + count_++) % capacity_] = std::move(v);
+    not_empty_.notify_one();
+  }
+  std::optional<T> recv() {
+    std::unique_lock lock(mutex_);
+    not_empty_.wait(lock, [&] { return count_ > 0; });
+    T v = std::move(ring_[head_]);
+    head_ = (head_ + 1) % capacity_;
+    --count_;
+    not_full_.notify_one();
+    return v;
+  }
+
+ private:
+  std::size_t capacity_;
+  std::vector<T> ring_;
+  std::size_t head_ = 0, count_ = 0;
+  std::mutex mutex_;
+  std::condition_variable not_empty_, not_full_;
+};
+
+struct result {
+  double wall_ns, cpu_ns;
+};
+
+// Runs `workers` bodies on their own threads: each warms up, then all wait for
+// the start signal; the clock runs from the signal until every body returned.
+result timed(const std::vector<std::function<void()>>& warm,
+             const std::vector<std::function<void()>>& work, long ops) {
+  std::latch ready(static_cast<std::ptrdiff_t>(work.size()) + 1);
+  std::latch go(1);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < work.size(); ++i) {
+    threads.emplace_back([&, i] {
+      if (warm[i]) warm[i]();
+      ready.count_down();
+      go.wait();
+      work[i]();
+    });
+  }
+  ready.arrive_and_wait();
+  const double c0 = bench::cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  go.count_down();
+  for (auto& t : threads)
+    t.join();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {wall * 1e9 / static_cast<double>(ops),
+          (bench::cpu_seconds() - c0) * 1e9 / static_cast<double>(ops)};
+}
+
+template <class Run>
+void report(const std::string& scenario, const char* impl, long runs, Run run) {
+  std::vector<double> wall, cpu;
+  for (long r = 0; r < runs; ++r) {
+    const result x = run();
+    wall.push_back(x.wall_ns);
+    cpu.push_back(x.cpu_ns);
+  }
+  std::printf("BENCH %s %s ns_per_op=%.1f cpu_ns_per_op=%.1f runs=%ld\n", scenario.c_str(), impl,
+              bench::median(wall), bench::median(cpu), runs);
+  std::fflush(stdout);
+}
+
+constexpr long warm_items = 1000;
+
+// P producers and C consumers moving n items through one queue of type Q.
+template <class Q>
+result producers_consumers(std::size_t capacity, int producers, int consumers, long n) {
+  Q q(capacity);
+  std::vector<std::function<void()>> warm, work;
+  const long per_producer = n / producers, per_consumer = n / consumers;
+  for (int p = 0; p < producers; ++p) {
+    warm.push_back([&] {
+      for (long i = 0; i < warm_items / producers; ++i)
+        q.send(i);
+    });
+    work.push_back([&, per_producer] {
+      for (long i = 0; i < per_producer; ++i)
+        q.send(i);
+    });
+  }
+  for (int c = 0; c < consumers; ++c) {
+    warm.push_back([&] {
+      for (long i = 0; i < warm_items / consumers; ++i)
+        q.recv();
+    });
+    work.push_back([&, per_consumer] {
+      for (long i = 0; i < per_consumer; ++i)
+        q.recv();
+    });
+  }
+  return timed(warm, work, per_producer * producers);
+}
+
+template <class Q>
+result pingpong(long n) {
+  Q ping(0), pong(0);
+  auto a = [&](long k) {
+    for (long i = 0; i < k; ++i) {
+      ping.send(i);
+      pong.recv();
+    }
+  };
+  auto b = [&](long k) {
+    for (long i = 0; i < k; ++i)
+      pong.send(*ping.recv());
+  };
+  return timed({[&] { a(warm_items); }, [&] { b(warm_items); }}, {[&] { a(n); }, [&] { b(n); }},
+               n);
+}
+
+result select2(long n) {
+  leash::channel<long> a(1024), b(1024);
+  auto produce = [](leash::channel<long>& ch, long k) {
+    for (long i = 0; i < k; ++i)
+      ch.send(i);
+  };
+  auto consume = [&](long k) {
+    long sum = 0;
+    auto take = [&](std::optional<long> v) { sum += *v; };
+    for (long i = 0; i < k; ++i)
+      leash::select(leash::on_recv(a, take), leash::on_recv(b, take));
+  };
+  return timed({[&] { produce(a, warm_items); }, [&] { produce(b, warm_items); },
+                [&] { consume(2 * warm_items); }},
+               {[&] { produce(a, n / 2); }, [&] { produce(b, n / 2); }, [&] { consume(n); }}, n);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long n = bench::flag(argc, argv, "-n", 200'000);
+  const long runs = bench::flag(argc, argv, "-runs", 5);
+  const std::string tag = bench::flag(argc, argv, "-pinned", 0) != 0 ? "_pinned" : "";
+  using leash_q = leash::channel<long>;
+  using std_q = mutex_queue<long>;
+
+  report("chan_pingpong" + tag, "leash", runs, [&] { return pingpong<leash_q>(n / 4); });
+  report("chan_pingpong" + tag, "mutex_cv", runs, [&] { return pingpong<std_q>(n / 40); });
+  report("chan_spsc" + tag, "leash", runs,
+         [&] { return producers_consumers<leash_q>(1024, 1, 1, n); });
+  report("chan_spsc" + tag, "mutex_cv", runs,
+         [&] { return producers_consumers<std_q>(1024, 1, 1, n); });
+  report("chan_mpsc" + tag, "leash", runs,
+         [&] { return producers_consumers<leash_q>(1024, 4, 1, n); });
+  report("chan_mpsc" + tag, "mutex_cv", runs,
+         [&] { return producers_consumers<std_q>(1024, 4, 1, n); });
+  for (std::size_t cap : {0, 1, 1024}) {
+    const std::string name = "chan_mpmc_c" + std::to_string(cap) + tag;
+    report(name, "leash", runs, [&] { return producers_consumers<leash_q>(cap, 4, 4, n); });
+    if (cap != 0) {
+      report(name, "mutex_cv", runs, [&] { return producers_consumers<std_q>(cap, 4, 4, n / 4); });
+    }
+  }
+  report("chan_select2" + tag, "leash", runs, [&] { return select2(n); });
+  return 0;
+}
