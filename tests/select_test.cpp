@@ -40,8 +40,8 @@ TEST_CASE("a losing send case's value is not moved, and its channel is untouched
   full.send(std::make_unique<int>(0));
   auto mine = std::make_unique<int>(1);
   auto other = std::make_unique<int>(2);
-  const std::size_t k = leash::select(leash::on_send(full, mine, ignore),
-                                      leash::on_send(open, other, ignore));
+  const std::size_t k =
+      leash::select(leash::on_send(full, mine, ignore), leash::on_send(open, other, ignore));
   CHECK(k == 1);
   REQUIRE(mine != nullptr);  // lost: still ours
   CHECK(*mine == 1);
@@ -125,9 +125,8 @@ TEST_CASE("closing a channel wakes a select blocked on it") {
   leash::run_nursery([&](leash::nursery& n) {
     n.spawn([&] {
       bool got_nullopt = false;
-      CHECK(leash::select(leash::on_recv(a, ignore), leash::on_recv(b, [&](std::optional<int> v) {
-              got_nullopt = !v;
-            })) == 1);
+      CHECK(leash::select(leash::on_recv(a, ignore),
+                          leash::on_recv(b, [&](std::optional<int> v) { got_nullopt = !v; })) == 1);
       CHECK(got_nullopt);
     });
     n.spawn([&] {
@@ -172,9 +171,7 @@ TEST_CASE("the same channel may appear twice") {
   CHECK(got == (k == 0 ? 1 : 10));
   CHECK(a.size() == 0);
   leash::run_nursery([&](leash::nursery& n) {
-    n.spawn([&] {
-      leash::select(leash::on_recv(a, ignore), leash::on_recv(a, ignore));
-    });
+    n.spawn([&] { leash::select(leash::on_recv(a, ignore), leash::on_recv(a, ignore)); });
     wait_blocked("select");
     a.send(5);  // one partner, matched once, though queued twice
   });
@@ -218,7 +215,8 @@ TEST_CASE("a blocked select is cancelled by its nursery and by an explicit token
     source.request_stop();
   });
   CHECK_THROWS_AS(
-      leash::fail_after(10ms, [&] { leash::select(leash::on_recv(a, ignore), leash::on_recv(b, ignore)); }),
+      leash::fail_after(
+          10ms, [&] { leash::select(leash::on_recv(a, ignore), leash::on_recv(b, ignore)); }),
       leash::deadline_exceeded);
   // Nothing was left queued: a plain send still finds no receiver.
   CHECK(a.try_send(1) == channel_status::full);

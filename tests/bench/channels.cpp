@@ -143,8 +143,7 @@ result pingpong(long n) {
     for (long i = 0; i < k; ++i)
       pong.send(*ping.recv());
   };
-  return timed({[&] { a(warm_items); }, [&] { b(warm_items); }}, {[&] { a(n); }, [&] { b(n); }},
-               n);
+  return timed({[&] { a(warm_items); }, [&] { b(warm_items); }}, {[&] { a(n); }, [&] { b(n); }}, n);
 }
 
 result select2(long n) {

@@ -21,7 +21,18 @@ SCENARIOS=(
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"
   "must_close      bench_must_close      -                  ns_per_op                      ratio"
   "http_keepalive  bench_http_keepalive  http_keepalive.go  req_per_s                      side"
+  "chan_pingpong   bench_channels        channels.go        ns_per_op                      ratio pin"
+  "chan_spsc       -                     -                  ns_per_op                      ratio"
+  "chan_mpsc       -                     -                  ns_per_op                      ratio"
+  "chan_mpmc_c0    -                     -                  ns_per_op                      ratio"
+  "chan_mpmc_c1    -                     -                  ns_per_op                      ratio"
+  "chan_mpmc_c1024 -                     -                  ns_per_op                      ratio"
+  "chan_select2    -                     -                  ns_per_op                      ratio"
 )
+# A "-" binary or Go file: the scenario's lines come from the row above that
+# runs it. "pin" in a sixth column: run that row's programs a second time
+# pinned to one CPU (taskset -c 0, flag -pinned 1), so that a spin phase that
+# burns a shared CPU shows up (scenario names get "_pinned").
 TIMEOUT=300 # seconds, per program
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -96,11 +107,14 @@ run() {
 
 [[ -z $GO ]] && echo "go not installed: apt-get install golang-go to compare"
 for row in "${SCENARIOS[@]}"; do
-  read -r _ cpp go_file _ <<<"$row"
+  read -r _ cpp go_file _ _ pin <<<"$row"
   # A top-level build puts the benchmarks in tests/bench/; accept both.
   [[ -x $build_dir/tests/bench/$cpp ]] && cpp=tests/bench/$cpp
-  if [[ -x $build_dir/$cpp ]]; then
+  if [[ $cpp == - ]]; then
+    :
+  elif [[ -x $build_dir/$cpp ]]; then
     run "$cpp" "$build_dir/$cpp"
+    [[ $pin == pin ]] && run "$cpp (pinned)" taskset -c 0 "$build_dir/$cpp" -pinned 1
   else
     echo "SKIP: $build_dir/$cpp not built" >&2
   fi
@@ -111,6 +125,7 @@ for row in "${SCENARIOS[@]}"; do
     bin=$go_tmp/${go_file%.go}
     if timeout "$TIMEOUT" "$GO" build -o "$bin" "$go_dir/$go_file"; then
       run "go/$go_file" "$bin"
+      [[ $pin == pin ]] && run "go/$go_file (pinned)" taskset -c 0 "$bin" -pinned 1
     else
       echo "NOTE: go build $go_file failed" >&2
     fi
@@ -150,6 +165,8 @@ printf '%s\n' "${SCENARIOS[@]}" | awk '
         split(rows[s, r], k, SUBSEP)
         printf "| %s | %s | %s |\n", k[1], k[2], val[s, k[1], k[2]]
       }
+      base_s = s; sub(/_pinned$/, "", base_s)  # a pinned run compares like its unpinned row
+      if (!(s in primary) && (base_s in primary)) { primary[s] = primary[base_s]; mode[s] = mode[base_s] }
       if (!(s in primary)) continue
       p = primary[s]
       base = metric(s, "leash", p)

@@ -143,6 +143,19 @@ class usage_error : public error {
   using error::error;
 };
 
+// A body read after the body was closed, or while another thread closed it
+// (the read is woken and fails with this instead of blocking).
+class body_closed : public error {
+ public:
+  using error::error;
+};
+
+// body::read_all found more bytes than its max_bytes; the body is closed.
+class body_too_large : public error {
+ public:
+  using error::error;
+};
+
 // Why a stop token was stopped. The first reason wins and is never overwritten.
 enum class stop_reason {
   none,               // not stopped
@@ -227,6 +240,13 @@ class cancelled : public error {
 class deadline_exceeded : public cancelled {
  public:
   using cancelled::cancelled;
+};
+
+// A send on a closed channel (or a chosen select send case whose channel is
+// closed). The value passed to send stays the caller's: it was not moved.
+class channel_closed : public error {
+ public:
+  channel_closed() : error("leash::channel: send on closed channel") {}
 };
 
 // A failure nobody read: a supervisor task's exception never fetched through
@@ -1121,279 +1141,82 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 }
 
 }  // namespace leash::inline v0
-// ---- leash/leak_check.hpp ----
-// leash/leak_check.hpp: goleak for leash.
-// Prevents: leaks found only by comparing runtime.NumGoroutine() before and
-// after, or never.
+// ---- leash/channel.hpp ----
+// leash/channel.hpp: a closable MPMC channel, Go's chan for OS threads.
+// Prevents: goroutines blocked forever on a channel nobody will serve (every
+// blocking call here is cancellable by its scope).
 //
-//   leash::leak_check guard;             // baseline: what is alive now
-//   run_the_code_under_test();
-//   std::string report = guard.verify(); // waits up to 1 s; "" when clean
-//   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
+//   leash::channel<std::string> ch(16);   // capacity 0: unbuffered rendezvous
+//   leash::run_nursery([&](leash::nursery& n) {
+//     n.spawn([&] {
+//       for (auto& line : lines) ch.send(line);
+//       ch.close();                         // receivers drain, then see the end
+//     });
+//     for (std::string& line : ch) use(line);
+//   });
 //
-// The baseline is a set of ids, not a count, so one leak cannot hide behind
-// another object ending. Idle runtime threads are not leaks (runtime::stats()
-// reports them).
+//   state              send / try_send            recv / try_recv            close()
+//   open, values       buffers or hands off       takes the oldest value     -> closed; true
+//   open, empty        waits for room / receiver  waits for a value          -> closed; true
+//   closed, values     throws channel_closed      takes the oldest value     false
+//   closed, drained    throws channel_closed      nullopt (status closed)    false
 //
-// Guarantees. Blocks: verify() only, on a condition variable woken by every
-// task end, for at most the grace period. Thread-safe: any number of checks
-// may live at once, on any threads.
-
-#include <algorithm>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <map>
-#include <set>
-#include <string>
-#include <tuple>
-#include <vector>
-
-
-namespace leash::inline v0 {
-
-// One running task, as listed by live_tasks().
-struct live_task {
-  std::uint64_t id = 0;
-  std::string name;
-  source_location site;  // where it was spawned
-  std::uint64_t nursery_id = 0;
-  std::string nursery;  // the nursery's name
-  source_location nursery_site;
-  std::size_t depth = 0;             // 0: its nursery is not inside another task
-  const char* blocked_in = nullptr;  // the leash call it blocks in, or nullptr
-  std::chrono::steady_clock::duration blocked_for{};
-  std::chrono::steady_clock::duration age{};
-};
-
-namespace detail {
-
-inline std::string describe_duration(std::chrono::steady_clock::duration d) {
-  const double s = std::chrono::duration<double>(d).count();
-  char buf[32];
-  if (s < 1.0) {
-    std::snprintf(buf, sizeof buf, "%.0fms", s * 1000);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.1fs", s);
-  }
-  return buf;
-}
-
-inline std::string describe_task(const live_task& t) {
-  std::string s = "task";
-  if (!t.name.empty()) s += " \"" + t.name + "\"";
-  s += " spawned at " + to_string(t.site);
-  if (t.blocked_in != nullptr) {
-    s += std::string(", blocked in ") + t.blocked_in + " for " + describe_duration(t.blocked_for);
-  } else {
-    s += ", running for " + describe_duration(t.age);
-  }
-  return s;
-}
-
-// Flattens nursery snapshots into tasks in tree order: each task is followed
-// by the tasks of nurseries opened inside it.
-inline std::vector<live_task> task_tree(const std::vector<nursery_snapshot>& nurseries) {
-  std::map<std::uint64_t, std::vector<const nursery_snapshot*>> children;  // by parent task
-  std::set<std::uint64_t> live_ids;
-  for (const auto& n : nurseries) {
-    for (const auto& t : n.tasks)
-      live_ids.insert(t.id);
-  }
-  std::vector<const nursery_snapshot*> roots;
-  for (const auto& n : nurseries) {
-    if (live_ids.count(n.parent_task) != 0) {
-      children[n.parent_task].push_back(&n);
-    } else {
-      roots.push_back(&n);
-    }
-  }
-  std::vector<live_task> out;
-  auto visit = [&](auto& self, const nursery_snapshot& n, std::size_t depth) -> void {
-    for (const auto& t : n.tasks) {
-      out.push_back(
-          {t.id, t.name, t.site, n.id, n.name, n.site, depth, t.blocked_in, t.blocked_for, t.age});
-      for (const nursery_snapshot* c : children[t.id])
-        self(self, *c, depth + 1);
-    }
-  };
-  // Oldest nursery first: the registry lists the newest first.
-  for (auto it = roots.rbegin(); it != roots.rend(); ++it)
-    visit(visit, **it, 0);
-  return out;
-}
-
-}  // namespace detail
-
-// Every running task of every nursery, in tree order (see live_task::depth).
-inline std::vector<live_task> live_tasks() {
-  return detail::task_tree(detail::registry::instance().snapshot());
-}
-
-// Renders live_tasks() as an indented tree, one line per nursery and task.
-inline std::string to_string(const std::vector<live_task>& tasks) {
-  std::string out;
-  std::uint64_t nursery = 0;
-  for (const auto& t : tasks) {
-    const std::string indent(4 * t.depth, ' ');
-    if (t.nursery_id != nursery) {
-      nursery = t.nursery_id;
-      out += indent + "nursery";
-      if (!t.nursery.empty()) out += " \"" + t.nursery + "\"";
-      out += " opened at " + to_string(t.nursery_site) + "\n";
-    }
-    out += indent + "  " + detail::describe_task(t) + "\n";
-  }
-  return out;
-}
-
-struct leak_check_options {
-  // How long verify() waits for new tasks to end before it reports them.
-  std::chrono::milliseconds grace{1000};
-  // Tasks with one of these names are never reported.
-  std::vector<std::string> ignore_names{};
-  // Tasks spawned at a site ending with one of these ("file.cpp" or
-  // "file.cpp:42") are never reported.
-  std::vector<std::string> ignore_sites{};
-};
-
-class leak_check {
- public:
-  // Records the ids of everything alive now: the baseline.
-  [[nodiscard]] explicit leak_check(leak_check_options options = {})
-      : options_(std::move(options)) {
-    detail::registry::instance().check_started();
-    for (const auto& t : live_tasks())
-      baseline_.insert(t.id);
-  }
-  ~leak_check() { detail::registry::instance().check_ended(); }
-
-  leak_check(const leak_check&) = delete;
-  leak_check& operator=(const leak_check&) = delete;
-
-  // Waits up to the grace period until nothing outside the baseline is alive,
-  // then returns a report grouped by source line; empty when clean.
-  std::string verify() const { return verify(options_.grace); }
-  std::string verify(std::chrono::milliseconds grace) const {
-    const auto deadline = std::chrono::steady_clock::now() + grace;
-    const auto snap = detail::registry::instance().wait_until(
-        deadline, [&](const auto& s) { return leaks(detail::task_tree(s)).empty(); });
-    return report(leaks(detail::task_tree(snap)));
-  }
-
- private:
-  std::vector<live_task> leaks(const std::vector<live_task>& tasks) const {
-    std::vector<live_task> out;
-    for (const auto& t : tasks) {
-      if (baseline_.count(t.id) == 0 && !ignored(t)) out.push_back(t);
-    }
-    return out;
-  }
-
-  bool ignored(const live_task& t) const {
-    if (std::find(options_.ignore_names.begin(), options_.ignore_names.end(), t.name) !=
-        options_.ignore_names.end()) {
-      return true;
-    }
-    const std::string site = to_string(t.site);
-    const std::string file = t.site.file;
-    auto ends_with = [](const std::string& s, const std::string& suffix) {
-      return s.size() >= suffix.size() &&
-             s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
-    return std::any_of(
-        options_.ignore_sites.begin(), options_.ignore_sites.end(),
-        [&](const std::string& p) { return ends_with(site, p) || ends_with(file, p); });
-  }
-
-  static std::string report(const std::vector<live_task>& leaked) {
-    if (leaked.empty()) return {};
-    // Group by what a reader needs to find the leak: name, site, blocking call.
-    std::map<std::tuple<std::string, std::string, std::string>, std::pair<std::size_t, live_task>>
-        groups;
-    for (const auto& t : leaked) {
-      auto key = std::make_tuple(to_string(t.site), t.name, t.blocked_in ? t.blocked_in : "");
-      auto [it, fresh] = groups.try_emplace(key, 0, t);
-      ++it->second.first;
-      if (!fresh && t.blocked_for > it->second.second.blocked_for) it->second.second = t;
-    }
-    std::string out = "leash::leak_check: " + std::to_string(leaked.size()) +
-                      (leaked.size() == 1 ? " task" : " tasks") + " still running\n";
-    for (const auto& [key, group] : groups) {
-      out += "  " + std::to_string(group.first) + "x " + detail::describe_task(group.second) + "\n";
-    }
-    return out;
-  }
-
-  leak_check_options options_;
-  std::set<std::uint64_t> baseline_;  // ids alive at construction
-};
-
-}  // namespace leash::inline v0
-// ---- leash/nursery.hpp ----
-// leash/nursery.hpp: a task group that owns every thread it starts.
-// Prevents: goroutines that outlive their work (net/http's persistConn loop),
-// and a WaitGroup.Wait() that hangs forever because one backend hangs.
+// Closing wakes every blocked sender (channel_closed) and every blocked
+// receiver (nullopt: a receiver only waits when nothing is buffered).
 //
-//   leash::run_nursery({.timeout = 2s}, [&](leash::nursery& n) {
-//     auto a = n.spawn("a", [] { return fetch("a"); });   // task<std::string>
-//     n.spawn([](std::stop_token st) { poll_until(st); });
-//   });                                                     // joined here
-//
-// Model. A nursery is a cancel scope that also owns tasks. Each task runs at
-// once on a runtime thread with the nursery's token as its ambient token. No
-// task outlives its nursery: wait() and the destructor join them all. The
-// first failure cancels the others; wait() rethrows it unchanged.
-//
-//   state        spawn                   wait()                  destructor
-//   open         runs the task           joins, reports          joins, reports
-//   cancelled    task not run: its get() joins, reports          joins, reports
-//                throws cancelled
-//   waited       throws usage_error      reports again           nothing left to join
-//
-// "Reports": rethrows the first failure (unless cancel_on_failure is false),
-// else throws deadline_exceeded if the nursery's own deadline cut a task short,
-// else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
-//
-// Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
-// `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
-// wait() joins regardless (cancellation reaches the tasks through the token).
-// Throws: the first failure, cancelled / deadline_exceeded, usage_error on
-// misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
-// construct, wait and destroy on one thread, innermost scope first.
+// Guarantees. Blocks: send, recv, iteration, try_*_for. Cancelled: by the
+// ambient token (leash::this_task::stop_token()) or an explicit one; a stop
+// that races an operation already matched loses, and the value is delivered.
+// Throws: channel_closed, cancelled / deadline_exceeded. A send that throws
+// leaves the caller's value untouched. Thread-safe: every member, from any
+// number of threads. Ordering: FIFO per channel; a send happens-before the
+// recv that takes its value. Never allocates after construction.
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stop_token>
-#include <string>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
-// ---- leash/detail/task_record.hpp ----
-// leash/detail/task_record.hpp: the shared state of one spawned task.
+// ---- leash/detail/waiter.hpp ----
+// leash/detail/waiter.hpp: how a blocked channel operation or select waits.
 //
-// A record is owned jointly by its nursery (while the task runs) and by any
-// task<T> handles, through a shared_ptr. It holds the callable until the task
-// has run (then destroys it on the task's thread, so captures die promptly),
-// the outcome, and a completion flag that get() can wait on cancellably.
+// A blocked send, recv or select owns one `waiter` on its stack and queues one
+// `wait_node` per case in the channels involved. Whoever completes it (a
+// partner operation, close(), a stop request, the deadline) must first win the
+// waiter's single atomic word, so a thread waiting on several channels is
+// matched exactly once:
+//
+//   waiting --partner claims--> busy --partner moved the value--> fired(case)
+//   waiting --stop callback / deadline--> stopped / timed_out
+//
+// `busy` is only ever entered by a partner that is certain to complete (it
+// holds the channel lock and the value is ready), so there is no way back to
+// `waiting`: a stop that arrives after the claim loses, and the value is
+// delivered, never dropped.
+//
+// Waiting spins briefly, then yields, then parks on a mutex + condition
+// variable. The parked bit tells a completer that it must wake the waiter
+// under the mutex; once parked, the waiter reads its word only under that
+// mutex, so it cannot return (and free the waiter) while a completer still
+// touches it.
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
-#include <exception>
-#include <functional>
-#include <memory>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <stop_token>
-#include <type_traits>
+#include <thread>
 
 // ---- leash/detail/thread_cache.hpp ----
 // leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
@@ -1684,6 +1507,905 @@ class thread_cache {
 
 }  // namespace detail
 }  // namespace leash::inline v0
+
+namespace leash::inline v0::detail {
+
+// A test-and-test-and-set lock for the tiny critical sections of a channel
+// (a few pointer updates and one move of an element). It yields after a short
+// spin: on an oversubscribed machine the holder may be preempted, and yielding
+// lets it run instead of burning the CPU it needs.
+class spinlock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < 64) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+class waiter {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  enum class outcome { fired, stopped, timed_out };
+
+  // Partner side, under the lock of a channel where one of this waiter's
+  // nodes is queued: claims the waiter if it still waits. Only call when the
+  // operation will certainly complete; follow with fire().
+  bool try_claim() noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while ((s & status_mask) == waiting) {
+      if (state_.compare_exchange_weak(s, (s & parked_bit) | busy, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // True while nobody has claimed, stopped or timed out this waiter. A hint
+  // under a channel lock: only a stop request can change it meanwhile.
+  bool still_waiting() const noexcept {
+    return (state_.load(std::memory_order_relaxed) & status_mask) == waiting;
+  }
+
+  // Completes a claim: case `index` fired. The waiter may return (and free
+  // this object) as soon as it sees the new state, so nothing touches `this`
+  // after the final store except under the mutex, which a parked waiter needs
+  // to leave.
+  void fire(std::uint32_t index) noexcept {
+    const std::uint32_t done = fired | (index << index_shift);
+    std::uint32_t expected = busy;
+    if (state_.compare_exchange_strong(expected, done, std::memory_order_release,
+                                       std::memory_order_relaxed)) {
+      return;  // it was not parked: it sees the store while spinning
+    }
+    std::lock_guard lock(mutex_);
+    state_.store(done, std::memory_order_release);
+    cv_.notify_one();
+  }
+
+  // The index passed to fire(), once wait() returned fired.
+  std::uint32_t fired_index() const noexcept {
+    return state_.load(std::memory_order_relaxed) >> index_shift;
+  }
+
+  // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
+  // happened first wins over a stop or a deadline.
+  outcome wait(const std::stop_token& token, clock::time_point deadline) {
+    // Spin phase: the partner usually arrives within a microsecond or two on
+    // another CPU. Pauses first, then yields, so that a partner sharing this
+    // CPU gets to run (two threads pinned to one CPU must not slow each other
+    // down); then park (a futex wake costs several microseconds).
+    for (int i = 0; i < spin_rounds; ++i) {
+      const std::uint32_t s = state_.load(std::memory_order_acquire);
+      if (terminal(s)) return decode(s);
+      if (i % 8 == 0) {
+        if (token.stop_requested() && give_up(stopped)) return outcome::stopped;
+        if (deadline != clock::time_point::max() && clock::now() >= deadline &&
+            give_up(timed_out)) {
+          return outcome::timed_out;
+        }
+      }
+      if (i < pause_rounds) {
+        for (int k = 0; k < 8; ++k)
+          cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    return park(token, deadline);
+  }
+
+ private:
+  static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
+  static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
+  // About 2 µs of pauses, then a handful of yields (see wait()).
+  static constexpr int pause_rounds = 64, spin_rounds = pause_rounds + 16;
+
+  static bool terminal(std::uint32_t s) noexcept {
+    const std::uint32_t st = s & status_mask;
+    return st == fired || st == stopped || st == timed_out;
+  }
+  static outcome decode(std::uint32_t s) noexcept {
+    switch (s & status_mask) {
+      case fired:
+        return outcome::fired;
+      case stopped:
+        return outcome::stopped;
+      default:
+        return outcome::timed_out;
+    }
+  }
+
+  // waiting -> why, keeping the parked bit out (the waiter is awake).
+  bool give_up(std::uint32_t why) noexcept {
+    std::uint32_t s = state_.load(std::memory_order_relaxed);
+    while ((s & status_mask) == waiting) {
+      if (state_.compare_exchange_weak(s, why, std::memory_order_acquire,
+                                       std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  struct on_stop {
+    waiter* self;
+    void operator()() const noexcept {
+      std::lock_guard lock(self->mutex_);
+      if (self->give_up(stopped)) self->cv_.notify_one();
+    }
+  };
+
+  outcome park(const std::stop_token& token, clock::time_point deadline) {
+    std::optional<std::stop_callback<on_stop>> stop_link;
+    if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
+    std::unique_lock lock(mutex_);
+    std::uint32_t s = state_.load(std::memory_order_acquire);
+    while (!terminal(s) && (s & parked_bit) == 0) {
+      state_.compare_exchange_weak(s, s | parked_bit, std::memory_order_acq_rel);
+    }
+    while (!terminal(s = state_.load(std::memory_order_acquire))) {
+      if (deadline == clock::time_point::max()) {
+        cv_.wait(lock);
+      } else if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+        // Lost to a claim in progress? Then its fire() will wake us.
+        if (!give_up(timed_out)) deadline = clock::time_point::max();
+      }
+    }
+    lock.unlock();
+    stop_link.reset();  // waits for a running callback; it needs the mutex
+    return decode(s);
+  }
+
+  std::atomic<std::uint32_t> state_{waiting};  // status | parked bit | fired index
+  std::mutex mutex_;  // guards parking: once parked, state_ is read under it
+  std::condition_variable cv_;
+};
+
+// One case of a blocked operation, queued in one channel. Lives on the
+// waiting thread's stack (inside the case object), so queuing never allocates.
+struct wait_node {
+  waiter* owner = nullptr;
+  std::uint32_t index = 0;  // the case it stands for
+  void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
+  bool closed = false;      // completed by close(): a send fails, a receive gets nullopt
+  // Channel queue links, guarded by the channel's lock.
+  wait_node* prev = nullptr;
+  wait_node* next = nullptr;
+  bool queued = false;
+};
+
+// A FIFO of wait nodes; guarded by its channel's lock.
+class wait_queue {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  wait_node* front() const noexcept { return head_; }
+
+  void push_back(wait_node* n) noexcept {
+    n->prev = tail_;
+    n->next = nullptr;
+    if (tail_ != nullptr) {
+      tail_->next = n;
+    } else {
+      head_ = n;
+    }
+    tail_ = n;
+    n->queued = true;
+  }
+
+  void remove(wait_node* n) noexcept {
+    if (!n->queued) return;
+    if (n->prev != nullptr) {
+      n->prev->next = n->next;
+    } else {
+      head_ = n->next;
+    }
+    if (n->next != nullptr) {
+      n->next->prev = n->prev;
+    } else {
+      tail_ = n->prev;
+    }
+    n->prev = n->next = nullptr;
+    n->queued = false;
+  }
+
+  // Removes queued nodes until one can be claimed; returns it, or nullptr.
+  // Nodes that cannot be claimed belong to waiters already completed through
+  // another case, stopped or timed out: they will never be matched again.
+  wait_node* claim_front() noexcept {
+    while (wait_node* n = head_) {
+      remove(n);
+      if (n->owner->try_claim()) return n;
+    }
+    return nullptr;
+  }
+
+  // True if some queued node could still be claimed.
+  bool has_waiting() const noexcept {
+    for (wait_node* n = head_; n != nullptr; n = n->next) {
+      if (n->owner->still_waiting()) return true;
+    }
+    return false;
+  }
+
+ private:
+  wait_node* head_ = nullptr;
+  wait_node* tail_ = nullptr;
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+// What a non-blocking or timed channel operation did.
+enum class channel_status {
+  ok,       // the value was sent or received
+  full,     // try_send: no room and no receiver waiting; the value is still yours
+  empty,    // try_recv: nothing buffered and no sender waiting
+  closed,   // the channel is closed (and, for a receive, drained)
+  timeout,  // try_send_for / try_recv_for: the time ran out
+};
+
+// The outcome of try_recv / try_recv_for: a value only when status is ok.
+template <class T>
+struct recv_result {
+  channel_status status = channel_status::empty;
+  std::optional<T> value;
+  explicit operator bool() const noexcept { return status == channel_status::ok; }
+};
+
+template <class T>
+class channel;
+
+namespace detail {
+template <class T>
+struct channel_access;
+}  // namespace detail
+
+template <class T>
+class channel {
+  static_assert(std::is_nothrow_move_constructible_v<T>,
+                "leash::channel<T>: T must be nothrow move constructible (values move under the "
+                "channel's lock, and a throwing move could lose one)");
+
+ public:
+  // A channel holding up to `capacity` values; 0 makes every send a
+  // rendezvous with a receiver. Allocates the buffer once, here.
+  explicit channel(std::size_t capacity = 0)
+      : capacity_(capacity),
+        buffer_(capacity != 0 ? std::make_unique<slot[]>(capacity) : nullptr) {}
+
+  // Precondition: no operation is blocked on this channel (a blocked call
+  // would wait on freed memory); checked, and a violation terminates.
+  ~channel() {
+    if (!recv_waiters_.empty() || !send_waiters_.empty()) {
+      std::fputs("leash::channel: destroyed while a send, recv or select waits on it\n", stderr);
+      std::terminate();
+    }
+    while (count_ != 0)
+      pop();
+  }
+
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  // Sends `value`: hands it to a waiting receiver, or buffers it, or waits for
+  // either. Blocks; cancellable; throws channel_closed or cancelled, and then
+  // `value` is untouched.
+  void send(T&& value) { send(std::move(value), this_task::stop_token()); }
+  void send(T&& value, const std::stop_token& token) {
+    send_until(value, token, clock::time_point::max(), "channel::send");
+  }
+  void send(const T& value) { send(value, this_task::stop_token()); }
+  void send(const T& value, const std::stop_token& token) {
+    T copy(value);
+    send(std::move(copy), token);
+  }
+
+  // Receives the oldest value; nullopt once the channel is closed and drained.
+  // Blocks; cancellable; throws cancelled.
+  std::optional<T> recv() { return recv(this_task::stop_token()); }
+  std::optional<T> recv(const std::stop_token& token) {
+    std::optional<T> out;
+    recv_until(out, token, clock::time_point::max(), "channel::recv");
+    return out;
+  }
+
+  // Sends only if that needs no waiting. Never blocks. Returns ok, full or
+  // closed; `value` is moved from only on ok.
+  channel_status try_send(T&& value) { return try_send_impl(value); }
+  channel_status try_send(const T& value) {
+    T copy(value);
+    return try_send_impl(copy);
+  }
+
+  // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
+  recv_result<T> try_recv() {
+    recv_result<T> r;
+    detail::wait_node* partner = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      r.status = recv_locked(r.value, partner);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (r.status == channel_status::closed) r.value.reset();
+    return r;
+  }
+
+  // send, giving up after `timeout`: ok, closed or timeout. Blocks; cancellable;
+  // throws cancelled. `value` is moved from only on ok.
+  template <class Rep, class Period>
+  channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout) {
+    return try_send_for(std::move(value), timeout, this_task::stop_token());
+  }
+  template <class Rep, class Period>
+  channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
+                              const std::stop_token& token) {
+    return send_until(value, token, detail::deadline_after(timeout), "channel::try_send_for",
+                      false);
+  }
+
+  // recv, giving up after `timeout`: status ok, closed or timeout. Blocks;
+  // cancellable; throws cancelled.
+  template <class Rep, class Period>
+  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout) {
+    return try_recv_for(timeout, this_task::stop_token());
+  }
+  template <class Rep, class Period>
+  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
+                              const std::stop_token& token) {
+    recv_result<T> r;
+    r.status = recv_until(r.value, token, detail::deadline_after(timeout), "channel::try_recv_for");
+    return r;
+  }
+
+  // Closes the channel: later sends throw channel_closed, receivers drain what
+  // is buffered and then get nullopt. Wakes every blocked sender and receiver.
+  // Returns false if it was already closed. Never blocks.
+  bool close() noexcept {
+    detail::wait_node* to_fire = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      if (closed_) return false;
+      closed_ = true;
+      // Only one queue can be non-empty, but a select may sit in both.
+      for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
+        while (detail::wait_node* n = q->claim_front()) {
+          n->closed = true;
+          n->next = to_fire;  // the node is unlinked and claimed: ours until fired
+          to_fire = n;
+        }
+      }
+    }
+    while (to_fire != nullptr) {
+      detail::wait_node* n = to_fire;
+      to_fire = n->next;  // read first: once fired, the node may be gone
+      n->owner->fire(n->index);
+    }
+    return true;
+  }
+
+  // Snapshots: true by the time they return, perhaps not a moment later.
+  std::size_t size() const noexcept {
+    std::lock_guard lock(lock_);
+    return count_;
+  }
+  std::size_t capacity() const noexcept { return capacity_; }
+  bool closed() const noexcept {
+    std::lock_guard lock(lock_);
+    return closed_;
+  }
+
+  // Input iteration: each step is a recv(); the range ends once the channel is
+  // closed and drained. Blocks; cancellable by the ambient token.
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = T*;
+    using reference = T&;
+
+    iterator() = default;
+    T& operator*() const { return *current_; }
+    T* operator->() const { return &*current_; }
+    iterator& operator++() {
+      current_ = channel_->recv();
+      if (!current_) channel_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    bool operator==(const iterator& other) const noexcept { return channel_ == other.channel_; }
+
+   private:
+    friend class channel;
+    explicit iterator(channel* c) : channel_(c) { ++*this; }
+    channel* channel_ = nullptr;  // nullptr: the end
+    mutable std::optional<T> current_;
+  };
+  iterator begin() { return iterator(this); }
+  iterator end() noexcept { return iterator(); }
+
+ private:
+  friend struct detail::channel_access<T>;
+  using clock = std::chrono::steady_clock;
+
+  // Raw storage: T need not be default-constructible.
+  struct slot {
+    alignas(T) unsigned char bytes[sizeof(T)];
+    T* get() noexcept { return std::launder(reinterpret_cast<T*>(bytes)); }
+  };
+
+  void push(T&& v) noexcept {
+    std::size_t tail = head_ + count_;
+    if (tail >= capacity_) tail -= capacity_;
+    ::new (static_cast<void*>(buffer_[tail].bytes)) T(std::move(v));
+    ++count_;
+  }
+  T pop() noexcept {
+    T* p = buffer_[head_].get();
+    T v(std::move(*p));
+    p->~T();
+    if (++head_ == capacity_) head_ = 0;
+    --count_;
+    return v;
+  }
+
+  // The rest runs with lock_ held. A returned `partner` was claimed and must
+  // be fired once the lock is released.
+
+  bool send_ready_locked() const noexcept {
+    return closed_ || count_ < capacity_ || recv_waiters_.has_waiting();
+  }
+  bool recv_ready_locked() const noexcept {
+    return count_ != 0 || closed_ || send_waiters_.has_waiting();
+  }
+
+  // ok (value moved from), closed, or full (nothing happened).
+  channel_status send_locked(T& value, detail::wait_node*& partner) noexcept {
+    if (closed_) return channel_status::closed;
+    if (detail::wait_node* r = recv_waiters_.claim_front()) {
+      static_cast<std::optional<T>*>(r->item)->emplace(std::move(value));
+      partner = r;
+      return channel_status::ok;
+    }
+    if (count_ < capacity_) {
+      push(std::move(value));
+      return channel_status::ok;
+    }
+    return channel_status::full;
+  }
+
+  // ok (out holds a value), closed (drained), or empty.
+  channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
+    if (count_ != 0) {
+      out.emplace(pop());
+      // Room was made: a blocked sender's value moves into the buffer.
+      if (detail::wait_node* s = send_waiters_.claim_front()) {
+        push(std::move(*static_cast<T*>(s->item)));
+        partner = s;
+      }
+      return channel_status::ok;
+    }
+    if (detail::wait_node* s = send_waiters_.claim_front()) {
+      out.emplace(std::move(*static_cast<T*>(s->item)));
+      partner = s;
+      return channel_status::ok;
+    }
+    return closed_ ? channel_status::closed : channel_status::empty;
+  }
+
+  channel_status try_send_impl(T& value) {
+    detail::wait_node* partner = nullptr;
+    channel_status st;
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    return st;
+  }
+
+  // Blocking send with an optional deadline. Returns ok or timeout; throws
+  // channel_closed (or returns closed when `throw_closed` is false) and
+  // cancelled.
+  channel_status send_until(T& value, const std::stop_token& token, clock::time_point deadline,
+                            const char* what, bool throw_closed = true) {
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &value};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;  // nullopt: stopped
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+      if (st == channel_status::full) st = enqueue_or_give_up(send_waiters_, node, token, deadline);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (st == channel_status::full) st = block(w, node, send_waiters_, token, deadline, what);
+    if (!st) detail::throw_cancelled(token);
+    if (*st == channel_status::closed && throw_closed) throw channel_closed();
+    return *st;
+  }
+
+  // Blocking receive into `out`. Returns ok, closed or timeout; throws cancelled.
+  channel_status recv_until(std::optional<T>& out, const std::stop_token& token,
+                            clock::time_point deadline, const char* what) {
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &out};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;  // nullopt: stopped
+    {
+      std::lock_guard lock(lock_);
+      st = recv_locked(out, partner);
+      if (st == channel_status::empty)
+        st = enqueue_or_give_up(recv_waiters_, node, token, deadline);
+    }
+    if (partner != nullptr) partner->owner->fire(partner->index);
+    if (st == channel_status::empty) st = block(w, node, recv_waiters_, token, deadline, what);
+    if (!st) detail::throw_cancelled(token);
+    return *st;
+  }
+
+  // Under the lock, for an operation that cannot complete now: a stop or an
+  // expired deadline ends it (nullopt or timeout); otherwise `node` is queued
+  // and `full`/`empty` is kept, meaning "block". Checked only here, after the
+  // attempt: readiness wins over a stop.
+  std::optional<channel_status> enqueue_or_give_up(detail::wait_queue& queue,
+                                                   detail::wait_node& node,
+                                                   const std::stop_token& token,
+                                                   clock::time_point deadline) {
+    if (token.stop_requested()) return std::nullopt;
+    if (deadline != clock::time_point::max() && deadline <= clock::now()) {
+      return channel_status::timeout;
+    }
+    queue.push_back(&node);
+    return &queue == &send_waiters_ ? channel_status::full : channel_status::empty;
+  }
+
+  // Waits for the queued `node`. Returns ok, closed (completed by close()),
+  // timeout, or nullopt when stopped; a dequeued node is never left behind.
+  std::optional<channel_status> block(detail::waiter& w, detail::wait_node& node,
+                                      detail::wait_queue& queue, const std::stop_token& token,
+                                      clock::time_point deadline, const char* what) {
+    detail::waiter::outcome o;
+    {
+      detail::blocked_scope blocked(what);
+      o = w.wait(token, deadline);
+    }
+    if (o == detail::waiter::outcome::fired) {
+      return node.closed ? channel_status::closed : channel_status::ok;
+    }
+    std::lock_guard lock(lock_);
+    queue.remove(&node);
+    if (o == detail::waiter::outcome::timed_out) return channel_status::timeout;
+    return std::nullopt;
+  }
+
+  const std::size_t capacity_;
+  std::unique_ptr<slot[]> buffer_;  // ring of capacity_ slots; the first count_ from head_ live
+
+  mutable detail::spinlock lock_;  // guards everything below
+  std::size_t head_ = 0;
+  std::size_t count_ = 0;
+  bool closed_ = false;
+  // Blocked operations. Receivers only wait while nothing is buffered and
+  // senders only while the buffer is full, so at most one queue holds plain
+  // operations; select cases may sit in both.
+  detail::wait_queue recv_waiters_;
+  detail::wait_queue send_waiters_;
+};
+
+namespace detail {
+
+// The channel internals that select's cases drive (select.hpp).
+template <class T>
+struct channel_access {
+  static spinlock& lock(channel<T>& c) noexcept { return c.lock_; }
+  static wait_queue& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
+  static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
+  static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
+  static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
+  static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
+                                    wait_node*& partner) noexcept {
+    return c.recv_locked(out, partner);
+  }
+  static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
+    return c.send_locked(value, partner);
+  }
+  static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
+    std::lock_guard lock(c.lock_);
+    q.remove(&n);
+  }
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0
+// ---- leash/leak_check.hpp ----
+// leash/leak_check.hpp: goleak for leash.
+// Prevents: leaks found only by comparing runtime.NumGoroutine() before and
+// after, or never.
+//
+//   leash::leak_check guard;             // baseline: what is alive now
+//   run_the_code_under_test();
+//   std::string report = guard.verify(); // waits up to 1 s; "" when clean
+//   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
+//
+// The baseline is a set of ids, not a count, so one leak cannot hide behind
+// another object ending. Idle runtime threads are not leaks (runtime::stats()
+// reports them).
+//
+// Guarantees. Blocks: verify() only, on a condition variable woken by every
+// task end, for at most the grace period. Thread-safe: any number of checks
+// may live at once, on any threads.
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+
+namespace leash::inline v0 {
+
+// One running task, as listed by live_tasks().
+struct live_task {
+  std::uint64_t id = 0;
+  std::string name;
+  source_location site;  // where it was spawned
+  std::uint64_t nursery_id = 0;
+  std::string nursery;  // the nursery's name
+  source_location nursery_site;
+  std::size_t depth = 0;             // 0: its nursery is not inside another task
+  const char* blocked_in = nullptr;  // the leash call it blocks in, or nullptr
+  std::chrono::steady_clock::duration blocked_for{};
+  std::chrono::steady_clock::duration age{};
+};
+
+namespace detail {
+
+inline std::string describe_duration(std::chrono::steady_clock::duration d) {
+  const double s = std::chrono::duration<double>(d).count();
+  char buf[32];
+  if (s < 1.0) {
+    std::snprintf(buf, sizeof buf, "%.0fms", s * 1000);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1fs", s);
+  }
+  return buf;
+}
+
+inline std::string describe_task(const live_task& t) {
+  std::string s = "task";
+  if (!t.name.empty()) s += " \"" + t.name + "\"";
+  s += " spawned at " + to_string(t.site);
+  if (t.blocked_in != nullptr) {
+    s += std::string(", blocked in ") + t.blocked_in + " for " + describe_duration(t.blocked_for);
+  } else {
+    s += ", running for " + describe_duration(t.age);
+  }
+  return s;
+}
+
+// Flattens nursery snapshots into tasks in tree order: each task is followed
+// by the tasks of nurseries opened inside it.
+inline std::vector<live_task> task_tree(const std::vector<nursery_snapshot>& nurseries) {
+  std::map<std::uint64_t, std::vector<const nursery_snapshot*>> children;  // by parent task
+  std::set<std::uint64_t> live_ids;
+  for (const auto& n : nurseries) {
+    for (const auto& t : n.tasks)
+      live_ids.insert(t.id);
+  }
+  std::vector<const nursery_snapshot*> roots;
+  for (const auto& n : nurseries) {
+    if (live_ids.count(n.parent_task) != 0) {
+      children[n.parent_task].push_back(&n);
+    } else {
+      roots.push_back(&n);
+    }
+  }
+  std::vector<live_task> out;
+  auto visit = [&](auto& self, const nursery_snapshot& n, std::size_t depth) -> void {
+    for (const auto& t : n.tasks) {
+      out.push_back(
+          {t.id, t.name, t.site, n.id, n.name, n.site, depth, t.blocked_in, t.blocked_for, t.age});
+      for (const nursery_snapshot* c : children[t.id])
+        self(self, *c, depth + 1);
+    }
+  };
+  // Oldest nursery first: the registry lists the newest first.
+  for (auto it = roots.rbegin(); it != roots.rend(); ++it)
+    visit(visit, **it, 0);
+  return out;
+}
+
+}  // namespace detail
+
+// Every running task of every nursery, in tree order (see live_task::depth).
+inline std::vector<live_task> live_tasks() {
+  return detail::task_tree(detail::registry::instance().snapshot());
+}
+
+// Renders live_tasks() as an indented tree, one line per nursery and task.
+inline std::string to_string(const std::vector<live_task>& tasks) {
+  std::string out;
+  std::uint64_t nursery = 0;
+  for (const auto& t : tasks) {
+    const std::string indent(4 * t.depth, ' ');
+    if (t.nursery_id != nursery) {
+      nursery = t.nursery_id;
+      out += indent + "nursery";
+      if (!t.nursery.empty()) out += " \"" + t.nursery + "\"";
+      out += " opened at " + to_string(t.nursery_site) + "\n";
+    }
+    out += indent + "  " + detail::describe_task(t) + "\n";
+  }
+  return out;
+}
+
+struct leak_check_options {
+  // How long verify() waits for new tasks to end before it reports them.
+  std::chrono::milliseconds grace{1000};
+  // Tasks with one of these names are never reported.
+  std::vector<std::string> ignore_names{};
+  // Tasks spawned at a site ending with one of these ("file.cpp" or
+  // "file.cpp:42") are never reported.
+  std::vector<std::string> ignore_sites{};
+};
+
+class leak_check {
+ public:
+  // Records the ids of everything alive now: the baseline.
+  [[nodiscard]] explicit leak_check(leak_check_options options = {})
+      : options_(std::move(options)) {
+    detail::registry::instance().check_started();
+    for (const auto& t : live_tasks())
+      baseline_.insert(t.id);
+  }
+  ~leak_check() { detail::registry::instance().check_ended(); }
+
+  leak_check(const leak_check&) = delete;
+  leak_check& operator=(const leak_check&) = delete;
+
+  // Waits up to the grace period until nothing outside the baseline is alive,
+  // then returns a report grouped by source line; empty when clean.
+  std::string verify() const { return verify(options_.grace); }
+  std::string verify(std::chrono::milliseconds grace) const {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const auto snap = detail::registry::instance().wait_until(
+        deadline, [&](const auto& s) { return leaks(detail::task_tree(s)).empty(); });
+    return report(leaks(detail::task_tree(snap)));
+  }
+
+ private:
+  std::vector<live_task> leaks(const std::vector<live_task>& tasks) const {
+    std::vector<live_task> out;
+    for (const auto& t : tasks) {
+      if (baseline_.count(t.id) == 0 && !ignored(t)) out.push_back(t);
+    }
+    return out;
+  }
+
+  bool ignored(const live_task& t) const {
+    if (std::find(options_.ignore_names.begin(), options_.ignore_names.end(), t.name) !=
+        options_.ignore_names.end()) {
+      return true;
+    }
+    const std::string site = to_string(t.site);
+    const std::string file = t.site.file;
+    auto ends_with = [](const std::string& s, const std::string& suffix) {
+      return s.size() >= suffix.size() &&
+             s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    return std::any_of(
+        options_.ignore_sites.begin(), options_.ignore_sites.end(),
+        [&](const std::string& p) { return ends_with(site, p) || ends_with(file, p); });
+  }
+
+  static std::string report(const std::vector<live_task>& leaked) {
+    if (leaked.empty()) return {};
+    // Group by what a reader needs to find the leak: name, site, blocking call.
+    std::map<std::tuple<std::string, std::string, std::string>, std::pair<std::size_t, live_task>>
+        groups;
+    for (const auto& t : leaked) {
+      auto key = std::make_tuple(to_string(t.site), t.name, t.blocked_in ? t.blocked_in : "");
+      auto [it, fresh] = groups.try_emplace(key, 0, t);
+      ++it->second.first;
+      if (!fresh && t.blocked_for > it->second.second.blocked_for) it->second.second = t;
+    }
+    std::string out = "leash::leak_check: " + std::to_string(leaked.size()) +
+                      (leaked.size() == 1 ? " task" : " tasks") + " still running\n";
+    for (const auto& [key, group] : groups) {
+      out += "  " + std::to_string(group.first) + "x " + detail::describe_task(group.second) + "\n";
+    }
+    return out;
+  }
+
+  leak_check_options options_;
+  std::set<std::uint64_t> baseline_;  // ids alive at construction
+};
+
+}  // namespace leash::inline v0
+// ---- leash/nursery.hpp ----
+// leash/nursery.hpp: a task group that owns every thread it starts.
+// Prevents: goroutines that outlive their work (net/http's persistConn loop),
+// and a WaitGroup.Wait() that hangs forever because one backend hangs.
+//
+//   leash::run_nursery({.timeout = 2s}, [&](leash::nursery& n) {
+//     auto a = n.spawn("a", [] { return fetch("a"); });   // task<std::string>
+//     n.spawn([](std::stop_token st) { poll_until(st); });
+//   });                                                     // joined here
+//
+// Model. A nursery is a cancel scope that also owns tasks. Each task runs at
+// once on a runtime thread with the nursery's token as its ambient token. No
+// task outlives its nursery: wait() and the destructor join them all. The
+// first failure cancels the others; wait() rethrows it unchanged.
+//
+//   state        spawn                   wait()                  destructor
+//   open         runs the task           joins, reports          joins, reports
+//   cancelled    task not run: its get() joins, reports          joins, reports
+//                throws cancelled
+//   waited       throws usage_error      reports again           nothing left to join
+//
+// "Reports": rethrows the first failure (unless cancel_on_failure is false),
+// else throws deadline_exceeded if the nursery's own deadline cut a task short,
+// else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
+//
+// Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
+// `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
+// wait() joins regardless (cancellation reaches the tasks through the token).
+// Throws: the first failure, cancelled / deadline_exceeded, usage_error on
+// misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
+// construct, wait and destroy on one thread, innermost scope first.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// ---- leash/detail/task_record.hpp ----
+// leash/detail/task_record.hpp: the shared state of one spawned task.
+//
+// A record is owned jointly by its nursery (while the task runs) and by any
+// task<T> handles, through a shared_ptr. It holds the callable until the task
+// has run (then destroys it on the task's thread, so captures die promptly),
+// the outcome, and a completion flag that get() can wait on cancellably.
+
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+
 
 namespace leash::inline v0 {
 class nursery;
@@ -2267,3 +2989,566 @@ inline runtime_stats stats() {
 }
 
 }  // namespace leash::inline v0::runtime
+// ---- leash/select.hpp ----
+// leash/select.hpp: wait on several channel operations at once, as Go's select.
+// Prevents: a goroutine stuck in a receive that can never be served, because
+// it could not also wait for "done" or a timeout.
+//
+//   std::size_t fired = leash::select(
+//       leash::on_recv(jobs, [&](std::optional<job> j) { if (j) run(*j); }),
+//       leash::on_send(results, r, [&] { ++sent; }),
+//       leash::on_after(100ms, [&] { idle(); }));
+//
+// Semantics (Go's):
+//   - Among the cases ready at the moment select looks, one is chosen
+//     uniformly at random (select_biased: the first in argument order). Only
+//     the chosen case has any effect; a losing send case's value is not moved.
+//   - A receive case on a closed, drained channel is ready and yields nullopt.
+//     A chosen send case on a closed channel throws channel_closed; its value
+//     stays the caller's.
+//   - `.when(false)` disables a case (Go's nil channel). A select with no
+//     enabled case blocks until cancelled.
+//   - The same channel may appear in several cases. A send and a receive case
+//     of one select never match each other.
+//   - on_after(d) fires if nothing else did within d; it arms no timer (the
+//     wait itself has the deadline), so nothing is left behind.
+//   - try_select never blocks: it returns nullopt when no case was ready
+//     (Go's default).
+//   - The callback of the chosen case runs after the operation completed,
+//     outside every lock; select returns the case's index.
+//   - select(range) takes a random-access range of cases of one type: fan-in
+//     over N channels, e.g. `std::vector<leash::recv_case<int>>` built with
+//     on_recv(ch) (no callback; read the value with take()).
+//
+// Guarantees. Blocks: select, select_biased. Cancelled: by the ambient token or
+// an explicit first argument; a case that was already matched wins over the
+// stop. Throws: cancelled, channel_closed, whatever a callback throws.
+// Allocates: nothing (the variadic form) or, for a range of more than 64
+// distinct channels, one array of lock pointers.
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <iterator>
+#include <limits>
+#include <optional>
+#include <ranges>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+
+namespace leash::inline v0 {
+namespace detail {
+
+// What the select engine needs from a case; every case type implements it.
+class select_case {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  // The lock of the case's channel, nullptr for on_after.
+  virtual spinlock* lock() const noexcept = 0;
+  // With every lock held: could the case complete now?
+  virtual bool ready_locked(clock::time_point now) const noexcept = 0;
+  // With every lock held: completes the case. False if it turned out not ready
+  // (the partner it counted on was stopped meanwhile). A returned `partner`
+  // must be fired once the locks are released.
+  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  // With every lock held: queues the case's node for `w`.
+  virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
+  // After waiting: removes the node if still queued (takes the lock).
+  virtual void dequeue() noexcept = 0;
+  // After the case fired, outside every lock: runs its callback.
+  virtual void finish() = 0;
+  // on_after's deadline; max for channel cases.
+  virtual clock::time_point deadline() const noexcept { return clock::time_point::max(); }
+
+  bool enabled = true;
+
+ protected:
+  ~select_case() = default;
+};
+
+template <class T>
+concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>>;
+
+// The callback of a receive case without one: the value stays in the case.
+struct keep_value {};
+
+// A fast per-thread generator for the random choice among ready cases.
+inline std::uint64_t random_next() noexcept {
+  thread_local std::uint64_t state = [] {
+    std::uint64_t seed = reinterpret_cast<std::uintptr_t>(&state) ^
+                         static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
+    return seed | 1;
+  }();
+  state ^= state << 13;  // xorshift64
+  state ^= state >> 7;
+  state ^= state << 17;
+  return state;
+}
+
+// The distinct channel locks of a select, in address order: locking every
+// select's channels in one global order is what makes it deadlock-free.
+template <std::size_t Inline>
+class lock_set {
+ public:
+  template <class At>
+  lock_set(std::size_t n, At at) {
+    spinlock** out = inline_.data();
+    if (n > Inline) {
+      heap_.resize(n);
+      out = heap_.data();
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) out[size_++] = c.lock();
+    }
+    // Insertion sort: a select has a handful of channels, usually two or three.
+    std::less<spinlock*> before;
+    for (std::size_t i = 1; i < size_; ++i) {
+      for (std::size_t j = i; j > 0 && before(out[j], out[j - 1]); --j)
+        std::swap(out[j], out[j - 1]);
+    }
+    size_ = static_cast<std::size_t>(std::unique(out, out + size_) - out);
+    locks_ = out;
+  }
+  void lock() noexcept {
+    for (std::size_t i = 0; i < size_; ++i)
+      locks_[i]->lock();
+  }
+  void unlock() noexcept {
+    for (std::size_t i = size_; i-- > 0;)
+      locks_[i]->unlock();
+  }
+
+ private:
+  std::array<spinlock*, Inline> inline_{};
+  std::vector<spinlock*> heap_;
+  spinlock** locks_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+enum class select_mode { random, biased, nonblocking };
+
+// The engine: Go's select. Poll every enabled case under all locks; complete
+// one ready case, or queue a node in every channel and wait for a partner, a
+// stop or the earliest on_after deadline.
+template <std::size_t Inline, class At>
+std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
+                                      const std::stop_token& token) {
+  using clock = select_case::clock;
+  constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+  lock_set<Inline> locks(n, at);
+  clock::time_point deadline = clock::time_point::max();
+  std::size_t deadline_case = none;
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.deadline() < deadline) {
+      deadline = c.deadline();
+      deadline_case = i;
+    }
+  }
+  for (;;) {
+    locks.lock();
+    const clock::time_point now =
+        deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
+    std::size_t chosen = none;
+    std::uint64_t ready = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const select_case& c = at(i);
+      if (!c.enabled || !c.ready_locked(now)) continue;
+      if (mode != select_mode::random) {
+        chosen = i;
+        break;
+      }
+      // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
+      if (random_next() % ++ready == 0) chosen = i;
+    }
+    if (chosen != none) {
+      wait_node* partner = nullptr;
+      const bool done = at(chosen).complete_locked(partner);
+      locks.unlock();
+      if (partner != nullptr) partner->owner->fire(partner->index);
+      if (!done) continue;
+      at(chosen).finish();
+      return chosen;
+    }
+    if (mode == select_mode::nonblocking) {
+      locks.unlock();
+      return std::nullopt;
+    }
+    if (token.stop_requested()) {
+      locks.unlock();
+      throw_cancelled(token);
+    }
+    waiter w;
+    for (std::size_t i = 0; i < n; ++i) {
+      select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
+    }
+    locks.unlock();
+    waiter::outcome o;
+    {
+      blocked_scope blocked("select");
+      o = w.wait(token, deadline);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) c.dequeue();
+    }
+    switch (o) {
+      case waiter::outcome::fired: {
+        const std::size_t k = w.fired_index();
+        at(k).finish();
+        return k;
+      }
+      case waiter::outcome::timed_out:
+        at(deadline_case).finish();
+        return deadline_case;
+      case waiter::outcome::stopped:
+        break;
+    }
+    throw_cancelled(token);
+  }
+}
+
+template <class... Cases>
+std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
+                                       Cases&... cases) {
+  std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
+  return run_select < sizeof...(Cases) == 0
+             ? 1
+             : sizeof...(Cases) > (
+                                      all.size(),
+                                      [&](std::size_t i) -> select_case& { return *all[i]; }, mode,
+                                      token);
+}
+
+template <class R>
+std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
+  auto first = std::ranges::begin(cases);
+  return run_select<64>(
+      static_cast<std::size_t>(std::ranges::size(cases)),
+      [&](std::size_t i) -> select_case& {
+        return first[static_cast<std::ranges::range_difference_t<R>>(i)];
+      },
+      mode, token);
+}
+
+template <class R>
+concept select_case_range = std::ranges::random_access_range<R> && std::ranges::sized_range<R> &&
+    select_case_type<std::ranges::range_value_t<R>>;
+
+}  // namespace detail
+
+// Base of the case types: `.when(false)` disables a case (Go's nil channel).
+template <class Derived>
+class case_base : public detail::select_case {
+ public:
+  Derived& when(bool enabled_) & noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&>(*this);
+  }
+  Derived&& when(bool enabled_) && noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&&>(*this);
+  }
+};
+
+// A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
+// and drained) or nothing; without fn the value stays in the case (take()).
+template <class T, class F = detail::keep_value>
+class recv_case final : public case_base<recv_case<T, F>> {
+ public:
+  recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
+
+  // The value received when this case fired (nullopt: closed); moves it out.
+  std::optional<T> take() noexcept { return std::move(value_); }
+
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::recv_ready_locked(*channel_);
+  }
+  bool complete_locked(detail::wait_node*& partner) noexcept override {
+    value_.reset();
+    return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    value_.reset();
+    node_ = detail::wait_node{&w, index, &value_};
+    access::recv_queue(*channel_).push_back(&node_);
+  }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::recv_queue(*channel_), node_);
+  }
+  void finish() override {
+    if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
+      std::invoke(fn_, std::move(value_));
+    } else if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
+    }
+  }
+
+  channel<T>* channel_;
+  F fn_;
+  std::optional<T> value_;
+  detail::wait_node node_;
+};
+
+// A send case: on_send(ch, value, fn). A non-const lvalue `value` of type T is
+// referenced and moved from only if this case is chosen; anything else is
+// stored in the case (Stored is T& or T).
+template <class T, class Stored, class F>
+class send_case final : public case_base<send_case<T, Stored, F>> {
+ public:
+  template <class V>
+  send_case(channel<T>& ch, V&& value, F fn)
+      : channel_(&ch), value_(std::forward<V>(value)), fn_(std::move(fn)) {}
+
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
+
+  T& item() noexcept { return value_; }
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::send_ready_locked(*channel_);
+  }
+  bool complete_locked(detail::wait_node*& partner) noexcept override {
+    const channel_status st = access::send_locked(*channel_, item(), partner);
+    closed_ = st == channel_status::closed;
+    return st != channel_status::full;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    node_ = detail::wait_node{&w, index, &item()};
+    access::send_queue(*channel_).push_back(&node_);
+  }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::send_queue(*channel_), node_);
+  }
+  void finish() override {
+    if (closed_ || node_.closed) throw channel_closed();
+    std::invoke(fn_);
+  }
+
+  channel<T>* channel_;
+  Stored value_;  // T&: the caller's object; T: owned
+  F fn_;
+  bool closed_ = false;
+  detail::wait_node node_;
+};
+
+// A timeout case: fires when nothing else did within the duration. Arms no
+// timer; the select's own wait carries the deadline.
+template <class F>
+class after_case final : public case_base<after_case<F>> {
+ public:
+  after_case(std::chrono::steady_clock::time_point deadline, F fn)
+      : deadline_(deadline), fn_(std::move(fn)) {}
+
+ private:
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return nullptr; }
+  bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
+  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
+  void dequeue() noexcept override {}
+  void finish() override { std::invoke(fn_); }
+  clock::time_point deadline() const noexcept override { return deadline_; }
+
+  clock::time_point deadline_;
+  F fn_;
+};
+
+// A receive case on `ch`; fn(std::optional<T>) or fn() runs if it is chosen.
+template <class T, class F>
+recv_case<T, F> on_recv(channel<T>& ch, F fn) {
+  return recv_case<T, F>(ch, std::move(fn));
+}
+// A receive case without callback: read the value with take().
+template <class T>
+recv_case<T> on_recv(channel<T>& ch) {
+  return recv_case<T>(ch, detail::keep_value{});
+}
+
+// A send case of `value` on `ch`; fn() runs if it is chosen.
+template <class T, class V, class F>
+  requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
+auto on_send(channel<T>& ch, V&& value, F fn) {
+  using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
+  return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
+}
+
+// A case that fires after `d` if nothing else fired first.
+template <class Rep, class Period, class F>
+after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
+  return after_case<F>(detail::deadline_after(d), std::move(fn));
+}
+
+// Waits until one case can proceed, completes it, runs its callback and
+// returns its index; random among ready cases. Blocks; cancellable; throws
+// cancelled, channel_closed (a chosen send on a closed channel).
+template <detail::select_case_type... Cases>
+std::size_t select(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::random, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select(Cases&&... cases) {
+  return select(this_task::stop_token(), cases...);
+}
+
+// select, but the first ready case in argument order wins (priorities).
+template <detail::select_case_type... Cases>
+std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::biased, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select_biased(Cases&&... cases) {
+  return select_biased(this_task::stop_token(), cases...);
+}
+
+// Completes a ready case if there is one (random among them) and returns its
+// index; nullopt if none was ready (Go's default). Never blocks.
+template <detail::select_case_type... Cases>
+std::optional<std::size_t> try_select(Cases&&... cases) {
+  return detail::select_pack(detail::select_mode::nonblocking, std::stop_token(), cases...);
+}
+
+// The dynamic forms, over a random-access range of cases of one type.
+template <detail::select_case_range R>
+std::size_t select(const std::stop_token& token, R&& cases) {
+  return *detail::select_range(detail::select_mode::random, token, cases);
+}
+template <detail::select_case_range R>
+std::size_t select(R&& cases) {
+  return select(this_task::stop_token(), cases);
+}
+template <detail::select_case_range R>
+std::optional<std::size_t> try_select(R&& cases) {
+  return detail::select_range(detail::select_mode::nonblocking, std::stop_token(), cases);
+}
+
+}  // namespace leash::inline v0
+// ---- leash/timer_channel.hpp ----
+// leash/timer_channel.hpp: time as a channel, Go's time.After and time.Tick.
+// Prevents: time.Tick's ticker that can never be stopped, and time.After in a
+// loop keeping a timer alive per iteration until it fires. Here both are scope
+// objects: the timer is removed when the object dies.
+//
+//   auto tick = leash::tick(100ms);
+//   auto give_up = leash::after(2s);
+//   for (bool done = false; !done;) {
+//     leash::select(leash::on_recv(tick, [&] { poll(); }),
+//                   leash::on_recv(give_up, [&] { done = true; }));
+//   }  // ~timer_channel: no timer left behind
+//
+// after(d) delivers one time point, d from now. tick(p) delivers one every p,
+// on the grid start + k*p; the channel holds one value, so a slow reader drops
+// ticks instead of queuing them (Go's behaviour). Neither is ever closed.
+//
+// Guarantees. Blocks: recv (cancellable; throws cancelled). The timer callback
+// runs on leash's shared timer thread and never blocks. Thread-safe: recv and
+// try_recv from any thread; construct and destroy on one. After the destructor
+// returns, the timer thread no longer touches the object.
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+
+
+namespace leash::inline v0 {
+
+class timer_channel final : detail::timer_client {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  ~timer_channel() {
+    detail::timer_handle h;
+    {
+      std::lock_guard lock(mutex_);
+      stopped_ = true;  // a callback running now will not re-arm
+      h = handle_;
+    }
+    detail::timer_service::instance().cancel(h);  // waits for a running callback
+  }
+  timer_channel(const timer_channel&) = delete;
+  timer_channel& operator=(const timer_channel&) = delete;
+
+  // Receives the next time point (when the timer fired). Blocks; cancellable;
+  // throws cancelled.
+  clock::time_point recv() { return recv(this_task::stop_token()); }
+  clock::time_point recv(const std::stop_token& token) { return *channel_.recv(token); }
+  // The time point if one is ready. Never blocks.
+  recv_result<clock::time_point> try_recv() { return channel_.try_recv(); }
+
+  // The underlying channel, for select (on_recv accepts the timer_channel too).
+  leash::channel<clock::time_point>& channel() noexcept { return channel_; }
+
+ private:
+  friend timer_channel after_until(clock::time_point);
+  template <class Rep, class Period>
+  friend timer_channel tick(std::chrono::duration<Rep, Period>);
+
+  timer_channel(clock::time_point first, clock::duration period) : period_(period) {
+    std::lock_guard lock(mutex_);
+    handle_ = detail::timer_service::instance().schedule(first, this);
+  }
+
+  void on_timer() noexcept override {
+    const clock::time_point now = clock::now();
+    channel_.try_send(now);  // full: the reader is slow, the tick is dropped
+    if (period_ == clock::duration::zero()) return;
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    // Skip missed ticks: the next one lands on the grid, after now.
+    clock::time_point next = handle_.when + period_;
+    if (next <= now) next += ((now - next) / period_ + 1) * period_;
+    handle_ = detail::timer_service::instance().schedule(next, this);
+  }
+
+  const clock::duration period_;  // zero: one-shot
+  leash::channel<clock::time_point> channel_{1};
+  std::mutex mutex_;  // guards handle_ and stopped_ against the timer thread
+  detail::timer_handle handle_;
+  bool stopped_ = false;
+};
+
+// A channel that receives one time point at `deadline`.
+[[nodiscard]] inline timer_channel after_until(timer_channel::clock::time_point deadline) {
+  return timer_channel(deadline, timer_channel::clock::duration::zero());
+}
+
+// A channel that receives one time point `d` from now (Go's time.After).
+template <class Rep, class Period>
+[[nodiscard]] timer_channel after(std::chrono::duration<Rep, Period> d) {
+  return after_until(detail::deadline_after(d));
+}
+
+// A channel that receives a time point every `period` until destroyed (Go's
+// time.Tick, but stoppable). Throws usage_error if period is not positive.
+template <class Rep, class Period>
+[[nodiscard]] timer_channel tick(std::chrono::duration<Rep, Period> period) {
+  const auto p = std::chrono::ceil<timer_channel::clock::duration>(period);
+  if (p <= p.zero()) throw usage_error("leash::tick: the period must be positive");
+  return timer_channel(detail::deadline_after(p), p);
+}
+
+// A select case receiving from a timer channel.
+template <class F>
+auto on_recv(timer_channel& t, F fn) {
+  return on_recv(t.channel(), std::move(fn));
+}
+
+}  // namespace leash::inline v0
