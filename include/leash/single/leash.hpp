@@ -331,6 +331,69 @@ inline unobserved_failure_handler set_unobserved_failure_handler(unobserved_fail
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
+
+// ---- leash/detail/leak_signal.hpp ----
+// leash/detail/leak_signal.hpp: how a waiting leak check hears that something ended.
+//
+// leak_check::verify() waits until everything outside its baseline is gone.
+// Whatever can end (a task, a nursery, a ticker, a must-close handle, a timer
+// entry) calls notify() when it does; verify() waits for the generation to
+// change. Only while a check lives does notify() take the lock, so the cost
+// otherwise is one relaxed-enough atomic load. This header depends on nothing
+// else in leash: the timer service includes it.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+
+namespace leash::inline v0::detail {
+
+class leak_signal {
+ public:
+  // Immortal: objects may end during static destruction.
+  static leak_signal& instance() {
+    static auto* s = new leak_signal;
+    return *s;
+  }
+
+  // True while at least one leak_check lives: then registries record details.
+  bool checking() const noexcept { return checks_.load(std::memory_order_acquire) != 0; }
+
+  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
+  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
+
+  // Something ended; wakes waiting checks, if any.
+  void notify() noexcept {
+    if (!checking()) return;
+    std::lock_guard lock(mutex_);
+    ++generation_;
+    changed_.notify_all();
+  }
+
+  std::uint64_t generation() const {
+    std::lock_guard lock(mutex_);
+    return generation_;
+  }
+
+  // Waits until the generation differs from `seen` or `deadline` passes.
+  void wait_changed(std::uint64_t seen, std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_until(lock, deadline, [&] { return generation_ != seen; });
+  }
+
+ private:
+  leak_signal() = default;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::uint64_t generation_ = 0;  // bumped by every notify() while a check lives
+  std::atomic<int> checks_{0};    // live leak checks
+};
+
+}  // namespace leash::inline v0::detail
 
 namespace leash::inline v0::detail {
 
@@ -386,11 +449,23 @@ class timer_service {
       }
     }
     h.id = 0;
+    lock.unlock();
+    leak_signal::instance().notify();
   }
 
   std::size_t pending() const {
     std::lock_guard lock(mutex_);
     return entries_.size();
+  }
+
+  // The pending entries (id, due time), for leak checks.
+  std::vector<timer_handle> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<timer_handle> out;
+    out.reserve(entries_.size());
+    for (const auto& entry : entries_)
+      out.push_back({entry.first.first, entry.first.second});
+    return out;
   }
 
  private:
@@ -436,6 +511,7 @@ class timer_service {
       // that take other locks and may schedule or cancel timers.
       lock.unlock();
       client->on_timer();
+      leak_signal::instance().notify();
       lock.lock();
       firing_ = 0;
       fired_.notify_all();
@@ -699,17 +775,20 @@ class ambient_guard {
 
 }  // namespace leash::inline v0::detail
 // ---- leash/detail/registry.hpp ----
-// leash/detail/registry.hpp: the process-wide list of live nurseries.
+// leash/detail/registry.hpp: the process-wide lists a leak check reads.
 //
 // Each nursery links itself here for its lifetime (one lock per nursery, none
 // per task); a leak check or live_tasks() walks the list and asks every
 // nursery for a snapshot of its tasks. Lock order: the registry's mutex, then
 // a nursery's.
+//
+// Tickers and must-close handles are listed in a second registry, by id
+// (object_registry): tickers always, handles only while a leak check lives.
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -775,8 +854,8 @@ class registry {
       if (n->prev_ != nullptr) n->prev_->next_ = n->next_;
       if (n->next_ != nullptr) n->next_->prev_ = n->prev_;
       if (head_ == n) head_ = n->next_;
-      changed_.notify_all();
     }
+    leak_signal::instance().notify();
   }
 
   std::vector<nursery_snapshot> snapshot() const {
@@ -788,26 +867,7 @@ class registry {
   }
 
   // Called whenever a task ends; wakes leak checks, if any are waiting.
-  void task_ended() noexcept {
-    if (checks_.load(std::memory_order_acquire) == 0) return;
-    std::lock_guard lock(mutex_);
-    changed_.notify_all();
-  }
-
-  // Waits until clean(snapshot) holds or `deadline` passes; returns the last
-  // snapshot taken.
-  template <class Clean>
-  std::vector<nursery_snapshot> wait_until(std::chrono::steady_clock::time_point deadline,
-                                           Clean clean) {
-    std::unique_lock lock(mutex_);
-    for (;;) {
-      std::vector<nursery_snapshot> snap;
-      for (nursery_node* n = head_; n != nullptr; n = n->next_)
-        snap.push_back(n->snapshot());
-      if (clean(snap) || std::chrono::steady_clock::now() >= deadline) return snap;
-      changed_.wait_until(lock, deadline);
-    }
-  }
+  void task_ended() noexcept { leak_signal::instance().notify(); }
 
   // The details of a stopped nursery's token, if `token` is one; searched
   // under the lock so that the nursery cannot die meanwhile.
@@ -819,16 +879,63 @@ class registry {
     return std::nullopt;
   }
 
-  void check_started() noexcept { checks_.fetch_add(1, std::memory_order_acq_rel); }
-  void check_ended() noexcept { checks_.fetch_sub(1, std::memory_order_acq_rel); }
-
  private:
   registry() = default;
 
   mutable std::mutex mutex_;
-  std::condition_variable changed_;  // a task or nursery ended
   nursery_node* head_ = nullptr;
-  std::atomic<int> checks_{0};  // live leak checks: only then do task ends notify
+};
+
+// What a leak check knows about a live ticker or open must-close handle.
+struct object_snapshot {
+  enum kind_t { ticker, handle } kind = ticker;
+  std::uint64_t id = 0;
+  std::string name;      // a ticker's name, or a handle's resource type
+  source_location site;  // where it was started / opened
+  std::chrono::steady_clock::time_point since{};
+};
+
+// Live tickers and (while a leak check lives) open must-close handles, by id.
+// Entries are copies: nothing here points into the objects themselves.
+class object_registry {
+ public:
+  static object_registry& instance() {
+    static auto* r = new object_registry;  // immortal, like the registry
+    return *r;
+  }
+
+  // Records an object; returns its id (never 0).
+  std::uint64_t add(object_snapshot::kind_t kind, std::string name, source_location site) {
+    object_snapshot o{kind, next_id(), std::move(name), site, std::chrono::steady_clock::now()};
+    const std::uint64_t id = o.id;
+    std::lock_guard lock(mutex_);
+    objects_.emplace(id, std::move(o));
+    return id;
+  }
+
+  void remove(std::uint64_t id) noexcept {
+    if (id == 0) return;
+    {
+      std::lock_guard lock(mutex_);
+      objects_.erase(id);
+    }
+    leak_signal::instance().notify();
+  }
+
+  std::vector<object_snapshot> snapshot() const {
+    std::lock_guard lock(mutex_);
+    std::vector<object_snapshot> out;
+    out.reserve(objects_.size());
+    for (const auto& [id, o] : objects_)
+      out.push_back(o);
+    return out;
+  }
+
+ private:
+  object_registry() = default;
+
+  mutable std::mutex mutex_;
+  std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
 };
 
 // Throws the cancelled exception for a stopped `token`, with full details when
@@ -1221,15 +1328,24 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 // ---- leash/detail/thread_cache.hpp ----
 // leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
 //
-// A submitted job starts at once: it is handed straight to one idle thread, or
-// a new thread is created. There is no queue, so a job never waits behind
-// blocked tasks and channel code cannot deadlock a fixed-size pool.
+// A submitted job starts at once, on a thread that runs nothing else first:
+//   1. a returning thread: one that has finished its job's user code and is
+//      on its way back (it runs only leash bookkeeping until it checks the
+//      hand-off list, so the job waits behind no task); or
+//   2. the spinning idle thread (no system call); or, after a short bounded
+//      spin of the submitter for 1. or 2. while other jobs run,
+//   3. a parked idle thread (a futex wake), or a new thread.
+// A job is put on the hand-off list only while more threads are returning
+// than jobs wait there, so each listed job has a thread bound to take it.
+// There is no other queue: a job never waits behind blocked tasks and channel
+// code cannot deadlock a fixed-size pool.
 //
-// An idle thread first spins briefly on its hand-off slot (a hand-off to a
-// spinning thread costs no system call), then parks on its own condition
-// variable for `keep_alive`, then exits. At most `max_idle` threads idle at
-// once. Threads are detached: an exiting thread touches nothing shared after
-// it has unlinked itself under the cache's mutex.
+// An idle thread first spins briefly on its slot, then parks on its own
+// condition variable for `keep_alive`, then exits. At most `max_idle` threads
+// idle for that long; threads beyond it linger briefly (a burst's next spawn
+// reuses them instead of creating threads), then exit. Threads are detached:
+// an exiting thread touches nothing shared after it has unlinked itself under
+// the cache's mutex.
 //
 // Lock order: a worker may take the cache's mutex while holding its own
 // mutex; a submitter never holds the cache's mutex while taking a worker's.
@@ -1274,6 +1390,10 @@ class job {
 
  protected:
   ~job() = default;
+
+ private:
+  friend class thread_cache;
+  job* next_ = nullptr;  // the cache's hand-off list, guarded by its mutex
 };
 
 inline void cpu_relax() noexcept {
@@ -1292,27 +1412,42 @@ class thread_cache {
     return *cache;
   }
 
-  // Runs `j` on an idle thread, or on a new one. Throws std::system_error if
-  // no thread can be created.
+  // Runs `j` on a returning, idle or new thread (see the top of this file).
+  // Throws std::system_error if no thread can be created.
   void submit(job* j) {
     worker* w = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      ++started_;
-      if (idle_ != nullptr) {
-        w = idle_;
-        unlink_idle_locked(w);
-      } else {
-        ++alive_;
-        peak_ = std::max(peak_, alive_);
+    bool was_spinning = false;
+    for (bool waited = false;; waited = true) {
+      {
+        std::lock_guard lock(mutex_);
+        if (!waited) ++started_;
+        if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
+          j->next_ = handoff_;
+          handoff_ = j;
+          queued_.store(queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+          note_wait_pays(true);
+          return;
+        }
+        // Wait for a returning thread only while jobs run (one may finish)
+        // and such waits paid off lately.
+        const bool may_wait = !waited && wait_pays_.load(std::memory_order_relaxed) &&
+                              running_.load(std::memory_order_relaxed) != 0;
+        if (idle_ != nullptr && (idle_->spinning || !may_wait)) {
+          w = idle_;
+          was_spinning = claim_locked(w);
+          if (was_spinning) note_wait_pays(true);
+          break;
+        }
+        if (!may_wait) {
+          ++alive_;
+          peak_ = std::max(peak_, alive_);
+          break;
+        }
       }
+      if (!await_free_thread()) note_wait_pays(false);
     }
     if (w != nullptr) {
-      // Under the worker's mutex: the worker cannot return (and free its
-      // stack-allocated record) before this hand-off is complete.
-      std::lock_guard lock(w->mutex);
-      w->slot.store(j, std::memory_order_release);
-      if (w->parked) w->wake.notify_one();
+      hand_off(w, was_spinning, j);
       return;
     }
     try {
@@ -1322,6 +1457,16 @@ class thread_cache {
       --alive_;
       throw;
     }
+  }
+
+  // Called by a job on its runtime thread once it will run no more user code
+  // (nor destroy anything whose destructor is user code): from then on the
+  // thread counts as returning and may be handed the next job.
+  static void mark_returning() noexcept {
+    worker* w = current_worker_;
+    if (w == nullptr || w->returning) return;
+    w->returning = true;
+    instance().returning_.fetch_add(1, std::memory_order_relaxed);
   }
 
   void configure(const runtime_options& o) {
@@ -1345,13 +1490,27 @@ class thread_cache {
   }
 
  private:
+  using clock = std::chrono::steady_clock;
+
+  // How long a thread beyond max_idle stays idle (at most keep_alive): long
+  // enough to serve the rest of a spawn burst, short enough that the burst's
+  // stacks are soon unmapped.
+  static constexpr std::chrono::milliseconds surplus_linger{50};
+  // How long a submitter waits at most for a thread to start returning (or
+  // spinning) before it wakes a parked thread or creates one. Far below the
+  // cost of a thread creation (~50 us) and of the order of a futex wake.
+  static constexpr std::chrono::microseconds submit_spin{10};
+
   // A thread's record; lives on that thread's stack.
   struct worker {
     worker* prev = nullptr;  // idle list links, guarded by the cache's mutex
     worker* next = nullptr;
-    bool in_idle = false;  // guarded by the cache's mutex
+    bool in_idle = false;   // guarded by the cache's mutex
+    bool spinning = false;  // in the spin phase, not yet claimed; guarded by the cache's mutex
+    bool claimed_spinning = false;  // shutdown's note for hand_off; guarded by the cache's mutex
+    bool returning = false;         // counted in returning_; only this thread touches it
     std::atomic<job*> slot{nullptr};
-    std::mutex mutex;  // guards `parked`, orders hand-off against exit
+    std::mutex mutex;  // guards `parked`, orders a hand-off to a parked thread against its exit
     std::condition_variable wake;
     bool parked = false;
   };
@@ -1374,6 +1533,7 @@ class thread_cache {
 
   void work(job* j) {
     worker self;
+    current_worker_ = &self;
     while (j != nullptr) {
       running_.fetch_add(1, std::memory_order_relaxed);
       j->run();
@@ -1382,19 +1542,59 @@ class thread_cache {
     }
   }
 
-  // Parks `w` in the idle list until a job arrives; nullptr means exit.
+  void note_wait_pays(bool pays) noexcept {
+    if (wait_pays_.load(std::memory_order_relaxed) != pays) {
+      wait_pays_.store(pays, std::memory_order_relaxed);
+    }
+  }
+
+  // The submitter's bounded wait for a returning or spinning thread: a few
+  // pauses, then yields (a submitter sharing one CPU with the thread it waits
+  // for gives it the CPU). True when one appeared.
+  bool await_free_thread() const {
+    const auto until = clock::now() + submit_spin;
+    for (int i = 0;; ++i) {
+      if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed) ||
+          spinning_.load(std::memory_order_relaxed) != 0) {
+        return true;
+      }
+      if (i < 32) {
+        cpu_relax();
+      } else if (clock::now() > until) {
+        return false;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  // The next job for `w`: from the hand-off list, else after idling in the
+  // idle list; nullptr means exit.
   job* next_job(worker& w) {
-    clock::time_point deadline;
+    std::chrono::milliseconds idle_for;
     bool spins = false;
     {
       std::lock_guard lock(mutex_);
-      if (stopping_ || idle_count_ >= max_idle_) return retire_locked();
+      if (w.returning) {
+        w.returning = false;
+        returning_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (handoff_ != nullptr) {
+        job* j = handoff_;
+        handoff_ = j->next_;
+        queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+        return j;
+      }
+      if (stopping_) return retire_locked();
+      const bool surplus = idle_count_ >= max_idle_;
+      idle_for = surplus ? std::min(keep_alive_, surplus_linger) : keep_alive_;
       // One idle thread spins at a time, at the front of the list where the
       // next submit finds it; the others park at once, at the back. Many
       // spinners would only take CPU from the thread that submits.
-      spins = spinning_ == 0;
+      spins = spinning_.load(std::memory_order_relaxed) == 0;
       if (spins) {
-        ++spinning_;
+        spinning_.store(1, std::memory_order_relaxed);
+        w.spinning = true;
         w.next = idle_;
         if (idle_ != nullptr) idle_->prev = &w;
         idle_ = &w;
@@ -1407,27 +1607,40 @@ class thread_cache {
       }
       w.in_idle = true;
       ++idle_count_;
-      deadline = clock::now() + keep_alive_;
     }
     if (spins) {
-      // Spin phase: 64 pauses (about a microsecond) then up to 64 yields. The
+      // Spin phase: 64 pauses (a few microseconds) then up to 64 yields. The
       // yields keep the spinner from stealing a CPU it shares with the thread
       // about to hand it work (two threads pinned to one CPU).
       for (int i = 0; i < 128; ++i) {
-        if (w.slot.load(std::memory_order_acquire) != nullptr) break;
+        if (job* j = take(w)) return j;
         if (i < 64) {
           cpu_relax();
         } else {
           std::this_thread::yield();
         }
       }
-      std::lock_guard lock(mutex_);
-      --spinning_;
+      bool claimed = false;
+      {
+        std::lock_guard lock(mutex_);
+        claimed = !w.spinning;
+        if (!claimed) {
+          w.spinning = false;
+          spinning_.store(0, std::memory_order_relaxed);
+        }
+      }
+      // Claimed while spinning: the submitter stores the job right after its
+      // unlock, without a wake-up.
+      while (claimed) {
+        if (job* j = take(w)) return j;
+        std::this_thread::yield();
+      }
     }
+    auto deadline = clock::now() + idle_for;
     std::unique_lock lock(w.mutex);
     w.parked = true;
     for (;;) {
-      if (job* j = w.slot.exchange(nullptr, std::memory_order_acquire)) {
+      if (job* j = take(w)) {
         w.parked = false;
         return j;
       }
@@ -1443,10 +1656,39 @@ class thread_cache {
     }
   }
 
+  // The job in w's slot, if any. Only w empties its slot; only the one
+  // submitter that claimed w fills it.
+  static job* take(worker& w) noexcept {
+    job* j = w.slot.load(std::memory_order_acquire);
+    if (j != nullptr) w.slot.store(nullptr, std::memory_order_relaxed);
+    return j;
+  }
+
   job* retire_locked() {
     --alive_;
     if (stopping_) exited_.notify_all();
     return nullptr;
+  }
+
+  // Takes `w` off the idle list for a hand-off; true if it was still spinning
+  // (it polls its slot and needs no wake-up).
+  bool claim_locked(worker* w) {
+    const bool was_spinning = w->spinning;
+    unlink_idle_locked(w);
+    return was_spinning;
+  }
+
+  // Gives `j` to the claimed thread `w`. A parked thread is woken under its
+  // own mutex, so that it cannot time out and leave (freeing its record)
+  // while the submitter still touches it; a spinning thread only polls.
+  static void hand_off(worker* w, bool was_spinning, job* j) {
+    if (was_spinning) {
+      w->slot.store(j, std::memory_order_release);  // w may be gone right after
+      return;
+    }
+    std::lock_guard lock(w->mutex);
+    w->slot.store(j, std::memory_order_release);
+    if (w->parked) w->wake.notify_one();
   }
 
   void unlink_idle_locked(worker* w) {
@@ -1456,6 +1698,10 @@ class thread_cache {
     if (idle_tail_ == w) idle_tail_ = w->prev;
     w->prev = w->next = nullptr;
     w->in_idle = false;
+    if (w->spinning) {
+      w->spinning = false;
+      spinning_.store(0, std::memory_order_relaxed);
+    }
     --idle_count_;
   }
 
@@ -1472,7 +1718,7 @@ class thread_cache {
     worker* claimed = nullptr;
     while (idle_ != nullptr) {
       worker* w = idle_;
-      unlink_idle_locked(w);
+      w->claimed_spinning = claim_locked(w);
       w->next = claimed;
       claimed = w;
     }
@@ -1480,21 +1726,16 @@ class thread_cache {
     while (claimed != nullptr) {
       worker* w = claimed;
       claimed = w->next;  // read before the hand-off: afterwards w may be gone
-      std::lock_guard wl(w->mutex);
-      w->slot.store(&noop, std::memory_order_release);
-      if (w->parked) w->wake.notify_one();
+      hand_off(w, w->claimed_spinning, &noop);
     }
     lock.lock();
     exited_.wait_for(lock, std::chrono::seconds(2), [&] { return alive_ <= busy; });
   }
 
-  using clock = std::chrono::steady_clock;
-
   mutable std::mutex mutex_;
   std::condition_variable exited_;  // shutdown waits here for idle threads to leave
   worker* idle_ = nullptr;          // the spinning thread first, if any
   worker* idle_tail_ = nullptr;
-  std::size_t spinning_ = 0;  // idle threads in their spin phase (at most one)
   std::size_t idle_count_ = 0;
   std::size_t alive_ = 0;
   std::size_t peak_ = 0;
@@ -1502,7 +1743,19 @@ class thread_cache {
   std::chrono::milliseconds keep_alive_{2000};
   std::size_t max_idle_ = 0;
   bool stopping_ = false;
+  job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
+  // Written under mutex_ only, read without it by a waiting submitter.
+  std::atomic<std::size_t> queued_{0};    // jobs in handoff_; never more than returning_
+  std::atomic<std::size_t> spinning_{0};  // idle threads in their spin phase (0 or 1)
+  // Threads between mark_returning() and their next look at handoff_.
+  // Incremented without the mutex (it only grows there), decremented under it.
+  std::atomic<std::size_t> returning_{0};
   std::atomic<std::size_t> running_{0};
+  // Whether a submitter lately found a returning or spinning thread. When a
+  // wait for one times out, submitters stop waiting until one is found again,
+  // so a burst of blocking tasks does not pay submit_spin per spawn.
+  std::atomic<bool> wait_pays_{true};
+  static inline thread_local worker* current_worker_ = nullptr;
 };
 
 }  // namespace detail
@@ -2142,13 +2395,20 @@ struct channel_access {
 //   std::string report = guard.verify(); // waits up to 1 s; "" when clean
 //   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
 //
+// It sees tasks, tickers, must-close handles opened while it lives, and
+// pending timer entries (deadlines of scopes and nurseries still alive):
+//
+//   leash::leak_check: 1 task still running, 1 handle still open
+//     1x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
+//     1x must_close<leash::body> opened at client.cpp:17, open for 1.2s
+//
 // The baseline is a set of ids, not a count, so one leak cannot hide behind
 // another object ending. Idle runtime threads are not leaks (runtime::stats()
 // reports them).
 //
 // Guarantees. Blocks: verify() only, on a condition variable woken by every
-// task end, for at most the grace period. Thread-safe: any number of checks
-// may live at once, on any threads.
+// task, ticker, handle and timer entry that ends, for at most the grace
+// period. Thread-safe: any number of checks may live at once, on any threads.
 
 #include <algorithm>
 #include <chrono>
@@ -2262,23 +2522,33 @@ inline std::string to_string(const std::vector<live_task>& tasks) {
 struct leak_check_options {
   // How long verify() waits for new tasks to end before it reports them.
   std::chrono::milliseconds grace{1000};
-  // Tasks with one of these names are never reported.
+  // Tasks and tickers with one of these names, and handles of one of these
+  // resource types, are never reported.
   std::vector<std::string> ignore_names{};
-  // Tasks spawned at a site ending with one of these ("file.cpp" or
-  // "file.cpp:42") are never reported.
+  // Tasks, tickers and handles started or opened at a site ending with one of
+  // these ("file.cpp" or "file.cpp:42") are never reported.
   std::vector<std::string> ignore_sites{};
+  // Pending timer entries are reported (a scope or nursery with a deadline
+  // still alive); false ignores them.
+  bool report_timers = true;
 };
 
 class leak_check {
  public:
-  // Records the ids of everything alive now: the baseline.
+  // Records the ids of everything alive now: the baseline. Must-close handles
+  // are recorded from now on (opened earlier, they are not known).
   [[nodiscard]] explicit leak_check(leak_check_options options = {})
       : options_(std::move(options)) {
-    detail::registry::instance().check_started();
-    for (const auto& t : live_tasks())
+    detail::leak_signal::instance().check_started();
+    const snapshot now = take();
+    for (const auto& t : now.tasks)
       baseline_.insert(t.id);
+    for (const auto& o : now.objects)
+      baseline_.insert(o.id);
+    for (const auto& t : now.timers)
+      timer_baseline_.insert(t.id);
   }
-  ~leak_check() { detail::registry::instance().check_ended(); }
+  ~leak_check() { detail::leak_signal::instance().check_ended(); }
 
   leak_check(const leak_check&) = delete;
   leak_check& operator=(const leak_check&) = delete;
@@ -2288,27 +2558,55 @@ class leak_check {
   std::string verify() const { return verify(options_.grace); }
   std::string verify(std::chrono::milliseconds grace) const {
     const auto deadline = std::chrono::steady_clock::now() + grace;
-    const auto snap = detail::registry::instance().wait_until(
-        deadline, [&](const auto& s) { return leaks(detail::task_tree(s)).empty(); });
-    return report(leaks(detail::task_tree(snap)));
+    auto& signal = detail::leak_signal::instance();
+    for (;;) {
+      // Generation first: an end after the snapshot changes it, so the wait
+      // below cannot sleep through it.
+      const std::uint64_t seen = signal.generation();
+      snapshot leaked = leaks(take());
+      if (leaked.empty() || std::chrono::steady_clock::now() >= deadline) return report(leaked);
+      signal.wait_changed(seen, deadline);
+    }
   }
 
  private:
-  std::vector<live_task> leaks(const std::vector<live_task>& tasks) const {
-    std::vector<live_task> out;
-    for (const auto& t : tasks) {
-      if (baseline_.count(t.id) == 0 && !ignored(t)) out.push_back(t);
+  struct snapshot {
+    std::vector<live_task> tasks;
+    std::vector<detail::object_snapshot> objects;
+    std::vector<detail::timer_handle> timers;
+    bool empty() const { return tasks.empty() && objects.empty() && timers.empty(); }
+  };
+
+  static snapshot take() {
+    return {live_tasks(), detail::object_registry::instance().snapshot(),
+            detail::timer_service::instance().snapshot()};
+  }
+
+  snapshot leaks(snapshot all) const {
+    snapshot out;
+    for (auto& t : all.tasks) {
+      if (baseline_.count(t.id) == 0 && !ignored(t.name, t.site)) out.tasks.push_back(std::move(t));
+    }
+    for (auto& o : all.objects) {
+      if (baseline_.count(o.id) == 0 && !ignored(o.name, o.site)) {
+        out.objects.push_back(std::move(o));
+      }
+    }
+    if (options_.report_timers) {
+      for (const auto& t : all.timers) {
+        if (timer_baseline_.count(t.id) == 0) out.timers.push_back(t);
+      }
     }
     return out;
   }
 
-  bool ignored(const live_task& t) const {
-    if (std::find(options_.ignore_names.begin(), options_.ignore_names.end(), t.name) !=
+  bool ignored(const std::string& name, const source_location& where) const {
+    if (std::find(options_.ignore_names.begin(), options_.ignore_names.end(), name) !=
         options_.ignore_names.end()) {
       return true;
     }
-    const std::string site = to_string(t.site);
-    const std::string file = t.site.file;
+    const std::string site = to_string(where);
+    const std::string file = where.file;
     auto ends_with = [](const std::string& s, const std::string& suffix) {
       return s.size() >= suffix.size() &&
              s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -2318,27 +2616,76 @@ class leak_check {
         [&](const std::string& p) { return ends_with(site, p) || ends_with(file, p); });
   }
 
-  static std::string report(const std::vector<live_task>& leaked) {
+  static std::string count_of(std::size_t n, const char* one, const char* many, const char* what) {
+    return std::to_string(n) + " " + (n == 1 ? one : many) + " " + what;
+  }
+
+  static std::string report(const snapshot& leaked) {
     if (leaked.empty()) return {};
-    // Group by what a reader needs to find the leak: name, site, blocking call.
-    std::map<std::tuple<std::string, std::string, std::string>, std::pair<std::size_t, live_task>>
+    // Group by what a reader needs to find the leak: kind, name, site, blocking call.
+    std::map<std::tuple<std::string, std::string, std::string>, std::pair<std::size_t, std::string>>
         groups;
-    for (const auto& t : leaked) {
-      auto key = std::make_tuple(to_string(t.site), t.name, t.blocked_in ? t.blocked_in : "");
-      auto [it, fresh] = groups.try_emplace(key, 0, t);
+    std::map<std::tuple<std::string, std::string, std::string>, std::chrono::steady_clock::duration>
+        longest;
+    auto add = [&](std::tuple<std::string, std::string, std::string> key,
+                   std::chrono::steady_clock::duration d, const std::string& line) {
+      auto [it, fresh] = groups.try_emplace(key, 0, line);
       ++it->second.first;
-      if (!fresh && t.blocked_for > it->second.second.blocked_for) it->second.second = t;
+      auto& l = longest[key];
+      if (fresh || d > l) {
+        l = d;
+        it->second.second = line;
+      }
+    };
+    const auto now = std::chrono::steady_clock::now();
+    std::size_t tickers = 0;
+    std::size_t handles = 0;
+    for (const auto& t : leaked.tasks) {
+      add({to_string(t.site), "task " + t.name, t.blocked_in ? t.blocked_in : ""}, t.blocked_for,
+          detail::describe_task(t));
     }
-    std::string out = "leash::leak_check: " + std::to_string(leaked.size()) +
-                      (leaked.size() == 1 ? " task" : " tasks") + " still running\n";
+    for (const auto& o : leaked.objects) {
+      std::string line;
+      if (o.kind == detail::object_snapshot::ticker) {
+        ++tickers;
+        line = "ticker";
+        if (!o.name.empty()) line += " \"" + o.name + "\"";
+        line += " started at " + to_string(o.site) + ", running for ";
+      } else {
+        ++handles;
+        line = "must_close<" + o.name + "> opened at " + to_string(o.site) + ", open for ";
+      }
+      line += detail::describe_duration(now - o.since);
+      add({to_string(o.site), std::to_string(o.kind) + o.name, ""}, now - o.since, line);
+    }
+    for (const auto& t : leaked.timers) {
+      const auto left = t.when > now ? t.when - now : std::chrono::steady_clock::duration{};
+      add({"", "timer", ""}, left,
+          "pending timer due in " + detail::describe_duration(left) +
+              " (a cancel_scope or nursery deadline still alive)");
+    }
+    std::vector<std::string> parts;
+    if (!leaked.tasks.empty()) {
+      parts.push_back(count_of(leaked.tasks.size(), "task", "tasks", "still running"));
+    }
+    if (tickers != 0) parts.push_back(count_of(tickers, "ticker", "tickers", "still running"));
+    if (handles != 0) parts.push_back(count_of(handles, "handle", "handles", "still open"));
+    if (!leaked.timers.empty()) {
+      parts.push_back(count_of(leaked.timers.size(), "timer", "timers", "still pending"));
+    }
+    std::string out = "leash::leak_check: ";
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      out += (i == 0 ? "" : ", ") + parts[i];
+    out += "\n";
     for (const auto& [key, group] : groups) {
-      out += "  " + std::to_string(group.first) + "x " + detail::describe_task(group.second) + "\n";
+      out += "  " + std::to_string(group.first) + "x " + group.second + "\n";
     }
     return out;
   }
 
   leak_check_options options_;
-  std::set<std::uint64_t> baseline_;  // ids alive at construction
+  std::set<std::uint64_t> baseline_;        // task, ticker and handle ids alive at construction
+  std::set<std::uint64_t> timer_baseline_;  // timer entry ids (their own id space)
 };
 
 }  // namespace leash::inline v0
@@ -2434,6 +2781,9 @@ class task_record : public job, public task_identity {
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
 
+  // Whether destroying the record would run the value's destructor.
+  virtual bool holds_value_with_destructor() const noexcept { return false; }
+
   bool done() const {
     std::lock_guard lock(mutex_);
     return done_;
@@ -2475,6 +2825,10 @@ class task_record : public job, public task_identity {
 template <class T>
 class task_result : public task_record {
  public:
+  bool holds_value_with_destructor() const noexcept override {
+    return !std::is_trivially_destructible_v<T> && value.has_value();
+  }
+
   std::optional<T> value;  // set when the callable returned
 };
 template <>
@@ -2761,6 +3115,7 @@ class nursery final : private detail::nursery_node {
   // Starts `record`, or finishes it as cancelled when the nursery is stopped.
   // false only when try_only and the nursery is full.
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+    record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -2778,6 +3133,7 @@ class nursery final : private detail::nursery_node {
         }
         throw_if_closed();
       }
+      record->started = std::chrono::steady_clock::now();
     }
     if (state_.stop_requested()) {
       cut_short_ = true;
@@ -2796,7 +3152,6 @@ class nursery final : private detail::nursery_node {
     live_ = record.get();
     ++running_;
     record->keep_alive = record;
-    record->started = std::chrono::steady_clock::now();
     lock.unlock();
     try {
       detail::thread_cache::instance().submit(record.get());
@@ -2913,6 +3268,10 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
+  // The rest is leash bookkeeping, unless a failure must cancel siblings (stop
+  // callbacks) or releasing the record may destroy a value or exception (user
+  // destructors): only without those may this thread take the next job early.
+  if (error == nullptr && !holds_value_with_destructor()) detail::thread_cache::mark_returning();
   mark_done();
   n.task_finished(std::move(self));
 }
