@@ -4,11 +4,15 @@
 // (POSIX sockets) is included separately from leash/http/.
 #pragma once
 
+#include "leash/body.hpp"
 #include "leash/cancel.hpp"
 #include "leash/channel.hpp"
+#include "leash/cursor.hpp"
 #include "leash/errors.hpp"
 #include "leash/leak_check.hpp"
+#include "leash/must_close.hpp"
 #include "leash/nursery.hpp"
 #include "leash/runtime.hpp"
 #include "leash/select.hpp"
+#include "leash/ticker.hpp"
 #include "leash/timer_channel.hpp"
