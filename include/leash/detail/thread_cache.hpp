@@ -33,6 +33,7 @@
 #include <mutex>
 #include <thread>
 
+#include "spin.hpp"
 #include "timer.hpp"
 
 namespace leash::inline v0 {
@@ -70,14 +71,6 @@ class job {
   friend class thread_cache;
   job* next_ = nullptr;  // the cache's hand-off list, guarded by its mutex
 };
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 class thread_cache {
  public:
@@ -272,8 +265,9 @@ class thread_cache {
       idle_for = surplus ? std::min(keep_alive_, surplus_linger) : keep_alive_;
       // One idle thread spins at a time, at the front of the list where the
       // next submit finds it; the others park at once, at the back. Many
-      // spinners would only take CPU from the thread that submits.
-      spins = spinning_.load(std::memory_order_relaxed) == 0;
+      // spinners would only take CPU from the thread that submits, and so
+      // would one on a single usable CPU.
+      spins = spinning_.load(std::memory_order_relaxed) == 0 && usable_cpus() > 1;
       if (spins) {
         spinning_.store(1, std::memory_order_relaxed);
         w.spinning = true;

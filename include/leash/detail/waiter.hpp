@@ -21,11 +21,6 @@
 // touches it.
 #pragma once
 
-#if defined(__linux__)
-#include <sched.h>
-#endif
-
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -35,7 +30,7 @@
 #include <stop_token>
 #include <thread>
 
-#include "thread_cache.hpp"  // cpu_relax
+#include "spin.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -70,8 +65,7 @@ class spinlock {
 class spin_slots {
  public:
   static bool try_acquire() noexcept {
-    static const int limit = usable_cpus() - 1;
-    if (count().fetch_add(1, std::memory_order_relaxed) < limit) return true;
+    if (count().fetch_add(1, std::memory_order_relaxed) < usable_cpus() - 1) return true;
     count().fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
@@ -81,14 +75,6 @@ class spin_slots {
   static std::atomic<int>& count() noexcept {
     static std::atomic<int> spinning{0};
     return spinning;
-  }
-  static int usable_cpus() noexcept {
-#if defined(__linux__)
-    // The affinity mask, so that `taskset -c 0` counts as one CPU.
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-#endif
-    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   }
 };
 
