@@ -2006,76 +2006,22 @@ class [[nodiscard]] body {
 #include <stop_token>
 #include <thread>
 
-// ---- leash/detail/thread_cache.hpp ----
-// leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
+// ---- leash/detail/spin.hpp ----
+// leash/detail/spin.hpp: the two facts every spin loop in leash needs.
 //
-// A submitted job starts at once, on a thread that runs nothing else first:
-//   1. a returning thread: one that has finished its job's user code and is
-//      on its way back (it runs only leash bookkeeping until it checks the
-//      hand-off list, so the job waits behind no task); or
-//   2. the spinning idle thread (no system call); or, after a short bounded
-//      spin of the submitter for 1. or 2. while other jobs run,
-//   3. a parked idle thread (a futex wake), or a new thread.
-// A job is put on the hand-off list only while more threads are returning
-// than jobs wait there, so each listed job has a thread bound to take it.
-// There is no other queue: a job never waits behind blocked tasks and channel
-// code cannot deadlock a fixed-size pool.
-//
-// An idle thread first spins briefly on its slot, then parks on its own
-// condition variable for `keep_alive`, then exits. At most `max_idle` threads
-// idle for that long; threads beyond it linger briefly (a burst's next spawn
-// reuses them instead of creating threads), then exit. Threads are detached:
-// an exiting thread touches nothing shared after it has unlinked itself under
-// the cache's mutex.
-//
-// Lock order: a worker may take the cache's mutex while holding its own
-// mutex; a submitter never holds the cache's mutex while taking a worker's.
+// cpu_relax() is the CPU's spin-wait hint. usable_cpus() is how many CPUs this
+// process may run on: spinning only pays while the thread it waits for runs
+// on another CPU, so with one usable CPU (`taskset -c 0`, a one-CPU
+// container) leash does not spin at all, as Go's scheduler does not.
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <cstddef>
-#include <cstdint>
-#include <mutex>
 #include <thread>
 
-
-namespace leash::inline v0 {
-
-// Settings of the process-wide runtime; see runtime::configure.
-struct runtime_options {
-  // How long an idle thread waits for new work before it exits.
-  std::chrono::milliseconds keep_alive{2000};
-  // How many idle threads are kept at most; 0 means 2 x hardware threads.
-  std::size_t max_idle = 0;
-};
-
-// A snapshot of the runtime's counters; see runtime::stats.
-struct runtime_stats {
-  std::size_t threads_alive = 0;  // OS threads owned by the runtime (idle or running)
-  std::size_t threads_idle = 0;   // of those, waiting for work
-  std::size_t tasks_running = 0;  // jobs executing now
-  std::size_t peak_threads = 0;   // most threads alive at once since start
-  std::uint64_t tasks_started = 0;
-  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
-};
-
-namespace detail {
-
-// A unit of work. run() must not throw and must not touch the job after it
-// signalled completion to whoever owns it.
-class job {
- public:
-  virtual void run() noexcept = 0;
-
- protected:
-  ~job() = default;
-
- private:
-  friend class thread_cache;
-  job* next_ = nullptr;  // the cache's hand-off list, guarded by its mutex
-};
+namespace leash::inline v0::detail {
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -2085,362 +2031,20 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-class thread_cache {
- public:
-  static thread_cache& instance() {
-    static auto* cache = new thread_cache;  // immortal: no static-destruction-order crash
-    static exit_guard guard{cache};
-    return *cache;
-  }
+// Read once: the affinity mask on Linux (so `taskset -c 0` counts as one CPU),
+// else the hardware's count.
+inline int usable_cpus() noexcept {
+  static const int cpus = [] {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return cpus;
+}
 
-  // Runs `j` on a returning, idle or new thread (see the top of this file).
-  // Throws std::system_error if no thread can be created.
-  void submit(job* j) {
-    worker* w = nullptr;
-    bool was_spinning = false;
-    for (bool waited = false;; waited = true) {
-      {
-        std::lock_guard lock(mutex_);
-        if (!waited) ++started_;
-        if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
-          j->next_ = handoff_;
-          handoff_ = j;
-          queued_.store(queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-          note_wait_pays(true);
-          return;
-        }
-        // Wait for a returning thread only while jobs run (one may finish)
-        // and such waits paid off lately.
-        const bool may_wait = !waited && wait_pays_.load(std::memory_order_relaxed) &&
-                              running_.load(std::memory_order_relaxed) != 0;
-        if (idle_ != nullptr && (idle_->spinning || !may_wait)) {
-          w = idle_;
-          was_spinning = claim_locked(w);
-          if (was_spinning) note_wait_pays(true);
-          break;
-        }
-        if (!may_wait) {
-          ++alive_;
-          peak_ = std::max(peak_, alive_);
-          break;
-        }
-      }
-      if (!await_free_thread()) note_wait_pays(false);
-    }
-    if (w != nullptr) {
-      hand_off(w, was_spinning, j);
-      return;
-    }
-    try {
-      std::thread([this, j] { work(j); }).detach();
-    } catch (...) {
-      std::lock_guard lock(mutex_);
-      --alive_;
-      throw;
-    }
-  }
-
-  // Called by a job on its runtime thread once it will run no more user code
-  // (nor destroy anything whose destructor is user code): from then on the
-  // thread counts as returning and may be handed the next job.
-  static void mark_returning() noexcept {
-    worker* w = current_worker_;
-    if (w == nullptr || w->returning) return;
-    w->returning = true;
-    instance().returning_.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  void configure(const runtime_options& o) {
-    std::lock_guard lock(mutex_);
-    keep_alive_ = o.keep_alive;
-    max_idle_ = o.max_idle != 0 ? o.max_idle : default_max_idle();
-  }
-
-  runtime_stats stats() const {
-    runtime_stats s;
-    {
-      std::lock_guard lock(mutex_);
-      s.threads_alive = alive_;
-      s.threads_idle = idle_count_;
-      s.peak_threads = peak_;
-      s.tasks_started = started_;
-    }
-    s.tasks_running = running_.load(std::memory_order_relaxed);
-    s.pending_timers = timer_service::instance().pending();
-    return s;
-  }
-
- private:
-  using clock = std::chrono::steady_clock;
-
-  // How long a thread beyond max_idle stays idle (at most keep_alive): long
-  // enough to serve the rest of a spawn burst, short enough that the burst's
-  // stacks are soon unmapped.
-  static constexpr std::chrono::milliseconds surplus_linger{50};
-  // How long a submitter waits at most for a thread to start returning (or
-  // spinning) before it wakes a parked thread or creates one. Far below the
-  // cost of a thread creation (~50 us) and of the order of a futex wake.
-  static constexpr std::chrono::microseconds submit_spin{10};
-
-  // A thread's record; lives on that thread's stack.
-  struct worker {
-    worker* prev = nullptr;  // idle list links, guarded by the cache's mutex
-    worker* next = nullptr;
-    bool in_idle = false;   // guarded by the cache's mutex
-    bool spinning = false;  // in the spin phase, not yet claimed; guarded by the cache's mutex
-    bool claimed_spinning = false;  // shutdown's note for hand_off; guarded by the cache's mutex
-    bool returning = false;         // counted in returning_; only this thread touches it
-    std::atomic<job*> slot{nullptr};
-    std::mutex mutex;  // guards `parked`, orders a hand-off to a parked thread against its exit
-    std::condition_variable wake;
-    bool parked = false;
-  };
-
-  struct exit_guard {
-    thread_cache* cache;
-    ~exit_guard() { cache->shutdown(); }
-  };
-
-  // Does nothing: handed to idle threads at exit so they wake and leave.
-  struct noop_job final : job {
-    void run() noexcept override {}
-  };
-
-  thread_cache() { max_idle_ = default_max_idle(); }
-
-  static std::size_t default_max_idle() {
-    return 2 * std::max<std::size_t>(1, std::thread::hardware_concurrency());
-  }
-
-  void work(job* j) {
-    worker self;
-    current_worker_ = &self;
-    while (j != nullptr) {
-      running_.fetch_add(1, std::memory_order_relaxed);
-      j->run();
-      running_.fetch_sub(1, std::memory_order_relaxed);
-      j = next_job(self);
-    }
-  }
-
-  void note_wait_pays(bool pays) noexcept {
-    if (wait_pays_.load(std::memory_order_relaxed) != pays) {
-      wait_pays_.store(pays, std::memory_order_relaxed);
-    }
-  }
-
-  // The submitter's bounded wait for a returning or spinning thread: a few
-  // pauses, then yields (a submitter sharing one CPU with the thread it waits
-  // for gives it the CPU). True when one appeared.
-  bool await_free_thread() const {
-    const auto until = clock::now() + submit_spin;
-    for (int i = 0;; ++i) {
-      if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed) ||
-          spinning_.load(std::memory_order_relaxed) != 0) {
-        return true;
-      }
-      if (i < 32) {
-        cpu_relax();
-      } else if (clock::now() > until) {
-        return false;
-      } else {
-        std::this_thread::yield();
-      }
-    }
-  }
-
-  // The next job for `w`: from the hand-off list, else after idling in the
-  // idle list; nullptr means exit.
-  job* next_job(worker& w) {
-    std::chrono::milliseconds idle_for;
-    bool spins = false;
-    {
-      std::lock_guard lock(mutex_);
-      if (w.returning) {
-        w.returning = false;
-        returning_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      if (handoff_ != nullptr) {
-        job* j = handoff_;
-        handoff_ = j->next_;
-        queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-        return j;
-      }
-      if (stopping_) return retire_locked();
-      const bool surplus = idle_count_ >= max_idle_;
-      idle_for = surplus ? std::min(keep_alive_, surplus_linger) : keep_alive_;
-      // One idle thread spins at a time, at the front of the list where the
-      // next submit finds it; the others park at once, at the back. Many
-      // spinners would only take CPU from the thread that submits.
-      spins = spinning_.load(std::memory_order_relaxed) == 0;
-      if (spins) {
-        spinning_.store(1, std::memory_order_relaxed);
-        w.spinning = true;
-        w.next = idle_;
-        if (idle_ != nullptr) idle_->prev = &w;
-        idle_ = &w;
-        if (idle_tail_ == nullptr) idle_tail_ = &w;
-      } else {
-        w.prev = idle_tail_;
-        if (idle_tail_ != nullptr) idle_tail_->next = &w;
-        idle_tail_ = &w;
-        if (idle_ == nullptr) idle_ = &w;
-      }
-      w.in_idle = true;
-      ++idle_count_;
-    }
-    if (spins) {
-      // Spin phase: 64 pauses (a few microseconds) then up to 64 yields. The
-      // yields keep the spinner from stealing a CPU it shares with the thread
-      // about to hand it work (two threads pinned to one CPU).
-      for (int i = 0; i < 128; ++i) {
-        if (job* j = take(w)) return j;
-        if (i < 64) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-      bool claimed = false;
-      {
-        std::lock_guard lock(mutex_);
-        claimed = !w.spinning;
-        if (!claimed) {
-          w.spinning = false;
-          spinning_.store(0, std::memory_order_relaxed);
-        }
-      }
-      // Claimed while spinning: the submitter stores the job right after its
-      // unlock, without a wake-up.
-      while (claimed) {
-        if (job* j = take(w)) return j;
-        std::this_thread::yield();
-      }
-    }
-    auto deadline = clock::now() + idle_for;
-    std::unique_lock lock(w.mutex);
-    w.parked = true;
-    for (;;) {
-      if (job* j = take(w)) {
-        w.parked = false;
-        return j;
-      }
-      if (w.wake.wait_until(lock, deadline) == std::cv_status::timeout) {
-        std::lock_guard cache_lock(mutex_);
-        if (w.in_idle) {
-          unlink_idle_locked(&w);
-          return retire_locked();
-        }
-        // A submitter claimed this thread; its job is on the way.
-        deadline = clock::time_point::max();
-      }
-    }
-  }
-
-  // The job in w's slot, if any. Only w empties its slot; only the one
-  // submitter that claimed w fills it.
-  static job* take(worker& w) noexcept {
-    job* j = w.slot.load(std::memory_order_acquire);
-    if (j != nullptr) w.slot.store(nullptr, std::memory_order_relaxed);
-    return j;
-  }
-
-  job* retire_locked() {
-    --alive_;
-    if (stopping_) exited_.notify_all();
-    return nullptr;
-  }
-
-  // Takes `w` off the idle list for a hand-off; true if it was still spinning
-  // (it polls its slot and needs no wake-up).
-  bool claim_locked(worker* w) {
-    const bool was_spinning = w->spinning;
-    unlink_idle_locked(w);
-    return was_spinning;
-  }
-
-  // Gives `j` to the claimed thread `w`. A parked thread is woken under its
-  // own mutex, so that it cannot time out and leave (freeing its record)
-  // while the submitter still touches it; a spinning thread only polls.
-  static void hand_off(worker* w, bool was_spinning, job* j) {
-    if (was_spinning) {
-      w->slot.store(j, std::memory_order_release);  // w may be gone right after
-      return;
-    }
-    std::lock_guard lock(w->mutex);
-    w->slot.store(j, std::memory_order_release);
-    if (w->parked) w->wake.notify_one();
-  }
-
-  void unlink_idle_locked(worker* w) {
-    if (w->prev != nullptr) w->prev->next = w->next;
-    if (w->next != nullptr) w->next->prev = w->prev;
-    if (idle_ == w) idle_ = w->next;
-    if (idle_tail_ == w) idle_tail_ = w->prev;
-    w->prev = w->next = nullptr;
-    w->in_idle = false;
-    if (w->spinning) {
-      w->spinning = false;
-      spinning_.store(0, std::memory_order_relaxed);
-    }
-    --idle_count_;
-  }
-
-  // At exit: wakes every idle thread and waits (bounded) until they left, so
-  // no runtime thread is alive after static destruction except ones still
-  // running user code (a nursery alive during static destruction).
-  void shutdown() {
-    static noop_job noop;
-    std::unique_lock lock(mutex_);
-    stopping_ = true;
-    const std::size_t busy = alive_ - idle_count_;
-    // Claim every idle thread first, then hand each a no-op outside the
-    // cache's mutex (the lock order forbids taking a worker's mutex under it).
-    worker* claimed = nullptr;
-    while (idle_ != nullptr) {
-      worker* w = idle_;
-      w->claimed_spinning = claim_locked(w);
-      w->next = claimed;
-      claimed = w;
-    }
-    lock.unlock();
-    while (claimed != nullptr) {
-      worker* w = claimed;
-      claimed = w->next;  // read before the hand-off: afterwards w may be gone
-      hand_off(w, w->claimed_spinning, &noop);
-    }
-    lock.lock();
-    exited_.wait_for(lock, std::chrono::seconds(2), [&] { return alive_ <= busy; });
-  }
-
-  mutable std::mutex mutex_;
-  std::condition_variable exited_;  // shutdown waits here for idle threads to leave
-  worker* idle_ = nullptr;          // the spinning thread first, if any
-  worker* idle_tail_ = nullptr;
-  std::size_t idle_count_ = 0;
-  std::size_t alive_ = 0;
-  std::size_t peak_ = 0;
-  std::uint64_t started_ = 0;
-  std::chrono::milliseconds keep_alive_{2000};
-  std::size_t max_idle_ = 0;
-  bool stopping_ = false;
-  job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
-  // Written under mutex_ only, read without it by a waiting submitter.
-  std::atomic<std::size_t> queued_{0};    // jobs in handoff_; never more than returning_
-  std::atomic<std::size_t> spinning_{0};  // idle threads in their spin phase (0 or 1)
-  // Threads between mark_returning() and their next look at handoff_.
-  // Incremented without the mutex (it only grows there), decremented under it.
-  std::atomic<std::size_t> returning_{0};
-  std::atomic<std::size_t> running_{0};
-  // Whether a submitter lately found a returning or spinning thread. When a
-  // wait for one times out, submitters stop waiting until one is found again,
-  // so a burst of blocking tasks does not pay submit_spin per spawn.
-  std::atomic<bool> wait_pays_{true};
-  static inline thread_local worker* current_worker_ = nullptr;
-};
-
-}  // namespace detail
-}  // namespace leash::inline v0
+}  // namespace leash::inline v0::detail
 
 namespace leash::inline v0::detail {
 
@@ -2465,6 +2069,27 @@ class spinlock {
 
  private:
   std::atomic<bool> locked_{false};
+};
+
+// How many waiters may pause-spin at once: one fewer than the CPUs this
+// process may run on. Spinning only helps while the partner runs on another
+// CPU; with more spinners than that (one CPU, or many blocked threads) they
+// would only take CPU time from the partners they wait for. Go's runtime
+// applies the same rule (no spinning on one CPU, bounded spinning Ms).
+class spin_slots {
+ public:
+  static bool try_acquire() noexcept {
+    if (count().fetch_add(1, std::memory_order_relaxed) < usable_cpus() - 1) return true;
+    count().fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  static void release() noexcept { count().fetch_sub(1, std::memory_order_relaxed); }
+
+ private:
+  static std::atomic<int>& count() noexcept {
+    static std::atomic<int> spinning{0};
+    return spinning;
+  }
 };
 
 class waiter {
@@ -2517,35 +2142,46 @@ class waiter {
   // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
   // happened first wins over a stop or a deadline.
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
-    // Spin phase: the partner usually arrives within a microsecond or two on
-    // another CPU. Pauses first, then yields, so that a partner sharing this
-    // CPU gets to run (two threads pinned to one CPU must not slow each other
-    // down); then park (a futex wake costs several microseconds).
-    for (int i = 0; i < spin_rounds; ++i) {
+    // Spin phase (see spin_slots): a partner on another CPU usually answers
+    // within a few microseconds, while parking costs a futex wake of 5-10 us
+    // on each side. Pauses while a spinning slot is free, then a few yields
+    // (which hand the CPU to a partner that shares it), then park.
+    const bool spins = spin_slots::try_acquire();
+    const int rounds = spins ? pause_rounds + yield_rounds : yield_rounds;
+    for (int i = 0; i < rounds; ++i) {
       const std::uint32_t s = state_.load(std::memory_order_acquire);
-      if (terminal(s)) return decode(s);
-      if (i % 8 == 0) {
-        if (token.stop_requested() && give_up(stopped)) return outcome::stopped;
+      if (terminal(s)) {
+        if (spins) spin_slots::release();
+        return decode(s);
+      }
+      if (i % 16 == 0) {
+        if (token.stop_requested() && give_up(stopped)) break;
         if (deadline != clock::time_point::max() && clock::now() >= deadline &&
             give_up(timed_out)) {
-          return outcome::timed_out;
+          break;
         }
       }
-      if (i < pause_rounds) {
-        for (int k = 0; k < 8; ++k)
+      if (rounds - i > yield_rounds) {
+        for (int k = 0; k < 4; ++k)
           cpu_relax();
       } else {
         std::this_thread::yield();
       }
     }
+    if (spins) spin_slots::release();
+    const std::uint32_t s = state_.load(std::memory_order_acquire);
+    if (terminal(s)) return decode(s);
     return park(token, deadline);
   }
 
  private:
   static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
   static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
-  // About 2 µs of pauses, then a handful of yields (see wait()).
-  static constexpr int pause_rounds = 64, spin_rounds = pause_rounds + 16;
+  // 256 rounds of 4 pauses (20-55 ns each on the development VM, so up to
+  // 20-50 us), then 8 yields. Measured on unbuffered ping-pong: 256 pauses
+  // left many hand-offs parked (1.5 us per round trip); 1024 matched Go
+  // (0.5 us).
+  static constexpr int pause_rounds = 256, yield_rounds = 8;
 
   static bool terminal(std::uint32_t s) noexcept {
     const std::uint32_t st = s & status_mask;
@@ -3622,6 +3258,446 @@ class leak_check {
 #include <stop_token>
 #include <type_traits>
 
+// ---- leash/detail/thread_cache.hpp ----
+// leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
+//
+// A submitted job starts at once, on a thread that runs nothing else first:
+//   1. a returning thread: one that has finished its job's user code and is
+//      on its way back (it runs only leash bookkeeping until it checks the
+//      hand-off list, so the job waits behind no task); or
+//   2. the spinning idle thread (no system call); or, after a short bounded
+//      spin of the submitter for 1. or 2. while other jobs run,
+//   3. a parked idle thread (a futex wake), or a new thread.
+// A job is put on the hand-off list only while more threads are returning
+// than jobs wait there, so each listed job has a thread bound to take it.
+// There is no other queue: a job never waits behind blocked tasks and channel
+// code cannot deadlock a fixed-size pool.
+//
+// One idle thread at a time spins on its slot (idle_spin), the others park at
+// once on their own condition variable; a parked thread exits after
+// `keep_alive`. At most `max_idle` threads idle for that long; threads beyond
+// it linger briefly (a burst's next spawns reuse them instead of creating
+// threads), then exit. Threads are detached:
+// an exiting thread touches nothing shared after it has unlinked itself under
+// the cache's mutex.
+//
+// Lock order: a worker may take the cache's mutex while holding its own
+// mutex; a submitter never holds the cache's mutex while taking a worker's.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+
+namespace leash::inline v0 {
+
+// Settings of the process-wide runtime; see runtime::configure.
+struct runtime_options {
+  // How long an idle thread waits for new work before it exits.
+  std::chrono::milliseconds keep_alive{2000};
+  // How many idle threads are kept at most; 0 means 2 x hardware threads.
+  std::size_t max_idle = 0;
+};
+
+// A snapshot of the runtime's counters; see runtime::stats.
+struct runtime_stats {
+  std::size_t threads_alive = 0;  // OS threads owned by the runtime (idle or running)
+  std::size_t threads_idle = 0;   // of those, waiting for work
+  std::size_t tasks_running = 0;  // jobs executing now
+  std::size_t peak_threads = 0;   // most threads alive at once since start
+  std::uint64_t tasks_started = 0;
+  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
+};
+
+namespace detail {
+
+// A unit of work. run() must not throw and must not touch the job after it
+// signalled completion to whoever owns it.
+class job {
+ public:
+  virtual void run() noexcept = 0;
+
+ protected:
+  ~job() = default;
+
+ private:
+  friend class thread_cache;
+  job* next_ = nullptr;  // the cache's hand-off list, guarded by its mutex
+};
+
+class thread_cache {
+ public:
+  static thread_cache& instance() {
+    static auto* cache = new thread_cache;  // immortal: no static-destruction-order crash
+    static exit_guard guard{cache};
+    return *cache;
+  }
+
+  // Runs `j` on a returning, idle or new thread (see the top of this file).
+  // Throws std::system_error if no thread can be created.
+  void submit(job* j) {
+    worker* w = nullptr;
+    bool was_spinning = false;
+    for (bool waited = false;; waited = true) {
+      {
+        std::lock_guard lock(mutex_);
+        if (!waited) ++started_;
+        if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed)) {
+          j->next_ = handoff_;
+          handoff_ = j;
+          queued_.store(queued_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+          note_wait_pays(true);
+          return;
+        }
+        // Wait for a returning thread only while jobs run (one may finish)
+        // and such waits paid off lately.
+        const bool may_wait = !waited && wait_pays_.load(std::memory_order_relaxed) &&
+                              running_.load(std::memory_order_relaxed) != 0;
+        if (idle_ != nullptr && (idle_->spinning || !may_wait)) {
+          w = idle_;
+          was_spinning = claim_locked(w);
+          if (was_spinning) note_wait_pays(true);
+          break;
+        }
+        if (!may_wait) {
+          ++alive_;
+          peak_ = std::max(peak_, alive_);
+          break;
+        }
+      }
+      if (!await_free_thread()) note_wait_pays(false);
+    }
+    if (w != nullptr) {
+      hand_off(w, was_spinning, j);
+      return;
+    }
+    try {
+      std::thread([this, j] { work(j); }).detach();
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      --alive_;
+      throw;
+    }
+  }
+
+  // Called by a job on its runtime thread once it will run no more user code
+  // (nor destroy anything whose destructor is user code): from then on the
+  // thread counts as returning and may be handed the next job.
+  static void mark_returning() noexcept {
+    worker* w = current_worker_;
+    if (w == nullptr || w->returning) return;
+    w->returning = true;
+    instance().returning_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void configure(const runtime_options& o) {
+    std::lock_guard lock(mutex_);
+    keep_alive_ = o.keep_alive;
+    max_idle_ = o.max_idle != 0 ? o.max_idle : default_max_idle();
+  }
+
+  runtime_stats stats() const {
+    runtime_stats s;
+    {
+      std::lock_guard lock(mutex_);
+      s.threads_alive = alive_;
+      s.threads_idle = idle_count_;
+      s.peak_threads = peak_;
+      s.tasks_started = started_;
+    }
+    s.tasks_running = running_.load(std::memory_order_relaxed);
+    s.pending_timers = timer_service::instance().pending();
+    return s;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  // How long a thread beyond max_idle stays idle (at most keep_alive): long
+  // enough to serve the rest of a spawn burst, short enough that the burst's
+  // stacks are soon unmapped.
+  static constexpr std::chrono::milliseconds surplus_linger{50};
+  // How long the spinning idle thread polls before it parks. A spawn loop's
+  // submitter is often held up for tens of microseconds (a preempted VM CPU,
+  // an allocation); a spinner that is still there spares it a futex wake.
+  // Measured on the 2-core VM: 64 pauses (3 us there) gave 4-7 us per
+  // spawn+join, 50 us gave 1-2 us. Costs one CPU for that long after the
+  // last task ends.
+  static constexpr std::chrono::microseconds idle_spin{50};
+  // How long a submitter waits at most for a thread to start returning (or
+  // spinning) before it wakes a parked thread or creates one. Far below the
+  // cost of a thread creation (~50 us) and of the order of a futex wake.
+  static constexpr std::chrono::microseconds submit_spin{10};
+
+  // A thread's record; lives on that thread's stack.
+  struct worker {
+    worker* prev = nullptr;  // idle list links, guarded by the cache's mutex
+    worker* next = nullptr;
+    bool in_idle = false;   // guarded by the cache's mutex
+    bool spinning = false;  // in the spin phase, not yet claimed; guarded by the cache's mutex
+    bool claimed_spinning = false;  // shutdown's note for hand_off; guarded by the cache's mutex
+    bool returning = false;         // counted in returning_; only this thread touches it
+    std::atomic<job*> slot{nullptr};
+    std::mutex mutex;  // guards `parked`, orders a hand-off to a parked thread against its exit
+    std::condition_variable wake;
+    bool parked = false;
+  };
+
+  struct exit_guard {
+    thread_cache* cache;
+    ~exit_guard() { cache->shutdown(); }
+  };
+
+  // Does nothing: handed to idle threads at exit so they wake and leave.
+  struct noop_job final : job {
+    void run() noexcept override {}
+  };
+
+  thread_cache() { max_idle_ = default_max_idle(); }
+
+  static std::size_t default_max_idle() {
+    return 2 * std::max<std::size_t>(1, std::thread::hardware_concurrency());
+  }
+
+  void work(job* j) {
+    worker self;
+    current_worker_ = &self;
+    while (j != nullptr) {
+      running_.fetch_add(1, std::memory_order_relaxed);
+      j->run();
+      running_.fetch_sub(1, std::memory_order_relaxed);
+      j = next_job(self);
+    }
+  }
+
+  void note_wait_pays(bool pays) noexcept {
+    if (wait_pays_.load(std::memory_order_relaxed) != pays) {
+      wait_pays_.store(pays, std::memory_order_relaxed);
+    }
+  }
+
+  // The submitter's bounded wait for a returning or spinning thread: a few
+  // pauses, then yields (a submitter sharing one CPU with the thread it waits
+  // for gives it the CPU). True when one appeared.
+  bool await_free_thread() const {
+    const auto until = clock::now() + submit_spin;
+    for (int i = 0;; ++i) {
+      if (returning_.load(std::memory_order_relaxed) > queued_.load(std::memory_order_relaxed) ||
+          spinning_.load(std::memory_order_relaxed) != 0) {
+        return true;
+      }
+      if (i < 32) {
+        cpu_relax();
+      } else if (clock::now() > until) {
+        return false;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  // The next job for `w`: from the hand-off list, else after idling in the
+  // idle list; nullptr means exit.
+  job* next_job(worker& w) {
+    std::chrono::milliseconds idle_for;
+    bool spins = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (w.returning) {
+        w.returning = false;
+        returning_.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (handoff_ != nullptr) {
+        job* j = handoff_;
+        handoff_ = j->next_;
+        queued_.store(queued_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+        return j;
+      }
+      if (stopping_) return retire_locked();
+      const bool surplus = idle_count_ >= max_idle_;
+      idle_for = surplus ? std::min(keep_alive_, surplus_linger) : keep_alive_;
+      // One idle thread spins at a time, at the front of the list where the
+      // next submit finds it; the others park at once, at the back. Many
+      // spinners would only take CPU from the thread that submits, and so
+      // would one on a single usable CPU.
+      spins = spinning_.load(std::memory_order_relaxed) == 0 && usable_cpus() > 1;
+      if (spins) {
+        spinning_.store(1, std::memory_order_relaxed);
+        w.spinning = true;
+        w.next = idle_;
+        if (idle_ != nullptr) idle_->prev = &w;
+        idle_ = &w;
+        if (idle_tail_ == nullptr) idle_tail_ = &w;
+      } else {
+        w.prev = idle_tail_;
+        if (idle_tail_ != nullptr) idle_tail_->next = &w;
+        idle_tail_ = &w;
+        if (idle_ == nullptr) idle_ = &w;
+      }
+      w.in_idle = true;
+      ++idle_count_;
+    }
+    if (spins) {
+      // Spin phase: pauses for idle_spin, then up to 64 yields. The yields
+      // keep a spinner that shares one CPU with the thread about to hand it
+      // work (both pinned to one CPU) from holding that CPU for long. Yields
+      // among the pauses cost more than they give: on a loaded machine each
+      // one may hand the CPU to another process.
+      const auto until = clock::now() + idle_spin;
+      for (int i = 1;; ++i) {
+        if (job* j = take(w)) return j;
+        if (i % 16 == 0 && clock::now() > until) break;
+        cpu_relax();
+      }
+      for (int i = 0; i < 64; ++i) {
+        if (job* j = take(w)) return j;
+        std::this_thread::yield();
+      }
+      bool claimed = false;
+      {
+        std::lock_guard lock(mutex_);
+        claimed = !w.spinning;
+        if (!claimed) {
+          w.spinning = false;
+          spinning_.store(0, std::memory_order_relaxed);
+        }
+      }
+      // Claimed while spinning: the submitter stores the job right after its
+      // unlock, without a wake-up.
+      while (claimed) {
+        if (job* j = take(w)) return j;
+        std::this_thread::yield();
+      }
+    }
+    auto deadline = clock::now() + idle_for;
+    std::unique_lock lock(w.mutex);
+    w.parked = true;
+    for (;;) {
+      if (job* j = take(w)) {
+        w.parked = false;
+        return j;
+      }
+      if (w.wake.wait_until(lock, deadline) == std::cv_status::timeout) {
+        std::lock_guard cache_lock(mutex_);
+        if (w.in_idle) {
+          unlink_idle_locked(&w);
+          return retire_locked();
+        }
+        // A submitter claimed this thread; its job is on the way.
+        deadline = clock::time_point::max();
+      }
+    }
+  }
+
+  // The job in w's slot, if any. Only w empties its slot; only the one
+  // submitter that claimed w fills it.
+  static job* take(worker& w) noexcept {
+    job* j = w.slot.load(std::memory_order_acquire);
+    if (j != nullptr) w.slot.store(nullptr, std::memory_order_relaxed);
+    return j;
+  }
+
+  job* retire_locked() {
+    --alive_;
+    if (stopping_) exited_.notify_all();
+    return nullptr;
+  }
+
+  // Takes `w` off the idle list for a hand-off; true if it was still spinning
+  // (it polls its slot and needs no wake-up).
+  bool claim_locked(worker* w) {
+    const bool was_spinning = w->spinning;
+    unlink_idle_locked(w);
+    return was_spinning;
+  }
+
+  // Gives `j` to the claimed thread `w`. A parked thread is woken under its
+  // own mutex, so that it cannot time out and leave (freeing its record)
+  // while the submitter still touches it; a spinning thread only polls.
+  static void hand_off(worker* w, bool was_spinning, job* j) {
+    if (was_spinning) {
+      w->slot.store(j, std::memory_order_release);  // w may be gone right after
+      return;
+    }
+    std::lock_guard lock(w->mutex);
+    w->slot.store(j, std::memory_order_release);
+    if (w->parked) w->wake.notify_one();
+  }
+
+  void unlink_idle_locked(worker* w) {
+    if (w->prev != nullptr) w->prev->next = w->next;
+    if (w->next != nullptr) w->next->prev = w->prev;
+    if (idle_ == w) idle_ = w->next;
+    if (idle_tail_ == w) idle_tail_ = w->prev;
+    w->prev = w->next = nullptr;
+    w->in_idle = false;
+    if (w->spinning) {
+      w->spinning = false;
+      spinning_.store(0, std::memory_order_relaxed);
+    }
+    --idle_count_;
+  }
+
+  // At exit: wakes every idle thread and waits (bounded) until they left, so
+  // no runtime thread is alive after static destruction except ones still
+  // running user code (a nursery alive during static destruction).
+  void shutdown() {
+    static noop_job noop;
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    const std::size_t busy = alive_ - idle_count_;
+    // Claim every idle thread first, then hand each a no-op outside the
+    // cache's mutex (the lock order forbids taking a worker's mutex under it).
+    worker* claimed = nullptr;
+    while (idle_ != nullptr) {
+      worker* w = idle_;
+      w->claimed_spinning = claim_locked(w);
+      w->next = claimed;
+      claimed = w;
+    }
+    lock.unlock();
+    while (claimed != nullptr) {
+      worker* w = claimed;
+      claimed = w->next;  // read before the hand-off: afterwards w may be gone
+      hand_off(w, w->claimed_spinning, &noop);
+    }
+    lock.lock();
+    exited_.wait_for(lock, std::chrono::seconds(2), [&] { return alive_ <= busy; });
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable exited_;  // shutdown waits here for idle threads to leave
+  worker* idle_ = nullptr;          // the spinning thread first, if any
+  worker* idle_tail_ = nullptr;
+  std::size_t idle_count_ = 0;
+  std::size_t alive_ = 0;
+  std::size_t peak_ = 0;
+  std::uint64_t started_ = 0;
+  std::chrono::milliseconds keep_alive_{2000};
+  std::size_t max_idle_ = 0;
+  bool stopping_ = false;
+  job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
+  // Written under mutex_ only, read without it by a waiting submitter.
+  std::atomic<std::size_t> queued_{0};    // jobs in handoff_; never more than returning_
+  std::atomic<std::size_t> spinning_{0};  // idle threads in their spin phase (0 or 1)
+  // Threads between mark_returning() and their next look at handoff_.
+  // Incremented without the mutex (it only grows there), decremented under it.
+  std::atomic<std::size_t> returning_{0};
+  std::atomic<std::size_t> running_{0};
+  // Whether a submitter lately found a returning or spinning thread. When a
+  // wait for one times out, submitters stop waiting until one is found again,
+  // so a burst of blocking tasks does not pay submit_spin per spawn.
+  std::atomic<bool> wait_pays_{true};
+  static inline thread_local worker* current_worker_ = nullptr;
+};
+
+}  // namespace detail
+}  // namespace leash::inline v0
 
 namespace leash::inline v0 {
 class nursery;
@@ -4868,6 +4944,7 @@ class ticker_core final : public job {
     object_registry::instance().remove(registry_id);
     std::lock_guard lock(mutex_);
     exited_ = true;
+    loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
     changed_.notify_all();
   }
 
