@@ -395,7 +395,7 @@ recv_case<T> on_recv(channel<T>& ch) {
 
 // A send case of `value` on `ch`; fn() runs if it is chosen.
 template <class T, class V, class F>
-  requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
+requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
 auto on_send(channel<T>& ch, V&& value, F fn) {
   using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
   return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
