@@ -100,8 +100,8 @@ class reverse_proxy {
     // The watcher and the exchange share a nursery: a client that leaves
     // cancels the exchange; the exchange ending cancels the watcher.
     leash::run_nursery([&](nursery& n) {
-      n.spawn("reverse_proxy client watch", [&](std::stop_token st) {
-        if (w.wait_client_gone(st)) {
+      n.spawn("reverse_proxy client watch", [&] {
+        if (w.wait_client_gone(this_task::stop_token())) {
           client_gone = true;
           n.cancel("reverse_proxy: the client went away");
         }
