@@ -170,6 +170,24 @@ TEST_CASE("a handler's exception is answered 500 and the server keeps serving") 
   CHECK(echo.body.read_all(100) == "payload");
 }
 
+TEST_CASE("a body shorter or longer than the handler's Content-Length aborts the connection") {
+  leash::nursery n;
+  http::server srv(n, [](http::server_request& req, http::response_writer& w) {
+    w.headers().set("Content-Length", "10");
+    w.write(req.target() == "/short" ? "12345" : "12345678901");
+  });
+  http::transport t;
+  for (const char* target : {"/short", "/long"}) {
+    CAPTURE(target);
+    CHECK_THROWS_AS(t.round_trip(get(srv.port(), target)).body.read_all(100), http::error);
+  }
+  http::response head = t.round_trip({"127.0.0.1", srv.port(), {"HEAD", "/short"}, {}});
+  CHECK(head.head.headers.get("content-length") == "10");
+  CHECK(head.body.read_all(100).empty());
+  CHECK(t.round_trip({"127.0.0.1", srv.port(), {"HEAD", "/x"}, {}}).body.read_all(10).empty());
+  CHECK(t.stats().reuses == 1);  // the HEAD connection stayed clean
+}
+
 TEST_CASE("HEAD gets no body; HTTP/1.0 gets a response and a close") {
   leash::nursery n;
   http::server srv(n, [](http::server_request&, http::response_writer& w) { w.write("body"); });

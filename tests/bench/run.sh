@@ -21,6 +21,7 @@ SCENARIOS=(
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"
   "must_close      bench_must_close      -                  ns_per_op                      ratio"
   "http_keepalive  bench_http_keepalive  http_keepalive.go  req_per_s                      side"
+  "http_keepalive_1mib -                    -                  req_per_s                      side"
   "chan_pingpong   bench_channels        channels.go        ns_per_op                      ratio pin"
   "chan_spsc       -                     -                  ns_per_op                      ratio"
   "chan_mpsc       -                     -                  ns_per_op                      ratio"
@@ -61,6 +62,7 @@ if command -v nginx >/dev/null 2>&1; then
   ngx=$go_tmp/nginx
   mkdir -p "$ngx/www" && chmod 755 "$go_tmp" "$ngx" "$ngx/www"
   head -c 127 /dev/zero | tr '\0' x >"$ngx/www/small.txt" && echo >>"$ngx/www/small.txt"
+  head -c 1048576 /dev/urandom >"$ngx/www/big.bin"
   port=$((20000 + RANDOM % 30000))
   cat >"$ngx/nginx.conf" <<EOF_NGINX
 worker_processes auto;

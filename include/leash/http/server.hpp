@@ -189,12 +189,17 @@ class response_writer {
     std::string out;
     if (!head_sent_) {
       const bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ < 200;
-      if (headers_.contains("content-length")) {
+      const auto user_length = headers_.get("content-length");
+      if (no_body) {
+        mode_ = mode::none;  // a user Content-Length describes the body not sent
+      } else if (user_length) {
         mode_ = mode::length;
-      } else if (no_body) {
-        mode_ = mode::none;
+        if (detail::parse_decimal(*user_length, remaining_) != detail::number_status::ok) {
+          throw invalid_request(reason::body_length_mismatch, "response Content-Length");
+        }
       } else if (last) {
         mode_ = mode::length;
+        remaining_ = buffer_.size();
         headers_.set("Content-Length", std::to_string(buffer_.size()));
       } else if (!http10_) {
         mode_ = mode::chunked;
@@ -218,7 +223,18 @@ class response_writer {
     if (mode_ == mode::chunked) {
       write_chunk(out, buffer_);
       if (last) write_last_chunk(out);
-    } else if (mode_ != mode::none) {
+    } else if (mode_ == mode::length) {
+      // Never more than declared, and never a clean end with less: the
+      // client would wait for bytes that are not coming.
+      if (buffer_.size() > remaining_ || (last && buffer_.size() != remaining_)) {
+        aborted_ = true;
+        ::shutdown(fd_, SHUT_RDWR);
+        throw io_error("response body length differs from its Content-Length",
+                       std::make_error_code(std::errc::invalid_argument));
+      }
+      remaining_ -= buffer_.size();
+      out.append(buffer_);
+    } else if (mode_ == mode::until_close) {
       out.append(buffer_);
     }
     buffer_.clear();
@@ -238,6 +254,7 @@ class response_writer {
   bool head_sent_ = false;
   bool aborted_ = false;
   mode mode_ = mode::none;
+  std::uint64_t remaining_ = 0;  // mode::length: body bytes still owed
 };
 
 struct server_options {

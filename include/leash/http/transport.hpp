@@ -107,6 +107,19 @@ class connection_body final : public body_source {
       for (;;) {
         response_parser& p = c_->parser;
         if (p.complete()) return 0;
+        if (c_->buffered() == 0 && p.framing() == body_framing::content_length) {
+          // Straight into the caller's buffer: a Content-Length body needs no
+          // framing bytes removed, so the bytes are parsed where they land.
+          const auto want =
+              static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.body_remaining()));
+          std::size_t got = 0;
+          char* dst = reinterpret_cast<char*>(out.data());
+          if (read_some(c_->sock.fd(), dst, want, got, clock::time_point::max(), stop) ==
+              read_status::eof) {
+            p.finish_eof();  // throws truncated_body
+          }
+          return p.feed({dst, got}).body.size();
+        }
         if (c_->buffered() == 0) {
           if (c_->fill(clock::time_point::max(), stop) == read_status::eof) p.finish_eof();
           continue;

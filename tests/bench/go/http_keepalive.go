@@ -1,5 +1,5 @@
 // Go baseline for leash's bench_http_keepalive: keep-alive GETs of a small
-// file from nginx on loopback (LEASH_BENCH_NGINX=host:port, started by
+// (128 B) and a large (1 MiB) file from nginx on loopback (LEASH_BENCH_NGINX=host:port, started by
 // run.sh), 1 and 8 workers, with the default Transport (MaxIdleConnsPerHost
 // = 2) and one tuned to the worker count. Median of 3 runs of 1 s.
 //
@@ -63,25 +63,31 @@ func main() {
 		fmt.Println("SKIP http_keepalive: set LEASH_BENCH_NGINX=host:port (run.sh starts nginx)")
 		return
 	}
-	url := "http://" + peer + "/small.txt"
-	for _, workers := range []int{1, 8} {
-		for _, tuned := range []bool{false, true} {
-			type result struct {
-				rate  float64
-				dials int64
+	for _, file := range []string{"/small.txt", "/big.bin"} {
+		url := "http://" + peer + file
+		scenario := "http_keepalive"
+		if file == "/big.bin" {
+			scenario = "http_keepalive_1mib"
+		}
+		for _, workers := range []int{1, 8} {
+			for _, tuned := range []bool{false, true} {
+				type result struct {
+					rate  float64
+					dials int64
+				}
+				var rs []result
+				for run := 0; run < 3; run++ {
+					r, d := once(url, workers, tuned)
+					rs = append(rs, result{r, d})
+				}
+				sort.Slice(rs, func(i, j int) bool { return rs[i].rate < rs[j].rate })
+				name := "go_default"
+				if tuned {
+					name = "go_tuned"
+				}
+				fmt.Printf("BENCH %s %s_%dw req_per_s=%.0f dials=%d\n", scenario, name, workers,
+					rs[1].rate, rs[1].dials)
 			}
-			var rs []result
-			for run := 0; run < 3; run++ {
-				r, d := once(url, workers, tuned)
-				rs = append(rs, result{r, d})
-			}
-			sort.Slice(rs, func(i, j int) bool { return rs[i].rate < rs[j].rate })
-			name := "go_default"
-			if tuned {
-				name = "go_tuned"
-			}
-			fmt.Printf("BENCH http_keepalive %s_%dw req_per_s=%.0f dials=%d\n", name, workers,
-				rs[1].rate, rs[1].dials)
 		}
 	}
 }
