@@ -20,6 +20,7 @@
 
 using namespace std::chrono_literals;
 namespace http = leash::http;
+using http_test::get;
 namespace fs = std::filesystem;
 
 namespace {
@@ -117,10 +118,6 @@ struct nginx_peer {
   bool running = false;
   std::string why;
 };
-
-http::request get(std::uint16_t port, std::string target, std::string method = "GET") {
-  return {"127.0.0.1", port, {std::move(method), std::move(target)}, {}};
-}
 
 }  // namespace
 

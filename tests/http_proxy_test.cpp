@@ -16,13 +16,10 @@
 using namespace std::chrono_literals;
 namespace http = leash::http;
 using http_test::eventually;
+using http_test::get;
 using http_test::ms_since;
 
 namespace {
-
-http::request get(std::uint16_t port, std::string target = "/") {
-  return {"127.0.0.1", port, {"GET", std::move(target)}, {}};
-}
 
 // An upstream (the leash server), a proxy in front of it, and a client.
 struct chain {

@@ -16,13 +16,10 @@
 using namespace std::chrono_literals;
 namespace http = leash::http;
 using http_test::eventually;
+using http_test::get;
 using http_test::ms_since;
 
 namespace {
-
-http::request get(std::uint16_t port, std::string target = "/") {
-  return {"127.0.0.1", port, {"GET", std::move(target)}, {}};
-}
 
 // Sends raw bytes on a fresh connection and returns everything the server
 // sent until it closed the connection.

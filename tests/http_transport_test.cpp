@@ -19,6 +19,7 @@ using namespace std::chrono_literals;
 namespace http = leash::http;
 using http_test::eventually;
 using http_test::fd_count;
+using http_test::get;
 using http_test::ms_since;
 using http_test::tasks_running;
 
@@ -32,10 +33,6 @@ struct backend {
   leash::nursery n;
   http::server srv;
 };
-
-http::request get(std::uint16_t port, std::string target = "/") {
-  return {"127.0.0.1", port, {"GET", std::move(target)}, {}};
-}
 
 std::string fetch(http::transport& t, const http::request& req) {
   http::response r = t.round_trip(req);

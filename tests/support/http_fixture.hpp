@@ -1,6 +1,7 @@
 // tests/support/http_fixture.hpp: what the HTTP transport and server tests share:
 // resource counters (fds, running tasks), a gate that parks handlers until a
-// number of them arrived, a bounded condition poll, and the sanitizer scale.
+// number of them arrived, a bounded condition poll, the sanitizer scale, and
+// a request helper.
 #pragma once
 
 #include <dirent.h>
@@ -11,8 +12,10 @@
 #include <functional>
 #include <leash/cancel.hpp>
 #include <leash/detail/wait.hpp>
+#include <leash/http/transport.hpp>
 #include <leash/runtime.hpp>
 #include <mutex>
+#include <string>
 #include <thread>
 
 namespace http_test {
@@ -95,6 +98,12 @@ class gate {
   int arrived_ = 0;
   bool open_ = false;
 };
+
+// A request for 127.0.0.1:port.
+inline leash::http::request get(std::uint16_t port, std::string target = "/",
+                                std::string method = "GET") {
+  return {"127.0.0.1", port, {std::move(method), std::move(target)}, {}};
+}
 
 // Milliseconds since `start`.
 inline long long ms_since(std::chrono::steady_clock::time_point start) {
