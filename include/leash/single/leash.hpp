@@ -2092,6 +2092,43 @@ class spin_slots {
   }
 };
 
+// How long a waiter of this thread pauses before it yields: long (256 rounds
+// of 4 pauses, 20-50 us on the development VM) while spinning pays off on
+// this thread, short (16 rounds) while it does not, with a long probe every
+// 16th wait so that a quieter machine is noticed. Measured on unbuffered
+// ping-pong: 256 pauses left many hand-offs parked (1.5 us per round trip)
+// and 1024 matched Go (0.5 us) on a quiet machine; but on an oversubscribed
+// one the partner is often not running at all, and a long spin only delays it
+// (35 us per round trip, against 12 us for parking at once).
+class spin_budget {
+ public:
+  static int pause_rounds() noexcept {
+    state& s = local();
+    s.long_spin = s.score >= 64 || ++s.since_probe % 16 == 0;
+    return s.long_spin ? 256 : 16;
+  }
+  // Whether the wait ended without parking.
+  static void record(bool paid_off) noexcept {
+    state& s = local();
+    if (paid_off) {
+      s.score += (256 - s.score) / 8;
+    } else if (s.long_spin) {
+      s.score -= s.score / 8;  // a short spin that failed says nothing about a long one
+    }
+  }
+
+ private:
+  struct state {
+    int score = 256;  // moving average of long spins that paid off, out of 256
+    bool long_spin = true;
+    unsigned since_probe = 0;
+  };
+  static state& local() noexcept {
+    thread_local state s;
+    return s;
+  }
+};
+
 class waiter {
  public:
   using clock = std::chrono::steady_clock;
@@ -2147,11 +2184,18 @@ class waiter {
     // on each side. Pauses while a spinning slot is free, then a few yields
     // (which hand the CPU to a partner that shares it), then park.
     const bool spins = spin_slots::try_acquire();
-    const int rounds = spins ? pause_rounds + yield_rounds : yield_rounds;
-    for (int i = 0; i < rounds; ++i) {
+    // Either pauses or yields, not both: a yield on a loaded machine hands the
+    // CPU to another process for a whole time slice, so it only pays when no
+    // CPU is free for spinning and the partner most likely shares ours.
+    const int pauses = spins ? spin_budget::pause_rounds() : 0;
+    const int yields = spins ? 0 : yield_rounds;
+    for (int i = 0; i < pauses + yields; ++i) {
       const std::uint32_t s = state_.load(std::memory_order_acquire);
       if (terminal(s)) {
-        if (spins) spin_slots::release();
+        if (spins) {
+          spin_slots::release();
+          spin_budget::record(true);
+        }
         return decode(s);
       }
       if (i % 16 == 0) {
@@ -2161,7 +2205,7 @@ class waiter {
           break;
         }
       }
-      if (rounds - i > yield_rounds) {
+      if (i < pauses) {
         for (int k = 0; k < 4; ++k)
           cpu_relax();
       } else {
@@ -2171,17 +2215,14 @@ class waiter {
     if (spins) spin_slots::release();
     const std::uint32_t s = state_.load(std::memory_order_acquire);
     if (terminal(s)) return decode(s);
+    if (spins) spin_budget::record(false);
     return park(token, deadline);
   }
 
  private:
   static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
   static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
-  // 256 rounds of 4 pauses (20-55 ns each on the development VM, so up to
-  // 20-50 us), then 8 yields. Measured on unbuffered ping-pong: 256 pauses
-  // left many hand-offs parked (1.5 us per round trip); 1024 matched Go
-  // (0.5 us).
-  static constexpr int pause_rounds = 256, yield_rounds = 8;
+  static constexpr int yield_rounds = 8;
 
   static bool terminal(std::uint32_t s) noexcept {
     const std::uint32_t st = s & status_mask;

@@ -1,0 +1,15 @@
+// leash/http.hpp: the HTTP worked example, all of it (POSIX sockets).
+//
+// Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:
+// TLS, HTTP/2, proxies, redirects, cookies and gzip are out of scope.
+#pragma once
+
+#include "http/client.hpp"
+#include "http/errors.hpp"
+#include "http/message.hpp"
+#include "http/request_writer.hpp"
+#include "http/response_parser.hpp"
+#include "http/reverse_proxy.hpp"
+#include "http/server.hpp"
+#include "http/transport.hpp"
+#include "http/values.hpp"
