@@ -15,7 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include "support/captures.hpp"
+
 using namespace std::chrono_literals;
+
+using leash_test::unclosed_capture;
 
 namespace {
 
@@ -64,19 +68,6 @@ class test_source final : public leash::body_source {
   bool fail_close_;
   std::mutex mutex_;
   std::condition_variable cv_;
-};
-
-struct unclosed_capture {
-  std::mutex mutex;
-  std::vector<leash::unclosed_handle> seen;
-  leash::unclosed_handler previous;
-  unclosed_capture() {
-    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle& h) {
-      std::lock_guard lock(mutex);
-      seen.push_back(h);
-    });
-  }
-  ~unclosed_capture() { leash::set_unclosed_handler(previous); }
 };
 
 }  // namespace

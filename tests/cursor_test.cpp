@@ -10,7 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "support/captures.hpp"
+
 using namespace std::chrono_literals;
+
+using leash_test::unclosed_capture;
 
 namespace {
 
@@ -37,19 +41,6 @@ leash::cursor<int> numbers(source_log& log, int n, int fail_at = 0, bool fail_cl
       },
       site);
 }
-
-struct unclosed_capture {
-  std::mutex mutex;
-  std::vector<leash::unclosed_handle> seen;
-  leash::unclosed_handler previous;
-  unclosed_capture() {
-    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle& h) {
-      std::lock_guard lock(mutex);
-      seen.push_back(h);
-    });
-  }
-  ~unclosed_capture() { leash::set_unclosed_handler(previous); }
-};
 
 }  // namespace
 

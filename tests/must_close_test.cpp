@@ -12,9 +12,12 @@
 #include <thread>
 #include <vector>
 
+#include "support/captures.hpp"
 #include "support/child_process.hpp"
 
 using namespace std::chrono_literals;
+
+using leash_test::unclosed_capture;
 
 namespace {
 
@@ -26,21 +29,6 @@ struct counted {
     ++*closes;
     if (fail) throw std::runtime_error("disk full");
   }
-};
-
-// Records every unclosed report while alive; restores the previous handler.
-struct unclosed_capture {
-  std::mutex mutex;
-  std::vector<leash::unclosed_handle> seen;
-  leash::unclosed_handler previous;
-
-  unclosed_capture() {
-    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle& h) {
-      std::lock_guard lock(mutex);
-      seen.push_back(h);
-    });
-  }
-  ~unclosed_capture() { leash::set_unclosed_handler(previous); }
 };
 
 leash::must_close_counters delta(const leash::must_close_counters& a,

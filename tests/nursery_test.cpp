@@ -12,30 +12,17 @@
 #include <thread>
 #include <vector>
 
+#include "support/captures.hpp"
 #include "support/child_process.hpp"
 
 using namespace std::chrono_literals;
 using leash::stop_reason;
+using leash_test::handler_capture;
 
 namespace {
 
 struct backend_error : std::runtime_error {
   using std::runtime_error::runtime_error;
-};
-
-// Records every unobserved failure while alive; restores the previous handler.
-struct handler_capture {
-  std::mutex mutex;
-  std::vector<leash::unobserved_failure> seen;
-  leash::unobserved_failure_handler previous;
-
-  handler_capture() {
-    previous = leash::set_unobserved_failure_handler([this](const leash::unobserved_failure& f) {
-      std::lock_guard lock(mutex);
-      seen.push_back(f);
-    });
-  }
-  ~handler_capture() { leash::set_unobserved_failure_handler(previous); }
 };
 
 }  // namespace

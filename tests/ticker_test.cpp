@@ -14,11 +14,14 @@
 #include <thread>
 #include <vector>
 
+#include "support/captures.hpp"
 #include "support/child_process.hpp"
 
 using namespace std::chrono_literals;
 using leash::missed_tick;
 using clock_type = std::chrono::steady_clock;
+
+using leash_test::handler_capture;
 
 namespace {
 
@@ -70,20 +73,6 @@ std::vector<long> scheduled_of(const std::vector<sim_tick>& ticks) {
     out.push_back(t.scheduled);
   return out;
 }
-
-// Records every unobserved failure while alive.
-struct handler_capture {
-  std::mutex mutex;
-  std::vector<leash::unobserved_failure> seen;
-  leash::unobserved_failure_handler previous;
-  handler_capture() {
-    previous = leash::set_unobserved_failure_handler([this](const leash::unobserved_failure& f) {
-      std::lock_guard lock(mutex);
-      seen.push_back(f);
-    });
-  }
-  ~handler_capture() { leash::set_unobserved_failure_handler(previous); }
-};
 
 // Waits (bounded) until pred() holds; time is the subject of these waits.
 template <class Pred>
