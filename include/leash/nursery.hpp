@@ -50,6 +50,7 @@
 #include "detail/registry.hpp"
 #include "detail/task_record.hpp"
 #include "detail/thread_cache.hpp"
+#include "detail/uncaught.hpp"
 #include "errors.hpp"
 
 namespace leash::inline v0 {
@@ -124,7 +125,7 @@ class nursery final : private detail::nursery_node {
         id_(detail::next_id()),
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
         parent_task_ptr_(detail::current_task),
-        uncaught_(std::uncaught_exceptions()),
+        uncaught_(detail::uncaught_exceptions()),
         state_(detail::ambient, {}, deadline_of(options_), options_.name),
         installed_(&state_, "leash::nursery") {
     detail::registry::instance().add(this);
@@ -143,7 +144,7 @@ class nursery final : private detail::nursery_node {
                    options_.name.c_str());
       std::terminate();
     }
-    if (std::uncaught_exceptions() > uncaught_) {
+    if (detail::uncaught_exceptions() > uncaught_) {
       state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
     }
     {
@@ -152,7 +153,7 @@ class nursery final : private detail::nursery_node {
       closed_ = true;
     }
     detail::registry::instance().remove(this);
-    const bool unwinding = std::uncaught_exceptions() > uncaught_;
+    const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
       if (f->observed.load(std::memory_order_relaxed)) continue;
       // A cancelled carrying this failure as cause() was thrown on this
@@ -423,7 +424,7 @@ class nursery final : private detail::nursery_node {
   std::uint64_t parent_task_;  // for the live_tasks() tree
   // The task whose body opened this nursery (it outlives the nursery), or null.
   const detail::task_identity* parent_task_ptr_;
-  int uncaught_;  // std::uncaught_exceptions() at construction
+  int uncaught_;  // detail::uncaught_exceptions() at construction
   detail::cancel_state state_;
   detail::ambient_guard installed_;
 

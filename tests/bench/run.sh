@@ -20,6 +20,7 @@ SCENARIOS=(
   "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"
   "must_close      bench_must_close      -                  ns_per_op                      ratio"
+  "must_close_fd   -                     -                  ns_per_op                      ratio"
   "http_keepalive  bench_http_keepalive  http_keepalive.go  req_per_s                      side"
   "http_keepalive_1mib -                    -                  req_per_s                      side"
   "chan_pingpong   bench_channels        channels.go        ns_per_op                      ratio pin"
