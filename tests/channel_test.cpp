@@ -28,7 +28,7 @@ TEST_CASE("an unbuffered send blocks until a receiver takes the value") {
       ch.send(42);
       sent = true;
     });
-    wait_blocked("channel::send");
+    wait_blocked("channel<int>::send");
     CHECK_FALSE(sent.load());
     CHECK(ch.size() == 0);
     CHECK(ch.recv() == 42);
@@ -41,7 +41,7 @@ TEST_CASE("an unbuffered recv blocks until a sender arrives") {
   leash::task<std::optional<std::string>> got;
   leash::run_nursery([&](leash::nursery& n) {
     got = n.spawn([&] { return ch.recv(); });
-    wait_blocked("channel::recv");
+    wait_blocked(">::recv");
     ch.send("hello");
   });
   CHECK(got.get() == "hello");
@@ -55,7 +55,7 @@ TEST_CASE("a buffered channel holds capacity values, then send blocks") {
   CHECK(ch.size() == 2);
   leash::run_nursery([&](leash::nursery& n) {
     n.spawn([&] { ch.send(3); });
-    wait_blocked("channel::send");
+    wait_blocked("channel<int>::send");
     CHECK(ch.recv() == 1);  // makes room: the blocked sender's value moves in
   });
   CHECK(ch.size() == 2);
@@ -110,7 +110,7 @@ TEST_CASE("close wakes blocked receivers with nullopt") {
         if (ch.recv() == std::nullopt) ++woke;
       });
     }
-    wait_blocked("channel::recv", 3);
+    wait_blocked("channel<int>::recv", 3);
     CHECK(ch.close());
   });
   CHECK(woke == 3);
@@ -134,7 +134,7 @@ TEST_CASE("close wakes blocked senders with channel_closed, their values untouch
           }
         });
       }
-      wait_blocked("channel::send", 3);
+      wait_blocked(">::send", 3);
       CHECK(ch.close());
     });
     CHECK(refused_intact == 3);
@@ -222,7 +222,7 @@ TEST_CASE("try_send and try_recv never block: the nonblocking matrix") {
     leash::task<std::optional<int>> got;
     leash::run_nursery([&](leash::nursery& n) {
       got = n.spawn([&] { return ch.recv(); });
-      wait_blocked("channel::recv");
+      wait_blocked("channel<int>::recv");
       CHECK(ch.try_send(5) == channel_status::ok);
     });
     CHECK(got.get() == 5);
@@ -231,7 +231,7 @@ TEST_CASE("try_send and try_recv never block: the nonblocking matrix") {
     leash::channel<int> ch;
     leash::run_nursery([&](leash::nursery& n) {
       n.spawn([&] { ch.send(6); });
-      wait_blocked("channel::send");
+      wait_blocked("channel<int>::send");
       auto r = ch.try_recv();
       CHECK(r.status == channel_status::ok);
       CHECK(r.value == 6);
@@ -292,7 +292,7 @@ TEST_CASE("a blocked recv is cancelled by its nursery, a blocked send by an expl
         throw;
       }
     });
-    wait_blocked("channel::recv");
+    wait_blocked("channel<int>::recv");
     n.cancel();
     n.wait();
   }
@@ -304,7 +304,7 @@ TEST_CASE("a blocked recv is cancelled by its nursery, a blocked send by an expl
       CHECK_THROWS_AS(ch.send(1, source.get_token()), leash::cancelled);
       CHECK_THROWS_AS(ch.recv(source.get_token()), leash::cancelled);
     });
-    wait_blocked("channel::send");
+    wait_blocked("channel<int>::send");
     source.request_stop();
   });
 }

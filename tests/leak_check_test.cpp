@@ -56,6 +56,47 @@ TEST_CASE("leak_check reports a task left running, with its name and spawn line"
   CHECK(guard.verify() == "");
 }
 
+// Polls verify() without grace until it reports something (the blocked call
+// was reached) or 30 s passed.
+std::string first_report(const leash::leak_check& guard) {
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  std::string report;
+  while ((report = guard.verify(0ms)).empty() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::yield();
+  return report;
+}
+
+TEST_CASE("leak_check reports a plain thread left blocked on a channel, with the element type") {
+  leash::leak_check guard;
+  leash::channel<int> ch;
+  std::thread stuck([&] { CHECK_FALSE(ch.recv().has_value()); });
+  const std::string report = first_report(guard);
+  CHECK(report.find("1 thread still blocked") != std::string::npos);
+  CHECK(report.find("1x thread (not a leash task) blocked in channel<int>::recv for") !=
+        std::string::npos);
+  ch.close();
+  stuck.join();
+  CHECK(guard.verify() == "");
+}
+
+TEST_CASE("a task blocked on a channel is reported once, as a task, with the element type") {
+  leash::leak_check guard;
+  leash::channel<unsigned> ch;  // g++ and clang spell it alike (not so "long")
+  std::string report;
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("consumer", [&] { CHECK_FALSE(ch.recv().has_value()); });
+    report = first_report(guard);
+    while (report.find("blocked in") == std::string::npos)  // spawned, not yet blocked
+      report = first_report(guard);
+    ch.close();
+  });
+  CHECK(report.find("1 task still running") != std::string::npos);
+  INFO(report);
+  CHECK(report.find("blocked in channel<unsigned int>::recv") != std::string::npos);
+  CHECK(report.find("thread") == std::string::npos);  // not also as a blocked thread
+  CHECK(guard.verify() == "");
+}
+
 TEST_CASE("leak_check is silent for clean code") {
   leash::leak_check guard;
   leash::run_nursery([](leash::nursery& n) {

@@ -40,12 +40,15 @@
 #include <new>
 #include <optional>
 #include <stop_token>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
 #include "cancel.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
+#include "detail/type_name.hpp"
 #include "detail/waiter.hpp"
 #include "errors.hpp"
 
@@ -108,7 +111,7 @@ class channel {
   // `value` is untouched.
   void send(T&& value) { send(std::move(value), this_task::stop_token()); }
   void send(T&& value, const std::stop_token& token) {
-    send_until(value, token, clock::time_point::max(), "channel::send");
+    send_until(value, token, clock::time_point::max(), names().send.c_str());
   }
   void send(const T& value) { send(value, this_task::stop_token()); }
   void send(const T& value, const std::stop_token& token) {
@@ -121,7 +124,7 @@ class channel {
   std::optional<T> recv() { return recv(this_task::stop_token()); }
   std::optional<T> recv(const std::stop_token& token) {
     std::optional<T> out;
-    recv_until(out, token, clock::time_point::max(), "channel::recv");
+    recv_until(out, token, clock::time_point::max(), names().recv.c_str());
     return out;
   }
 
@@ -155,7 +158,7 @@ class channel {
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
                               const std::stop_token& token) {
-    return send_until(value, token, detail::deadline_after(timeout), "channel::try_send_for",
+    return send_until(value, token, detail::deadline_after(timeout), names().send_for.c_str(),
                       false);
   }
 
@@ -169,7 +172,8 @@ class channel {
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
                               const std::stop_token& token) {
     recv_result<T> r;
-    r.status = recv_until(r.value, token, detail::deadline_after(timeout), "channel::try_recv_for");
+    r.status =
+        recv_until(r.value, token, detail::deadline_after(timeout), names().recv_for.c_str());
     return r;
   }
 
@@ -243,6 +247,21 @@ class channel {
  private:
   friend struct detail::channel_access<T>;
   using clock = std::chrono::steady_clock;
+
+  // What live_tasks() and leak_check say a blocked call waits in, e.g.
+  // "channel<int>::recv"; made once per T, and never freed (they are
+  // handed out as const char*).
+  struct op_names {
+    std::string send, recv, send_for, recv_for;
+  };
+  static const op_names& names() {
+    static const op_names n = [] {
+      const std::string_view t = detail::spelled_type_name<T>();
+      const std::string c = "channel<" + std::string(t.empty() ? "T" : t) + ">::";
+      return op_names{c + "send", c + "recv", c + "try_send_for", c + "try_recv_for"};
+    }();
+    return n;
+  }
 
   // Raw storage: T need not be default-constructible.
   struct slot {
@@ -383,7 +402,7 @@ class channel {
                                       clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
-      detail::blocked_scope blocked(what);
+      detail::channel_wait_scope blocked(what);
       o = w.wait(token, deadline);
     }
     if (o == detail::waiter::outcome::fired) {

@@ -7,7 +7,8 @@
 //   std::string report = guard.verify(); // waits up to 1 s; "" when clean
 //   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
 //
-// It sees tasks, tickers, must-close handles opened while it lives, and
+// It sees tasks, tickers, must-close handles opened while it lives, plain
+// threads that blocked in a channel call or select while it lives, and
 // pending timer entries (deadlines of scopes and nurseries still alive):
 //
 //   leash::leak_check: 1 task still running, 1 handle still open
@@ -257,6 +258,7 @@ class leak_check {
     const auto now = std::chrono::steady_clock::now();
     std::size_t tickers = 0;
     std::size_t handles = 0;
+    std::size_t threads = 0;
     for (const auto& t : leaked.tasks) {
       add({to_string(t.site), "task " + t.name, t.blocked_in ? t.blocked_in : ""}, t.blocked_for,
           detail::describe_task(t));
@@ -268,9 +270,12 @@ class leak_check {
         line = "ticker";
         if (!o.name.empty()) line += " \"" + o.name + "\"";
         line += " started at " + to_string(o.site) + ", running for ";
-      } else {
+      } else if (o.kind == detail::object_snapshot::handle) {
         ++handles;
         line = "must_close<" + o.name + "> opened at " + to_string(o.site) + ", open for ";
+      } else {
+        ++threads;
+        line = "thread (not a leash task) blocked in " + o.name + " for ";
       }
       line += detail::describe_duration(now - o.since);
       add({to_string(o.site), std::to_string(o.kind) + o.name, ""}, now - o.since, line);
@@ -287,6 +292,7 @@ class leak_check {
     }
     if (tickers != 0) parts.push_back(count_of(tickers, "ticker", "tickers", "still running"));
     if (handles != 0) parts.push_back(count_of(handles, "handle", "handles", "still open"));
+    if (threads != 0) parts.push_back(count_of(threads, "thread", "threads", "still blocked"));
     if (!leaked.timers.empty()) {
       parts.push_back(count_of(leaked.timers.size(), "timer", "timers", "still pending"));
     }

@@ -56,6 +56,7 @@
 #include "detail/leak_signal.hpp"
 #include "detail/registry.hpp"
 #include "detail/source_location.hpp"
+#include "detail/type_name.hpp"
 #include "detail/uncaught.hpp"
 #include "errors.hpp"
 
@@ -145,24 +146,14 @@ inline void count(std::atomic<std::uint64_t>& c) noexcept {
   c.fetch_add(1, std::memory_order_relaxed);
 }
 
-// The resource's type as the compiler spells it, from __PRETTY_FUNCTION__
-// (both g++ and clang write "... [with T = X; ...]" or "... [T = X]").
-template <class T>
-std::string_view type_name_raw() noexcept {
-  std::string_view f = __PRETTY_FUNCTION__;
-  const auto start = f.find("T = ");
-  if (start == std::string_view::npos) return "resource";
-  f.remove_prefix(start + 4);
-  return f.substr(0, f.find_first_of(";]"));
-}
-
 template <class T>
 const std::string& type_name() {
   static const std::string name = [] {
     if constexpr (requires { std::string(T::must_close_name); }) {
       return std::string(T::must_close_name);
     } else {
-      return std::string(type_name_raw<T>());
+      const std::string_view spelled = spelled_type_name<T>();
+      return std::string(spelled.empty() ? "resource" : spelled);
     }
   }();
   return name;

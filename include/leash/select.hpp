@@ -205,7 +205,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
     locks.unlock();
     waiter::outcome o;
     {
-      blocked_scope blocked("select");
+      channel_wait_scope blocked("select");
       o = w.wait(token, deadline);
     }
     for (std::size_t i = 0; i < n; ++i) {

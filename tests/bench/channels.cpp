@@ -6,11 +6,14 @@
 //   chan_mpsc         cap 1024, 4 producers, 1 consumer      ns per item
 //   chan_mpmc_cN      4 producers x 4 consumers, cap N       ns per item
 //   chan_select2      2 producers into cap-1024 channels, one consumer selecting over both
+//   atomic_wait_floor (in chan_pingpong) two threads alternating through std::atomic
+//                     wait/notify: what a hand-off between OS threads costs the kernel
 //
 // Every worker is started and has moved a few values before the clock starts.
 // Prints wall ns and CPU (user+sys of the process) ns per operation, median of
 // -runs runs. Flags: -n items (200000), -runs (5), -pinned 1 (only tags the
 // scenario names: run.sh runs the binary under `taskset -c 0` for that).
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <latch>
@@ -146,6 +149,26 @@ result pingpong(long n) {
   return timed({[&] { a(warm_items); }, [&] { b(warm_items); }}, {[&] { a(n); }, [&] { b(n); }}, n);
 }
 
+// The kernel's floor for a hand-off between OS threads: two threads bounce a
+// turn counter through std::atomic wait/notify (a futex on Linux; libstdc++
+// spins briefly first). Pinned to one CPU, every hop is a context switch,
+// which any OS-thread channel pays and goroutines do not.
+result atomic_wait_pingpong(long n) {
+  std::atomic<long> turn{0};
+  auto player = [&](long first, long k) {
+    for (long i = 0; i < k; ++i) {
+      const long mine = first + 2 * i;
+      for (long t = turn.load(); t != mine; t = turn.load())
+        turn.wait(t);
+      turn.store(mine + 1);
+      turn.notify_one();
+    }
+  };
+  // Warm-up and work continue one sequence of turns: 2 * warm_items first.
+  return timed({[&] { player(0, warm_items); }, [&] { player(1, warm_items); }},
+               {[&] { player(2 * warm_items, n); }, [&] { player(2 * warm_items + 1, n); }}, n);
+}
+
 result select2(long n) {
   leash::channel<long> a(1024), b(1024);
   auto produce = [](leash::channel<long>& ch, long k) {
@@ -174,6 +197,8 @@ int main(int argc, char** argv) {
 
   report("chan_pingpong" + tag, "leash", runs, [&] { return pingpong<leash_q>(n / 4); });
   report("chan_pingpong" + tag, "mutex_cv", runs, [&] { return pingpong<std_q>(n / 40); });
+  report("chan_pingpong" + tag, "atomic_wait_floor", runs,
+         [&] { return atomic_wait_pingpong(n / 40); });
   report("chan_spsc" + tag, "leash", runs,
          [&] { return producers_consumers<leash_q>(1024, 1, 1, n); });
   report("chan_spsc" + tag, "mutex_cv", runs,

@@ -15,11 +15,16 @@
 
 namespace leash_test {
 
-// Number of live tasks currently blocked in `what` ("channel::send", ...).
+// Number of live tasks currently blocked in a call whose name ends with `what`
+// ("channel<int>::send", or ">::send" for a channel of any type, "select").
 inline std::size_t blocked_in(const std::string& what) {
   std::size_t n = 0;
   for (const auto& t : leash::live_tasks()) {
-    if (t.blocked_in != nullptr && what == t.blocked_in) ++n;
+    if (t.blocked_in == nullptr) continue;
+    const std::string name = t.blocked_in;
+    if (name.size() >= what.size() &&
+        name.compare(name.size() - what.size(), what.size(), what) == 0)
+      ++n;
   }
   return n;
 }

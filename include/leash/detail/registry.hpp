@@ -113,11 +113,12 @@ class registry {
   nursery_node* head_ = nullptr;
 };
 
-// What a leak check knows about a live ticker or open must-close handle.
+// What a leak check knows about a live ticker, an open must-close handle, or
+// a plain thread (not a task) blocked in a channel call.
 struct object_snapshot {
-  enum kind_t { ticker, handle } kind = ticker;
+  enum kind_t { ticker, handle, blocked_thread } kind = ticker;
   std::uint64_t id = 0;
-  std::string name;      // a ticker's name, or a handle's resource type
+  std::string name;      // a ticker's name, a handle's resource type, or the blocking call
   source_location site;  // where it was started / opened
   std::chrono::steady_clock::time_point since{};
 };
@@ -163,6 +164,29 @@ class object_registry {
 
   mutable std::mutex mutex_;
   std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
+};
+
+// Marks a thread blocked in a channel call or select. A task's blocking call
+// shows through the task (live_tasks()' blocked_in); a plain thread's is
+// recorded here while a leak check lives, so that a thread left waiting on a
+// channel nobody serves is reported too.
+class channel_wait_scope {
+ public:
+  explicit channel_wait_scope(const char* what) noexcept : blocked_(what) {
+    if (current_task != nullptr || !leak_signal::instance().checking()) return;
+    try {
+      id_ = object_registry::instance().add(object_snapshot::blocked_thread, what, {});
+    } catch (...) {
+      // Out of memory: the wait goes on unrecorded; only the report loses it.
+    }
+  }
+  ~channel_wait_scope() { object_registry::instance().remove(id_); }
+  channel_wait_scope(const channel_wait_scope&) = delete;
+  channel_wait_scope& operator=(const channel_wait_scope&) = delete;
+
+ private:
+  blocked_scope blocked_;
+  std::uint64_t id_ = 0;
 };
 
 // Throws the cancelled exception for a stopped `token`, with full details when

@@ -929,11 +929,12 @@ class registry {
   nursery_node* head_ = nullptr;
 };
 
-// What a leak check knows about a live ticker or open must-close handle.
+// What a leak check knows about a live ticker, an open must-close handle, or
+// a plain thread (not a task) blocked in a channel call.
 struct object_snapshot {
-  enum kind_t { ticker, handle } kind = ticker;
+  enum kind_t { ticker, handle, blocked_thread } kind = ticker;
   std::uint64_t id = 0;
-  std::string name;      // a ticker's name, or a handle's resource type
+  std::string name;      // a ticker's name, a handle's resource type, or the blocking call
   source_location site;  // where it was started / opened
   std::chrono::steady_clock::time_point since{};
 };
@@ -979,6 +980,29 @@ class object_registry {
 
   mutable std::mutex mutex_;
   std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
+};
+
+// Marks a thread blocked in a channel call or select. A task's blocking call
+// shows through the task (live_tasks()' blocked_in); a plain thread's is
+// recorded here while a leak check lives, so that a thread left waiting on a
+// channel nobody serves is reported too.
+class channel_wait_scope {
+ public:
+  explicit channel_wait_scope(const char* what) noexcept : blocked_(what) {
+    if (current_task != nullptr || !leak_signal::instance().checking()) return;
+    try {
+      id_ = object_registry::instance().add(object_snapshot::blocked_thread, what, {});
+    } catch (...) {
+      // Out of memory: the wait goes on unrecorded; only the report loses it.
+    }
+  }
+  ~channel_wait_scope() { object_registry::instance().remove(id_); }
+  channel_wait_scope(const channel_wait_scope&) = delete;
+  channel_wait_scope& operator=(const channel_wait_scope&) = delete;
+
+ private:
+  blocked_scope blocked_;
+  std::uint64_t id_ = 0;
 };
 
 // Throws the cancelled exception for a stopped `token`, with full details when
@@ -1346,6 +1370,26 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 #include <time.h>  // clock_gettime(CLOCK_MONOTONIC_COARSE)
 #endif
 
+// ---- leash/detail/type_name.hpp ----
+// leash/detail/type_name.hpp: a type's name as the compiler spells it, for
+// reports ("must_close<file>", "blocked in channel<int>::recv").
+
+#include <string_view>
+
+namespace leash::inline v0::detail {
+
+// From __PRETTY_FUNCTION__: g++ writes "... [with T = X; ...]", clang
+// "... [T = X]". Empty when neither shape is found.
+template <class T>
+std::string_view spelled_type_name() noexcept {
+  std::string_view f = __PRETTY_FUNCTION__;
+  const auto start = f.find("T = ");
+  if (start == std::string_view::npos) return {};
+  f.remove_prefix(start + 4);
+  return f.substr(0, f.find_first_of(";]"));
+}
+
+}  // namespace leash::inline v0::detail
 // ---- leash/detail/uncaught.hpp ----
 // leash/detail/uncaught.hpp: std::uncaught_exceptions(), read in under a nanosecond.
 //
@@ -1475,24 +1519,14 @@ inline void count(std::atomic<std::uint64_t>& c) noexcept {
   c.fetch_add(1, std::memory_order_relaxed);
 }
 
-// The resource's type as the compiler spells it, from __PRETTY_FUNCTION__
-// (both g++ and clang write "... [with T = X; ...]" or "... [T = X]").
-template <class T>
-std::string_view type_name_raw() noexcept {
-  std::string_view f = __PRETTY_FUNCTION__;
-  const auto start = f.find("T = ");
-  if (start == std::string_view::npos) return "resource";
-  f.remove_prefix(start + 4);
-  return f.substr(0, f.find_first_of(";]"));
-}
-
 template <class T>
 const std::string& type_name() {
   static const std::string name = [] {
     if constexpr (requires { std::string(T::must_close_name); }) {
       return std::string(T::must_close_name);
     } else {
-      return std::string(type_name_raw<T>());
+      const std::string_view spelled = spelled_type_name<T>();
+      return std::string(spelled.empty() ? "resource" : spelled);
     }
   }();
   return name;
@@ -2015,6 +2049,8 @@ class [[nodiscard]] body {
 #include <new>
 #include <optional>
 #include <stop_token>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -2481,7 +2517,7 @@ class channel {
   // `value` is untouched.
   void send(T&& value) { send(std::move(value), this_task::stop_token()); }
   void send(T&& value, const std::stop_token& token) {
-    send_until(value, token, clock::time_point::max(), "channel::send");
+    send_until(value, token, clock::time_point::max(), names().send.c_str());
   }
   void send(const T& value) { send(value, this_task::stop_token()); }
   void send(const T& value, const std::stop_token& token) {
@@ -2494,7 +2530,7 @@ class channel {
   std::optional<T> recv() { return recv(this_task::stop_token()); }
   std::optional<T> recv(const std::stop_token& token) {
     std::optional<T> out;
-    recv_until(out, token, clock::time_point::max(), "channel::recv");
+    recv_until(out, token, clock::time_point::max(), names().recv.c_str());
     return out;
   }
 
@@ -2528,7 +2564,7 @@ class channel {
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
                               const std::stop_token& token) {
-    return send_until(value, token, detail::deadline_after(timeout), "channel::try_send_for",
+    return send_until(value, token, detail::deadline_after(timeout), names().send_for.c_str(),
                       false);
   }
 
@@ -2542,7 +2578,8 @@ class channel {
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
                               const std::stop_token& token) {
     recv_result<T> r;
-    r.status = recv_until(r.value, token, detail::deadline_after(timeout), "channel::try_recv_for");
+    r.status =
+        recv_until(r.value, token, detail::deadline_after(timeout), names().recv_for.c_str());
     return r;
   }
 
@@ -2616,6 +2653,21 @@ class channel {
  private:
   friend struct detail::channel_access<T>;
   using clock = std::chrono::steady_clock;
+
+  // What live_tasks() and leak_check say a blocked call waits in, e.g.
+  // "channel<int>::recv"; made once per T, and never freed (they are
+  // handed out as const char*).
+  struct op_names {
+    std::string send, recv, send_for, recv_for;
+  };
+  static const op_names& names() {
+    static const op_names n = [] {
+      const std::string_view t = detail::spelled_type_name<T>();
+      const std::string c = "channel<" + std::string(t.empty() ? "T" : t) + ">::";
+      return op_names{c + "send", c + "recv", c + "try_send_for", c + "try_recv_for"};
+    }();
+    return n;
+  }
 
   // Raw storage: T need not be default-constructible.
   struct slot {
@@ -2756,7 +2808,7 @@ class channel {
                                       clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
-      detail::blocked_scope blocked(what);
+      detail::channel_wait_scope blocked(what);
       o = w.wait(token, deadline);
     }
     if (o == detail::waiter::outcome::fired) {
@@ -3005,7 +3057,8 @@ class [[nodiscard]] cursor {
 //   std::string report = guard.verify(); // waits up to 1 s; "" when clean
 //   // else: 2x task "fetch" spawned at fanout.cpp:42, blocked in task::get for 1.2s
 //
-// It sees tasks, tickers, must-close handles opened while it lives, and
+// It sees tasks, tickers, must-close handles opened while it lives, plain
+// threads that blocked in a channel call or select while it lives, and
 // pending timer entries (deadlines of scopes and nurseries still alive):
 //
 //   leash::leak_check: 1 task still running, 1 handle still open
@@ -3250,6 +3303,7 @@ class leak_check {
     const auto now = std::chrono::steady_clock::now();
     std::size_t tickers = 0;
     std::size_t handles = 0;
+    std::size_t threads = 0;
     for (const auto& t : leaked.tasks) {
       add({to_string(t.site), "task " + t.name, t.blocked_in ? t.blocked_in : ""}, t.blocked_for,
           detail::describe_task(t));
@@ -3261,9 +3315,12 @@ class leak_check {
         line = "ticker";
         if (!o.name.empty()) line += " \"" + o.name + "\"";
         line += " started at " + to_string(o.site) + ", running for ";
-      } else {
+      } else if (o.kind == detail::object_snapshot::handle) {
         ++handles;
         line = "must_close<" + o.name + "> opened at " + to_string(o.site) + ", open for ";
+      } else {
+        ++threads;
+        line = "thread (not a leash task) blocked in " + o.name + " for ";
       }
       line += detail::describe_duration(now - o.since);
       add({to_string(o.site), std::to_string(o.kind) + o.name, ""}, now - o.since, line);
@@ -3280,6 +3337,7 @@ class leak_check {
     }
     if (tickers != 0) parts.push_back(count_of(tickers, "ticker", "tickers", "still running"));
     if (handles != 0) parts.push_back(count_of(handles, "handle", "handles", "still open"));
+    if (threads != 0) parts.push_back(count_of(threads, "thread", "threads", "still blocked"));
     if (!leaked.timers.empty()) {
       parts.push_back(count_of(leaked.timers.size(), "timer", "timers", "still pending"));
     }
@@ -4603,7 +4661,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
     locks.unlock();
     waiter::outcome o;
     {
-      blocked_scope blocked("select");
+      channel_wait_scope blocked("select");
       o = w.wait(token, deadline);
     }
     for (std::size_t i = 0; i < n; ++i) {
