@@ -407,7 +407,7 @@ class nursery final : private detail::nursery_node {
       t.name = r->name;
       t.site = r->site;
       t.age = now - r->started;
-      t.blocked_in = r->blocked_in.load(std::memory_order_relaxed);
+      t.blocked_in = r->blocked_in.load(std::memory_order_acquire);
       if (t.blocked_in != nullptr) {
         const std::chrono::steady_clock::duration since(
             r->blocked_since.load(std::memory_order_relaxed));

@@ -51,7 +51,7 @@ class blocked_scope {
     previous_ = task_->blocked_in.load(std::memory_order_relaxed);
     task_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                                std::memory_order_relaxed);
-    task_->blocked_in.store(what, std::memory_order_relaxed);
+    task_->blocked_in.store(what, std::memory_order_release);  // publishes the text too
   }
   ~blocked_scope() {
     if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);

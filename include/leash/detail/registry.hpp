@@ -34,7 +34,7 @@ struct task_snapshot {
   std::uint64_t id = 0;
   std::string name;
   source_location site;
-  const char* blocked_in = nullptr;  // static string, or nullptr when running
+  const char* blocked_in = nullptr;  // a string that lives forever, or nullptr when running
   std::chrono::steady_clock::duration blocked_for{};
   std::chrono::steady_clock::duration age{};
 };

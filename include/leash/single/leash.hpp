@@ -621,7 +621,7 @@ class blocked_scope {
     previous_ = task_->blocked_in.load(std::memory_order_relaxed);
     task_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                                std::memory_order_relaxed);
-    task_->blocked_in.store(what, std::memory_order_relaxed);
+    task_->blocked_in.store(what, std::memory_order_release);  // publishes the text too
   }
   ~blocked_scope() {
     if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);
@@ -850,7 +850,7 @@ struct task_snapshot {
   std::uint64_t id = 0;
   std::string name;
   source_location site;
-  const char* blocked_in = nullptr;  // static string, or nullptr when running
+  const char* blocked_in = nullptr;  // a string that lives forever, or nullptr when running
   std::chrono::steady_clock::duration blocked_for{};
   std::chrono::steady_clock::duration age{};
 };
@@ -4330,7 +4330,7 @@ class nursery final : private detail::nursery_node {
       t.name = r->name;
       t.site = r->site;
       t.age = now - r->started;
-      t.blocked_in = r->blocked_in.load(std::memory_order_relaxed);
+      t.blocked_in = r->blocked_in.load(std::memory_order_acquire);
       if (t.blocked_in != nullptr) {
         const std::chrono::steady_clock::duration since(
             r->blocked_since.load(std::memory_order_relaxed));
