@@ -29,6 +29,7 @@
 // recv that takes its value. Never allocates after construction.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +49,7 @@
 #include "cancel.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
+#include "detail/ring.hpp"
 #include "detail/type_name.hpp"
 #include "detail/waiter.hpp"
 #include "errors.hpp"
@@ -90,7 +92,7 @@ class channel {
   // rendezvous with a receiver. Allocates the buffer once, here.
   explicit channel(std::size_t capacity = 0)
       : capacity_(capacity),
-        buffer_(capacity != 0 ? std::make_unique<slot[]>(capacity) : nullptr) {}
+        ring_(capacity != 0 ? std::make_unique<detail::ring<T>>(capacity) : nullptr) {}
 
   // Precondition: no operation is blocked on this channel (a blocked call
   // would wait on freed memory); checked, and a violation terminates.
@@ -99,8 +101,6 @@ class channel {
       std::fputs("leash::channel: destroyed while a send, recv or select waits on it\n", stderr);
       std::terminate();
     }
-    while (count_ != 0)
-      pop();
   }
 
   channel(const channel&) = delete;
@@ -139,13 +139,17 @@ class channel {
   // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
   recv_result<T> try_recv() {
     recv_result<T> r;
+    if (ring_ && ring_->try_pop(r.value)) {
+      after_pop();
+      r.status = channel_status::ok;
+      return r;
+    }
     detail::wait_node* partner = nullptr;
     {
       std::lock_guard lock(lock_);
       r.status = recv_locked(r.value, partner);
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (r.status == channel_status::closed) r.value.reset();
+    fire(partner);
     return r;
   }
 
@@ -186,10 +190,12 @@ class channel {
       std::lock_guard lock(lock_);
       if (closed_) return false;
       closed_ = true;
-      // Only one queue can be non-empty, but a select may sit in both.
+      if (ring_) ring_->close();  // a lock-free push now fails with closed
+      // Usually one queue is empty, but a select may sit in both. Receivers
+      // try again: the buffer may hold values pushed while they queued.
       for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
         while (detail::wait_node* n = q->claim_front()) {
-          n->closed = true;
+          (q == &recv_waiters_ ? n->retry : n->closed) = true;
           n->next = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
@@ -204,10 +210,7 @@ class channel {
   }
 
   // Snapshots: true by the time they return, perhaps not a moment later.
-  std::size_t size() const noexcept {
-    std::lock_guard lock(lock_);
-    return count_;
-  }
+  std::size_t size() const noexcept { return ring_ ? ring_->size() : 0; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool closed() const noexcept {
     std::lock_guard lock(lock_);
@@ -263,35 +266,45 @@ class channel {
     return n;
   }
 
-  // Raw storage: T need not be default-constructible.
-  struct slot {
-    alignas(T) unsigned char bytes[sizeof(T)];
-    T* get() noexcept { return std::launder(reinterpret_cast<T*>(bytes)); }
-  };
-
-  void push(T&& v) noexcept {
-    std::size_t tail = head_ + count_;
-    if (tail >= capacity_) tail -= capacity_;
-    ::new (static_cast<void*>(buffer_[tail].bytes)) T(std::move(v));
-    ++count_;
+  // Senders and receivers of a buffered channel meet in a lock-free ring;
+  // the lock guards only the wait queues and closing. The handshake that
+  // keeps a value or a free slot from passing by a thread about to wait
+  // (Dekker's): a waiter queues (a sequentially consistent count), then looks
+  // at the ring once more; a lock-free push or pop changes the ring (a
+  // sequentially consistent CAS), then looks at the count and wakes one
+  // waiter to try again if any is queued. In the single order of those four
+  // operations, at least one of the two looks sees the other's change.
+  void after_push() noexcept {
+    if (recv_waiters_.queued() != 0) wake_to_retry(recv_waiters_);
   }
-  T pop() noexcept {
-    T* p = buffer_[head_].get();
-    T v(std::move(*p));
-    p->~T();
-    if (++head_ == capacity_) head_ = 0;
-    --count_;
-    return v;
+  void after_pop() noexcept {
+    if (send_waiters_.queued() != 0) wake_to_retry(send_waiters_);
+  }
+  void wake_to_retry(detail::wait_queue& queue) noexcept {
+    detail::wait_node* n = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      n = claim_to_retry(queue);
+    }
+    fire(n);
+  }
+  static detail::wait_node* claim_to_retry(detail::wait_queue& queue) noexcept {
+    detail::wait_node* n = queue.claim_front();
+    if (n != nullptr) n->retry = true;
+    return n;
+  }
+  static void fire(detail::wait_node* n) noexcept {
+    if (n != nullptr) n->owner->fire(n->index);
   }
 
   // The rest runs with lock_ held. A returned `partner` was claimed and must
   // be fired once the lock is released.
 
   bool send_ready_locked() const noexcept {
-    return closed_ || count_ < capacity_ || recv_waiters_.has_waiting();
+    return closed_ || (ring_ && ring_->has_room()) || recv_waiters_.has_waiting();
   }
   bool recv_ready_locked() const noexcept {
-    return count_ != 0 || closed_ || send_waiters_.has_waiting();
+    return (ring_ && ring_->size() != 0) || closed_ || send_waiters_.has_waiting();
   }
 
   // ok (value moved from), closed, or full (nothing happened).
@@ -302,8 +315,7 @@ class channel {
       partner = r;
       return channel_status::ok;
     }
-    if (count_ < capacity_) {
-      push(std::move(value));
+    if (ring_ && ring_->try_push(value) == detail::ring<T>::push_result::ok) {
       return channel_status::ok;
     }
     return channel_status::full;
@@ -311,15 +323,12 @@ class channel {
 
   // ok (out holds a value), closed (drained), or empty.
   channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
-    if (count_ != 0) {
-      out.emplace(pop());
-      // Room was made: a blocked sender's value moves into the buffer.
-      if (detail::wait_node* s = send_waiters_.claim_front()) {
-        push(std::move(*static_cast<T*>(s->item)));
-        partner = s;
-      }
+    if (ring_ && ring_->try_pop(out)) {
+      partner = claim_to_retry(send_waiters_);  // room was made: a blocked sender may take it
       return channel_status::ok;
     }
+    // Unbuffered; or buffered and drained while a sender still waits: its
+    // value is the oldest one left, so it is taken straight from the sender.
     if (detail::wait_node* s = send_waiters_.claim_front()) {
       out.emplace(std::move(*static_cast<T*>(s->item)));
       partner = s;
@@ -329,13 +338,25 @@ class channel {
   }
 
   channel_status try_send_impl(T& value) {
+    if (ring_ && recv_waiters_.queued() == 0) {
+      switch (ring_->try_push(value)) {
+        case detail::ring<T>::push_result::ok:
+          after_push();
+          return channel_status::ok;
+        case detail::ring<T>::push_result::closed:
+          return channel_status::closed;
+        case detail::ring<T>::push_result::full:
+          return channel_status::full;  // nobody waits to receive: the locked path could not do
+                                        // more
+      }
+    }
     detail::wait_node* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
       st = send_locked(value, partner);
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
+    fire(partner);
     return st;
   }
 
@@ -344,39 +365,87 @@ class channel {
   // cancelled.
   channel_status send_until(T& value, const std::stop_token& token, clock::time_point deadline,
                             const char* what, bool throw_closed = true) {
-    detail::waiter w;
-    detail::wait_node node{&w, 0, &value};
-    detail::wait_node* partner = nullptr;
     std::optional<channel_status> st;  // nullopt: stopped
-    {
-      std::lock_guard lock(lock_);
-      st = send_locked(value, partner);
-      if (st == channel_status::full) st = enqueue_or_give_up(send_waiters_, node, token, deadline);
-    }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (st == channel_status::full) st = block(w, node, send_waiters_, token, deadline, what);
+    do {
+      st = send_once(value, token, deadline, what);
+    } while (st == again);
     if (!st) detail::throw_cancelled(token);
     if (*st == channel_status::closed && throw_closed) throw channel_closed();
     return *st;
   }
 
+  // One attempt: lock-free into the buffer when no receiver waits, else under
+  // the lock (hand-off to a receiver, or the buffer), else queue and wait.
+  std::optional<channel_status> send_once(T& value, const std::stop_token& token,
+                                          clock::time_point deadline, const char* what) {
+    if (ring_ && recv_waiters_.queued() == 0) {
+      const auto pushed = ring_->try_push(value);
+      if (pushed == detail::ring<T>::push_result::ok) {
+        after_push();
+        return channel_status::ok;
+      }
+      if (pushed == detail::ring<T>::push_result::closed) return channel_status::closed;
+    }
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &value};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+      if (st == channel_status::full) {
+        st = enqueue_or_give_up(send_waiters_, node, token, deadline);
+        if (st == channel_status::full && ring_) {  // the handshake: look once more
+          if (ring_->try_push(value) == detail::ring<T>::push_result::ok) {
+            send_waiters_.remove(&node);
+            st = channel_status::ok;
+          }
+        }
+      }
+    }
+    fire(partner);
+    if (st == channel_status::full) return block(w, node, send_waiters_, token, deadline, what);
+    return st;
+  }
+
   // Blocking receive into `out`. Returns ok, closed or timeout; throws cancelled.
   channel_status recv_until(std::optional<T>& out, const std::stop_token& token,
                             clock::time_point deadline, const char* what) {
+    std::optional<channel_status> st;  // nullopt: stopped
+    do {
+      st = recv_once(out, token, deadline, what);
+    } while (st == again);
+    if (!st) detail::throw_cancelled(token);
+    return *st;
+  }
+
+  std::optional<channel_status> recv_once(std::optional<T>& out, const std::stop_token& token,
+                                          clock::time_point deadline, const char* what) {
+    if (ring_ && ring_->try_pop(out)) {
+      after_pop();
+      return channel_status::ok;
+    }
     detail::waiter w;
     detail::wait_node node{&w, 0, &out};
     detail::wait_node* partner = nullptr;
-    std::optional<channel_status> st;  // nullopt: stopped
+    std::optional<channel_status> st;
     {
       std::lock_guard lock(lock_);
       st = recv_locked(out, partner);
-      if (st == channel_status::empty)
+      if (st == channel_status::empty) {
         st = enqueue_or_give_up(recv_waiters_, node, token, deadline);
+        if (st == channel_status::empty && ring_) {  // the handshake: look once more
+          if (ring_->try_pop(out)) {
+            recv_waiters_.remove(&node);
+            partner = claim_to_retry(send_waiters_);
+            st = channel_status::ok;
+          }
+        }
+      }
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (st == channel_status::empty) st = block(w, node, recv_waiters_, token, deadline, what);
-    if (!st) detail::throw_cancelled(token);
-    return *st;
+    fire(partner);
+    if (st == channel_status::empty) return block(w, node, recv_waiters_, token, deadline, what);
+    return st;
   }
 
   // Under the lock, for an operation that cannot complete now: a stop or an
@@ -396,7 +465,8 @@ class channel {
   }
 
   // Waits for the queued `node`. Returns ok, closed (completed by close()),
-  // timeout, or nullopt when stopped; a dequeued node is never left behind.
+  // `again` (woken to try again), timeout, or nullopt when stopped; a
+  // dequeued node is never left behind.
   std::optional<channel_status> block(detail::waiter& w, detail::wait_node& node,
                                       detail::wait_queue& queue, const std::stop_token& token,
                                       clock::time_point deadline, const char* what) {
@@ -406,6 +476,7 @@ class channel {
       o = w.wait(token, deadline);
     }
     if (o == detail::waiter::outcome::fired) {
+      if (node.retry) return again;
       return node.closed ? channel_status::closed : channel_status::ok;
     }
     std::lock_guard lock(lock_);
@@ -414,16 +485,19 @@ class channel {
     return std::nullopt;
   }
 
+  // What block() returns for a waiter woken to try again; never a final
+  // result of a blocking call.
+  static constexpr channel_status again = channel_status::empty;
+
   const std::size_t capacity_;
-  std::unique_ptr<slot[]> buffer_;  // ring of capacity_ slots; the first count_ from head_ live
+  const std::unique_ptr<detail::ring<T>> ring_;  // the buffer; none when unbuffered
 
   mutable detail::spinlock lock_;  // guards everything below
-  std::size_t head_ = 0;
-  std::size_t count_ = 0;
   bool closed_ = false;
   // Blocked operations. Receivers only wait while nothing is buffered and
-  // senders only while the buffer is full, so at most one queue holds plain
-  // operations; select cases may sit in both.
+  // senders only while the buffer is full (but for a moment while a wake-up
+  // is on its way), so at most one queue holds plain operations; select
+  // cases may sit in both.
   detail::wait_queue recv_waiters_;
   detail::wait_queue send_waiters_;
 };

@@ -37,6 +37,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -71,8 +72,13 @@ class select_case {
   virtual bool complete_locked(wait_node*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
+  // With every lock held: removes the node queued by enqueue_locked.
+  virtual void dequeue_locked() noexcept {}
   // After waiting: removes the node if still queued (takes the lock).
   virtual void dequeue() noexcept = 0;
+  // After the case fired: true if its channel woke it to try again (the
+  // buffer changed) rather than completing it.
+  virtual bool woken_to_retry() const noexcept { return false; }
   // After the case fired, outside every lock: runs its callback.
   virtual void finish() = 0;
   // on_after's deadline; max for channel cases.
@@ -202,6 +208,22 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       select_case& c = at(i);
       if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
     }
+    // The handshake with lock-free buffer operations (channel.hpp): queued
+    // now, look once more; a value or room that arrived meanwhile means go
+    // round again. Nobody can claim the nodes while every lock is held.
+    bool ready_now = false;
+    for (std::size_t i = 0; i < n && !ready_now; ++i) {
+      const select_case& c = at(i);
+      ready_now = c.enabled && c.lock() != nullptr && c.ready_locked(clock::time_point{});
+    }
+    if (ready_now) {
+      for (std::size_t i = 0; i < n; ++i) {
+        select_case& c = at(i);
+        if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
+      }
+      locks.unlock();
+      continue;
+    }
     locks.unlock();
     waiter::outcome o;
     {
@@ -215,6 +237,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
     switch (o) {
       case waiter::outcome::fired: {
         const std::size_t k = w.fired_index();
+        if (at(k).woken_to_retry()) continue;
         at(k).finish();
         return k;
       }
@@ -298,9 +321,11 @@ class recv_case final : public case_base<recv_case<T, F>> {
     node_ = detail::wait_node{&w, index, &value_};
     access::recv_queue(*channel_).push_back(&node_);
   }
+  void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
   void dequeue() noexcept override {
     access::dequeue(*channel_, access::recv_queue(*channel_), node_);
   }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
     if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
       std::invoke(fn_, std::move(value_));
@@ -344,9 +369,11 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     node_ = detail::wait_node{&w, index, &item()};
     access::send_queue(*channel_).push_back(&node_);
   }
+  void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
   void dequeue() noexcept override {
     access::dequeue(*channel_, access::send_queue(*channel_), node_);
   }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
     if (closed_ || node_.closed) throw channel_closed();
     std::invoke(fn_);

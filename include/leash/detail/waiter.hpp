@@ -297,20 +297,29 @@ struct wait_node {
   waiter* owner = nullptr;
   std::uint32_t index = 0;  // the case it stands for
   void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
-  bool closed = false;      // completed by close(): a send fails, a receive gets nullopt
+  bool closed = false;      // completed by close(): a send fails
+  // Woken without a value handed over: the buffer changed (a value or room
+  // arrived, or the channel closed with values left), so try again.
+  bool retry = false;
   // Channel queue links, guarded by the channel's lock.
   wait_node* prev = nullptr;
   wait_node* next = nullptr;
   bool queued = false;
 };
 
-// A FIFO of wait nodes; guarded by its channel's lock.
+// A FIFO of wait nodes; guarded by its channel's lock, except queued(), which
+// a lock-free buffer operation reads to learn whether anyone waits.
 class wait_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
   wait_node* front() const noexcept { return head_; }
 
+  // How many nodes are queued; sequentially consistent, for the handshake
+  // between a lock-free push or pop and a waiter queueing (see channel.hpp).
+  std::size_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
+
   void push_back(wait_node* n) noexcept {
+    queued_.fetch_add(1, std::memory_order_seq_cst);
     n->prev = tail_;
     n->next = nullptr;
     if (tail_ != nullptr) {
@@ -324,6 +333,7 @@ class wait_queue {
 
   void remove(wait_node* n) noexcept {
     if (!n->queued) return;
+    queued_.fetch_sub(1, std::memory_order_relaxed);
     if (n->prev != nullptr) {
       n->prev->next = n->next;
     } else {
@@ -360,6 +370,7 @@ class wait_queue {
  private:
   wait_node* head_ = nullptr;
   wait_node* tail_ = nullptr;
+  std::atomic<std::size_t> queued_{0};
 };
 
 }  // namespace leash::inline v0::detail

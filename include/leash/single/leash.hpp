@@ -2038,6 +2038,7 @@ class [[nodiscard]] body {
 // number of threads. Ordering: FIFO per channel; a send happens-before the
 // recv that takes its value. Never allocates after construction.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -2054,37 +2055,40 @@ class [[nodiscard]] body {
 #include <type_traits>
 #include <utility>
 
-// ---- leash/detail/waiter.hpp ----
-// leash/detail/waiter.hpp: how a blocked channel operation or select waits.
+// ---- leash/detail/ring.hpp ----
+// leash/detail/ring.hpp: the lock-free bounded MPMC ring under a buffered channel.
 //
-// A blocked send, recv or select owns one `waiter` on its stack and queues one
-// `wait_node` per case in the channels involved. Whoever completes it (a
-// partner operation, close(), a stop request, the deadline) must first win the
-// waiter's single atomic word, so a thread waiting on several channels is
-// matched exactly once:
+// Dmitry Vyukov's bounded queue: each slot carries a sequence number that
+// says whose turn it is (a producer of lap k, or the consumer of that value),
+// producers claim positions with a CAS on tail, consumers on head. Producers
+// and consumers share no word except the slots they hand over, so a buffered
+// channel's senders and receivers stop queueing on one lock (with one lock,
+// four producers and a consumer spent 3x longer per item on this VM).
 //
-//   waiting --partner claims--> busy --partner moved the value--> fired(case)
-//   waiting --stop callback / deadline--> stopped / timed_out
+// Two additions over the textbook queue. Closing sets the low bit of tail, so
+// a push either lands before the close or fails with `closed`, atomically.
+// And full / empty are exact: a slot whose producer (or consumer) has claimed
+// it but not yet published is waited for, not reported as empty (or full), so
+// "closed and empty" really means drained. That wait is for another thread's
+// two instructions; it yields after a few rounds in case that thread was
+// preempted in between.
 //
-// `busy` is only ever entered by a partner that is certain to complete (it
-// holds the channel lock and the value is ready), so there is no way back to
-// `waiting`: a stop that arrives after the claim loses, and the value is
-// delivered, never dropped.
+// Memory order: claiming a position (the CAS on tail or head) and reading the
+// other end are sequentially consistent, so that a channel's handshake with
+// its waiters (channel.hpp) needs no fence: on x86 that costs nothing more,
+// a CAS is a full barrier anyway and a load is a load.
 //
-// Waiting spins briefly, then yields, then parks on a mutex + condition
-// variable. The parked bit tells a completer that it must wake the waiter
-// under the mutex; once parked, the waiter reads its word only under that
-// mutex, so it cannot return (and free the waiter) while a completer still
-// touches it.
+// Thread-safe: every member. Capacity >= 1; T is nothrow move constructible.
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
+#include <cstddef>
 #include <cstdint>
-#include <mutex>
+#include <memory>
+#include <new>
 #include <optional>
-#include <stop_token>
 #include <thread>
+#include <type_traits>
+#include <utility>
 
 // ---- leash/detail/spin.hpp ----
 // leash/detail/spin.hpp: the two facts every spin loop in leash needs.
@@ -2125,6 +2129,158 @@ inline int usable_cpus() noexcept {
 }
 
 }  // namespace leash::inline v0::detail
+
+namespace leash::inline v0::detail {
+
+template <class T>
+class ring {
+  static_assert(std::is_nothrow_move_constructible_v<T>);
+
+ public:
+  enum class push_result { ok, full, closed };
+
+  explicit ring(std::size_t capacity)
+      : capacity_(capacity), slots_(std::make_unique<slot[]>(capacity)) {
+    for (std::size_t i = 0; i < capacity_; ++i)
+      slots_[i].seq.store(free_for(i), std::memory_order_relaxed);
+  }
+  ~ring() {
+    std::optional<T> v;
+    while (try_pop(v))
+      v.reset();
+  }
+  ring(const ring&) = delete;
+  ring& operator=(const ring&) = delete;
+
+  // Moves `value` in (only on ok), or says the ring is full or closed.
+  push_result try_push(T& value) noexcept {
+    std::size_t t = tail_.load(std::memory_order_relaxed);
+    for (int round = 0;; ++round) {
+      if ((t & closed_bit) != 0) return push_result::closed;
+      const std::size_t pos = t >> 1;
+      slot& s = slots_[pos % capacity_];
+      const std::size_t seq = s.seq.load(std::memory_order_acquire);
+      const auto lag = static_cast<std::ptrdiff_t>(seq - free_for(pos));
+      if (lag == 0) {  // the slot is free for this position
+        if (tail_.compare_exchange_weak(t, t + 2, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed)) {
+          ::new (static_cast<void*>(s.bytes)) T(std::move(value));
+          s.seq.store(holds(pos), std::memory_order_release);
+          return push_result::ok;
+        }
+        continue;  // t was reloaded by the failed CAS
+      }
+      if (lag < 0) {  // the slot still holds last lap's value
+        // Full, unless its consumer has claimed it and is moving it out.
+        if (head_.load(std::memory_order_seq_cst) + capacity_ <= pos) return push_result::full;
+        pause(round);
+      }
+      t = tail_.load(std::memory_order_relaxed);
+    }
+  }
+
+  // Moves the oldest value into `out`; false when the ring is empty.
+  bool try_pop(std::optional<T>& out) noexcept {
+    std::size_t pos = head_.load(std::memory_order_relaxed);
+    for (int round = 0;; ++round) {
+      slot& s = slots_[pos % capacity_];
+      const std::size_t seq = s.seq.load(std::memory_order_acquire);
+      const auto lag = static_cast<std::ptrdiff_t>(seq - holds(pos));
+      if (lag == 0) {  // a value is published here
+        if (head_.compare_exchange_weak(pos, pos + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed)) {
+          T* p = std::launder(reinterpret_cast<T*>(s.bytes));
+          out.emplace(std::move(*p));
+          p->~T();
+          s.seq.store(free_for(pos + capacity_), std::memory_order_release);
+          return true;
+        }
+        continue;  // pos was reloaded by the failed CAS
+      }
+      if (lag < 0) {  // nothing published at pos
+        // Empty, unless its producer has claimed it and is writing it.
+        if ((tail_.load(std::memory_order_seq_cst) >> 1) == pos) return false;
+        pause(round);
+      }
+      pos = head_.load(std::memory_order_relaxed);
+    }
+  }
+
+  // Later pushes fail with `closed`; values already in stay poppable.
+  void close() noexcept { tail_.fetch_or(closed_bit, std::memory_order_acq_rel); }
+
+  // Snapshots.
+  std::size_t size() const noexcept {
+    const std::size_t tail = tail_.load(std::memory_order_seq_cst) >> 1;
+    const std::size_t head = head_.load(std::memory_order_seq_cst);
+    return tail > head ? tail - head : 0;
+  }
+  bool has_room() const noexcept { return size() < capacity_; }
+
+ private:
+  static constexpr std::size_t closed_bit = 1;
+
+  // A slot's sequence number: free for the push at position p, or holding
+  // the value pushed at p. Even and odd, so that the two never coincide
+  // (with pos + 1 for "holds", a ring of capacity 1 could not tell a value
+  // from a free slot of the next lap).
+  static constexpr std::size_t free_for(std::size_t pos) noexcept { return 2 * pos; }
+  static constexpr std::size_t holds(std::size_t pos) noexcept { return 2 * pos + 1; }
+
+  struct slot {
+    std::atomic<std::size_t> seq;
+    alignas(T) unsigned char bytes[sizeof(T)];
+  };
+
+  // Waiting for a claimed slot to be published: pause, then yield.
+  static void pause(int round) noexcept {
+    if (round < 64) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+
+  const std::size_t capacity_;
+  std::unique_ptr<slot[]> slots_;
+  // Apart, so that producers and consumers do not share a cache line.
+  alignas(64) std::atomic<std::size_t> tail_{0};  // next push position * 2 | closed bit
+  alignas(64) std::atomic<std::size_t> head_{0};  // next pop position
+};
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/waiter.hpp ----
+// leash/detail/waiter.hpp: how a blocked channel operation or select waits.
+//
+// A blocked send, recv or select owns one `waiter` on its stack and queues one
+// `wait_node` per case in the channels involved. Whoever completes it (a
+// partner operation, close(), a stop request, the deadline) must first win the
+// waiter's single atomic word, so a thread waiting on several channels is
+// matched exactly once:
+//
+//   waiting --partner claims--> busy --partner moved the value--> fired(case)
+//   waiting --stop callback / deadline--> stopped / timed_out
+//
+// `busy` is only ever entered by a partner that is certain to complete (it
+// holds the channel lock and the value is ready), so there is no way back to
+// `waiting`: a stop that arrives after the claim loses, and the value is
+// delivered, never dropped.
+//
+// Waiting spins briefly, then yields, then parks on a mutex + condition
+// variable. The parked bit tells a completer that it must wake the waiter
+// under the mutex; once parked, the waiter reads its word only under that
+// mutex, so it cannot return (and free the waiter) while a completer still
+// touches it.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <thread>
+
 
 namespace leash::inline v0::detail {
 
@@ -2391,20 +2547,29 @@ struct wait_node {
   waiter* owner = nullptr;
   std::uint32_t index = 0;  // the case it stands for
   void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
-  bool closed = false;      // completed by close(): a send fails, a receive gets nullopt
+  bool closed = false;      // completed by close(): a send fails
+  // Woken without a value handed over: the buffer changed (a value or room
+  // arrived, or the channel closed with values left), so try again.
+  bool retry = false;
   // Channel queue links, guarded by the channel's lock.
   wait_node* prev = nullptr;
   wait_node* next = nullptr;
   bool queued = false;
 };
 
-// A FIFO of wait nodes; guarded by its channel's lock.
+// A FIFO of wait nodes; guarded by its channel's lock, except queued(), which
+// a lock-free buffer operation reads to learn whether anyone waits.
 class wait_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
   wait_node* front() const noexcept { return head_; }
 
+  // How many nodes are queued; sequentially consistent, for the handshake
+  // between a lock-free push or pop and a waiter queueing (see channel.hpp).
+  std::size_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
+
   void push_back(wait_node* n) noexcept {
+    queued_.fetch_add(1, std::memory_order_seq_cst);
     n->prev = tail_;
     n->next = nullptr;
     if (tail_ != nullptr) {
@@ -2418,6 +2583,7 @@ class wait_queue {
 
   void remove(wait_node* n) noexcept {
     if (!n->queued) return;
+    queued_.fetch_sub(1, std::memory_order_relaxed);
     if (n->prev != nullptr) {
       n->prev->next = n->next;
     } else {
@@ -2454,6 +2620,7 @@ class wait_queue {
  private:
   wait_node* head_ = nullptr;
   wait_node* tail_ = nullptr;
+  std::atomic<std::size_t> queued_{0};
 };
 
 }  // namespace leash::inline v0::detail
@@ -2496,7 +2663,7 @@ class channel {
   // rendezvous with a receiver. Allocates the buffer once, here.
   explicit channel(std::size_t capacity = 0)
       : capacity_(capacity),
-        buffer_(capacity != 0 ? std::make_unique<slot[]>(capacity) : nullptr) {}
+        ring_(capacity != 0 ? std::make_unique<detail::ring<T>>(capacity) : nullptr) {}
 
   // Precondition: no operation is blocked on this channel (a blocked call
   // would wait on freed memory); checked, and a violation terminates.
@@ -2505,8 +2672,6 @@ class channel {
       std::fputs("leash::channel: destroyed while a send, recv or select waits on it\n", stderr);
       std::terminate();
     }
-    while (count_ != 0)
-      pop();
   }
 
   channel(const channel&) = delete;
@@ -2545,13 +2710,17 @@ class channel {
   // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
   recv_result<T> try_recv() {
     recv_result<T> r;
+    if (ring_ && ring_->try_pop(r.value)) {
+      after_pop();
+      r.status = channel_status::ok;
+      return r;
+    }
     detail::wait_node* partner = nullptr;
     {
       std::lock_guard lock(lock_);
       r.status = recv_locked(r.value, partner);
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (r.status == channel_status::closed) r.value.reset();
+    fire(partner);
     return r;
   }
 
@@ -2592,10 +2761,12 @@ class channel {
       std::lock_guard lock(lock_);
       if (closed_) return false;
       closed_ = true;
-      // Only one queue can be non-empty, but a select may sit in both.
+      if (ring_) ring_->close();  // a lock-free push now fails with closed
+      // Usually one queue is empty, but a select may sit in both. Receivers
+      // try again: the buffer may hold values pushed while they queued.
       for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
         while (detail::wait_node* n = q->claim_front()) {
-          n->closed = true;
+          (q == &recv_waiters_ ? n->retry : n->closed) = true;
           n->next = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
@@ -2610,10 +2781,7 @@ class channel {
   }
 
   // Snapshots: true by the time they return, perhaps not a moment later.
-  std::size_t size() const noexcept {
-    std::lock_guard lock(lock_);
-    return count_;
-  }
+  std::size_t size() const noexcept { return ring_ ? ring_->size() : 0; }
   std::size_t capacity() const noexcept { return capacity_; }
   bool closed() const noexcept {
     std::lock_guard lock(lock_);
@@ -2669,35 +2837,45 @@ class channel {
     return n;
   }
 
-  // Raw storage: T need not be default-constructible.
-  struct slot {
-    alignas(T) unsigned char bytes[sizeof(T)];
-    T* get() noexcept { return std::launder(reinterpret_cast<T*>(bytes)); }
-  };
-
-  void push(T&& v) noexcept {
-    std::size_t tail = head_ + count_;
-    if (tail >= capacity_) tail -= capacity_;
-    ::new (static_cast<void*>(buffer_[tail].bytes)) T(std::move(v));
-    ++count_;
+  // Senders and receivers of a buffered channel meet in a lock-free ring;
+  // the lock guards only the wait queues and closing. The handshake that
+  // keeps a value or a free slot from passing by a thread about to wait
+  // (Dekker's): a waiter queues (a sequentially consistent count), then looks
+  // at the ring once more; a lock-free push or pop changes the ring (a
+  // sequentially consistent CAS), then looks at the count and wakes one
+  // waiter to try again if any is queued. In the single order of those four
+  // operations, at least one of the two looks sees the other's change.
+  void after_push() noexcept {
+    if (recv_waiters_.queued() != 0) wake_to_retry(recv_waiters_);
   }
-  T pop() noexcept {
-    T* p = buffer_[head_].get();
-    T v(std::move(*p));
-    p->~T();
-    if (++head_ == capacity_) head_ = 0;
-    --count_;
-    return v;
+  void after_pop() noexcept {
+    if (send_waiters_.queued() != 0) wake_to_retry(send_waiters_);
+  }
+  void wake_to_retry(detail::wait_queue& queue) noexcept {
+    detail::wait_node* n = nullptr;
+    {
+      std::lock_guard lock(lock_);
+      n = claim_to_retry(queue);
+    }
+    fire(n);
+  }
+  static detail::wait_node* claim_to_retry(detail::wait_queue& queue) noexcept {
+    detail::wait_node* n = queue.claim_front();
+    if (n != nullptr) n->retry = true;
+    return n;
+  }
+  static void fire(detail::wait_node* n) noexcept {
+    if (n != nullptr) n->owner->fire(n->index);
   }
 
   // The rest runs with lock_ held. A returned `partner` was claimed and must
   // be fired once the lock is released.
 
   bool send_ready_locked() const noexcept {
-    return closed_ || count_ < capacity_ || recv_waiters_.has_waiting();
+    return closed_ || (ring_ && ring_->has_room()) || recv_waiters_.has_waiting();
   }
   bool recv_ready_locked() const noexcept {
-    return count_ != 0 || closed_ || send_waiters_.has_waiting();
+    return (ring_ && ring_->size() != 0) || closed_ || send_waiters_.has_waiting();
   }
 
   // ok (value moved from), closed, or full (nothing happened).
@@ -2708,8 +2886,7 @@ class channel {
       partner = r;
       return channel_status::ok;
     }
-    if (count_ < capacity_) {
-      push(std::move(value));
+    if (ring_ && ring_->try_push(value) == detail::ring<T>::push_result::ok) {
       return channel_status::ok;
     }
     return channel_status::full;
@@ -2717,15 +2894,12 @@ class channel {
 
   // ok (out holds a value), closed (drained), or empty.
   channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
-    if (count_ != 0) {
-      out.emplace(pop());
-      // Room was made: a blocked sender's value moves into the buffer.
-      if (detail::wait_node* s = send_waiters_.claim_front()) {
-        push(std::move(*static_cast<T*>(s->item)));
-        partner = s;
-      }
+    if (ring_ && ring_->try_pop(out)) {
+      partner = claim_to_retry(send_waiters_);  // room was made: a blocked sender may take it
       return channel_status::ok;
     }
+    // Unbuffered; or buffered and drained while a sender still waits: its
+    // value is the oldest one left, so it is taken straight from the sender.
     if (detail::wait_node* s = send_waiters_.claim_front()) {
       out.emplace(std::move(*static_cast<T*>(s->item)));
       partner = s;
@@ -2735,13 +2909,25 @@ class channel {
   }
 
   channel_status try_send_impl(T& value) {
+    if (ring_ && recv_waiters_.queued() == 0) {
+      switch (ring_->try_push(value)) {
+        case detail::ring<T>::push_result::ok:
+          after_push();
+          return channel_status::ok;
+        case detail::ring<T>::push_result::closed:
+          return channel_status::closed;
+        case detail::ring<T>::push_result::full:
+          return channel_status::full;  // nobody waits to receive: the locked path could not do
+                                        // more
+      }
+    }
     detail::wait_node* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
       st = send_locked(value, partner);
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
+    fire(partner);
     return st;
   }
 
@@ -2750,39 +2936,87 @@ class channel {
   // cancelled.
   channel_status send_until(T& value, const std::stop_token& token, clock::time_point deadline,
                             const char* what, bool throw_closed = true) {
-    detail::waiter w;
-    detail::wait_node node{&w, 0, &value};
-    detail::wait_node* partner = nullptr;
     std::optional<channel_status> st;  // nullopt: stopped
-    {
-      std::lock_guard lock(lock_);
-      st = send_locked(value, partner);
-      if (st == channel_status::full) st = enqueue_or_give_up(send_waiters_, node, token, deadline);
-    }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (st == channel_status::full) st = block(w, node, send_waiters_, token, deadline, what);
+    do {
+      st = send_once(value, token, deadline, what);
+    } while (st == again);
     if (!st) detail::throw_cancelled(token);
     if (*st == channel_status::closed && throw_closed) throw channel_closed();
     return *st;
   }
 
+  // One attempt: lock-free into the buffer when no receiver waits, else under
+  // the lock (hand-off to a receiver, or the buffer), else queue and wait.
+  std::optional<channel_status> send_once(T& value, const std::stop_token& token,
+                                          clock::time_point deadline, const char* what) {
+    if (ring_ && recv_waiters_.queued() == 0) {
+      const auto pushed = ring_->try_push(value);
+      if (pushed == detail::ring<T>::push_result::ok) {
+        after_push();
+        return channel_status::ok;
+      }
+      if (pushed == detail::ring<T>::push_result::closed) return channel_status::closed;
+    }
+    detail::waiter w;
+    detail::wait_node node{&w, 0, &value};
+    detail::wait_node* partner = nullptr;
+    std::optional<channel_status> st;
+    {
+      std::lock_guard lock(lock_);
+      st = send_locked(value, partner);
+      if (st == channel_status::full) {
+        st = enqueue_or_give_up(send_waiters_, node, token, deadline);
+        if (st == channel_status::full && ring_) {  // the handshake: look once more
+          if (ring_->try_push(value) == detail::ring<T>::push_result::ok) {
+            send_waiters_.remove(&node);
+            st = channel_status::ok;
+          }
+        }
+      }
+    }
+    fire(partner);
+    if (st == channel_status::full) return block(w, node, send_waiters_, token, deadline, what);
+    return st;
+  }
+
   // Blocking receive into `out`. Returns ok, closed or timeout; throws cancelled.
   channel_status recv_until(std::optional<T>& out, const std::stop_token& token,
                             clock::time_point deadline, const char* what) {
+    std::optional<channel_status> st;  // nullopt: stopped
+    do {
+      st = recv_once(out, token, deadline, what);
+    } while (st == again);
+    if (!st) detail::throw_cancelled(token);
+    return *st;
+  }
+
+  std::optional<channel_status> recv_once(std::optional<T>& out, const std::stop_token& token,
+                                          clock::time_point deadline, const char* what) {
+    if (ring_ && ring_->try_pop(out)) {
+      after_pop();
+      return channel_status::ok;
+    }
     detail::waiter w;
     detail::wait_node node{&w, 0, &out};
     detail::wait_node* partner = nullptr;
-    std::optional<channel_status> st;  // nullopt: stopped
+    std::optional<channel_status> st;
     {
       std::lock_guard lock(lock_);
       st = recv_locked(out, partner);
-      if (st == channel_status::empty)
+      if (st == channel_status::empty) {
         st = enqueue_or_give_up(recv_waiters_, node, token, deadline);
+        if (st == channel_status::empty && ring_) {  // the handshake: look once more
+          if (ring_->try_pop(out)) {
+            recv_waiters_.remove(&node);
+            partner = claim_to_retry(send_waiters_);
+            st = channel_status::ok;
+          }
+        }
+      }
     }
-    if (partner != nullptr) partner->owner->fire(partner->index);
-    if (st == channel_status::empty) st = block(w, node, recv_waiters_, token, deadline, what);
-    if (!st) detail::throw_cancelled(token);
-    return *st;
+    fire(partner);
+    if (st == channel_status::empty) return block(w, node, recv_waiters_, token, deadline, what);
+    return st;
   }
 
   // Under the lock, for an operation that cannot complete now: a stop or an
@@ -2802,7 +3036,8 @@ class channel {
   }
 
   // Waits for the queued `node`. Returns ok, closed (completed by close()),
-  // timeout, or nullopt when stopped; a dequeued node is never left behind.
+  // `again` (woken to try again), timeout, or nullopt when stopped; a
+  // dequeued node is never left behind.
   std::optional<channel_status> block(detail::waiter& w, detail::wait_node& node,
                                       detail::wait_queue& queue, const std::stop_token& token,
                                       clock::time_point deadline, const char* what) {
@@ -2812,6 +3047,7 @@ class channel {
       o = w.wait(token, deadline);
     }
     if (o == detail::waiter::outcome::fired) {
+      if (node.retry) return again;
       return node.closed ? channel_status::closed : channel_status::ok;
     }
     std::lock_guard lock(lock_);
@@ -2820,16 +3056,19 @@ class channel {
     return std::nullopt;
   }
 
+  // What block() returns for a waiter woken to try again; never a final
+  // result of a blocking call.
+  static constexpr channel_status again = channel_status::empty;
+
   const std::size_t capacity_;
-  std::unique_ptr<slot[]> buffer_;  // ring of capacity_ slots; the first count_ from head_ live
+  const std::unique_ptr<detail::ring<T>> ring_;  // the buffer; none when unbuffered
 
   mutable detail::spinlock lock_;  // guards everything below
-  std::size_t head_ = 0;
-  std::size_t count_ = 0;
   bool closed_ = false;
   // Blocked operations. Receivers only wait while nothing is buffered and
-  // senders only while the buffer is full, so at most one queue holds plain
-  // operations; select cases may sit in both.
+  // senders only while the buffer is full (but for a moment while a wake-up
+  // is on its way), so at most one queue holds plain operations; select
+  // cases may sit in both.
   detail::wait_queue recv_waiters_;
   detail::wait_queue send_waiters_;
 };
@@ -4495,6 +4734,7 @@ inline runtime_stats stats() {
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -4527,8 +4767,13 @@ class select_case {
   virtual bool complete_locked(wait_node*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
+  // With every lock held: removes the node queued by enqueue_locked.
+  virtual void dequeue_locked() noexcept {}
   // After waiting: removes the node if still queued (takes the lock).
   virtual void dequeue() noexcept = 0;
+  // After the case fired: true if its channel woke it to try again (the
+  // buffer changed) rather than completing it.
+  virtual bool woken_to_retry() const noexcept { return false; }
   // After the case fired, outside every lock: runs its callback.
   virtual void finish() = 0;
   // on_after's deadline; max for channel cases.
@@ -4658,6 +4903,22 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       select_case& c = at(i);
       if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
     }
+    // The handshake with lock-free buffer operations (channel.hpp): queued
+    // now, look once more; a value or room that arrived meanwhile means go
+    // round again. Nobody can claim the nodes while every lock is held.
+    bool ready_now = false;
+    for (std::size_t i = 0; i < n && !ready_now; ++i) {
+      const select_case& c = at(i);
+      ready_now = c.enabled && c.lock() != nullptr && c.ready_locked(clock::time_point{});
+    }
+    if (ready_now) {
+      for (std::size_t i = 0; i < n; ++i) {
+        select_case& c = at(i);
+        if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
+      }
+      locks.unlock();
+      continue;
+    }
     locks.unlock();
     waiter::outcome o;
     {
@@ -4671,6 +4932,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
     switch (o) {
       case waiter::outcome::fired: {
         const std::size_t k = w.fired_index();
+        if (at(k).woken_to_retry()) continue;
         at(k).finish();
         return k;
       }
@@ -4754,9 +5016,11 @@ class recv_case final : public case_base<recv_case<T, F>> {
     node_ = detail::wait_node{&w, index, &value_};
     access::recv_queue(*channel_).push_back(&node_);
   }
+  void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
   void dequeue() noexcept override {
     access::dequeue(*channel_, access::recv_queue(*channel_), node_);
   }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
     if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
       std::invoke(fn_, std::move(value_));
@@ -4800,9 +5064,11 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     node_ = detail::wait_node{&w, index, &item()};
     access::send_queue(*channel_).push_back(&node_);
   }
+  void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
   void dequeue() noexcept override {
     access::dequeue(*channel_, access::send_queue(*channel_), node_);
   }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
     if (closed_ || node_.closed) throw channel_closed();
     std::invoke(fn_);
