@@ -13,7 +13,9 @@
 // Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
 // Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade, and every field the
 // Connection header names) are dropped both ways; the response head is
-// flushed to the client at once; the body is copied as it arrives and
+// flushed to the client at once. The request body streams upstream as the
+// client sends it (nothing buffered whole): with its Content-Length, or
+// chunked when it came chunked. The response body is copied as it arrives and
 // flushed every flush_interval by a ticker, or after every read for
 // text/event-stream, for a body of unknown length, or when flush_interval is
 // negative. An upstream that fails before its head is answered 502; one that
@@ -30,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -48,7 +51,6 @@ struct proxy_options {
   // How often buffered body bytes are flushed to the client; negative: after
   // every read. Text/event-stream and unknown-length bodies always flush at once.
   std::chrono::milliseconds flush_interval{100};
-  std::size_t max_request_body = 1 << 20;  // forwarded as read by the server
 };
 
 namespace detail {
@@ -89,11 +91,18 @@ class reverse_proxy {
       : upstream_(&upstream), options_(std::move(options)) {}
 
   void operator()(server_request& req, response_writer& w) const {
-    request out{options_.host,
-                options_.port,
-                {std::string(req.method()), std::string(req.target())},
-                req.body()};
+    request out{
+        options_.host, options_.port, {std::string(req.method()), std::string(req.target())}};
     detail::copy_end_to_end(req.headers(), out.head.headers);
+    // The transport sends the body as soon as the head (it never waits for a
+    // 100); the client's expectation was answered by our first read.
+    out.head.headers.erase("expect");
+    // The body streams upstream as the client sends it: same length, or chunked.
+    const std::optional<std::uint64_t> length = req.body_length();
+    if (!length || *length > 0) {
+      out.stream = std::move(req.body());
+      out.stream_length = length;
+    }
 
     bool client_gone = false;
     std::exception_ptr upstream_failure;
