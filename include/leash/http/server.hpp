@@ -8,6 +8,10 @@
 //   leash::http::server srv(n, [](leash::http::server_request& req,
 //                                 leash::http::response_writer& w) {
 //     w.headers().set("Content-Type", "text/plain");
+//     if (req.method() == "POST") {                   // the body streams from the socket
+//       char buf[16384];
+//       while (std::size_t n = req.body().read(std::span<char>(buf))) consume(buf, n);
+//     }                                               // or: req.read_body() (<= max_body_bytes)
 //     w.write("hello " + std::string(req.target()));
 //   });
 //   ... clients talk to 127.0.0.1:srv.port() ...
@@ -28,7 +32,8 @@
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
 // blocked in leash calls throw cancelled); a handler's exception is answered
-// 500 (or aborts the connection once bytes were sent) and never fails `n`.
+// 500 (413 for body_too_large, 400 after a malformed request body), or aborts
+// the connection once bytes were sent, and never fails `n`.
 // Thread-safe: shutdown(), port() and stats() from any thread; a
 // response_writer may be flushed from another thread while the handler runs.
 #pragma once
