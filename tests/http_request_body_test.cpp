@@ -9,6 +9,7 @@
 #include <leash/http/server.hpp>
 #include <leash/http/transport.hpp>
 #include <leash/nursery.hpp>
+#include <optional>
 #include <string>
 
 #include "support/http_fixture.hpp"
@@ -256,4 +257,66 @@ TEST_CASE("a response write stalled longer than write_timeout ends the connectio
   }
   s.close();  // unblocks the handler if the timeout did not
   CHECK(eventually([&] { return srv.stats().connections == 0; }));
+}
+
+TEST_CASE("an ignored small chunked body is drained and the next request is served") {
+  leash::nursery n;
+  std::atomic<int> calls{0};
+  http::server srv(n, [&](http::server_request& req, http::response_writer& w) {
+    ++calls;
+    w.write(std::string(req.target()));
+  });
+  const std::string reply =
+      exchange_raw(srv.port(),
+                   "POST /ignored HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+                   "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(calls == 2);
+  CHECK(reply.find("/ignored") != std::string::npos);
+  CHECK(reply.substr(reply.size() - 5) == "/next");
+}
+
+TEST_CASE("a body moved out of the handler reads nothing after the handler returned") {
+  leash::nursery n;
+  std::optional<leash::body> kept;
+  http::server srv(n, [&](http::server_request& req, http::response_writer& w) {
+    if (req.method() == "POST") {
+      char first[2];
+      CHECK(req.body().read(std::span<char>(first)) == 2);
+      kept.emplace(std::move(req.body()));
+    }
+    w.write("moved");
+  });
+  http::transport t;
+  CHECK(t.round_trip({"127.0.0.1", srv.port(), {"POST", "/"}, "0123456789"}).body.read_all(10) ==
+        "moved");
+  char buf[8];
+  REQUIRE(kept.has_value());
+  CHECK_THROWS_AS((void)kept->read(std::span<char>(buf)), leash::body_closed);
+  kept->close();
+  // The rest was drained by the server: the connection serves the next request.
+  CHECK(t.round_trip(http_test::get(srv.port())).body.read_all(10) == "moved");
+  CHECK(t.stats().dials == 1);
+}
+
+TEST_CASE("a handler blocked reading a body that never comes is cancelled by shutdown") {
+  leash::nursery n;
+  http_test::gate arrived(1);
+  std::promise<std::string> outcome;
+  http::server srv(n, [&](http::server_request& req, http::response_writer&) {
+    arrived.arrive_and_wait();
+    try {
+      (void)req.read_body();
+      outcome.set_value("read");
+    } catch (const leash::cancelled&) {
+      outcome.set_value("cancelled");
+      throw;
+    }
+  });
+  net::socket s = dial(srv.port());
+  send(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n");  // and no body
+  arrived.wait_arrived(1);
+  srv.shutdown(0ms);  // returns once the connection task ended
+  CHECK(outcome.get_future().get() == "cancelled");
+  CHECK(srv.stats().connections == 0);
 }
