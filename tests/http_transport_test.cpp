@@ -603,3 +603,22 @@ TEST_CASE("a stream whose length differs from stream_length fails and closes the
   }
   CHECK(t.stats().open == 0);  // a half-sent request's connection is never pooled
 }
+
+TEST_CASE("a server that answers an upload early and stops reading: its response is returned") {
+  backend b([](http::server_request&, http::response_writer& w) {
+    w.set_status(413);
+    w.write("too big");  // the body is never read; the server closes after this
+  });
+  http::transport t;
+  constexpr std::size_t piece = 64 * 1024;
+  constexpr std::size_t pieces = 512;  // 32 MiB: more than the socket buffers hold
+  http::request up{"127.0.0.1", b.port(), {"PUT", "/"}, {}};
+  up.stream = leash::body(std::make_unique<http_test::paced_source>(pieces, piece));
+  up.stream_length = pieces * piece;
+  http::response r = t.round_trip(up);
+  CHECK(r.status() == 413);
+  CHECK(r.head.headers.get("connection") == "close");
+  CHECK(r.body.read_all(100) == "too big");
+  CHECK(up.stream.closed());
+  CHECK(t.stats().open == 0);  // a request not sent whole never leaves its connection pooled
+}

@@ -387,6 +387,29 @@ class transport {
   }
 
   // Writes the request and reads up to the end of the response head.
+  // Reads up to the end of the response head (the response-header timeout
+  // starts now).
+  void read_head(detail::connection& c, const std::stop_token& token) {
+    const auto header_deadline =
+        options_.response_header_timeout.count() > 0
+            ? leash::detail::deadline_after(options_.response_header_timeout)
+            : detail::clock::time_point::max();
+    for (;;) {
+      if (c.buffered() == 0) {
+        const detail::read_status st = c.fill(header_deadline, token);
+        if (st == detail::read_status::timed_out) {
+          throw timeout("no response header within " +
+                        std::to_string(options_.response_header_timeout.count()) + " ms");
+        }
+        if (st == detail::read_status::eof) c.parser.finish_eof();  // throws
+        continue;
+      }
+      const parse_step step = c.parser.feed(c.pending(c.buffered()));
+      c.begin += step.consumed;
+      if (step.event == parse_event::head) return;
+    }
+  }
+
   // `streamed`: the request whose stream follows the head.
   response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
                     const std::string& wire, const request* streamed, const std::stop_token& token,
@@ -394,24 +417,23 @@ class transport {
     c->parser.reset(method);
     c->begin = c->end = 0;
     detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
-    if (streamed != nullptr) detail::send_stream(c->sock.fd(), *streamed, token);
-    const auto header_deadline =
-        options_.response_header_timeout.count() > 0
-            ? leash::detail::deadline_after(options_.response_header_timeout)
-            : detail::clock::time_point::max();
-    for (;;) {
-      if (c->buffered() == 0) {
-        const detail::read_status st = c->fill(header_deadline, token);
-        if (st == detail::read_status::timed_out) {
-          throw timeout("no response header within " +
-                        std::to_string(options_.response_header_timeout.count()) + " ms");
-        }
-        if (st == detail::read_status::eof) c->parser.finish_eof();  // throws
-        continue;
+    std::exception_ptr send_failure;
+    if (streamed != nullptr) {
+      try {
+        detail::send_stream(c->sock.fd(), *streamed, token);
+      } catch (const io_error&) {
+        // The server may have answered early and stopped reading (a 413 to
+        // a big upload): its response, if it arrived, is the answer, as in
+        // Go's transport. The connection is never reused.
+        c->request_close = true;
+        send_failure = std::current_exception();
       }
-      const parse_step step = c->parser.feed(c->pending(c->buffered()));
-      c->begin += step.consumed;
-      if (step.event == parse_event::head) break;
+    }
+    try {
+      read_head(*c, token);
+    } catch (const http::error&) {
+      if (send_failure) std::rethrow_exception(send_failure);
+      throw;
     }
     response r{c->parser.head(), body()};
     if (c->parser.complete()) {  // no body: the connection is done now
