@@ -235,3 +235,11 @@ TEST_CASE("a chunked upload through the proxy reaches the upstream handler intac
   CHECK(r.body.read_all(1 << 22) == http_test::paced_content(pieces, piece));
   CHECK(reads >= static_cast<int>(pieces));
 }
+
+TEST_CASE("a client body that breaks chunked framing is answered 400 by the proxy, not 502") {
+  chain c([](http::server_request& req, http::response_writer& w) { w.write(req.read_body()); });
+  const std::string reply = http_test::exchange_raw(
+      c.port(),
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n\r\n");
+  CHECK(reply.find("HTTP/1.1 400 ") == 0);
+}

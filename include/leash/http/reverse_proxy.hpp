@@ -15,7 +15,8 @@
 // Connection header names) are dropped both ways; the response head is
 // flushed to the client at once. The request body streams upstream as the
 // client sends it (nothing buffered whole): with its Content-Length, or
-// chunked when it came chunked. The response body is copied as it arrives and
+// chunked when it came chunked; a client body that breaks HTTP is answered
+// 400 by the server, not 502. The response body is copied as it arrives and
 // flushed every flush_interval by a ticker, or after every read for
 // text/event-stream, for a body of unknown length, or when flush_interval is
 // negative. An upstream that fails before its head is answered 502; one that
@@ -32,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -81,6 +83,26 @@ inline void copy_end_to_end(const fields& from, fields& to) {
   }
 }
 
+// The client's request body on its way upstream; remembers whether reading
+// it failed, so that a bad upload is the client's error (400), not a 502.
+class downstream_source final : public body_source {
+ public:
+  downstream_source(leash::body b, bool& failed) : body_(std::move(b)), failed_(&failed) {}
+  std::size_t read(std::span<std::byte> out, std::stop_token stop) override {
+    try {
+      return body_.read(out, stop);
+    } catch (...) {
+      *failed_ = true;
+      throw;
+    }
+  }
+  void close(bool) override { (void)body_.try_close(); }
+
+ private:
+  leash::body body_;
+  bool* failed_;
+};
+
 }  // namespace detail
 
 // A handler (usable by http::server) that forwards each request to one
@@ -99,8 +121,10 @@ class reverse_proxy {
     out.head.headers.erase("expect");
     // The body streams upstream as the client sends it: same length, or chunked.
     const std::optional<std::uint64_t> length = req.body_length();
+    bool body_failed = false;
     if (!length || *length > 0) {
-      out.stream = std::move(req.body());
+      out.stream = leash::body(
+          std::make_unique<detail::downstream_source>(std::move(req.body()), body_failed));
       out.stream_length = length;
     }
 
@@ -116,7 +140,7 @@ class reverse_proxy {
         }
       });
       try {
-        forward(out, w);
+        forward(out, w, body_failed);
       } catch (const cancelled&) {
         if (!n.stop_requested()) upstream_failure = std::current_exception();
       } catch (...) {
@@ -129,11 +153,14 @@ class reverse_proxy {
   }
 
  private:
-  void forward(const request& out, response_writer& w) const {
+  // `body_failed`: set when reading the client's body failed (then the
+  // error is rethrown for the server to answer, not turned into a 502).
+  void forward(const request& out, response_writer& w, const bool& body_failed) const {
     response r;
     try {
       r = upstream_->round_trip(out);
     } catch (const http::error& e) {
+      if (body_failed) throw;
       w.set_status(502);
       w.headers().set("Content-Type", "text/plain");
       w.write(std::string(e.what()) + "\n");
