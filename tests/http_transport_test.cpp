@@ -621,4 +621,9 @@ TEST_CASE("a server that answers an upload early and stops reading: its response
   CHECK(r.body.read_all(100) == "too big");
   CHECK(up.stream.closed());
   CHECK(t.stats().open == 0);  // a request not sent whole never leaves its connection pooled
+  // The same with a string body.
+  http::response s =
+      t.round_trip({"127.0.0.1", b.port(), {"PUT", "/"}, std::string(pieces * piece, 'x')});
+  CHECK(s.status() == 413);
+  CHECK(s.body.read_all(100) == "too big");
 }

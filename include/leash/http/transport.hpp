@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <span>
@@ -416,18 +417,16 @@ class transport {
                     source_location site) {
     c->parser.reset(method);
     c->begin = c->end = 0;
-    detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
     std::exception_ptr send_failure;
-    if (streamed != nullptr) {
-      try {
-        detail::send_stream(c->sock.fd(), *streamed, token);
-      } catch (const io_error&) {
-        // The server may have answered early and stopped reading (a 413 to
-        // a big upload): its response, if it arrived, is the answer, as in
-        // Go's transport. The connection is never reused.
-        c->request_close = true;
-        send_failure = std::current_exception();
-      }
+    try {
+      detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
+      if (streamed != nullptr) detail::send_stream(c->sock.fd(), *streamed, token);
+    } catch (const io_error&) {
+      // The server may have answered early and stopped reading (a 413 to a
+      // big upload): its response, if it arrived, is the answer, as in Go's
+      // transport. The connection is never reused.
+      c->request_close = true;
+      send_failure = std::current_exception();
     }
     try {
       read_head(*c, token);
