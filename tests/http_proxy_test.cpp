@@ -243,3 +243,31 @@ TEST_CASE("a client body that breaks chunked framing is answered 400 by the prox
       "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n\r\n");
   CHECK(reply.find("HTTP/1.1 400 ") == 0);
 }
+
+TEST_CASE(
+    "Expect: 100-continue through the proxy: 100 from the proxy's first read, then the body") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    CHECK_FALSE(req.headers().contains("expect"));  // answered by the proxy, not forwarded
+    w.write("got " + req.read_body());
+  });
+  namespace net = http::detail;
+  net::socket s = net::dial("127.0.0.1", c.port(), net::clock::time_point::max(), {});
+  net::write_all(s.fd(),
+                 "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+                 net::clock::time_point::max(), {});
+  std::string got;
+  char ch;
+  std::size_t n = 0;
+  const auto deadline = leash::detail::deadline_after(5s);
+  while (got.find("\r\n\r\n") == std::string::npos &&
+         net::read_some(s.fd(), &ch, 1, n, deadline, {}) == net::read_status::data)
+    got.push_back(ch);
+  CHECK(got == "HTTP/1.1 100 Continue\r\n\r\n");  // the body is sent only after it
+  net::write_all(s.fd(), "hello", net::clock::time_point::max(), {});
+  got.clear();
+  while (got.find("got hello") == std::string::npos &&
+         net::read_some(s.fd(), &ch, 1, n, deadline, {}) == net::read_status::data)
+    got.push_back(ch);
+  CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+  CHECK(got.find("got hello") != std::string::npos);
+}
