@@ -38,8 +38,8 @@ TEST_CASE("other schemes and malformed authorities are refused before any dial")
 TEST_CASE("get and post by URL through a transport") {
   leash::nursery n;
   http::server srv(n, [](http::server_request& req, http::response_writer& w) {
-    w.write(std::string(req.method()) + " " + std::string(req.target()) + " " + req.body() + " " +
-            std::string(req.headers().get("content-type").value_or("-")));
+    w.write(std::string(req.method()) + " " + std::string(req.target()) + " " + req.read_body() +
+            " " + std::string(req.headers().get("content-type").value_or("-")));
   });
   http::transport t;
   http::client c(t);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "support/http_fixture.hpp"
+#include "support/paced_source.hpp"
 #include "support/raw_server.hpp"
 
 using namespace std::chrono_literals;
@@ -204,4 +205,69 @@ TEST_CASE("many proxied responses leave no connection or task behind") {
   CHECK(eventually(
       [&] { return c.front.stats().connections == 0 && c.upstream.stats().connections == 0; }));
   CHECK(eventually([&] { return http_test::tasks_running() == tasks + 4; }));
+}
+
+TEST_CASE("a chunked upload through the proxy reaches the upstream handler intact and in pieces") {
+  constexpr std::size_t piece = 16 * 1024;
+  constexpr std::size_t pieces = 20;
+  http_test::progress upstream_got;
+  std::atomic<int> reads{0};
+  chain c([&](http::server_request& req, http::response_writer& w) {
+    CHECK(req.headers().get("transfer-encoding") == "chunked");  // forwarded as it came
+    std::string all;
+    char buf[64 * 1024];
+    while (std::size_t n = req.body().read(std::span<char>(buf))) {
+      ++reads;
+      all.append(buf, n);
+      upstream_got.add(n);
+    }
+    w.write(all);
+  });
+  http::transport t;
+  http::request up{"127.0.0.1", c.port(), {"POST", "/upload"}, {}};
+  // Piece k is made only once the upstream handler holds every byte before
+  // it: a proxy that buffered the body whole would never finish (the wait
+  // throws after 20 s).
+  up.stream = leash::body(std::make_unique<http_test::paced_source>(
+      pieces, piece, [&](std::size_t k) { upstream_got.wait_for(k * piece); }));
+  http::response r = t.round_trip(up);
+  CHECK(r.status() == 200);
+  CHECK(r.body.read_all(1 << 22) == http_test::paced_content(pieces, piece));
+  CHECK(reads >= static_cast<int>(pieces));
+}
+
+TEST_CASE("a client body that breaks chunked framing is answered 400 by the proxy, not 502") {
+  chain c([](http::server_request& req, http::response_writer& w) { w.write(req.read_body()); });
+  const std::string reply = http_test::exchange_raw(
+      c.port(),
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n\r\n");
+  CHECK(reply.find("HTTP/1.1 400 ") == 0);
+}
+
+TEST_CASE(
+    "Expect: 100-continue through the proxy: 100 from the proxy's first read, then the body") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    CHECK_FALSE(req.headers().contains("expect"));  // answered by the proxy, not forwarded
+    w.write("got " + req.read_body());
+  });
+  namespace net = http::detail;
+  net::socket s = net::dial("127.0.0.1", c.port(), net::clock::time_point::max(), {});
+  net::write_all(s.fd(),
+                 "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+                 net::clock::time_point::max(), {});
+  std::string got;
+  char ch;
+  std::size_t n = 0;
+  const auto deadline = leash::detail::deadline_after(5s);
+  while (got.find("\r\n\r\n") == std::string::npos &&
+         net::read_some(s.fd(), &ch, 1, n, deadline, {}) == net::read_status::data)
+    got.push_back(ch);
+  CHECK(got == "HTTP/1.1 100 Continue\r\n\r\n");  // the body is sent only after it
+  net::write_all(s.fd(), "hello", net::clock::time_point::max(), {});
+  got.clear();
+  while (got.find("got hello") == std::string::npos &&
+         net::read_some(s.fd(), &ch, 1, n, deadline, {}) == net::read_status::data)
+    got.push_back(ch);
+  CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
+  CHECK(got.find("got hello") != std::string::npos);
 }

@@ -16,25 +16,11 @@
 using namespace std::chrono_literals;
 namespace http = leash::http;
 using http_test::eventually;
+using http_test::exchange_raw;
 using http_test::get;
 using http_test::ms_since;
 
 namespace {
-
-// Sends raw bytes on a fresh connection and returns everything the server
-// sent until it closed the connection.
-std::string exchange_raw(std::uint16_t port, std::string_view bytes) {
-  namespace net = http::detail;
-  net::socket s = net::dial("127.0.0.1", port, net::clock::time_point::max(), {});
-  net::write_all(s.fd(), bytes, net::clock::time_point::max(), {});
-  std::string out;
-  char buf[4096];
-  std::size_t got = 0;
-  const auto deadline = leash::detail::deadline_after(2s);
-  while (net::read_some(s.fd(), buf, sizeof buf, got, deadline, {}) == net::read_status::data)
-    out.append(buf, got);
-  return out;
-}
 
 struct counted {
   static inline std::atomic<int> live{0};
@@ -156,7 +142,8 @@ TEST_CASE("a handler's exception is answered 500 and the server keeps serving") 
   leash::nursery n;
   http::server srv(n, [](http::server_request& req, http::response_writer& w) {
     if (req.target() == "/boom") throw std::runtime_error("boom");
-    w.write(req.body().empty() ? "ok" : req.body());
+    const std::string body = req.read_body();
+    w.write(body.empty() ? "ok" : body);
   });
   http::transport t;
   http::response r = t.round_trip(get(srv.port(), "/boom"));
@@ -198,7 +185,7 @@ TEST_CASE("HEAD gets no body; HTTP/1.0 gets a response and a close") {
   CHECK(reply.substr(reply.size() - 4) == "body");
 }
 
-TEST_CASE("malformed request heads are answered 400 (or 431, 501) and the connection closed") {
+TEST_CASE("malformed request heads are answered 400 (or 431) and the connection closed") {
   leash::nursery n;
   std::atomic<int> calls{0};
   http::server srv(n, [&](http::server_request&, http::response_writer& w) {
@@ -221,8 +208,6 @@ TEST_CASE("malformed request heads are answered 400 (or 431, 501) and the connec
     CHECK(reply.find("HTTP/1.1 400 ") == 0);
     CHECK(calls == 0);
   }
-  CHECK(exchange_raw(srv.port(), "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-            .find("HTTP/1.1 501 ") == 0);
   const std::string huge = "GET / HTTP/1.1\r\nX: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
   CHECK(exchange_raw(srv.port(), huge).find("HTTP/1.1 431 ") == 0);
   CHECK(calls == 0);

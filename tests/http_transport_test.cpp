@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/http_fixture.hpp"
+#include "support/paced_source.hpp"
 #include "support/raw_server.hpp"
 
 using namespace std::chrono_literals;
@@ -555,4 +556,74 @@ TEST_CASE("a reused connection closed by the server is retried once for GET, not
     CHECK_THROWS_AS(fetch(t, post), http::protocol_error);
     CHECK(t.stats().dials == 1);
   }
+  SUBCASE("GET with a streaming body is not (it cannot be replayed)") {
+    http::transport t;
+    CHECK(fetch(t, get(srv.port())) == "ok");
+    http::request streamed = get(srv.port());
+    streamed.stream = leash::memory_body("data");
+    CHECK_THROWS_AS(fetch(t, streamed), http::error);
+    CHECK(streamed.stream.closed());
+    CHECK(t.stats().dials == 1);
+  }
+}
+
+TEST_CASE("a streaming request body goes chunked without a length, with Content-Length with one") {
+  backend b([](http::server_request& req, http::response_writer& w) {
+    w.write(std::string(req.headers().get("transfer-encoding").value_or("-")) + " " +
+            std::string(req.headers().get("content-length").value_or("-")) + " " + req.read_body());
+  });
+  http::transport t;
+  const std::string content = http_test::paced_content(3, 10);
+  http::request chunked{"127.0.0.1", b.port(), {"PUT", "/"}, {}};
+  chunked.stream = leash::body(std::make_unique<http_test::paced_source>(3, 10));
+  CHECK(fetch(t, chunked) == "chunked - " + content);
+  CHECK(chunked.stream.closed());
+  http::request sized{"127.0.0.1", b.port(), {"PUT", "/"}, {}};
+  sized.stream = leash::body(std::make_unique<http_test::paced_source>(3, 10));
+  sized.stream_length = 30;
+  CHECK(fetch(t, sized) == "- 30 " + content);
+  CHECK(t.stats().dials == 1);  // both bodies were read whole: one connection
+}
+
+TEST_CASE("a stream whose length differs from stream_length fails and closes the connection") {
+  backend b(hello);
+  http::transport t;
+  for (std::uint64_t declared : {20, 40}) {
+    CAPTURE(declared);
+    http::request req{"127.0.0.1", b.port(), {"PUT", "/"}, {}};
+    req.stream = leash::body(std::make_unique<http_test::paced_source>(3, 10));
+    req.stream_length = declared;
+    try {
+      (void)t.round_trip(req);
+      FAIL("no exception");
+    } catch (const http::invalid_request& e) {
+      CHECK(e.reason() == http::reason::body_length_mismatch);
+    }
+    CHECK(req.stream.closed());
+  }
+  CHECK(t.stats().open == 0);  // a half-sent request's connection is never pooled
+}
+
+TEST_CASE("a server that answers an upload early and stops reading: its response is returned") {
+  backend b([](http::server_request&, http::response_writer& w) {
+    w.set_status(413);
+    w.write("too big");  // the body is never read; the server closes after this
+  });
+  http::transport t;
+  constexpr std::size_t piece = 64 * 1024;
+  constexpr std::size_t pieces = 512;  // 32 MiB: more than the socket buffers hold
+  http::request up{"127.0.0.1", b.port(), {"PUT", "/"}, {}};
+  up.stream = leash::body(std::make_unique<http_test::paced_source>(pieces, piece));
+  up.stream_length = pieces * piece;
+  http::response r = t.round_trip(up);
+  CHECK(r.status() == 413);
+  CHECK(r.head.headers.get("connection") == "close");
+  CHECK(r.body.read_all(100) == "too big");
+  CHECK(up.stream.closed());
+  CHECK(t.stats().open == 0);  // a request not sent whole never leaves its connection pooled
+  // The same with a string body.
+  http::response s =
+      t.round_trip({"127.0.0.1", b.port(), {"PUT", "/"}, std::string(pieces * piece, 'x')});
+  CHECK(s.status() == 413);
+  CHECK(s.body.read_all(100) == "too big");
 }

@@ -9,6 +9,7 @@
 #include "http/message.hpp"
 #include "http/request_writer.hpp"
 #include "http/response_parser.hpp"
+#include "http/response_writer.hpp"
 #include "http/reverse_proxy.hpp"
 #include "http/server.hpp"
 #include "http/transport.hpp"

@@ -2,9 +2,14 @@
 # Side-by-side benchmark runner: leash (C++) vs std::thread vs Go.
 #
 #   tests/bench/run.sh BUILD_DIR
+#   LEASH_BENCH_ONLY=http tests/bench/run.sh BUILD_DIR   # only scenarios matching a regex
+#
+# Prerequisites (each optional; a missing one is reported and its rows skipped):
+#   apt-get install -y golang-go nginx wrk
 #
 # Runs every C++ benchmark binary found in BUILD_DIR and, if Go is installed,
-# the matching Go program from tests/bench/go/. Every program prints lines of
+# the matching Go program from tests/bench/go/. With nginx and wrk installed,
+# wrk's keep-alive GETs against the same nginx are the HTTP rows' ceiling. Every program prints lines of
 # the form "BENCH <scenario> <impl> <metric>=<value> ...". They are collected in
 # BUILD_DIR/bench-results.txt and summarised as one markdown table per scenario.
 set -uo pipefail
@@ -92,6 +97,33 @@ else
   echo "nginx not installed: HTTP benchmarks skipped"
 fi
 
+# wrk_rows SCENARIO PATH: wrk's req/s for a keep-alive GET of PATH from the
+# bench nginx, with 1 and 8 connections (median of 3 runs of 1 s, like
+# bench_http_keepalive), as "BENCH SCENARIO wrk_<N>c req_per_s=..." lines.
+wrk_rows() {
+  local scenario=$1 path=$2 conns threads i out rps
+  [[ -z ${LEASH_BENCH_NGINX:-} ]] && return
+  if ! command -v wrk >/dev/null 2>&1; then
+    echo "wrk not installed: no ceiling row for $scenario (apt-get install wrk)"
+    return
+  fi
+  for conns in 1 8; do
+    threads=$((conns < $(nproc) ? conns : $(nproc)))
+    rps=()
+    for i in 1 2 3; do
+      out=$(timeout "$TIMEOUT" wrk -t"$threads" -c"$conns" -d1s "http://$LEASH_BENCH_NGINX$path" 2>&1)
+      rps+=("$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")")
+    done
+    rps=($(printf '%s\n' "${rps[@]}" | grep . | sort -n))
+    if ((${#rps[@]} == 0)); then
+      echo "NOTE: wrk -c$conns $path printed no Requests/sec" >&2
+      continue
+    fi
+    echo "BENCH $scenario wrk_${conns}c req_per_s=${rps[$((${#rps[@]} / 2))]} threads=$threads" |
+      tee -a "$results"
+  done
+}
+
 # run NAME CMD...: run under the timeout, echo its output, keep BENCH lines.
 run() {
   local name=$1 out rc
@@ -110,7 +142,8 @@ run() {
 
 [[ -z $GO ]] && echo "go not installed: apt-get install golang-go to compare"
 for row in "${SCENARIOS[@]}"; do
-  read -r _ cpp go_file _ _ pin <<<"$row"
+  read -r scenario cpp go_file _ _ pin <<<"$row"
+  [[ -n ${LEASH_BENCH_ONLY:-} && ! $scenario =~ $LEASH_BENCH_ONLY ]] && continue
   # A top-level build puts the benchmarks in tests/bench/; accept both.
   [[ -x $build_dir/tests/bench/$cpp ]] && cpp=tests/bench/$cpp
   if [[ $cpp == - ]]; then
@@ -133,6 +166,10 @@ for row in "${SCENARIOS[@]}"; do
       echo "NOTE: go build $go_file failed" >&2
     fi
   fi
+  case $scenario in  # wrk: the ceiling beside leash and Go
+    http_keepalive) wrk_rows http_keepalive /small.txt ;;
+    http_keepalive_1mib) wrk_rows http_keepalive_1mib /big.bin ;;
+  esac
 done
 
 echo

@@ -16,6 +16,7 @@
 #include <leash/runtime.hpp>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace http_test {
@@ -103,6 +104,21 @@ class gate {
 inline leash::http::request get(std::uint16_t port, std::string target = "/",
                                 std::string method = "GET") {
   return {"127.0.0.1", port, {std::move(method), std::move(target)}, {}};
+}
+
+// Sends raw bytes on a fresh connection and returns everything the server
+// sent until it closed the connection (or 2 s passed).
+inline std::string exchange_raw(std::uint16_t port, std::string_view bytes) {
+  namespace net = leash::http::detail;
+  net::socket s = net::dial("127.0.0.1", port, net::clock::time_point::max(), {});
+  net::write_all(s.fd(), bytes, net::clock::time_point::max(), {});
+  std::string out;
+  char buf[4096];
+  std::size_t got = 0;
+  const auto deadline = leash::detail::deadline_after(std::chrono::seconds(2));
+  while (net::read_some(s.fd(), buf, sizeof buf, got, deadline, {}) == net::read_status::data)
+    out.append(buf, got);
+  return out;
 }
 
 // Milliseconds since `start`.

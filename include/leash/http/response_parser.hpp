@@ -111,6 +111,20 @@ class response_parser {
     trailers_.clear();
   }
 
+  // Prepares to parse a body alone, framed as `framing` (content_length:
+  // `length` bytes). The server reads request bodies with it: chunked framing,
+  // its limits and its trailers are the same in both directions. Keeps memory.
+  void reset_to_body(body_framing framing, std::uint64_t length = 0) {
+    reset();
+    started_ = true;
+    head_done_ = true;
+    keep_alive_ = true;
+    framing_ =
+        length == 0 && framing == body_framing::content_length ? body_framing::none : framing;
+    if (framing_ == body_framing::content_length) content_length_ = length;
+    enter_body();
+  }
+
   // Consumes a prefix of `input` and reports one event (see parse_event).
   // Returns need_more only after using all of the input. Never consumes a
   // byte past the end of the response. Throws protocol_error or
@@ -489,6 +503,11 @@ class response_parser {
       framing_ = body_framing::until_close;
       keep_alive_ = false;
     }
+    enter_body();
+  }
+
+  // The framing is decided: start reading the body it describes.
+  void enter_body() {
     switch (framing_) {
       case body_framing::none:
         state_ = state::complete;

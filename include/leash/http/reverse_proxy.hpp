@@ -13,7 +13,10 @@
 // Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
 // Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade, and every field the
 // Connection header names) are dropped both ways; the response head is
-// flushed to the client at once; the body is copied as it arrives and
+// flushed to the client at once. The request body streams upstream as the
+// client sends it (nothing buffered whole): with its Content-Length, or
+// chunked when it came chunked; a client body that breaks HTTP is answered
+// 400 by the server, not 502. The response body is copied as it arrives and
 // flushed every flush_interval by a ticker, or after every read for
 // text/event-stream, for a body of unknown length, or when flush_interval is
 // negative. An upstream that fails before its head is answered 502; one that
@@ -30,6 +33,8 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -48,7 +53,6 @@ struct proxy_options {
   // How often buffered body bytes are flushed to the client; negative: after
   // every read. Text/event-stream and unknown-length bodies always flush at once.
   std::chrono::milliseconds flush_interval{100};
-  std::size_t max_request_body = 1 << 20;  // forwarded as read by the server
 };
 
 namespace detail {
@@ -79,6 +83,26 @@ inline void copy_end_to_end(const fields& from, fields& to) {
   }
 }
 
+// The client's request body on its way upstream; remembers whether reading
+// it failed, so that a bad upload is the client's error (400), not a 502.
+class downstream_source final : public body_source {
+ public:
+  downstream_source(leash::body b, bool& failed) : body_(std::move(b)), failed_(&failed) {}
+  std::size_t read(std::span<std::byte> out, std::stop_token stop) override {
+    try {
+      return body_.read(out, stop);
+    } catch (...) {
+      *failed_ = true;
+      throw;
+    }
+  }
+  void close(bool) override { (void)body_.try_close(); }
+
+ private:
+  leash::body body_;
+  bool* failed_;
+};
+
 }  // namespace detail
 
 // A handler (usable by http::server) that forwards each request to one
@@ -89,11 +113,20 @@ class reverse_proxy {
       : upstream_(&upstream), options_(std::move(options)) {}
 
   void operator()(server_request& req, response_writer& w) const {
-    request out{options_.host,
-                options_.port,
-                {std::string(req.method()), std::string(req.target())},
-                req.body()};
+    request out{
+        options_.host, options_.port, {std::string(req.method()), std::string(req.target())}};
     detail::copy_end_to_end(req.headers(), out.head.headers);
+    // The transport sends the body as soon as the head (it never waits for a
+    // 100); the client's expectation was answered by our first read.
+    out.head.headers.erase("expect");
+    // The body streams upstream as the client sends it: same length, or chunked.
+    const std::optional<std::uint64_t> length = req.body_length();
+    bool body_failed = false;
+    if (!length || *length > 0) {
+      out.stream = leash::body(
+          std::make_unique<detail::downstream_source>(std::move(req.body()), body_failed));
+      out.stream_length = length;
+    }
 
     bool client_gone = false;
     std::exception_ptr upstream_failure;
@@ -107,7 +140,7 @@ class reverse_proxy {
         }
       });
       try {
-        forward(out, w);
+        forward(out, w, body_failed);
       } catch (const cancelled&) {
         if (!n.stop_requested()) upstream_failure = std::current_exception();
       } catch (...) {
@@ -120,11 +153,14 @@ class reverse_proxy {
   }
 
  private:
-  void forward(const request& out, response_writer& w) const {
+  // `body_failed`: set when reading the client's body failed (then the
+  // error is rethrown for the server to answer, not turned into a 502).
+  void forward(const request& out, response_writer& w, const bool& body_failed) const {
     response r;
     try {
       r = upstream_->round_trip(out);
     } catch (const http::error& e) {
+      if (body_failed) throw;
       w.set_status(502);
       w.headers().set("Content-Type", "text/plain");
       w.write(std::string(e.what()) + "\n");

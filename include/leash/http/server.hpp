@@ -8,6 +8,10 @@
 //   leash::http::server srv(n, [](leash::http::server_request& req,
 //                                 leash::http::response_writer& w) {
 //     w.headers().set("Content-Type", "text/plain");
+//     if (req.method() == "POST") {                   // the body streams from the socket
+//       char buf[16384];
+//       while (std::size_t n = req.body().read(std::span<char>(buf))) consume(buf, n);
+//     }                                               // or: req.read_body() (<= max_body_bytes)
 //     w.write("hello " + std::string(req.target()));
 //   });
 //   ... clients talk to 127.0.0.1:srv.port() ...
@@ -18,18 +22,22 @@
 // writes the response, and waits for the next (keep-alive). A response is
 // framed by Content-Length when the handler returns before anything was
 // flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
-// Request bodies with Content-Length are read before the handler runs;
-// chunked request bodies are answered 501 (not supported).
+// A request body (Content-Length or chunked) is a leash::body read from the
+// connection while the handler reads it (req.body()); "Expect: 100-continue"
+// is answered by the first read. After the handler, an unread tail up to
+// drain_limit is read and dropped so the connection carries the next request;
+// a longer one closes the connection. A response write that stalls longer
+// than write_timeout (a client that stopped reading) ends the connection.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
 // blocked in leash calls throw cancelled); a handler's exception is answered
-// 500 (or aborts the connection once bytes were sent) and never fails `n`.
+// 500 (413 for body_too_large, 400 after a malformed request body), or aborts
+// the connection once bytes were sent, and never fails `n`.
 // Thread-safe: shutdown(), port() and stats() from any thread; a
 // response_writer may be flushed from another thread while the handler runs.
 #pragma once
 
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -38,18 +46,21 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include "../body.hpp"
 #include "../cancel.hpp"
 #include "../nursery.hpp"
+#include "detail/request_body.hpp"
 #include "detail/request_parser.hpp"
 #include "detail/socket.hpp"
 #include "errors.hpp"
 #include "message.hpp"
-#include "request_writer.hpp"
+#include "response_writer.hpp"
 #include "values.hpp"
 
 namespace leash::inline v0::http {
@@ -65,8 +76,17 @@ class server_request {
   std::string_view target() const noexcept { return target_; }
   http::version version() const noexcept { return version_; }
   const fields& headers() const noexcept { return headers_; }
-  // The whole body (Content-Length bodies are read before the handler runs).
-  const std::string& body() const noexcept { return body_; }
+  // The body, read from the connection on demand: `read()` it in pieces, or
+  // `read_all(max)` (more: body_too_large, which the server answers 413 if it
+  // escapes the handler). Valid during the handler call; a read after the
+  // handler returned throws body_closed. Reads block; cancellable; a failed
+  // or cancelled read ends the connection after the response.
+  leash::body& body() noexcept { return body_; }
+  // The whole body, at most server_options::max_body_bytes (else body_too_large).
+  std::string read_body() { return body_.read_all(max_body_); }
+  // The declared Content-Length (0 when the request has no body), or nullopt
+  // for a chunked body.
+  std::optional<std::uint64_t> body_length() const noexcept { return body_length_; }
   // This request's typed values; destroyed with the request.
   value_bag& values() noexcept { return values_; }
 
@@ -77,184 +97,10 @@ class server_request {
   std::string target_;
   http::version version_;
   fields headers_;
-  std::string body_;
+  leash::body body_;
+  std::optional<std::uint64_t> body_length_;
+  std::size_t max_body_ = 0;
   value_bag values_;
-};
-
-// Writes one response. Buffers until flush(), the buffer filling up, or the
-// handler returning. Thread-safe (one mutex): flush() may come from a ticker.
-class response_writer {
- public:
-  response_writer(const response_writer&) = delete;
-  response_writer& operator=(const response_writer&) = delete;
-
-  // Sets the status; only before the head was sent (then usage_error).
-  void set_status(int status) {
-    std::lock_guard lock(mutex_);
-    if (head_sent_) throw usage_error("leash::http::response_writer: status after the head");
-    status_ = status;
-  }
-  // The response fields; changes after the head was sent are ignored. Not
-  // locked: set them before another thread may call flush().
-  fields& headers() noexcept { return headers_; }
-
-  // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
-  // while sending; cancellable; throws io_error, cancelled.
-  void write(std::string_view data) {
-    std::lock_guard lock(mutex_);
-    buffer_.append(data);
-    if (buffer_.size() > 16 * 1024) send_locked(false);
-  }
-  // Sends the head (if not yet sent) and the buffered bytes now.
-  void flush() {
-    std::lock_guard lock(mutex_);
-    send_locked(false);
-  }
-  // Kills the connection: the client sees it end before the response did.
-  void abort() {
-    std::lock_guard lock(mutex_);
-    aborted_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-  }
-  bool head_sent() const {
-    std::lock_guard lock(mutex_);
-    return head_sent_;
-  }
-  // The token of the connection's task: stops when the server cancels it.
-  const std::stop_token& stop_token() const noexcept { return token_; }
-
-  // Blocks until the client closed or reset its side of the connection
-  // (true), or `token` stopped (false). For handlers that must notice a
-  // client going away (the reverse proxy cancels its upstream request).
-  // Never reads request bytes; cancelled through an eventfd, so a stop never
-  // touches the client's socket.
-  bool wait_client_gone(const std::stop_token& token) const {
-    detail::socket wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake.valid()) detail::throw_errno("eventfd", errno);
-    auto ring = [fd = wake.fd()] {
-      const std::uint64_t one = 1;
-      (void)!::write(fd, &one, sizeof one);
-    };
-    std::stop_callback<decltype(ring)> on_stop(token, ring);
-    for (;;) {
-      pollfd p[2] = {{fd_, POLLRDHUP, 0}, {wake.fd(), POLLIN, 0}};
-      if (::poll(p, 2, -1) < 0) {
-        if (errno == EINTR) continue;
-        detail::throw_errno("poll", errno);
-      }
-      if (p[1].revents != 0) return false;
-      if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) return true;
-    }
-  }
-
- private:
-  friend class server;
-  response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive)
-      : fd_(fd),
-        token_(std::move(token)),
-        head_request_(head_request),
-        http10_(http10),
-        keep_alive_(keep_alive) {}
-
-  static const char* reason_phrase(int s) {
-    switch (s) {
-      case 200:
-        return "OK";
-      case 204:
-        return "No Content";
-      case 400:
-        return "Bad Request";
-      case 404:
-        return "Not Found";
-      case 413:
-        return "Content Too Large";
-      case 431:
-        return "Request Header Fields Too Large";
-      case 500:
-        return "Internal Server Error";
-      case 501:
-        return "Not Implemented";
-      case 502:
-        return "Bad Gateway";
-      case 503:
-        return "Service Unavailable";
-      default:
-        return "Status";
-    }
-  }
-
-  void send_locked(bool last) {
-    if (aborted_)
-      throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
-    std::string out;
-    if (!head_sent_) {
-      const bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ < 200;
-      const auto user_length = headers_.get("content-length");
-      if (no_body) {
-        mode_ = mode::none;  // a user Content-Length describes the body not sent
-      } else if (user_length) {
-        mode_ = mode::length;
-        if (detail::parse_decimal(*user_length, remaining_) != detail::number_status::ok) {
-          throw invalid_request(reason::body_length_mismatch, "response Content-Length");
-        }
-      } else if (last) {
-        mode_ = mode::length;
-        remaining_ = buffer_.size();
-        headers_.set("Content-Length", std::to_string(buffer_.size()));
-      } else if (!http10_) {
-        mode_ = mode::chunked;
-        headers_.set("Transfer-Encoding", "chunked");
-      } else {
-        mode_ = mode::until_close;
-        keep_alive_ = false;
-      }
-      if (!keep_alive_) headers_.set("Connection", "close");
-      out.append("HTTP/1.1 ").append(std::to_string(status_)).append(" ");
-      out.append(reason_phrase(status_)).append("\r\n");
-      for (fields::field f : headers_) {
-        if (!detail::is_token(f.name) || !detail::valid_field_value(f.value)) {
-          throw invalid_request(reason::bad_field_value, "response field " + std::string(f.name));
-        }
-        out.append(f.name).append(": ").append(f.value).append("\r\n");
-      }
-      out.append("\r\n");
-      head_sent_ = true;
-    }
-    if (mode_ == mode::chunked) {
-      write_chunk(out, buffer_);
-      if (last) write_last_chunk(out);
-    } else if (mode_ == mode::length) {
-      // Never more than declared, and never a clean end with less: the
-      // client would wait for bytes that are not coming.
-      if (buffer_.size() > remaining_ || (last && buffer_.size() != remaining_)) {
-        aborted_ = true;
-        ::shutdown(fd_, SHUT_RDWR);
-        throw io_error("response body length differs from its Content-Length",
-                       std::make_error_code(std::errc::invalid_argument));
-      }
-      remaining_ -= buffer_.size();
-      out.append(buffer_);
-    } else if (mode_ == mode::until_close) {
-      out.append(buffer_);
-    }
-    buffer_.clear();
-    detail::write_all(fd_, out, detail::clock::time_point::max(), token_);
-  }
-
-  enum class mode : unsigned char { none, length, chunked, until_close };
-  mutable std::mutex mutex_;  // guards everything below
-  int fd_;
-  std::stop_token token_;
-  bool head_request_;
-  bool http10_;
-  bool keep_alive_;  // false: "Connection: close", the connection ends after this response
-  int status_ = 200;
-  fields headers_;
-  std::string buffer_;
-  bool head_sent_ = false;
-  bool aborted_ = false;
-  mode mode_ = mode::none;
-  std::uint64_t remaining_ = 0;  // mode::length: body bytes still owed
 };
 
 struct server_options {
@@ -263,16 +109,22 @@ struct server_options {
   std::uint16_t port = 0;          // 0: an ephemeral port (see server::port())
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_header_fields = 100;
-  std::size_t max_body_bytes = 1 << 20;
+  std::size_t max_body_bytes = 1 << 20;  // server_request::read_body()'s limit
   ms idle_timeout{60'000};  // a keep-alive connection waiting longer for a request is closed
+  // One send of response bytes (a flush, at most the buffered bytes) must be
+  // taken by the client within this, or the connection is aborted.
+  ms write_timeout{60'000};
+  std::size_t drain_limit = 64 * 1024;  // unread request body bytes dropped to reuse the connection
+  ms drain_timeout{100};                // how long that drain may take
   std::string name = "http::server";
 };
 
 // Counters of a server (a snapshot).
 struct server_stats {
-  std::uint64_t accepted = 0;   // connections accepted
-  std::uint64_t requests = 0;   // handler calls that returned
-  std::size_t connections = 0;  // connection tasks running now
+  std::uint64_t accepted = 0;        // connections accepted
+  std::uint64_t requests = 0;        // handler calls that returned
+  std::uint64_t write_timeouts = 0;  // connections ended by write_timeout
+  std::size_t connections = 0;       // connection tasks running now
 };
 
 class server {
@@ -331,7 +183,8 @@ class server {
   }
 
   server_stats stats() const {
-    return {accepted_.load(), requests_.load(), static_cast<std::size_t>(connections_.load())};
+    return {accepted_.load(), requests_.load(), write_timeouts_.load(),
+            static_cast<std::size_t>(connections_.load())};
   }
 
  private:
@@ -445,7 +298,12 @@ class server {
     const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
                             response_writer::reason_phrase(status) +
                             "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    detail::write_all(s.fd(), out, detail::clock::time_point::max(), token);
+    detail::write_all(s.fd(), out, leash::detail::deadline_after(options_.write_timeout), token);
+    linger_close(s, token);
+  }
+
+  // Ends the connection without a reset that could destroy the last response.
+  void linger_close(const detail::socket& s, const std::stop_token& token) {
     // Lingering close (Go's closeWriteAndWait): closing with unread request
     // bytes would send a reset that can destroy the reply before the client
     // reads it. Reads and drops up to 256 KiB for at most 100 ms.
@@ -477,41 +335,78 @@ class server {
       } catch (const protocol_error&) {
         return reply_error(s, 400, token);
       }
-      if (parsed.chunked) return reply_error(s, 501, token);
-      if (parsed.content_length > options_.max_body_bytes) return reply_error(s, 413, token);
       req.method_ = parsed.method;
       req.target_ = parsed.target;
       req.version_ = parsed.version;
       req.headers_ = std::move(parsed.headers);
-      buf.erase(0, head_end);
-      while (buf.size() < parsed.content_length) {
-        char tmp[8192];
-        std::size_t got = 0;
-        const auto st = detail::read_some(s.fd(), tmp, sizeof tmp, got,
-                                          detail::clock::time_point::max(), token);
-        if (st != detail::read_status::data) return;  // body shorter than declared
-        buf.append(tmp, got);
-      }
-      req.body_ = buf.substr(0, parsed.content_length);
-      buf.erase(0, parsed.content_length);
+      req.max_body_ = options_.max_body_bytes;
+      if (!parsed.chunked) req.body_length_ = parsed.content_length;
 
       const bool keep_alive = parsed.keep_alive && !stopping();
-      response_writer w(s.fd(), token, req.method_ == "HEAD", parsed.version.minor == 0,
-                        keep_alive);
+      response_writer w(s.fd(), token, req.method_ == "HEAD", parsed.version.minor == 0, keep_alive,
+                        options_.write_timeout);
+      // RFC 9110 10.1.1: an HTTP/1.0 request's expectation is ignored.
+      const auto expect = req.headers_.get("expect");
+      std::function<void()> on_first_read;
+      if (parsed.version.minor == 1 && expect && detail::iequals(*expect, "100-continue")) {
+        on_first_read = [&w] { w.send_continue(); };
+      }
+      const auto stream = std::make_shared<detail::request_stream>(
+          s.fd(), buf, head_end,
+          parsed.chunked ? body_framing::chunked : body_framing::content_length,
+          parsed.content_length,
+          parser_limits{options_.max_header_bytes, options_.max_header_fields, 0},
+          std::move(on_first_read));
+      req.body_ = leash::body(std::make_unique<detail::request_body_source>(stream));
+      // However the request ends, the body is the server's again before `w`
+      // and `buf` die: a body moved out of the handler reads nothing more.
+      auto rest = detail::request_stream::rest::broken;
+      bool detached = false;
+      auto take_back = [&] {
+        if (detached) return;
+        detached = true;
+        rest = stream->detach(options_.drain_limit);
+        (void)req.body_.try_close();  // the handler's handle; reads nothing
+      };
+      struct on_exit {
+        decltype(take_back)& f;
+        const response_writer& w;
+        std::atomic<std::uint64_t>& write_timeouts;
+        ~on_exit() {
+          f();
+          if (w.timed_out_) ++write_timeouts;  // after the last send of the response
+        }
+      } guard{take_back, w, write_timeouts_};
       try {
         handler_(req, w);
         req.values_.clear();  // gone before the client has the whole response
-        {
-          std::lock_guard lock(w.mutex_);
-          w.send_locked(true);
+        take_back();
+        std::lock_guard lock(w.mutex_);
+        // An unread tail the server will not read: say the connection ends.
+        if (rest == detail::request_stream::rest::broken ||
+            rest == detail::request_stream::rest::too_big) {
+          w.keep_alive_ = false;
         }
+        w.send_locked(true);
       } catch (const cancelled&) {
         return;
+      } catch (const body_too_large&) {
+        take_back();
+        if (!w.head_sent() && !w.aborted_) reply_error(s, 413, token);
+        return;
       } catch (const std::exception&) {
-        if (!w.head_sent() && !w.aborted_) reply_error(s, 500, token);
+        take_back();
+        if (!w.head_sent() && !w.aborted_) reply_error(s, stream->malformed() ? 400 : 500, token);
         return;
       }
       ++requests_;
+      const bool clean =
+          rest == detail::request_stream::rest::none ||
+          (rest == detail::request_stream::rest::drain &&
+           stream->drain(options_.drain_limit,
+                         leash::detail::deadline_after(options_.drain_timeout), token));
+      if (!clean) return linger_close(s, token);
+      stream->release();
       if (!w.keep_alive_ || w.mode_ == response_writer::mode::until_close) return;
     }
   }
@@ -523,6 +418,7 @@ class server {
   std::stop_source drain_;  // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> requests_{0};
+  std::atomic<std::uint64_t> write_timeouts_{0};
   std::atomic<std::int64_t> connections_{0};
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable done_cv_;

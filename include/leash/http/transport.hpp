@@ -27,8 +27,9 @@
 // calls shutdown() on the socket and is destroyed before the socket is
 // closed or pooled. Throws: leash::cancelled / deadline_exceeded (the
 // caller's token), http::timeout (dial, response header), protocol_error,
-// limit_exceeded, io_error, invalid_request (before dialing). A request that
-// is idempotent and has no body is retried once when a *reused* connection
+// limit_exceeded, io_error, invalid_request (before dialing, or for a stream
+// whose length differs from stream_length), and a request stream's errors.
+// A request that is idempotent and has no body is retried once when a *reused* connection
 // failed before any response byte (the server closed it meanwhile).
 // Thread-safe: every member, from any number of tasks. Destroy the transport
 // after its round trips returned; open bodies may outlive it (their
@@ -37,10 +38,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "../body.hpp"
@@ -74,12 +78,30 @@ struct transport_options {
   bool disable_keep_alives = false;     // every request gets its own connection
 };
 
-// What round_trip sends. The body goes out with a Content-Length.
+// What round_trip sends: `body` with a Content-Length, or `stream`.
+//
+//   leash::http::request up{"127.0.0.1", 8080, {"PUT", "/upload"}};
+//   up.stream = leash::body(std::make_unique<file_source>(path));  // any body_source
+//   up.stream_length = size;  // Content-Length; without it the body goes chunked
+//   t.round_trip(up);         // reads the stream to EOF while sending; closes it
 struct request {
+  request() = default;
+  // `{host, port, {method, target}, body}`; a constructor rather than an
+  // aggregate so that the stream members need no initializer.
+  request(std::string host_, std::uint16_t port_, request_head head_ = {}, std::string body_ = {})
+      : host(std::move(host_)), port(port_), head(std::move(head_)), body(std::move(body_)) {}
+
   std::string host = "127.0.0.1";  // name or numeric address (numeric never blocks)
   std::uint16_t port = 80;
   request_head head;  // method, target, headers (Host is added when missing)
   std::string body;
+  // A streaming body, sent instead of `body` when open: round_trip reads it to
+  // EOF as it writes (nothing is buffered whole) and closes it on every path.
+  // Never retried: it cannot be replayed. Mutable: sending consumes it.
+  mutable leash::body stream;
+  // The stream's exact length, sent as Content-Length (another count of bytes
+  // fails with invalid_request); none: chunked.
+  std::optional<std::uint64_t> stream_length;
 };
 
 // A response: the head, and a must-close body over the connection.
@@ -189,7 +211,57 @@ class connection_body final : public body_source {
 
 inline bool replayable(const request& r) {
   const std::string& m = r.head.method;
-  return r.body.empty() && (m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE");
+  return r.body.empty() && r.stream.closed() &&
+         (m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE");
+}
+
+// Appends the request head, and the string body unless `r` has a stream.
+inline void write_request_with(std::string& out, const request_head& head, std::string_view host,
+                               const request& r) {
+  if (!r.stream.closed()) {
+    if (!r.body.empty()) {
+      throw invalid_request(reason::body_length_mismatch, "both a string body and a stream");
+    }
+    write_request_head(
+        out, head, host,
+        r.stream_length ? request_body::of_length(*r.stream_length) : request_body::chunked());
+  } else {
+    write_request(out, head, host, r.body);
+  }
+}
+
+// Sends the stream of `r` after its head: raw bytes (Content-Length) or
+// chunks. Blocks; cancellable; throws invalid_request when the stream's
+// length differs from stream_length, and the stream's and the socket's errors.
+inline void send_stream(int fd, const request& r, const std::stop_token& token) {
+  char buf[16 * 1024];
+  std::string chunk;
+  std::uint64_t sent = 0;
+  const std::optional<std::uint64_t> length = r.stream_length;
+  while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
+    sent += n;
+    if (length && sent > *length) {
+      throw invalid_request(reason::body_length_mismatch,
+                            "the stream has more than " + std::to_string(*length) + " bytes");
+    }
+    if (length) {
+      write_all(fd, std::string_view(buf, n), clock::time_point::max(), token);
+    } else {
+      chunk.clear();
+      write_chunk(chunk, std::string_view(buf, n));
+      write_all(fd, chunk, clock::time_point::max(), token);
+    }
+  }
+  if (length && sent != *length) {
+    throw invalid_request(
+        reason::body_length_mismatch,
+        std::to_string(*length) + " declared, " + std::to_string(sent) + " in the stream");
+  }
+  if (!length) {
+    chunk.clear();
+    write_last_chunk(chunk);
+    write_all(fd, chunk, clock::time_point::max(), token);
+  }
 }
 
 }  // namespace detail
@@ -232,15 +304,22 @@ class transport {
   }
   response round_trip(const request& req, const std::stop_token& token,
                       source_location site = source_location::current()) {
+    // The stream is closed on every way out; reading it to EOF already did.
+    struct close_stream {
+      const request& r;
+      ~close_stream() { (void)r.stream.try_close(); }
+    } closer{req};
+    const bool replayable = detail::replayable(req);
+    const bool streaming = !req.stream.closed();
     std::string wire;
     const bool close =
         options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
     if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
       request_head head = req.head;
       head.headers.add("Connection", "close");
-      write_request(wire, head, host_field(req), req.body);
+      detail::write_request_with(wire, head, host_field(req), req);
     } else {
-      write_request(wire, req.head, host_field(req), req.body);  // throws before dialing
+      detail::write_request_with(wire, req.head, host_field(req), req);  // throws before dialing
     }
     const std::string key = req.host + ":" + std::to_string(req.port);
     for (int attempt = 0;; ++attempt) {
@@ -249,11 +328,11 @@ class transport {
       if (!reused) c = dial(req, key, token);
       c->request_close = close;
       try {
-        return exchange(c, req.head.method, wire, token, site);
+        return exchange(c, req.head.method, wire, streaming ? &req : nullptr, token, site);
       } catch (const http::error& e) {
         const bool before_response = !c->parser.started();
         pool_->discard(std::move(c));
-        if (attempt == 0 && reused && before_response && detail::replayable(req) && retryable(e)) {
+        if (attempt == 0 && reused && before_response && replayable && retryable(e)) {
           continue;
         }
         throw;
@@ -309,28 +388,51 @@ class transport {
   }
 
   // Writes the request and reads up to the end of the response head.
-  response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
-                    const std::string& wire, const std::stop_token& token, source_location site) {
-    c->parser.reset(method);
-    c->begin = c->end = 0;
-    detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
+  // Reads up to the end of the response head (the response-header timeout
+  // starts now).
+  void read_head(detail::connection& c, const std::stop_token& token) {
     const auto header_deadline =
         options_.response_header_timeout.count() > 0
             ? leash::detail::deadline_after(options_.response_header_timeout)
             : detail::clock::time_point::max();
     for (;;) {
-      if (c->buffered() == 0) {
-        const detail::read_status st = c->fill(header_deadline, token);
+      if (c.buffered() == 0) {
+        const detail::read_status st = c.fill(header_deadline, token);
         if (st == detail::read_status::timed_out) {
           throw timeout("no response header within " +
                         std::to_string(options_.response_header_timeout.count()) + " ms");
         }
-        if (st == detail::read_status::eof) c->parser.finish_eof();  // throws
+        if (st == detail::read_status::eof) c.parser.finish_eof();  // throws
         continue;
       }
-      const parse_step step = c->parser.feed(c->pending(c->buffered()));
-      c->begin += step.consumed;
-      if (step.event == parse_event::head) break;
+      const parse_step step = c.parser.feed(c.pending(c.buffered()));
+      c.begin += step.consumed;
+      if (step.event == parse_event::head) return;
+    }
+  }
+
+  // `streamed`: the request whose stream follows the head.
+  response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
+                    const std::string& wire, const request* streamed, const std::stop_token& token,
+                    source_location site) {
+    c->parser.reset(method);
+    c->begin = c->end = 0;
+    std::exception_ptr send_failure;
+    try {
+      detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
+      if (streamed != nullptr) detail::send_stream(c->sock.fd(), *streamed, token);
+    } catch (const io_error&) {
+      // The server may have answered early and stopped reading (a 413 to a
+      // big upload): its response, if it arrived, is the answer, as in Go's
+      // transport. The connection is never reused.
+      c->request_close = true;
+      send_failure = std::current_exception();
+    }
+    try {
+      read_head(*c, token);
+    } catch (const http::error&) {
+      if (send_failure) std::rethrow_exception(send_failure);
+      throw;
     }
     response r{c->parser.head(), body()};
     if (c->parser.complete()) {  // no body: the connection is done now

@@ -1,0 +1,251 @@
+// leash/http/response_writer.hpp: the server's writer of one response.
+//
+// A handler writes its response through it; the server frames it: by
+// Content-Length when the handler returns before anything was flushed,
+// otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0). A
+// Content-Length the handler set is enforced (more or fewer bytes abort the
+// connection, never a clean end the client would wait past).
+//
+//   w.set_status(200);
+//   w.headers().set("Content-Type", "text/plain");
+//   w.write("hello");   // buffered (sent once more than 16 KiB are)
+//   w.flush();          // head and "hello" on the wire now; the body is chunked
+//
+// Guarantees. Blocks: write() and flush() while sending, each send bounded
+// by the server's write_timeout (then http::timeout, and the connection is
+// aborted). Cancelled: by the connection task's token (the server's
+// shutdown). Throws: io_error, timeout, cancelled, usage_error (status after
+// the head), invalid_request (a field the response cannot carry).
+// Thread-safe: one mutex; flush() may come from another thread (a ticker)
+// while the handler runs.
+#pragma once
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include "../cancel.hpp"
+#include "../errors.hpp"
+#include "detail/chars.hpp"
+#include "detail/socket.hpp"
+#include "errors.hpp"
+#include "message.hpp"
+#include "request_writer.hpp"
+
+namespace leash::inline v0::http {
+
+class server;
+
+// Writes one response. Buffers until flush(), the buffer filling up, or the
+// handler returning. Thread-safe (one mutex): flush() may come from a ticker.
+class response_writer {
+ public:
+  response_writer(const response_writer&) = delete;
+  response_writer& operator=(const response_writer&) = delete;
+
+  // Sets the status; only before the head was sent (then usage_error).
+  void set_status(int status) {
+    std::lock_guard lock(mutex_);
+    if (head_sent_) throw usage_error("leash::http::response_writer: status after the head");
+    status_ = status;
+  }
+  // The response fields; changes after the head was sent are ignored. Not
+  // locked: set them before another thread may call flush().
+  fields& headers() noexcept { return headers_; }
+
+  // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
+  // while sending; cancellable; throws io_error, cancelled.
+  void write(std::string_view data) {
+    std::lock_guard lock(mutex_);
+    buffer_.append(data);
+    if (buffer_.size() > 16 * 1024) send_locked(false);
+  }
+  // Sends the head (if not yet sent) and the buffered bytes now.
+  void flush() {
+    std::lock_guard lock(mutex_);
+    send_locked(false);
+  }
+  // Kills the connection: the client sees it end before the response did.
+  void abort() {
+    std::lock_guard lock(mutex_);
+    aborted_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+  bool head_sent() const {
+    std::lock_guard lock(mutex_);
+    return head_sent_;
+  }
+  // The token of the connection's task: stops when the server cancels it.
+  const std::stop_token& stop_token() const noexcept { return token_; }
+
+  // Blocks until the client closed or reset its side of the connection
+  // (true), or `token` stopped (false). For handlers that must notice a
+  // client going away (the reverse proxy cancels its upstream request).
+  // Never reads request bytes; cancelled through an eventfd, so a stop never
+  // touches the client's socket.
+  bool wait_client_gone(const std::stop_token& token) const {
+    detail::socket wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake.valid()) detail::throw_errno("eventfd", errno);
+    auto ring = [fd = wake.fd()] {
+      const std::uint64_t one = 1;
+      (void)!::write(fd, &one, sizeof one);
+    };
+    std::stop_callback<decltype(ring)> on_stop(token, ring);
+    for (;;) {
+      pollfd p[2] = {{fd_, POLLRDHUP, 0}, {wake.fd(), POLLIN, 0}};
+      if (::poll(p, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        detail::throw_errno("poll", errno);
+      }
+      if (p[1].revents != 0) return false;
+      if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) return true;
+    }
+  }
+
+ private:
+  friend class server;
+  response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive,
+                  std::chrono::milliseconds write_timeout)
+      : fd_(fd),
+        token_(std::move(token)),
+        head_request_(head_request),
+        http10_(http10),
+        keep_alive_(keep_alive),
+        write_timeout_(write_timeout) {}
+
+  // "100 Continue", before the request body's first read, unless the
+  // response already started (RFC 9110 10.1.1).
+  void send_continue() {
+    std::lock_guard lock(mutex_);
+    if (head_sent_ || aborted_) return;
+    send_bytes_locked("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+
+  // Writes `out` within write_timeout; a stalled client aborts the response.
+  void send_bytes_locked(std::string_view out) {
+    try {
+      detail::write_all(fd_, out, leash::detail::deadline_after(write_timeout_), token_);
+    } catch (const timeout&) {
+      aborted_ = true;
+      timed_out_ = true;
+      ::shutdown(fd_, SHUT_RDWR);
+      throw timeout("response write: the client read nothing for " +
+                    std::to_string(write_timeout_.count()) + " ms (write_timeout)");
+    }
+  }
+
+  static const char* reason_phrase(int s) {
+    switch (s) {
+      case 200:
+        return "OK";
+      case 204:
+        return "No Content";
+      case 400:
+        return "Bad Request";
+      case 404:
+        return "Not Found";
+      case 413:
+        return "Content Too Large";
+      case 431:
+        return "Request Header Fields Too Large";
+      case 500:
+        return "Internal Server Error";
+      case 501:
+        return "Not Implemented";
+      case 502:
+        return "Bad Gateway";
+      case 503:
+        return "Service Unavailable";
+      default:
+        return "Status";
+    }
+  }
+
+  void send_locked(bool last) {
+    if (aborted_)
+      throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
+    std::string out;
+    if (!head_sent_) {
+      const bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ < 200;
+      const auto user_length = headers_.get("content-length");
+      if (no_body) {
+        mode_ = mode::none;  // a user Content-Length describes the body not sent
+      } else if (user_length) {
+        mode_ = mode::length;
+        if (detail::parse_decimal(*user_length, remaining_) != detail::number_status::ok) {
+          throw invalid_request(reason::body_length_mismatch, "response Content-Length");
+        }
+      } else if (last) {
+        mode_ = mode::length;
+        remaining_ = buffer_.size();
+        headers_.set("Content-Length", std::to_string(buffer_.size()));
+      } else if (!http10_) {
+        mode_ = mode::chunked;
+        headers_.set("Transfer-Encoding", "chunked");
+      } else {
+        mode_ = mode::until_close;
+        keep_alive_ = false;
+      }
+      if (!keep_alive_) headers_.set("Connection", "close");
+      out.append("HTTP/1.1 ").append(std::to_string(status_)).append(" ");
+      out.append(reason_phrase(status_)).append("\r\n");
+      for (fields::field f : headers_) {
+        if (!detail::is_token(f.name) || !detail::valid_field_value(f.value)) {
+          throw invalid_request(reason::bad_field_value, "response field " + std::string(f.name));
+        }
+        out.append(f.name).append(": ").append(f.value).append("\r\n");
+      }
+      out.append("\r\n");
+      head_sent_ = true;
+    }
+    if (mode_ == mode::chunked) {
+      write_chunk(out, buffer_);
+      if (last) write_last_chunk(out);
+    } else if (mode_ == mode::length) {
+      // Never more than declared, and never a clean end with less: the
+      // client would wait for bytes that are not coming.
+      if (buffer_.size() > remaining_ || (last && buffer_.size() != remaining_)) {
+        aborted_ = true;
+        ::shutdown(fd_, SHUT_RDWR);
+        throw io_error("response body length differs from its Content-Length",
+                       std::make_error_code(std::errc::invalid_argument));
+      }
+      remaining_ -= buffer_.size();
+      out.append(buffer_);
+    } else if (mode_ == mode::until_close) {
+      out.append(buffer_);
+    }
+    buffer_.clear();
+    send_bytes_locked(out);
+  }
+
+  enum class mode : unsigned char { none, length, chunked, until_close };
+  mutable std::mutex mutex_;  // guards everything below
+  int fd_;
+  std::stop_token token_;
+  bool head_request_;
+  bool http10_;
+  bool keep_alive_;  // false: "Connection: close", the connection ends after this response
+  std::chrono::milliseconds write_timeout_;  // bound of one send
+  bool timed_out_ = false;                   // a send exceeded write_timeout_
+  int status_ = 200;
+  fields headers_;
+  std::string buffer_;
+  bool head_sent_ = false;
+  bool aborted_ = false;
+  mode mode_ = mode::none;
+  std::uint64_t remaining_ = 0;  // mode::length: body bytes still owed
+};
+
+}  // namespace leash::inline v0::http
