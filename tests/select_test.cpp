@@ -89,6 +89,26 @@ TEST_CASE("among ready cases the choice is uniform: 50% +- 5% over 100 000 selec
   CHECK(picked_a < rounds * 55 / 100);
 }
 
+TEST_CASE("the choice stays uniform when some cases are not ready: 50% +- 5% for two of three") {
+  // A lock-free pass that started at a random case and took the first ready
+  // one after it would pick b twice as often as c here (a's turn falls to b).
+  leash::channel<int> a(1), b(1), c(1);
+  long picked_b = 0, picked_c = 0;
+  constexpr long rounds = 100'000;
+  for (long i = 0; i < rounds; ++i) {
+    b.try_send(2);
+    c.try_send(3);
+    const std::size_t k = leash::select(leash::on_recv(a, ignore), leash::on_recv(b, ignore),
+                                        leash::on_recv(c, ignore));
+    (k == 1 ? picked_b : picked_c) += 1;
+    CHECK(k != 0);
+    (void)b.try_recv();  // leave both empty for the next round
+    (void)c.try_recv();
+  }
+  CHECK(picked_b > rounds * 45 / 100);
+  CHECK(picked_c > rounds * 45 / 100);
+}
+
 TEST_CASE("select_biased takes the first ready case in argument order") {
   leash::channel<int> a(1), b(1);
   for (int i = 0; i < 100; ++i) {

@@ -79,6 +79,11 @@ class channel;
 namespace detail {
 template <class T>
 struct channel_access;
+
+// What an attempt through a channel's lock-free buffer alone found: done, no
+// value or no room, or a state only the locked path can judge (unbuffered,
+// closed, receivers waiting).
+enum class lock_free_result { done, not_ready, ask_lock };
 }  // namespace detail
 
 template <class T>
@@ -288,6 +293,30 @@ class channel {
     }
     fire(n);
   }
+  // select's fast path: the ring alone, no lock.
+  detail::lock_free_result recv_lock_free(std::optional<T>& out) noexcept {
+    if (!ring_) return detail::lock_free_result::ask_lock;
+    if (ring_->try_pop(out)) {
+      after_pop();
+      return detail::lock_free_result::done;
+    }
+    return ring_->closed() ? detail::lock_free_result::ask_lock
+                           : detail::lock_free_result::not_ready;
+  }
+  detail::lock_free_result send_lock_free(T& value) noexcept {
+    if (!ring_ || recv_waiters_.queued() != 0) return detail::lock_free_result::ask_lock;
+    switch (ring_->try_push(value)) {
+      case detail::ring<T>::push_result::ok:
+        after_push();
+        return detail::lock_free_result::done;
+      case detail::ring<T>::push_result::full:
+        return detail::lock_free_result::not_ready;
+      case detail::ring<T>::push_result::closed:
+        break;
+    }
+    return detail::lock_free_result::ask_lock;
+  }
+
   static detail::wait_node* claim_to_retry(detail::wait_queue& queue) noexcept {
     detail::wait_node* n = queue.claim_front();
     if (n != nullptr) n->retry = true;
@@ -518,6 +547,12 @@ struct channel_access {
   }
   static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
     return c.send_locked(value, partner);
+  }
+  static lock_free_result recv_lock_free(channel<T>& c, std::optional<T>& out) noexcept {
+    return c.recv_lock_free(out);
+  }
+  static lock_free_result send_lock_free(channel<T>& c, T& value) noexcept {
+    return c.send_lock_free(value);
   }
   static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
     std::lock_guard lock(c.lock_);

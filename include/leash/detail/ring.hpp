@@ -121,6 +121,7 @@ class ring {
     return tail > head ? tail - head : 0;
   }
   bool has_room() const noexcept { return size() < capacity_; }
+  bool closed() const noexcept { return (tail_.load(std::memory_order_acquire) & closed_bit) != 0; }
 
  private:
   static constexpr std::size_t closed_bit = 1;

@@ -2216,6 +2216,7 @@ class ring {
     return tail > head ? tail - head : 0;
   }
   bool has_room() const noexcept { return size() < capacity_; }
+  bool closed() const noexcept { return (tail_.load(std::memory_order_acquire) & closed_bit) != 0; }
 
  private:
   static constexpr std::size_t closed_bit = 1;
@@ -2650,6 +2651,11 @@ class channel;
 namespace detail {
 template <class T>
 struct channel_access;
+
+// What an attempt through a channel's lock-free buffer alone found: done, no
+// value or no room, or a state only the locked path can judge (unbuffered,
+// closed, receivers waiting).
+enum class lock_free_result { done, not_ready, ask_lock };
 }  // namespace detail
 
 template <class T>
@@ -2859,6 +2865,30 @@ class channel {
     }
     fire(n);
   }
+  // select's fast path: the ring alone, no lock.
+  detail::lock_free_result recv_lock_free(std::optional<T>& out) noexcept {
+    if (!ring_) return detail::lock_free_result::ask_lock;
+    if (ring_->try_pop(out)) {
+      after_pop();
+      return detail::lock_free_result::done;
+    }
+    return ring_->closed() ? detail::lock_free_result::ask_lock
+                           : detail::lock_free_result::not_ready;
+  }
+  detail::lock_free_result send_lock_free(T& value) noexcept {
+    if (!ring_ || recv_waiters_.queued() != 0) return detail::lock_free_result::ask_lock;
+    switch (ring_->try_push(value)) {
+      case detail::ring<T>::push_result::ok:
+        after_push();
+        return detail::lock_free_result::done;
+      case detail::ring<T>::push_result::full:
+        return detail::lock_free_result::not_ready;
+      case detail::ring<T>::push_result::closed:
+        break;
+    }
+    return detail::lock_free_result::ask_lock;
+  }
+
   static detail::wait_node* claim_to_retry(detail::wait_queue& queue) noexcept {
     detail::wait_node* n = queue.claim_front();
     if (n != nullptr) n->retry = true;
@@ -3089,6 +3119,12 @@ struct channel_access {
   }
   static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
     return c.send_locked(value, partner);
+  }
+  static lock_free_result recv_lock_free(channel<T>& c, std::optional<T>& out) noexcept {
+    return c.recv_lock_free(out);
+  }
+  static lock_free_result send_lock_free(channel<T>& c, T& value) noexcept {
+    return c.send_lock_free(value);
   }
   static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
     std::lock_guard lock(c.lock_);
@@ -4759,6 +4795,9 @@ class select_case {
 
   // The lock of the case's channel, nullptr for on_after.
   virtual spinlock* lock() const noexcept = 0;
+  // Without any lock: tries to complete the case through its channel's
+  // lock-free buffer alone (see run_select's fast path).
+  virtual lock_free_result try_lock_free() noexcept { return lock_free_result::ask_lock; }
   // With every lock held: could the case complete now?
   virtual bool ready_locked(clock::time_point now) const noexcept = 0;
   // With every lock held: completes the case. False if it turned out not ready
@@ -4847,6 +4886,40 @@ class lock_set {
 
 enum class select_mode { random, biased, nonblocking };
 
+// The fast path of a select whose cases are all on buffered channels (the
+// common fan-in): Go's poll order, without locks. The cases are tried in a
+// random order (argument order for select_biased) through the channels'
+// lock-free buffers, and the first that completes is the choice: the first
+// ready case of a uniformly random order is a uniformly random ready case.
+// Returns that case's index, or nullopt when the locked path must decide (a
+// case this path cannot judge, none ready, more than 8 cases).
+template <class At>
+std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode mode) {
+  constexpr std::size_t max_cases = 8;
+  if (n == 0 || n > max_cases) return std::nullopt;
+  std::array<std::uint8_t, max_cases> order;
+  for (std::size_t i = 0; i < n; ++i) {
+    order[i] = static_cast<std::uint8_t>(i);
+    if (mode != select_mode::biased) {  // Fisher-Yates, drawing as it goes
+      const std::size_t j = random_next() % (i + 1);
+      std::swap(order[i], order[j]);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(order[i]);
+    if (!c.enabled) continue;
+    switch (c.try_lock_free()) {
+      case lock_free_result::done:
+        return order[i];
+      case lock_free_result::not_ready:
+        break;
+      case lock_free_result::ask_lock:
+        return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
 // The engine: Go's select. Poll every enabled case under all locks; complete
 // one ready case, or queue a node in every channel and wait for a partner, a
 // stop or the earliest on_after deadline.
@@ -4855,6 +4928,10 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
                                       const std::stop_token& token) {
   using clock = select_case::clock;
   constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
+  if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
+    at(*k).finish();
+    return *k;
+  }
   lock_set<Inline> locks(n, at);
   clock::time_point deadline = clock::time_point::max();
   std::size_t deadline_case = none;
@@ -5004,6 +5081,10 @@ class recv_case final : public case_base<recv_case<T, F>> {
   using clock = detail::select_case::clock;
 
   detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  detail::lock_free_result try_lock_free() noexcept override {
+    value_.reset();
+    return access::recv_lock_free(*channel_, value_);
+  }
   bool ready_locked(clock::time_point) const noexcept override {
     return access::recv_ready_locked(*channel_);
   }
@@ -5052,6 +5133,10 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   T& item() noexcept { return value_; }
 
   detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  detail::lock_free_result try_lock_free() noexcept override {
+    closed_ = false;
+    return access::send_lock_free(*channel_, item());
+  }
   bool ready_locked(clock::time_point) const noexcept override {
     return access::send_ready_locked(*channel_);
   }
