@@ -78,9 +78,9 @@ class spin_slots {
   }
 };
 
-// How long a waiter of this thread pauses before it yields: long (256 rounds
-// of 4 pauses, 20-50 us on the development VM) while spinning pays off on
-// this thread, short (16 rounds) while it does not, with a long probe every
+// How long a waiter of this thread pauses before it parks: long (1024
+// pauses, 20-50 us on the development VM) while spinning pays off on this
+// thread, short (64) while it does not, with a long probe every
 // 16th wait so that a quieter machine is noticed. Measured on unbuffered
 // ping-pong: 256 pauses left many hand-offs parked (1.5 us per round trip)
 // and 1024 matched Go (0.5 us) on a quiet machine; but on an oversubscribed
@@ -91,7 +91,7 @@ class spin_budget {
   static int pause_rounds() noexcept {
     state& s = local();
     s.long_spin = s.score >= 64 || ++s.since_probe % 16 == 0;
-    return s.long_spin ? 256 : 16;
+    return s.long_spin ? 1024 : 64;
   }
   // Whether the wait ended without parking.
   static void record(bool paid_off) noexcept {
@@ -185,7 +185,18 @@ class waiter {
     // within a few microseconds, while parking costs a futex wake of 5-10 us
     // on each side. Pauses while a spinning slot is free, then a few yields
     // (which hand the CPU to a partner that shares it), then park.
-    const bool spins = spin_slots::try_acquire();
+    bool spins = spin_slots::try_acquire();
+    // The slot is often held for a moment by the partner that is about to
+    // answer (ping-pong: it was waiting a moment ago and is leaving), so look
+    // again a few times, 16 pauses apart (well under a microsecond), before
+    // settling for yields. Never with one usable CPU: no slot exists there.
+    for (int k = 0; !spins && k < slot_retries && usable_cpus() > 1; ++k) {
+      for (int p = 0; p < 16; ++p)
+        cpu_relax();
+      const std::uint32_t s = state_.load(std::memory_order_acquire);
+      if (terminal(s)) return decode(s);
+      spins = spin_slots::try_acquire();
+    }
     // Either pauses or yields, not both: a yield on a loaded machine hands the
     // CPU to another process for a whole time slice, so it only pays when no
     // CPU is free for spinning and the partner most likely shares ours.
@@ -200,7 +211,7 @@ class waiter {
         }
         return decode(s);
       }
-      if (i % 16 == 0) {
+      if (i % 64 == 0) {
         if (token.stop_requested() && give_up(stopped)) break;
         if (deadline != clock::time_point::max() && clock::now() >= deadline &&
             give_up(timed_out)) {
@@ -208,8 +219,7 @@ class waiter {
         }
       }
       if (i < pauses) {
-        for (int k = 0; k < 4; ++k)
-          cpu_relax();
+        cpu_relax();
       } else {
         std::this_thread::yield();
       }
@@ -225,6 +235,7 @@ class waiter {
   static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
   static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
   static constexpr int yield_rounds = 8;
+  static constexpr int slot_retries = 4;
 
   static bool terminal(std::uint32_t s) noexcept {
     const std::uint32_t st = s & status_mask;
