@@ -196,11 +196,14 @@ class channel {
       if (closed_) return false;
       closed_ = true;
       if (ring_) ring_->close();  // a lock-free push now fails with closed
-      // Usually one queue is empty, but a select may sit in both. Receivers
-      // try again: the buffer may hold values pushed while they queued.
+      // Receivers get nullopt at once when nothing is left (size() counts
+      // pushes still being written), as on an unbuffered channel; else they
+      // try again, to drain the values pushed while they queued.
+      const bool drained = !ring_ || ring_->size() == 0;
+      // Usually one queue is empty, but a select may sit in both.
       for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
         while (detail::wait_node* n = q->claim_front()) {
-          (q == &recv_waiters_ ? n->retry : n->closed) = true;
+          (q == &recv_waiters_ && !drained ? n->retry : n->closed) = true;
           n->next = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
