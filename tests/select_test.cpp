@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -206,6 +207,24 @@ TEST_CASE("a send and a receive case on one unbuffered channel never match each 
                                leash::on_after(30ms, [&] { timed_out = true; }));
   CHECK(k == 2);
   CHECK(timed_out);
+  CHECK(v == 1);
+}
+
+TEST_CASE("a select whose only partner would be itself parks instead of spinning") {
+  // Its own queued receive node must not make its send case look ready (and
+  // send it round its loop forever); it waits, seen blocked in select.
+  leash::channel<int> ch;
+  leash::channel<int> buffered(1);
+  int v = 1;
+  CHECK_THROWS_AS(leash::run_nursery([&](leash::nursery& n) {
+                    n.spawn([&] {
+                      leash::select(leash::on_send(ch, v, ignore), leash::on_recv(ch, ignore),
+                                    leash::on_recv(buffered, ignore));
+                    });
+                    wait_blocked("select");
+                    throw std::runtime_error("done waiting");
+                  }),
+                  std::runtime_error);
   CHECK(v == 1);
 }
 

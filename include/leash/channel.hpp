@@ -544,6 +544,12 @@ struct channel_access {
   static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
   static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
   static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
+  static bool buffer_has_value(const channel<T>& c) noexcept {
+    return c.ring_ && c.ring_->size() != 0;
+  }
+  static bool buffer_has_room(const channel<T>& c) noexcept {
+    return c.ring_ && c.ring_->has_room();
+  }
   static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
                                     wait_node*& partner) noexcept {
     return c.recv_locked(out, partner);

@@ -69,6 +69,10 @@ class select_case {
   virtual lock_free_result try_lock_free() noexcept { return lock_free_result::ask_lock; }
   // With every lock held: could the case complete now?
   virtual bool ready_locked(clock::time_point now) const noexcept = 0;
+  // With every lock held: does the channel's buffer have a value (receive)
+  // or room (send)? The one part of readiness that lock-free operations
+  // change without the lock.
+  virtual bool buffer_ready_locked() const noexcept { return false; }
   // With every lock held: completes the case. False if it turned out not ready
   // (the partner it counted on was stopped meanwhile). A returned `partner`
   // must be fired once the locks are released.
@@ -250,12 +254,14 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
     }
     // The handshake with lock-free buffer operations (channel.hpp): queued
-    // now, look once more; a value or room that arrived meanwhile means go
-    // round again. Nobody can claim the nodes while every lock is held.
+    // now, look at the buffers once more; a value or room that arrived
+    // meanwhile means go round again. Only the buffers: the rest of readiness
+    // cannot change while every lock is held, and this select's own nodes
+    // (now queued) must not count as partners.
     bool ready_now = false;
     for (std::size_t i = 0; i < n && !ready_now; ++i) {
       const select_case& c = at(i);
-      ready_now = c.enabled && c.lock() != nullptr && c.ready_locked(clock::time_point{});
+      ready_now = c.enabled && c.buffer_ready_locked();
     }
     if (ready_now) {
       for (std::size_t i = 0; i < n; ++i) {
@@ -357,6 +363,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
   bool ready_locked(clock::time_point) const noexcept override {
     return access::recv_ready_locked(*channel_);
   }
+  bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
   bool complete_locked(detail::wait_node*& partner) noexcept override {
     value_.reset();
     return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
@@ -409,6 +416,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   bool ready_locked(clock::time_point) const noexcept override {
     return access::send_ready_locked(*channel_);
   }
+  bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
   bool complete_locked(detail::wait_node*& partner) noexcept override {
     const channel_status st = access::send_locked(*channel_, item(), partner);
     closed_ = st == channel_status::closed;
