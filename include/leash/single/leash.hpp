@@ -2727,8 +2727,7 @@ class channel {
   // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
   recv_result<T> try_recv() {
     recv_result<T> r;
-    if (ring_ && ring_->try_pop(r.value)) {
-      after_pop();
+    if (recv_lock_free(r.value) == detail::lock_free_result::done) {
       r.status = channel_status::ok;
       return r;
     }
@@ -2879,7 +2878,7 @@ class channel {
     }
     fire(n);
   }
-  // select's fast path: the ring alone, no lock.
+  // The ring alone, no lock: every call's first attempt, and select's fast path.
   detail::lock_free_result recv_lock_free(std::optional<T>& out) noexcept {
     if (!ring_) return detail::lock_free_result::ask_lock;
     if (ring_->try_pop(out)) {
@@ -2953,17 +2952,13 @@ class channel {
   }
 
   channel_status try_send_impl(T& value) {
-    if (ring_ && recv_waiters_.queued() == 0) {
-      switch (ring_->try_push(value)) {
-        case detail::ring<T>::push_result::ok:
-          after_push();
-          return channel_status::ok;
-        case detail::ring<T>::push_result::closed:
-          return channel_status::closed;
-        case detail::ring<T>::push_result::full:
-          return channel_status::full;  // nobody waits to receive: the locked path could not do
-                                        // more
-      }
+    switch (send_lock_free(value)) {
+      case detail::lock_free_result::done:
+        return channel_status::ok;
+      case detail::lock_free_result::not_ready:
+        return channel_status::full;  // the buffer is full and nobody waits to receive
+      case detail::lock_free_result::ask_lock:
+        break;
     }
     detail::wait_node* partner = nullptr;
     channel_status st;
@@ -2993,14 +2988,7 @@ class channel {
   // the lock (hand-off to a receiver, or the buffer), else queue and wait.
   std::optional<channel_status> send_once(T& value, const std::stop_token& token,
                                           clock::time_point deadline, const char* what) {
-    if (ring_ && recv_waiters_.queued() == 0) {
-      const auto pushed = ring_->try_push(value);
-      if (pushed == detail::ring<T>::push_result::ok) {
-        after_push();
-        return channel_status::ok;
-      }
-      if (pushed == detail::ring<T>::push_result::closed) return channel_status::closed;
-    }
+    if (send_lock_free(value) == detail::lock_free_result::done) return channel_status::ok;
     detail::waiter w;
     detail::wait_node node{&w, 0, &value};
     detail::wait_node* partner = nullptr;
@@ -3036,10 +3024,7 @@ class channel {
 
   std::optional<channel_status> recv_once(std::optional<T>& out, const std::stop_token& token,
                                           clock::time_point deadline, const char* what) {
-    if (ring_ && ring_->try_pop(out)) {
-      after_pop();
-      return channel_status::ok;
-    }
+    if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
     detail::waiter w;
     detail::wait_node node{&w, 0, &out};
     detail::wait_node* partner = nullptr;
