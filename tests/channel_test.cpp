@@ -63,6 +63,35 @@ TEST_CASE("a buffered channel holds capacity values, then send blocks") {
   CHECK(ch.recv() == 3);
 }
 
+// Go's rule for a full buffer: the receiver that makes room moves a blocked
+// sender's value in, so the sender's send is complete, not merely woken to
+// try again (which would leave the buffer short until that thread runs).
+TEST_CASE("a recv from a full buffer moves a blocked sender's value in before it returns") {
+  leash::channel<int> ch(1);
+  ch.send(1);
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&] { ch.send(2); });
+    wait_blocked("channel<int>::send");
+    CHECK(ch.recv() == 1);
+    CHECK(ch.size() == 1);  // 2 is buffered already, whether or not its sender has run
+    CHECK(ch.try_recv().value == 2);
+  });
+}
+
+// And the other way round: a value sent while a receiver waits on an empty
+// buffer goes to that receiver, not into the buffer to wait for it.
+TEST_CASE("a send to an empty buffer with a blocked receiver completes that receive") {
+  leash::channel<int> ch(4);
+  leash::task<std::optional<int>> got;
+  leash::run_nursery([&](leash::nursery& n) {
+    got = n.spawn([&] { return ch.recv(); });
+    wait_blocked("channel<int>::recv");
+    CHECK(ch.try_send(7) == channel_status::ok);
+    CHECK(ch.size() == 0);  // delivered, whether or not the receiver has run
+  });
+  CHECK(got.get() == 7);
+}
+
 TEST_CASE("values from one producer arrive in FIFO order, for every capacity") {
   for (std::size_t capacity : {0, 1, 3, 1024}) {
     CAPTURE(capacity);

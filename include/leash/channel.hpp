@@ -153,7 +153,7 @@ class channel {
       std::lock_guard lock(lock_);
       r.status = recv_locked(r.value, partner);
     }
-    fire(partner);
+    detail::fire_all(partner);
     return r;
   }
 
@@ -208,11 +208,7 @@ class channel {
         }
       }
     }
-    while (to_fire != nullptr) {
-      detail::wait_node* n = to_fire;
-      to_fire = n->next;  // read first: once fired, the node may be gone
-      n->owner->fire(n->index);
-    }
+    detail::fire_all(to_fire);
     return true;
   }
 
@@ -278,22 +274,58 @@ class channel {
   // keeps a value or a free slot from passing by a thread about to wait
   // (Dekker's): a waiter queues (a sequentially consistent count), then looks
   // at the ring once more; a lock-free push or pop changes the ring (a
-  // sequentially consistent CAS), then looks at the count and wakes one
-  // waiter to try again if any is queued. In the single order of those four
-  // operations, at least one of the two looks sees the other's change.
+  // sequentially consistent CAS), then looks at the count and, if anyone is
+  // queued, serves the waiters (serve_waiters_locked). In the single order of
+  // those four operations, at least one of the two looks sees the other's
+  // change.
   void after_push() noexcept {
-    if (recv_waiters_.queued() != 0) wake_to_retry(recv_waiters_);
+    if (recv_waiters_.queued() != 0) serve_waiters();
   }
   void after_pop() noexcept {
-    if (send_waiters_.queued() != 0) wake_to_retry(send_waiters_);
+    if (send_waiters_.queued() != 0) serve_waiters();
   }
-  void wake_to_retry(detail::wait_queue& queue) noexcept {
-    detail::wait_node* n = nullptr;
+  void serve_waiters() noexcept {
+    detail::wait_node* served = nullptr;
     {
       std::lock_guard lock(lock_);
-      n = claim_to_retry(queue);
+      served = serve_waiters_locked();
     }
-    fire(n);
+    detail::fire_all(served);
+  }
+
+  // Completes blocked operations of a buffered channel through the ring, as
+  // Go's channels do: a blocked sender's value moves into a free slot, the
+  // oldest value moves into a blocked receiver, as long as either is
+  // possible. The woken thread then finds its operation done; waking it only
+  // to try again cost a second round of contention per value (MPMC at cap 1:
+  // every value woke a receiver, which then woke a sender). A node whose
+  // attempt loses a race with a lock-free operation is woken to retry.
+  // Returns the claimed nodes, linked through `next`, to fire once unlocked.
+  detail::wait_node* serve_waiters_locked() noexcept {
+    detail::wait_node* served = nullptr;
+    for (bool moved = true; moved && ring_ != nullptr;) {
+      moved = false;
+      if (!send_waiters_.empty() && ring_->has_room()) {
+        if (detail::wait_node* n = send_waiters_.claim_front()) {
+          using push_result = typename detail::ring<T>::push_result;
+          // Not closed: close() claims every queued node under this lock.
+          moved = ring_->try_push(*static_cast<T*>(n->item)) == push_result::ok;
+          n->retry = !moved;
+          n->next = served;
+          served = n;
+        }
+      }
+      if (!recv_waiters_.empty() && ring_->size() != 0) {
+        if (detail::wait_node* n = recv_waiters_.claim_front()) {
+          const bool popped = ring_->try_pop(*static_cast<std::optional<T>*>(n->item));
+          n->retry = !popped;
+          moved = moved || popped;
+          n->next = served;
+          served = n;
+        }
+      }
+    }
+    return served;
   }
   // The ring alone, no lock: every call's first attempt, and select's fast path.
   detail::lock_free_result recv_lock_free(std::optional<T>& out) noexcept {
@@ -319,17 +351,8 @@ class channel {
     return detail::lock_free_result::ask_lock;
   }
 
-  static detail::wait_node* claim_to_retry(detail::wait_queue& queue) noexcept {
-    detail::wait_node* n = queue.claim_front();
-    if (n != nullptr) n->retry = true;
-    return n;
-  }
-  static void fire(detail::wait_node* n) noexcept {
-    if (n != nullptr) n->owner->fire(n->index);
-  }
-
-  // The rest runs with lock_ held. A returned `partner` was claimed and must
-  // be fired once the lock is released.
+  // The rest runs with lock_ held. A returned `partner` list was claimed and
+  // must be fired (detail::fire_all) once the lock is released.
 
   bool send_ready_locked() const noexcept {
     return closed_ || (ring_ && ring_->has_room()) || recv_waiters_.has_waiting();
@@ -355,7 +378,7 @@ class channel {
   // ok (out holds a value), closed (drained), or empty.
   channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
     if (ring_ && ring_->try_pop(out)) {
-      partner = claim_to_retry(send_waiters_);  // room was made: a blocked sender may take it
+      partner = serve_waiters_locked();  // room was made: a blocked sender's value moves in
       return channel_status::ok;
     }
     // Unbuffered; or buffered and drained while a sender still waits: its
@@ -383,7 +406,7 @@ class channel {
       std::lock_guard lock(lock_);
       st = send_locked(value, partner);
     }
-    fire(partner);
+    detail::fire_all(partner);
     return st;
   }
 
@@ -423,7 +446,7 @@ class channel {
         }
       }
     }
-    fire(partner);
+    detail::fire_all(partner);
     if (st == channel_status::full) return block(w, node, send_waiters_, token, deadline, what);
     return st;
   }
@@ -454,13 +477,13 @@ class channel {
         if (st == channel_status::empty && ring_) {  // the handshake: look once more
           if (ring_->try_pop(out)) {
             recv_waiters_.remove(&node);
-            partner = claim_to_retry(send_waiters_);
+            partner = serve_waiters_locked();
             st = channel_status::ok;
           }
         }
       }
     }
-    fire(partner);
+    detail::fire_all(partner);
     if (st == channel_status::empty) return block(w, node, recv_waiters_, token, deadline, what);
     return st;
   }

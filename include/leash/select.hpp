@@ -74,8 +74,8 @@ class select_case {
   // change without the lock.
   virtual bool buffer_ready_locked() const noexcept { return false; }
   // With every lock held: completes the case. False if it turned out not ready
-  // (the partner it counted on was stopped meanwhile). A returned `partner`
-  // must be fired once the locks are released.
+  // (the partner it counted on was stopped meanwhile). The returned
+  // `partner` list must be fired (fire_all) once the locks are released.
   virtual bool complete_locked(wait_node*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
@@ -235,7 +235,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       wait_node* partner = nullptr;
       const bool done = at(chosen).complete_locked(partner);
       locks.unlock();
-      if (partner != nullptr) partner->owner->fire(partner->index);
+      fire_all(partner);
       if (!done) continue;
       at(chosen).finish();
       return chosen;
