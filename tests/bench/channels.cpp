@@ -8,6 +8,8 @@
 //   chan_select2      2 producers into cap-1024 channels, one consumer selecting over both
 //   atomic_wait_floor (in chan_pingpong) two threads alternating through std::atomic
 //                     wait/notify: what a hand-off between OS threads costs the kernel
+//   busy_wait_floor   (in chan_pingpong, unpinned) the same alternation pausing on
+//                     the word: what moving one cache line between CPUs costs
 //
 // Every worker is started and has moved a few values before the clock starts.
 // Prints wall ns and CPU (user+sys of the process) ns per operation, median of
@@ -152,16 +154,26 @@ result pingpong(long n) {
 // The kernel's floor for a hand-off between OS threads: two threads bounce a
 // turn counter through std::atomic wait/notify (a futex on Linux; libstdc++
 // spins briefly first). Pinned to one CPU, every hop is a context switch,
-// which any OS-thread channel pays and goroutines do not.
-result atomic_wait_pingpong(long n) {
+// which any OS-thread channel pays and goroutines do not. With `busy_wait`,
+// the hardware's floor instead: the same turns taken by pausing on the word,
+// no kernel; all that is left is the word's cache line moving between the two
+// CPUs and back, which any channel between two running threads pays too (on
+// the development VM it moves between 30 and 500 ns per round trip with where
+// the hypervisor runs the two vCPUs, hence the row in every run).
+result turn_pingpong(long n, bool busy_wait) {
   std::atomic<long> turn{0};
   auto player = [&](long first, long k) {
     for (long i = 0; i < k; ++i) {
       const long mine = first + 2 * i;
-      for (long t = turn.load(); t != mine; t = turn.load())
-        turn.wait(t);
+      for (long t = turn.load(); t != mine; t = turn.load()) {
+        if (busy_wait) {
+          leash::detail::cpu_relax();
+        } else {
+          turn.wait(t);
+        }
+      }
       turn.store(mine + 1);
-      turn.notify_one();
+      if (!busy_wait) turn.notify_one();
     }
   };
   // Warm-up and work continue one sequence of turns: 2 * warm_items first.
@@ -198,7 +210,10 @@ int main(int argc, char** argv) {
   report("chan_pingpong" + tag, "leash", runs, [&] { return pingpong<leash_q>(n / 4); });
   report("chan_pingpong" + tag, "mutex_cv", runs, [&] { return pingpong<std_q>(n / 40); });
   report("chan_pingpong" + tag, "atomic_wait_floor", runs,
-         [&] { return atomic_wait_pingpong(n / 40); });
+         [&] { return turn_pingpong(n / 40, false); });
+  if (tag.empty()) {  // pinned, a busy wait only ends when the scheduler preempts it
+    report("chan_pingpong" + tag, "busy_wait_floor", runs, [&] { return turn_pingpong(n, true); });
+  }
   report("chan_spsc" + tag, "leash", runs,
          [&] { return producers_consumers<leash_q>(1024, 1, 1, n); });
   report("chan_spsc" + tag, "mutex_cv", runs,
