@@ -114,11 +114,11 @@ class channel {
   // Sends `value`: hands it to a waiting receiver, or buffers it, or waits for
   // either. Blocks; cancellable; throws channel_closed or cancelled, and then
   // `value` is untouched.
-  void send(T&& value) { send(std::move(value), this_task::stop_token()); }
+  void send(T&& value) { send(std::move(value), detail::ambient_token_ref()); }
   void send(T&& value, const std::stop_token& token) {
     send_until(value, token, clock::time_point::max(), names().send.c_str());
   }
-  void send(const T& value) { send(value, this_task::stop_token()); }
+  void send(const T& value) { send(value, detail::ambient_token_ref()); }
   void send(const T& value, const std::stop_token& token) {
     T copy(value);
     send(std::move(copy), token);
@@ -126,7 +126,7 @@ class channel {
 
   // Receives the oldest value; nullopt once the channel is closed and drained.
   // Blocks; cancellable; throws cancelled.
-  std::optional<T> recv() { return recv(this_task::stop_token()); }
+  std::optional<T> recv() { return recv(detail::ambient_token_ref()); }
   std::optional<T> recv(const std::stop_token& token) {
     std::optional<T> out;
     recv_until(out, token, clock::time_point::max(), names().recv.c_str());
@@ -161,7 +161,7 @@ class channel {
   // throws cancelled. `value` is moved from only on ok.
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout) {
-    return try_send_for(std::move(value), timeout, this_task::stop_token());
+    return try_send_for(std::move(value), timeout, detail::ambient_token_ref());
   }
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
@@ -174,7 +174,7 @@ class channel {
   // cancellable; throws cancelled.
   template <class Rep, class Period>
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout) {
-    return try_recv_for(timeout, this_task::stop_token());
+    return try_recv_for(timeout, detail::ambient_token_ref());
   }
   template <class Rep, class Period>
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,

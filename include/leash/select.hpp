@@ -500,7 +500,7 @@ std::size_t select(const std::stop_token& token, Cases&&... cases) {
 }
 template <detail::select_case_type... Cases>
 std::size_t select(Cases&&... cases) {
-  return select(this_task::stop_token(), cases...);
+  return select(detail::ambient_token_ref(), cases...);
 }
 
 // select, but the first ready case in argument order wins (priorities).
@@ -510,7 +510,7 @@ std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
 }
 template <detail::select_case_type... Cases>
 std::size_t select_biased(Cases&&... cases) {
-  return select_biased(this_task::stop_token(), cases...);
+  return select_biased(detail::ambient_token_ref(), cases...);
 }
 
 // Completes a ready case if there is one (random among them) and returns its
@@ -527,7 +527,7 @@ std::size_t select(const std::stop_token& token, R&& cases) {
 }
 template <detail::select_case_range R>
 std::size_t select(R&& cases) {
-  return select(this_task::stop_token(), cases);
+  return select(detail::ambient_token_ref(), cases);
 }
 template <detail::select_case_range R>
 std::optional<std::size_t> try_select(R&& cases) {

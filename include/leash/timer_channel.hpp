@@ -51,7 +51,7 @@ class timer_channel final : detail::timer_client {
 
   // Receives the next time point (when the timer fired). Blocks; cancellable;
   // throws cancelled.
-  clock::time_point recv() { return recv(this_task::stop_token()); }
+  clock::time_point recv() { return recv(detail::ambient_token_ref()); }
   clock::time_point recv(const std::stop_token& token) { return *channel_.recv(token); }
   // The time point if one is ready. Never blocks.
   recv_result<clock::time_point> try_recv() { return channel_.try_recv(); }

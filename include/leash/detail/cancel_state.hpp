@@ -98,7 +98,11 @@ class cancel_state final : public timer_client {
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
 
-  std::stop_token token() const noexcept { return source_.get_token(); }
+  std::stop_token token() const noexcept { return token_; }
+  // The token without a copy: copying one changes the reference count of the
+  // stop state, two atomic read-modify-writes on a cache line that every task
+  // of a nursery shares. Valid while this state lives.
+  const std::stop_token& token_ref() const noexcept { return token_; }
   bool stop_requested() const noexcept { return source_.stop_requested(); }
   cancel_state* parent() const noexcept { return parent_; }
   clock::time_point deadline() const noexcept { return deadline_; }
@@ -195,6 +199,7 @@ class cancel_state final : public timer_client {
   static constexpr int claiming = -1;  // a request is writing the details
 
   std::stop_source source_;
+  const std::stop_token token_ = source_.get_token();
   cancel_state* parent_;
   std::string name_;
   clock::time_point deadline_;  // effective: min(own, parent's)
@@ -217,6 +222,14 @@ inline thread_local cancel_state* ambient = nullptr;
 
 inline std::stop_token ambient_token() noexcept {
   return ambient != nullptr ? ambient->token() : std::stop_token{};
+}
+
+// The ambient token by reference, for blocking calls made inside the scope
+// that owns it (see cancel_state::token_ref): a channel operation in a
+// nursery task would otherwise copy the nursery's token twice per call.
+inline const std::stop_token& ambient_token_ref() noexcept {
+  static const std::stop_token none;
+  return ambient != nullptr ? ambient->token_ref() : none;
 }
 
 // Installs `s` as this thread's ambient state until destroyed; destruction

@@ -668,7 +668,11 @@ class cancel_state final : public timer_client {
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
 
-  std::stop_token token() const noexcept { return source_.get_token(); }
+  std::stop_token token() const noexcept { return token_; }
+  // The token without a copy: copying one changes the reference count of the
+  // stop state, two atomic read-modify-writes on a cache line that every task
+  // of a nursery shares. Valid while this state lives.
+  const std::stop_token& token_ref() const noexcept { return token_; }
   bool stop_requested() const noexcept { return source_.stop_requested(); }
   cancel_state* parent() const noexcept { return parent_; }
   clock::time_point deadline() const noexcept { return deadline_; }
@@ -765,6 +769,7 @@ class cancel_state final : public timer_client {
   static constexpr int claiming = -1;  // a request is writing the details
 
   std::stop_source source_;
+  const std::stop_token token_ = source_.get_token();
   cancel_state* parent_;
   std::string name_;
   clock::time_point deadline_;  // effective: min(own, parent's)
@@ -787,6 +792,14 @@ inline thread_local cancel_state* ambient = nullptr;
 
 inline std::stop_token ambient_token() noexcept {
   return ambient != nullptr ? ambient->token() : std::stop_token{};
+}
+
+// The ambient token by reference, for blocking calls made inside the scope
+// that owns it (see cancel_state::token_ref): a channel operation in a
+// nursery task would otherwise copy the nursery's token twice per call.
+inline const std::stop_token& ambient_token_ref() noexcept {
+  static const std::stop_token none;
+  return ambient != nullptr ? ambient->token_ref() : none;
 }
 
 // Installs `s` as this thread's ambient state until destroyed; destruction
@@ -2720,11 +2733,11 @@ class channel {
   // Sends `value`: hands it to a waiting receiver, or buffers it, or waits for
   // either. Blocks; cancellable; throws channel_closed or cancelled, and then
   // `value` is untouched.
-  void send(T&& value) { send(std::move(value), this_task::stop_token()); }
+  void send(T&& value) { send(std::move(value), detail::ambient_token_ref()); }
   void send(T&& value, const std::stop_token& token) {
     send_until(value, token, clock::time_point::max(), names().send.c_str());
   }
-  void send(const T& value) { send(value, this_task::stop_token()); }
+  void send(const T& value) { send(value, detail::ambient_token_ref()); }
   void send(const T& value, const std::stop_token& token) {
     T copy(value);
     send(std::move(copy), token);
@@ -2732,7 +2745,7 @@ class channel {
 
   // Receives the oldest value; nullopt once the channel is closed and drained.
   // Blocks; cancellable; throws cancelled.
-  std::optional<T> recv() { return recv(this_task::stop_token()); }
+  std::optional<T> recv() { return recv(detail::ambient_token_ref()); }
   std::optional<T> recv(const std::stop_token& token) {
     std::optional<T> out;
     recv_until(out, token, clock::time_point::max(), names().recv.c_str());
@@ -2767,7 +2780,7 @@ class channel {
   // throws cancelled. `value` is moved from only on ok.
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout) {
-    return try_send_for(std::move(value), timeout, this_task::stop_token());
+    return try_send_for(std::move(value), timeout, detail::ambient_token_ref());
   }
   template <class Rep, class Period>
   channel_status try_send_for(T&& value, std::chrono::duration<Rep, Period> timeout,
@@ -2780,7 +2793,7 @@ class channel {
   // cancellable; throws cancelled.
   template <class Rep, class Period>
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout) {
-    return try_recv_for(timeout, this_task::stop_token());
+    return try_recv_for(timeout, detail::ambient_token_ref());
   }
   template <class Rep, class Period>
   recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
@@ -5282,7 +5295,7 @@ std::size_t select(const std::stop_token& token, Cases&&... cases) {
 }
 template <detail::select_case_type... Cases>
 std::size_t select(Cases&&... cases) {
-  return select(this_task::stop_token(), cases...);
+  return select(detail::ambient_token_ref(), cases...);
 }
 
 // select, but the first ready case in argument order wins (priorities).
@@ -5292,7 +5305,7 @@ std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
 }
 template <detail::select_case_type... Cases>
 std::size_t select_biased(Cases&&... cases) {
-  return select_biased(this_task::stop_token(), cases...);
+  return select_biased(detail::ambient_token_ref(), cases...);
 }
 
 // Completes a ready case if there is one (random among them) and returns its
@@ -5309,7 +5322,7 @@ std::size_t select(const std::stop_token& token, R&& cases) {
 }
 template <detail::select_case_range R>
 std::size_t select(R&& cases) {
-  return select(this_task::stop_token(), cases);
+  return select(detail::ambient_token_ref(), cases);
 }
 template <detail::select_case_range R>
 std::optional<std::size_t> try_select(R&& cases) {
@@ -5828,7 +5841,7 @@ class timer_channel final : detail::timer_client {
 
   // Receives the next time point (when the timer fired). Blocks; cancellable;
   // throws cancelled.
-  clock::time_point recv() { return recv(this_task::stop_token()); }
+  clock::time_point recv() { return recv(detail::ambient_token_ref()); }
   clock::time_point recv(const std::stop_token& token) { return *channel_.recv(token); }
   // The time point if one is ready. Never blocks.
   recv_result<clock::time_point> try_recv() { return channel_.try_recv(); }
