@@ -1959,7 +1959,7 @@ class [[nodiscard]] body {
   // Reads up to out.size() bytes; returns 0 at EOF, which closes the body (and
   // throws the source's close error, if any). Blocks; cancellable; throws
   // body_closed, cancelled, the source's errors.
-  std::size_t read(std::span<std::byte> out) { return read(out, this_task::stop_token()); }
+  std::size_t read(std::span<std::byte> out) { return read(out, detail::ambient_token_ref()); }
   std::size_t read(std::span<std::byte> out, const std::stop_token& token) {
     if (!handle_.valid()) throw body_closed("leash::body: read from an empty body");
     return handle_->read(out, token);
@@ -1972,7 +1972,7 @@ class [[nodiscard]] body {
   // Reads to EOF (which closes the body) and returns the bytes. More than
   // max_bytes: closes the body and throws body_too_large. Blocks; cancellable.
   std::string read_all(std::size_t max_bytes) {
-    return read_all(max_bytes, this_task::stop_token());
+    return read_all(max_bytes, detail::ambient_token_ref());
   }
   std::string read_all(std::size_t max_bytes, const std::stop_token& token) {
     std::string out;
@@ -1989,7 +1989,7 @@ class [[nodiscard]] body {
 
   // Reads and drops everything up to EOF (which closes the body); returns the
   // count. Blocks; cancellable.
-  std::size_t discard() { return discard(this_task::stop_token()); }
+  std::size_t discard() { return discard(detail::ambient_token_ref()); }
   std::size_t discard(const std::stop_token& token) {
     std::size_t total = 0;
     char buf[16 * 1024];
