@@ -79,7 +79,9 @@ TEST_CASE("a recv from a full buffer moves a blocked sender's value in before it
 }
 
 // And the other way round: a value sent while a receiver waits on an empty
-// buffer goes to that receiver, not into the buffer to wait for it.
+// buffer goes to that receiver, not into the buffer to wait for it. (A send
+// that sees the receiver queued hands the value over directly; a lock-free
+// push that races the receiver's queueing serves it through the ring.)
 TEST_CASE("a send to an empty buffer with a blocked receiver completes that receive") {
   leash::channel<int> ch(4);
   leash::task<std::optional<int>> got;

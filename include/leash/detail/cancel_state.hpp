@@ -228,7 +228,8 @@ inline std::stop_token ambient_token() noexcept {
 // that owns it (see cancel_state::token_ref): a channel operation in a
 // nursery task would otherwise copy the nursery's token twice per call.
 inline const std::stop_token& ambient_token_ref() noexcept {
-  static const std::stop_token none;
+  // Immortal, so that a call made during static destruction still has one.
+  static const std::stop_token& none = *new std::stop_token();
   return ambient != nullptr ? ambient->token_ref() : none;
 }
 

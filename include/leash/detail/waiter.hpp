@@ -6,13 +6,14 @@
 // waiter's single atomic word, so a thread waiting on several channels is
 // matched exactly once:
 //
-//   waiting --partner claims--> busy --partner moved the value--> fired(case)
+//   waiting --partner claims--> busy --partner completed the node--> fired(case)
 //   waiting --stop callback / deadline--> stopped / timed_out
 //
-// `busy` is only ever entered by a partner that is certain to complete (it
-// holds the channel lock and the value is ready), so there is no way back to
-// `waiting`: a stop that arrives after the claim loses, and the value is
-// delivered, never dropped.
+// `busy` is only ever entered by a partner that holds the channel lock and
+// will fire the node: with the value moved, or as closed, or (a buffered
+// channel's value or slot taken by a lock-free operation first) with `retry`
+// set. There is no way back to `waiting`: a stop that arrives after the claim
+// loses, and a moved value is delivered, never dropped.
 //
 // Waiting spins briefly, then yields, then parks on a mutex + condition
 // variable. The parked bit tells a completer that it must wake the waiter
@@ -136,8 +137,8 @@ class waiter {
   enum class outcome { fired, stopped, timed_out };
 
   // Partner side, under the lock of a channel where one of this waiter's
-  // nodes is queued: claims the waiter if it still waits. Only call when the
-  // operation will certainly complete; follow with fire().
+  // nodes is queued: claims the waiter if it still waits. Follow with fire()
+  // in every case (the node completed, closed, or marked retry).
   bool try_claim() noexcept {
     std::uint32_t s = state_.load(std::memory_order_relaxed);
     while ((s & status_mask) == waiting) {
@@ -183,13 +184,12 @@ class waiter {
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
     // Spin phase (see spin_slots): a partner on another CPU usually answers
     // within a few microseconds, while parking costs a futex wake of 5-10 us
-    // on each side. First a quick look of 32 pauses (under a microsecond),
-    // which needs no slot: a partner that is running answers within it
-    // (ping-pong: ~0.3 us), and the shared slot counter it avoids is a cache
-    // line that both partners would otherwise move on every hand-off (ping-
-    // pong went from ~0.5 us to ~0.3 us per round trip). Then pauses while a
-    // spinning slot is free, or a few yields (which hand the CPU to a partner
-    // that shares it), then park.
+    // on each side. First a quick look of 32 pauses (0.9 us here at 27 ns a
+    // pause; up to ~1.5 us on CPUs with a slower pause), which needs no slot: a partner that is
+    // running answers within it (ping-pong: ~0.3 us), and the shared slot counter it avoids is a
+    // cache line that both partners would otherwise move on every hand-off (ping- pong went from
+    // ~0.5 us to ~0.3 us per round trip). Then pauses while a spinning slot is free, or a few
+    // yields (which hand the CPU to a partner that shares it), then park.
     if (usable_cpus() > 1) {
       for (int i = 0; i < quick_pauses; ++i) {
         const std::uint32_t s = state_.load(std::memory_order_acquire);
@@ -322,8 +322,9 @@ struct wait_node {
   std::uint32_t index = 0;  // the case it stands for
   void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
   bool closed = false;      // completed by close(): a send fails
-  // Woken without a value handed over: the buffer changed (a value or room
-  // arrived, or the channel closed with values left), so try again.
+  // Woken without a value handed over, so try again: the buffer changed (a
+  // value or room arrived but a lock-free operation took it first, or the
+  // channel closed with values left).
   bool retry = false;
   // Channel queue links, guarded by the channel's lock.
   wait_node* prev = nullptr;
