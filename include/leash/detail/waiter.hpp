@@ -185,11 +185,12 @@ class waiter {
     // Spin phase (see spin_slots): a partner on another CPU usually answers
     // within a few microseconds, while parking costs a futex wake of 5-10 us
     // on each side. First a quick look of 32 pauses (0.9 us here at 27 ns a
-    // pause; up to ~1.5 us on CPUs with a slower pause), which needs no slot: a partner that is
-    // running answers within it (ping-pong: ~0.3 us), and the shared slot counter it avoids is a
-    // cache line that both partners would otherwise move on every hand-off (ping- pong went from
-    // ~0.5 us to ~0.3 us per round trip). Then pauses while a spinning slot is free, or a few
-    // yields (which hand the CPU to a partner that shares it), then park.
+    // pause; ~1.5 us on CPUs with a slower pause), which needs no slot: a
+    // partner that is running answers within it (ping-pong: ~0.3 us per round
+    // trip), and the shared slot count it avoids is a cache line that both
+    // partners would otherwise move on every hand-off (ping-pong took ~0.5 us
+    // with it). Then pauses while a spinning slot is free, or a few yields
+    // (which hand the CPU to a partner that shares it), then park.
     if (usable_cpus() > 1) {
       for (int i = 0; i < quick_pauses; ++i) {
         const std::uint32_t s = state_.load(std::memory_order_acquire);
