@@ -635,3 +635,75 @@ TEST_CASE("wait() from a task of a nested nursery is a usage_error") {
       [&] { leash::run_nursery([&](leash::nursery& inner) { inner.spawn([&] { n.wait(); }); }); });
   CHECK_THROWS_WITH_AS(n.wait(), doctest::Contains("would deadlock"), leash::usage_error);
 }
+
+namespace {
+
+// Counts its live instances, so a test can see when a task's result or
+// exception was destroyed (and on which side of wait() that happened).
+struct counted {
+  explicit counted(std::atomic<int>& live) : live(&live) { ++live; }
+  counted(const counted& other) : live(other.live) { ++*live; }
+  counted& operator=(const counted&) = delete;
+  ~counted() { --*live; }
+  std::atomic<int>* live;
+};
+
+struct counted_error : std::runtime_error {
+  explicit counted_error(std::atomic<int>& live) : std::runtime_error("counted"), mark(live) {}
+  counted mark;
+};
+
+// Enough rounds that the old race (the runtime thread releasing the last
+// reference after wait() returned) shows up nearly every run.
+constexpr int lifetime_rounds = 300;
+
+}  // namespace
+
+TEST_CASE("a task's value is destroyed before the scope that waited for it ends") {
+  for (int i = 0; i < lifetime_rounds; ++i) {
+    std::atomic<int> live{0};
+    {
+      leash::nursery n;
+      auto t = n.spawn([&] { return counted(live); });
+      n.wait();
+      CHECK(t.get().live == &live);
+    }
+    REQUIRE(live == 0);
+  }
+}
+
+TEST_CASE("a task's value nobody holds is destroyed before wait() returns") {
+  for (int i = 0; i < lifetime_rounds; ++i) {
+    std::atomic<int> live{0};
+    leash::nursery n;
+    (void)n.spawn([&] { return counted(live); });
+    n.wait();
+    REQUIRE(live == 0);
+  }
+}
+
+TEST_CASE("a task's exception is destroyed before the nursery's scope ends") {
+  for (int i = 0; i < lifetime_rounds; ++i) {
+    std::atomic<int> live{0};
+    {
+      leash::nursery n;
+      (void)n.spawn([&] { throw counted_error(live); });
+      CHECK_THROWS_AS(n.wait(), counted_error);
+    }
+    REQUIRE(live == 0);
+  }
+}
+
+TEST_CASE("a supervised task's exception read through get() dies with the last handle") {
+  for (int i = 0; i < lifetime_rounds; ++i) {
+    std::atomic<int> live{0};
+    {
+      leash::nursery n({.cancel_on_failure = false});
+      auto t = n.spawn([&]() -> int { throw counted_error(live); });
+      n.wait();
+      CHECK_THROWS_AS(t.get(), counted_error);
+      (void)n.failures();
+    }
+    REQUIRE(live == 0);
+  }
+}

@@ -365,7 +365,11 @@ class nursery final : private detail::nursery_node {
   }
 
   // The last thing a task does. Touches nothing of the nursery after the
-  // unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  // final unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  // The task's own reference to its record is dropped before that, so when
+  // it is the last one the value or exception (user destructors) dies as
+  // part of the task, before wait() can return; a failure the nursery keeps
+  // dies with the nursery, and a held result with its last handle.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
     const bool failed = record->error != nullptr && !record->quiet;
     bool cancelled_nursery = false;
@@ -385,6 +389,14 @@ class nursery final : private detail::nursery_node {
       } else if (failed) {
         failures_.push_back(record);
       }
+    }
+    record->mark_done();
+    record.reset();
+    // Only leash bookkeeping is left, unless a failure cancelled siblings
+    // above (stop callbacks): the thread may take the next job early.
+    if (!failed) detail::thread_cache::mark_returning();
+    {
+      std::lock_guard lock(mutex_);
       if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
       changed_.notify_all();
     }
@@ -453,11 +465,6 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
-  // The rest is leash bookkeeping, unless a failure must cancel siblings (stop
-  // callbacks) or releasing the record may destroy a value or exception (user
-  // destructors): only without those may this thread take the next job early.
-  if (error == nullptr && !holds_value_with_destructor()) detail::thread_cache::mark_returning();
-  mark_done();
   n.task_finished(std::move(self));
 }
 

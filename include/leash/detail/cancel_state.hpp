@@ -19,9 +19,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <mutex>
+#include <new>
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "../errors.hpp"
 #include "timer.hpp"
@@ -64,6 +67,35 @@ class blocked_scope {
   const char* previous_ = nullptr;
 };
 
+class cancel_state;
+
+// A callback that a cancel_state runs when it stops, registered with
+// add_hook() and removed with remove_hook(). It lives on the registering
+// thread's stack; on_stop() runs on whichever thread stops the state.
+//
+// on_stop() must call fired() as its last touch of the node, while holding a
+// lock that the owner takes before it can leave its wait: remove_hook() waits
+// for fired(), and the owner may destroy the node right after. Marking the
+// node inside that critical section (not after it) means a woken owner never
+// finds its hook still running, so it never has to wait for it.
+class stop_hook_node {
+ public:
+  virtual void on_stop() noexcept = 0;
+
+ protected:
+  ~stop_hook_node() = default;
+  void fired() noexcept { fired_.store(true, std::memory_order_release); }
+
+ private:
+  friend class cancel_state;
+  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_mutex_
+  stop_hook_node* next_ = nullptr;
+  // Written under hooks_mutex_; once false after being true it stays false,
+  // so reading false without the lock is final.
+  std::atomic<bool> linked_{false};
+  std::atomic<bool> fired_{false};
+};
+
 class cancel_state final : public timer_client {
  public:
   using clock = std::chrono::steady_clock;
@@ -78,10 +110,11 @@ class cancel_state final : public timer_client {
         deadline_(
             std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
-        // The links are the last members: if a parent is already stopped, the
-        // callback runs right here and every other member must exist.
-        parent_link_(parent != nullptr ? parent->token() : std::stop_token{}, forward{this}),
+        // The extra link is the last member: if its token is already stopped,
+        // the callback runs right here and every other member must exist.
+        parent_link_(this),
         extra_link_(std::move(extra), forward{this}) {
+    if (parent_ != nullptr) parent_->add_hook(parent_link_);  // may request stop at once
     if (deadline == clock::time_point::max()) return;
     if (deadline <= clock::now()) {
       request(stop_reason::deadline_exceeded);
@@ -91,9 +124,12 @@ class cancel_state final : public timer_client {
     }
   }
 
-  // Unregisters the timer (waiting for a callback in progress); the links
-  // unregister themselves as members, before anything they touch dies.
-  ~cancel_state() { timer_service::instance().cancel(timer_); }
+  // Unregisters the timer and the parent link (each waits for a callback in
+  // progress); the extra link unregisters itself as a member.
+  ~cancel_state() {
+    timer_service::instance().cancel(timer_);
+    if (parent_ != nullptr) parent_->remove_hook(parent_link_);
+  }
 
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
@@ -128,7 +164,42 @@ class cancel_state final : public timer_client {
     cause_ = std::move(cause);
     reason_.store(static_cast<int>(reason), std::memory_order_release);
     source_.request_stop();
+    fire_hooks();
     return true;
+  }
+
+  // Runs n.on_stop() when this state stops (at once, on this thread, if it
+  // already has). Never blocks on other hooks.
+  void add_hook(stop_hook_node& n) noexcept {
+    {
+      std::lock_guard lock(hooks_mutex_);
+      if (!hooks_fired_) {
+        n.next_ = hooks_;
+        if (hooks_ != nullptr) hooks_->prev_ = &n;
+        hooks_ = &n;
+        n.linked_.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+    n.on_stop();
+  }
+
+  // Unregisters `n`. If fire_hooks took it already, waits until its on_stop()
+  // returned, so `n` may be destroyed as soon as this returns.
+  void remove_hook(stop_hook_node& n) noexcept {
+    // Without the lock first: thousands of waiters woken by one stop leave
+    // at once, and all of them find their hook taken off the list already.
+    if (n.linked_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(hooks_mutex_);
+      if (n.linked_.load(std::memory_order_relaxed)) {
+        unlink_hook_locked(n);
+        return;
+      }
+    }
+    // Only an owner that woke for another reason (its operation completed)
+    // while the state stopped waits here: for the hooks ahead of its own.
+    while (!n.fired_.load(std::memory_order_acquire))
+      std::this_thread::yield();
   }
 
   // none until a request completed publishing.
@@ -189,6 +260,43 @@ class cancel_state final : public timer_client {
     void operator()() const noexcept { self->request(stop_reason::parent); }
   };
 
+  // The link to the parent: a hook on the parent's state.
+  struct parent_hook final : stop_hook_node {
+    explicit parent_hook(cancel_state* s) noexcept : self(s) {}
+    void on_stop() noexcept override {
+      self->request(stop_reason::parent);
+      fired();  // the child's destructor waits for this
+    }
+    cancel_state* self;
+  };
+
+  // Runs every hook once. The whole list is taken in one locked step and run
+  // unlocked, so thousands of woken waiters leaving at once never contend
+  // with this loop for the lock (std::stop_callback's list, whose lock spins,
+  // made cancelling 20 000 waiters take seconds).
+  void fire_hooks() noexcept {
+    stop_hook_node* list = nullptr;
+    {
+      std::lock_guard lock(hooks_mutex_);
+      hooks_fired_ = true;
+      list = std::exchange(hooks_, nullptr);
+      for (stop_hook_node* n = list; n != nullptr; n = n->next_)
+        n->linked_.store(false, std::memory_order_relaxed);
+    }
+    while (stop_hook_node* n = list) {
+      list = n->next_;  // read first: once fired, n may die
+      n->on_stop();
+    }
+  }
+
+  void unlink_hook_locked(stop_hook_node& n) noexcept {
+    if (n.prev_ != nullptr) n.prev_->next_ = n.next_;
+    if (n.next_ != nullptr) n.next_->prev_ = n.prev_;
+    if (hooks_ == &n) hooks_ = n.next_;
+    n.prev_ = n.next_ = nullptr;
+    n.linked_.store(false, std::memory_order_relaxed);
+  }
+
   const cancel_state& origin() const noexcept {
     const cancel_state* s = this;
     while (s->reason() == stop_reason::parent && s->parent_ != nullptr)
@@ -213,7 +321,11 @@ class cancel_state final : public timer_client {
   std::thread::id owner_thread_;  // the thread that created the scope
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
-  std::stop_callback<forward> parent_link_;
+  // Hooks of waits on this state's token and of child states (see fire_hooks).
+  std::mutex hooks_mutex_;
+  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_mutex_
+  bool hooks_fired_ = false;         // guarded by hooks_mutex_; set once, never cleared
+  parent_hook parent_link_;
   std::stop_callback<forward> extra_link_;
 };
 
@@ -232,6 +344,61 @@ inline const std::stop_token& ambient_token_ref() noexcept {
   static const std::stop_token& none = *new std::stop_token();
   return ambient != nullptr ? ambient->token_ref() : none;
 }
+
+// The state whose token `token` is, if it is the ambient state or one of its
+// ancestors (the common case: a blocking call inside a task or scope).
+inline cancel_state* state_of(const std::stop_token& token) noexcept {
+  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
+    if (s->token_ref() == token) return s;
+  }
+  return nullptr;
+}
+
+// Calls f(fired) once when `token` stops, on the thread that stops it, until
+// destroyed: std::stop_callback's contract (f runs at once if the token is
+// already stopped; the destructor waits for an f that runs now). f must call
+// fired() inside the critical section that wakes the waiter (see
+// stop_hook_node). A token of the ambient scope chain uses its state's hook
+// list instead of the standard callback list, whose lock spins: thousands of
+// woken waiters unregistering at once would starve the thread that runs the
+// callbacks.
+template <class F>
+class stop_hook final : private stop_hook_node {
+ public:
+  stop_hook(const std::stop_token& token, F f) : f_(std::move(f)), state_(state_of(token)) {
+    if (state_ != nullptr) {
+      state_->add_hook(*this);
+    } else if (token.stop_possible()) {
+      fallback_ = new (&storage_) std::stop_callback<call>(token, call{this});
+    }
+  }
+  ~stop_hook() {
+    if (state_ != nullptr) state_->remove_hook(*this);
+    if (fallback_ != nullptr) fallback_->~stop_callback();
+  }
+  stop_hook(const stop_hook&) = delete;
+  stop_hook& operator=(const stop_hook&) = delete;
+
+ private:
+  struct mark_fired {
+    stop_hook* self;
+    void operator()() const noexcept { self->fired(); }
+  };
+  struct call {  // std::stop_callback keeps its own lifetime rule: nothing to mark
+    stop_hook* self;
+    void operator()() const noexcept {
+      self->f_([] {});
+    }
+  };
+  void on_stop() noexcept override { f_(mark_fired{this}); }
+
+  F f_;
+  cancel_state* state_;  // null: registered through fallback_ (or never stops)
+  // A standard callback for other tokens; placement storage rather than
+  // std::optional, which g++ 12 misreads as maybe-uninitialized here.
+  std::stop_callback<call>* fallback_ = nullptr;
+  alignas(std::stop_callback<call>) unsigned char storage_[sizeof(std::stop_callback<call>)];
+};
 
 // Installs `s` as this thread's ambient state until destroyed; destruction
 // must happen on the same thread, innermost first.

@@ -47,9 +47,6 @@ class task_record : public job, public task_identity {
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
 
-  // Whether destroying the record would run the value's destructor.
-  virtual bool holds_value_with_destructor() const noexcept { return false; }
-
   bool done() const {
     std::lock_guard lock(mutex_);
     return done_;
@@ -91,10 +88,6 @@ class task_record : public job, public task_identity {
 template <class T>
 class task_result : public task_record {
  public:
-  bool holds_value_with_destructor() const noexcept override {
-    return !std::is_trivially_destructible_v<T> && value.has_value();
-  }
-
   std::optional<T> value;  // set when the callable returned
 };
 template <>

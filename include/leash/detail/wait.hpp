@@ -2,8 +2,8 @@
 //
 // std::condition_variable_any's stop_token waits have shipped broken in some
 // standard libraries (lost wake-ups), so leash waits on a plain
-// std::condition_variable and registers its own std::stop_callback that wakes
-// the waiter. The callback locks the waiter's mutex before notifying, and the
+// std::condition_variable and registers its own stop hook that wakes the
+// waiter. The callback locks the waiter's mutex before notifying, and the
 // waiter checks the token under that mutex, so a stop can never slip in between
 // "checked the token" and "went to sleep".
 #pragma once
@@ -13,6 +13,8 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+
+#include "cancel_state.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -51,14 +53,17 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
     return wait_status::ready;
   }
 
-  auto wake = [&] {
+  // Under the mutex: the wake lands after the waiter's token check or inside
+  // its wait, and the waiter cannot leave (and destroy cv) before the unlock.
+  auto wake = [&](auto fired) {
     std::lock_guard guard(mutex);
+    fired();
     cv.notify_all();
   };
   wait_status status;
   lock.unlock();
   {
-    std::stop_callback<decltype(wake)> on_stop(token, wake);
+    stop_hook<decltype(wake)> on_stop(token, wake);
     lock.lock();
     for (;;) {
       if (ready()) {

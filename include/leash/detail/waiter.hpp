@@ -31,6 +31,7 @@
 #include <stop_token>
 #include <thread>
 
+#include "cancel_state.hpp"
 #include "spin.hpp"
 
 namespace leash::inline v0::detail {
@@ -280,15 +281,19 @@ class waiter {
 
   struct on_stop {
     waiter* self;
-    void operator()() const noexcept {
+    // Under the parker's mutex, which the parked waiter needs before it can
+    // return (see stop_hook_node for fired()).
+    template <class Fired>
+    void operator()(Fired fired) const noexcept {
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
+      fired();
     }
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
     parker_ = &parker::of_this_thread();
-    std::optional<std::stop_callback<on_stop>> stop_link;
+    std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
     std::unique_lock lock(parker_->mutex);
     std::uint32_t s = state_.load(std::memory_order_acquire);

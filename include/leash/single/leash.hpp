@@ -105,9 +105,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
+#include <mutex>
+#include <new>
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 
 // ---- leash/errors.hpp ----
 // leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
@@ -634,6 +637,35 @@ class blocked_scope {
   const char* previous_ = nullptr;
 };
 
+class cancel_state;
+
+// A callback that a cancel_state runs when it stops, registered with
+// add_hook() and removed with remove_hook(). It lives on the registering
+// thread's stack; on_stop() runs on whichever thread stops the state.
+//
+// on_stop() must call fired() as its last touch of the node, while holding a
+// lock that the owner takes before it can leave its wait: remove_hook() waits
+// for fired(), and the owner may destroy the node right after. Marking the
+// node inside that critical section (not after it) means a woken owner never
+// finds its hook still running, so it never has to wait for it.
+class stop_hook_node {
+ public:
+  virtual void on_stop() noexcept = 0;
+
+ protected:
+  ~stop_hook_node() = default;
+  void fired() noexcept { fired_.store(true, std::memory_order_release); }
+
+ private:
+  friend class cancel_state;
+  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_mutex_
+  stop_hook_node* next_ = nullptr;
+  // Written under hooks_mutex_; once false after being true it stays false,
+  // so reading false without the lock is final.
+  std::atomic<bool> linked_{false};
+  std::atomic<bool> fired_{false};
+};
+
 class cancel_state final : public timer_client {
  public:
   using clock = std::chrono::steady_clock;
@@ -648,10 +680,11 @@ class cancel_state final : public timer_client {
         deadline_(
             std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
-        // The links are the last members: if a parent is already stopped, the
-        // callback runs right here and every other member must exist.
-        parent_link_(parent != nullptr ? parent->token() : std::stop_token{}, forward{this}),
+        // The extra link is the last member: if its token is already stopped,
+        // the callback runs right here and every other member must exist.
+        parent_link_(this),
         extra_link_(std::move(extra), forward{this}) {
+    if (parent_ != nullptr) parent_->add_hook(parent_link_);  // may request stop at once
     if (deadline == clock::time_point::max()) return;
     if (deadline <= clock::now()) {
       request(stop_reason::deadline_exceeded);
@@ -661,9 +694,12 @@ class cancel_state final : public timer_client {
     }
   }
 
-  // Unregisters the timer (waiting for a callback in progress); the links
-  // unregister themselves as members, before anything they touch dies.
-  ~cancel_state() { timer_service::instance().cancel(timer_); }
+  // Unregisters the timer and the parent link (each waits for a callback in
+  // progress); the extra link unregisters itself as a member.
+  ~cancel_state() {
+    timer_service::instance().cancel(timer_);
+    if (parent_ != nullptr) parent_->remove_hook(parent_link_);
+  }
 
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
@@ -698,7 +734,42 @@ class cancel_state final : public timer_client {
     cause_ = std::move(cause);
     reason_.store(static_cast<int>(reason), std::memory_order_release);
     source_.request_stop();
+    fire_hooks();
     return true;
+  }
+
+  // Runs n.on_stop() when this state stops (at once, on this thread, if it
+  // already has). Never blocks on other hooks.
+  void add_hook(stop_hook_node& n) noexcept {
+    {
+      std::lock_guard lock(hooks_mutex_);
+      if (!hooks_fired_) {
+        n.next_ = hooks_;
+        if (hooks_ != nullptr) hooks_->prev_ = &n;
+        hooks_ = &n;
+        n.linked_.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+    n.on_stop();
+  }
+
+  // Unregisters `n`. If fire_hooks took it already, waits until its on_stop()
+  // returned, so `n` may be destroyed as soon as this returns.
+  void remove_hook(stop_hook_node& n) noexcept {
+    // Without the lock first: thousands of waiters woken by one stop leave
+    // at once, and all of them find their hook taken off the list already.
+    if (n.linked_.load(std::memory_order_acquire)) {
+      std::lock_guard lock(hooks_mutex_);
+      if (n.linked_.load(std::memory_order_relaxed)) {
+        unlink_hook_locked(n);
+        return;
+      }
+    }
+    // Only an owner that woke for another reason (its operation completed)
+    // while the state stopped waits here: for the hooks ahead of its own.
+    while (!n.fired_.load(std::memory_order_acquire))
+      std::this_thread::yield();
   }
 
   // none until a request completed publishing.
@@ -759,6 +830,43 @@ class cancel_state final : public timer_client {
     void operator()() const noexcept { self->request(stop_reason::parent); }
   };
 
+  // The link to the parent: a hook on the parent's state.
+  struct parent_hook final : stop_hook_node {
+    explicit parent_hook(cancel_state* s) noexcept : self(s) {}
+    void on_stop() noexcept override {
+      self->request(stop_reason::parent);
+      fired();  // the child's destructor waits for this
+    }
+    cancel_state* self;
+  };
+
+  // Runs every hook once. The whole list is taken in one locked step and run
+  // unlocked, so thousands of woken waiters leaving at once never contend
+  // with this loop for the lock (std::stop_callback's list, whose lock spins,
+  // made cancelling 20 000 waiters take seconds).
+  void fire_hooks() noexcept {
+    stop_hook_node* list = nullptr;
+    {
+      std::lock_guard lock(hooks_mutex_);
+      hooks_fired_ = true;
+      list = std::exchange(hooks_, nullptr);
+      for (stop_hook_node* n = list; n != nullptr; n = n->next_)
+        n->linked_.store(false, std::memory_order_relaxed);
+    }
+    while (stop_hook_node* n = list) {
+      list = n->next_;  // read first: once fired, n may die
+      n->on_stop();
+    }
+  }
+
+  void unlink_hook_locked(stop_hook_node& n) noexcept {
+    if (n.prev_ != nullptr) n.prev_->next_ = n.next_;
+    if (n.next_ != nullptr) n.next_->prev_ = n.prev_;
+    if (hooks_ == &n) hooks_ = n.next_;
+    n.prev_ = n.next_ = nullptr;
+    n.linked_.store(false, std::memory_order_relaxed);
+  }
+
   const cancel_state& origin() const noexcept {
     const cancel_state* s = this;
     while (s->reason() == stop_reason::parent && s->parent_ != nullptr)
@@ -783,7 +891,11 @@ class cancel_state final : public timer_client {
   std::thread::id owner_thread_;  // the thread that created the scope
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
-  std::stop_callback<forward> parent_link_;
+  // Hooks of waits on this state's token and of child states (see fire_hooks).
+  std::mutex hooks_mutex_;
+  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_mutex_
+  bool hooks_fired_ = false;         // guarded by hooks_mutex_; set once, never cleared
+  parent_hook parent_link_;
   std::stop_callback<forward> extra_link_;
 };
 
@@ -802,6 +914,61 @@ inline const std::stop_token& ambient_token_ref() noexcept {
   static const std::stop_token& none = *new std::stop_token();
   return ambient != nullptr ? ambient->token_ref() : none;
 }
+
+// The state whose token `token` is, if it is the ambient state or one of its
+// ancestors (the common case: a blocking call inside a task or scope).
+inline cancel_state* state_of(const std::stop_token& token) noexcept {
+  for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
+    if (s->token_ref() == token) return s;
+  }
+  return nullptr;
+}
+
+// Calls f(fired) once when `token` stops, on the thread that stops it, until
+// destroyed: std::stop_callback's contract (f runs at once if the token is
+// already stopped; the destructor waits for an f that runs now). f must call
+// fired() inside the critical section that wakes the waiter (see
+// stop_hook_node). A token of the ambient scope chain uses its state's hook
+// list instead of the standard callback list, whose lock spins: thousands of
+// woken waiters unregistering at once would starve the thread that runs the
+// callbacks.
+template <class F>
+class stop_hook final : private stop_hook_node {
+ public:
+  stop_hook(const std::stop_token& token, F f) : f_(std::move(f)), state_(state_of(token)) {
+    if (state_ != nullptr) {
+      state_->add_hook(*this);
+    } else if (token.stop_possible()) {
+      fallback_ = new (&storage_) std::stop_callback<call>(token, call{this});
+    }
+  }
+  ~stop_hook() {
+    if (state_ != nullptr) state_->remove_hook(*this);
+    if (fallback_ != nullptr) fallback_->~stop_callback();
+  }
+  stop_hook(const stop_hook&) = delete;
+  stop_hook& operator=(const stop_hook&) = delete;
+
+ private:
+  struct mark_fired {
+    stop_hook* self;
+    void operator()() const noexcept { self->fired(); }
+  };
+  struct call {  // std::stop_callback keeps its own lifetime rule: nothing to mark
+    stop_hook* self;
+    void operator()() const noexcept {
+      self->f_([] {});
+    }
+  };
+  void on_stop() noexcept override { f_(mark_fired{this}); }
+
+  F f_;
+  cancel_state* state_;  // null: registered through fallback_ (or never stops)
+  // A standard callback for other tokens; placement storage rather than
+  // std::optional, which g++ 12 misreads as maybe-uninitialized here.
+  std::stop_callback<call>* fallback_ = nullptr;
+  alignas(std::stop_callback<call>) unsigned char storage_[sizeof(std::stop_callback<call>)];
+};
 
 // Installs `s` as this thread's ambient state until destroyed; destruction
 // must happen on the same thread, innermost first.
@@ -1043,8 +1210,8 @@ inline void throw_if_stopped(const std::stop_token& token) {
 //
 // std::condition_variable_any's stop_token waits have shipped broken in some
 // standard libraries (lost wake-ups), so leash waits on a plain
-// std::condition_variable and registers its own std::stop_callback that wakes
-// the waiter. The callback locks the waiter's mutex before notifying, and the
+// std::condition_variable and registers its own stop hook that wakes the
+// waiter. The callback locks the waiter's mutex before notifying, and the
 // waiter checks the token under that mutex, so a stop can never slip in between
 // "checked the token" and "went to sleep".
 
@@ -1053,6 +1220,7 @@ inline void throw_if_stopped(const std::stop_token& token) {
 #include <mutex>
 #include <optional>
 #include <stop_token>
+
 
 namespace leash::inline v0::detail {
 
@@ -1091,14 +1259,17 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
     return wait_status::ready;
   }
 
-  auto wake = [&] {
+  // Under the mutex: the wake lands after the waiter's token check or inside
+  // its wait, and the waiter cannot leave (and destroy cv) before the unlock.
+  auto wake = [&](auto fired) {
     std::lock_guard guard(mutex);
+    fired();
     cv.notify_all();
   };
   wait_status status;
   lock.unlock();
   {
-    std::stop_callback<decltype(wake)> on_stop(token, wake);
+    stop_hook<decltype(wake)> on_stop(token, wake);
     lock.lock();
     for (;;) {
       if (ready()) {
@@ -2545,15 +2716,19 @@ class waiter {
 
   struct on_stop {
     waiter* self;
-    void operator()() const noexcept {
+    // Under the parker's mutex, which the parked waiter needs before it can
+    // return (see stop_hook_node for fired()).
+    template <class Fired>
+    void operator()(Fired fired) const noexcept {
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
+      fired();
     }
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
     parker_ = &parker::of_this_thread();
-    std::optional<std::stop_callback<on_stop>> stop_link;
+    std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
     std::unique_lock lock(parker_->mutex);
     std::uint32_t s = state_.load(std::memory_order_acquire);
@@ -4231,9 +4406,6 @@ class task_record : public job, public task_identity {
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
 
-  // Whether destroying the record would run the value's destructor.
-  virtual bool holds_value_with_destructor() const noexcept { return false; }
-
   bool done() const {
     std::lock_guard lock(mutex_);
     return done_;
@@ -4275,10 +4447,6 @@ class task_record : public job, public task_identity {
 template <class T>
 class task_result : public task_record {
  public:
-  bool holds_value_with_destructor() const noexcept override {
-    return !std::is_trivially_destructible_v<T> && value.has_value();
-  }
-
   std::optional<T> value;  // set when the callable returned
 };
 template <>
@@ -4630,7 +4798,11 @@ class nursery final : private detail::nursery_node {
   }
 
   // The last thing a task does. Touches nothing of the nursery after the
-  // unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  // final unlock: the nursery may be destroyed as soon as running_ reaches 0.
+  // The task's own reference to its record is dropped before that, so when
+  // it is the last one the value or exception (user destructors) dies as
+  // part of the task, before wait() can return; a failure the nursery keeps
+  // dies with the nursery, and a held result with its last handle.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
     const bool failed = record->error != nullptr && !record->quiet;
     bool cancelled_nursery = false;
@@ -4650,6 +4822,14 @@ class nursery final : private detail::nursery_node {
       } else if (failed) {
         failures_.push_back(record);
       }
+    }
+    record->mark_done();
+    record.reset();
+    // Only leash bookkeeping is left, unless a failure cancelled siblings
+    // above (stop callbacks): the thread may take the next job early.
+    if (!failed) detail::thread_cache::mark_returning();
+    {
+      std::lock_guard lock(mutex_);
       if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
       changed_.notify_all();
     }
@@ -4718,11 +4898,6 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
-  // The rest is leash bookkeeping, unless a failure must cancel siblings (stop
-  // callbacks) or releasing the record may destroy a value or exception (user
-  // destructors): only without those may this thread take the next job early.
-  if (error == nullptr && !holds_value_with_destructor()) detail::thread_cache::mark_returning();
-  mark_done();
   n.task_finished(std::move(self));
 }
 
