@@ -37,7 +37,7 @@ std::uint16_t free_port() {
   return ntohs(addr.sin_port);
 }
 
-// True once 127.0.0.1:port accepts connections (within 5 s).
+// True once 127.0.0.1:port accepts connections (within leash_test::eventually_bound).
 bool wait_listening(std::uint16_t port) {
   return http_test::eventually([&] {
     try {

@@ -14,6 +14,8 @@
 
 #include "support/captures.hpp"
 #include "support/child_process.hpp"
+#include "support/eventually.hpp"
+#include "support/thread_state.hpp"
 
 using namespace std::chrono_literals;
 using leash::stop_reason;
@@ -311,18 +313,30 @@ TEST_CASE("cancelling an outer scope reaches the tasks of nested nurseries") {
   CHECK(stopped == 3);
 }
 
+// The join in ~nursery is no leash call (live_tasks() does not show it), so
+// the task finishes only once it sees the destroying thread asleep inside the
+// destructor. A destructor that did not join would return, and reach the
+// first CHECK, while the task still waits for that.
 TEST_CASE("the destructor joins every task") {
+  const pid_t destroying_thread = leash_test::current_thread_id();
   std::atomic<bool> finished{false};
+  std::latch scope_ending(1);
+  std::latch task_done(1);
   {
-    std::latch go(1);
     leash::nursery n;
     n.spawn([&] {
-      go.wait();
+      scope_ending.wait();
+      CHECK(leash_test::eventually([&] { return leash_test::thread_asleep(destroying_thread); }));
       finished = true;
+      task_done.count_down();
     });
-    go.count_down();
+    struct signal_on_exit {
+      std::latch& ending;
+      ~signal_on_exit() { ending.count_down(); }
+    } last_before_destructor{scope_ending};  // destroyed just before n
   }
   CHECK(finished);
+  task_done.wait();  // had ~nursery not joined, the task runs on: it ends once this thread sleeps
 }
 
 TEST_CASE("a scope unwinding with an exception cancels its tasks") {

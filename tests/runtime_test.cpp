@@ -12,22 +12,12 @@
 #include <vector>
 
 #include "support/child_process.hpp"
+#include "support/eventually.hpp"
 
 using namespace std::chrono_literals;
+using leash_test::eventually;  // thread counts: no event announces a thread exiting
 
 namespace {
-
-// Waits (bounded) for a runtime condition that depends on the keep-alive
-// clock: time itself is the subject here, so this polls.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::seconds bound = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + bound;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
-}
 
 struct restore_defaults {
   ~restore_defaults() { leash::runtime::configure({}); }
@@ -111,7 +101,7 @@ TEST_CASE("idle threads beyond max_idle exit after a short linger") {
     for (int i = 0; i < 16; ++i)
       n.spawn([&] { all_running.arrive_and_wait(); });
   });
-  CHECK(eventually([] { return leash::runtime::stats().threads_alive <= 2; }, 5s));
+  CHECK(eventually([] { return leash::runtime::stats().threads_alive <= 2; }));
   CHECK(leash::runtime::stats().threads_idle <= 2);
 }
 

@@ -16,11 +16,13 @@
 
 #include "support/captures.hpp"
 #include "support/child_process.hpp"
+#include "support/eventually.hpp"
 
 using namespace std::chrono_literals;
 using leash::missed_tick;
 using clock_type = std::chrono::steady_clock;
 
+using leash_test::eventually;  // tick counts and thread counts: time is the subject
 using leash_test::handler_capture;
 
 namespace {
@@ -72,17 +74,6 @@ std::vector<long> scheduled_of(const std::vector<sim_tick>& ticks) {
   for (const auto& t : ticks)
     out.push_back(t.scheduled);
   return out;
-}
-
-// Waits (bounded) until pred() holds; time is the subject of these waits.
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-  const auto end = clock_type::now() + limit;
-  while (!pred()) {
-    if (clock_type::now() > end) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 }  // namespace
@@ -397,7 +388,7 @@ TEST_CASE("ReverseProxy flush loop: no flush after the response finished, thread
   }
   CHECK(late == 0);
   CHECK(flushes >= 200);
-  CHECK(eventually([] { return leash::runtime::stats().threads_alive == 0; }, 10s));
+  CHECK(eventually([] { return leash::runtime::stats().threads_alive == 0; }));
   leash::runtime::configure({});
 }
 
@@ -410,7 +401,7 @@ TEST_CASE("10 000 tickers created and destroyed leave no threads and no timers")
         {.first = i % 2 == 0 ? leash::first_tick::immediately : leash::first_tick::after_period});
   }
   CHECK(leash::runtime::stats().pending_timers == 0);
-  CHECK(eventually([] { return leash::runtime::stats().threads_alive == 0; }, 10s));
+  CHECK(eventually([] { return leash::runtime::stats().threads_alive == 0; }));
   leash::runtime::configure({});
 }
 

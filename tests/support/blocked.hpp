@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "sanitizer.hpp"  // leash_test::scaled, for the stress tests that include this
+
 namespace leash_test {
 
 // Number of live tasks currently blocked in a call whose name ends with `what`
@@ -36,22 +38,6 @@ inline void wait_blocked(const std::string& what, std::size_t count = 1) {
     if (std::chrono::steady_clock::now() > give_up) FAIL("tasks never blocked in " << what);
     std::this_thread::yield();
   }
-}
-
-// Scales a stress test's iteration count down under sanitizers, which slow
-// threads 5-20x; the interleavings they check stay the same.
-constexpr long scaled(long n) {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  return n / 10;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-  return n / 10;
-#else
-  return n;
-#endif
-#else
-  return n;
-#endif
 }
 
 }  // namespace leash_test

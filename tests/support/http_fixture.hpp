@@ -1,7 +1,7 @@
 // tests/support/http_fixture.hpp: what the HTTP transport and server tests share:
 // resource counters (fds, running tasks), a gate that parks handlers until a
-// number of them arrived, a bounded condition poll, the sanitizer scale, and
-// a request helper.
+// number of them arrived, and request helpers; re-exports the shared
+// eventually() poll and the sanitizer scale.
 #pragma once
 
 #include <dirent.h>
@@ -9,7 +9,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
-#include <functional>
 #include <leash/cancel.hpp>
 #include <leash/detail/wait.hpp>
 #include <leash/http/transport.hpp>
@@ -19,24 +18,13 @@
 #include <string_view>
 #include <thread>
 
+#include "eventually.hpp"
+#include "sanitizer.hpp"
+
 namespace http_test {
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-inline constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-inline constexpr bool sanitized = true;
-#else
-inline constexpr bool sanitized = false;
-#endif
-#else
-inline constexpr bool sanitized = false;
-#endif
-
-// `n`, or n / 10 under a sanitizer (at least 1).
-constexpr int scaled(int n) {
-  return sanitized ? (n / 10 > 0 ? n / 10 : 1) : n;
-}
+using leash_test::eventually;  // for fd counts, stats and other states with no event
+using leash_test::scaled;
 
 // Open file descriptors of this process.
 inline int fd_count() {
@@ -51,17 +39,6 @@ inline int fd_count() {
 
 inline std::size_t tasks_running() {
   return leash::runtime::stats().tasks_running;
-}
-
-// Polls `ok` until true or 3 s passed (things that end asynchronously, like
-// a server's connection task seeing EOF); returns its last answer.
-inline bool eventually(const std::function<bool()>& ok) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (!ok()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
 }
 
 // Parks callers in arrive_and_wait() until `expected` arrived or open() was
