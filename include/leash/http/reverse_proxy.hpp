@@ -22,16 +22,15 @@
 // X-Forwarded-Proto ("http"), both replacing incoming ones. An absolute-form
 // target ("GET http://h/x") goes upstream in origin-form with Host set to
 // its authority (RFC 9112 3.2.2). The response head is flushed to the client
-// at once. The request body streams upstream as the
-// client sends it (nothing buffered whole): with its Content-Length, or
-// chunked when it came chunked; a client body that breaks HTTP is answered
-// 400 by the server, not 502. The response body is copied as it arrives and
-// flushed every flush_interval by a ticker, or after every read for
-// text/event-stream, for a body of unknown length, or when flush_interval is
-// negative. An upstream that fails before its head is answered 502; one that
-// fails mid-body aborts the client's connection (the client sees a truncated
-// response, never a clean end). A client that goes away cancels the upstream
-// request.
+// at once. The request body streams upstream as the client sends it (nothing
+// buffered whole): with its Content-Length, or chunked when it came chunked;
+// a client body that breaks HTTP is answered 400 by the server, not 502. The
+// response body is copied as it arrives and flushed every flush_interval by
+// a ticker, or after every read for text/event-stream, for a body of unknown
+// length, or when flush_interval is negative. An upstream that fails before
+// its head is answered 502; one that fails mid-body aborts the client's
+// connection (the client sees a truncated response, never a clean end). A
+// client that goes away cancels the upstream request.
 //
 // Guarantees. Blocks: the handler, for the upstream exchange. Cancelled: by
 // the server (shutdown) and by the client going away. Throws: nothing to the
@@ -117,7 +116,13 @@ inline request_head upstream_head(const server_request& req, bool trust_forwarde
       forwarded_for.append(v).append(", ");
   }
   forwarded_for.append(peer_ip(req.peer_address()));
-  out.headers.set("X-Forwarded-For", forwarded_for);
+  if (forwarded_for.size() >= 2 && forwarded_for.ends_with(", "))
+    forwarded_for.resize(forwarded_for.size() - 2);
+  if (!forwarded_for.empty()) {
+    out.headers.set("X-Forwarded-For", forwarded_for);
+  } else {
+    out.headers.erase("x-forwarded-for");
+  }
   if (!host.empty()) {
     out.headers.set("X-Forwarded-Host", host);
   } else {
