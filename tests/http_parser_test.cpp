@@ -1,9 +1,12 @@
 // Tests for leash/http/response_parser.hpp: framing, strictness, limits,
-// keep-alive, and the same result however the bytes are split.
+// keep-alive, and the same result however the bytes are split; and for the
+// server's request-head parser (detail/request_parser.hpp).
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <leash/http/detail/request_parser.hpp>
 #include <leash/http/response_parser.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -672,4 +675,82 @@ TEST_CASE("the word-at-a-time field value check agrees with the byte table") {
   CHECK(leash::http::detail::valid_field_value(std::string(40, '\x80')));
   CHECK(leash::http::detail::valid_field_value(std::string(40, ' ')));
   CHECK_FALSE(leash::http::detail::valid_field_value(std::string(40, '\x1f')));
+}
+
+// ---------------------------------------------------------------------------
+// The server's request-head parser (detail/request_parser.hpp).
+
+namespace {
+
+// The reason parse_request_head refuses `head` with, or nullopt when it parses.
+std::optional<R> request_refusal(const std::string& head) {
+  leash::http::detail::parsed_request out;
+  try {
+    leash::http::detail::parse_request_head(head, 100, out);
+  } catch (const leash::http::protocol_error& e) {
+    return e.reason();
+  }
+  return std::nullopt;
+}
+
+std::string get_with_host(std::string_view host) {
+  return "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n";
+}
+
+}  // namespace
+
+TEST_CASE("request heads: Transfer-Encoding on HTTP/1.0 is refused, whatever Connection says") {
+  CHECK(request_refusal("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+                        "Connection: keep-alive\r\n\r\n") == R::transfer_encoding_in_http10);
+  CHECK(request_refusal("POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n") ==
+        R::transfer_encoding_in_http10);
+  CHECK(request_refusal("POST /a HTTP/1.0\r\nTransfer-Encoding: gzip\r\n\r\n") ==
+        R::transfer_encoding_in_http10);
+  CHECK(request_refusal("POST /a HTTP/1.0\r\nContent-Length: 0\r\n\r\n") == std::nullopt);
+  CHECK(request_refusal("POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n") ==
+        std::nullopt);
+}
+
+TEST_CASE("request heads: HTTP/1.1 needs exactly one valid Host, HTTP/1.0 at most one") {
+  CHECK(request_refusal("GET / HTTP/1.1\r\n\r\n") == R::bad_host);
+  CHECK(request_refusal("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n") == R::duplicate_host);
+  CHECK(request_refusal("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n") == R::duplicate_host);
+  CHECK(request_refusal("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n") == R::duplicate_host);
+  CHECK(request_refusal("GET / HTTP/1.0\r\n\r\n") == std::nullopt);
+  for (const char* bad : {"a b", "a/b", "user@a", "a:80x", "[::1", "[::1]x", "a?b", "a#b", "%zz",
+                          ":80", "a\"b", "a:8:0", "[]"}) {
+    CAPTURE(bad);
+    CHECK(request_refusal(get_with_host(bad)) == R::bad_host);
+  }
+  for (const char* good : {"", "example.com", "example.com:8080", "127.0.0.1:1", "[::1]:80",
+                           "[::1]", "a:", "xn--bcher-kva.example", "a%41b", "a_b~c"}) {
+    CAPTURE(good);
+    CHECK(request_refusal(get_with_host(good)) == std::nullopt);
+  }
+}
+
+TEST_CASE("request heads: absolute-form targets need an http(s) scheme and a valid authority") {
+  CHECK(request_refusal("GET http://other.example/x HTTP/1.1\r\nHost: a\r\n\r\n") == std::nullopt);
+  CHECK(request_refusal("GET HTTPS://o.example:8443 HTTP/1.1\r\nHost: a\r\n\r\n") == std::nullopt);
+  for (const char* bad :
+       {"http://u@h/x", "http:///x", "http://h:8x/", "ftp://h/x", "http://:80/", "http://[::1/"}) {
+    CAPTURE(bad);
+    CHECK(request_refusal("GET " + std::string(bad) + " HTTP/1.1\r\nHost: a\r\n\r\n") ==
+          R::bad_target);
+  }
+  using leash::http::detail::split_absolute_form;
+  const auto t = split_absolute_form("http://other.example:81/x?q=1");
+  REQUIRE(t);
+  CHECK(t->authority == "other.example:81");
+  CHECK(t->origin == "/x?q=1");
+  const auto bare = split_absolute_form("HTTP://h");
+  REQUIRE(bare);
+  CHECK(bare->authority == "h");
+  CHECK(bare->origin == "/");
+  const auto query = split_absolute_form("http://h?q");
+  REQUIRE(query);
+  CHECK(query->origin == "/?q");
+  CHECK(!split_absolute_form("/x"));
+  CHECK(!split_absolute_form("*"));
+  CHECK(!split_absolute_form("h:443"));
 }

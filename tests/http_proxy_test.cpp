@@ -1,5 +1,5 @@
-// Tests for leash/http/reverse_proxy.hpp: SPEC section 8 (reverse proxy),
-// issue 5 item 7. Client -> leash server running the proxy -> upstream.
+// Tests for leash/http/reverse_proxy.hpp: client -> leash server running the
+// proxy -> upstream.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -24,9 +24,12 @@ namespace {
 
 // An upstream (the leash server), a proxy in front of it, and a client.
 struct chain {
-  chain(http::server::handler upstream_handler, std::chrono::milliseconds flush = 100ms)
+  chain(http::server::handler upstream_handler, std::chrono::milliseconds flush = 100ms,
+        bool trust_forwarded_for = false)
       : upstream(n, std::move(upstream_handler)),
-        proxy(to_upstream, {.port = upstream.port(), .flush_interval = flush}),
+        proxy(to_upstream, {.port = upstream.port(),
+                            .flush_interval = flush,
+                            .trust_forwarded_for = trust_forwarded_for}),
         front(n, std::cref(proxy)) {}
   std::uint16_t port() const { return front.port(); }
 
@@ -270,4 +273,121 @@ TEST_CASE(
     got.push_back(ch);
   CHECK(got.find("HTTP/1.1 200 OK\r\n") == 0);
   CHECK(got.find("got hello") != std::string::npos);
+}
+
+TEST_CASE("a smuggling HTTP/1.0 request with Transfer-Encoding never reaches the upstream") {
+  std::atomic<int> upstream_calls{0};
+  chain c([&](http::server_request&, http::response_writer& w) {
+    ++upstream_calls;
+    w.write("upstream");
+  });
+  const std::string reply = http_test::exchange_raw(
+      c.port(),
+      "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+      "0\r\n\r\nGET /smuggled HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  CHECK(reply.find("HTTP/1.1 400 ") == 0);
+  CHECK(reply.find("HTTP/1.1", 1) == std::string::npos);
+  CHECK(upstream_calls == 0);
+}
+
+TEST_CASE(
+    "an absolute-form target goes upstream in origin-form, with the URI's authority as Host") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    w.write(std::string(req.target()) + " " + std::string(req.headers().get("host").value_or("")) +
+            " " + std::to_string(req.headers().count("host")));
+  });
+  const std::string reply =
+      http_test::exchange_raw(c.port(),
+                              "GET http://other.example:81/x?q=1 HTTP/1.1\r\nHost: a\r\n"
+                              "Connection: close\r\n\r\n");
+  CHECK(reply.find("HTTP/1.1 200 ") == 0);
+  CHECK(reply.substr(reply.find("\r\n\r\n") + 4) == "/x?q=1 other.example:81 1");
+}
+
+TEST_CASE("every Proxy-* field is dropped both ways") {
+  chain c([](http::server_request& req, http::response_writer& w) {
+    std::string seen;
+    for (auto [name, value] : req.headers()) {
+      if (name.size() >= 6 && leash::http::detail::iequals(name.substr(0, 6), "proxy-")) {
+        seen += std::string(name) + ";";
+      }
+    }
+    w.headers().add("Proxy-Authenticate", "Basic");
+    w.headers().add("Proxy-Status", "upstream");
+    w.headers().add("X-Kept", "1");
+    w.write(seen.empty() ? "none" : seen);
+  });
+  http::transport t;
+  http::request req = get(c.port());
+  req.head.headers.add("Proxy-Authorization", "Basic eDp5");
+  req.head.headers.add("Proxy-Connection", "keep-alive");
+  req.head.headers.add("PROXY-Custom", "1");
+  http::response r = t.round_trip(req);
+  CHECK(r.body.read_all(100) == "none");
+  CHECK(r.head.headers.get("x-kept") == "1");
+  CHECK(!r.head.headers.contains("proxy-authenticate"));
+  CHECK(!r.head.headers.contains("proxy-status"));
+}
+
+namespace {
+
+// The upstream's view of the X-Forwarded-* fields, as "for|proto|host".
+void echo_forwarded(http::server_request& req, http::response_writer& w) {
+  auto all = [&](std::string_view name) {
+    std::string out;
+    for (std::string_view v : req.headers().get_all(name))
+      out += (out.empty() ? "" : "+") + std::string(v);
+    return out;
+  };
+  w.write(all("x-forwarded-for") + "|" + all("x-forwarded-proto") + "|" + all("x-forwarded-host"));
+}
+
+http::request forwarded_request(std::uint16_t port) {
+  http::request req = get(port);
+  req.head.headers.add("Host", "front.example");
+  req.head.headers.add("X-Forwarded-For", "203.0.113.9");
+  req.head.headers.add("X-Forwarded-Proto", "https");
+  req.head.headers.add("X-Forwarded-Host", "spoofed.example");
+  return req;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "X-Forwarded-For/-Proto/-Host: set from this hop; an incoming X-Forwarded-For is replaced") {
+  chain c(echo_forwarded);
+  http::transport t;
+  http::response r = t.round_trip(forwarded_request(c.port()));
+  CHECK(r.body.read_all(200) == "127.0.0.1|http|front.example");
+}
+
+TEST_CASE("trust_forwarded_for appends the client to an incoming X-Forwarded-For") {
+  chain c(echo_forwarded, 100ms, true);
+  http::transport t;
+  http::response r = t.round_trip(forwarded_request(c.port()));
+  CHECK(r.body.read_all(200) == "203.0.113.9, 127.0.0.1|http|front.example");
+  http::request plain = get(c.port());
+  CHECK(t.round_trip(plain).body.read_all(200).rfind("127.0.0.1|http|127.0.0.1:", 0) == 0);
+}
+
+TEST_CASE("an upstream's duplicate Content-Length reaches the client as one field") {
+  for (const char* framing :
+       {"Content-Length: 7, 7\r\n", "Content-Length: 7\r\nContent-Length: 7\r\n"}) {
+    CAPTURE(framing);
+    http_test::raw_server upstream([&](http_test::conn& k) {
+      if (!k.read_request()) return;
+      k.write(std::string("HTTP/1.1 200 OK\r\n") + framing + "Connection: close\r\n\r\nproxied");
+      k.wait_eof();
+    });
+    leash::nursery n;
+    http::transport to_upstream;
+    http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+    http::server front(n, std::cref(proxy));
+    const std::string reply = http_test::exchange_raw(
+        front.port(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(reply.find("HTTP/1.1 200 ") == 0);
+    CHECK(reply.find("Content-Length: 7\r\n") != std::string::npos);
+    CHECK(reply.find("ontent-Length", reply.find("ontent-Length") + 1) == std::string::npos);
+    CHECK(reply.substr(reply.size() - 7) == "proxied");
+  }
 }

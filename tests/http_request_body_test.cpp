@@ -1,6 +1,7 @@
 // Tests for leash/http/detail/request_body.hpp through the server: request
 // bodies read on demand (Content-Length and chunked), the drain of an unread
-// tail, Expect: 100-continue, and the server's write timeout.
+// tail, Expect: 100-continue, the server's write timeout; and the request
+// framing and Host rules that keep one request from smuggling another.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -319,4 +320,62 @@ TEST_CASE("a handler blocked reading a body that never comes is cancelled by shu
   srv.shutdown(0ms);  // returns once the connection task ended
   CHECK(outcome.get_future().get() == "cancelled");
   CHECK(srv.stats().connections == 0);
+}
+
+TEST_CASE("Transfer-Encoding on HTTP/1.0 is answered 400 and the bytes after it are never served") {
+  leash::nursery n;
+  std::atomic<int> calls{0};
+  http::server srv(n, [&](http::server_request&, http::response_writer& w) {
+    ++calls;
+    w.write("served");
+  });
+  const std::string reply =
+      exchange_raw(srv.port(),
+                   "POST /a HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+                   "Connection: keep-alive\r\n\r\n0\r\n\r\n"
+                   "GET /smuggled HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  CHECK(reply.find("HTTP/1.1 400 ") == 0);
+  CHECK(reply.find("Connection: close\r\n") != std::string::npos);
+  CHECK(reply.find("HTTP/1.1", 1) == std::string::npos);  // one response, then the close
+  CHECK(calls == 0);
+}
+
+TEST_CASE("an HTTP/1.1 request without exactly one valid Host is answered 400 and closed") {
+  leash::nursery n;
+  std::atomic<int> calls{0};
+  http::server srv(n, [&](http::server_request&, http::response_writer& w) {
+    ++calls;
+    w.write("served");
+  });
+  const char* bad[] = {
+      "GET / HTTP/1.1\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: evil.example/path\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+  };
+  for (const char* b : bad) {
+    CAPTURE(b);
+    const std::string reply = exchange_raw(srv.port(), b);
+    CHECK(reply.find("HTTP/1.1 400 ") == 0);
+    CHECK(reply.find("HTTP/1.1", 1) == std::string::npos);
+  }
+  CHECK(calls == 0);
+  CHECK(exchange_raw(srv.port(), "GET / HTTP/1.0\r\n\r\n").find("HTTP/1.1 200 ") == 0);
+}
+
+TEST_CASE("server_request::peer_address() is the client's address and port") {
+  leash::nursery n;
+  std::string peer;
+  http::server srv(n, [&](http::server_request& req, http::response_writer& w) {
+    peer = std::string(req.peer_address());
+    w.write("ok");
+  });
+  net::socket s = dial(srv.port());
+  sockaddr_in local{};
+  socklen_t len = sizeof local;
+  REQUIRE(::getsockname(s.fd(), reinterpret_cast<sockaddr*>(&local), &len) == 0);
+  send(s, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  CHECK(read_to_eof(s.fd()).find("HTTP/1.1 200 ") == 0);
+  CHECK(peer == "127.0.0.1:" + std::to_string(ntohs(local.sin_port)));
 }

@@ -1,12 +1,20 @@
 // Tests for leash/http/request_writer.hpp: what is written, and what is
-// refused before a single byte is written.
+// refused before a single byte is written; and for the server's response
+// writer: the framing fields and status codes it puts on the wire.
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <leash/errors.hpp>
 #include <leash/http/request_writer.hpp>
 #include <leash/http/response_parser.hpp>
+#include <leash/http/server.hpp>
+#include <leash/nursery.hpp>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "support/http_fixture.hpp"
 
 using leash::http::request_body;
 using leash::http::request_head;
@@ -278,4 +286,128 @@ TEST_CASE("random requests are either refused or written with exactly their own 
   }
   CHECK(accepted > 1000);
   CHECK(refused > 1000);
+}
+
+// ---------------------------------------------------------------------------
+// The server's response writer (response_writer.hpp): framing fields and
+// status codes, seen on the wire.
+
+namespace {
+
+// How many times `needle` occurs in `hay`.
+std::size_t occurrences(std::string_view hay, std::string_view needle) {
+  std::size_t n = 0;
+  for (std::size_t at = hay.find(needle); at != std::string_view::npos;
+       at = hay.find(needle, at + 1))
+    ++n;
+  return n;
+}
+
+// The raw reply of a leash server running `h` to one `request`.
+std::string reply_of(leash::http::server::handler h, std::string_view request =
+                                                         "GET / HTTP/1.1\r\nHost: x\r\n"
+                                                         "Connection: close\r\n\r\n") {
+  leash::nursery n;
+  leash::http::server srv(n, std::move(h));
+  return http_test::exchange_raw(srv.port(), request);
+}
+
+using leash::http::response_writer;
+using leash::http::server_request;
+
+}  // namespace
+
+TEST_CASE("a handler's Transfer-Encoding: chunked is the writer's: one framing field on the wire") {
+  const auto handler = [](server_request&, response_writer& w) {
+    w.headers().set("Transfer-Encoding", "chunked");
+    w.write("abc");
+  };
+  const std::string reply = reply_of(handler);
+  CHECK(reply.find("HTTP/1.1 200 ") == 0);
+  CHECK(occurrences(reply, "Transfer-Encoding: chunked\r\n") == 1);
+  CHECK(reply.find("Content-Length") == std::string::npos);
+  CHECK(reply.substr(reply.find("\r\n\r\n") + 4) == "3\r\nabc\r\n0\r\n\r\n");
+  // HTTP/1.0 has no chunked coding: the body is delimited by the close.
+  const std::string old = reply_of(handler, "GET / HTTP/1.0\r\n\r\n");
+  CHECK(old.find("HTTP/1.1 200 ") == 0);
+  CHECK(old.find("Transfer-Encoding") == std::string::npos);
+  CHECK(old.find("Content-Length") == std::string::npos);
+  CHECK(old.substr(old.find("\r\n\r\n") + 4) == "abc");
+}
+
+TEST_CASE("framing fields a response cannot carry are refused: 500, never sent") {
+  struct sample {
+    const char* name;
+    std::vector<std::pair<const char*, const char*>> fields;
+    R reason;
+  };
+  const sample samples[] = {
+      {"two different Content-Lengths",
+       {{"Content-Length", "3"}, {"Content-Length", "4"}},
+       R::conflicting_content_length},
+      {"Content-Length with Transfer-Encoding",
+       {{"Content-Length", "3"}, {"Transfer-Encoding", "chunked"}},
+       R::content_length_with_transfer_encoding},
+      {"a coding the writer does not apply",
+       {{"Transfer-Encoding", "gzip"}},
+       R::unsupported_transfer_coding},
+      {"two Transfer-Encoding fields",
+       {{"Transfer-Encoding", "chunked"}, {"Transfer-Encoding", "chunked"}},
+       R::unsupported_transfer_coding},
+      {"a Content-Length list", {{"Content-Length", "3, 3"}}, R::bad_content_length},
+  };
+  for (const sample& s : samples) {
+    CAPTURE(s.name);
+    std::optional<R> refused;
+    std::string what;
+    const std::string reply = reply_of([&](server_request&, response_writer& w) {
+      for (auto [name, value] : s.fields)
+        w.headers().add(name, value);
+      w.write("abc");
+      try {
+        w.flush();
+      } catch (const leash::http::invalid_request& e) {
+        refused = e.reason();
+        what = e.what();
+        throw;
+      }
+    });
+    CHECK(refused == s.reason);
+    CHECK(what.rfind("leash::http: invalid request: ", 0) == 0);
+    CHECK(reply.find("HTTP/1.1 500 ") == 0);
+    CHECK(reply.find("abc") == std::string::npos);
+  }
+}
+
+TEST_CASE("identical Content-Length fields set by a handler go out as one") {
+  const std::string reply = reply_of([](server_request&, response_writer& w) {
+    w.headers().add("Content-Length", "3");
+    w.headers().add("content-length", "3");
+    w.write("abc");
+  });
+  CHECK(reply.find("HTTP/1.1 200 ") == 0);
+  CHECK(occurrences(reply, "Content-Length: 3\r\n") == 1);
+  CHECK(occurrences(reply, "ontent-") == 1);
+  CHECK(reply.substr(reply.size() - 3) == "abc");
+}
+
+TEST_CASE("set_status refuses anything but a final status 200..599") {
+  std::vector<std::string> refused;
+  const std::string reply = reply_of([&](server_request&, response_writer& w) {
+    for (int s : {100, 101, 199, 0, 99, 600, 1000, -200}) {
+      try {
+        w.set_status(s);
+      } catch (const leash::usage_error& e) {
+        refused.push_back(e.what());
+      }
+    }
+    w.set_status(599);
+    w.set_status(200);
+    w.write("body");
+  });
+  CHECK(refused.size() == 8);
+  for (const std::string& what : refused)
+    CHECK(what.rfind("leash::http::response_writer: status ", 0) == 0);
+  CHECK(reply.find("HTTP/1.1 200 OK\r\n") == 0);
+  CHECK(reply.substr(reply.size() - 4) == "body");
 }

@@ -2,9 +2,15 @@
 //
 // A handler writes its response through it; the server frames it: by
 // Content-Length when the handler returns before anything was flushed,
-// otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0). A
-// Content-Length the handler set is enforced (more or fewer bytes abort the
-// connection, never a clean end the client would wait past).
+// otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0). The framing
+// fields are the writer's: a Content-Length the handler set is enforced
+// (more or fewer bytes abort the connection, never a clean end the client
+// would wait past), identical duplicates go out as one field; a handler's
+// "Transfer-Encoding: chunked" only asks for a streamed body (chunked, or
+// close-delimited for HTTP/1.0) and is never sent next to a Content-Length.
+// Framing a client could read two ways is refused before a byte is sent:
+// two different lengths, a length that is not one decimal number, any other
+// transfer coding, or both fields. A status is a final one, 200..599.
 //
 //   w.set_status(200);
 //   w.headers().set("Content-Type", "text/plain");
@@ -14,8 +20,9 @@
 // Guarantees. Blocks: write() and flush() while sending, each send bounded
 // by the server's write_timeout (then http::timeout, and the connection is
 // aborted). Cancelled: by the connection task's token (the server's
-// shutdown). Throws: io_error, timeout, cancelled, usage_error (status after
-// the head), invalid_request (a field the response cannot carry).
+// shutdown). Throws: io_error, timeout, cancelled, usage_error (a status
+// outside 200..599, or set after the head), invalid_request (when the head
+// is sent: a field the response cannot carry, framing fields as above).
 // Thread-safe: one mutex; flush() may come from another thread (a ticker)
 // while the handler runs.
 #pragma once
@@ -29,6 +36,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -54,8 +62,14 @@ class response_writer {
   response_writer(const response_writer&) = delete;
   response_writer& operator=(const response_writer&) = delete;
 
-  // Sets the status; only before the head was sent (then usage_error).
+  // Sets the final status, 200..599, before the head was sent; anything else
+  // is a usage_error. Interim 1xx responses are the server's (100 Continue),
+  // and 101 needs an upgrade, which leash does not do.
   void set_status(int status) {
+    if (status < min_status || status > max_status) {
+      throw usage_error("leash::http::response_writer: status " + std::to_string(status) +
+                        " is not a final status (200..599)");
+    }
     std::lock_guard lock(mutex_);
     if (head_sent_) throw usage_error("leash::http::response_writer: status after the head");
     status_ = status;
@@ -172,21 +186,57 @@ class response_writer {
     }
   }
 
+  // The handler's framing fields, checked and taken over: identical
+  // Content-Lengths become one field, Transfer-Encoding is removed (the
+  // writer adds its own). Throws invalid_request, with nothing sent.
+  struct user_framing {
+    std::optional<std::uint64_t> length;
+    bool chunked = false;  // the handler asked for a streamed body
+  };
+  user_framing take_framing_fields() {
+    user_framing user;
+    for (fields::field f : headers_) {
+      if (detail::iequals(f.name, "transfer-encoding")) {
+        if (user.chunked || !detail::iequals(detail::trim_ows(f.value), "chunked")) {
+          throw invalid_request(reason::unsupported_transfer_coding,
+                                "response Transfer-Encoding " + std::string(f.value));
+        }
+        user.chunked = true;
+      } else if (detail::iequals(f.name, "content-length")) {
+        std::uint64_t n = 0;
+        if (detail::parse_decimal(detail::trim_ows(f.value), n) != detail::number_status::ok) {
+          throw invalid_request(reason::bad_content_length,
+                                "response Content-Length " + std::string(f.value));
+        }
+        if (user.length && *user.length != n) {
+          throw invalid_request(reason::conflicting_content_length, "response Content-Length");
+        }
+        user.length = n;
+      }
+    }
+    if (user.length && user.chunked) {
+      throw invalid_request(reason::content_length_with_transfer_encoding, "response");
+    }
+    headers_.erase("transfer-encoding");
+    if (user.length) headers_.set("Content-Length", std::to_string(*user.length));
+    return user;
+  }
+
   void send_locked(bool last) {
     if (aborted_)
       throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
     std::string out;
     if (!head_sent_) {
-      const bool no_body = head_request_ || status_ == 204 || status_ == 304 || status_ < 200;
-      const auto user_length = headers_.get("content-length");
+      const bool no_body = head_request_ || status_ == 204 || status_ == 304;
+      const user_framing user = take_framing_fields();
+      // RFC 9110 8.6: no Content-Length in a 204.
+      if (status_ == 204) headers_.erase("content-length");
       if (no_body) {
         mode_ = mode::none;  // a user Content-Length describes the body not sent
-      } else if (user_length) {
+      } else if (user.length) {
         mode_ = mode::length;
-        if (detail::parse_decimal(*user_length, remaining_) != detail::number_status::ok) {
-          throw invalid_request(reason::body_length_mismatch, "response Content-Length");
-        }
-      } else if (last) {
+        remaining_ = *user.length;
+      } else if (last && !user.chunked) {
         mode_ = mode::length;
         remaining_ = buffer_.size();
         headers_.set("Content-Length", std::to_string(buffer_.size()));
@@ -230,6 +280,8 @@ class response_writer {
     send_bytes_locked(out);
   }
 
+  static constexpr int min_status = 200;  // 1xx are interim: never a handler's final answer
+  static constexpr int max_status = 599;  // the last class RFC 9110 15 defines
   enum class mode : unsigned char { none, length, chunked, until_close };
   mutable std::mutex mutex_;  // guards everything below
   int fd_;

@@ -11,18 +11,26 @@
 //   leash::http::server front(n, std::ref(proxy));
 //
 // Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
-// Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade, and every field the
-// Connection header names) are dropped both ways; the response head is
-// flushed to the client at once. The request body streams upstream as the
-// client sends it (nothing buffered whole): with its Content-Length, or
-// chunked when it came chunked; a client body that breaks HTTP is answered
-// 400 by the server, not 502. The response body is copied as it arrives and
-// flushed every flush_interval by a ticker, or after every read for
-// text/event-stream, for a body of unknown length, or when flush_interval is
-// negative. An upstream that fails before its head is answered 502; one that
-// fails mid-body aborts the client's connection (the client sees a truncated
-// response, never a clean end). A client that goes away cancels the upstream
-// request.
+// TE, Trailer, Transfer-Encoding, Upgrade, every field the Connection header
+// names) and every field whose name starts with "Proxy-" (credentials and
+// state of this hop: Proxy-Authorization, Proxy-Authenticate,
+// Proxy-Connection, ...) are dropped both ways; Content-Length is redone from
+// the parsed length (one field, whatever duplicates the upstream sent).
+// Added upstream, as Go's httputil.ReverseProxy does: X-Forwarded-For (the
+// client's IP, replacing an incoming one, or appended to it with
+// trust_forwarded_for), X-Forwarded-Host (the request's host) and
+// X-Forwarded-Proto ("http"), both replacing incoming ones. An absolute-form
+// target ("GET http://h/x") goes upstream in origin-form with Host set to
+// its authority (RFC 9112 3.2.2). The response head is flushed to the client
+// at once. The request body streams upstream as the client sends it (nothing
+// buffered whole): with its Content-Length, or chunked when it came chunked;
+// a client body that breaks HTTP is answered 400 by the server, not 502. The
+// response body is copied as it arrives and flushed every flush_interval by
+// a ticker, or after every read for text/event-stream, for a body of unknown
+// length, or when flush_interval is negative. An upstream that fails before
+// its head is answered 502; one that fails mid-body aborts the client's
+// connection (the client sees a truncated response, never a clean end). A
+// client that goes away cancels the upstream request.
 //
 // Guarantees. Blocks: the handler, for the upstream exchange. Cancelled: by
 // the server (shutdown) and by the client going away. Throws: nothing to the
@@ -53,6 +61,9 @@ struct proxy_options {
   // How often buffered body bytes are flushed to the client; negative: after
   // every read. Text/event-stream and unknown-length bodies always flush at once.
   std::chrono::milliseconds flush_interval{100};
+  // Append the client to an incoming X-Forwarded-For (the proxy in front is
+  // trusted) instead of replacing it (a client could claim any address).
+  bool trust_forwarded_for = false;
 };
 
 namespace detail {
@@ -63,24 +74,73 @@ inline void copy_end_to_end(const fields& from, fields& to) {
   for (std::string_view v : from.get_all("connection")) {
     for_each_list_element(v, [&](std::string_view e) { named.emplace_back(e); });
   }
-  static constexpr std::string_view hop[] = {"connection",
-                                             "keep-alive",
-                                             "proxy-connection",
-                                             "proxy-authenticate",
-                                             "proxy-authorization",
-                                             "te",
-                                             "trailer",
-                                             "transfer-encoding",
-                                             "upgrade",
+  static constexpr std::string_view hop[] = {"connection",    "keep-alive",        "te",
+                                             "trailer",       "transfer-encoding", "upgrade",
                                              "content-length"};
+  constexpr std::string_view proxy_prefix = "proxy-";  // this hop's fields, all of them
   for (fields::field f : from) {
-    bool drop = false;
+    bool drop = f.name.size() >= proxy_prefix.size() &&
+                iequals(f.name.substr(0, proxy_prefix.size()), proxy_prefix);
     for (std::string_view h : hop)
       drop = drop || iequals(f.name, h);
     for (const std::string& n : named)
       drop = drop || iequals(f.name, n);
     if (!drop) to.add(f.name, f.value);
   }
+}
+
+// The IP of an "ip:port" or "[ip]:port" peer address.
+inline std::string_view peer_ip(std::string_view peer) {
+  const std::size_t colon = peer.rfind(':');
+  if (colon == std::string_view::npos) return peer;
+  std::string_view ip = peer.substr(0, colon);
+  if (ip.size() >= 2 && ip.front() == '[' && ip.back() == ']') ip = ip.substr(1, ip.size() - 2);
+  return ip;
+}
+
+// The request head that goes upstream for `req`: origin-form target,
+// end-to-end fields, Host and the X-Forwarded-* fields (see the header
+// comment).
+inline request_head upstream_head(const server_request& req, bool trust_forwarded_for) {
+  request_head out{std::string(req.method()), std::string(req.target())};
+  copy_end_to_end(req.headers(), out.headers);
+  std::string host(req.headers().get("host").value_or(""));
+  if (auto absolute = split_absolute_form(req.target())) {
+    out.target = std::move(absolute->origin);
+    host = std::string(absolute->authority);
+    out.headers.set("Host", host);
+  }
+  std::string forwarded_for;
+  if (trust_forwarded_for) {
+    for (std::string_view v : req.headers().get_all("x-forwarded-for"))
+      forwarded_for.append(v).append(", ");
+  }
+  forwarded_for.append(peer_ip(req.peer_address()));
+  if (forwarded_for.size() >= 2 && forwarded_for.ends_with(", "))
+    forwarded_for.resize(forwarded_for.size() - 2);
+  if (!forwarded_for.empty()) {
+    out.headers.set("X-Forwarded-For", forwarded_for);
+  } else {
+    out.headers.erase("x-forwarded-for");
+  }
+  if (!host.empty()) {
+    out.headers.set("X-Forwarded-Host", host);
+  } else {
+    out.headers.erase("x-forwarded-host");
+  }
+  out.headers.set("X-Forwarded-Proto", "http");
+  return out;
+}
+
+// The single length of a Content-Length the transport accepted ("7",
+// "7, 7", or the first of identical fields).
+inline std::optional<std::uint64_t> parsed_length(const fields& headers) {
+  const auto value = headers.get("content-length");
+  if (!value) return std::nullopt;
+  std::uint64_t n = 0;
+  const std::string_view first = trim_ows(value->substr(0, value->find(',')));
+  if (parse_decimal(first, n) != number_status::ok) return std::nullopt;
+  return n;
 }
 
 // The client's request body on its way upstream; remembers whether reading
@@ -113,9 +173,8 @@ class reverse_proxy {
       : upstream_(&upstream), options_(std::move(options)) {}
 
   void operator()(server_request& req, response_writer& w) const {
-    request out{
-        options_.host, options_.port, {std::string(req.method()), std::string(req.target())}};
-    detail::copy_end_to_end(req.headers(), out.head.headers);
+    request out{options_.host, options_.port,
+                detail::upstream_head(req, options_.trust_forwarded_for)};
     // The transport sends the body as soon as the head (it never waits for a
     // 100); the client's expectation was answered by our first read.
     out.head.headers.erase("expect");
@@ -168,8 +227,8 @@ class reverse_proxy {
     }
     w.set_status(r.status());
     detail::copy_end_to_end(r.head.headers, w.headers());
-    const auto length = r.head.headers.get("content-length");
-    if (length) w.headers().set("Content-Length", *length);
+    const std::optional<std::uint64_t> length = detail::parsed_length(r.head.headers);
+    if (length) w.headers().set("Content-Length", std::to_string(*length));
     const auto type = r.head.headers.get("content-type");
     const bool immediate = options_.flush_interval.count() < 0 || !length ||
                            (type && type->substr(0, 17) == "text/event-stream");

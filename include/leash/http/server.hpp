@@ -89,6 +89,8 @@ class server_request {
   std::optional<std::uint64_t> body_length() const noexcept { return body_length_; }
   // This request's typed values; destroyed with the request.
   value_bag& values() noexcept { return values_; }
+  // The client's address as "ip:port" ("[ip]:port" for IPv6); empty if unknown.
+  std::string_view peer_address() const noexcept { return peer_address_; }
 
  private:
   friend class server;
@@ -100,6 +102,7 @@ class server_request {
   leash::body body_;
   std::optional<std::uint64_t> body_length_;
   std::size_t max_body_ = 0;
+  std::string peer_address_;
   value_bag values_;
 };
 
@@ -319,11 +322,32 @@ class server {
     }
   }
 
+  // "ip:port" of the peer of `fd`, or "" when it cannot be told.
+  static std::string peer_address_of(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    char ip[INET6_ADDRSTRLEN] = {};
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
+    if (addr.ss_family == AF_INET) {
+      const auto& a = reinterpret_cast<const sockaddr_in&>(addr);
+      ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+      return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+    }
+    if (addr.ss_family == AF_INET6) {
+      const auto& a = reinterpret_cast<const sockaddr_in6&>(addr);
+      ::inet_ntop(AF_INET6, &a.sin6_addr, ip, sizeof ip);
+      return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a.sin6_port));
+    }
+    return {};
+  }
+
   void serve_connection(detail::socket s) {
     const std::stop_token token = this_task::stop_token();
+    const std::string peer = peer_address_of(s.fd());
     std::string buf;
     for (;;) {
       server_request req;
+      req.peer_address_ = peer;
       detail::parsed_request parsed;
       std::size_t head_end = 0;
       try {

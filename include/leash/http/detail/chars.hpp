@@ -129,6 +129,47 @@ constexpr void for_each_list_element(std::string_view list, F&& f) {
   }
 }
 
+// unreserved / sub-delims (RFC 3986 2.2, 2.3): the bytes a reg-name may hold
+// besides pct-encoded triplets.
+constexpr bool is_host_char(char c) noexcept {
+  const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  return alnum || std::string_view("-._~!$&'()*+,;=").find(c) != std::string_view::npos;
+}
+
+// True for uri-host [ ":" port ] (RFC 9110 7.2, RFC 3986 3.2.2), the grammar
+// of a Host value and of an http URI's authority; also true for an empty
+// value (RFC 9110 7.2: a Host for a target without an authority is empty).
+// Stricter than the grammar: a port needs a non-empty host (":80" is
+// refused). An IP-literal is checked for its brackets and characters only.
+constexpr bool valid_host(std::string_view v) noexcept {
+  if (v.empty()) return true;
+  std::size_t i = 0;
+  if (v.front() == '[') {  // IP-literal
+    const std::size_t close = v.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    for (i = 1; i < close; ++i) {
+      if (!is_host_char(v[i]) && v[i] != ':') return false;
+    }
+    i = close + 1;
+  } else {  // reg-name or IPv4address
+    for (; i < v.size() && v[i] != ':'; ++i) {
+      if (v[i] == '%') {
+        if (i + 2 >= v.size() || hex_value(v[i + 1]) < 0 || hex_value(v[i + 2]) < 0) return false;
+        i += 2;
+      } else if (!is_host_char(v[i])) {
+        return false;
+      }
+    }
+    if (i == 0) return false;  // ":80"
+  }
+  if (i == v.size()) return true;
+  if (v[i] != ':') return false;
+  for (++i; i < v.size(); ++i) {  // port = *DIGIT
+    if (!is_digit(v[i])) return false;
+  }
+  return true;
+}
+
 // Largest body or chunk size leash accepts: what fits an int64, as in Go.
 inline constexpr std::uint64_t max_length = (std::uint64_t{1} << 63) - 1;
 
