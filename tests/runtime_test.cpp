@@ -1,8 +1,10 @@
 // Tests for leash/runtime.hpp: the elastic thread cache of SPEC section 1.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <latch>
 #include <leash.hpp>
 #include <memory>
@@ -196,4 +198,83 @@ TEST_CASE("the runtime shuts down cleanly at exit, even when used in a static de
   CHECK(r.output.find("static destructor ran a nursery: 7") != std::string::npos);
   // Idle threads were woken, not waited out (their keep-alive is a minute).
   CHECK(std::chrono::steady_clock::now() - t0 < 30s);
+}
+
+namespace {
+
+// Spawns blocking tasks into `n` until the runtime refuses one; returns how
+// many started. Each task waits for the nursery's cancel.
+int spawn_until_refused(leash::nursery& n, int attempts, std::string& refusal) {
+  for (int started = 0; started < attempts; ++started) {
+    try {
+      n.spawn("blocker", [] { leash::this_task::sleep_for(1h); });
+    } catch (const leash::resource_exhausted& e) {
+      refusal = e.what();
+      return started;
+    }
+  }
+  return attempts;
+}
+
+}  // namespace
+
+TEST_CASE("at max_threads, spawn throws resource_exhausted and the tasks already running go on") {
+  restore_defaults restore;
+  constexpr std::size_t cap = 64;
+  leash::runtime::configure({.max_threads = cap});
+  CHECK(leash::runtime::stats().max_threads == cap);
+  // Threads left idle by earlier cases in this process are reused, not capped.
+  const std::size_t usable = std::max(cap, leash::runtime::stats().threads_alive);
+  std::string refusal;
+  int started = 0;
+  {
+    leash::nursery n;
+    started = spawn_until_refused(n, 200, refusal);
+    CHECK(leash::runtime::stats().threads_alive <= usable);
+    CHECK(n.running() == static_cast<std::size_t>(started));
+    n.cancel();
+    n.wait();
+  }
+  CHECK(started >= 1);
+  CHECK(started <= static_cast<int>(usable));
+  CHECK(refusal.find("could not start a thread for task \"blocker\"") != std::string::npos);
+  CHECK(refusal.find("threads alive") != std::string::npos);
+  CHECK(refusal.find("max_threads = 64") != std::string::npos);
+  CHECK(leash::runtime::stats().spawns_refused >= 1);
+}
+
+TEST_CASE("at max_threads, try_spawn returns an empty task instead of throwing") {
+  restore_defaults restore;
+  constexpr std::size_t cap = 64;
+  leash::runtime::configure({.max_threads = cap});
+  const std::size_t usable = std::max(cap, leash::runtime::stats().threads_alive);
+  leash::nursery n;
+  int empty = 0;
+  for (int i = 0; i < 200; ++i) {
+    auto t = n.try_spawn([] { leash::this_task::sleep_for(1h); });
+    empty += !t.has_value();
+  }
+  CHECK(empty >= 200 - static_cast<int>(usable));
+  n.cancel();
+  n.wait();
+}
+
+TEST_CASE("a thread freed by a finished task is reused below the cap") {
+  restore_defaults restore;
+  leash::runtime::configure({.max_threads = 4});
+  // Many more tasks than the cap, one after another: each finds a thread.
+  int ran = 0;
+  leash::run_nursery([&](leash::nursery& n) {
+    for (int i = 0; i < 100; ++i)
+      n.spawn([&] { ++ran; }).get();
+  });
+  CHECK(ran == 100);
+}
+
+TEST_CASE("the derived max_threads default is below every OS limit it reads") {
+  const std::size_t derived = leash::runtime::stats().max_threads;
+  CHECK(derived > 0);
+  std::ifstream pid_max("/proc/sys/kernel/pid_max");
+  std::size_t value = 0;
+  if (pid_max >> value) CHECK(derived < value);
 }

@@ -40,6 +40,15 @@ class usage_error : public error {
   using error::error;
 };
 
+// The runtime could not start a thread for a task: the runtime's
+// max_threads cap was reached, or the OS refused a new thread. The message
+// names the task, the threads alive and the limit that applies. Nothing else
+// changed: tasks already spawned run on.
+class resource_exhausted : public error {
+ public:
+  using error::error;
+};
+
 // A body read after the body was closed, or while another thread closed it
 // (the read is woken and fails with this instead of blocking).
 class body_closed : public error {

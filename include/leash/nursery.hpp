@@ -166,7 +166,8 @@ class nursery final : private detail::nursery_node {
   // Starts f on a runtime thread at once and returns its handle. f takes no
   // arguments or a std::stop_token (the nursery's). Blocks while `limit` tasks
   // run (cancellable). Into a cancelled nursery: f does not run, get() throws
-  // cancelled. Throws usage_error after wait() returned.
+  // cancelled. Throws usage_error after wait() returned, resource_exhausted
+  // when no thread can be had (runtime_options::max_threads, or the OS).
   template <class F>
   auto spawn(F&& f, source_location site = source_location::current()) {
     return *spawn_impl({}, std::forward<F>(f), site, false);
@@ -176,7 +177,8 @@ class nursery final : private detail::nursery_node {
     return *spawn_impl(std::move(name), std::forward<F>(f), site, false);
   }
 
-  // Like spawn, but never waits: returns nullopt when `limit` tasks run.
+  // Like spawn, but never waits and never throws resource_exhausted: returns
+  // nullopt when `limit` tasks run or the runtime has no thread for it.
   template <class F>
   [[nodiscard]] auto try_spawn(F&& f, source_location site = source_location::current()) {
     return spawn_impl({}, std::forward<F>(f), site, true);
@@ -293,7 +295,11 @@ class nursery final : private detail::nursery_node {
     record->owner_nursery = this;
     record->owner = this;
     std::optional<task<result>> handle;
-    if (admit(record, try_only)) handle = task<result>(std::move(record));
+    try {
+      if (admit(record, try_only)) handle = task<result>(std::move(record));
+    } catch (const resource_exhausted&) {
+      if (!try_only) throw;
+    }
     return handle;
   }
 
@@ -339,7 +345,7 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     lock.unlock();
     try {
-      detail::thread_cache::instance().submit(record.get());
+      detail::thread_cache::instance().submit(record.get(), record->name);
     } catch (...) {
       record->keep_alive.reset();
       lock.lock();

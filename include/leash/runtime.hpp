@@ -18,6 +18,7 @@
 #pragma once
 
 #include "detail/thread_cache.hpp"
+#include "runtime_options.hpp"
 
 namespace leash::inline v0::runtime {
 

@@ -440,7 +440,7 @@ class ticker {
     try {
       if (nursery_ == nullptr) {
         core->keep_alive = core;  // the job owns itself until its loop ends
-        detail::thread_cache::instance().submit(core.get());
+        detail::thread_cache::instance().submit(core.get(), "ticker " + options_.name);
       } else {  // the task's callable owns the core
         task<void> t = nursery_->spawn(
             "ticker " + options_.name,

@@ -31,30 +31,18 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
 #include <thread>
 
+#include "../errors.hpp"
+#include "../runtime_options.hpp"
 #include "spin.hpp"
+#include "thread_limits.hpp"
 #include "timer.hpp"
 
 namespace leash::inline v0 {
-
-// Settings of the process-wide runtime; see runtime::configure.
-struct runtime_options {
-  // How long an idle thread waits for new work before it exits.
-  std::chrono::milliseconds keep_alive{2000};
-  // How many idle threads are kept at most; 0 means 2 x hardware threads.
-  std::size_t max_idle = 0;
-};
-
-// A snapshot of the runtime's counters; see runtime::stats.
-struct runtime_stats {
-  std::size_t threads_alive = 0;  // OS threads owned by the runtime (idle or running)
-  std::size_t threads_idle = 0;   // of those, waiting for work
-  std::size_t tasks_running = 0;  // jobs executing now
-  std::size_t peak_threads = 0;   // most threads alive at once since start
-  std::uint64_t tasks_started = 0;
-  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
-};
 
 namespace detail {
 
@@ -81,8 +69,9 @@ class thread_cache {
   }
 
   // Runs `j` on a returning, idle or new thread (see the top of this file).
-  // Throws std::system_error if no thread can be created.
-  void submit(job* j) {
+  // Throws resource_exhausted, naming `what` (the task), when it needs a new
+  // thread and max_threads are alive or the OS refuses one.
+  void submit(job* j, std::string_view what) {
     worker* w = nullptr;
     bool was_spinning = false;
     for (bool waited = false;; waited = true) {
@@ -107,6 +96,7 @@ class thread_cache {
           break;
         }
         if (!may_wait) {
+          if (alive_ >= max_threads_) refuse_locked(what, "");
           ++alive_;
           peak_ = std::max(peak_, alive_);
           break;
@@ -120,10 +110,10 @@ class thread_cache {
     }
     try {
       std::thread([this, j] { work(j); }).detach();
-    } catch (...) {
+    } catch (const std::system_error& e) {
       std::lock_guard lock(mutex_);
       --alive_;
-      throw;
+      refuse_locked(what, e.what());
     }
   }
 
@@ -141,6 +131,7 @@ class thread_cache {
     std::lock_guard lock(mutex_);
     keep_alive_ = o.keep_alive;
     max_idle_ = o.max_idle != 0 ? o.max_idle : default_max_idle();
+    set_max_threads_locked(o.max_threads);
   }
 
   runtime_stats stats() const {
@@ -151,6 +142,8 @@ class thread_cache {
       s.threads_idle = idle_count_;
       s.peak_threads = peak_;
       s.tasks_started = started_;
+      s.max_threads = max_threads_;
+      s.spawns_refused = refused_;
     }
     s.tasks_running = running_.load(std::memory_order_relaxed);
     s.pending_timers = timer_service::instance().pending();
@@ -200,7 +193,40 @@ class thread_cache {
     void run() noexcept override {}
   };
 
-  thread_cache() { max_idle_ = default_max_idle(); }
+  thread_cache() {
+    max_idle_ = default_max_idle();
+    set_max_threads_locked(0);  // no other thread can see the cache yet
+  }
+
+  void set_max_threads_locked(std::size_t configured) {
+    if (configured != 0) {
+      max_threads_ = configured;
+      limit_source_ = "runtime_options::max_threads = " + std::to_string(configured);
+      return;
+    }
+    const thread_limit derived = derived_thread_limit();
+    max_threads_ = derived.value;
+    limit_source_ = "runtime_options::max_threads = " + std::to_string(derived.value) +
+                    ", derived from " + derived.source;
+  }
+
+  // Counts and reports a spawn that found no thread. `os_error` is the OS's
+  // refusal, or empty when the cap refused it.
+  [[noreturn]] void refuse_locked(std::string_view what, std::string_view os_error) {
+    ++refused_;
+    --started_;
+    std::string m = "leash::runtime: could not start a thread for task \"";
+    m.append(what);
+    m += "\": " + std::to_string(alive_) + " threads alive";
+    if (os_error.empty()) {
+      m += ", at the cap (" + limit_source_ + ")";
+    } else {
+      m += ", and the OS refused another (";
+      m.append(os_error);
+      m += "; " + limit_source_ + ")";
+    }
+    throw resource_exhausted(m);
+  }
 
   static std::size_t default_max_idle() {
     return 2 * std::max<std::size_t>(1, std::thread::hardware_concurrency());
@@ -422,6 +448,9 @@ class thread_cache {
   std::uint64_t started_ = 0;
   std::chrono::milliseconds keep_alive_{2000};
   std::size_t max_idle_ = 0;
+  std::size_t max_threads_ = 0;  // alive_ never exceeds it
+  std::string limit_source_;     // where max_threads_ comes from, for messages
+  std::uint64_t refused_ = 0;
   bool stopping_ = false;
   job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
   // Written under mutex_ only, read without it by a waiting submitter.
