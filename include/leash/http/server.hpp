@@ -148,24 +148,24 @@ struct server_stats {
 
 namespace detail {
 
-// Cancels the handlers whose clients went away, as Go's Request.Context():
-// one epoll set for the whole server, served by one task, so that a handler
-// needs no thread of its own to notice. A watched connection whose peer
-// reset it (EPOLLHUP, EPOLLERR) or closed it (EPOLLRDHUP, once the request
-// body was read: before that a half close may still be followed by body
-// bytes) has its scope cancelled with "client disconnected". A pipelined
-// request's bytes are never an event (no EPOLLIN). Thread-safe.
-class hangup_watch {
+// The accept loop's epoll set: the listener, a wake-up eventfd, and the
+// connections whose handler runs. Through it the accept loop also cancels
+// handlers whose clients went away, as Go's Request.Context(), so that no
+// handler needs a thread of its own to notice. A watched connection whose
+// peer reset it (EPOLLHUP, EPOLLERR) or closed it (EPOLLRDHUP, once the
+// request body was read: before that a half close may still be followed by
+// body bytes) has its scope cancelled with "client disconnected". A
+// pipelined request's bytes are never an event (no EPOLLIN). Thread-safe:
+// watch/watch_eof/unwatch/wake from any thread, wait() from the accept loop.
+class accept_poller {
  public:
-  hangup_watch()
+  // Throws io_error when the kernel gives no epoll set or eventfd.
+  explicit accept_poller(int listener)
       : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!epoll_.valid() || !wake_.valid()) throw_errno("leash::http::server: epoll", errno);
-    epoll_event e{};
-    e.events = EPOLLIN;
-    e.data.u64 = wake_id;
-    if (::epoll_ctl(epoll_.fd(), EPOLL_CTL_ADD, wake_.fd(), &e) != 0) {
-      throw_errno("leash::http::server: epoll", errno);
-    }
+    add(wake_.fd(), wake_id, EPOLLIN);
+    add(listener, listener_id, EPOLLIN);
+    listener_ = listener;
   }
 
   // Watches `fd` until unwatch(id); `scope` must outlive that. `eof_too`: a
@@ -197,33 +197,66 @@ class hangup_watch {
     return fired;
   }
 
-  // The watching task's loop: returns when `token` stops. Throws io_error
-  // when epoll fails.
-  void run(const std::stop_token& token) {
-    auto ring = [fd = wake_.fd()] {
-      const std::uint64_t one = 1;
-      (void)!::write(fd, &one, sizeof one);
-    };
-    std::stop_callback<decltype(ring)> on_stop(token, ring);
+  // Ends a wait() now (or the next one). Never blocks.
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_.fd(), &one, sizeof one);
+  }
+
+  // Waits for one batch of events and cancels the handlers whose clients
+  // left. True when `want_listener` and the listener has a connection to
+  // accept; false after a wake() or a hangup. Throws io_error.
+  bool wait(bool want_listener) {
+    listen(want_listener);
     epoll_event events[batch];
-    while (!token.stop_requested()) {
-      const int n = ::epoll_wait(epoll_.fd(), events, batch, -1);
-      if (n < 0 && errno != EINTR) throw_errno("leash::http::server: epoll_wait", errno);
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.u64 != wake_id) cancel(events[i].data.u64);
+    const int n = ::epoll_wait(epoll_.fd(), events, batch, -1);
+    if (n < 0 && errno != EINTR) throw_errno("leash::http::server: epoll_wait", errno);
+    bool acceptable = false;
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t id = events[i].data.u64;
+      if (id == wake_id) {
+        std::uint64_t count = 0;
+        (void)!::read(wake_.fd(), &count, sizeof count);
+      } else if (id == listener_id) {
+        acceptable = want_listener;
+      } else {
+        cancel(id);
       }
     }
+    return acceptable;
   }
 
  private:
-  static constexpr std::uint64_t wake_id = 0;  // the eventfd; watch ids start at 1
-  static constexpr int batch = 64;             // events taken per epoll_wait
+  static constexpr std::uint64_t wake_id = 0;
+  static constexpr std::uint64_t listener_id = 1;  // watch ids follow
+  static constexpr int batch = 64;                 // events taken per epoll_wait
 
   struct entry {
     int fd;
     cancel_scope* scope;
     bool fired;  // the scope was cancelled
   };
+
+  void add(int fd, std::uint64_t id, std::uint32_t events) {
+    epoll_event e{};
+    e.events = events;
+    e.data.u64 = id;
+    if (::epoll_ctl(epoll_.fd(), EPOLL_CTL_ADD, fd, &e) != 0) {
+      throw_errno("leash::http::server: epoll_ctl", errno);
+    }
+  }
+
+  // A listener with a pending connection (or shut down) stays ready: it
+  // leaves the set while the accept loop waits for a free slot or for the
+  // last connections.
+  void listen(bool want) {
+    if (want == listening_) return;
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = listener_id;
+    ::epoll_ctl(epoll_.fd(), want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listener_, &e);
+    listening_ = want;
+  }
 
   // One-shot: a connection fires once, then stays quiet until unwatched.
   void arm(int fd, std::uint64_t id, bool eof_too, int op) {
@@ -242,9 +275,11 @@ class hangup_watch {
   }
 
   socket epoll_;
-  socket wake_;  // rung when the watching task must stop
-  std::mutex mutex_;
-  std::uint64_t last_id_ = wake_id;
+  socket wake_;
+  int listener_ = -1;
+  bool listening_ = true;  // the listener's EPOLLIN is on (accept loop only)
+  std::mutex mutex_;       // guards the fields below
+  std::uint64_t last_id_ = listener_id;
   std::unordered_map<std::uint64_t, entry> watched_;
 };
 
@@ -304,8 +339,8 @@ class server {
       std::unique_lock lock(mutex_);
       if (!stopping_) {
         stopping_ = true;
-        ::shutdown(listener_.fd(), SHUT_RDWR);  // wakes the accept loop
-        slot_cv_.notify_all();                  // ... also when it waits for a free slot
+        ::shutdown(listener_.fd(), SHUT_RDWR);  // refuses new connects
+        poller_->wake();                        // the accept loop sees stopping_
       }
     }
     drain_.request_stop();  // wakes connections waiting for a next request
@@ -387,6 +422,7 @@ class server {
         ::listen(listener_.fd(), backlog()) != 0) {
       detail::throw_errno("listen on " + options_.host, errno);
     }
+    poller_.emplace(listener_.fd());
     len = sizeof addr;
     ::getsockname(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
@@ -394,54 +430,36 @@ class server {
   }
 
   void serve() {
-    nursery watchers({.name = options_.name + " hangup watch"});
-    start_hangup_watch(watchers);
+    nursery conns({.name = options_.name + " connections"});
     {
-      nursery conns({.name = options_.name + " connections"});
-      {
-        std::lock_guard lock(mutex_);
-        conns_ = &conns;
-        started_ = true;
-        done_cv_.notify_all();
-      }
-      const std::stop_token token = this_task::stop_token();
+      std::lock_guard lock(mutex_);
+      conns_ = &conns;
+      started_ = true;
+      done_cv_.notify_all();
+    }
+    const std::stop_token token = this_task::stop_token();
+    {
+      auto ring = [this] { poller_->wake(); };
+      std::stop_callback<decltype(ring)> on_stop(token, ring);
       while (accept_next(conns, token)) {
       }
-      try {
-        conns.wait();
-      } catch (...) {
-      }
-      std::lock_guard lock(mutex_);
-      conns_ = nullptr;  // before it dies: shutdown() may cancel it until then
+      ::shutdown(listener_.fd(), SHUT_RDWR);  // later connects are refused, not queued
+      watch_until_connections_end();
     }
-    watchers.cancel();
     try {
-      watchers.wait();
+      conns.wait();
     } catch (...) {
     }
     std::lock_guard lock(mutex_);
+    conns_ = nullptr;
     done_ = true;
     done_cv_.notify_all();
-  }
-
-  // The task that cancels handlers whose clients left. Without it (no thread
-  // to run it) the server still serves; handlers are then not cancelled.
-  void start_hangup_watch(nursery& watchers) {
-    try {
-      watchers.spawn("http::server hangup watch", [this] {
-        try {
-          hangups_.run(this_task::stop_token());
-        } catch (...) {  // an epoll failure only ends the watching
-        }
-      });
-    } catch (...) {
-    }
   }
 
   // Accepts one connection and spawns its task; false when the loop ends
   // (shutdown, or the accept task was cancelled).
   bool accept_next(nursery& conns, const std::stop_token& token) {
-    if (!wait_for_slot(token) || !wait_acceptable(token)) return false;
+    if (!wait_acceptable(token)) return false;
     const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return accept_failed(errno);
     ++accepted_;
@@ -451,28 +469,24 @@ class server {
     return true;
   }
 
-  // Waits while max_connections connections run; false on shutdown or cancel.
-  bool wait_for_slot(const std::stop_token& token) {
-    if (options_.max_connections == 0) return true;
-    std::unique_lock lock(mutex_);
-    const auto has_room = [&] {
-      return stopping_ || static_cast<std::size_t>(connections_.load()) < options_.max_connections;
-    };
-    if (!has_room()) {
-      ++accept_paused_;
-      (void)leash::detail::wait(lock, slot_cv_, token, has_room);
+  // Waits until a connection can be accepted: one is pending and fewer than
+  // max_connections run. Serves hangups meanwhile. False on shutdown or cancel.
+  bool wait_acceptable(const std::stop_token& token) {
+    bool paused = false;
+    for (;;) {
+      if (token.stop_requested() || stopping()) return false;
+      const bool room = has_room();
+      if (!room && !paused) {
+        paused = true;
+        ++accept_paused_;
+      }
+      if (poller_->wait(room)) return true;
     }
-    return !stopping_ && !token.stop_requested();
   }
 
-  // Waits until the listener has a connection; false on shutdown or cancel.
-  bool wait_acceptable(const std::stop_token& token) {
-    if (stopping()) return false;
-    {
-      detail::stop_guard guard(token, listener_.fd());
-      detail::poll_until(listener_.fd(), POLLIN, detail::clock::time_point::max());
-    }
-    return !token.stop_requested() && !stopping();
+  bool has_room() const {
+    return options_.max_connections == 0 ||
+           static_cast<std::size_t>(connections_.load()) < options_.max_connections;
   }
 
   // Counts a failed accept; backs off when out of fds or memory. False when
@@ -490,6 +504,18 @@ class server {
     return true;
   }
 
+  // After the accept loop: handlers whose clients leave are still cancelled
+  // while the last connections finish.
+  void watch_until_connections_end() {
+    while (connections_.load() > 0) {
+      try {
+        (void)poller_->wait(false);  // connection_ended() wakes it
+      } catch (const io_error&) {
+        return;  // conns.wait() still joins them
+      }
+    }
+  }
+
   void spawn_connection(nursery& conns, int fd) {
     ++connections_;
     conns.spawn("http::server connection", [this, fd] {
@@ -502,9 +528,8 @@ class server {
   }
 
   void connection_ended() {
-    std::lock_guard lock(mutex_);  // a waiting accept loop sees the count and the notify
     --connections_;
-    slot_cv_.notify_all();
+    poller_->wake();  // a slot is free; or the last connection ended
   }
 
   bool stopping() const {
@@ -593,14 +618,14 @@ class server {
                     bool& client_left) {
     cancel_scope scope;
     struct unwatch_on_exit {
-      detail::hangup_watch& watch;
+      detail::accept_poller& watch;
       std::uint64_t id;
       bool& left;
       ~unwatch_on_exit() { left = watch.unwatch(id); }
-    } watched{hangups_, hangups_.watch(s.fd(), scope, body_read), client_left};
+    } watched{*poller_, poller_->watch(s.fd(), scope, body_read), client_left};
     req.body_ = leash::body(std::make_unique<detail::end_aware_body>(
         std::make_unique<detail::request_body_source>(stream),
-        [this, id = watched.id] { hangups_.watch_eof(id); }));
+        [this, id = watched.id] { poller_->watch_eof(id); }));
     handler_(req, w);
   }
 
@@ -707,6 +732,7 @@ class server {
   handler handler_;
   server_options options_;
   detail::socket listener_;
+  std::optional<detail::accept_poller> poller_;  // made by listen(), with the listener
   std::uint16_t port_ = 0;
   std::stop_source drain_;  // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
@@ -718,15 +744,13 @@ class server {
   std::atomic<int> last_accept_error_{0};
   std::atomic<std::uint64_t> header_timeouts_{0};
   std::atomic<std::uint64_t> client_disconnects_{0};
-  detail::hangup_watch hangups_;  // before the accept task, which serves it
-  mutable std::mutex mutex_;      // guards the fields below
+  mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable done_cv_;
-  std::condition_variable slot_cv_;  // a connection ended, or shutdown: see max_connections
-  bool started_ = false;             // the accept task runs
-  bool stopping_ = false;            // shutdown() called: accept nothing more
-  bool done_ = false;                // the accept task finished, every connection ended
-  nursery* conns_ = nullptr;         // the connections' nursery while it exists
-  task<void> task_;                  // the accept loop, in the caller's nursery
+  bool started_ = false;      // the accept task runs
+  bool stopping_ = false;     // shutdown() called: accept nothing more
+  bool done_ = false;         // the accept task finished, every connection ended
+  nursery* conns_ = nullptr;  // the connections' nursery while it exists
+  task<void> task_;           // the accept loop, in the caller's nursery
 };
 
 }  // namespace leash::inline v0::http
