@@ -28,6 +28,13 @@
 // drain_limit is read and dropped so the connection carries the next request;
 // a longer one closes the connection. A response write that stalls longer
 // than write_timeout (a client that stopped reading) ends the connection.
+// A request head must arrive within header_timeout of its first byte (408
+// and close otherwise: a slowloris is cut). The accept loop waits in one
+// epoll set holding the listener and every connection whose handler runs: a
+// client that closes or resets its connection cancels its handler's scope
+// ("client disconnected"), with no thread per handler. At max_connections
+// the loop stops accepting until a connection ends; a failed accept is
+// counted and, out of fds or memory, followed by a short rest.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
