@@ -523,15 +523,24 @@ class server {
     }
   }
 
+  // Runs the connection's task. If spawn throws, the count stays exact (the
+  // accept loop waits for it to reach 0) and the fd is closed; the error
+  // propagates.
   void spawn_connection(nursery& conns, int fd) {
     ++connections_;
-    conns.spawn("http::server connection", [this, fd] {
-      try {
-        serve_connection(detail::socket(fd));
-      } catch (...) {
-      }
+    try {
+      conns.spawn("http::server connection", [this, fd] {
+        try {
+          serve_connection(detail::socket(fd));
+        } catch (...) {
+        }
+        connection_ended();
+      });
+    } catch (...) {
+      ::close(fd);
       connection_ended();
-    });
+      throw;
+    }
   }
 
   void connection_ended() {
