@@ -383,6 +383,12 @@ TEST_CASE("accept failures for lack of fds are counted, and the waiting client i
 }
 
 TEST_CASE("a resolve that fails for lack of fds says so, not that the name is unknown") {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check (built with ASan here) probes memory through a pipe:
+  // with no fd left it reports the exception it cannot check.
+  MESSAGE("skipped under ASan+UBSan: the sanitizer itself needs fds here");
+  return;
+#endif
   int code = 0;
   std::string what;
   {
