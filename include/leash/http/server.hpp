@@ -28,6 +28,13 @@
 // drain_limit is read and dropped so the connection carries the next request;
 // a longer one closes the connection. A response write that stalls longer
 // than write_timeout (a client that stopped reading) ends the connection.
+// A request head must arrive within header_timeout of its first byte (408
+// and close otherwise: a slowloris is cut). The accept loop waits in one
+// epoll set holding the listener and every connection whose handler runs: a
+// client that closes or resets its connection cancels its handler's scope
+// ("client disconnected"), with no thread per handler. At max_connections
+// the loop stops accepting until a connection ends; a failed accept is
+// counted and, out of fds or memory, followed by a short rest.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -38,6 +45,8 @@
 // response_writer may be flushed from another thread while the handler runs.
 #pragma once
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -45,11 +54,13 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "../body.hpp"
@@ -108,12 +119,22 @@ class server_request {
 
 struct server_options {
   using ms = std::chrono::milliseconds;
-  std::string host = "127.0.0.1";  // numeric IPv4 address to listen on
-  std::uint16_t port = 0;          // 0: an ephemeral port (see server::port())
+  // Numeric IPv4 or IPv6 address to listen on ("::" takes IPv4 clients too).
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  // 0: an ephemeral port (see server::port())
+  // Connections the kernel queues before accept; 0: net.core.somaxconn (as
+  // Go), so that a burst of connects is queued instead of dropped.
+  int backlog = 0;
+  // Connections served at once; 0: unlimited. At the limit the server stops
+  // accepting (clients wait in the backlog) until a connection ends.
+  std::size_t max_connections = 0;
   std::size_t max_header_bytes = 64 * 1024;
   std::size_t max_header_fields = 100;
   std::size_t max_body_bytes = 1 << 20;  // server_request::read_body()'s limit
   ms idle_timeout{60'000};  // a keep-alive connection waiting longer for a request is closed
+  // The whole request head must arrive within this, counted from its first
+  // byte (from the accept for a connection's first request); else 408 and close.
+  ms header_timeout{10'000};
   // One send of response bytes (a flush, at most the buffered bytes) must be
   // taken by the client within this, or the connection is aborted.
   ms write_timeout{60'000};
@@ -124,11 +145,173 @@ struct server_options {
 
 // Counters of a server (a snapshot).
 struct server_stats {
-  std::uint64_t accepted = 0;        // connections accepted
-  std::uint64_t requests = 0;        // handler calls that returned
-  std::uint64_t write_timeouts = 0;  // connections ended by write_timeout
-  std::size_t connections = 0;       // connection tasks running now
+  std::uint64_t accepted = 0;            // connections accepted
+  std::uint64_t requests = 0;            // handler calls that returned
+  std::uint64_t write_timeouts = 0;      // connections ended by write_timeout
+  std::size_t connections = 0;           // connection tasks running now
+  std::uint64_t accept_paused = 0;       // times accepting waited for max_connections
+  std::uint64_t accept_errors = 0;       // failed accepts (out of fds or memory, aborted connects)
+  int last_accept_error = 0;             // errno of the last failed accept (EMFILE: out of fds)
+  std::uint64_t header_timeouts = 0;     // connections ended by header_timeout
+  std::uint64_t client_disconnects = 0;  // handlers cancelled because their client left
 };
+
+namespace detail {
+
+// The accept loop's epoll set: the listener, a wake-up eventfd, and the
+// connections whose handler runs. Through it the accept loop also cancels
+// handlers whose clients went away, as Go's Request.Context(), so that no
+// handler needs a thread of its own to notice. A watched connection whose
+// peer reset it (EPOLLHUP, EPOLLERR) or closed it (EPOLLRDHUP, once the
+// request body was read: before that a half close may still be followed by
+// body bytes) has its scope cancelled with "client disconnected". A
+// pipelined request's bytes are never an event (no EPOLLIN). Thread-safe:
+// watch/watch_eof/unwatch/wake from any thread, wait() from the accept loop.
+class accept_poller {
+ public:
+  // Throws io_error when the kernel gives no epoll set or eventfd.
+  explicit accept_poller(int listener)
+      : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!epoll_.valid() || !wake_.valid()) throw_errno("leash::http::server: epoll", errno);
+    add(wake_.fd(), wake_id, EPOLLIN);
+    add(listener, listener_id, EPOLLIN);
+    listener_ = listener;
+  }
+
+  // Watches `fd` until unwatch(id); `scope` must outlive that. `eof_too`: a
+  // close by the peer counts (the request body was read).
+  std::uint64_t watch(int fd, cancel_scope& scope, bool eof_too) {
+    std::lock_guard lock(mutex_);
+    const std::uint64_t id = ++last_id_;
+    watched_.emplace(id, entry{fd, &scope, false});
+    arm(fd, id, eof_too, EPOLL_CTL_ADD);  // unwatched if the kernel refuses: never cancelled
+    return id;
+  }
+
+  // The request body of `id` was read to its end: a close by the peer counts now.
+  void watch_eof(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);
+    if (it != watched_.end() && !it->second.fired) arm(it->second.fd, id, true, EPOLL_CTL_MOD);
+  }
+
+  // Stops watching; true when the client went away (the scope was cancelled).
+  // The scope is never touched after this returns.
+  bool unwatch(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);
+    if (it == watched_.end()) return false;
+    ::epoll_ctl(epoll_.fd(), EPOLL_CTL_DEL, it->second.fd, nullptr);
+    const bool fired = it->second.fired;
+    watched_.erase(it);
+    return fired;
+  }
+
+  // Ends a wait() now (or the next one). Never blocks.
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    (void)!::write(wake_.fd(), &one, sizeof one);
+  }
+
+  // Waits for one batch of events and cancels the handlers whose clients
+  // left. True when `want_listener` and the listener has a connection to
+  // accept; false after a wake() or a hangup. Throws io_error.
+  bool wait(bool want_listener) {
+    listen(want_listener);
+    epoll_event events[batch];
+    const int n = ::epoll_wait(epoll_.fd(), events, batch, -1);
+    if (n < 0 && errno != EINTR) throw_errno("leash::http::server: epoll_wait", errno);
+    bool acceptable = false;
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t id = events[i].data.u64;
+      if (id == wake_id) {
+        std::uint64_t count = 0;
+        (void)!::read(wake_.fd(), &count, sizeof count);
+      } else if (id == listener_id) {
+        acceptable = want_listener;
+      } else {
+        cancel(id);
+      }
+    }
+    return acceptable;
+  }
+
+ private:
+  static constexpr std::uint64_t wake_id = 0;
+  static constexpr std::uint64_t listener_id = 1;  // watch ids follow
+  static constexpr int batch = 64;                 // events taken per epoll_wait
+
+  struct entry {
+    int fd;
+    cancel_scope* scope;
+    bool fired;  // the scope was cancelled
+  };
+
+  void add(int fd, std::uint64_t id, std::uint32_t events) {
+    epoll_event e{};
+    e.events = events;
+    e.data.u64 = id;
+    if (::epoll_ctl(epoll_.fd(), EPOLL_CTL_ADD, fd, &e) != 0) {
+      throw_errno("leash::http::server: epoll_ctl", errno);
+    }
+  }
+
+  // A listener with a pending connection (or shut down) stays ready: it
+  // leaves the set while the accept loop waits for a free slot or for the
+  // last connections.
+  void listen(bool want) {
+    if (want == listening_) return;
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = listener_id;
+    ::epoll_ctl(epoll_.fd(), want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listener_, &e);
+    listening_ = want;
+  }
+
+  // One-shot: a connection fires once, then stays quiet until unwatched.
+  void arm(int fd, std::uint64_t id, bool eof_too, int op) {
+    epoll_event e{};
+    e.events = EPOLLONESHOT | (eof_too ? EPOLLRDHUP : 0u);  // EPOLLHUP, EPOLLERR: always
+    e.data.u64 = id;
+    (void)::epoll_ctl(epoll_.fd(), op, fd, &e);
+  }
+
+  void cancel(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);  // gone: the event was for an unwatched connection
+    if (it == watched_.end() || it->second.fired) return;
+    it->second.fired = true;
+    it->second.scope->cancel("client disconnected");
+  }
+
+  socket epoll_;
+  socket wake_;
+  int listener_ = -1;
+  bool listening_ = true;  // the listener's EPOLLIN is on (accept loop only)
+  std::mutex mutex_;       // guards the fields below
+  std::uint64_t last_id_ = listener_id;
+  std::unordered_map<std::uint64_t, entry> watched_;
+};
+
+// A request body that says when it was read to its end (then a close by the
+// client means it left, not that it finished sending).
+class end_aware_body final : public body_source {
+ public:
+  end_aware_body(std::unique_ptr<body_source> inner, std::function<void()> at_end)
+      : inner_(std::move(inner)), at_end_(std::move(at_end)) {}
+  std::size_t read(std::span<std::byte> out, std::stop_token stop) override {
+    const std::size_t n = inner_->read(out, std::move(stop));
+    if (n == 0 && at_end_) std::exchange(at_end_, nullptr)();
+    return n;
+  }
+  void close(bool at_end) override { inner_->close(at_end); }
+
+ private:
+  std::unique_ptr<body_source> inner_;
+  std::function<void()> at_end_;
+};
+
+}  // namespace detail
 
 class server {
  public:
@@ -166,7 +349,8 @@ class server {
       std::unique_lock lock(mutex_);
       if (!stopping_) {
         stopping_ = true;
-        ::shutdown(listener_.fd(), SHUT_RDWR);  // wakes the accept loop
+        ::shutdown(listener_.fd(), SHUT_RDWR);  // refuses new connects
+        poller_->wake();                        // the accept loop sees stopping_
       }
     }
     drain_.request_stop();  // wakes connections waiting for a next request
@@ -186,30 +370,73 @@ class server {
   }
 
   server_stats stats() const {
-    return {accepted_.load(), requests_.load(), write_timeouts_.load(),
-            static_cast<std::size_t>(connections_.load())};
+    server_stats st;
+    st.accepted = accepted_.load();
+    st.requests = requests_.load();
+    st.write_timeouts = write_timeouts_.load();
+    st.connections = static_cast<std::size_t>(connections_.load());
+    st.accept_paused = accept_paused_.load();
+    st.accept_errors = accept_errors_.load();
+    st.last_accept_error = last_accept_error_.load();
+    st.header_timeouts = header_timeouts_.load();
+    st.client_disconnects = client_disconnects_.load();
+    return st;
   }
 
  private:
+  // How long the accept loop rests after running out of fds or memory,
+  // instead of spinning on a listener that stays ready.
+  static constexpr std::chrono::milliseconds accept_backoff{10};
+
+  // The bound address of options_.host (numeric; brackets allowed around IPv6).
+  sockaddr_storage listen_address(socklen_t& len) const {
+    std::string host = options_.host;
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    sockaddr_storage addr{};
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(options_.port);
+      len = sizeof(sockaddr_in);
+    } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(options_.port);
+      len = sizeof(sockaddr_in6);
+    } else {
+      throw io_error("listen on " + options_.host + ": not a numeric address",
+                     std::make_error_code(std::errc::invalid_argument));
+    }
+    return addr;
+  }
+
+  int backlog() const {
+    return options_.backlog > 0 ? options_.backlog : detail::system_somaxconn();
+  }
+
   void listen() {
-    listener_ = detail::socket(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    socklen_t len = 0;
+    sockaddr_storage addr = listen_address(len);
+    listener_ =
+        detail::socket(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!listener_.valid()) detail::throw_errno("socket", errno);
     const int one = 1;
     ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(options_.port);
-    if (::inet_pton(AF_INET, options_.host.c_str(), &addr.sin_addr) != 1) {
-      throw io_error("listen on " + options_.host,
-                     std::make_error_code(std::errc::invalid_argument));
+    if (addr.ss_family == AF_INET6) {  // "::" takes IPv4 clients too, whatever the sysctl says
+      const int zero = 0;
+      ::setsockopt(listener_.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     }
-    if (::bind(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(listener_.fd(), 128) != 0) {
+    if (::bind(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(listener_.fd(), backlog()) != 0) {
       detail::throw_errno("listen on " + options_.host, errno);
     }
-    socklen_t len = sizeof addr;
+    poller_.emplace(listener_.fd());
+    len = sizeof addr;
     ::getsockname(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
+    port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                             : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   }
 
   void serve() {
@@ -221,35 +448,13 @@ class server {
       done_cv_.notify_all();
     }
     const std::stop_token token = this_task::stop_token();
-    while (!stopping()) {
-      {
-        detail::stop_guard guard(token, listener_.fd());
-        detail::poll_until(listener_.fd(), POLLIN, detail::clock::time_point::max());
+    {
+      auto ring = [this] { poller_->wake(); };
+      std::stop_callback<decltype(ring)> on_stop(token, ring);
+      while (accept_next(conns, token)) {
       }
-      if (token.stop_requested() || stopping()) break;
-      const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        // Out of fds or memory: back off instead of spinning on a ready listener.
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-          try {
-            this_task::sleep_for(std::chrono::milliseconds(10));
-          } catch (const cancelled&) {
-            break;
-          }
-        }
-        continue;
-      }
-      ++accepted_;
-      const int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      ++connections_;
-      conns.spawn("http::server connection", [this, fd] {
-        try {
-          serve_connection(detail::socket(fd));
-        } catch (...) {
-        }
-        --connections_;
-      });
+      ::shutdown(listener_.fd(), SHUT_RDWR);  // later connects are refused, not queued
+      watch_until_connections_end();
     }
     try {
       conns.wait();
@@ -261,16 +466,110 @@ class server {
     done_cv_.notify_all();
   }
 
+  // Accepts one connection and spawns its task; false when the loop ends
+  // (shutdown, or the accept task was cancelled).
+  bool accept_next(nursery& conns, const std::stop_token& token) {
+    if (!wait_acceptable(token)) return false;
+    const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return accept_failed(errno);
+    ++accepted_;
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    spawn_connection(conns, fd);
+    return true;
+  }
+
+  // Waits until a connection can be accepted: one is pending and fewer than
+  // max_connections run. Serves hangups meanwhile. False on shutdown or cancel.
+  bool wait_acceptable(const std::stop_token& token) {
+    bool paused = false;
+    for (;;) {
+      if (token.stop_requested() || stopping()) return false;
+      const bool room = has_room();
+      if (!room && !paused) {
+        paused = true;
+        ++accept_paused_;
+      }
+      if (poller_->wait(room)) return true;
+    }
+  }
+
+  bool has_room() const {
+    return options_.max_connections == 0 ||
+           static_cast<std::size_t>(connections_.load()) < options_.max_connections;
+  }
+
+  // Counts a failed accept; backs off when out of fds or memory. False when
+  // cancelled while backing off.
+  bool accept_failed(int err) {
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return true;
+    ++accept_errors_;
+    last_accept_error_ = err;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return true;
+    try {
+      this_task::sleep_for(accept_backoff);
+    } catch (const cancelled&) {
+      return false;
+    }
+    return true;
+  }
+
+  // After the accept loop: handlers whose clients leave are still cancelled
+  // while the last connections finish.
+  void watch_until_connections_end() {
+    while (connections_.load() > 0) {
+      try {
+        (void)poller_->wait(false);  // connection_ended() wakes it
+      } catch (const io_error&) {
+        return;  // conns.wait() still joins them
+      }
+    }
+  }
+
+  // Runs the connection's task. If spawn throws, the count stays exact (the
+  // accept loop waits for it to reach 0) and the fd is closed; the error
+  // propagates.
+  void spawn_connection(nursery& conns, int fd) {
+    ++connections_;
+    try {
+      conns.spawn("http::server connection", [this, fd] {
+        try {
+          serve_connection(detail::socket(fd));
+        } catch (...) {
+        }
+        connection_ended();
+      });
+    } catch (...) {
+      ::close(fd);
+      connection_ended();
+      throw;
+    }
+  }
+
+  void connection_ended() {
+    --connections_;
+    poller_->wake();  // a slot is free; or the last connection ended
+  }
+
   bool stopping() const {
     std::lock_guard lock(mutex_);
     return stopping_;
   }
 
+  // Thrown by read_head when part of a head came but not all of it within
+  // header_timeout (answered 408).
+  struct head_timed_out {};
+
   // Reads the next head into `buf`; false when the connection should end
   // quietly (EOF, idle timeout, shutdown before a byte of the next request).
-  bool read_head(const detail::socket& s, std::string& buf, std::size_t& head_end,
+  // The head is timed by header_timeout from its first byte, or from the
+  // accept for a connection's `first` request; throws head_timed_out when
+  // that passed with part of a head received.
+  bool read_head(const detail::socket& s, std::string& buf, std::size_t& head_end, bool first,
                  const std::stop_token& token) {
-    const auto deadline = leash::detail::deadline_after(options_.idle_timeout);
+    bool timing_head = first || !buf.empty();  // else: idle until the first byte
+    auto deadline = leash::detail::deadline_after(timing_head ? options_.header_timeout
+                                                              : options_.idle_timeout);
     for (;;) {
       // The head ends at the first empty line; "\n\n" is found too, so that
       // a head with bare LFs is refused (400) instead of awaited forever.
@@ -292,7 +591,15 @@ class server {
       } else {
         st = detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token);
       }
+      if (st == detail::read_status::timed_out && timing_head) {
+        ++header_timeouts_;
+        if (!buf.empty()) throw head_timed_out{};
+      }
       if (st != detail::read_status::data) return false;
+      if (!timing_head) {
+        timing_head = true;
+        deadline = leash::detail::deadline_after(options_.header_timeout);
+      }
       buf.append(tmp, got);
     }
   }
@@ -341,23 +648,44 @@ class server {
     return {};
   }
 
+  // Calls the handler in a scope that the client leaving cancels ("client
+  // disconnected"); `client_left` says whether it did, also when the handler
+  // throws.
+  void call_handler(const detail::socket& s, server_request& req, response_writer& w,
+                    const std::shared_ptr<detail::request_stream>& stream, bool body_read,
+                    bool& client_left) {
+    cancel_scope scope;
+    struct unwatch_on_exit {
+      detail::accept_poller& watch;
+      std::uint64_t id;
+      bool& left;
+      ~unwatch_on_exit() { left = watch.unwatch(id); }
+    } watched{*poller_, poller_->watch(s.fd(), scope, body_read), client_left};
+    req.body_ = leash::body(std::make_unique<detail::end_aware_body>(
+        std::make_unique<detail::request_body_source>(stream),
+        [this, id = watched.id] { poller_->watch_eof(id); }));
+    handler_(req, w);
+  }
+
   void serve_connection(detail::socket s) {
     const std::stop_token token = this_task::stop_token();
     const std::string peer = peer_address_of(s.fd());
     std::string buf;
-    for (;;) {
+    for (bool first = true;; first = false) {
       server_request req;
       req.peer_address_ = peer;
       detail::parsed_request parsed;
       std::size_t head_end = 0;
       try {
-        if (!read_head(s, buf, head_end, token)) return;
+        if (!read_head(s, buf, head_end, first, token)) return;
         detail::parse_request_head(std::string_view(buf).substr(0, head_end),
                                    options_.max_header_fields, parsed);
       } catch (const limit_exceeded&) {
         return reply_error(s, 431, token);
       } catch (const protocol_error&) {
         return reply_error(s, 400, token);
+      } catch (const head_timed_out&) {
+        return reply_error(s, 408, token);
       }
       req.method_ = parsed.method;
       req.target_ = parsed.target;
@@ -381,7 +709,7 @@ class server {
           parsed.content_length,
           parser_limits{options_.max_header_bytes, options_.max_header_fields, 0},
           std::move(on_first_read));
-      req.body_ = leash::body(std::make_unique<detail::request_body_source>(stream));
+      const bool body_read = !parsed.chunked && parsed.content_length == 0;
       // However the request ends, the body is the server's again before `w`
       // and `buf` die: a body moved out of the handler reads nothing more.
       auto rest = detail::request_stream::rest::broken;
@@ -401,8 +729,13 @@ class server {
           if (w.timed_out_) ++write_timeouts;  // after the last send of the response
         }
       } guard{take_back, w, write_timeouts_};
+      bool client_left = false;
       try {
-        handler_(req, w);
+        call_handler(s, req, w, stream, body_read, client_left);
+        if (client_left) {
+          ++client_disconnects_;
+          return;  // nobody to answer
+        }
         req.values_.clear();  // gone before the client has the whole response
         take_back();
         std::lock_guard lock(w.mutex_);
@@ -413,6 +746,7 @@ class server {
         }
         w.send_locked(true);
       } catch (const cancelled&) {
+        if (client_left) ++client_disconnects_;
         return;
       } catch (const body_too_large&) {
         take_back();
@@ -438,12 +772,18 @@ class server {
   handler handler_;
   server_options options_;
   detail::socket listener_;
+  std::optional<detail::accept_poller> poller_;  // made by listen(), with the listener
   std::uint16_t port_ = 0;
   std::stop_source drain_;  // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> write_timeouts_{0};
   std::atomic<std::int64_t> connections_{0};
+  std::atomic<std::uint64_t> accept_paused_{0};
+  std::atomic<std::uint64_t> accept_errors_{0};
+  std::atomic<int> last_accept_error_{0};
+  std::atomic<std::uint64_t> header_timeouts_{0};
+  std::atomic<std::uint64_t> client_disconnects_{0};
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable done_cv_;
   bool started_ = false;      // the accept task runs

@@ -189,6 +189,15 @@ class usage_error : public error {
   using error::error;
 };
 
+// The runtime could not start a thread for a task: the runtime's
+// max_threads cap was reached, or the OS refused a new thread. The message
+// names the task, the threads alive and the limit that applies. Nothing else
+// changed: tasks already spawned run on.
+class resource_exhausted : public error {
+ public:
+  using error::error;
+};
+
 // A body read after the body was closed, or while another thread closed it
 // (the read is woken and fails with this instead of blocking).
 class body_closed : public error {
@@ -3971,8 +3980,23 @@ class leak_check {
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string>
+#include <string_view>
+#include <system_error>
 #include <thread>
 
+// ---- leash/runtime_options.hpp ----
+// leash/runtime_options.hpp: the settings and counters of leash's runtime.
+//
+// runtime::configure() takes a runtime_options; runtime::stats() returns a
+// runtime_stats (both in runtime.hpp). Fields are in declaration order, so
+// designated initializers follow it:
+//
+//   leash::runtime::configure({.keep_alive = 500ms, .max_threads = 2000});
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
 
 namespace leash::inline v0 {
 
@@ -3982,6 +4006,13 @@ struct runtime_options {
   std::chrono::milliseconds keep_alive{2000};
   // How many idle threads are kept at most; 0 means 2 x hardware threads.
   std::size_t max_idle = 0;
+  // How many threads the runtime may own at once. A spawn that needs a new
+  // thread beyond it throws resource_exhausted (try_spawn returns empty).
+  // 0 means derived from the OS: the smallest of RLIMIT_NPROC,
+  // kernel.threads-max, kernel.pid_max and vm.max_map_count / 2 (each thread
+  // maps its stack and a guard page), less 10 % for threads leash does not
+  // own and for other processes.
+  std::size_t max_threads = 0;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.
@@ -3992,7 +4023,83 @@ struct runtime_stats {
   std::size_t peak_threads = 0;   // most threads alive at once since start
   std::uint64_t tasks_started = 0;
   std::size_t pending_timers = 0;  // deadlines registered with the timer thread
+  std::size_t max_threads = 0;     // the cap in force (configured or derived)
+  std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
 };
+
+}  // namespace leash::inline v0
+// ---- leash/detail/thread_limits.hpp ----
+// leash/detail/thread_limits.hpp: how many threads the OS lets this process have.
+//
+// The runtime's default max_threads. Each source is read where the platform
+// has it and skipped where it does not; with none, there is no cap beyond the
+// OS refusing a thread (which leash reports the same way).
+
+#include <cstddef>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <utility>
+
+#if __has_include(<sys/resource.h>)
+#include <sys/resource.h>
+#endif
+
+namespace leash::inline v0::detail {
+
+struct thread_limit {
+  std::size_t value = std::numeric_limits<std::size_t>::max();
+  std::string source = "no OS limit found";  // which limit it comes from, for messages
+};
+
+// The part of the smallest OS limit left to leash: the rest is headroom for
+// the process's other threads and for other processes of the same user.
+inline constexpr std::size_t thread_limit_share_percent = 90;
+
+// One number from a /proc file, or 0 when there is none.
+inline std::size_t read_proc_number(const char* path) {
+  std::FILE* f = std::fopen(path, "r");
+  if (f == nullptr) return 0;
+  unsigned long long v = 0;
+  const bool ok = std::fscanf(f, "%llu", &v) == 1;
+  std::fclose(f);
+  return ok ? static_cast<std::size_t>(v) : 0;
+}
+
+inline void consider_limit(thread_limit& smallest, std::size_t value, std::string source) {
+  if (value != 0 && value < smallest.value) smallest = {value, std::move(source)};
+}
+
+// The smallest of the OS's thread limits, unscaled.
+inline thread_limit os_thread_limit() {
+  thread_limit smallest;
+#if __has_include(<sys/resource.h>) && defined(RLIMIT_NPROC)
+  rlimit nproc{};
+  if (getrlimit(RLIMIT_NPROC, &nproc) == 0 && nproc.rlim_cur != RLIM_INFINITY) {
+    consider_limit(smallest, static_cast<std::size_t>(nproc.rlim_cur), "RLIMIT_NPROC");
+  }
+#endif
+  consider_limit(smallest, read_proc_number("/proc/sys/kernel/threads-max"),
+                 "kernel.threads-max");
+  consider_limit(smallest, read_proc_number("/proc/sys/kernel/pid_max"), "kernel.pid_max");
+  consider_limit(smallest, read_proc_number("/proc/sys/vm/max_map_count") / 2,
+                 "vm.max_map_count / 2");
+  return smallest;
+}
+
+// The default max_threads: the smallest OS limit, less the headroom.
+inline thread_limit derived_thread_limit() {
+  thread_limit l = os_thread_limit();
+  if (l.value == std::numeric_limits<std::size_t>::max()) return l;
+  l.source = std::to_string(thread_limit_share_percent) + " % of " + l.source + " (" +
+             std::to_string(l.value) + ")";
+  l.value -= l.value / 100 * (100 - thread_limit_share_percent);
+  return l;
+}
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
 
 namespace detail {
 
@@ -4019,8 +4126,9 @@ class thread_cache {
   }
 
   // Runs `j` on a returning, idle or new thread (see the top of this file).
-  // Throws std::system_error if no thread can be created.
-  void submit(job* j) {
+  // Throws resource_exhausted, naming `what` (the task), when it needs a new
+  // thread and max_threads are alive or the OS refuses one.
+  void submit(job* j, std::string_view what) {
     worker* w = nullptr;
     bool was_spinning = false;
     for (bool waited = false;; waited = true) {
@@ -4045,6 +4153,7 @@ class thread_cache {
           break;
         }
         if (!may_wait) {
+          if (alive_ >= max_threads_) refuse_locked(what, "");
           ++alive_;
           peak_ = std::max(peak_, alive_);
           break;
@@ -4058,10 +4167,10 @@ class thread_cache {
     }
     try {
       std::thread([this, j] { work(j); }).detach();
-    } catch (...) {
+    } catch (const std::system_error& e) {
       std::lock_guard lock(mutex_);
       --alive_;
-      throw;
+      refuse_locked(what, e.what());
     }
   }
 
@@ -4079,6 +4188,7 @@ class thread_cache {
     std::lock_guard lock(mutex_);
     keep_alive_ = o.keep_alive;
     max_idle_ = o.max_idle != 0 ? o.max_idle : default_max_idle();
+    set_max_threads_locked(o.max_threads);
   }
 
   runtime_stats stats() const {
@@ -4089,6 +4199,8 @@ class thread_cache {
       s.threads_idle = idle_count_;
       s.peak_threads = peak_;
       s.tasks_started = started_;
+      s.max_threads = max_threads_;
+      s.spawns_refused = refused_;
     }
     s.tasks_running = running_.load(std::memory_order_relaxed);
     s.pending_timers = timer_service::instance().pending();
@@ -4138,7 +4250,40 @@ class thread_cache {
     void run() noexcept override {}
   };
 
-  thread_cache() { max_idle_ = default_max_idle(); }
+  thread_cache() {
+    max_idle_ = default_max_idle();
+    set_max_threads_locked(0);  // no other thread can see the cache yet
+  }
+
+  void set_max_threads_locked(std::size_t configured) {
+    if (configured != 0) {
+      max_threads_ = configured;
+      limit_source_ = "runtime_options::max_threads = " + std::to_string(configured);
+      return;
+    }
+    const thread_limit derived = derived_thread_limit();
+    max_threads_ = derived.value;
+    limit_source_ = "runtime_options::max_threads = " + std::to_string(derived.value) +
+                    ", derived from " + derived.source;
+  }
+
+  // Counts and reports a spawn that found no thread. `os_error` is the OS's
+  // refusal, or empty when the cap refused it.
+  [[noreturn]] void refuse_locked(std::string_view what, std::string_view os_error) {
+    ++refused_;
+    --started_;
+    std::string m = "leash::runtime: could not start a thread for task \"";
+    m.append(what);
+    m += "\": " + std::to_string(alive_) + " threads alive";
+    if (os_error.empty()) {
+      m += ", at the cap (" + limit_source_ + ")";
+    } else {
+      m += ", and the OS refused another (";
+      m.append(os_error);
+      m += "; " + limit_source_ + ")";
+    }
+    throw resource_exhausted(m);
+  }
 
   static std::size_t default_max_idle() {
     return 2 * std::max<std::size_t>(1, std::thread::hardware_concurrency());
@@ -4360,6 +4505,9 @@ class thread_cache {
   std::uint64_t started_ = 0;
   std::chrono::milliseconds keep_alive_{2000};
   std::size_t max_idle_ = 0;
+  std::size_t max_threads_ = 0;  // alive_ never exceeds it
+  std::string limit_source_;     // where max_threads_ comes from, for messages
+  std::uint64_t refused_ = 0;
   bool stopping_ = false;
   job* handoff_ = nullptr;  // jobs bound for returning threads (a stack)
   // Written under mutex_ only, read without it by a waiting submitter.
@@ -4599,7 +4747,8 @@ class nursery final : private detail::nursery_node {
   // Starts f on a runtime thread at once and returns its handle. f takes no
   // arguments or a std::stop_token (the nursery's). Blocks while `limit` tasks
   // run (cancellable). Into a cancelled nursery: f does not run, get() throws
-  // cancelled. Throws usage_error after wait() returned.
+  // cancelled. Throws usage_error after wait() returned, resource_exhausted
+  // when no thread can be had (runtime_options::max_threads, or the OS).
   template <class F>
   auto spawn(F&& f, source_location site = source_location::current()) {
     return *spawn_impl({}, std::forward<F>(f), site, false);
@@ -4609,7 +4758,8 @@ class nursery final : private detail::nursery_node {
     return *spawn_impl(std::move(name), std::forward<F>(f), site, false);
   }
 
-  // Like spawn, but never waits: returns nullopt when `limit` tasks run.
+  // Like spawn, but never waits and never throws resource_exhausted: returns
+  // nullopt when `limit` tasks run or the runtime has no thread for it.
   template <class F>
   [[nodiscard]] auto try_spawn(F&& f, source_location site = source_location::current()) {
     return spawn_impl({}, std::forward<F>(f), site, true);
@@ -4726,7 +4876,11 @@ class nursery final : private detail::nursery_node {
     record->owner_nursery = this;
     record->owner = this;
     std::optional<task<result>> handle;
-    if (admit(record, try_only)) handle = task<result>(std::move(record));
+    try {
+      if (admit(record, try_only)) handle = task<result>(std::move(record));
+    } catch (const resource_exhausted&) {
+      if (!try_only) throw;
+    }
     return handle;
   }
 
@@ -4772,7 +4926,7 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     lock.unlock();
     try {
-      detail::thread_cache::instance().submit(record.get());
+      detail::thread_cache::instance().submit(record.get(), record->name);
     } catch (...) {
       record->keep_alive.reset();
       lock.lock();
@@ -5943,7 +6097,7 @@ class ticker {
     try {
       if (nursery_ == nullptr) {
         core->keep_alive = core;  // the job owns itself until its loop ends
-        detail::thread_cache::instance().submit(core.get());
+        detail::thread_cache::instance().submit(core.get(), "ticker " + options_.name);
       } else {  // the task's callable owns the core
         task<void> t = nursery_->spawn(
             "ticker " + options_.name,

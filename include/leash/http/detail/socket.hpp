@@ -17,15 +17,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <stop_token>
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "../../detail/registry.hpp"
 #include "../errors.hpp"
@@ -106,34 +109,63 @@ inline bool idle_alive(int fd) noexcept {
   return r == 0;
 }
 
-// Resolves host:port (numeric addresses never block; names use getaddrinfo,
-// which is not cancellable) and connects with a deadline. Throws timeout,
-// io_error, or cancelled when `token` stops.
-inline socket dial(const std::string& host, std::uint16_t port, clock::time_point deadline,
-                   const std::stop_token& token) {
-  leash::detail::throw_if_stopped(token);
+// One address to connect to, as getaddrinfo gives it.
+struct endpoint {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+
+// The error a failed getaddrinfo stands for. Out of file descriptors, the
+// resolver fails with a misleading code (it cannot open /etc/hosts or a DNS
+// socket), so a failing probe for one more fd names the real cause.
+inline std::error_code resolve_error(int rc, int err) {
+  if (rc == EAI_SYSTEM && err != 0) return {err, std::generic_category()};
+  if (rc == EAI_MEMORY) return std::make_error_code(std::errc::not_enough_memory);
+  const int probe = ::fcntl(0, F_DUPFD_CLOEXEC, 0);  // any fd number will do
+  if (probe >= 0) {
+    ::close(probe);
+  } else if (errno == EMFILE || errno == ENFILE) {
+    return {errno, std::generic_category()};
+  }
+  return std::make_error_code(std::errc::host_unreachable);
+}
+
+// Every address of host:port, in getaddrinfo's order. Numeric addresses never
+// block; names use getaddrinfo, which is not cancellable. Throws io_error.
+inline std::vector<endpoint> resolve(const std::string& host, std::uint16_t port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* list = nullptr;
   const std::string service = std::to_string(port);
+  errno = 0;
   if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); rc != 0) {
-    throw io_error("resolve " + host + ": " + ::gai_strerror(rc),
-                   std::error_code(EHOSTUNREACH, std::generic_category()));
+    const std::error_code ec = resolve_error(rc, errno);
+    const std::string cause = ec.value() == EHOSTUNREACH ? ::gai_strerror(rc) : ec.message();
+    throw io_error("resolve " + host + ": " + cause, ec);
   }
-  const addrinfo first = *list;
-  sockaddr_storage addr{};
-  std::memcpy(&addr, first.ai_addr, first.ai_addrlen);
-  const socklen_t addr_len = first.ai_addrlen;
+  std::vector<endpoint> out;
+  for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    endpoint e;
+    std::memcpy(&e.addr, a->ai_addr, a->ai_addrlen);
+    e.len = a->ai_addrlen;
+    out.push_back(e);
+  }
   ::freeaddrinfo(list);
+  return out;
+}
 
-  socket s(::socket(first.ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+// Connects to one address before `deadline`. Throws timeout, io_error, or
+// cancelled when `token` stops.
+inline socket connect_to(const endpoint& e, const std::string& where, clock::time_point deadline,
+                         const std::stop_token& token) {
+  socket s(::socket(e.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!s.valid()) throw_errno("socket", errno);
   const int one = 1;
   ::setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  const std::string where = "dial " + host + ":" + service;
-  if (::connect(s.fd(), reinterpret_cast<const sockaddr*>(&addr), addr_len) == 0) return s;
+  if (::connect(s.fd(), reinterpret_cast<const sockaddr*>(&e.addr), e.len) == 0) return s;
   if (errno != EINPROGRESS) throw_errno(where, errno);
   bool ready;
   {
@@ -147,6 +179,63 @@ inline socket dial(const std::string& host, std::uint16_t port, clock::time_poin
   ::getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
   if (err != 0) throw_errno(where, err);
   return s;
+}
+
+// Each address but the last may use at least this much of the dial deadline
+// (Go's dialSerial), so that one black-holed address cannot use it all.
+inline constexpr std::chrono::seconds min_dial_share{2};
+
+// The deadline of one attempt among `left` addresses still to try: an equal
+// share of the time remaining, at least min_dial_share, never past `deadline`.
+inline clock::time_point attempt_deadline(clock::time_point deadline, std::size_t left) {
+  if (left <= 1 || deadline == clock::time_point::max()) return deadline;
+  const auto now = clock::now();
+  const auto share =
+      std::max<clock::duration>((deadline - now) / static_cast<long>(left), min_dial_share);
+  return share >= deadline - now ? deadline : now + share;
+}
+
+// Tries every address in order until one connects (Go's dialSerial). Throws
+// the first address's error when all fail, cancelled at once when `token`
+// stops, and io_error for an empty list.
+inline socket dial_any(const std::vector<endpoint>& addrs, const std::string& where,
+                       clock::time_point deadline, const std::stop_token& token) {
+  std::exception_ptr first;
+  for (std::size_t i = 0; i < addrs.size(); ++i) {
+    try {
+      return connect_to(addrs[i], where, attempt_deadline(deadline, addrs.size() - i), token);
+    } catch (const http::error&) {  // cancelled is not one: it leaves at once
+      if (!first) first = std::current_exception();
+      if (clock::now() >= deadline) break;
+    }
+  }
+  if (first) std::rethrow_exception(first);
+  throw io_error(where + ": no address", std::make_error_code(std::errc::host_unreachable));
+}
+
+// Resolves host:port and connects to the first of its addresses that accepts,
+// before `deadline`. Throws timeout, io_error, or cancelled when `token` stops.
+inline socket dial(const std::string& host, std::uint16_t port, clock::time_point deadline,
+                   const std::stop_token& token) {
+  leash::detail::throw_if_stopped(token);
+  const std::vector<endpoint> addrs = resolve(host, port);
+  return dial_any(addrs, "dial " + host + ":" + std::to_string(port), deadline, token);
+}
+
+// The kernel's cap on a listen backlog (net.core.somaxconn), or SOMAXCONN
+// when it cannot be read: the backlog Go's net.Listen uses.
+inline int system_somaxconn() noexcept {
+  const int fd = ::open("/proc/sys/net/core/somaxconn", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return SOMAXCONN;
+  char text[32] = {};
+  const ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  int value = 0;
+  for (ssize_t i = 0; i < n && text[i] >= '0' && text[i] <= '9'; ++i) {
+    value = value * 10 + (text[i] - '0');
+    if (value > (1 << 24)) break;  // nonsense: use the fallback
+  }
+  return value > 0 && value <= (1 << 24) ? value : SOMAXCONN;
 }
 
 // Writes all of `data` before `deadline`. Throws io_error, timeout, or
