@@ -10,16 +10,24 @@
 // Semantics (Go's):
 //   - Among the cases ready at the moment select looks, one is chosen
 //     uniformly at random (select_biased: the first in argument order). Only
-//     the chosen case has any effect; a losing send case's value is not moved.
-//   - A receive case on a closed, drained channel is ready and yields nullopt.
-//     A chosen send case on a closed channel throws channel_closed; its value
-//     stays the caller's.
+//     the chosen case has any effect.
+//   - A send case references the caller's value (an lvalue, or an rvalue such
+//     as std::move(p)) and moves from it only when it delivers it: a losing
+//     case, or one chosen on a closed channel (which throws channel_closed),
+//     leaves it as it was. Cases are therefore temporaries of the select
+//     expression: build them inside the select call.
+//   - A receive callback takes the value (T, const T&, T&&), or
+//     std::optional<T> (by value, const& or &&), or nothing; any other shape
+//     is a compile error, never a value dropped. A receive case on a closed,
+//     drained channel is ready: an optional callback gets nullopt, a T
+//     callback makes select throw channel_closed.
 //   - `.when(false)` disables a case (Go's nil channel). A select with no
 //     enabled case blocks until cancelled.
 //   - The same channel may appear in several cases. A send and a receive case
 //     of one select never match each other.
 //   - on_after(d) fires if nothing else did within d; it arms no timer (the
-//     wait itself has the deadline), so nothing is left behind.
+//     wait itself has the deadline), so nothing is left behind. Its callback
+//     takes nothing or the time point it fired at.
 //   - try_select never blocks: it returns nullopt when no case was ready
 //     (Go's default).
 //   - The callback of the chosen case runs after the operation completed,
@@ -102,6 +110,69 @@ concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>
 
 // The callback of a receive case without one: the value stays in the case.
 struct keep_value {};
+
+// The callback shapes a receive case accepts, in the order it tries them: a
+// callback that can take std::optional<T> gets it (nullopt: closed), one that
+// takes the value gets T as an rvalue, and a callback without parameters is
+// only told. T& and std::optional<T>& cannot bind what the case delivers.
+template <class F, class T>
+concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T> &&>;
+template <class F, class T>
+concept recv_takes_value = std::is_invocable_v<F&, T&&>;
+template <class F, class T>
+concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, T> ||
+    recv_takes_value<F, T> || std::is_invocable_v<F&>;
+
+// What select throws when a receive case whose callback takes T (not
+// std::optional<T>) is chosen on a closed, drained channel: there is no value
+// to pass, and dropping the case silently would hide the end of the channel.
+class recv_on_closed final : public channel_closed {
+ public:
+  const char* what() const noexcept override {
+    return "leash::select: a receive case's channel is closed and its callback takes a value; "
+           "take std::optional<T> to be told of the close";
+  }
+};
+
+// Where a send case's value lives (Stored: T&, T&& or T). The caller's object
+// of the channel's type, lvalue or rvalue, is referenced and moved from only
+// when the case delivers it; anything else (a const object, another type) is
+// converted into the case when the case is built.
+template <class T, class Stored>
+class send_value;
+template <class T>
+class send_value<T, T&> {
+ public:
+  explicit send_value(T& v) noexcept : item_(&v) {}
+  T& get() noexcept { return *item_; }
+
+ private:
+  T* item_;
+};
+// An rvalue argument is referenced too, so the case may be neither copied nor
+// moved: it cannot be kept past the full-expression that made it (and with
+// it, the temporary it may reference).
+template <class T>
+class send_value<T, T&&> {
+ public:
+  explicit send_value(T&& v) noexcept : item_(&v) {}
+  send_value(const send_value&) = delete;
+  send_value& operator=(const send_value&) = delete;
+  T& get() noexcept { return *item_; }
+
+ private:
+  T* item_;
+};
+template <class T>
+class send_value<T, T> {
+ public:
+  template <class V>
+  explicit send_value(V&& v) : item_(std::forward<V>(v)) {}
+  T& get() noexcept { return item_; }
+
+ private:
+  T item_;
+};
 
 // A fast per-thread generator for the random choice among ready cases.
 inline std::uint64_t random_next() noexcept {
@@ -342,9 +413,15 @@ class case_base : public detail::select_case {
 };
 
 // A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
-// and drained) or nothing; without fn the value stays in the case (take()).
+// and drained), the value (T, const T&, T&&; closed: select throws
+// channel_closed) or nothing; without fn the value stays in the case (take()).
 template <class T, class F = detail::keep_value>
 class recv_case final : public case_base<recv_case<T, F>> {
+  static_assert(detail::recv_callback<F, T>,
+                "leash::on_recv: the callback must be callable as f(T), f(const T&), f(T&&), "
+                "f(std::optional<T>) (by value, const& or &&) or f(), with T the channel's value "
+                "type; T& and std::optional<T>& cannot bind the value a receive delivers");
+
  public:
   recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
 
@@ -379,8 +456,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
   }
   bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
-    if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
+    if constexpr (std::is_same_v<F, detail::keep_value>) {
+      return;  // the value stays for take()
+    } else if constexpr (detail::recv_takes_optional<F, T>) {
       std::invoke(fn_, std::move(value_));
+    } else if constexpr (detail::recv_takes_value<F, T>) {
+      if (!value_) throw detail::recv_on_closed();
+      std::invoke(fn_, std::move(*value_));
     } else if constexpr (std::is_invocable_v<F&>) {
       std::invoke(fn_);
     }
@@ -392,9 +474,10 @@ class recv_case final : public case_base<recv_case<T, F>> {
   detail::wait_node node_;
 };
 
-// A send case: on_send(ch, value, fn). A non-const lvalue `value` of type T is
-// referenced and moved from only if this case is chosen; anything else is
-// stored in the case (Stored is T& or T).
+// A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
+// is referenced and moved from only if this case delivers it; a const or
+// converted value is stored in the case (Stored: T&, T&& or T). A case
+// referencing an rvalue can be neither copied nor moved.
 template <class T, class Stored, class F>
 class send_case final : public case_base<send_case<T, Stored, F>> {
  public:
@@ -406,7 +489,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   using access = detail::channel_access<T>;
   using clock = detail::select_case::clock;
 
-  T& item() noexcept { return value_; }
+  T& item() noexcept { return value_.get(); }
 
   detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
   detail::lock_free_result try_lock_free() noexcept override {
@@ -437,7 +520,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   }
 
   channel<T>* channel_;
-  Stored value_;  // T&: the caller's object; T: owned
+  detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
   detail::wait_node node_;
@@ -447,6 +530,11 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
 // timer; the select's own wait carries the deadline.
 template <class F>
 class after_case final : public case_base<after_case<F>> {
+  static_assert(std::is_invocable_v<F&> ||
+                    std::is_invocable_v<F&, std::chrono::steady_clock::time_point>,
+                "leash::on_after: the callback must be callable as f() or "
+                "f(std::chrono::steady_clock::time_point) (by value or const&)");
+
  public:
   after_case(std::chrono::steady_clock::time_point deadline, F fn)
       : deadline_(deadline), fn_(std::move(fn)) {}
@@ -459,14 +547,21 @@ class after_case final : public case_base<after_case<F>> {
   bool complete_locked(detail::wait_node*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
-  void finish() override { std::invoke(fn_); }
+  void finish() override {
+    if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
+    } else if constexpr (std::is_invocable_v<F&, clock::time_point>) {
+      std::invoke(fn_, clock::now());  // the moment it fired: at or after the deadline
+    }
+  }
   clock::time_point deadline() const noexcept override { return deadline_; }
 
   clock::time_point deadline_;
   F fn_;
 };
 
-// A receive case on `ch`; fn(std::optional<T>) or fn() runs if it is chosen.
+// A receive case on `ch`; fn(std::optional<T>), fn(T) or fn() runs if it is
+// chosen (the shapes recv_case lists).
 template <class T, class F>
 recv_case<T, F> on_recv(channel<T>& ch, F fn) {
   return recv_case<T, F>(ch, std::move(fn));
@@ -477,15 +572,19 @@ recv_case<T> on_recv(channel<T>& ch) {
   return recv_case<T>(ch, detail::keep_value{});
 }
 
-// A send case of `value` on `ch`; fn() runs if it is chosen.
+// A send case of `value` on `ch`; fn() runs if it is chosen. `value` of type T
+// (an lvalue or std::move(x)) stays the caller's unless the case delivers it,
+// so the case must not outlive it: build the case inside the select call.
 template <class T, class V, class F>
-requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
+requires std::is_same_v<V, T&> || std::is_same_v<V, T> || std::is_constructible_v<T, V&&>
 auto on_send(channel<T>& ch, V&& value, F fn) {
-  using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
+  using stored = std::conditional_t<std::is_same_v<V, T&>, T&,
+                                    std::conditional_t<std::is_same_v<V, T>, T&&, T>>;
   return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
 }
 
-// A case that fires after `d` if nothing else fired first.
+// A case that fires after `d` if nothing else fired first; fn() or
+// fn(time_point) runs then.
 template <class Rep, class Period, class F>
 after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
   return after_case<F>(detail::deadline_after(d), std::move(fn));
