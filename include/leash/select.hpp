@@ -264,6 +264,79 @@ std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode
   return std::nullopt;
 }
 
+// "No case": an index no select has.
+inline constexpr std::size_t no_case = std::numeric_limits<std::size_t>::max();
+
+// The earliest deadline among the enabled on_after cases, and its case's
+// index (time_point::max() and no_case when there is none).
+template <class At>
+std::pair<select_case::clock::time_point, std::size_t> earliest_deadline(std::size_t n, At at) {
+  std::pair<select_case::clock::time_point, std::size_t> earliest{
+      select_case::clock::time_point::max(), no_case};
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.deadline() < earliest.first) earliest = {c.deadline(), i};
+  }
+  return earliest;
+}
+
+// Step 1, every lock held: the ready case to complete, or no_case. Random
+// among the ready ones, or the first in argument order.
+template <class At>
+std::size_t poll_locked(std::size_t n, At at, select_mode mode,
+                        select_case::clock::time_point now) {
+  std::size_t chosen = no_case;
+  std::uint64_t ready = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (!c.enabled || !c.ready_locked(now)) continue;
+    if (mode != select_mode::random) return i;
+    // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
+    if (random_next() % ++ready == 0) chosen = i;
+  }
+  return chosen;
+}
+
+// Step 2, every lock held: queues a node for `w` in every enabled channel case.
+template <class At>
+void enqueue_all_locked(std::size_t n, At at, waiter& w) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
+  }
+}
+
+// Step 3, every lock held, nodes queued: the handshake with lock-free buffer
+// operations (channel.hpp). A value or room that arrived in a buffer before
+// the nodes were queued means go round again. Only the buffers: the rest of
+// readiness cannot change while every lock is held, and this select's own
+// nodes (now queued) must not count as partners.
+template <class At>
+bool buffers_ready_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.buffer_ready_locked()) return true;
+  }
+  return false;
+}
+
+// Step 4: removes the nodes queued in step 2, with every lock held
+// (dequeue_all_locked) or after the wait, taking each lock (dequeue_all).
+template <class At>
+void dequeue_all_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
+  }
+}
+template <class At>
+void dequeue_all(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue();
+  }
+}
+
 // The engine: Go's select. Poll every enabled case under all locks; complete
 // one ready case, or queue a node in every channel and wait for a partner, a
 // stop or the earliest on_after deadline.
@@ -271,38 +344,17 @@ template <std::size_t Inline, class At>
 std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
                                       const std::stop_token& token) {
   using clock = select_case::clock;
-  constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
   }
   lock_set<Inline> locks(n, at);
-  clock::time_point deadline = clock::time_point::max();
-  std::size_t deadline_case = none;
-  for (std::size_t i = 0; i < n; ++i) {
-    const select_case& c = at(i);
-    if (c.enabled && c.deadline() < deadline) {
-      deadline = c.deadline();
-      deadline_case = i;
-    }
-  }
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
   for (;;) {
     locks.lock();
     const clock::time_point now =
         deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
-    std::size_t chosen = none;
-    std::uint64_t ready = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const select_case& c = at(i);
-      if (!c.enabled || !c.ready_locked(now)) continue;
-      if (mode != select_mode::random) {
-        chosen = i;
-        break;
-      }
-      // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
-      if (random_next() % ++ready == 0) chosen = i;
-    }
-    if (chosen != none) {
+    if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
       wait_node* partner = nullptr;
       const bool done = at(chosen).complete_locked(partner);
       locks.unlock();
@@ -320,25 +372,9 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       throw_cancelled(token);
     }
     waiter w;
-    for (std::size_t i = 0; i < n; ++i) {
-      select_case& c = at(i);
-      if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
-    }
-    // The handshake with lock-free buffer operations (channel.hpp): queued
-    // now, look at the buffers once more; a value or room that arrived
-    // meanwhile means go round again. Only the buffers: the rest of readiness
-    // cannot change while every lock is held, and this select's own nodes
-    // (now queued) must not count as partners.
-    bool ready_now = false;
-    for (std::size_t i = 0; i < n && !ready_now; ++i) {
-      const select_case& c = at(i);
-      ready_now = c.enabled && c.buffer_ready_locked();
-    }
-    if (ready_now) {
-      for (std::size_t i = 0; i < n; ++i) {
-        select_case& c = at(i);
-        if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
-      }
+    enqueue_all_locked(n, at, w);
+    if (buffers_ready_locked(n, at)) {
+      dequeue_all_locked(n, at);
       locks.unlock();
       continue;
     }
@@ -348,10 +384,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       channel_wait_scope blocked("select");
       o = w.wait(token, deadline);
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      select_case& c = at(i);
-      if (c.enabled && c.lock() != nullptr) c.dequeue();
-    }
+    dequeue_all(n, at);
     switch (o) {
       case waiter::outcome::fired: {
         const std::size_t k = w.fired_index();
@@ -372,13 +405,11 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
 template <class... Cases>
 std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
                                        Cases&... cases) {
+  // The lock set's inline size: one slot per case (at least one).
+  constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
   std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
-  return run_select < sizeof...(Cases) == 0
-             ? 1
-             : sizeof...(Cases) > (
-                                      all.size(),
-                                      [&](std::size_t i) -> select_case& { return *all[i]; }, mode,
-                                      token);
+  return run_select<inline_locks>(
+      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
 }
 
 template <class R>
