@@ -228,6 +228,12 @@ TEST_CASE("send cases over lvalues can be kept in a range; a case referencing an
   CHECK(leash::select(cases) == 1);
   CHECK(b_sent);
   CHECK(open.recv() == 2);
+  // A case that owns a copy (of a const value) copies like any value.
+  const int c = 3;
+  auto owning = leash::on_send(open, c, ignore);
+  auto copy = owning;
+  CHECK(leash::select(copy) == 0);
+  CHECK(open.recv() == 3);
   static_assert(std::is_move_constructible_v<decltype(leash::on_send(full, a, ignore))>);
   static_assert(
       !std::is_move_constructible_v<decltype(leash::on_send(full, std::move(a), ignore))>);

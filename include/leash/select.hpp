@@ -113,12 +113,13 @@ struct keep_value {};
 
 // The callback shapes a receive case accepts, in the order it tries them: a
 // callback that can take std::optional<T> gets it (nullopt: closed), one that
-// takes the value gets T as an rvalue, and a callback without parameters is
-// only told. T& and std::optional<T>& cannot bind what the case delivers.
+// takes the value gets it, and one without parameters is only told. Both are
+// passed as rvalues (is_invocable with a non-reference type tests exactly
+// that), so T& and std::optional<T>& parameters are rejected.
 template <class F, class T>
-concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T> &&>;
+concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T>>;
 template <class F, class T>
-concept recv_takes_value = std::is_invocable_v<F&, T&&>;
+concept recv_takes_value = std::is_invocable_v<F&, T>;
 template <class F, class T>
 concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, T> ||
     recv_takes_value<F, T> || std::is_invocable_v<F&>;
