@@ -1,4 +1,4 @@
-// Tests for leash/select.hpp and leash/timer_channel.hpp: SPEC section 4 (select, after, tick).
+// Tests for leash/select.hpp and leash/timer_channel.hpp: select, after, tick.
 #include <doctest/doctest.h>
 
 #include <atomic>
