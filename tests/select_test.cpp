@@ -1,4 +1,4 @@
-// Tests for leash/select.hpp and leash/timer_channel.hpp: SPEC section 4 (select, after, tick).
+// Tests for leash/select.hpp and leash/timer_channel.hpp: select, after, tick.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "support/blocked.hpp"
@@ -49,6 +50,195 @@ TEST_CASE("a losing send case's value is not moved, and its channel is untouched
   CHECK(other == nullptr);  // won: moved into the channel
   CHECK(**open.recv() == 2);
   CHECK(**full.recv() == 0);
+}
+
+TEST_CASE("a receive case's callback gets the value as T, const T&, T&& or std::optional<T>") {
+  leash::channel<std::string> ch(1);
+  auto once = [&](auto fn) {
+    ch.send("v");
+    CHECK(leash::select(leash::on_recv(ch, fn)) == 0);
+  };
+  std::string got;
+  once([&](std::string v) { got = v + "1"; });
+  CHECK(got == "v1");
+  once([&](const std::string& v) { got = v + "2"; });
+  CHECK(got == "v2");
+  once([&](std::string&& v) { got = std::move(v) + "3"; });
+  CHECK(got == "v3");
+  once([&](std::optional<std::string> v) { got = *v + "4"; });
+  CHECK(got == "v4");
+  once([&](const std::optional<std::string>& v) { got = *v + "5"; });
+  CHECK(got == "v5");
+  once([&](std::optional<std::string>&& v) { got = *v + "6"; });
+  CHECK(got == "v6");
+  bool ran = false;
+  once([&] { ran = true; });
+  CHECK(ran);
+  CHECK(ch.size() == 0);
+}
+
+TEST_CASE("a move-only value reaches a T or T&& receive callback") {
+  leash::channel<std::unique_ptr<int>> ch(1);
+  ch.send(std::make_unique<int>(7));
+  std::unique_ptr<int> got;
+  leash::select(leash::on_recv(ch, [&](std::unique_ptr<int> v) { got = std::move(v); }));
+  REQUIRE(got != nullptr);
+  CHECK(*got == 7);
+  ch.send(std::make_unique<int>(8));
+  leash::select(leash::on_recv(ch, [&](std::unique_ptr<int>&& v) { got = std::move(v); }));
+  CHECK(*got == 8);
+}
+
+TEST_CASE("a receive case whose callback takes T throws channel_closed on a closed channel") {
+  leash::channel<int> open, closed;
+  closed.close();
+  bool ran = false;
+  auto takes_int = [&](int) { ran = true; };
+  CHECK_THROWS_WITH_AS(leash::select(leash::on_recv(closed, takes_int)),
+                       doctest::Contains("leash::select: "), leash::channel_closed);
+  CHECK_THROWS_AS(
+      leash::try_select(leash::on_recv(open, ignore), leash::on_recv(closed, takes_int)),
+      leash::channel_closed);
+  CHECK_FALSE(ran);
+  // A callback that can take std::optional<T> gets nullopt instead.
+  std::optional<int> got = 1;
+  leash::select(leash::on_recv(closed, [&](const std::optional<int>& v) { got = v; }));
+  CHECK(got == std::nullopt);
+}
+
+TEST_CASE(
+    "a blocked receive case with a T callback throws channel_closed when its channel closes") {
+  leash::channel<int> a, b;
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&] {
+      bool ran = false;
+      CHECK_THROWS_AS(leash::select(leash::on_recv(a, ignore),
+                                    leash::on_recv(b, [&](const int&) { ran = true; })),
+                      leash::channel_closed);
+      CHECK_FALSE(ran);
+    });
+    wait_blocked("select");
+    b.close();
+  });
+}
+
+TEST_CASE("a timer case's callback gets the time point, by value or by const&") {
+  using time_point = std::chrono::steady_clock::time_point;
+  const time_point t0 = std::chrono::steady_clock::now();
+  time_point got{};
+  auto timer = leash::after(1ms);
+  leash::select(leash::on_recv(timer, [&](time_point t) { got = t; }));
+  CHECK(got >= t0 + 1ms);
+  got = {};
+  auto ticks = leash::tick(1ms);
+  leash::select(leash::on_recv(ticks, [&](const time_point& t) { got = t; }));
+  CHECK(got >= t0 + 1ms);
+}
+
+TEST_CASE("on_after's callback may take the time point it fired at") {
+  using time_point = std::chrono::steady_clock::time_point;
+  leash::channel<int> ch;
+  const time_point t0 = std::chrono::steady_clock::now();
+  time_point got{};
+  CHECK(leash::select(leash::on_recv(ch, ignore),
+                      leash::on_after(1ms, [&](time_point t) { got = t; })) == 1);
+  CHECK(got >= t0 + 1ms);
+  got = {};
+  leash::select(leash::on_after(0ms, [&](const time_point& t) { got = t; }));
+  CHECK(got >= t0 + 1ms);
+}
+
+TEST_CASE("a losing send case given std::move(p) leaves p as it was; the winner moves its value") {
+  leash::channel<std::unique_ptr<int>> full(1), open(1);
+  full.send(std::make_unique<int>(0));
+  auto mine = std::make_unique<int>(1);
+  auto other = std::make_unique<int>(2);
+  CHECK(leash::select(leash::on_send(full, std::move(mine), ignore),
+                      leash::on_send(open, std::move(other), ignore)) == 1);
+  REQUIRE(mine != nullptr);  // lost: still ours
+  CHECK(*mine == 1);
+  CHECK(other == nullptr);  // won: moved into the channel
+  CHECK(**open.recv() == 2);
+  std::string text = "kept";
+  CHECK(leash::try_select(leash::on_send(full, std::move(mine), ignore)) == std::nullopt);
+  leash::channel<std::string> strings;
+  CHECK(leash::try_select(leash::on_send(strings, std::move(text), ignore)) == std::nullopt);
+  CHECK(text == "kept");
+  REQUIRE(mine != nullptr);
+  CHECK(*mine == 1);
+}
+
+TEST_CASE("a blocked send case given std::move(p) that loses to a receive leaves p as it was") {
+  leash::channel<std::string> in, out;
+  std::string p = "mine";
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&] {
+      std::optional<std::string> got;
+      CHECK(leash::select(leash::on_send(out, std::move(p), ignore),
+                          leash::on_recv(in, [&](std::optional<std::string> v) { got = v; })) == 1);
+      CHECK(got == "theirs");
+    });
+    wait_blocked("select");
+    in.send("theirs");
+  });
+  CHECK(p == "mine");
+}
+
+TEST_CASE("a send case given std::move(p) on a closed channel throws channel_closed, p intact") {
+  leash::channel<std::unique_ptr<int>> ch;
+  ch.close();
+  auto p = std::make_unique<int>(4);
+  CHECK_THROWS_AS(leash::select(leash::on_send(ch, std::move(p), ignore)), leash::channel_closed);
+  REQUIRE(p != nullptr);
+  CHECK(*p == 4);
+  leash::channel<std::string> blocked;
+  std::string text = "kept";
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&] {
+      CHECK_THROWS_AS(leash::select(leash::on_send(blocked, std::move(text), ignore)),
+                      leash::channel_closed);
+    });
+    wait_blocked("select");
+    blocked.close();
+  });
+  CHECK(text == "kept");
+}
+
+TEST_CASE("a send case given a temporary delivers it") {
+  leash::channel<std::string> ch(1);
+  bool sent = false;
+  CHECK(leash::select(leash::on_send(ch, std::string("made here"), [&] { sent = true; })) == 0);
+  CHECK(sent);
+  CHECK(ch.recv() == "made here");
+  const std::string constant = "copied";
+  leash::select(leash::on_send(ch, constant, ignore));
+  CHECK(ch.recv() == "copied");
+  CHECK(constant == "copied");
+}
+
+TEST_CASE("send cases over lvalues can be kept in a range; a case referencing an rvalue cannot") {
+  leash::channel<int> full(1), open(1);
+  full.send(0);
+  int a = 1, b = 2;
+  bool b_sent = false;
+  auto note_b = [&] { b_sent = true; };
+  std::vector<decltype(leash::on_send(full, a, note_b))> cases;
+  cases.push_back(leash::on_send(full, a, note_b));
+  cases.push_back(leash::on_send(open, b, note_b));
+  CHECK(leash::select(cases) == 1);
+  CHECK(b_sent);
+  CHECK(open.recv() == 2);
+  // A case that owns a copy (of a const value) copies like any value.
+  const int c = 3;
+  auto owning = leash::on_send(open, c, ignore);
+  auto copy = owning;
+  CHECK(leash::select(copy) == 0);
+  CHECK(open.recv() == 3);
+  static_assert(std::is_move_constructible_v<decltype(leash::on_send(full, a, ignore))>);
+  static_assert(
+      !std::is_move_constructible_v<decltype(leash::on_send(full, std::move(a), ignore))>);
+  static_assert(
+      !std::is_copy_constructible_v<decltype(leash::on_send(full, std::move(a), ignore))>);
 }
 
 TEST_CASE("select blocks until a partner arrives, for receive and send cases") {

@@ -5140,16 +5140,24 @@ inline runtime_stats stats() {
 // Semantics (Go's):
 //   - Among the cases ready at the moment select looks, one is chosen
 //     uniformly at random (select_biased: the first in argument order). Only
-//     the chosen case has any effect; a losing send case's value is not moved.
-//   - A receive case on a closed, drained channel is ready and yields nullopt.
-//     A chosen send case on a closed channel throws channel_closed; its value
-//     stays the caller's.
+//     the chosen case has any effect.
+//   - A send case references the caller's value (an lvalue, or an rvalue such
+//     as std::move(p)) and moves from it only when it delivers it: a losing
+//     case, or one chosen on a closed channel (which throws channel_closed),
+//     leaves it as it was. Cases are therefore temporaries of the select
+//     expression: build them inside the select call.
+//   - A receive callback takes the value (T, const T&, T&&), or
+//     std::optional<T> (by value, const& or &&), or nothing; any other shape
+//     is a compile error, never a value dropped. A receive case on a closed,
+//     drained channel is ready: an optional callback gets nullopt, a T
+//     callback makes select throw channel_closed.
 //   - `.when(false)` disables a case (Go's nil channel). A select with no
 //     enabled case blocks until cancelled.
 //   - The same channel may appear in several cases. A send and a receive case
 //     of one select never match each other.
 //   - on_after(d) fires if nothing else did within d; it arms no timer (the
-//     wait itself has the deadline), so nothing is left behind.
+//     wait itself has the deadline), so nothing is left behind. Its callback
+//     takes nothing or the time point it fired at.
 //   - try_select never blocks: it returns nullopt when no case was ready
 //     (Go's default).
 //   - The callback of the chosen case runs after the operation completed,
@@ -5229,6 +5237,70 @@ concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>
 
 // The callback of a receive case without one: the value stays in the case.
 struct keep_value {};
+
+// The callback shapes a receive case accepts, in the order it tries them: a
+// callback that can take std::optional<T> gets it (nullopt: closed), one that
+// takes the value gets it, and one without parameters is only told. Both are
+// passed as rvalues (is_invocable with a non-reference type tests exactly
+// that), so T& and std::optional<T>& parameters are rejected.
+template <class F, class T>
+concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T>>;
+template <class F, class T>
+concept recv_takes_value = std::is_invocable_v<F&, T>;
+template <class F, class T>
+concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, T> ||
+    recv_takes_value<F, T> || std::is_invocable_v<F&>;
+
+// What select throws when a receive case whose callback takes T (not
+// std::optional<T>) is chosen on a closed, drained channel: there is no value
+// to pass, and dropping the case silently would hide the end of the channel.
+class recv_on_closed final : public channel_closed {
+ public:
+  const char* what() const noexcept override {
+    return "leash::select: a receive case's channel is closed and its callback takes a value; "
+           "take std::optional<T> to be told of the close";
+  }
+};
+
+// Where a send case's value lives (Stored: T&, T&& or T). The caller's object
+// of the channel's type, lvalue or rvalue, is referenced and moved from only
+// when the case delivers it; anything else (a const object, another type) is
+// converted into the case when the case is built.
+template <class T, class Stored>
+class send_value;
+template <class T>
+class send_value<T, T&> {
+ public:
+  explicit send_value(T& v) noexcept : item_(&v) {}
+  T& get() noexcept { return *item_; }
+
+ private:
+  T* item_;
+};
+// An rvalue argument is referenced too, so the case may be neither copied nor
+// moved: it cannot be kept past the full-expression that made it (and with
+// it, the temporary it may reference).
+template <class T>
+class send_value<T, T&&> {
+ public:
+  explicit send_value(T&& v) noexcept : item_(&v) {}
+  send_value(const send_value&) = delete;
+  send_value& operator=(const send_value&) = delete;
+  T& get() noexcept { return *item_; }
+
+ private:
+  T* item_;
+};
+template <class T>
+class send_value<T, T> {
+ public:
+  template <class V>
+  explicit send_value(V&& v) : item_(std::forward<V>(v)) {}
+  T& get() noexcept { return item_; }
+
+ private:
+  T item_;
+};
 
 // A fast per-thread generator for the random choice among ready cases.
 inline std::uint64_t random_next() noexcept {
@@ -5320,6 +5392,79 @@ std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode
   return std::nullopt;
 }
 
+// "No case": an index no select has.
+inline constexpr std::size_t no_case = std::numeric_limits<std::size_t>::max();
+
+// The earliest deadline among the enabled on_after cases, and its case's
+// index (time_point::max() and no_case when there is none).
+template <class At>
+std::pair<select_case::clock::time_point, std::size_t> earliest_deadline(std::size_t n, At at) {
+  std::pair<select_case::clock::time_point, std::size_t> earliest{
+      select_case::clock::time_point::max(), no_case};
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.deadline() < earliest.first) earliest = {c.deadline(), i};
+  }
+  return earliest;
+}
+
+// Step 1, every lock held: the ready case to complete, or no_case. Random
+// among the ready ones, or the first in argument order.
+template <class At>
+std::size_t poll_locked(std::size_t n, At at, select_mode mode,
+                        select_case::clock::time_point now) {
+  std::size_t chosen = no_case;
+  std::uint64_t ready = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (!c.enabled || !c.ready_locked(now)) continue;
+    if (mode != select_mode::random) return i;
+    // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
+    if (random_next() % ++ready == 0) chosen = i;
+  }
+  return chosen;
+}
+
+// Step 2, every lock held: queues a node for `w` in every enabled channel case.
+template <class At>
+void enqueue_all_locked(std::size_t n, At at, waiter& w) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
+  }
+}
+
+// Step 3, every lock held, nodes queued: the handshake with lock-free buffer
+// operations (channel.hpp). A value or room that arrived in a buffer before
+// the nodes were queued means go round again. Only the buffers: the rest of
+// readiness cannot change while every lock is held, and this select's own
+// nodes (now queued) must not count as partners.
+template <class At>
+bool buffers_ready_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.buffer_ready_locked()) return true;
+  }
+  return false;
+}
+
+// Step 4: removes the nodes queued in step 2, with every lock held
+// (dequeue_all_locked) or after the wait, taking each lock (dequeue_all).
+template <class At>
+void dequeue_all_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
+  }
+}
+template <class At>
+void dequeue_all(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue();
+  }
+}
+
 // The engine: Go's select. Poll every enabled case under all locks; complete
 // one ready case, or queue a node in every channel and wait for a partner, a
 // stop or the earliest on_after deadline.
@@ -5327,38 +5472,17 @@ template <std::size_t Inline, class At>
 std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
                                       const std::stop_token& token) {
   using clock = select_case::clock;
-  constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
   }
   lock_set<Inline> locks(n, at);
-  clock::time_point deadline = clock::time_point::max();
-  std::size_t deadline_case = none;
-  for (std::size_t i = 0; i < n; ++i) {
-    const select_case& c = at(i);
-    if (c.enabled && c.deadline() < deadline) {
-      deadline = c.deadline();
-      deadline_case = i;
-    }
-  }
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
   for (;;) {
     locks.lock();
     const clock::time_point now =
         deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
-    std::size_t chosen = none;
-    std::uint64_t ready = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const select_case& c = at(i);
-      if (!c.enabled || !c.ready_locked(now)) continue;
-      if (mode != select_mode::random) {
-        chosen = i;
-        break;
-      }
-      // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
-      if (random_next() % ++ready == 0) chosen = i;
-    }
-    if (chosen != none) {
+    if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
       wait_node* partner = nullptr;
       const bool done = at(chosen).complete_locked(partner);
       locks.unlock();
@@ -5376,25 +5500,9 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       throw_cancelled(token);
     }
     waiter w;
-    for (std::size_t i = 0; i < n; ++i) {
-      select_case& c = at(i);
-      if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
-    }
-    // The handshake with lock-free buffer operations (channel.hpp): queued
-    // now, look at the buffers once more; a value or room that arrived
-    // meanwhile means go round again. Only the buffers: the rest of readiness
-    // cannot change while every lock is held, and this select's own nodes
-    // (now queued) must not count as partners.
-    bool ready_now = false;
-    for (std::size_t i = 0; i < n && !ready_now; ++i) {
-      const select_case& c = at(i);
-      ready_now = c.enabled && c.buffer_ready_locked();
-    }
-    if (ready_now) {
-      for (std::size_t i = 0; i < n; ++i) {
-        select_case& c = at(i);
-        if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
-      }
+    enqueue_all_locked(n, at, w);
+    if (buffers_ready_locked(n, at)) {
+      dequeue_all_locked(n, at);
       locks.unlock();
       continue;
     }
@@ -5404,10 +5512,7 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
       channel_wait_scope blocked("select");
       o = w.wait(token, deadline);
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      select_case& c = at(i);
-      if (c.enabled && c.lock() != nullptr) c.dequeue();
-    }
+    dequeue_all(n, at);
     switch (o) {
       case waiter::outcome::fired: {
         const std::size_t k = w.fired_index();
@@ -5428,13 +5533,11 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
 template <class... Cases>
 std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
                                        Cases&... cases) {
+  // The lock set's inline size: one slot per case (at least one).
+  constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
   std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
-  return run_select < sizeof...(Cases) == 0
-             ? 1
-             : sizeof...(Cases) > (
-                                      all.size(),
-                                      [&](std::size_t i) -> select_case& { return *all[i]; }, mode,
-                                      token);
+  return run_select<inline_locks>(
+      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
 }
 
 template <class R>
@@ -5469,9 +5572,15 @@ class case_base : public detail::select_case {
 };
 
 // A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
-// and drained) or nothing; without fn the value stays in the case (take()).
+// and drained), the value (T, const T&, T&&; closed: select throws
+// channel_closed) or nothing; without fn the value stays in the case (take()).
 template <class T, class F = detail::keep_value>
 class recv_case final : public case_base<recv_case<T, F>> {
+  static_assert(detail::recv_callback<F, T>,
+                "leash::on_recv: the callback must be callable as f(T), f(const T&), f(T&&), "
+                "f(std::optional<T>) (by value, const& or &&) or f(), with T the channel's value "
+                "type; T& and std::optional<T>& cannot bind the value a receive delivers");
+
  public:
   recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
 
@@ -5506,8 +5615,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
   }
   bool woken_to_retry() const noexcept override { return node_.retry; }
   void finish() override {
-    if constexpr (std::is_invocable_v<F&, std::optional<T>>) {
+    if constexpr (std::is_same_v<F, detail::keep_value>) {
+      return;  // the value stays for take()
+    } else if constexpr (detail::recv_takes_optional<F, T>) {
       std::invoke(fn_, std::move(value_));
+    } else if constexpr (detail::recv_takes_value<F, T>) {
+      if (!value_) throw detail::recv_on_closed();
+      std::invoke(fn_, std::move(*value_));
     } else if constexpr (std::is_invocable_v<F&>) {
       std::invoke(fn_);
     }
@@ -5519,9 +5633,10 @@ class recv_case final : public case_base<recv_case<T, F>> {
   detail::wait_node node_;
 };
 
-// A send case: on_send(ch, value, fn). A non-const lvalue `value` of type T is
-// referenced and moved from only if this case is chosen; anything else is
-// stored in the case (Stored is T& or T).
+// A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
+// is referenced and moved from only if this case delivers it; a const or
+// converted value is stored in the case (Stored: T&, T&& or T). A case
+// referencing an rvalue can be neither copied nor moved.
 template <class T, class Stored, class F>
 class send_case final : public case_base<send_case<T, Stored, F>> {
  public:
@@ -5533,7 +5648,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   using access = detail::channel_access<T>;
   using clock = detail::select_case::clock;
 
-  T& item() noexcept { return value_; }
+  T& item() noexcept { return value_.get(); }
 
   detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
   detail::lock_free_result try_lock_free() noexcept override {
@@ -5564,7 +5679,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   }
 
   channel<T>* channel_;
-  Stored value_;  // T&: the caller's object; T: owned
+  detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
   detail::wait_node node_;
@@ -5574,6 +5689,11 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
 // timer; the select's own wait carries the deadline.
 template <class F>
 class after_case final : public case_base<after_case<F>> {
+  static_assert(std::is_invocable_v<F&> ||
+                    std::is_invocable_v<F&, std::chrono::steady_clock::time_point>,
+                "leash::on_after: the callback must be callable as f() or "
+                "f(std::chrono::steady_clock::time_point) (by value or const&)");
+
  public:
   after_case(std::chrono::steady_clock::time_point deadline, F fn)
       : deadline_(deadline), fn_(std::move(fn)) {}
@@ -5586,14 +5706,21 @@ class after_case final : public case_base<after_case<F>> {
   bool complete_locked(detail::wait_node*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
-  void finish() override { std::invoke(fn_); }
+  void finish() override {
+    if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
+    } else if constexpr (std::is_invocable_v<F&, clock::time_point>) {
+      std::invoke(fn_, clock::now());  // the moment it fired: at or after the deadline
+    }
+  }
   clock::time_point deadline() const noexcept override { return deadline_; }
 
   clock::time_point deadline_;
   F fn_;
 };
 
-// A receive case on `ch`; fn(std::optional<T>) or fn() runs if it is chosen.
+// A receive case on `ch`; fn(std::optional<T>), fn(T) or fn() runs if it is
+// chosen (the shapes recv_case lists).
 template <class T, class F>
 recv_case<T, F> on_recv(channel<T>& ch, F fn) {
   return recv_case<T, F>(ch, std::move(fn));
@@ -5604,15 +5731,19 @@ recv_case<T> on_recv(channel<T>& ch) {
   return recv_case<T>(ch, detail::keep_value{});
 }
 
-// A send case of `value` on `ch`; fn() runs if it is chosen.
+// A send case of `value` on `ch`; fn() runs if it is chosen. `value` of type T
+// (an lvalue or std::move(x)) stays the caller's unless the case delivers it,
+// so the case must not outlive it: build the case inside the select call.
 template <class T, class V, class F>
-requires std::is_same_v<V, T&> || std::is_constructible_v<T, V&&>
+requires std::is_same_v<V, T&> || std::is_same_v<V, T> || std::is_constructible_v<T, V&&>
 auto on_send(channel<T>& ch, V&& value, F fn) {
-  using stored = std::conditional_t<std::is_same_v<V, T&>, T&, T>;
+  using stored = std::conditional_t<std::is_same_v<V, T&>, T&,
+                                    std::conditional_t<std::is_same_v<V, T>, T&&, T>>;
   return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
 }
 
-// A case that fires after `d` if nothing else fired first.
+// A case that fires after `d` if nothing else fired first; fn() or
+// fn(time_point) runs then.
 template <class Rep, class Period, class F>
 after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
   return after_case<F>(detail::deadline_after(d), std::move(fn));
