@@ -12,6 +12,7 @@
 #include <leash/http/server.hpp>
 #include <leash/http/transport.hpp>
 #include <leash/nursery.hpp>
+#include <leash/runtime.hpp>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -461,4 +462,89 @@ TEST_CASE("dialing tries every address until one connects") {
   } catch (const http::io_error& e) {
     CHECK(e.code().value() == ECONNREFUSED);
   }
+}
+
+TEST_CASE("out of threads, a connection is refused with 503 and the server goes on serving") {
+  struct restore_runtime {
+    ~restore_runtime() { leash::runtime::configure({}); }
+  } restore;
+  constexpr int slow_clients = 200;
+  const int fds = http_test::fd_count();
+  leash::runtime::configure({.max_threads = 64});
+  {
+    leash::nursery n;
+    http::server srv(n, hello);
+    std::vector<net::socket> slow;
+    std::vector<std::string> answers;
+    for (int i = 0; i < slow_clients; ++i) {
+      slow.push_back(connect_blocking(srv.port()));
+      send_text(slow.back(), "GET / HTTP/1.1\r\n");  // a head that never ends
+    }
+    // Each slow client holds a thread until it leaves; past the cap the
+    // server answers 503 and closes. Wait until every client was handled.
+    CHECK(eventually([&] {
+      const auto st = srv.stats();
+      return st.accepted == static_cast<std::uint64_t>(slow_clients);
+    }));
+    const auto st = srv.stats();
+    CHECK(st.connections_refused > 0);
+    CHECK(st.connections + st.connections_refused == static_cast<std::size_t>(slow_clients));
+    slow.clear();  // the slow clients leave
+    CHECK(eventually([&] { return srv.stats().connections == 0; }));
+    // A fresh request is answered by the same server.
+    auto fresh = connect_blocking(srv.port());
+    send_text(fresh, simple_get);
+    const std::string reply = read_response(fresh);
+    CHECK(reply.rfind("HTTP/1.1 200", 0) == 0);
+    srv.shutdown(1s);
+  }
+  CHECK(eventually([&] { return http_test::fd_count() == fds; }));
+}
+
+TEST_CASE("a refused connection reads 503 Service Unavailable") {
+  struct restore_runtime {
+    ~restore_runtime() { leash::runtime::configure({}); }
+  } restore;
+  leash::nursery n;
+  http::server srv(n, hello);
+  // Hold every thread the cap allows, so the next connection finds none.
+  leash::runtime::configure({.max_threads = leash::runtime::stats().threads_alive});
+  std::vector<net::socket> holders;
+  std::string reply;
+  for (int i = 0; i < 1000 && reply.empty(); ++i) {
+    holders.push_back(connect_blocking(srv.port()));
+    send_text(holders.back(), simple_get);
+    std::string in;
+    const std::string r = read_response(holders.back(), in);
+    if (r.rfind("HTTP/1.1 503", 0) == 0) reply = r;
+  }
+  CHECK(reply.rfind("HTTP/1.1 503 Service Unavailable", 0) == 0);
+  CHECK(reply.find("Connection: close") != std::string::npos);
+  CHECK(srv.stats().connections_refused >= 1);
+  leash::runtime::configure({});
+  holders.clear();
+  srv.shutdown(1s);
+}
+
+TEST_CASE("shutdown and the destructor are safe after connections were refused") {
+  struct restore_runtime {
+    ~restore_runtime() { leash::runtime::configure({}); }
+  } restore;
+  leash::nursery n;
+  {
+    http::server srv(n, hello);
+    leash::runtime::configure({.max_threads = leash::runtime::stats().threads_alive});
+    std::vector<net::socket> clients;
+    for (int i = 0; i < 1000 && srv.stats().connections_refused == 0; ++i) {
+      clients.push_back(connect_blocking(srv.port()));
+      send_text(clients.back(), simple_get);
+      std::string in;
+      (void)read_response(clients.back(), in);
+    }
+    leash::runtime::configure({});
+    srv.shutdown(100ms);
+    CHECK(srv.stats().connections_refused >= 1);
+  }  // ~server after shutdown: nothing dangles (ASan)
+  http::server again(n, hello);
+  again.shutdown(0ms);
 }

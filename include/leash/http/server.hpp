@@ -154,6 +154,9 @@ struct server_stats {
   int last_accept_error = 0;             // errno of the last failed accept (EMFILE: out of fds)
   std::uint64_t header_timeouts = 0;     // connections ended by header_timeout
   std::uint64_t client_disconnects = 0;  // handlers cancelled because their client left
+  // Connections answered 503 and closed because no task could be started for
+  // them (runtime_options::max_threads reached, or the OS refused a thread).
+  std::uint64_t connections_refused = 0;
 };
 
 namespace detail {
@@ -380,6 +383,7 @@ class server {
     st.last_accept_error = last_accept_error_.load();
     st.header_timeouts = header_timeouts_.load();
     st.client_disconnects = client_disconnects_.load();
+    st.connections_refused = connections_refused_.load();
     return st;
   }
 
@@ -387,6 +391,9 @@ class server {
   // How long the accept loop rests after running out of fds or memory,
   // instead of spinning on a listener that stays ready.
   static constexpr std::chrono::milliseconds accept_backoff{10};
+  // What a refused connection's request may have sent before the 503: one
+  // request head of the default size limit.
+  static constexpr std::size_t refused_read_bytes = 64 * 1024;
 
   // The bound address of options_.host (numeric; brackets allowed around IPv6).
   sockaddr_storage listen_address(socklen_t& len) const {
@@ -441,6 +448,16 @@ class server {
 
   void serve() {
     nursery conns({.name = options_.name + " connections"});
+    // Whatever ends this function, shutdown() must never see `conns` after it.
+    struct publish_done {
+      server& self;
+      ~publish_done() {
+        std::lock_guard lock(self.mutex_);
+        self.conns_ = nullptr;
+        self.done_ = true;
+        self.done_cv_.notify_all();
+      }
+    } done_on_exit{*this};
     {
       std::lock_guard lock(mutex_);
       conns_ = &conns;
@@ -460,10 +477,6 @@ class server {
       conns.wait();
     } catch (...) {
     }
-    std::lock_guard lock(mutex_);
-    conns_ = nullptr;
-    done_ = true;
-    done_cv_.notify_all();
   }
 
   // Accepts one connection and spawns its task; false when the loop ends
@@ -526,9 +539,9 @@ class server {
     }
   }
 
-  // Runs the connection's task. If spawn throws, the count stays exact (the
-  // accept loop waits for it to reach 0) and the fd is closed; the error
-  // propagates.
+  // Runs the connection's task. When no task can be started for it (out of
+  // threads), the client is answered 503 and the accept loop goes on; the
+  // connection count stays exact either way.
   void spawn_connection(nursery& conns, int fd) {
     ++connections_;
     try {
@@ -540,10 +553,24 @@ class server {
         connection_ended();
       });
     } catch (...) {
-      ::close(fd);
+      ++connections_refused_;
+      refuse_connection(fd);
       connection_ended();
-      throw;
     }
+  }
+
+  // Best effort, never blocking the accept loop: takes what the client sent
+  // so far (so that the close does not reset the answer away), answers 503,
+  // and closes.
+  static void refuse_connection(int fd) noexcept {
+    static constexpr std::string_view answer =
+        "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "Retry-After: 1\r\n\r\n";
+    char sink[refused_read_bytes];
+    (void)::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    (void)::send(fd, answer.data(), answer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ::shutdown(fd, SHUT_WR);
+    ::close(fd);
   }
 
   void connection_ended() {
@@ -783,6 +810,7 @@ class server {
   std::atomic<std::uint64_t> accept_errors_{0};
   std::atomic<int> last_accept_error_{0};
   std::atomic<std::uint64_t> header_timeouts_{0};
+  std::atomic<std::uint64_t> connections_refused_{0};
   std::atomic<std::uint64_t> client_disconnects_{0};
   mutable std::mutex mutex_;  // guards the fields below
   std::condition_variable done_cv_;

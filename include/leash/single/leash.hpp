@@ -4022,8 +4022,8 @@ struct runtime_stats {
   std::size_t tasks_running = 0;  // jobs executing now
   std::size_t peak_threads = 0;   // most threads alive at once since start
   std::uint64_t tasks_started = 0;
-  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
-  std::size_t max_threads = 0;     // the cap in force (configured or derived)
+  std::size_t pending_timers = 0;    // deadlines registered with the timer thread
+  std::size_t max_threads = 0;       // the cap in force (configured or derived)
   std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
 };
 
@@ -4079,8 +4079,7 @@ inline thread_limit os_thread_limit() {
     consider_limit(smallest, static_cast<std::size_t>(nproc.rlim_cur), "RLIMIT_NPROC");
   }
 #endif
-  consider_limit(smallest, read_proc_number("/proc/sys/kernel/threads-max"),
-                 "kernel.threads-max");
+  consider_limit(smallest, read_proc_number("/proc/sys/kernel/threads-max"), "kernel.threads-max");
   consider_limit(smallest, read_proc_number("/proc/sys/kernel/pid_max"), "kernel.pid_max");
   consider_limit(smallest, read_proc_number("/proc/sys/vm/max_map_count") / 2,
                  "vm.max_map_count / 2");
