@@ -247,14 +247,6 @@ class nursery final : private detail::nursery_node {
  private:
   friend class detail::task_record;
 
-  struct wake {
-    nursery* self;
-    void operator()() const noexcept {
-      std::lock_guard lock(self->mutex_);
-      self->changed_.notify_all();
-    }
-  };
-
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
   bool runs_current_task() const noexcept {
@@ -315,9 +307,11 @@ class nursery final : private detail::nursery_node {
       detail::blocked_scope blocked("nursery::spawn (at limit)");
       // A loop: several spawners may wake for one free slot.
       while (running_ >= options_.limit && !state_.stop_requested()) {
+        ++limit_waiters_;
         const auto status = detail::wait(lock, changed_, token, [&] {
           return running_ < options_.limit || state_.stop_requested() || closed_;
         });
+        --limit_waiters_;
         if (status == detail::wait_status::stopped) {
           lock.unlock();
           detail::throw_cancelled(token);
@@ -377,6 +371,9 @@ class nursery final : private detail::nursery_node {
   // part of the task, before wait() can return; a failure the nursery keeps
   // dies with the nursery, and a held result with its last handle.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
+    // Read as the task's outcome is final: a stop after this did not cut it
+    // short, however late the bookkeeping below runs.
+    const bool stopped_while_running = state_.stop_requested();
     const bool failed = record->error != nullptr && !record->quiet;
     bool cancelled_nursery = false;
     if (failed && options_.cancel_on_failure) {
@@ -403,8 +400,11 @@ class nursery final : private detail::nursery_node {
     if (!failed) detail::thread_cache::mark_returning();
     {
       std::lock_guard lock(mutex_);
-      if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
-      changed_.notify_all();
+      --running_;
+      if (stopped_while_running) cut_short_ = true;
+      // Only wait() (all ended) and spawners at the limit wait here: a mass
+      // cancel must not wake the waiting thread once per task.
+      if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
     }
     detail::registry::instance().task_ended();
   }
@@ -450,10 +450,10 @@ class nursery final : private detail::nursery_node {
   std::condition_variable changed_;      // a task ended, or the nursery was stopped
   detail::task_record* live_ = nullptr;  // running tasks
   std::size_t running_ = 0;
-  bool closed_ = false;     // wait() returned or the destructor joined: no more spawns
-  bool cut_short_ = false;  // a stop arrived while tasks ran (or refused a spawn)
+  bool closed_ = false;            // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;         // a stop arrived while tasks ran (or refused a spawn)
+  std::size_t limit_waiters_ = 0;  // spawners waiting in admit() for a free slot
   std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
-  std::optional<std::stop_callback<wake>> wake_on_stop_;        // wakes spawns waiting at the limit
 };
 
 inline void detail::task_record::run() noexcept {

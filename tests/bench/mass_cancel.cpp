@@ -3,13 +3,17 @@
 //
 //   sleep  each task in this_task::sleep_for(1h)     (Go: select on ctx.Done and a 1 h timer)
 //   recv   each task in recv() on its own channel    (Go: select on ctx.Done and a channel)
+//   std_thread (the OS floor): N plain threads, each waiting on its own
+//          condition variable, woken one after another until all returned
 //
-// Flags: -n tasks (10000), -runs (3). The tasks are counted in before the
+// Flags: -n tasks (default: 10000, then 30000), -runs (3). The tasks are counted in before the
 // cancel: each bumps a counter right before it blocks, and the cancel waits
 // until every task is blocked (leash::live_tasks() reports each one's call).
 #include <atomic>
+#include <condition_variable>
 #include <leash.hpp>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -63,11 +67,52 @@ void report(const char* scenario, long n, long runs, Block block) {
               scenario, bench::median(took) * 1e3, cpu * 1e3 / runs, n, runs, peak_threads);
 }
 
-}  // namespace
+// The floor any thread-per-task design pays: waking n parked OS threads.
+double std_thread_seconds(long n) {
+  struct slot {
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool go = false;
+  };
+  std::vector<std::unique_ptr<slot>> slots;
+  for (long i = 0; i < n; ++i)
+    slots.push_back(std::make_unique<slot>());
+  std::atomic<long> waiting{0};
+  std::atomic<long> woken{0};
+  std::vector<std::thread> threads;
+  for (long i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      std::unique_lock lock(slots[i]->mutex);
+      waiting.fetch_add(1);
+      slots[i]->cv.wait(lock, [&] { return slots[i]->go; });
+      woken.fetch_add(1);
+    });
+  }
+  while (waiting.load() < n)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const double took = bench::seconds([&] {
+    for (auto& s : slots) {
+      {
+        std::lock_guard lock(s->mutex);
+        s->go = true;
+      }
+      s->cv.notify_one();
+    }
+    while (woken.load() < n)
+      std::this_thread::yield();
+  });
+  for (auto& t : threads)
+    t.join();
+  return took;
+}
 
-int main(int argc, char** argv) {
-  const long n = bench::flag(argc, argv, "-n", 10'000);
-  const long runs = bench::flag(argc, argv, "-runs", 3);
+// Every scenario at one size.
+void run_size(long n, long runs) {
+  // 30 000 threads is above the default cap (90 % of the OS limit): the
+  // benchmark asks for what the OS allows.
+  if (leash::runtime::stats().max_threads < static_cast<std::size_t>(n) + 64) {
+    leash::runtime::configure({.max_threads = static_cast<std::size_t>(n) + 64});
+  }
   char sleep_name[64], recv_name[64];
   std::snprintf(sleep_name, sizeof sleep_name, "mass_cancel_sleep_%ldk", n / 1000);
   std::snprintf(recv_name, sizeof recv_name, "mass_cancel_recv_%ldk", n / 1000);
@@ -76,5 +121,26 @@ int main(int argc, char** argv) {
   for (long i = 0; i < n; ++i)
     channels.push_back(std::make_unique<leash::channel<int>>(0));
   report(recv_name, n, runs, [&](long i) { (void)channels[i]->recv(); });
+  // The floor's own threads need the pids leash's lingering threads still hold.
+  for (int i = 0; i < 1000 && leash::runtime::stats().threads_alive > 64; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::vector<double> floor;
+  for (long r = 0; r < runs; ++r)
+    floor.push_back(std_thread_seconds(n));
+  std::printf("BENCH %s std_thread ms=%.1f tasks=%ld runs=%ld\n", sleep_name,
+              bench::median(floor) * 1e3, n, runs);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long n = bench::flag(argc, argv, "-n", 0);
+  const long runs = bench::flag(argc, argv, "-runs", 3);
+  if (n > 0) {
+    run_size(n, runs);
+  } else {
+    run_size(10'000, runs);
+    run_size(30'000, runs);
+  }
   return 0;
 }

@@ -21,6 +21,10 @@ set -uo pipefail
 # or "side" (values listed side by side, no ratio).
 SCENARIOS=(
   "spawn_join      bench_spawn_join      spawn_join.go      ns_per_task                    ratio"
+  "mass_cancel_sleep_10k bench_mass_cancel mass_cancel.go   ms                             ratio"
+  "mass_cancel_recv_10k  -                 -                ms                             ratio"
+  "mass_cancel_sleep_30k -                 -                ms                             ratio"
+  "mass_cancel_recv_30k  -                 -                ms                             ratio"
   "deadline_scope  bench_deadline_scope  deadline_scope.go  ns_per_op                      ratio"
   "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"

@@ -99,6 +99,7 @@ class thread_cache {
           if (alive_ >= max_threads_) refuse_locked(what, "");
           ++alive_;
           peak_ = std::max(peak_, alive_);
+          if (alive_ == many_threads) prepare_for_many_threads();
           break;
         }
       }

@@ -1,4 +1,5 @@
-// leash/detail/thread_limits.hpp: how many threads the OS lets this process have.
+// leash/detail/thread_limits.hpp: how many threads the OS lets this process
+// have, and what it needs to serve many of them.
 //
 // The runtime's default max_threads. Each source is read where the platform
 // has it and skipped where it does not; with none, there is no cap beyond the
@@ -13,6 +14,9 @@
 
 #if __has_include(<sys/resource.h>)
 #include <sys/resource.h>
+#endif
+#if defined(__linux__)
+#include <sys/prctl.h>
 #endif
 
 namespace leash::inline v0::detail {
@@ -64,6 +68,25 @@ inline thread_limit derived_thread_limit() {
              std::to_string(l.value) + ")";
   l.value -= l.value / 100 * (100 - thread_limit_share_percent);
   return l;
+}
+
+// How many runtime threads make the process "many-threaded" (see below).
+inline constexpr std::size_t many_threads = 512;
+
+// Called once, when the runtime first has many_threads threads. Linux 6.16+
+// gives a process a private futex hash sized by its CPUs, not its threads
+// (16 buckets on 2 CPUs): with thousands of threads parked on their own
+// futexes, every futex call scans hundreds of unrelated waiters, and waking
+// N blocked tasks costs O(N^2). Switching the process to the global hash
+// (PR_FUTEX_HASH_SET_SLOTS 0) keeps it linear. Other kernels refuse the call;
+// nothing else changes.
+inline void prepare_for_many_threads() noexcept {
+#if defined(__linux__)
+  constexpr int pr_futex_hash = 78;           // PR_FUTEX_HASH, <linux/prctl.h> of 6.16
+  constexpr int pr_futex_hash_set_slots = 1;  // PR_FUTEX_HASH_SET_SLOTS
+  constexpr unsigned long global_hash = 0;    // 0 slots: use the global hash
+  (void)::prctl(pr_futex_hash, pr_futex_hash_set_slots, global_hash, 0UL, 0UL);
+#endif
 }
 
 }  // namespace leash::inline v0::detail

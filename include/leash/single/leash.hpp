@@ -4029,7 +4029,8 @@ struct runtime_stats {
 
 }  // namespace leash::inline v0
 // ---- leash/detail/thread_limits.hpp ----
-// leash/detail/thread_limits.hpp: how many threads the OS lets this process have.
+// leash/detail/thread_limits.hpp: how many threads the OS lets this process
+// have, and what it needs to serve many of them.
 //
 // The runtime's default max_threads. Each source is read where the platform
 // has it and skipped where it does not; with none, there is no cap beyond the
@@ -4043,6 +4044,9 @@ struct runtime_stats {
 
 #if __has_include(<sys/resource.h>)
 #include <sys/resource.h>
+#endif
+#if defined(__linux__)
+#include <sys/prctl.h>
 #endif
 
 namespace leash::inline v0::detail {
@@ -4094,6 +4098,25 @@ inline thread_limit derived_thread_limit() {
              std::to_string(l.value) + ")";
   l.value -= l.value / 100 * (100 - thread_limit_share_percent);
   return l;
+}
+
+// How many runtime threads make the process "many-threaded" (see below).
+inline constexpr std::size_t many_threads = 512;
+
+// Called once, when the runtime first has many_threads threads. Linux 6.16+
+// gives a process a private futex hash sized by its CPUs, not its threads
+// (16 buckets on 2 CPUs): with thousands of threads parked on their own
+// futexes, every futex call scans hundreds of unrelated waiters, and waking
+// N blocked tasks costs O(N^2). Switching the process to the global hash
+// (PR_FUTEX_HASH_SET_SLOTS 0) keeps it linear. Other kernels refuse the call;
+// nothing else changes.
+inline void prepare_for_many_threads() noexcept {
+#if defined(__linux__)
+  constexpr int pr_futex_hash = 78;           // PR_FUTEX_HASH, <linux/prctl.h> of 6.16
+  constexpr int pr_futex_hash_set_slots = 1;  // PR_FUTEX_HASH_SET_SLOTS
+  constexpr unsigned long global_hash = 0;    // 0 slots: use the global hash
+  (void)::prctl(pr_futex_hash, pr_futex_hash_set_slots, global_hash, 0UL, 0UL);
+#endif
 }
 
 }  // namespace leash::inline v0::detail
@@ -4155,6 +4178,7 @@ class thread_cache {
           if (alive_ >= max_threads_) refuse_locked(what, "");
           ++alive_;
           peak_ = std::max(peak_, alive_);
+          if (alive_ == many_threads) prepare_for_many_threads();
           break;
         }
       }
@@ -4827,14 +4851,6 @@ class nursery final : private detail::nursery_node {
  private:
   friend class detail::task_record;
 
-  struct wake {
-    nursery* self;
-    void operator()() const noexcept {
-      std::lock_guard lock(self->mutex_);
-      self->changed_.notify_all();
-    }
-  };
-
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
   bool runs_current_task() const noexcept {
@@ -4895,9 +4911,11 @@ class nursery final : private detail::nursery_node {
       detail::blocked_scope blocked("nursery::spawn (at limit)");
       // A loop: several spawners may wake for one free slot.
       while (running_ >= options_.limit && !state_.stop_requested()) {
+        ++limit_waiters_;
         const auto status = detail::wait(lock, changed_, token, [&] {
           return running_ < options_.limit || state_.stop_requested() || closed_;
         });
+        --limit_waiters_;
         if (status == detail::wait_status::stopped) {
           lock.unlock();
           detail::throw_cancelled(token);
@@ -4957,6 +4975,9 @@ class nursery final : private detail::nursery_node {
   // part of the task, before wait() can return; a failure the nursery keeps
   // dies with the nursery, and a held result with its last handle.
   void task_finished(std::shared_ptr<detail::task_record> record) noexcept {
+    // Read as the task's outcome is final: a stop after this did not cut it
+    // short, however late the bookkeeping below runs.
+    const bool stopped_while_running = state_.stop_requested();
     const bool failed = record->error != nullptr && !record->quiet;
     bool cancelled_nursery = false;
     if (failed && options_.cancel_on_failure) {
@@ -4983,8 +5004,11 @@ class nursery final : private detail::nursery_node {
     if (!failed) detail::thread_cache::mark_returning();
     {
       std::lock_guard lock(mutex_);
-      if (--running_ == 0 && state_.stop_requested()) cut_short_ = true;
-      changed_.notify_all();
+      --running_;
+      if (stopped_while_running) cut_short_ = true;
+      // Only wait() (all ended) and spawners at the limit wait here: a mass
+      // cancel must not wake the waiting thread once per task.
+      if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
     }
     detail::registry::instance().task_ended();
   }
@@ -5030,10 +5054,10 @@ class nursery final : private detail::nursery_node {
   std::condition_variable changed_;      // a task ended, or the nursery was stopped
   detail::task_record* live_ = nullptr;  // running tasks
   std::size_t running_ = 0;
-  bool closed_ = false;     // wait() returned or the destructor joined: no more spawns
-  bool cut_short_ = false;  // a stop arrived while tasks ran (or refused a spawn)
+  bool closed_ = false;            // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;         // a stop arrived while tasks ran (or refused a spawn)
+  std::size_t limit_waiters_ = 0;  // spawners waiting in admit() for a free slot
   std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
-  std::optional<std::stop_callback<wake>> wake_on_stop_;        // wakes spawns waiting at the limit
 };
 
 inline void detail::task_record::run() noexcept {

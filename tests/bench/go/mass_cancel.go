@@ -5,7 +5,7 @@
 //	sleep: each goroutine selects on ctx.Done() and a 1 h timer
 //	recv:  each goroutine selects on ctx.Done() and its own unbuffered channel
 //
-//	go run mass_cancel.go [-n 10000] [-runs 3]
+//	go run mass_cancel.go [-n 10000] [-runs 3]   (default: 10000, then 30000)
 package main
 
 import (
@@ -62,12 +62,8 @@ func report(scenario string, n, runs int, block func(ctx context.Context, i int)
 		scenario, took[len(took)/2]*1e3, cpu*1e3/float64(runs), n, runs)
 }
 
-func main() {
-	n := flag.Int("n", 10000, "tasks")
-	runs := flag.Int("runs", 3, "runs")
-	flag.Int("pinned", 0, "ignored (run.sh passes it when pinning)")
-	flag.Parse()
-	report(fmt.Sprintf("mass_cancel_sleep_%dk", *n/1000), *n, *runs, func(ctx context.Context, _ int) {
+func runSize(n, runs int) {
+	report(fmt.Sprintf("mass_cancel_sleep_%dk", n/1000), n, runs, func(ctx context.Context, _ int) {
 		t := time.NewTimer(time.Hour)
 		defer t.Stop()
 		select {
@@ -75,14 +71,27 @@ func main() {
 		case <-t.C:
 		}
 	})
-	channels := make([]chan int, *n)
+	channels := make([]chan int, n)
 	for i := range channels {
 		channels[i] = make(chan int)
 	}
-	report(fmt.Sprintf("mass_cancel_recv_%dk", *n/1000), *n, *runs, func(ctx context.Context, i int) {
+	report(fmt.Sprintf("mass_cancel_recv_%dk", n/1000), n, runs, func(ctx context.Context, i int) {
 		select {
 		case <-ctx.Done():
 		case <-channels[i]:
 		}
 	})
+}
+
+func main() {
+	n := flag.Int("n", 0, "tasks (0: 10000, then 30000)")
+	runs := flag.Int("runs", 3, "runs")
+	flag.Int("pinned", 0, "ignored (run.sh passes it when pinning)")
+	flag.Parse()
+	if *n > 0 {
+		runSize(*n, *runs)
+		return
+	}
+	runSize(10000, *runs)
+	runSize(30000, *runs)
 }
