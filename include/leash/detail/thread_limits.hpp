@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/thread_limits.hpp: how many threads the OS lets this process have.
 //
 // The runtime's default max_threads. Each source is read where the platform
