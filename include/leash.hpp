@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash.hpp: structured concurrency and resource RAII for C++20.
 //
 // Includes every portable component of leash. The HTTP worked example
@@ -16,3 +17,4 @@
 #include "leash/select.hpp"
 #include "leash/ticker.hpp"
 #include "leash/timer_channel.hpp"
+#include "leash/version.hpp"

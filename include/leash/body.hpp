@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/body.hpp: a readable byte stream that must be closed (an HTTP response body).
 // Prevents: Go's `resp.Body` that is neither read to EOF nor closed, so the
 // keep-alive connection is never reused and sockets and goroutines pile up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/cancel.hpp: cancel scopes, deadlines and stop-aware sleeping.
 // Prevents: context.WithTimeout without `defer cancel()`, which leaks a timer
 // until the deadline. A deadline here is an RAII scope: nothing to forget.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/channel.hpp: a closable MPMC channel, Go's chan for OS threads.
 // Prevents: goroutines blocked forever on a channel nobody will serve (every
 // blocking call here is cancellable by its scope).

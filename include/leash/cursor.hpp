@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/cursor.hpp: a row-by-row result that must be closed (a database cursor).
 // Prevents: the Go Mongo cursor opened with Next() and never closed (and the
 // `rows.Err()` nobody checks): server-side cursors and connections pile up.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
 //
 // Every leash exception derives from leash::error (a std::runtime_error), and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http.hpp: the HTTP worked example, all of it (POSIX sockets).
 //
 // Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/leak_check.hpp: goleak for leash.
 // Prevents: leaks found only by comparing runtime.NumGoroutine() before and
 // after, or never.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/must_close.hpp: resources that must be closed, and are, even when forgotten.
 // Prevents: Go's `resp.Body` or Mongo cursor that nobody closed: the keep-alive
 // connection is never reused, sockets and goroutines pile up, and nothing says

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/nursery.hpp: a task group that owns every thread it starts.
 // Prevents: goroutines that outlive their work (net/http's persistConn loop),
 // and a WaitGroup.Wait() that hangs forever because one backend hangs.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/runtime.hpp: where leash tasks run, and what that costs.
 // Prevents: 10 000 sleeping goroutines leaving tens of MB that Go never
 // returns to the OS.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/runtime_options.hpp: the settings and counters of leash's runtime.
 //
 // runtime::configure() takes a runtime_options; runtime::stats() returns a

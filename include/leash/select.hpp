@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/select.hpp: wait on several channel operations at once, as Go's select.
 // Prevents: a goroutine stuck in a receive that can never be served, because
 // it could not also wait for "done" or a timeout.

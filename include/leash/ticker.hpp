@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/ticker.hpp: periodic work that stops with the scope that started it.
 // Prevents: httputil.ReverseProxy's flushLoop, a time.Ticker goroutine that was
 // never stopped and later flushed a finished ResponseWriter (a panic).

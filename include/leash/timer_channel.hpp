@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/timer_channel.hpp: time as a channel, Go's time.After and time.Tick.
 // Prevents: time.Tick's ticker that can never be stopped, and time.After in a
 // loop keeping a timer alive per iteration until it fires. Here both are scope

@@ -1,10 +1,21 @@
-# Regenerates the single header into FRESH and fails if the committed copy differs.
-execute_process(COMMAND ${TOOL} ${INCLUDE_DIR} ${FRESH} RESULT_VARIABLE rc)
+# Regenerates the single headers (HEADERS) into FRESH_DIR and fails if a
+# committed copy in COMMITTED_DIR differs.
+file(REMOVE_RECURSE ${FRESH_DIR})
+execute_process(COMMAND ${TOOL} ${INCLUDE_DIR} ${LICENSE} ${FRESH_DIR} RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "amalgamate failed (${rc})")
 endif()
-execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files ${COMMITTED} ${FRESH} RESULT_VARIABLE diff)
-if(NOT diff EQUAL 0)
-  message(FATAL_ERROR "include/leash/single/leash.hpp is stale: build the `leash_single_header` "
-                      "target and commit the result")
+set(stale "")
+foreach(header ${HEADERS})
+  execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files
+                          ${COMMITTED_DIR}/${header} ${FRESH_DIR}/${header}
+                  RESULT_VARIABLE diff)
+  if(NOT diff EQUAL 0)
+    list(APPEND stale include/leash/single/${header})
+  endif()
+endforeach()
+if(stale)
+  list(JOIN stale ", " stale)
+  message(FATAL_ERROR "${stale} stale or missing: build the `leash_single_header` target and "
+                      "commit the result")
 endif()

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/cancel_state.hpp: the stop source behind every cancel_scope and nursery.
 //
 // A cancel_state owns a std::stop_source linked to its parent (the ambient

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/leak_signal.hpp: how a waiting leak check hears that something ended.
 //
 // leak_check::verify() waits until everything outside its baseline is gone.

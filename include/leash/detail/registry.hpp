@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/registry.hpp: the process-wide lists a leak check reads.
 //
 // Each nursery links itself here for its lifetime (one lock per nursery, none

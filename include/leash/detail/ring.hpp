@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/ring.hpp: the lock-free bounded MPMC ring under a buffered channel.
 //
 // Dmitry Vyukov's bounded queue: each slot carries a sequence number that

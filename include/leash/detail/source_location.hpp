@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/source_location.hpp: where a task, scope or handle was created.
 //
 // clang 14 with libstdc++ 12 cannot compile <source_location> (it lacks

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/spin.hpp: the two facts every spin loop in leash needs.
 //
 // cpu_relax() is the CPU's spin-wait hint. usable_cpus() is how many CPUs this

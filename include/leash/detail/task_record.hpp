@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/task_record.hpp: the shared state of one spawned task.
 //
 // A record is owned jointly by its nursery (while the task runs) and by any

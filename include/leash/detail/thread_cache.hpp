@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
 //
 // A submitted job starts at once, on a thread that runs nothing else first:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/thread_limits.hpp: how many threads the OS lets this process
 // have, and what it needs to serve many of them.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
 //
 // Entries live in an ordered map keyed by (deadline, id), so cancelling one is a

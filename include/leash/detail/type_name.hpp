@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/type_name.hpp: a type's name as the compiler spells it, for
 // reports ("must_close<file>", "blocked in channel<int>::recv").
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/uncaught.hpp: std::uncaught_exceptions(), read in under a nanosecond.
 //
 // must_close and nursery read it at every construction, to tell a handle

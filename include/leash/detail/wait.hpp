@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/wait.hpp: the stop-aware condition wait every blocking leash call uses.
 //
 // std::condition_variable_any's stop_token waits have shipped broken in some

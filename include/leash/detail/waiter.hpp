@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/detail/waiter.hpp: how a blocked channel operation or select waits.
 //
 // A blocked send, recv or select owns one `waiter` on its stack and queues one

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/client.hpp: requests by URL over a transport.
 // Prevents: Go's http.Get on the default client, which has no timeout at all
 // (a hung server hangs the caller forever); here every call honours the

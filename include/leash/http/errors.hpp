@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/errors.hpp: the exceptions of leash's HTTP example.
 //
 // Prevents: Go's "unexpected EOF" / "malformed HTTP response" strings that a

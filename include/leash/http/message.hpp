@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/message.hpp: HTTP/1.1 request and response heads.
 //
 // Prevents: header maps that lose order or duplicates (Go's Header is a map,

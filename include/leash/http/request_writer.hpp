@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/request_writer.hpp: serialises an HTTP/1.1 request, refusing
 // any request that could not be sent as written.
 //

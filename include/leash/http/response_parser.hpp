@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/response_parser.hpp: a strict, incremental HTTP/1.1 response parser.
 //
 // Prevents: response splitting and request smuggling through lenient framing

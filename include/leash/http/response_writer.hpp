@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/response_writer.hpp: the server's writer of one response.
 //
 // A handler writes its response through it; the server frames it: by

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/reverse_proxy.hpp: a server handler that forwards through a transport.
 // Prevents: httputil.ReverseProxy's flushLoop, a time.Ticker goroutine that
 // outlived its response and flushed a finished ResponseWriter (a panic); here

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are nursery tasks.
 // Prevents: Go servers whose per-connection goroutines and request values
 // outlive a shutdown (gorilla/context's global map grew forever); here every

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/transport.hpp: an HTTP/1.1 client transport with a keep-alive pool.
 // Prevents: Go's net/http persistConn leaks (a readLoop goroutine outliving
 // a connection that putIdleConn silently dropped) and `resp.Body` left

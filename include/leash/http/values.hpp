@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/values.hpp: typed request-scoped values that die with their request.
 // Prevents: gorilla/context's global map keyed by *http.Request: WithContext
 // copied the request, the key changed, Clear missed it and memory grew. Here

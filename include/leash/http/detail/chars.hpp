@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/chars.hpp: the character classes of RFC 9110 / 9112.
 //
 // One 256-entry table, built at compile time, answers "is this byte a tchar,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
 //
 // A connection is a socket, its read buffer and its response parser. It is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/request_body.hpp: a server request's body, read from the
 // connection while the handler asks for it.
 //

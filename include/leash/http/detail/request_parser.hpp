@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/request_parser.hpp: the server's strict request-head parser.
 //
 // Parses one whole request head (request line, field lines, through the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
