@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <leash/cancel.hpp>
+#include <leash/http/reverse_proxy.hpp>
 #include <leash/http/server.hpp>
 #include <leash/http/transport.hpp>
 #include <leash/nursery.hpp>
@@ -223,12 +225,13 @@ TEST_CASE("malformed request heads are answered 400 (or 431) and the connection 
   const char* bad[] = {
       "GET / HTTP/1.1\r\nHost : x\r\n\r\n",  // space before colon
       "GET / HTTP/1.1\nHost: x\n\n",         // bare LF
-      "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",  // CL+TE
-      "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",           // two CLs
-      "GET /a b HTTP/1.1\r\n\r\n",                                                  // SP in target
-      "GET / HTTP/2.0\r\n\r\n",                                                     // version
-      "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",                                       // obs-fold
-      "GET / HTTP/1.1\r\nX: a\x01\r\n\r\n",                                         // CTL
+      // Each has a valid Host, so that it is refused for its own fault.
+      "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+      "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",             // SP in target
+      "GET / HTTP/2.0\r\nHost: x\r\n\r\n",                // version
+      "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",  // obs-fold
+      "GET / HTTP/1.1\r\nHost: x\r\nX: a\x01\r\n\r\n",    // CTL
   };
   for (const char* b : bad) {
     CAPTURE(b);
@@ -236,7 +239,8 @@ TEST_CASE("malformed request heads are answered 400 (or 431) and the connection 
     CHECK(reply.find("HTTP/1.1 400 ") == 0);
     CHECK(calls == 0);
   }
-  const std::string huge = "GET / HTTP/1.1\r\nX: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
+  const std::string huge =
+      "GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(70 * 1024, 'a') + "\r\n\r\n";
   CHECK(exchange_raw(srv.port(), huge).find("HTTP/1.1 431 ") == 0);
   CHECK(calls == 0);
 }
@@ -249,4 +253,41 @@ TEST_CASE("a cancelled parent nursery ends the server and its connections") {
   n.cancel();
   CHECK(eventually([&] { return srv.stats().connections == 0; }));
   srv.shutdown(0ms);
+}
+
+TEST_CASE("a handler's own deadline is answered 504, its own cancel 500, and the server goes on") {
+  leash::nursery n;
+  http::server srv(n, [](http::server_request& req, http::response_writer& w) {
+    leash::cancel_scope scope(req.target() == "/deadline" ? 20ms : 1h);
+    if (req.target() == "/cancel") scope.cancel("given up");
+    leash::this_task::sleep_for(1h);
+    w.write("never");
+  });
+  http::transport t;
+  http::response late = t.round_trip(get(srv.port(), "/deadline"));
+  CHECK(late.status() == 504);
+  late.body.close();
+  http::response cancelled = t.round_trip(get(srv.port(), "/cancel"));
+  CHECK(cancelled.status() == 500);
+  cancelled.body.close();
+}
+
+TEST_CASE("a proxy call cut by the handler's deadline answers 504, not an empty close") {
+  leash::nursery n;
+  http_test::gate hang(2);  // never reached by a second caller: open() ends it
+  http::server upstream(n, [&](http::server_request&, http::response_writer& w) {
+    hang.arrive_and_wait();  // hangs until the test ends
+    w.write("too late");
+  });
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+  http::server front(n, [&](http::server_request& req, http::response_writer& w) {
+    leash::cancel_scope scope(50ms);
+    proxy(req, w);
+  });
+  http::transport t;
+  http::response r = t.round_trip(get(front.port()));
+  CHECK(r.status() == 504);
+  r.body.close();
+  hang.open();
 }

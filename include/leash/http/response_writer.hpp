@@ -160,18 +160,54 @@ class response_writer {
     }
   }
 
+  // The RFC 9110 reason phrase of common statuses ("Status" for the rest:
+  // clients must ignore the phrase).
   static const char* reason_phrase(int s) {
     switch (s) {
       case 200:
         return "OK";
+      case 201:
+        return "Created";
+      case 202:
+        return "Accepted";
       case 204:
         return "No Content";
+      case 301:
+        return "Moved Permanently";
+      case 302:
+        return "Found";
+      case 303:
+        return "See Other";
+      case 304:
+        return "Not Modified";
+      case 307:
+        return "Temporary Redirect";
+      case 308:
+        return "Permanent Redirect";
       case 400:
         return "Bad Request";
+      case 401:
+        return "Unauthorized";
+      case 403:
+        return "Forbidden";
       case 404:
         return "Not Found";
+      case 405:
+        return "Method Not Allowed";
+      case 408:
+        return "Request Timeout";
+      case 409:
+        return "Conflict";
+      case 410:
+        return "Gone";
+      case 411:
+        return "Length Required";
       case 413:
         return "Content Too Large";
+      case 415:
+        return "Unsupported Media Type";
+      case 429:
+        return "Too Many Requests";
       case 431:
         return "Request Header Fields Too Large";
       case 500:
@@ -182,6 +218,8 @@ class response_writer {
         return "Bad Gateway";
       case 503:
         return "Service Unavailable";
+      case 504:
+        return "Gateway Timeout";
       default:
         return "Status";
     }

@@ -773,8 +773,17 @@ class server {
           w.keep_alive_ = false;
         }
         w.send_locked(true);
-      } catch (const cancelled&) {
-        if (client_left) ++client_disconnects_;
+      } catch (const cancelled& e) {
+        if (client_left) {
+          ++client_disconnects_;
+          return;  // nobody to answer
+        }
+        take_back();
+        // Cancelled by the server (shutdown, a cancelled parent): silent.
+        // Cancelled by the handler's own scope: a failure like any other.
+        if (!token.stop_requested() && !w.head_sent() && !w.aborted_) {
+          reply_error(s, dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500, token);
+        }
         return;
       } catch (const body_too_large&) {
         take_back();

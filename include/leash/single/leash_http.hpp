@@ -2835,18 +2835,54 @@ class response_writer {
     }
   }
 
+  // The RFC 9110 reason phrase of common statuses ("Status" for the rest:
+  // clients must ignore the phrase).
   static const char* reason_phrase(int s) {
     switch (s) {
       case 200:
         return "OK";
+      case 201:
+        return "Created";
+      case 202:
+        return "Accepted";
       case 204:
         return "No Content";
+      case 301:
+        return "Moved Permanently";
+      case 302:
+        return "Found";
+      case 303:
+        return "See Other";
+      case 304:
+        return "Not Modified";
+      case 307:
+        return "Temporary Redirect";
+      case 308:
+        return "Permanent Redirect";
       case 400:
         return "Bad Request";
+      case 401:
+        return "Unauthorized";
+      case 403:
+        return "Forbidden";
       case 404:
         return "Not Found";
+      case 405:
+        return "Method Not Allowed";
+      case 408:
+        return "Request Timeout";
+      case 409:
+        return "Conflict";
+      case 410:
+        return "Gone";
+      case 411:
+        return "Length Required";
       case 413:
         return "Content Too Large";
+      case 415:
+        return "Unsupported Media Type";
+      case 429:
+        return "Too Many Requests";
       case 431:
         return "Request Header Fields Too Large";
       case 500:
@@ -2857,6 +2893,8 @@ class response_writer {
         return "Bad Gateway";
       case 503:
         return "Service Unavailable";
+      case 504:
+        return "Gateway Timeout";
       default:
         return "Status";
     }
@@ -4270,8 +4308,17 @@ class server {
           w.keep_alive_ = false;
         }
         w.send_locked(true);
-      } catch (const cancelled&) {
-        if (client_left) ++client_disconnects_;
+      } catch (const cancelled& e) {
+        if (client_left) {
+          ++client_disconnects_;
+          return;  // nobody to answer
+        }
+        take_back();
+        // Cancelled by the server (shutdown, a cancelled parent): silent.
+        // Cancelled by the handler's own scope: a failure like any other.
+        if (!token.stop_requested() && !w.head_sent() && !w.aborted_) {
+          reply_error(s, dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500, token);
+        }
         return;
       } catch (const body_too_large&) {
         take_back();
