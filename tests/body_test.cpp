@@ -1,4 +1,4 @@
-// Tests for leash/body.hpp: SPEC section 6, leash::body.
+// Tests for leash/body.hpp: leash::body, a must-close handle over bytes.
 #include <doctest/doctest.h>
 
 #include <array>

@@ -1,4 +1,5 @@
-// Tests for leash/channel.hpp: the contract of SPEC section 4 (channels).
+// Tests for leash/channel.hpp: send, recv, close, the try_ forms, iteration,
+// cancellation, ordering and values never lost.
 #include <doctest/doctest.h>
 
 #include <algorithm>

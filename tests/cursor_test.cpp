@@ -1,4 +1,4 @@
-// Tests for leash/cursor.hpp: SPEC section 6, leash::cursor.
+// Tests for leash/cursor.hpp: leash::cursor, a must-close handle over rows.
 #include <doctest/doctest.h>
 
 #include <leash/cursor.hpp>

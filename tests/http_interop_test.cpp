@@ -1,5 +1,5 @@
-// Interop tests for leash/http/transport.hpp (issue 5 item 6): servers nobody
-// here wrote. nginx on loopback with tests/interop/nginx.conf (static file
+// Interop tests for leash/http/transport.hpp against servers nobody here
+// wrote. nginx on loopback with tests/interop/nginx.conf (static file
 // with Content-Length, gzip + chunked, HEAD, 204, keepalive_requests closing),
 // and `python3 -m http.server` (HTTP/1.0). Where a server is not installed
 // or does not start, the test says so and passes: both are optional peers.

@@ -1,5 +1,5 @@
-// Tests for leash/http/server.hpp and values.hpp: SPEC section 8 (server),
-// issue 5 item 8: graceful shutdown, streaming flush(), request values that
+// Tests for leash/http/server.hpp and values.hpp: the server's accept loop and
+// connection tasks, graceful shutdown, streaming flush(), request values that
 // die with their request, strict request heads.
 #include <doctest/doctest.h>
 

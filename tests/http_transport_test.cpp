@@ -1,5 +1,5 @@
-// Tests for leash/http/transport.hpp: SPEC section 8, issue 5 items 1-4 (leaks,
-// pool, cancellation and timeouts, faults). Loopback only; the leash server
+// Tests for leash/http/transport.hpp: leaks, the keep-alive pool,
+// cancellation and timeouts, faults. Loopback only; the leash server
 // plays the well-behaved peer, tests/support/raw_server.hpp the broken ones.
 #include <doctest/doctest.h>
 

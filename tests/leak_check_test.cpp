@@ -1,4 +1,5 @@
-// Tests for leash/leak_check.hpp: goleak for leash (SPEC section 7).
+// Tests for leash/leak_check.hpp: goleak for leash (tasks, tickers, handles,
+// timers and channel waiters left behind are reported, by id baseline).
 #include <doctest/doctest.h>
 
 #include <chrono>

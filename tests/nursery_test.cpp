@@ -1,4 +1,5 @@
-// Tests for leash/nursery.hpp: the contract of SPEC section 3.
+// Tests for leash/nursery.hpp: spawn, join, failures and their order,
+// limits, deadlines, supervisors and unobserved failures.
 #include <doctest/doctest.h>
 
 #include <atomic>

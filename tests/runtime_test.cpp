@@ -1,4 +1,5 @@
-// Tests for leash/runtime.hpp: the elastic thread cache of SPEC section 1.
+// Tests for leash/runtime.hpp: the elastic thread cache (tasks start at
+// once, idle threads leave after keep_alive, the thread cap).
 #include <doctest/doctest.h>
 
 #include <algorithm>

@@ -1,4 +1,5 @@
-// Tests for leash/ticker.hpp: the contract of SPEC section 5.
+// Tests for leash/ticker.hpp: scoped periodic work, missed-tick policies,
+// stop/reset, failures and joins.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -37,7 +38,7 @@ long ms_of(clock_type::time_point t) {
 }
 
 // Drives the ticker's own schedule (detail::tick_schedule, which uses
-// next_deadline) through the scenario on the fake clock: period 300,
+// next_deadline) through ticker.md's stall scenario on the fake clock: period 300,
 // start 0; the loop looks at the clock at 100 and 200 (nothing due), then does
 // not run again until 650; the callback of the tick it runs then returns at
 // 950; every later callback returns at once. Returns the scheduled times of

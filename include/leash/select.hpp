@@ -26,6 +26,10 @@
 //     enabled case blocks until cancelled.
 //   - The same channel may appear in several cases. A send and a receive case
 //     of one select never match each other.
+//   - A timer channel case (on_recv(after(d), fn), on_recv(tick(p), fn)) is
+//     a receive case of std::chrono::steady_clock::time_point with the same
+//     shapes; the channel is never closed, so an optional callback always
+//     gets a value.
 //   - on_after(d) fires if nothing else did within d; it arms no timer (the
 //     wait itself has the deadline), so nothing is left behind. Its callback
 //     takes nothing or the time point it fired at.
@@ -176,6 +180,10 @@ class send_value<T, T> {
   T item_;
 };
 
+// Marsaglia's xorshift64 shift triple: one of the triples with the full
+// period 2^64 - 1.
+inline constexpr int xorshift_a = 13, xorshift_b = 7, xorshift_c = 17;
+
 // A fast per-thread generator for the random choice among ready cases.
 inline std::uint64_t random_next() noexcept {
   thread_local std::uint64_t state = [] {
@@ -183,9 +191,9 @@ inline std::uint64_t random_next() noexcept {
                          static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
     return seed | 1;
   }();
-  state ^= state << 13;  // xorshift64
-  state ^= state >> 7;
-  state ^= state << 17;
+  state ^= state << xorshift_a;
+  state ^= state >> xorshift_b;
+  state ^= state << xorshift_c;
   return state;
 }
 
@@ -238,12 +246,15 @@ enum class select_mode { random, biased, nonblocking };
 // lock-free buffers, and the first that completes is the choice: the first
 // ready case of a uniformly random order is a uniformly random ready case.
 // Returns that case's index, or nullopt when the locked path must decide (a
-// case this path cannot judge, none ready, more than 8 cases).
+// case this path cannot judge, none ready, more than lock_free_max_cases).
+// A fan-in select has few cases; the order array then fits on the stack, and
+// a larger select is served by the locked path, which scales with its cases.
+inline constexpr std::size_t lock_free_max_cases = 8;
+
 template <class At>
 std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode mode) {
-  constexpr std::size_t max_cases = 8;
-  if (n == 0 || n > max_cases) return std::nullopt;
-  std::array<std::uint8_t, max_cases> order;
+  if (n == 0 || n > lock_free_max_cases) return std::nullopt;
+  std::array<std::uint8_t, lock_free_max_cases> order;
   for (std::size_t i = 0; i < n; ++i) {
     order[i] = static_cast<std::uint8_t>(i);
     if (mode != select_mode::biased) {  // Fisher-Yates, drawing as it goes
@@ -414,10 +425,14 @@ std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& 
       all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
 }
 
+// Lock pointers a select(range) holds without allocating: a fan-in over more
+// distinct channels than this allocates one array per call (documented).
+inline constexpr std::size_t range_inline_locks = 64;
+
 template <class R>
 std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
   auto first = std::ranges::begin(cases);
-  return run_select<64>(
+  return run_select<range_inline_locks>(
       static_cast<std::size_t>(std::ranges::size(cases)),
       [&](std::size_t i) -> select_case& {
         return first[static_cast<std::ranges::range_difference_t<R>>(i)];

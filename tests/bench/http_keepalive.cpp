@@ -1,5 +1,5 @@
 // bench_http_keepalive: keep-alive GETs of a small file from nginx on loopback
-// through leash::http::transport, with 1 and 8 workers (SPEC 9). The Go
+// through leash::http::transport, with 1 and 8 workers. The Go
 // counterpart is go/http_keepalive.go; tests/bench/run.sh starts nginx and
 // passes its address in LEASH_BENCH_NGINX=host:port.
 //

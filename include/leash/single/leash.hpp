@@ -2491,10 +2491,10 @@ class ring {
 // loses, and a moved value is delivered, never dropped.
 //
 // Waiting spins briefly, then yields, then parks on a mutex + condition
-// variable. The parked bit tells a completer that it must wake the waiter
-// under the mutex; once parked, the waiter reads its word only under that
-// mutex, so it cannot return (and free the waiter) while a completer still
-// touches it.
+// variable (docs/design.md#channels has the measurements behind each bound). The parked bit tells a
+// completer that it must wake the waiter under the mutex; once parked, the waiter reads its word
+// only under that mutex, so it cannot return (and free the waiter) while a completer still touches
+// it.
 
 #include <atomic>
 #include <chrono>
@@ -2517,7 +2517,7 @@ class spinlock {
   void lock() noexcept {
     while (locked_.exchange(true, std::memory_order_acquire)) {
       for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-        if (spins < 64) {
+        if (spins < pauses_before_yield) {
           cpu_relax();
         } else {
           std::this_thread::yield();
@@ -2528,6 +2528,8 @@ class spinlock {
   void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
  private:
+  // A running holder leaves a critical section this short within these pauses.
+  static constexpr int pauses_before_yield = 64;
   std::atomic<bool> locked_{false};
 };
 
@@ -2552,34 +2554,42 @@ class spin_slots {
   }
 };
 
-// How long a waiter of this thread pauses before it parks: long (1024
-// pauses, 20-50 us on the development VM) while spinning pays off on this
-// thread, short (64) while it does not, with a long probe every
-// 16th wait so that a quieter machine is noticed. Measured on unbuffered
-// ping-pong: 256 pauses left many hand-offs parked (1.5 us per round trip)
-// and 1024 matched Go (0.5 us) on a quiet machine; but on an oversubscribed
-// one the partner is often not running at all, and a long spin only delays it
-// (35 us per round trip, against 12 us for parking at once).
+// How long a waiter of this thread pauses before it parks: long while
+// spinning pays off on this thread, short while it does not (on an
+// oversubscribed machine the partner is often not running, and a long spin
+// only delays it), with a long probe now and then to notice a quieter machine.
 class spin_budget {
  public:
   static int pause_rounds() noexcept {
     state& s = local();
-    s.long_spin = s.score >= 64 || ++s.since_probe % 16 == 0;
-    return s.long_spin ? 1024 : 64;
+    s.long_spin = s.score >= long_spin_score || ++s.since_probe % probe_every == 0;
+    return s.long_spin ? long_pauses : short_pauses;
   }
   // Whether the wait ended without parking.
   static void record(bool paid_off) noexcept {
     state& s = local();
     if (paid_off) {
-      s.score += (256 - s.score) / 8;
+      s.score += (score_scale - s.score) / score_step;
     } else if (s.long_spin) {
-      s.score -= s.score / 8;  // a short spin that failed says nothing about a long one
+      s.score -= s.score / score_step;  // a short spin that failed says nothing about a long one
     }
   }
 
  private:
+  // Long enough for a running partner's answer to beat a futex wake and park.
+  static constexpr int long_pauses = 1024;
+  // Short enough to cost less than the park it precedes when spinning fails.
+  static constexpr int short_pauses = 64;
+  // One wait in this many spins long however the score stands.
+  static constexpr unsigned probe_every = 16;
+  // The score is a fraction of this: fixed point, no floating point per wait.
+  static constexpr int score_scale = 256;
+  // Spin long while at least a quarter of long spins paid off.
+  static constexpr int long_spin_score = score_scale / 4;
+  // Each wait moves the score 1/8 of the way: a moving average of ~8 waits.
+  static constexpr int score_step = 8;
   struct state {
-    int score = 256;  // moving average of long spins that paid off, out of 256
+    int score = score_scale;  // moving average of long spins that paid off
     bool long_spin = true;
     unsigned since_probe = 0;
   };
@@ -2591,9 +2601,9 @@ class spin_budget {
 
 // What a thread parks on: made on the thread's first park and reused by all
 // its waiters, since a thread waits for one waiter at a time. A waiter is made
-// by every blocking-capable channel call, even one that completes at once, and
-// destroying a condition variable per call (pthread_cond_destroy) was 17 % of
-// a buffered 4x4 MPMC run.
+// by every blocking-capable channel call, even one that completes at once, so
+// a condition variable per waiter would cost a construction and destruction
+// per call.
 struct parker {
   std::mutex mutex;
   std::condition_variable cv;
@@ -2656,14 +2666,11 @@ class waiter {
   // happened first wins over a stop or a deadline.
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
     // Spin phase (see spin_slots): a partner on another CPU usually answers
-    // within a few microseconds, while parking costs a futex wake of 5-10 us
-    // on each side. First a quick look of 32 pauses (0.9 us here at 27 ns a
-    // pause; ~1.5 us on CPUs with a slower pause), which needs no slot: a
-    // partner that is running answers within it (ping-pong: ~0.3 us per round
-    // trip), and the shared slot count it avoids is a cache line that both
-    // partners would otherwise move on every hand-off (ping-pong took ~0.5 us
-    // with it). Then pauses while a spinning slot is free, or a few yields
-    // (which hand the CPU to a partner that shares it), then park.
+    // sooner than a futex wake would. First a quick look (quick_pauses) that
+    // needs no slot: a running partner answers within it, and the shared slot
+    // count it avoids is a cache line both partners would otherwise move on
+    // every hand-off. Then pauses while a spinning slot is free, or a few
+    // yields (which hand the CPU to a partner that shares it), then park.
     if (usable_cpus() > 1) {
       for (int i = 0; i < quick_pauses; ++i) {
         const std::uint32_t s = state_.load(std::memory_order_acquire);
@@ -2673,11 +2680,11 @@ class waiter {
     }
     bool spins = spin_slots::try_acquire();
     // The slot is often held for a moment by the partner that is about to
-    // answer (ping-pong: it was waiting a moment ago and is leaving), so look
-    // again a few times, 16 pauses apart (well under a microsecond), before
-    // settling for yields. Never with one usable CPU: no slot exists there.
+    // answer (it was waiting a moment ago and is leaving), so look again a
+    // few times before settling for yields. Never with one usable CPU: no
+    // slot exists there.
     for (int k = 0; !spins && k < slot_retries && usable_cpus() > 1; ++k) {
-      for (int p = 0; p < 16; ++p)
+      for (int p = 0; p < slot_retry_pauses; ++p)
         cpu_relax();
       const std::uint32_t s = state_.load(std::memory_order_acquire);
       if (terminal(s)) return decode(s);
@@ -2697,7 +2704,7 @@ class waiter {
         }
         return decode(s);
       }
-      if (i % 64 == 0) {
+      if (i % stop_check_every == 0) {
         if (token.stop_requested() && give_up(stopped)) break;
         if (deadline != clock::time_point::max() && clock::now() >= deadline &&
             give_up(timed_out)) {
@@ -2720,9 +2727,19 @@ class waiter {
  private:
   static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
   static constexpr std::uint32_t status_mask = 0x7, parked_bit = 0x8, index_shift = 4;
+  // Yields without a spinning slot: enough for a partner sharing this CPU to
+  // answer, few enough that a loaded machine does not lose whole time slices.
   static constexpr int yield_rounds = 8;
+  // Looks for a free spinning slot before yielding: the holder is usually
+  // the partner, leaving.
   static constexpr int slot_retries = 4;
+  // Pauses between those looks: the time a partner needs to release its slot.
+  static constexpr int slot_retry_pauses = 16;
+  // The slot-free first look: a running partner answers within it.
   static constexpr int quick_pauses = 32;
+  // Pauses or yields between looks at the token and the clock, which cost
+  // more than the pause itself; the word is read after every one.
+  static constexpr int stop_check_every = 64;
 
   static bool terminal(std::uint32_t s) noexcept {
     const std::uint32_t st = s & status_mask;
@@ -5206,6 +5223,10 @@ inline runtime_stats stats() {
 //     enabled case blocks until cancelled.
 //   - The same channel may appear in several cases. A send and a receive case
 //     of one select never match each other.
+//   - A timer channel case (on_recv(after(d), fn), on_recv(tick(p), fn)) is
+//     a receive case of std::chrono::steady_clock::time_point with the same
+//     shapes; the channel is never closed, so an optional callback always
+//     gets a value.
 //   - on_after(d) fires if nothing else did within d; it arms no timer (the
 //     wait itself has the deadline), so nothing is left behind. Its callback
 //     takes nothing or the time point it fired at.
@@ -5353,6 +5374,10 @@ class send_value<T, T> {
   T item_;
 };
 
+// Marsaglia's xorshift64 shift triple: one of the triples with the full
+// period 2^64 - 1.
+inline constexpr int xorshift_a = 13, xorshift_b = 7, xorshift_c = 17;
+
 // A fast per-thread generator for the random choice among ready cases.
 inline std::uint64_t random_next() noexcept {
   thread_local std::uint64_t state = [] {
@@ -5360,9 +5385,9 @@ inline std::uint64_t random_next() noexcept {
                          static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
     return seed | 1;
   }();
-  state ^= state << 13;  // xorshift64
-  state ^= state >> 7;
-  state ^= state << 17;
+  state ^= state << xorshift_a;
+  state ^= state >> xorshift_b;
+  state ^= state << xorshift_c;
   return state;
 }
 
@@ -5415,12 +5440,15 @@ enum class select_mode { random, biased, nonblocking };
 // lock-free buffers, and the first that completes is the choice: the first
 // ready case of a uniformly random order is a uniformly random ready case.
 // Returns that case's index, or nullopt when the locked path must decide (a
-// case this path cannot judge, none ready, more than 8 cases).
+// case this path cannot judge, none ready, more than lock_free_max_cases).
+// A fan-in select has few cases; the order array then fits on the stack, and
+// a larger select is served by the locked path, which scales with its cases.
+inline constexpr std::size_t lock_free_max_cases = 8;
+
 template <class At>
 std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode mode) {
-  constexpr std::size_t max_cases = 8;
-  if (n == 0 || n > max_cases) return std::nullopt;
-  std::array<std::uint8_t, max_cases> order;
+  if (n == 0 || n > lock_free_max_cases) return std::nullopt;
+  std::array<std::uint8_t, lock_free_max_cases> order;
   for (std::size_t i = 0; i < n; ++i) {
     order[i] = static_cast<std::uint8_t>(i);
     if (mode != select_mode::biased) {  // Fisher-Yates, drawing as it goes
@@ -5591,10 +5619,14 @@ std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& 
       all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
 }
 
+// Lock pointers a select(range) holds without allocating: a fan-in over more
+// distinct channels than this allocates one array per call (documented).
+inline constexpr std::size_t range_inline_locks = 64;
+
 template <class R>
 std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
   auto first = std::ranges::begin(cases);
-  return run_select<64>(
+  return run_select<range_inline_locks>(
       static_cast<std::size_t>(std::ranges::size(cases)),
       [&](std::size_t i) -> select_case& {
         return first[static_cast<std::ranges::range_difference_t<R>>(i)];
