@@ -154,6 +154,7 @@ class deadline_exceeded : public cancelled {
 class channel_closed : public error {
  public:
   channel_closed() : error("leash::channel: send on closed channel") {}
+  explicit channel_closed(const std::string& message) : error(message) {}
 };
 
 // A failure nobody read: a supervisor task's exception never fetched through

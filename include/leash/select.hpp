@@ -132,13 +132,11 @@ concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, 
 // What select throws when a receive case whose callback takes T (not
 // std::optional<T>) is chosen on a closed, drained channel: there is no value
 // to pass, and dropping the case silently would hide the end of the channel.
-class recv_on_closed final : public channel_closed {
- public:
-  const char* what() const noexcept override {
-    return "leash::select: a receive case's channel is closed and its callback takes a value; "
-           "take std::optional<T> to be told of the close";
-  }
-};
+[[noreturn]] inline void throw_recv_on_closed() {
+  throw channel_closed(
+      "leash::select: a receive case's channel is closed and its callback takes a value; "
+      "take std::optional<T> to be told of the close");
+}
 
 // Where a send case's value lives (Stored: T&, T&& or T). The caller's object
 // of the channel's type, lvalue or rvalue, is referenced and moved from only
@@ -509,7 +507,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
     } else if constexpr (detail::recv_takes_optional<F, T>) {
       std::invoke(fn_, std::move(value_));
     } else if constexpr (detail::recv_takes_value<F, T>) {
-      if (!value_) throw detail::recv_on_closed();
+      if (!value_) detail::throw_recv_on_closed();
       std::invoke(fn_, std::move(*value_));
     } else if constexpr (std::is_invocable_v<F&>) {
       std::invoke(fn_);
