@@ -473,10 +473,33 @@ TEST_CASE("dialing tries every address until one connects") {
   }
 }
 
+namespace {
+
+// Puts the runtime's defaults back however a test ends.
+struct restore_runtime {
+  ~restore_runtime() { leash::runtime::configure({}); }
+};
+
+// Opens keep-alive connections that each hold a thread (one request answered,
+// the connection kept), until the server refuses one; returns that refusal's
+// response ("" if none came within `attempts`). The runtime's max_threads
+// must be set so that threads run out.
+std::string hold_threads_until_refused(const http::server& srv, std::vector<net::socket>& holders,
+                                       int attempts) {
+  for (int i = 0; i < attempts; ++i) {
+    holders.push_back(connect_blocking(srv.port()));
+    send_text(holders.back(), simple_get);
+    std::string in;
+    std::string r = read_response(holders.back(), in);
+    if (r.rfind("HTTP/1.1 503", 0) == 0) return r;
+  }
+  return {};
+}
+
+}  // namespace
+
 TEST_CASE("out of threads, a connection is refused with 503 and the server goes on serving") {
-  struct restore_runtime {
-    ~restore_runtime() { leash::runtime::configure({}); }
-  } restore;
+  restore_runtime restore;
   constexpr int slow_clients = 200;
   const int fds = http_test::fd_count();
   leash::runtime::configure({.max_threads = 64});
@@ -511,22 +534,13 @@ TEST_CASE("out of threads, a connection is refused with 503 and the server goes 
 }
 
 TEST_CASE("a refused connection reads 503 Service Unavailable") {
-  struct restore_runtime {
-    ~restore_runtime() { leash::runtime::configure({}); }
-  } restore;
+  restore_runtime restore;
   leash::nursery n;
   http::server srv(n, hello);
   // Hold every thread the cap allows, so the next connection finds none.
   leash::runtime::configure({.max_threads = leash::runtime::stats().threads_alive});
   std::vector<net::socket> holders;
-  std::string reply;
-  for (int i = 0; i < 1000 && reply.empty(); ++i) {
-    holders.push_back(connect_blocking(srv.port()));
-    send_text(holders.back(), simple_get);
-    std::string in;
-    const std::string r = read_response(holders.back(), in);
-    if (r.rfind("HTTP/1.1 503", 0) == 0) reply = r;
-  }
+  const std::string reply = hold_threads_until_refused(srv, holders, 1000);
   CHECK(reply.rfind("HTTP/1.1 503 Service Unavailable", 0) == 0);
   CHECK(reply.find("Connection: close") != std::string::npos);
   CHECK(srv.stats().connections_refused >= 1);
@@ -536,20 +550,13 @@ TEST_CASE("a refused connection reads 503 Service Unavailable") {
 }
 
 TEST_CASE("shutdown and the destructor are safe after connections were refused") {
-  struct restore_runtime {
-    ~restore_runtime() { leash::runtime::configure({}); }
-  } restore;
+  restore_runtime restore;
   leash::nursery n;
   {
     http::server srv(n, hello);
     leash::runtime::configure({.max_threads = leash::runtime::stats().threads_alive});
     std::vector<net::socket> clients;
-    for (int i = 0; i < 1000 && srv.stats().connections_refused == 0; ++i) {
-      clients.push_back(connect_blocking(srv.port()));
-      send_text(clients.back(), simple_get);
-      std::string in;
-      (void)read_response(clients.back(), in);
-    }
+    (void)hold_threads_until_refused(srv, clients, 1000);
     leash::runtime::configure({});
     srv.shutdown(100ms);
     CHECK(srv.stats().connections_refused >= 1);
