@@ -33,17 +33,28 @@ namespace {
 // fails the test instead of hanging it).
 constexpr auto client_read_bound = 10s;
 
-// A blocking TCP client socket connected to 127.0.0.1:port.
-net::socket connect_blocking(std::uint16_t port) {
+// A blocking TCP client socket, not connected yet.
+net::socket client_socket() {
   net::socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   REQUIRE(s.valid());
   const timeval tv{std::chrono::duration_cast<std::chrono::seconds>(client_read_bound).count(), 0};
   ::setsockopt(s.fd(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return s;
+}
+
+// Connects `s` to 127.0.0.1:port (needs no new fd).
+void connect_to(const net::socket& s, std::uint16_t port) {
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(::connect(s.fd(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+}
+
+// A blocking TCP client socket connected to 127.0.0.1:port.
+net::socket connect_blocking(std::uint16_t port) {
+  net::socket s = client_socket();
+  connect_to(s, port);
   return s;
 }
 
@@ -382,10 +393,11 @@ TEST_CASE("accept failures for lack of fds are counted, and the waiting client i
   }
   leash::nursery n;
   http::server srv(n, hello);
-  net::socket c = connect_blocking(srv.port());  // before the limit: the client has its fd
-  send_text(c, simple_get);
+  net::socket c = client_socket();  // before the limit: the client has its fd
   {
     fd_limit lowered(lowest_free_fd());  // no fd left: the server's accept fails with EMFILE
+    connect_to(c, srv.port());           // so the connection waits in the backlog
+    send_text(c, simple_get);
     CHECK(eventually([&] { return srv.stats().accept_errors >= 1; }));
     CHECK(srv.stats().last_accept_error == EMFILE);
     CHECK(srv.stats().accepted == 0);
