@@ -33,6 +33,8 @@
 // registry with sites is filled only while a leak_check lives.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <concepts>

@@ -7,6 +7,8 @@
 //   leash::runtime::configure({.keep_alive = 500ms, .max_threads = 2000});
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -35,8 +37,8 @@ struct runtime_stats {
   std::size_t tasks_running = 0;  // jobs executing now
   std::size_t peak_threads = 0;   // most threads alive at once since start
   std::uint64_t tasks_started = 0;
-  std::size_t pending_timers = 0;  // deadlines registered with the timer thread
-  std::size_t max_threads = 0;     // the cap in force (configured or derived)
+  std::size_t pending_timers = 0;    // deadlines registered with the timer thread
+  std::size_t max_threads = 0;       // the cap in force (configured or derived)
   std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
 };
 

@@ -83,7 +83,9 @@ class stop_hook_node {
   virtual void on_stop() noexcept = 0;
 
  protected:
-  ~stop_hook_node() = default;
+  // Virtual: the friend below can reach it, so no path may destroy a derived
+  // object through this base without its own destructor.
+  virtual ~stop_hook_node() = default;
   void fired() noexcept { fired_.store(true, std::memory_order_release); }
 
  private:

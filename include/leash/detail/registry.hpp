@@ -53,7 +53,9 @@ class nursery_node {
   virtual const cancel_state& state() const noexcept = 0;
 
  protected:
-  ~nursery_node() = default;
+  // Virtual: the friend below can reach it, so no path may destroy a derived
+  // object through this base without its own destructor.
+  virtual ~nursery_node() = default;
 
  private:
   friend class registry;

@@ -53,7 +53,9 @@ class job {
   virtual void run() noexcept = 0;
 
  protected:
-  ~job() = default;
+  // Virtual: the friend below can reach it, so no path may destroy a derived
+  // object through this base without its own destructor.
+  virtual ~job() = default;
 
  private:
   friend class thread_cache;

@@ -49,8 +49,7 @@ inline thread_limit os_thread_limit() {
     consider_limit(smallest, static_cast<std::size_t>(nproc.rlim_cur), "RLIMIT_NPROC");
   }
 #endif
-  consider_limit(smallest, read_proc_number("/proc/sys/kernel/threads-max"),
-                 "kernel.threads-max");
+  consider_limit(smallest, read_proc_number("/proc/sys/kernel/threads-max"), "kernel.threads-max");
   consider_limit(smallest, read_proc_number("/proc/sys/kernel/pid_max"), "kernel.pid_max");
   consider_limit(smallest, read_proc_number("/proc/sys/vm/max_map_count") / 2,
                  "vm.max_map_count / 2");

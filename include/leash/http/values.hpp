@@ -21,6 +21,8 @@
 // with the request that owns it.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <cstddef>
 #include <utility>
 #include <vector>
