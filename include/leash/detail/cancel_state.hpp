@@ -83,8 +83,8 @@ class stop_hook_node {
   virtual void on_stop() noexcept = 0;
 
  protected:
-  // Virtual: the friend below can reach it, so no path may destroy a derived
-  // object through this base without its own destructor.
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
   virtual ~stop_hook_node() = default;
   void fired() noexcept { fired_.store(true, std::memory_order_release); }
 

@@ -53,8 +53,8 @@ class nursery_node {
   virtual const cancel_state& state() const noexcept = 0;
 
  protected:
-  // Virtual: the friend below can reach it, so no path may destroy a derived
-  // object through this base without its own destructor.
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
   virtual ~nursery_node() = default;
 
  private:

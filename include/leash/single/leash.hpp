@@ -688,8 +688,8 @@ class stop_hook_node {
   virtual void on_stop() noexcept = 0;
 
  protected:
-  // Virtual: the friend below can reach it, so no path may destroy a derived
-  // object through this base without its own destructor.
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
   virtual ~stop_hook_node() = default;
   void fired() noexcept { fired_.store(true, std::memory_order_release); }
 
@@ -1087,8 +1087,8 @@ class nursery_node {
   virtual const cancel_state& state() const noexcept = 0;
 
  protected:
-  // Virtual: the friend below can reach it, so no path may destroy a derived
-  // object through this base without its own destructor.
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
   virtual ~nursery_node() = default;
 
  private:
@@ -4160,8 +4160,8 @@ class job {
   virtual void run() noexcept = 0;
 
  protected:
-  // Virtual: the friend below can reach it, so no path may destroy a derived
-  // object through this base without its own destructor.
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
   virtual ~job() = default;
 
  private:
