@@ -2,8 +2,10 @@
 // leash.hpp: structured concurrency and resource RAII for C++20.
 //
 // Includes every portable component of leash. The HTTP worked example
-// (POSIX sockets) is included separately from leash/http/.
+// (Linux only) is included separately from leash/http/.
 #pragma once
+
+#include "leash/detail/config.hpp"
 
 #include "leash/body.hpp"
 #include "leash/cancel.hpp"

@@ -29,6 +29,8 @@
 // Thread-safe: one reader at a time; close() may be called from any thread.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstddef>

@@ -21,6 +21,8 @@
 // thread that created it, innermost first (checked: std::terminate otherwise).
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <functional>

@@ -30,6 +30,8 @@
 // recv that takes its value. Never allocates after construction.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>

@@ -27,6 +27,8 @@
 // cursor is used by one thread at a time.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <cstddef>
 #include <exception>
 #include <iterator>

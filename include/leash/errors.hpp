@@ -16,6 +16,8 @@
 // is never silent.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <cstdio>
 #include <exception>
 #include <functional>

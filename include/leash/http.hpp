@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/http.hpp: the HTTP worked example, all of it (POSIX sockets).
+// leash/http.hpp: the HTTP worked example, all of it (Linux: epoll, eventfd).
 //
 // Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:
 // TLS, HTTP/2, proxies, redirects, cookies and gzip are out of scope.
 #pragma once
+
+#include "detail/config.hpp"
 
 #include "http/client.hpp"
 #include "http/errors.hpp"

@@ -25,6 +25,8 @@
 // period. Thread-safe: any number of checks may live at once, on any threads.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>

@@ -34,6 +34,8 @@
 // registry with sites is filled only while a leak_check lives.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <concepts>

@@ -31,6 +31,8 @@
 // construct, wait and destroy on one thread, innermost scope first.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>

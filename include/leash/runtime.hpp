@@ -18,6 +18,8 @@
 // called from any thread at any time; stats() is a snapshot.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include "detail/thread_cache.hpp"
 #include "runtime_options.hpp"
 

@@ -8,6 +8,8 @@
 //   leash::runtime::configure({.keep_alive = 500ms, .max_threads = 2000});
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -48,6 +48,8 @@
 // distinct channels, one array of lock pointers.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -354,7 +356,7 @@ void dequeue_all(std::size_t n, At at) {
 template <std::size_t Inline, class At>
 std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
                                       const std::stop_token& token) {
-  using clock = select_case::clock;
+  using case_clock = select_case::clock;
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
@@ -363,8 +365,8 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
   const auto [deadline, deadline_case] = earliest_deadline(n, at);
   for (;;) {
     locks.lock();
-    const clock::time_point now =
-        deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
+    const case_clock::time_point now =
+        deadline != case_clock::time_point::max() ? case_clock::now() : case_clock::time_point{};
     if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
       wait_node* partner = nullptr;
       const bool done = at(chosen).complete_locked(partner);
@@ -456,6 +458,9 @@ class case_base : public detail::select_case {
     enabled = enabled_;
     return static_cast<Derived&&>(*this);
   }
+
+ protected:
+  ~case_base() = default;  // cases are values: never destroyed through this base
 };
 
 // A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed

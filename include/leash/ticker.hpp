@@ -38,6 +38,8 @@
 // precondition (std::terminate with a message).
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <concepts>
 #include <condition_variable>

@@ -21,6 +21,8 @@
 // returns, the timer thread no longer touches the object.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <chrono>
 #include <mutex>
 #include <optional>

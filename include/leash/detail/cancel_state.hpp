@@ -84,7 +84,9 @@ class stop_hook_node {
   virtual void on_stop() noexcept = 0;
 
  protected:
-  ~stop_hook_node() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~stop_hook_node() = default;
   void fired() noexcept { fired_.store(true, std::memory_order_release); }
 
  private:

@@ -54,7 +54,9 @@ class nursery_node {
   virtual const cancel_state& state() const noexcept = 0;
 
  protected:
-  ~nursery_node() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~nursery_node() = default;
 
  private:
   friend class registry;

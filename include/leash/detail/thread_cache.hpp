@@ -54,7 +54,9 @@ class job {
   virtual void run() noexcept = 0;
 
  protected:
-  ~job() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~job() = default;
 
  private:
   friend class thread_cache;
@@ -417,7 +419,7 @@ class thread_cache {
   // no runtime thread is alive after static destruction except ones still
   // running user code (a nursery alive during static destruction).
   void shutdown() {
-    static noop_job noop;
+    static noop_job& noop = *new noop_job;  // immortal: a woken thread may run it after exit
     std::unique_lock lock(mutex_);
     stopping_ = true;
     const std::size_t busy = alive_ - idle_count_;

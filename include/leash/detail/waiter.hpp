@@ -302,10 +302,10 @@ class waiter {
     // Under the parker's mutex, which the parked waiter needs before it can
     // return (see stop_hook_node for fired()).
     template <class Fired>
-    void operator()(Fired fired) const noexcept {
+    void operator()(Fired mark_fired) const noexcept {
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
-      fired();
+      mark_fired();
     }
   };
 

@@ -18,6 +18,8 @@
 // dial. Thread-safe: a client is a pointer to its transport.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <charconv>
 #include <cstdint>
 #include <string>

@@ -19,6 +19,8 @@
 // these: a cancelled round trip throws leash::cancelled (or deadline_exceeded).
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <cstddef>
 #include <string>
 #include <system_error>

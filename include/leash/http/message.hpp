@@ -19,6 +19,8 @@
 // by lookups stay valid until the fields are next modified.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -107,7 +109,7 @@ class fields {
   std::size_t count(std::string_view name) const {
     std::size_t n = 0;
     for (field f : *this)
-      n += detail::iequals(f.name, name) ? 1 : 0;
+      if (detail::iequals(f.name, name)) ++n;
     return n;
   }
 

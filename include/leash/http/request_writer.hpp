@@ -30,6 +30,8 @@
 // when missing. Thread-safe as far as its arguments are not shared.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <cstdint>
 #include <string>
 #include <string_view>

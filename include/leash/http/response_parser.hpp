@@ -33,6 +33,8 @@
 // and rethrows until reset(). Not thread-safe: one parser per connection.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>

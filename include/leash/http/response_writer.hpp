@@ -28,6 +28,8 @@
 // while the handler runs.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>

@@ -39,6 +39,8 @@
 // proxy object is stateless per request and thread-safe.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <exception>

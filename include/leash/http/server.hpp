@@ -46,6 +46,8 @@
 // response_writer may be flushed from another thread while the handler runs.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>

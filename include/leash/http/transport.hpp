@@ -37,6 +37,8 @@
 // connections are then closed, not pooled).
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <exception>

@@ -22,6 +22,8 @@
 // with the request that owns it.
 #pragma once
 
+#include "../detail/config.hpp"
+
 #include <cstddef>
 #include <utility>
 #include <vector>

@@ -37,7 +37,30 @@
 // leash.hpp: structured concurrency and resource RAII for C++20.
 //
 // Includes every portable component of leash. The HTTP worked example
-// (POSIX sockets) is included separately from leash/http/.
+// (Linux only) is included separately from leash/http/.
+
+// ---- leash/detail/config.hpp ----
+// leash/detail/config.hpp: rejects a language mode or standard library leash
+// cannot build on, with one clear #error instead of a cascade of missing
+// headers and names. Every public header includes it before anything else, so
+// on such a library its #error is the first diagnostic.
+//
+// leash builds on C++20 stop tokens (std::stop_token, std::stop_callback,
+// std::jthread): libstdc++ from GCC 11 on, libc++ from LLVM 18 on (before 18
+// it lacks <stop_token> or leaves it experimental, without __cpp_lib_jthread).
+
+#if __has_include(<version>)
+#include <version>
+#endif
+
+#if defined(_MSVC_LANG) ? _MSVC_LANG < 202002L : __cplusplus < 202002L
+#error "leash needs C++20: compile with -std=c++20 (MSVC: /std:c++20)"
+#elif !__has_include(<stop_token>) || !defined(__cpp_lib_jthread)
+// One line, so the diagnostic quotes the message whole.
+// clang-format off
+#error "leash needs <stop_token> and std::jthread (C++20 stop tokens): libstdc++ from GCC 11+ or libc++ 18+; this standard library lacks them"
+// clang-format on
+#endif
 
 // ---- leash/body.hpp ----
 // leash/body.hpp: a readable byte stream that must be closed (an HTTP response body).
@@ -68,6 +91,7 @@
 // body_closed, body_too_large (read_all), the source's errors, and the source's
 // close error from the call that closed it (close(), or the read that hit EOF).
 // Thread-safe: one reader at a time; close() may be called from any thread.
+
 
 #include <algorithm>
 #include <condition_variable>
@@ -103,6 +127,7 @@
 // caused it) as soon as its token is stopped, within microseconds. Thread-safe:
 // cancel(), token(), reason() from any thread; a scope must be destroyed on the
 // thread that created it, innermost first (checked: std::terminate otherwise).
+
 
 #include <chrono>
 #include <condition_variable>
@@ -156,6 +181,7 @@
 // The default unobserved-failure handler prints the failure with its spawn
 // site and calls std::terminate, like an unjoined std::thread: a task failure
 // is never silent.
+
 
 #include <cstdio>
 #include <exception>
@@ -691,7 +717,9 @@ class stop_hook_node {
   virtual void on_stop() noexcept = 0;
 
  protected:
-  ~stop_hook_node() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~stop_hook_node() = default;
   void fired() noexcept { fired_.store(true, std::memory_order_release); }
 
  private:
@@ -1088,7 +1116,9 @@ class nursery_node {
   virtual const cancel_state& state() const noexcept = 0;
 
  protected:
-  ~nursery_node() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~nursery_node() = default;
 
  private:
   friend class registry;
@@ -1573,6 +1603,7 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 // a read of the exception count, about 10 ns per handle; the per-handle
 // registry with sites is filled only while a leak_check lives.
 
+
 #include <atomic>
 #include <chrono>
 #include <concepts>
@@ -1601,15 +1632,30 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 
 namespace leash::inline v0::detail {
 
-// From __PRETTY_FUNCTION__: g++ writes "... [with T = X; ...]", clang
-// "... [T = X]". Empty when neither shape is found.
+// From the compiler's signature of this function: g++ writes
+// "... [with T = X; ...]", clang "... [T = X]", MSVC
+// "... spelled_type_name<X>(void) noexcept". Empty when the compiler has none
+// of these or the shape is not found (callers then print a generic name).
 template <class T>
 std::string_view spelled_type_name() noexcept {
+#if defined(__GNUC__) || defined(__clang__)
   std::string_view f = __PRETTY_FUNCTION__;
   const auto start = f.find("T = ");
   if (start == std::string_view::npos) return {};
   f.remove_prefix(start + 4);
   return f.substr(0, f.find_first_of(";]"));
+#elif defined(_MSC_VER)
+  constexpr std::string_view prefix = "spelled_type_name<";
+  std::string_view f = __FUNCSIG__;
+  const auto start = f.find(prefix);
+  const auto end = f.rfind(">(void)");
+  if (start == std::string_view::npos || end == std::string_view::npos ||
+      end < start + prefix.size())
+    return {};
+  return f.substr(start + prefix.size(), end - start - prefix.size());
+#else
+  return {};
+#endif
 }
 
 }  // namespace leash::inline v0::detail
@@ -2261,6 +2307,7 @@ class [[nodiscard]] body {
 // number of threads. Ordering: FIFO per channel; a send happens-before the
 // recv that takes its value. Never allocates after construction.
 
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -2774,10 +2821,10 @@ class waiter {
     // Under the parker's mutex, which the parked waiter needs before it can
     // return (see stop_hook_node for fired()).
     template <class Fired>
-    void operator()(Fired fired) const noexcept {
+    void operator()(Fired mark_fired) const noexcept {
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
-      fired();
+      mark_fired();
     }
   };
 
@@ -3459,6 +3506,7 @@ struct channel_access {
 // closed it (close(), or the next() that reached the end). Thread-safe: no; a
 // cursor is used by one thread at a time.
 
+
 #include <cstddef>
 #include <exception>
 #include <iterator>
@@ -3644,6 +3692,7 @@ class [[nodiscard]] cursor {
 // Guarantees. Blocks: verify() only, on a condition variable woken by every
 // task, ticker, handle and timer entry that ends, for at most the grace
 // period. Thread-safe: any number of checks may live at once, on any threads.
+
 
 #include <algorithm>
 #include <chrono>
@@ -3961,6 +4010,7 @@ class leak_check {
 // misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
 // construct, wait and destroy on one thread, innermost scope first.
 
+
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -4039,6 +4089,7 @@ class leak_check {
 // designated initializers follow it:
 //
 //   leash::runtime::configure({.keep_alive = 500ms, .max_threads = 2000});
+
 
 #include <chrono>
 #include <cstddef>
@@ -4178,7 +4229,9 @@ class job {
   virtual void run() noexcept = 0;
 
  protected:
-  ~job() = default;
+  // Virtual as well as protected: the friend below can reach it, so even a
+  // destruction through this base must run the derived destructor.
+  virtual ~job() = default;
 
  private:
   friend class thread_cache;
@@ -4541,7 +4594,7 @@ class thread_cache {
   // no runtime thread is alive after static destruction except ones still
   // running user code (a nursery alive during static destruction).
   void shutdown() {
-    static noop_job noop;
+    static noop_job& noop = *new noop_job;  // immortal: a woken thread may run it after exit
     std::unique_lock lock(mutex_);
     stopping_ = true;
     const std::size_t busy = alive_ - idle_count_;
@@ -5181,6 +5234,7 @@ auto run_nursery(F&& body, source_location site = source_location::current()) {
 // called from any thread at any time; stats() is a snapshot.
 
 
+
 namespace leash::inline v0::runtime {
 
 // Applies new settings. Threads already idle keep the keep-alive they started
@@ -5244,6 +5298,7 @@ inline runtime_stats stats() {
 // stop. Throws: cancelled, channel_closed, whatever a callback throws.
 // Allocates: nothing (the variadic form) or, for a range of more than 64
 // distinct channels, one array of lock pointers.
+
 
 #include <algorithm>
 #include <array>
@@ -5549,7 +5604,7 @@ void dequeue_all(std::size_t n, At at) {
 template <std::size_t Inline, class At>
 std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
                                       const std::stop_token& token) {
-  using clock = select_case::clock;
+  using case_clock = select_case::clock;
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
@@ -5558,8 +5613,8 @@ std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
   const auto [deadline, deadline_case] = earliest_deadline(n, at);
   for (;;) {
     locks.lock();
-    const clock::time_point now =
-        deadline != clock::time_point::max() ? clock::now() : clock::time_point{};
+    const case_clock::time_point now =
+        deadline != case_clock::time_point::max() ? case_clock::now() : case_clock::time_point{};
     if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
       wait_node* partner = nullptr;
       const bool done = at(chosen).complete_locked(partner);
@@ -5651,6 +5706,9 @@ class case_base : public detail::select_case {
     enabled = enabled_;
     return static_cast<Derived&&>(*this);
   }
+
+ protected:
+  ~case_base() = default;  // cases are values: never destroyed through this base
 };
 
 // A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
@@ -5913,6 +5971,7 @@ std::optional<std::size_t> try_select(R&& cases) {
 // stop(). Thread-safe: stop() and reset() from any thread, including the
 // callback itself; destroying a ticker from its own callback is a checked
 // precondition (std::terminate with a message).
+
 
 #include <chrono>
 #include <concepts>
@@ -6359,6 +6418,7 @@ class ticker {
 // runs on leash's shared timer thread and never blocks. Thread-safe: recv and
 // try_recv from any thread; construct and destroy on one. After the destructor
 // returns, the timer thread no longer touches the object.
+
 
 #include <chrono>
 #include <mutex>

@@ -36,10 +36,11 @@
 #pragma once
 #include "leash.hpp"
 // ---- leash/http.hpp ----
-// leash/http.hpp: the HTTP worked example, all of it (POSIX sockets).
+// leash/http.hpp: the HTTP worked example, all of it (Linux: epoll, eventfd).
 //
 // Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:
 // TLS, HTTP/2, proxies, redirects, cookies and gzip are out of scope.
+
 
 // ---- leash/http/client.hpp ----
 // leash/http/client.hpp: requests by URL over a transport.
@@ -59,6 +60,7 @@
 // Guarantees. Blocks, is cancelled and throws exactly as
 // transport::round_trip; a malformed URL throws invalid_request before any
 // dial. Thread-safe: a client is a pointer to its transport.
+
 
 #include <charconv>
 #include <cstdint>
@@ -85,6 +87,7 @@
 // Guarantees. Every type derives from http::error, itself a leash::error, and
 // every message starts with "leash::http: ". Cancellation is never one of
 // these: a cancelled round trip throws leash::cancelled (or deadline_exceeded).
+
 
 #include <cstddef>
 #include <string>
@@ -353,6 +356,7 @@ class io_error : public error {
 // after its round trips returned; open bodies may outlive it (their
 // connections are then closed, not pooled).
 
+
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -420,6 +424,7 @@ class io_error : public error {
 // a keep-alive connection parses without allocating. Throws protocol_error
 // (with a reason()) or limit_exceeded; after a throw the parser stays failed
 // and rethrows until reset(). Not thread-safe: one parser per connection.
+
 
 #include <algorithm>
 #include <cstddef>
@@ -645,6 +650,7 @@ constexpr number_status parse_decimal(std::string_view s, std::uint64_t& out) no
 // what it receives). Not thread-safe; a head is a plain value. Views returned
 // by lookups stay valid until the fields are next modified.
 
+
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -732,7 +738,7 @@ class fields {
   std::size_t count(std::string_view name) const {
     std::size_t n = 0;
     for (field f : *this)
-      n += detail::iequals(f.name, name) ? 1 : 0;
+      if (detail::iequals(f.name, name)) ++n;
     return n;
   }
 
@@ -2017,6 +2023,7 @@ class pool {
 // than "chunked"; a Content-Length that is not the body's length. Adds Host
 // when missing. Thread-safe as far as its arguments are not shared.
 
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -2710,6 +2717,7 @@ class client {
 // Thread-safe: one mutex; flush() may come from another thread (a ticker)
 // while the handler runs.
 
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -3055,6 +3063,7 @@ class response_writer {
 // server for a client that left; the upstream's error after an abort. The
 // proxy object is stateless per request and thread-safe.
 
+
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -3111,6 +3120,7 @@ class response_writer {
 // the connection once bytes were sent, and never fails `n`.
 // Thread-safe: shutdown(), port() and stats() from any thread; a
 // response_writer may be flushed from another thread while the handler runs.
+
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -3517,6 +3527,7 @@ inline void parse_request_head(std::string_view head, std::size_t max_fields, pa
 // Guarantees. Never blocks. Not thread-safe (one request, one handler). A
 // bag is neither copyable nor movable: its values are destroyed exactly once,
 // with the request that owns it.
+
 
 #include <cstddef>
 #include <utility>
