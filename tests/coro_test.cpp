@@ -17,11 +17,31 @@
 #include "support/sanitizer.hpp"
 
 // Counts this thread's calls of the global allocator, to show that frames
-// come from the frame cache. Every other operator new form forwards here.
+// come from the frame cache and nothing else on the path allocates. Not
+// where the sanitizer runtime defines every operator new itself (clang's
+// TSan links them all in); there the frame allocator's own count serves.
+#if defined(__clang__) && defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LEASH_TEST_RUNTIME_OWNS_NEW 1
+#endif
+#endif
+
 namespace {
 thread_local std::size_t global_allocations = 0;
+constexpr bool counts_global_allocations =
+#if defined(LEASH_TEST_RUNTIME_OWNS_NEW)
+    false;
+#else
+    true;
+#endif
 }  // namespace
 
+#if !defined(LEASH_TEST_RUNTIME_OWNS_NEW)
+// g++ inlines these into callers of ::operator new and then sees free() of
+// memory from operator new: the pair is the replacement, so they match.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
 void* operator new(std::size_t size) {
   ++global_allocations;
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
@@ -33,6 +53,25 @@ void operator delete(void* p) noexcept {
 void operator delete(void* p, std::size_t) noexcept {
   std::free(p);
 }
+// The array forms too, so that a statically linked runtime (clang's ASan)
+// does not bring its own scalar forms along with them.
+void* operator new[](std::size_t size) {
+  return operator new(size);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+#endif
+
+// clang 14 cannot compile coroutines under -fsanitize=function (see
+// LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER); users there pass
+// -fno-sanitize=function, this file opts its coroutines out.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((no_sanitize("function"))), apply_to = function)
+#endif
 
 namespace {
 
@@ -282,10 +321,12 @@ TEST_CASE("coro: after warm-up, create/co_await/destroy cycles never call the gl
   };
   (void)sync_wait(loop());  // warm-up: this thread's cache now holds both frame sizes
   const std::size_t before = global_allocations;
+  const std::size_t frames_before = leash::detail::frame_global_allocations();
   const int sum = sync_wait(loop());
   const std::size_t during = global_allocations - before;
   CHECK(sum == cycles);
-  CHECK(during == 0);
+  CHECK(leash::detail::frame_global_allocations() == frames_before);
+  if (counts_global_allocations) CHECK(during == 0);
 }
 
 TEST_CASE("coro: after a burst of live frames, each thread caches a bounded number of bytes") {
@@ -316,13 +357,19 @@ TEST_CASE("coro: after a burst of live frames, each thread caches a bounded numb
 TEST_CASE("coro: frames larger than the pooled limit bypass the cache") {
   auto big = []() -> coro<std::size_t> {
     volatile char pad[2 * leash::detail::max_pooled_frame] = {};
-    co_await std::suspend_never{};  // pad lives across a suspension point: in the frame
+    (void)co_await one();  // pad lives across a suspension point: in the frame
     co_return sizeof(pad) + pad[0];
   };
   CHECK(sync_wait(big()) == 2 * leash::detail::max_pooled_frame);  // warm-up
   const std::size_t before = global_allocations;
+  const std::size_t frames_before = leash::detail::frame_global_allocations();
   CHECK(sync_wait(big()) == 2 * leash::detail::max_pooled_frame);
-  CHECK(global_allocations - before == 1);  // the big frame alone
+  CHECK(leash::detail::frame_global_allocations() - frames_before == 1);  // the big frame alone
+  if (counts_global_allocations) CHECK(global_allocations - before == 1);
 }
 
 }  // namespace
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

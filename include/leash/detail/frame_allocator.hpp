@@ -68,8 +68,9 @@ struct free_frame {
 struct frame_cache {
   free_frame* heads[frame_classes];
   std::size_t cached_bytes;
-  bool reaper_armed;  // the reaper's destructor is registered for this thread
-  bool closed;        // the reaper ran: cache nothing more on this thread
+  std::size_t global_allocations;  // frames this thread took from ::operator new
+  bool reaper_armed;               // the reaper's destructor is registered for this thread
+  bool closed;                     // the reaper ran: cache nothing more on this thread
 };
 
 inline constinit thread_local frame_cache tls_frame_cache{};
@@ -106,7 +107,7 @@ struct frame_cache_reaper {
       while (free_frame* f = c.heads[cls]) {
         unpoison_cached_frame(f, frame_class_bytes(cls));
         c.heads[cls] = f->next;
-        ::operator delete(f, frame_class_bytes(cls));
+        ::operator delete(f);
       }
     }
     c.cached_bytes = 0;
@@ -118,29 +119,33 @@ inline thread_local frame_cache_reaper tls_frame_reaper;
 
 // Memory for a coroutine frame of `size` bytes. Throws std::bad_alloc.
 inline void* allocate_frame(std::size_t size) {
-  if (size > max_pooled_frame) return ::operator new(size);
-  const std::size_t cls = frame_class_of(size);
   frame_cache& c = tls_frame_cache;
+  if (size > max_pooled_frame) {
+    ++c.global_allocations;
+    return ::operator new(size);
+  }
+  const std::size_t cls = frame_class_of(size);
   if (free_frame* f = c.heads[cls]) {
     unpoison_cached_frame(f, frame_class_bytes(cls));
     c.heads[cls] = f->next;
     c.cached_bytes -= frame_class_bytes(cls);
     return f;
   }
+  ++c.global_allocations;
   return ::operator new(frame_class_bytes(cls));
 }
 
 // Returns a frame from allocate_frame(size), on any thread.
 inline void deallocate_frame(void* p, std::size_t size) noexcept {
   if (size > max_pooled_frame) {
-    ::operator delete(p, size);
+    ::operator delete(p);
     return;
   }
   const std::size_t cls = frame_class_of(size);
   const std::size_t bytes = frame_class_bytes(cls);
   frame_cache& c = tls_frame_cache;
   if (c.closed || c.cached_bytes + bytes > max_cached_frame_bytes) {
-    ::operator delete(p, bytes);
+    ::operator delete(p);
     return;
   }
   if (!c.reaper_armed) {
@@ -157,6 +162,11 @@ inline void deallocate_frame(void* p, std::size_t size) noexcept {
 // Bytes this thread caches now (at most max_cached_frame_bytes).
 inline std::size_t cached_frame_bytes() noexcept {
   return tls_frame_cache.cached_bytes;
+}
+
+// How many frames this thread has taken from ::operator new so far.
+inline std::size_t frame_global_allocations() noexcept {
+  return tls_frame_cache.global_allocations;
 }
 
 // A base for promise types: their frames come from the thread's frame cache.
