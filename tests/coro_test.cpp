@@ -264,8 +264,9 @@ TEST_CASE("coro: a coro resumed on another thread completes and sync_wait return
   hop3->join();
 }
 
-// The forms of arguments that g++ 12 is known to mis-destroy in some
-// co_await expressions; under ASan a double free would fail here.
+// g++ 12 frees a braced aggregate argument, or a capturing lambda invoked in
+// place, of a co_await expression twice; these are the spellings the header
+// recommends instead, and under ASan a double free would fail here.
 coro<std::size_t> length_of(std::string s) {
   co_return s.size();
 }

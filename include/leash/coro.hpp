@@ -23,14 +23,14 @@
 // transfers straight back, so chains of any depth and loops of any length run
 // in constant stack.
 //
-// g++ 12 mis-destroys some temporaries that live across a co_await (a double
-// free of a braced aggregate argument holding a std::string, written in the
-// co_await expression itself). Safe everywhere: name such an argument first,
-// `options o{.name = "x"}; co_await f(o);`. Arguments such as
-// `co_await f(std::string("x"))` and lambda coroutines with captures
-// (`auto g = [s] -> coro<> {...}; co_await g();`) are fine. A lambda
-// coroutine's captures live in the lambda object, not the frame: keep the
-// lambda alive until its coro completes.
+// g++ 12 destroys some temporaries of a co_await expression twice (a double
+// free; clang is fine): a braced aggregate argument, `co_await f({.name = s})`
+// or `co_await f(options{...})`, and a lambda with captures invoked in place,
+// `co_await [s]() -> coro<int> {...}();`. Safe with every compiler: name them
+// first, `options o{.name = s}; co_await f(o);` and `auto g = [s]() -> ...;
+// co_await g();`. A plain temporary argument, `co_await f(std::string(...))`,
+// is fine. A lambda coroutine's captures live in the lambda object, not the
+// frame: keep the lambda alive until its coro completes.
 //
 // Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
 // until the coro completes, on whichever thread last resumes it. Cancelled:
