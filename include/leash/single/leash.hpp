@@ -3452,9 +3452,15 @@ struct channel_access {
 // A coro is awaited once: `co_await f()`, or `co_await std::move(c)` for a
 // named one (the awaiter takes the frame; c is left empty). Awaiting a coro
 // is a plain call, not a new task: the awaiter is suspended and the callee
-// starts on the same thread by symmetric transfer, and the callee's end
-// transfers straight back, so chains of any depth and loops of any length run
-// in constant stack.
+// starts on the same thread, and the callee's end transfers straight back.
+// Both transfers go through a per-thread loop (see transfer_to below), so
+// chains of any depth and loops of any length run in constant stack at any
+// optimization level. A body that throws from resume() of a foreign
+// coroutine it transferred to terminates (the transfer is noexcept).
+//
+// clang 14 cannot compile a coroutine in a template or inline function under
+// -fsanitize=function (part of -fsanitize=undefined): build such code with
+// -fno-sanitize=function.
 //
 // g++ 12 destroys some temporaries of a co_await expression twice (a double
 // free; clang is fine): a braced aggregate argument, `co_await f({.name = s})`
