@@ -10,6 +10,7 @@
 #include "leash/body.hpp"
 #include "leash/cancel.hpp"
 #include "leash/channel.hpp"
+#include "leash/coro.hpp"
 #include "leash/cursor.hpp"
 #include "leash/errors.hpp"
 #include "leash/leak_check.hpp"

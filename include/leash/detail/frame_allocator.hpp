@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: BSL-1.0
+// leash/detail/frame_allocator.hpp: recycled memory for coroutine frames.
+//
+// Each thread keeps one free list per size class (multiples of frame_granule
+// up to max_pooled_frame). A frame is taken from, and returned to, the list of
+// the thread that runs the allocation or the deallocation: a frame freed on
+// another thread than the one that allocated it simply joins the freeing
+// thread's list. Blocks of one class are interchangeable (each is exactly
+// ::operator new(class size)), so no list ever needs to know where a block came
+// from, and no lock or atomic is taken.
+//
+//   frame size                 allocate                       deallocate
+//   <= max_pooled_frame        this thread's list, else       this thread's list while it
+//                              ::operator new(class size)     caches < max_cached_frame_bytes,
+//                                                             else ::operator delete
+//   > max_pooled_frame         ::operator new                 ::operator delete
+//
+// Guarantees. In steady state (frames of the sizes a thread just freed) an
+// allocation is a pop from a thread-local list: no malloc, no lock. A thread
+// caches at most max_cached_frame_bytes; the rest goes back to the global
+// allocator at once, so memory returns after a burst. A thread's cache is
+// freed when the thread exits; frames freed on that thread after its cache
+// is gone (from later thread_local destructors) go to ::operator delete.
+// Under AddressSanitizer a cached block is poisoned, so a use after free of
+// a frame is still reported.
+#pragma once
+
+#include <cstddef>
+#include <new>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LEASH_DETAIL_FRAME_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LEASH_DETAIL_FRAME_ASAN 1
+#endif
+#endif
+
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+extern "C" void __asan_poison_memory_region(void const volatile* addr, std::size_t size);
+extern "C" void __asan_unpoison_memory_region(void const volatile* addr, std::size_t size);
+#endif
+
+namespace leash::inline v0::detail {
+
+// Frames are rounded up to a multiple of this: one cache line, so few classes
+// cover every small frame and neighbouring frames never share a line.
+inline constexpr std::size_t frame_granule = 64;
+
+// Larger frames (coroutines with big local arrays) are rare; they go straight
+// to ::operator new, which keeps the lists few and each cached block small.
+inline constexpr std::size_t max_pooled_frame = 1024;
+
+inline constexpr std::size_t frame_classes = max_pooled_frame / frame_granule;
+
+// Bytes one thread keeps cached: thousands of small frames, enough for the
+// frames a thread has in flight at a time in steady state, yet a thread that
+// saw a burst of far more keeps only this much back from the global allocator.
+inline constexpr std::size_t max_cached_frame_bytes = 256 * 1024;
+
+// A cached block: its first bytes link it to the next one of its class.
+struct free_frame {
+  free_frame* next;
+};
+
+// One thread's lists. Trivially destructible and constant-initialized, so an
+// access costs no thread_local guard; frame_cache_reaper frees it at exit.
+struct frame_cache {
+  free_frame* heads[frame_classes];
+  std::size_t cached_bytes;
+  std::size_t global_allocations;  // frames this thread took from ::operator new
+  bool reaper_armed;               // the reaper's destructor is registered for this thread
+  bool closed;                     // the reaper ran: cache nothing more on this thread
+};
+
+inline constinit thread_local frame_cache tls_frame_cache{};
+
+constexpr std::size_t frame_class_of(std::size_t size) noexcept {
+  return size == 0 ? 0 : (size - 1) / frame_granule;
+}
+
+constexpr std::size_t frame_class_bytes(std::size_t cls) noexcept {
+  return (cls + 1) * frame_granule;
+}
+
+inline void poison_cached_frame([[maybe_unused]] free_frame* f,
+                                [[maybe_unused]] std::size_t bytes) noexcept {
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+  __asan_poison_memory_region(reinterpret_cast<char*>(f) + sizeof(free_frame),
+                              bytes - sizeof(free_frame));
+#endif
+}
+
+inline void unpoison_cached_frame([[maybe_unused]] free_frame* f,
+                                  [[maybe_unused]] std::size_t bytes) noexcept {
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+  __asan_unpoison_memory_region(f, bytes);
+#endif
+}
+
+// Frees this thread's cached blocks when the thread exits.
+struct frame_cache_reaper {
+  bool armed = false;
+  ~frame_cache_reaper() {
+    frame_cache& c = tls_frame_cache;
+    for (std::size_t cls = 0; cls < frame_classes; ++cls) {
+      while (free_frame* f = c.heads[cls]) {
+        unpoison_cached_frame(f, frame_class_bytes(cls));
+        c.heads[cls] = f->next;
+        ::operator delete(f);
+      }
+    }
+    c.cached_bytes = 0;
+    c.closed = true;
+  }
+};
+
+inline thread_local frame_cache_reaper tls_frame_reaper;
+
+// Memory for a coroutine frame of `size` bytes. Throws std::bad_alloc.
+inline void* allocate_frame(std::size_t size) {
+  frame_cache& c = tls_frame_cache;
+  if (size > max_pooled_frame) {
+    ++c.global_allocations;
+    return ::operator new(size);
+  }
+  const std::size_t cls = frame_class_of(size);
+  if (free_frame* f = c.heads[cls]) {
+    unpoison_cached_frame(f, frame_class_bytes(cls));
+    c.heads[cls] = f->next;
+    c.cached_bytes -= frame_class_bytes(cls);
+    return f;
+  }
+  ++c.global_allocations;
+  return ::operator new(frame_class_bytes(cls));
+}
+
+// Returns a frame from allocate_frame(size), on any thread.
+inline void deallocate_frame(void* p, std::size_t size) noexcept {
+  if (size > max_pooled_frame) {
+    ::operator delete(p);
+    return;
+  }
+  const std::size_t cls = frame_class_of(size);
+  const std::size_t bytes = frame_class_bytes(cls);
+  frame_cache& c = tls_frame_cache;
+  if (c.closed || c.cached_bytes + bytes > max_cached_frame_bytes) {
+    ::operator delete(p);
+    return;
+  }
+  if (!c.reaper_armed) {
+    c.reaper_armed = true;
+    tls_frame_reaper.armed = true;  // odr-use: registers its destructor for this thread
+  }
+  auto* f = static_cast<free_frame*>(p);
+  f->next = c.heads[cls];
+  c.heads[cls] = f;
+  c.cached_bytes += bytes;
+  poison_cached_frame(f, bytes);
+}
+
+// Bytes this thread caches now (at most max_cached_frame_bytes).
+inline std::size_t cached_frame_bytes() noexcept {
+  return tls_frame_cache.cached_bytes;
+}
+
+// How many frames this thread has taken from ::operator new so far.
+inline std::size_t frame_global_allocations() noexcept {
+  return tls_frame_cache.global_allocations;
+}
+
+// A base for promise types: their frames come from the thread's frame cache.
+struct frame_allocated {
+  static void* operator new(std::size_t size) { return allocate_frame(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { deallocate_frame(p, size); }
+};
+
+}  // namespace leash::inline v0::detail
