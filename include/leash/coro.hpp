@@ -48,6 +48,8 @@
 // malloc; frames above its size limit go to ::operator new.
 #pragma once
 
+#include "detail/config.hpp"
+
 #include <condition_variable>
 #include <coroutine>
 #include <exception>

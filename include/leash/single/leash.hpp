@@ -3527,6 +3527,7 @@ struct channel_access {
 // frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
 // malloc; frames above its size limit go to ::operator new.
 
+
 #include <condition_variable>
 #include <coroutine>
 #include <exception>
