@@ -5,8 +5,11 @@
 #include <chrono>
 #include <latch>
 #include <leash.hpp>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "support/child_process.hpp"
 
@@ -335,4 +338,49 @@ TEST_CASE("a nursery's token passed explicitly reports the nursery's deadline") 
 TEST_CASE("sleep_until a time point long past returns at once") {
   CHECK_NOTHROW(leash::this_task::sleep_until(std::chrono::steady_clock::time_point::min()));
   CHECK_NOTHROW(leash::this_task::sleep_until(std::chrono::system_clock::time_point::min()));
+}
+
+TEST_CASE("a cancel racing matched channel operations loses: every value handed over is received") {
+  // Each task waits in recv() on its own unbuffered channel while this thread
+  // hands values to some of them and cancels the nursery at the same time. A
+  // waiter may be woken by its value while the stop runs its hooks; the value
+  // must still be received, and every other task must end cancelled.
+  constexpr int tasks = 64;
+  constexpr int rounds = 40;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::unique_ptr<leash::channel<int>>> channels;
+    for (int i = 0; i < tasks; ++i)
+      channels.push_back(std::make_unique<leash::channel<int>>(0));
+    std::atomic<long> received{0};
+    std::atomic<int> got{0};
+    std::atomic<int> cancelled{0};
+    std::latch waiting(tasks);
+    long handed = 0;
+    {
+      leash::nursery n;
+      for (int i = 0; i < tasks; ++i) {
+        n.spawn([&, i] {
+          waiting.count_down();
+          try {
+            if (auto v = channels[i]->recv()) {
+              received += *v;
+              ++got;
+            }
+          } catch (const leash::cancelled&) {
+            ++cancelled;
+            throw;
+          }
+        });
+      }
+      waiting.wait();
+      std::thread canceller([&] { n.cancel(); });
+      for (int i = 0; i < tasks; i += 2) {
+        if (channels[i]->try_send(i + 1) == leash::channel_status::ok) handed += i + 1;
+      }
+      canceller.join();
+      n.wait();
+    }
+    REQUIRE(received == handed);
+    REQUIRE(got + cancelled == tasks);  // nothing ended any other way
+  }
 }
