@@ -60,7 +60,6 @@
 #include <iterator>
 #include <limits>
 #include <optional>
-#include <ranges>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
@@ -435,14 +434,23 @@ std::optional<std::size_t> select_range(select_mode mode, const std::stop_token&
   return run_select<range_inline_locks>(
       static_cast<std::size_t>(std::ranges::size(cases)),
       [&](std::size_t i) -> select_case& {
-        return first[static_cast<std::ranges::range_difference_t<R>>(i)];
+        return first[static_cast<std::iter_difference_t<decltype(first)>>(i)];
       },
       mode, token);
 }
 
+// A sized random-access range of one case type: std::ranges::random_access_range
+// and sized_range spelled with <iterator> alone (which provides ranges::begin,
+// end and size), so that select.hpp does not include the whole of <ranges>.
 template <class R>
-concept select_case_range = std::ranges::random_access_range<R> && std::ranges::sized_range<R> &&
-    select_case_type<std::ranges::range_value_t<R>>;
+concept sized_random_access = requires(R& r) {
+  { std::ranges::begin(r) } -> std::random_access_iterator;
+  std::ranges::end(r);
+  std::ranges::size(r);
+};
+template <class R>
+concept select_case_range = sized_random_access<R> &&
+    select_case_type<std::iter_value_t<decltype(std::ranges::begin(std::declval<R&>()))>>;
 
 }  // namespace detail
 

@@ -4,6 +4,9 @@
 #   tests/bench/run.sh BUILD_DIR
 #   LEASH_BENCH_ONLY=http tests/bench/run.sh BUILD_DIR   # only scenarios matching a regex
 #
+# The headers' compile cost per translation unit is measured separately, by
+# tests/bench/compile_cost.sh [CXX] (needs no build directory).
+#
 # Prerequisites (each optional; a missing one is reported and its rows skipped):
 #   apt-get install -y golang-go nginx wrk
 #

@@ -43,7 +43,10 @@ struct task_result_of<F> {
 
 class task_record : public job, public task_identity {
  public:
-  void run() noexcept override;  // defined in nursery.hpp, where the nursery is complete
+  // Defined in nursery.hpp, where the nursery is complete. Declared inline here so
+  // that it is not the class's key function: otherwise every TU including this
+  // header would emit the vtable and all code reachable from it.
+  inline void run() noexcept override;
 
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
