@@ -1448,7 +1448,8 @@ class scheduler {
   sched_item* take_local(worker& w) {
     std::lock_guard lock(w.mutex);
     if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
-      ++w.runnext_streak;
+      // Only turns taken while the queue waits count against the budget.
+      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
       return std::exchange(w.runnext, nullptr);
     }
     w.runnext_streak = 0;
