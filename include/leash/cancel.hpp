@@ -23,8 +23,10 @@
 
 #include "detail/config.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <functional>
 #include <mutex>
 #include <stop_token>
@@ -33,6 +35,7 @@
 
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
+#include "detail/scheduler.hpp"
 #include "detail/wait.hpp"
 #include "errors.hpp"
 
@@ -174,6 +177,167 @@ void sleep_for(std::chrono::duration<Rep, Period> d, const std::stop_token& toke
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
   sleep_for(d, stop_token());
+}
+
+}  // namespace this_task
+
+// ---------------------------------------------------------------------------
+// Awaitables for coroutine tasks (nursery::spawn of a function returning a
+// leash::coro). Each suspends the task, not its worker thread. Used anywhere
+// else (sync_wait, a plain thread) they throw usage_error.
+
+namespace detail {
+
+inline resumable& current_coroutine_task(const char* what) {
+  if (current_resumable == nullptr) {
+    throw usage_error(std::string("leash::this_task::") + what +
+                      ": only inside a coroutine task (nursery::spawn of a function returning "
+                      "leash::coro)");
+  }
+  return *current_resumable;
+}
+
+// Suspends the task until `when` or until the ambient state stops, whichever
+// comes first. The timer thread and the stopping thread only post the task.
+// Exactly one of them claims the wake-up (claimed_); the task is posted once
+// both the claim happened and await_suspend finished registering (gate_), so
+// neither callback can race with the registration.
+class sleep_awaiter final : private timer_client, private stop_hook_node {
+ public:
+  explicit sleep_awaiter(std::chrono::steady_clock::time_point when) noexcept : when_(when) {}
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+  ~sleep_awaiter() = default;
+
+  bool await_ready() {
+    task_ = &current_coroutine_task("async_sleep");
+    state_ = ambient;
+    return stopped() || when_ <= std::chrono::steady_clock::now();
+  }
+
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    // Both registrations happen before gate_ opens: whichever fires first
+    // claims, but only the last of (claim, gate) posts the task.
+    timer_ = timer_service::instance().schedule(when_, this);
+    identity_ = current_task;
+    if (identity_ != nullptr) mark_blocked(identity_);
+    if (state_ != nullptr) state_->add_hook(*this);
+    release_gate();
+  }
+
+  void await_resume() {
+    if (timer_.id != 0) {
+      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      timer_service::instance().cancel(timer_);
+      if (state_ != nullptr) state_->remove_hook(*this);
+      if (claimed_.load(std::memory_order_acquire) != by_stop) return;
+    } else if (!stopped()) {
+      return;  // the deadline had passed already
+    }
+    throw_cancelled(state_->token_ref());
+  }
+
+ private:
+  static constexpr int unclaimed = 0;
+  static constexpr int by_timer = 1;
+  static constexpr int by_stop = 2;
+
+  static void mark_blocked(task_identity* t) noexcept {
+    t->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                           std::memory_order_relaxed);
+    t->blocked_in.store("this_task::async_sleep", std::memory_order_release);
+  }
+
+  bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
+
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+
+  // The last of the claim and the registration posts the task; this object
+  // may be gone right after.
+  void release_gate() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
+  }
+
+  static void post_or_die(resumable* task) noexcept {
+    try {
+      scheduler::instance().post(task);
+    } catch (...) {
+      std::terminate();  // unreachable: the scheduler exists, since this task runs on it
+    }
+  }
+
+  void on_timer() noexcept override {
+    if (claim(by_timer)) release_gate();
+  }
+
+  // fired() early: the owner's remove_hook waits for it, but the owner cannot
+  // run before the task is posted, so a winning claim keeps this alive until
+  // release_gate.
+  void on_stop() noexcept override {
+    const bool won = claim(by_stop);
+    fired();
+    if (won) release_gate();
+  }
+
+  std::chrono::steady_clock::time_point when_;
+  resumable* task_ = nullptr;
+  cancel_state* state_ = nullptr;
+  task_identity* identity_ = nullptr;
+  timer_handle timer_;
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+};
+
+// Throws cancelled if the ambient state is stopped, else lets the queue run.
+class checkpoint_awaiter {
+ public:
+  bool await_ready() {
+    task_ = &current_coroutine_task("async_checkpoint");
+    return ambient != nullptr && ambient->stop_requested();
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    scheduler::instance().yield(task_);
+  }
+  void await_resume() const { throw_if_stopped(ambient_token_ref()); }
+
+ private:
+  resumable* task_ = nullptr;
+};
+
+}  // namespace detail
+
+namespace this_task {
+
+// co_await async_sleep_until(tp): suspends the coroutine task (not its
+// thread) until `tp`, or throws cancelled / deadline_exceeded as soon as the
+// ambient token stops, like sleep_until. Throws usage_error outside a
+// coroutine task.
+template <class Clock, class Duration>
+detail::sleep_awaiter async_sleep_until(const std::chrono::time_point<Clock, Duration>& tp) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return detail::sleep_awaiter(std::chrono::time_point_cast<detail::clock::duration>(tp));
+  } else {
+    return detail::sleep_awaiter(detail::deadline_after(tp - Clock::now()));
+  }
+}
+
+// co_await async_sleep_for(d): async_sleep_until(now + d).
+template <class Rep, class Period>
+detail::sleep_awaiter async_sleep_for(std::chrono::duration<Rep, Period> d) {
+  return detail::sleep_awaiter(detail::deadline_after(d));
+}
+
+// co_await async_checkpoint(): throws cancelled if the ambient token is
+// stopped; otherwise lets the other ready tasks run first (a yield), then
+// checks again.
+inline detail::checkpoint_awaiter async_checkpoint() noexcept {
+  return {};
 }
 
 }  // namespace this_task

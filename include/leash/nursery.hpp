@@ -49,8 +49,10 @@
 #include <vector>
 
 #include "cancel.hpp"
+#include "coro.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
+#include "detail/scheduler.hpp"
 #include "detail/task_record.hpp"
 #include "detail/thread_cache.hpp"
 #include "detail/uncaught.hpp"
@@ -100,6 +102,122 @@ class task {
 
   std::shared_ptr<detail::task_result<T>> state_;
 };
+
+namespace detail {
+
+// Whether a task's callable returns a coro, and the coro's value type.
+template <class R>
+struct coro_result {
+  static constexpr bool is_coro = false;
+};
+template <class T>
+struct coro_result<coro<T>> {
+  static constexpr bool is_coro = true;
+  using type = T;
+};
+
+// Set by a coroutine task's slice: where its driver notes that it ended.
+inline constinit thread_local bool* tls_task_finished = nullptr;
+
+// The outermost coroutine of a coroutine task: awaits the user's coro and
+// notes its end in the running slice, which then finishes the task.
+class coro_task_driver {
+ public:
+  struct promise_type : frame_allocated {
+    coro_task_driver get_return_object() noexcept {
+      return coro_task_driver(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    auto final_suspend() const noexcept {
+      struct note_end {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) const noexcept { *tls_task_finished = true; }
+        void await_resume() const noexcept {}
+      };
+      return note_end{};
+    }
+    void return_void() const noexcept {}
+    // The body catches everything; reaching here is a leash bug.
+    void unhandled_exception() const noexcept { std::terminate(); }
+  };
+
+  coro_task_driver(coro_task_driver&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  coro_task_driver& operator=(coro_task_driver&&) = delete;
+  ~coro_task_driver() {
+    if (handle_) handle_.destroy();
+  }
+  std::coroutine_handle<> handle() const noexcept { return handle_; }
+
+ private:
+  explicit coro_task_driver(std::coroutine_handle<promise_type> h) noexcept : handle_(h) {}
+  std::coroutine_handle<promise_type> handle_;
+};
+
+template <class T>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
+                                                                    task_result<T>& out) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(c);
+    } else {
+      out.value.emplace(co_await std::move(c));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+}
+
+// A coroutine task on the scheduler: each run_slice() resumes it on a worker
+// with the task's ambient state installed, until it suspends or ends.
+class coro_task_base : public resumable {
+ public:
+  void run_slice() noexcept override;  // defined below the nursery
+
+ protected:
+  ~coro_task_base() = default;
+  // Calls the task's callable and returns the driver to resume first.
+  virtual std::coroutine_handle<> begin(const std::stop_token& token) = 0;
+  // Frees the frames and the callable (whose captures a lambda coroutine
+  // reads until it ends).
+  virtual void release() noexcept = 0;
+  virtual task_record& record() noexcept = 0;
+
+ private:
+  bool started_ = false;  // touched only by slices, which the scheduler orders
+};
+
+template <class T, class F>
+class coro_task_impl final : public task_result<T>, public coro_task_base {
+ public:
+  explicit coro_task_impl(F&& f) : fn_(std::move(f)) {}
+  explicit coro_task_impl(const F& f) : fn_(f) {}
+
+  // Thread tasks only: a coroutine task's callable runs in begin().
+  void invoke(const std::stop_token&) override {}
+
+ private:
+  std::coroutine_handle<> begin(const std::stop_token& token) override {
+    if constexpr (takes_stop_token<F>) {
+      coro_.emplace(std::invoke(*fn_, token));
+    } else {
+      coro_.emplace(std::invoke(*fn_));
+    }
+    driver_.emplace(drive_task<T>(*coro_, *this));
+    return driver_->handle();
+  }
+  void release() noexcept override {
+    driver_.reset();
+    coro_.reset();
+    fn_.reset();
+  }
+  task_record& record() noexcept override { return *this; }
+
+  std::optional<F> fn_;
+  std::optional<coro<T>> coro_;
+  std::optional<coro_task_driver> driver_;
+};
+
+}  // namespace detail
 
 struct nursery_options {
   static constexpr std::size_t unlimited = static_cast<std::size_t>(-1);
@@ -249,6 +367,7 @@ class nursery final : private detail::nursery_node {
 
  private:
   friend class detail::task_record;
+  friend class detail::coro_task_base;
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
@@ -283,15 +402,30 @@ class nursery final : private detail::nursery_node {
     static_assert(!std::is_reference_v<result>,
                   "leash::nursery::spawn: a task cannot return a reference; return a value "
                   "or a std::reference_wrapper");
-    auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+    if constexpr (detail::coro_result<result>::is_coro) {
+      using value = typename detail::coro_result<result>::type;
+      auto record = std::make_shared<detail::coro_task_impl<value, fn_type>>(std::forward<F>(f));
+      detail::sched_item* item = record.get();
+      return launch<value>(std::move(record), std::move(name), site, try_only, item);
+    } else {
+      auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+      return launch<result>(std::move(record), std::move(name), site, try_only, nullptr);
+    }
+  }
+
+  // Names and admits a new record. on_scheduler: the record as a coroutine
+  // task (runs on the scheduler), or null for a thread task.
+  template <class T, class R>
+  std::optional<task<T>> launch(std::shared_ptr<R> record, std::string name, source_location site,
+                                bool try_only, detail::sched_item* on_scheduler) {
     record->id = detail::next_id();
     record->name = std::move(name);
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
-    std::optional<task<result>> handle;
+    std::optional<task<T>> handle;
     try {
-      if (admit(record, try_only)) handle = task<result>(std::move(record));
+      if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
     } catch (const resource_exhausted&) {
       if (!try_only) throw;
     }
@@ -300,7 +434,8 @@ class nursery final : private detail::nursery_node {
 
   // Starts `record`, or finishes it as cancelled when the nursery is stopped.
   // false only when try_only and the nursery is full.
-  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
+             detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     std::unique_lock lock(mutex_);
     throw_if_closed();
@@ -342,7 +477,11 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     lock.unlock();
     try {
-      detail::thread_cache::instance().submit(record.get(), record->name);
+      if (on_scheduler != nullptr) {
+        detail::scheduler::instance().post(on_scheduler);
+      } else {
+        detail::thread_cache::instance().submit(record.get(), record->name);
+      }
     } catch (...) {
       record->keep_alive.reset();
       lock.lock();
@@ -475,6 +614,51 @@ inline void detail::task_record::run() noexcept {
   ambient = nullptr;
   current_task = nullptr;
   n.task_finished(std::move(self));
+}
+
+// One slice of a coroutine task, on a worker: installs the task as this
+// thread's current task and its nursery's state as the ambient one, resumes
+// the task until it suspends or ends, and restores both. After a suspension
+// the task may already run on another worker: nothing of it is touched then.
+inline void detail::coro_task_base::run_slice() noexcept {
+  task_record& r = record();
+  nursery& n = *r.owner;
+  task_identity* const saved_task = current_task;
+  cancel_state* const saved_ambient = ambient;
+  resumable* const saved_resumable = current_resumable;
+  bool* const saved_finished = tls_task_finished;
+  bool finished = false;
+  current_task = &r;
+  ambient = &n.state_;
+  current_resumable = this;
+  tls_task_finished = &finished;
+  std::coroutine_handle<> h = std::exchange(resume_at, {});
+  if (!started_) {
+    started_ = true;
+    try {
+      h = begin(n.state_.token());
+    } catch (...) {
+      r.error = std::current_exception();
+      finished = true;
+    }
+  }
+  if (!finished) run_transfers(h);
+  if (finished) {
+    release();
+    if (r.error) {
+      try {
+        std::rethrow_exception(r.error);
+      } catch (const cancelled&) {
+        r.quiet = n.state_.stop_requested();
+      } catch (...) {
+      }
+    }
+  }
+  current_task = saved_task;
+  ambient = saved_ambient;
+  current_resumable = saved_resumable;
+  tls_task_finished = saved_finished;
+  if (finished) n.task_finished(std::move(r.keep_alive));
 }
 
 // Opens a nursery, runs body(nursery&), and waits. Returns the body's value.

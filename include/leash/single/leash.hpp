@@ -129,8 +129,10 @@
 // thread that created it, innermost first (checked: std::terminate otherwise).
 
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <coroutine>
 #include <functional>
 #include <mutex>
 #include <stop_token>
@@ -1273,6 +1275,278 @@ inline void throw_if_stopped(const std::stop_token& token) {
 }
 
 }  // namespace leash::inline v0::detail
+// ---- leash/detail/scheduler.hpp ----
+// leash/detail/scheduler.hpp: the fixed set of worker threads that run
+// coroutine tasks.
+//
+// A coroutine task owns no thread: while it is ready it sits in a run queue,
+// while it runs it borrows a worker, and while it waits (a timer, a stop) it
+// is only a suspended frame that whoever completes the wait posts back.
+//
+// Design, after Go's scheduler (src/runtime/proc.go: runqput, runqget,
+// runnext, findRunnable) and tokio's multi-thread worker
+// (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
+// per-tick limit):
+//   - N workers (std::thread::hardware_concurrency(), at least 1), started on
+//     first use. Each has a local FIFO run queue: a mutex-protected deque. Go
+//     and tokio use a lock-free bounded ring plus a global overflow queue; a
+//     short critical section per operation is enough here and keeps stealing
+//     trivially correct.
+//   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
+//     readied by code running on a worker (a task spawning a task) runs next
+//     on that worker, where its data is still in cache; the item it displaces
+//     goes to the queue's tail (Go's runqput with next=true).
+//   - Fairness: two tasks readying each other through runnext would starve
+//     the queue. Like tokio's MAX_LIFO_POLLS_PER_TICK, after
+//     `max_runnext_in_row` runnext picks in a row with the queue non-empty
+//     the runnext item goes to the queue's tail and the head runs instead.
+//     (Go lets runnext inherit the time slice and relies on preemption; a
+//     coroutine cannot be preempted, so a count stands in for the slice.)
+//   - Items posted from other threads (the timer thread, a stop request, a
+//     spawning thread) go round-robin to the workers' queues.
+//   - An idle worker steals half of another worker's queue (Go's runqsteal),
+//     never its runnext slot: that one runs as soon as its worker's current
+//     item suspends. With nothing to steal it parks on a condition variable.
+//     A post wakes one parked worker; the wake-up cannot be lost because both
+//     sides use sequentially consistent counters (Dekker): a poster
+//     increments `queued_` then reads `parked_`, a parker increments
+//     `parked_` then reads `queued_`.
+//
+// Items must not block their worker (no blocking leash call, no sync_wait):
+// a blocked worker runs nothing else, and its runnext item waits for it.
+//
+// Shutdown: the scheduler is immortal (no static-destruction-order hazard);
+// at exit its idle workers are woken and leave, waited for at most
+// `exit_wait`. An item posted after every worker left runs on the posting
+// thread.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+
+namespace leash::inline v0::detail {
+
+// A unit the scheduler runs. run_slice() must not throw; once it has handed
+// the item to someone who may post it again it must not touch it.
+class sched_item {
+ public:
+  virtual void run_slice() noexcept = 0;
+
+ protected:
+  ~sched_item() = default;
+};
+
+// A suspended coroutine task: an awaitable stores where to continue in
+// `resume_at` before it lets anyone post the task.
+class resumable : public sched_item {
+ public:
+  std::coroutine_handle<> resume_at;
+};
+
+// The coroutine task running on this thread, if any (set for each slice).
+inline constinit thread_local resumable* current_resumable = nullptr;
+
+class scheduler {
+ public:
+  static scheduler& instance() {
+    static auto* s = new scheduler;  // immortal: no static-destruction-order crash
+    static exit_guard guard{s};
+    return *s;
+  }
+
+  // Makes `item` ready. From one of this scheduler's workers it goes to that
+  // worker's runnext slot, else to a worker's queue. Never blocks on items.
+  void post(sched_item* item) { post(item, false); }
+
+  // Makes `item` ready behind everything already queued (a yield).
+  void yield(sched_item* item) { post(item, true); }
+
+  std::size_t workers() const noexcept { return count_; }
+
+ private:
+  // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
+  static constexpr int max_runnext_in_row = 3;
+  // How long exit waits for idle workers to leave (as thread_cache does).
+  static constexpr std::chrono::seconds exit_wait{2};
+
+  struct worker {
+    std::mutex mutex;
+    std::deque<sched_item*> queue;  // guarded by mutex
+    sched_item* runnext = nullptr;  // guarded by mutex
+    int runnext_streak = 0;         // only the worker's own thread touches it
+  };
+
+  struct exit_guard {
+    scheduler* s;
+    ~exit_guard() { s->shutdown(); }
+  };
+
+  scheduler() : count_(std::max(1u, std::thread::hardware_concurrency())) {
+    workers_.reserve(count_);
+    for (std::size_t i = 0; i < count_; ++i)
+      workers_.push_back(std::make_unique<worker>());
+    std::size_t started = 0;
+    for (std::size_t i = 0; i < count_; ++i) {
+      try {
+        std::thread([this, i] { work(*workers_[i]); }).detach();
+        ++started;
+      } catch (const std::system_error&) {
+        break;  // fewer workers still run everything: they steal
+      }
+    }
+    if (started == 0) {
+      throw resource_exhausted("leash::scheduler: no worker thread could be started");
+    }
+    std::lock_guard lock(idle_mutex_);
+    alive_ = started;
+  }
+
+  void post(sched_item* item, bool behind) {
+    if (worker* self = current_worker_) {  // one scheduler per process: it is ours
+      std::unique_lock lock(self->mutex);
+      if (!behind) {
+        sched_item* displaced = std::exchange(self->runnext, item);
+        if (displaced == nullptr) return;
+        item = displaced;
+      }
+      self->queue.push_back(item);
+      lock.unlock();
+      queued_and_wake();
+      return;
+    }
+    if (stopped_.load(std::memory_order_acquire)) {
+      item->run_slice();  // every worker has left (exit): run it here
+      return;
+    }
+    worker& w = *workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_];
+    {
+      std::lock_guard lock(w.mutex);
+      w.queue.push_back(item);
+    }
+    queued_and_wake();
+  }
+
+  void queued_and_wake() {
+    queued_.fetch_add(1, std::memory_order_seq_cst);
+    if (parked_.load(std::memory_order_seq_cst) == 0) return;
+    std::lock_guard lock(idle_mutex_);
+    idle_.notify_one();
+  }
+
+  // The next item of `w`'s own queues, with the runnext budget.
+  sched_item* take_local(worker& w) {
+    std::lock_guard lock(w.mutex);
+    if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
+      // Only turns taken while the queue waits count against the budget.
+      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
+      return std::exchange(w.runnext, nullptr);
+    }
+    w.runnext_streak = 0;
+    if (w.runnext != nullptr) {  // the budget is spent: to the tail
+      w.queue.push_back(std::exchange(w.runnext, nullptr));
+      queued_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (w.queue.empty()) return nullptr;
+    sched_item* item = w.queue.front();
+    w.queue.pop_front();
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    return item;
+  }
+
+  // Moves half (rounded up) of a victim's queue to `w` and returns one item.
+  sched_item* steal(worker& w, std::size_t self_index) {
+    for (std::size_t k = 1; k < count_; ++k) {
+      worker& victim = *workers_[(self_index + k) % count_];
+      std::vector<sched_item*> taken;
+      {
+        std::lock_guard lock(victim.mutex);
+        const std::size_t n = (victim.queue.size() + 1) / 2;
+        taken.assign(victim.queue.begin(), victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        victim.queue.erase(victim.queue.begin(),
+                           victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        if (n != 0) queued_.fetch_sub(1, std::memory_order_relaxed);  // the one returned
+      }
+      if (taken.empty()) continue;
+      if (taken.size() > 1) {
+        std::lock_guard lock(w.mutex);
+        w.queue.insert(w.queue.end(), taken.begin() + 1, taken.end());
+      }
+      return taken.front();
+    }
+    return nullptr;
+  }
+
+  // Parks until something is queued or exit began; false: leave.
+  bool park() {
+    std::unique_lock lock(idle_mutex_);
+    parked_.fetch_add(1, std::memory_order_seq_cst);
+    idle_.wait(lock, [&] { return queued_.load(std::memory_order_seq_cst) != 0 || stopping_; });
+    parked_.fetch_sub(1, std::memory_order_seq_cst);
+    return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
+  }
+
+  void work(worker& w) {
+    const std::size_t index = index_of(w);
+    current_worker_ = &w;
+    for (;;) {
+      sched_item* item = take_local(w);
+      if (item == nullptr) item = steal(w, index);
+      if (item != nullptr) {
+        item->run_slice();
+        continue;
+      }
+      if (queued_.load(std::memory_order_seq_cst) != 0) {
+        std::this_thread::yield();  // an item is moving between queues
+        continue;
+      }
+      if (!park()) break;
+    }
+    current_worker_ = nullptr;
+    std::lock_guard lock(idle_mutex_);
+    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
+    exited_.notify_all();
+  }
+
+  std::size_t index_of(const worker& w) const {
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (workers_[i].get() == &w) return i;
+    }
+    return 0;
+  }
+
+  void shutdown() {
+    std::unique_lock lock(idle_mutex_);
+    stopping_ = true;
+    idle_.notify_all();
+    exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
+  }
+
+  const std::size_t count_;
+  std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
+  std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
+  std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
+  std::atomic<std::size_t> parked_{0};            // workers in park()
+  std::atomic<bool> stopped_{false};              // every worker has left (exit)
+  std::mutex idle_mutex_;
+  std::condition_variable idle_;    // parked workers wait here
+  std::condition_variable exited_;  // shutdown waits here for workers to leave
+  std::size_t alive_ = 0;           // guarded by idle_mutex_
+  bool stopping_ = false;           // guarded by idle_mutex_
+  static inline thread_local worker* current_worker_ = nullptr;
+};
+
+}  // namespace leash::inline v0::detail
 // ---- leash/detail/wait.hpp ----
 // leash/detail/wait.hpp: the stop-aware condition wait every blocking leash call uses.
 //
@@ -1520,6 +1794,167 @@ void sleep_for(std::chrono::duration<Rep, Period> d, const std::stop_token& toke
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
   sleep_for(d, stop_token());
+}
+
+}  // namespace this_task
+
+// ---------------------------------------------------------------------------
+// Awaitables for coroutine tasks (nursery::spawn of a function returning a
+// leash::coro). Each suspends the task, not its worker thread. Used anywhere
+// else (sync_wait, a plain thread) they throw usage_error.
+
+namespace detail {
+
+inline resumable& current_coroutine_task(const char* what) {
+  if (current_resumable == nullptr) {
+    throw usage_error(std::string("leash::this_task::") + what +
+                      ": only inside a coroutine task (nursery::spawn of a function returning "
+                      "leash::coro)");
+  }
+  return *current_resumable;
+}
+
+// Suspends the task until `when` or until the ambient state stops, whichever
+// comes first. The timer thread and the stopping thread only post the task.
+// Exactly one of them claims the wake-up (claimed_); the task is posted once
+// both the claim happened and await_suspend finished registering (gate_), so
+// neither callback can race with the registration.
+class sleep_awaiter final : private timer_client, private stop_hook_node {
+ public:
+  explicit sleep_awaiter(std::chrono::steady_clock::time_point when) noexcept : when_(when) {}
+  sleep_awaiter(const sleep_awaiter&) = delete;
+  sleep_awaiter& operator=(const sleep_awaiter&) = delete;
+  ~sleep_awaiter() = default;
+
+  bool await_ready() {
+    task_ = &current_coroutine_task("async_sleep");
+    state_ = ambient;
+    return stopped() || when_ <= std::chrono::steady_clock::now();
+  }
+
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    // Both registrations happen before gate_ opens: whichever fires first
+    // claims, but only the last of (claim, gate) posts the task.
+    timer_ = timer_service::instance().schedule(when_, this);
+    identity_ = current_task;
+    if (identity_ != nullptr) mark_blocked(identity_);
+    if (state_ != nullptr) state_->add_hook(*this);
+    release_gate();
+  }
+
+  void await_resume() {
+    if (timer_.id != 0) {
+      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      timer_service::instance().cancel(timer_);
+      if (state_ != nullptr) state_->remove_hook(*this);
+      if (claimed_.load(std::memory_order_acquire) != by_stop) return;
+    } else if (!stopped()) {
+      return;  // the deadline had passed already
+    }
+    throw_cancelled(state_->token_ref());
+  }
+
+ private:
+  static constexpr int unclaimed = 0;
+  static constexpr int by_timer = 1;
+  static constexpr int by_stop = 2;
+
+  static void mark_blocked(task_identity* t) noexcept {
+    t->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                           std::memory_order_relaxed);
+    t->blocked_in.store("this_task::async_sleep", std::memory_order_release);
+  }
+
+  bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
+
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+
+  // The last of the claim and the registration posts the task; this object
+  // may be gone right after.
+  void release_gate() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
+  }
+
+  static void post_or_die(resumable* task) noexcept {
+    try {
+      scheduler::instance().post(task);
+    } catch (...) {
+      std::terminate();  // unreachable: the scheduler exists, since this task runs on it
+    }
+  }
+
+  void on_timer() noexcept override {
+    if (claim(by_timer)) release_gate();
+  }
+
+  // fired() early: the owner's remove_hook waits for it, but the owner cannot
+  // run before the task is posted, so a winning claim keeps this alive until
+  // release_gate.
+  void on_stop() noexcept override {
+    const bool won = claim(by_stop);
+    fired();
+    if (won) release_gate();
+  }
+
+  std::chrono::steady_clock::time_point when_;
+  resumable* task_ = nullptr;
+  cancel_state* state_ = nullptr;
+  task_identity* identity_ = nullptr;
+  timer_handle timer_;
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+};
+
+// Throws cancelled if the ambient state is stopped, else lets the queue run.
+class checkpoint_awaiter {
+ public:
+  bool await_ready() {
+    task_ = &current_coroutine_task("async_checkpoint");
+    return ambient != nullptr && ambient->stop_requested();
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    scheduler::instance().yield(task_);
+  }
+  void await_resume() const { throw_if_stopped(ambient_token_ref()); }
+
+ private:
+  resumable* task_ = nullptr;
+};
+
+}  // namespace detail
+
+namespace this_task {
+
+// co_await async_sleep_until(tp): suspends the coroutine task (not its
+// thread) until `tp`, or throws cancelled / deadline_exceeded as soon as the
+// ambient token stops, like sleep_until. Throws usage_error outside a
+// coroutine task.
+template <class Clock, class Duration>
+detail::sleep_awaiter async_sleep_until(const std::chrono::time_point<Clock, Duration>& tp) {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return detail::sleep_awaiter(std::chrono::time_point_cast<detail::clock::duration>(tp));
+  } else {
+    return detail::sleep_awaiter(detail::deadline_after(tp - Clock::now()));
+  }
+}
+
+// co_await async_sleep_for(d): async_sleep_until(now + d).
+template <class Rep, class Period>
+detail::sleep_awaiter async_sleep_for(std::chrono::duration<Rep, Period> d) {
+  return detail::sleep_awaiter(detail::deadline_after(d));
+}
+
+// co_await async_checkpoint(): throws cancelled if the ambient token is
+// stopped; otherwise lets the other ready tasks run first (a yield), then
+// checks again.
+inline detail::checkpoint_awaiter async_checkpoint() noexcept {
+  return {};
 }
 
 }  // namespace this_task
@@ -5367,6 +5802,122 @@ class task {
   std::shared_ptr<detail::task_result<T>> state_;
 };
 
+namespace detail {
+
+// Whether a task's callable returns a coro, and the coro's value type.
+template <class R>
+struct coro_result {
+  static constexpr bool is_coro = false;
+};
+template <class T>
+struct coro_result<coro<T>> {
+  static constexpr bool is_coro = true;
+  using type = T;
+};
+
+// Set by a coroutine task's slice: where its driver notes that it ended.
+inline constinit thread_local bool* tls_task_finished = nullptr;
+
+// The outermost coroutine of a coroutine task: awaits the user's coro and
+// notes its end in the running slice, which then finishes the task.
+class coro_task_driver {
+ public:
+  struct promise_type : frame_allocated {
+    coro_task_driver get_return_object() noexcept {
+      return coro_task_driver(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    auto final_suspend() const noexcept {
+      struct note_end {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) const noexcept { *tls_task_finished = true; }
+        void await_resume() const noexcept {}
+      };
+      return note_end{};
+    }
+    void return_void() const noexcept {}
+    // The body catches everything; reaching here is a leash bug.
+    void unhandled_exception() const noexcept { std::terminate(); }
+  };
+
+  coro_task_driver(coro_task_driver&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  coro_task_driver& operator=(coro_task_driver&&) = delete;
+  ~coro_task_driver() {
+    if (handle_) handle_.destroy();
+  }
+  std::coroutine_handle<> handle() const noexcept { return handle_; }
+
+ private:
+  explicit coro_task_driver(std::coroutine_handle<promise_type> h) noexcept : handle_(h) {}
+  std::coroutine_handle<promise_type> handle_;
+};
+
+template <class T>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
+                                                                    task_result<T>& out) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(c);
+    } else {
+      out.value.emplace(co_await std::move(c));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+}
+
+// A coroutine task on the scheduler: each run_slice() resumes it on a worker
+// with the task's ambient state installed, until it suspends or ends.
+class coro_task_base : public resumable {
+ public:
+  void run_slice() noexcept override;  // defined below the nursery
+
+ protected:
+  ~coro_task_base() = default;
+  // Calls the task's callable and returns the driver to resume first.
+  virtual std::coroutine_handle<> begin(const std::stop_token& token) = 0;
+  // Frees the frames and the callable (whose captures a lambda coroutine
+  // reads until it ends).
+  virtual void release() noexcept = 0;
+  virtual task_record& record() noexcept = 0;
+
+ private:
+  bool started_ = false;  // touched only by slices, which the scheduler orders
+};
+
+template <class T, class F>
+class coro_task_impl final : public task_result<T>, public coro_task_base {
+ public:
+  explicit coro_task_impl(F&& f) : fn_(std::move(f)) {}
+  explicit coro_task_impl(const F& f) : fn_(f) {}
+
+  // Thread tasks only: a coroutine task's callable runs in begin().
+  void invoke(const std::stop_token&) override {}
+
+ private:
+  std::coroutine_handle<> begin(const std::stop_token& token) override {
+    if constexpr (takes_stop_token<F>) {
+      coro_.emplace(std::invoke(*fn_, token));
+    } else {
+      coro_.emplace(std::invoke(*fn_));
+    }
+    driver_.emplace(drive_task<T>(*coro_, *this));
+    return driver_->handle();
+  }
+  void release() noexcept override {
+    driver_.reset();
+    coro_.reset();
+    fn_.reset();
+  }
+  task_record& record() noexcept override { return *this; }
+
+  std::optional<F> fn_;
+  std::optional<coro<T>> coro_;
+  std::optional<coro_task_driver> driver_;
+};
+
+}  // namespace detail
+
 struct nursery_options {
   static constexpr std::size_t unlimited = static_cast<std::size_t>(-1);
 
@@ -5515,6 +6066,7 @@ class nursery final : private detail::nursery_node {
 
  private:
   friend class detail::task_record;
+  friend class detail::coro_task_base;
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
@@ -5549,15 +6101,30 @@ class nursery final : private detail::nursery_node {
     static_assert(!std::is_reference_v<result>,
                   "leash::nursery::spawn: a task cannot return a reference; return a value "
                   "or a std::reference_wrapper");
-    auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+    if constexpr (detail::coro_result<result>::is_coro) {
+      using value = typename detail::coro_result<result>::type;
+      auto record = std::make_shared<detail::coro_task_impl<value, fn_type>>(std::forward<F>(f));
+      detail::sched_item* item = record.get();
+      return launch<value>(std::move(record), std::move(name), site, try_only, item);
+    } else {
+      auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
+      return launch<result>(std::move(record), std::move(name), site, try_only, nullptr);
+    }
+  }
+
+  // Names and admits a new record. on_scheduler: the record as a coroutine
+  // task (runs on the scheduler), or null for a thread task.
+  template <class T, class R>
+  std::optional<task<T>> launch(std::shared_ptr<R> record, std::string name, source_location site,
+                                bool try_only, detail::sched_item* on_scheduler) {
     record->id = detail::next_id();
     record->name = std::move(name);
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
-    std::optional<task<result>> handle;
+    std::optional<task<T>> handle;
     try {
-      if (admit(record, try_only)) handle = task<result>(std::move(record));
+      if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
     } catch (const resource_exhausted&) {
       if (!try_only) throw;
     }
@@ -5566,7 +6133,8 @@ class nursery final : private detail::nursery_node {
 
   // Starts `record`, or finishes it as cancelled when the nursery is stopped.
   // false only when try_only and the nursery is full.
-  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only) {
+  bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
+             detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     std::unique_lock lock(mutex_);
     throw_if_closed();
@@ -5608,7 +6176,11 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     lock.unlock();
     try {
-      detail::thread_cache::instance().submit(record.get(), record->name);
+      if (on_scheduler != nullptr) {
+        detail::scheduler::instance().post(on_scheduler);
+      } else {
+        detail::thread_cache::instance().submit(record.get(), record->name);
+      }
     } catch (...) {
       record->keep_alive.reset();
       lock.lock();
@@ -5741,6 +6313,51 @@ inline void detail::task_record::run() noexcept {
   ambient = nullptr;
   current_task = nullptr;
   n.task_finished(std::move(self));
+}
+
+// One slice of a coroutine task, on a worker: installs the task as this
+// thread's current task and its nursery's state as the ambient one, resumes
+// the task until it suspends or ends, and restores both. After a suspension
+// the task may already run on another worker: nothing of it is touched then.
+inline void detail::coro_task_base::run_slice() noexcept {
+  task_record& r = record();
+  nursery& n = *r.owner;
+  task_identity* const saved_task = current_task;
+  cancel_state* const saved_ambient = ambient;
+  resumable* const saved_resumable = current_resumable;
+  bool* const saved_finished = tls_task_finished;
+  bool finished = false;
+  current_task = &r;
+  ambient = &n.state_;
+  current_resumable = this;
+  tls_task_finished = &finished;
+  std::coroutine_handle<> h = std::exchange(resume_at, {});
+  if (!started_) {
+    started_ = true;
+    try {
+      h = begin(n.state_.token());
+    } catch (...) {
+      r.error = std::current_exception();
+      finished = true;
+    }
+  }
+  if (!finished) run_transfers(h);
+  if (finished) {
+    release();
+    if (r.error) {
+      try {
+        std::rethrow_exception(r.error);
+      } catch (const cancelled&) {
+        r.quiet = n.state_.stop_requested();
+      } catch (...) {
+      }
+    }
+  }
+  current_task = saved_task;
+  ambient = saved_ambient;
+  current_resumable = saved_resumable;
+  tls_task_finished = saved_finished;
+  if (finished) n.task_finished(std::move(r.keep_alive));
 }
 
 // Opens a nursery, runs body(nursery&), and waits. Returns the body's value.
