@@ -1352,6 +1352,9 @@ class sched_item {
 class resumable : public sched_item {
  public:
   std::coroutine_handle<> resume_at;
+
+ protected:
+  ~resumable() = default;  // owned by the task record that derives from it
 };
 
 // The coroutine task running on this thread, if any (set for each slice).
