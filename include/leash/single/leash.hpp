@@ -5027,6 +5027,23 @@ class leak_check {
 #include <utility>
 #include <vector>
 
+// ---- leash/detail/coro_task.hpp ----
+// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+//
+// A callable that returns coro<T>, spawned into a nursery, becomes a
+// coro_task_impl: a task record (the same outcome, handle and failure rules
+// as a thread task) that is also a resumable item of the scheduler. Its
+// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
+// the coroutine on a worker with the task's ambient scope installed.
+
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
 // ---- leash/detail/task_record.hpp ----
 // leash/detail/task_record.hpp: the shared state of one spawned task.
 //
@@ -5760,52 +5777,7 @@ class task_impl final : public task_result<T> {
 }  // namespace detail
 }  // namespace leash::inline v0
 
-namespace leash::inline v0 {
-
-// A handle to a spawned task's outcome. Cheap to copy; valid even after the
-// nursery is gone (the nursery joined the task, so the outcome is final).
-template <class T>
-class task {
- public:
-  task() = default;
-
-  // Waits until the task finished (blocks; cancellable by the ambient or the
-  // given token), then returns its value or rethrows its exception. A task
-  // spawned into a cancelled nursery throws cancelled.
-  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
-  std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
-    detail::task_result<T>& r = record();
-    if (detail::current_task == &r) {
-      throw usage_error("leash::task \"" + r.name + "\": get() from inside the task itself would " +
-                        "deadlock");
-    }
-    r.wait_done(token);
-    if (r.error) {
-      r.observed.store(true, std::memory_order_relaxed);
-      std::rethrow_exception(r.error);
-    }
-    if constexpr (!std::is_void_v<T>) return *r.value;
-  }
-
-  // True once the task has finished (a snapshot).
-  bool done() const { return state_ != nullptr && state_->done(); }
-  bool valid() const noexcept { return state_ != nullptr; }
-  const std::string& name() const { return record().name; }
-  source_location site() const { return record().site; }
-
- private:
-  friend class nursery;
-  explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
-
-  detail::task_result<T>& record() const {
-    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
-    return *state_;
-  }
-
-  std::shared_ptr<detail::task_result<T>> state_;
-};
-
-namespace detail {
+namespace leash::inline v0::detail {
 
 // Whether a task's callable returns a coro, and the coro's value type.
 template <class R>
@@ -5919,7 +5891,52 @@ class coro_task_impl final : public task_result<T>, public coro_task_base {
   std::optional<coro_task_driver> driver_;
 };
 
-}  // namespace detail
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+// A handle to a spawned task's outcome. Cheap to copy; valid even after the
+// nursery is gone (the nursery joined the task, so the outcome is final).
+template <class T>
+class task {
+ public:
+  task() = default;
+
+  // Waits until the task finished (blocks; cancellable by the ambient or the
+  // given token), then returns its value or rethrows its exception. A task
+  // spawned into a cancelled nursery throws cancelled.
+  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
+  std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
+    detail::task_result<T>& r = record();
+    if (detail::current_task == &r) {
+      throw usage_error("leash::task \"" + r.name + "\": get() from inside the task itself would " +
+                        "deadlock");
+    }
+    r.wait_done(token);
+    if (r.error) {
+      r.observed.store(true, std::memory_order_relaxed);
+      std::rethrow_exception(r.error);
+    }
+    if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+  // True once the task has finished (a snapshot).
+  bool done() const { return state_ != nullptr && state_->done(); }
+  bool valid() const noexcept { return state_ != nullptr; }
+  const std::string& name() const { return record().name; }
+  source_location site() const { return record().site; }
+
+ private:
+  friend class nursery;
+  explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
+
+  detail::task_result<T>& record() const {
+    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
+    return *state_;
+  }
+
+  std::shared_ptr<detail::task_result<T>> state_;
+};
 
 struct nursery_options {
   static constexpr std::size_t unlimited = static_cast<std::size_t>(-1);

@@ -4063,8 +4063,8 @@ class server {
   // cancelled while backing off.
   bool accept_failed(int err) {
     if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return true;
+    last_accept_error_ = err;  // first: a reader that sees the count sees the errno too
     ++accept_errors_;
-    last_accept_error_ = err;
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return true;
     try {
       this_task::sleep_for(accept_backoff);

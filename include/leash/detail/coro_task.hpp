@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: BSL-1.0
+// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+//
+// A callable that returns coro<T>, spawned into a nursery, becomes a
+// coro_task_impl: a task record (the same outcome, handle and failure rules
+// as a thread task) that is also a resumable item of the scheduler. Its
+// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
+// the coroutine on a worker with the task's ambient scope installed.
+#pragma once
+
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include "../coro.hpp"
+#include "scheduler.hpp"
+#include "task_record.hpp"
+
+namespace leash::inline v0::detail {
+
+// Whether a task's callable returns a coro, and the coro's value type.
+template <class R>
+struct coro_result {
+  static constexpr bool is_coro = false;
+};
+template <class T>
+struct coro_result<coro<T>> {
+  static constexpr bool is_coro = true;
+  using type = T;
+};
+
+// Set by a coroutine task's slice: where its driver notes that it ended.
+inline constinit thread_local bool* tls_task_finished = nullptr;
+
+// The outermost coroutine of a coroutine task: awaits the user's coro and
+// notes its end in the running slice, which then finishes the task.
+class coro_task_driver {
+ public:
+  struct promise_type : frame_allocated {
+    coro_task_driver get_return_object() noexcept {
+      return coro_task_driver(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    auto final_suspend() const noexcept {
+      struct note_end {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<>) const noexcept { *tls_task_finished = true; }
+        void await_resume() const noexcept {}
+      };
+      return note_end{};
+    }
+    void return_void() const noexcept {}
+    // The body catches everything; reaching here is a leash bug.
+    void unhandled_exception() const noexcept { std::terminate(); }
+  };
+
+  coro_task_driver(coro_task_driver&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  coro_task_driver& operator=(coro_task_driver&&) = delete;
+  ~coro_task_driver() {
+    if (handle_) handle_.destroy();
+  }
+  std::coroutine_handle<> handle() const noexcept { return handle_; }
+
+ private:
+  explicit coro_task_driver(std::coroutine_handle<promise_type> h) noexcept : handle_(h) {}
+  std::coroutine_handle<promise_type> handle_;
+};
+
+template <class T>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
+                                                                    task_result<T>& out) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(c);
+    } else {
+      out.value.emplace(co_await std::move(c));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+}
+
+// A coroutine task on the scheduler: each run_slice() resumes it on a worker
+// with the task's ambient state installed, until it suspends or ends.
+class coro_task_base : public resumable {
+ public:
+  void run_slice() noexcept override;  // defined below the nursery
+
+ protected:
+  ~coro_task_base() = default;
+  // Calls the task's callable and returns the driver to resume first.
+  virtual std::coroutine_handle<> begin(const std::stop_token& token) = 0;
+  // Frees the frames and the callable (whose captures a lambda coroutine
+  // reads until it ends).
+  virtual void release() noexcept = 0;
+  virtual task_record& record() noexcept = 0;
+
+ private:
+  bool started_ = false;  // touched only by slices, which the scheduler orders
+};
+
+template <class T, class F>
+class coro_task_impl final : public task_result<T>, public coro_task_base {
+ public:
+  explicit coro_task_impl(F&& f) : fn_(std::move(f)) {}
+  explicit coro_task_impl(const F& f) : fn_(f) {}
+
+  // Thread tasks only: a coroutine task's callable runs in begin().
+  void invoke(const std::stop_token&) override {}
+
+ private:
+  std::coroutine_handle<> begin(const std::stop_token& token) override {
+    if constexpr (takes_stop_token<F>) {
+      coro_.emplace(std::invoke(*fn_, token));
+    } else {
+      coro_.emplace(std::invoke(*fn_));
+    }
+    driver_.emplace(drive_task<T>(*coro_, *this));
+    return driver_->handle();
+  }
+  void release() noexcept override {
+    driver_.reset();
+    coro_.reset();
+    fn_.reset();
+  }
+  task_record& record() noexcept override { return *this; }
+
+  std::optional<F> fn_;
+  std::optional<coro<T>> coro_;
+  std::optional<coro_task_driver> driver_;
+};
+
+}  // namespace leash::inline v0::detail
