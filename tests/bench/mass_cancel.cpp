@@ -3,6 +3,8 @@
 //
 //   sleep  each task in this_task::sleep_for(1h)     (Go: select on ctx.Done and a 1 h timer)
 //   recv   each task in recv() on its own channel    (Go: select on ctx.Done and a channel)
+//   leash_coro (sleep only): N coroutine tasks in
+//          co_await this_task::async_sleep_for(1h): no thread per task
 //   std_thread (the OS floor): N plain threads, each waiting on its own
 //          condition variable, woken one after another until all returned
 //
@@ -67,6 +69,24 @@ void report(const char* scenario, long n, long runs, Block block) {
               scenario, bench::median(took) * 1e3, cpu * 1e3 / runs, n, runs, peak_threads);
 }
 
+// The same cancel for coroutine tasks suspended in async_sleep_for: they
+// hold no thread, so waking one is a queue push, not a futex wake.
+double coro_cancel_seconds(long n) {
+  std::atomic<long> entered{0};
+  leash::nursery nursery;
+  for (long i = 0; i < n; ++i) {
+    nursery.spawn([&entered]() -> leash::coro<void> {
+      entered.fetch_add(1);
+      co_await leash::this_task::async_sleep_for(std::chrono::hours(1));
+    });
+  }
+  await_blocked(entered, n);
+  return bench::seconds([&] {
+    nursery.cancel();
+    nursery.wait();
+  });
+}
+
 // The floor any thread-per-task design pays: waking n parked OS threads.
 double std_thread_seconds(long n) {
   struct slot {
@@ -121,6 +141,15 @@ void run_size(long n, long runs) {
   for (long i = 0; i < n; ++i)
     channels.push_back(std::make_unique<leash::channel<int>>(0));
   report(recv_name, n, runs, [&](long i) { (void)channels[i]->recv(); });
+  std::vector<double> coro_took;
+  double coro_cpu = 0;
+  for (long r = 0; r < runs; ++r) {
+    const double c0 = bench::cpu_seconds();
+    coro_took.push_back(coro_cancel_seconds(n));
+    coro_cpu += bench::cpu_seconds() - c0;
+  }
+  std::printf("BENCH %s leash_coro ms=%.1f cpu_ms_per_run=%.1f tasks=%ld runs=%ld\n", sleep_name,
+              bench::median(coro_took) * 1e3, coro_cpu * 1e3 / runs, n, runs);
   // The floor's own threads need the pids leash's lingering threads still hold.
   for (int i = 0; i < 1000 && leash::runtime::stats().threads_alive > 64; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
