@@ -5311,6 +5311,11 @@ class thread_cache {
       std::lock_guard lock(mutex_);
       --alive_;
       refuse_locked(what, e.what());
+    } catch (...) {  // std::bad_alloc: the count stays exact, the error is the caller's
+      std::lock_guard lock(mutex_);
+      --alive_;
+      --started_;
+      throw;
     }
   }
 
