@@ -1,4 +1,4 @@
-// leash-demo: the Go leaks of SPEC's table, written correctly, on loopback.
+// leash-demo: the Go leaks that leash prevents, written correctly, on loopback.
 //
 // 1. A fan-out with a deadline through the HTTP transport: three backends,
 //    one hangs; the deadline cancels it and the two answers are kept.
