@@ -64,7 +64,7 @@ struct amalgamator {
     done.insert(canonical);
     std::ifstream in(canonical);
     if (!in) throw std::runtime_error("cannot read " + canonical.string());
-    out << "// ---- " << relative << " ----\n";
+    emit("// ---- " + relative + " ----");
     std::string line;
     for (bool first = true; std::getline(in, line); first = false) {
       if (first && line.starts_with(spdx_prefix)) {
@@ -76,9 +76,19 @@ struct amalgamator {
         inline_include(canonical, line);
         continue;
       }
-      out << line << '\n';
+      emit(line);
     }
   }
+
+  // Writes a line, but never two blank lines in a row (dropping `#pragma once`
+  // and inlined includes leaves them), so the result is what clang-format
+  // would leave too.
+  void emit(const std::string& line) {
+    if (line.empty() && last_blank) return;
+    last_blank = line.empty();
+    out << line << '\n';
+  }
+  bool last_blank = false;
 
   void inline_include(const fs::path& from, const std::string& line) {
     const auto end = line.find('"', quoted_include.size());

@@ -92,7 +92,6 @@
 // close error from the call that closed it (close(), or the read that hit EOF).
 // Thread-safe: one reader at a time; close() may be called from any thread.
 
-
 #include <algorithm>
 #include <condition_variable>
 #include <cstddef>
@@ -127,7 +126,6 @@
 // caused it) as soon as its token is stopped, within microseconds. Thread-safe:
 // cancel(), token(), reason() from any thread; a scope must be destroyed on the
 // thread that created it, innermost first (checked: std::terminate otherwise).
-
 
 #include <atomic>
 #include <chrono>
@@ -183,7 +181,6 @@
 // The default unobserved-failure handler prints the failure with its spawn
 // site and calls std::terminate, like an unjoined std::thread: a task failure
 // is never silent.
-
 
 #include <cstdio>
 #include <exception>
@@ -1087,7 +1084,6 @@ class ambient_guard {
 #include <string>
 #include <vector>
 
-
 namespace leash::inline v0::detail {
 
 inline std::uint64_t next_id() noexcept {
@@ -1334,7 +1330,6 @@ inline void throw_if_stopped(const std::stop_token& token) {
 #include <thread>
 #include <vector>
 
-
 namespace leash::inline v0::detail {
 
 // A unit the scheduler runs. run_slice() must not throw; once it has handed
@@ -1565,7 +1560,6 @@ class scheduler {
 #include <mutex>
 #include <optional>
 #include <stop_token>
-
 
 namespace leash::inline v0::detail {
 
@@ -2040,7 +2034,6 @@ std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn)
 // relaxed atomic increments, an atomic state change, a coarse clock read and
 // a read of the exception count, about 10 ns per handle; the per-handle
 // registry with sites is filled only while a leak_check lives.
-
 
 #include <atomic>
 #include <chrono>
@@ -2745,7 +2738,6 @@ class [[nodiscard]] body {
 // number of threads. Ordering: FIFO per channel; a send happens-before the
 // recv that takes its value. Never allocates after construction.
 
-
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -2990,7 +2982,6 @@ class ring {
 #include <optional>
 #include <stop_token>
 #include <thread>
-
 
 namespace leash::inline v0::detail {
 
@@ -3965,7 +3956,6 @@ struct channel_access {
 // frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
 // malloc; frames above its size limit go to ::operator new.
 
-
 #include <condition_variable>
 #include <coroutine>
 #include <exception>
@@ -4507,7 +4497,6 @@ T sync_wait(coro<T> c) {
 // closed it (close(), or the next() that reached the end). Thread-safe: no; a
 // cursor is used by one thread at a time.
 
-
 #include <cstddef>
 #include <exception>
 #include <iterator>
@@ -4516,7 +4505,6 @@ T sync_wait(coro<T> c) {
 #include <type_traits>
 #include <utility>
 #include <vector>
-
 
 namespace leash::inline v0 {
 
@@ -4694,7 +4682,6 @@ class [[nodiscard]] cursor {
 // task, ticker, handle and timer entry that ends, for at most the grace
 // period. Thread-safe: any number of checks may live at once, on any threads.
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -4705,7 +4692,6 @@ class [[nodiscard]] cursor {
 #include <string>
 #include <tuple>
 #include <vector>
-
 
 namespace leash::inline v0 {
 
@@ -5011,7 +4997,6 @@ class leak_check {
 // misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
 // construct, wait and destroy on one thread, innermost scope first.
 
-
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -5107,7 +5092,6 @@ class leak_check {
 // designated initializers follow it:
 //
 //   leash::runtime::configure({.keep_alive = 500ms, .max_threads = 2000});
-
 
 #include <chrono>
 #include <cstddef>
@@ -6441,8 +6425,6 @@ auto run_nursery(F&& body, source_location site = source_location::current()) {
 // Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
 // called from any thread at any time; stats() is a snapshot.
 
-
-
 namespace leash::inline v0::runtime {
 
 // Applies new settings. Threads already idle keep the keep-alive they started
@@ -6507,7 +6489,6 @@ inline runtime_stats stats() {
 // Allocates: nothing (the variadic form) or, for a range of more than 64
 // distinct channels, one array of lock pointers.
 
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -6522,7 +6503,6 @@ inline runtime_stats stats() {
 #include <type_traits>
 #include <utility>
 #include <vector>
-
 
 namespace leash::inline v0 {
 namespace detail {
@@ -7188,7 +7168,6 @@ std::optional<std::size_t> try_select(R&& cases) {
 // callback itself; destroying a ticker from its own callback is a checked
 // precondition (std::terminate with a message).
 
-
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -7203,7 +7182,6 @@ std::optional<std::size_t> try_select(R&& cases) {
 #include <thread>
 #include <type_traits>
 #include <utility>
-
 
 namespace leash::inline v0 {
 
@@ -7635,12 +7613,10 @@ class ticker {
 // try_recv from any thread; construct and destroy on one. After the destructor
 // returns, the timer thread no longer touches the object.
 
-
 #include <chrono>
 #include <mutex>
 #include <optional>
 #include <stop_token>
-
 
 namespace leash::inline v0 {
 

@@ -41,7 +41,6 @@
 // Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:
 // TLS, HTTP/2, proxies, redirects, cookies and gzip are out of scope.
 
-
 // ---- leash/http/client.hpp ----
 // leash/http/client.hpp: requests by URL over a transport.
 // Prevents: Go's http.Get on the default client, which has no timeout at all
@@ -60,7 +59,6 @@
 // Guarantees. Blocks, is cancelled and throws exactly as
 // transport::round_trip; a malformed URL throws invalid_request before any
 // dial. Thread-safe: a client is a pointer to its transport.
-
 
 #include <charconv>
 #include <cstdint>
@@ -88,11 +86,9 @@
 // every message starts with "leash::http: ". Cancellation is never one of
 // these: a cancelled round trip throws leash::cancelled (or deadline_exceeded).
 
-
 #include <cstddef>
 #include <string>
 #include <system_error>
-
 
 namespace leash::inline v0::http {
 
@@ -356,7 +352,6 @@ class io_error : public error {
 // after its round trips returned; open bodies may outlive it (their
 // connections are then closed, not pooled).
 
-
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -424,7 +419,6 @@ class io_error : public error {
 // a keep-alive connection parses without allocating. Throws protocol_error
 // (with a reason()) or limit_exceeded; after a throw the parser stays failed
 // and rethrows until reset(). Not thread-safe: one parser per connection.
-
 
 #include <algorithm>
 #include <cstddef>
@@ -650,14 +644,12 @@ constexpr number_status parse_decimal(std::string_view s, std::uint64_t& out) no
 // what it receives). Not thread-safe; a head is a plain value. Views returned
 // by lookups stay valid until the fields are next modified.
 
-
 #include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
 
 namespace leash::inline v0::http {
 
@@ -1493,7 +1485,6 @@ class response_parser {
 #include <utility>
 #include <vector>
 
-
 namespace leash::inline v0::http::detail {
 
 using clock = std::chrono::steady_clock;
@@ -2023,11 +2014,9 @@ class pool {
 // than "chunked"; a Content-Length that is not the body's length. Adds Host
 // when missing. Thread-safe as far as its arguments are not shared.
 
-
 #include <cstdint>
 #include <string>
 #include <string_view>
-
 
 namespace leash::inline v0::http {
 
@@ -2717,7 +2706,6 @@ class client {
 // Thread-safe: one mutex; flush() may come from another thread (a ticker)
 // while the handler runs.
 
-
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -2733,7 +2721,6 @@ class client {
 #include <string_view>
 #include <system_error>
 #include <utility>
-
 
 namespace leash::inline v0::http {
 
@@ -3063,7 +3050,6 @@ class response_writer {
 // server for a client that left; the upstream's error after an abort. The
 // proxy object is stateless per request and thread-safe.
 
-
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -3121,7 +3107,6 @@ class response_writer {
 // Thread-safe: shutdown(), port() and stats() from any thread; a
 // response_writer may be flushed from another thread while the handler runs.
 
-
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -3167,7 +3152,6 @@ class response_writer {
 #include <stop_token>
 #include <string>
 #include <utility>
-
 
 namespace leash::inline v0::http::detail {
 
@@ -3356,7 +3340,6 @@ class request_body_source final : public body_source {
 #include <string>
 #include <string_view>
 
-
 namespace leash::inline v0::http::detail {
 
 struct parsed_request {
@@ -3527,7 +3510,6 @@ inline void parse_request_head(std::string_view head, std::size_t max_fields, pa
 // Guarantees. Never blocks. Not thread-safe (one request, one handler). A
 // bag is neither copyable nor movable: its values are destroyed exactly once,
 // with the request that owns it.
-
 
 #include <cstddef>
 #include <utility>
