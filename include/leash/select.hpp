@@ -91,7 +91,7 @@ class select_case {
   // With every lock held: completes the case. False if it turned out not ready
   // (the partner it counted on was stopped meanwhile). The returned
   // `partner` list must be fired (fire_all) once the locks are released.
-  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
   // With every lock held: removes the node queued by enqueue_locked.
@@ -373,7 +373,7 @@ select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inli
   locks.lock();
   const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
   if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
-    wait_node* partner = nullptr;
+    fire_link* partner = nullptr;
     const bool done = at(chosen).complete_locked(partner);
     locks.unlock();
     fire_all(partner);
@@ -633,13 +633,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
     return access::recv_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     value_.reset();
     return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
     value_.reset();
-    node_ = detail::wait_node{&w, index, &value_};
+    node_ = detail::wait_node<T>(w, index, value_);
     access::recv_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
@@ -663,7 +663,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
   channel<T>* channel_;
   F fn_;
   std::optional<T> value_;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
@@ -692,13 +692,13 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     return access::send_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     const channel_status st = access::send_locked(*channel_, item(), partner);
     closed_ = st == channel_status::closed;
     return st != channel_status::full;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    node_ = detail::wait_node{&w, index, &item()};
+    node_ = detail::wait_node<T>(w, index, item());
     access::send_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
@@ -715,7 +715,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A timeout case: fires when nothing else did within the duration. Arms no
@@ -736,7 +736,7 @@ class after_case final : public case_base<after_case<F>> {
 
   detail::spinlock* lock() const noexcept override { return nullptr; }
   bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
-  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
   void finish() override {

@@ -3959,13 +3959,40 @@ class async_wait final : private stop_hook_node {
   std::optional<blocked_scope> blocked_;
 };
 
-// One case of a blocked operation, queued in one channel. Lives on the
-// waiting thread's stack (inside the case object), so queuing never allocates.
-struct wait_node {
+// What a completer needs to fire a claimed node once the channel lock is
+// released: the node's waiter and case index, and a link for the list of
+// nodes to fire (fire_all), so one list can hold nodes of several channels.
+struct fire_link {
   waiter* owner = nullptr;
   std::uint32_t index = 0;  // the case it stands for
-  void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
-  bool closed = false;      // completed by close(): a send fails
+  fire_link* next_to_fire = nullptr;
+};
+
+// Fires a list of claimed nodes, after the channel lock is released.
+inline void fire_all(fire_link* n) noexcept {
+  while (n != nullptr) {
+    fire_link* next = n->next_to_fire;  // read first: once fired, the node may be gone
+    n->owner->fire(n->index);
+    n = next;
+  }
+}
+
+// One case of a blocked operation, queued in one channel<T>. Lives in the
+// waiting operation (a thread's stack, a coroutine's frame, a select case),
+// so queuing never allocates.
+template <class T>
+struct wait_node : fire_link {
+  wait_node() noexcept = default;
+  // A send of `v`, moved from only when the node is completed with it.
+  wait_node(waiter& w, std::uint32_t case_index, T& v) noexcept
+      : fire_link{&w, case_index}, value(&v) {}
+  // A receive into `out`.
+  wait_node(waiter& w, std::uint32_t case_index, std::optional<T>& out) noexcept
+      : fire_link{&w, case_index}, slot(&out) {}
+
+  T* value = nullptr;                // a send's value
+  std::optional<T>* slot = nullptr;  // a receive's destination
+  bool closed = false;               // completed by close(): a send fails
   // Woken without a value handed over, so try again: the buffer changed (a
   // value or room arrived but a lock-free operation took it first, or the
   // channel closed with values left).
@@ -3976,28 +4003,19 @@ struct wait_node {
   bool queued = false;
 };
 
-// Completes claimed nodes, linked through `next` (the queue links are free
-// once a node is dequeued and claimed), after the channel lock is released.
-inline void fire_all(wait_node* n) noexcept {
-  while (n != nullptr) {
-    wait_node* next = n->next;  // read first: once fired, the node may be gone
-    n->owner->fire(n->index);
-    n = next;
-  }
-}
-
 // A FIFO of wait nodes; guarded by its channel's lock, except queued(), which
 // a lock-free buffer operation reads to learn whether anyone waits.
+template <class T>
 class wait_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
-  wait_node* front() const noexcept { return head_; }
+  wait_node<T>* front() const noexcept { return head_; }
 
   // How many nodes are queued; sequentially consistent, for the handshake
   // between a lock-free push or pop and a waiter queueing (see channel.hpp).
   std::size_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
 
-  void push_back(wait_node* n) noexcept {
+  void push_back(wait_node<T>* n) noexcept {
     queued_.fetch_add(1, std::memory_order_seq_cst);
     n->prev = tail_;
     n->next = nullptr;
@@ -4010,7 +4028,7 @@ class wait_queue {
     n->queued = true;
   }
 
-  void remove(wait_node* n) noexcept {
+  void remove(wait_node<T>* n) noexcept {
     if (!n->queued) return;
     queued_.fetch_sub(1, std::memory_order_relaxed);
     if (n->prev != nullptr) {
@@ -4030,8 +4048,8 @@ class wait_queue {
   // Removes queued nodes until one can be claimed; returns it, or nullptr.
   // Nodes that cannot be claimed belong to waiters already completed through
   // another case, stopped or timed out: they will never be matched again.
-  wait_node* claim_front() noexcept {
-    while (wait_node* n = head_) {
+  wait_node<T>* claim_front() noexcept {
+    while (wait_node<T>* n = head_) {
       remove(n);
       if (n->owner->try_claim()) return n;
     }
@@ -4040,15 +4058,15 @@ class wait_queue {
 
   // True if some queued node could still be claimed.
   bool has_waiting() const noexcept {
-    for (wait_node* n = head_; n != nullptr; n = n->next) {
+    for (wait_node<T>* n = head_; n != nullptr; n = n->next) {
       if (n->owner->still_waiting()) return true;
     }
     return false;
   }
 
  private:
-  wait_node* head_ = nullptr;
-  wait_node* tail_ = nullptr;
+  wait_node<T>* head_ = nullptr;
+  wait_node<T>* tail_ = nullptr;
   std::atomic<std::size_t> queued_{0};
 };
 
@@ -4199,7 +4217,7 @@ class channel {
   // is buffered and then get nullopt. Wakes every blocked sender and receiver.
   // Returns false if it was already closed. Never blocks.
   bool close() noexcept {
-    detail::wait_node* to_fire = nullptr;
+    detail::fire_link* to_fire = nullptr;
     {
       std::lock_guard lock(lock_);
       if (closed_) return false;
@@ -4210,10 +4228,10 @@ class channel {
       // try again, to drain the values pushed while they queued.
       const bool drained = !ring_ || ring_->size() == 0;
       // Usually one queue is empty, but a select may sit in both.
-      for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
-        while (detail::wait_node* n = q->claim_front()) {
+      for (detail::wait_queue<T>* q : {&recv_waiters_, &send_waiters_}) {
+        while (detail::wait_node<T>* n = q->claim_front()) {
           (q == &recv_waiters_ && !drained ? n->retry : n->closed) = true;
-          n->next = to_fire;  // the node is unlinked and claimed: ours until fired
+          n->next_to_fire = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
       }
@@ -4357,7 +4375,7 @@ class channel {
     if (send_waiters_.queued() != 0) serve_waiters();
   }
   void serve_waiters() noexcept {
-    detail::wait_node* served = nullptr;
+    detail::fire_link* served = nullptr;
     {
       std::lock_guard lock(lock_);
       served = serve_waiters_locked();
@@ -4373,26 +4391,26 @@ class channel {
   // every value woke a receiver, which then woke a sender). A node whose
   // attempt loses a race with a lock-free operation is woken to retry.
   // Returns the claimed nodes, linked through `next`, to fire once unlocked.
-  detail::wait_node* serve_waiters_locked() noexcept {
-    detail::wait_node* served = nullptr;
+  detail::fire_link* serve_waiters_locked() noexcept {
+    detail::fire_link* served = nullptr;
     for (bool moved = true; moved && ring_ != nullptr;) {
       moved = false;
       if (!send_waiters_.empty() && ring_->has_room()) {
-        if (detail::wait_node* n = send_waiters_.claim_front()) {
+        if (detail::wait_node<T>* n = send_waiters_.claim_front()) {
           using push_result = typename detail::ring<T>::push_result;
           // Not closed: close() claims every queued node under this lock.
-          moved = ring_->try_push(*static_cast<T*>(n->item)) == push_result::ok;
+          moved = ring_->try_push(*n->value) == push_result::ok;
           n->retry = !moved;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
       if (!recv_waiters_.empty() && ring_->size() != 0) {
-        if (detail::wait_node* n = recv_waiters_.claim_front()) {
-          const bool popped = ring_->try_pop(*static_cast<std::optional<T>*>(n->item));
+        if (detail::wait_node<T>* n = recv_waiters_.claim_front()) {
+          const bool popped = ring_->try_pop(*n->slot);
           n->retry = !popped;
           moved = moved || popped;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
@@ -4434,10 +4452,10 @@ class channel {
   }
 
   // ok (value moved from), closed, or full (nothing happened).
-  channel_status send_locked(T& value, detail::wait_node*& partner) noexcept {
+  channel_status send_locked(T& value, detail::fire_link*& partner) noexcept {
     if (closed_) return channel_status::closed;
-    if (detail::wait_node* r = recv_waiters_.claim_front()) {
-      static_cast<std::optional<T>*>(r->item)->emplace(std::move(value));
+    if (detail::wait_node<T>* r = recv_waiters_.claim_front()) {
+      r->slot->emplace(std::move(value));
       partner = r;
       return channel_status::ok;
     }
@@ -4448,15 +4466,15 @@ class channel {
   }
 
   // ok (out holds a value), closed (drained), or empty.
-  channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
+  channel_status recv_locked(std::optional<T>& out, detail::fire_link*& partner) noexcept {
     if (ring_ && ring_->try_pop(out)) {
       partner = serve_waiters_locked();  // room was made: a blocked sender's value moves in
       return channel_status::ok;
     }
     // Unbuffered; or buffered and drained while a sender still waits: its
     // value is the oldest one left, so it is taken straight from the sender.
-    if (detail::wait_node* s = send_waiters_.claim_front()) {
-      out.emplace(std::move(*static_cast<T*>(s->item)));
+    if (detail::wait_node<T>* s = send_waiters_.claim_front()) {
+      out.emplace(std::move(*s->value));
       partner = s;
       return channel_status::ok;
     }
@@ -4465,7 +4483,7 @@ class channel {
 
   channel_status try_recv_impl(std::optional<T>& out) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -4484,7 +4502,7 @@ class channel {
       case detail::lock_free_result::ask_lock:
         break;
     }
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -4523,7 +4541,7 @@ class channel {
                  const char* what) {
     if (send_lock_free(value) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &value};
+    detail::wait_node<T> node(w, 0, value);
     const step s = send_begin(value, node, token, deadline);
     return s == step::queued ? park(w, node, send_waiters_, token, deadline, what) : s;
   }
@@ -4542,7 +4560,7 @@ class channel {
                  const char* what) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &out};
+    detail::wait_node<T> node(w, 0, out);
     const step s = recv_begin(out, node, token, deadline);
     return s == step::queued ? park(w, node, recv_waiters_, token, deadline, what) : s;
   }
@@ -4564,9 +4582,9 @@ class channel {
   // An attempt under the lock: hand the value to a receiver, or buffer it;
   // else queue `node` (unless stopped or past the deadline) and, the
   // handshake with lock-free receivers, look at the buffer once more.
-  step send_begin(T& value, detail::wait_node& node, const std::stop_token& token,
+  step send_begin(T& value, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -4587,9 +4605,9 @@ class channel {
   }
 
   // The receiving twin of send_begin.
-  step recv_begin(std::optional<T>& out, detail::wait_node& node, const std::stop_token& token,
+  step recv_begin(std::optional<T>& out, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -4612,7 +4630,7 @@ class channel {
   // Under the lock, for an operation that cannot complete now: a stop or an
   // expired deadline ends it; otherwise `node` is queued. Checked only here,
   // after the attempt: readiness wins over a stop.
-  static step enqueue_or_give_up(detail::wait_queue& queue, detail::wait_node& node,
+  static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
     if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
@@ -4621,7 +4639,7 @@ class channel {
   }
 
   // A thread waits for its queued `node`.
-  step park(detail::waiter& w, detail::wait_node& node, detail::wait_queue& queue,
+  step park(detail::waiter& w, detail::wait_node<T>& node, detail::wait_queue<T>& queue,
             const std::stop_token& token, clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
@@ -4633,7 +4651,8 @@ class channel {
 
   // How the wait of a queued node ended; a node that was not fired is taken
   // out of its queue, so none is left behind.
-  step finish_wait(detail::waiter::outcome o, detail::wait_node& node, detail::wait_queue& queue) {
+  step finish_wait(detail::waiter::outcome o, detail::wait_node<T>& node,
+                   detail::wait_queue<T>& queue) {
     if (o == detail::waiter::outcome::fired) {
       if (node.retry) return step::retry;
       return node.closed ? step::closed : step::done;
@@ -4648,8 +4667,8 @@ class channel {
   // Suspends the running coroutine task on a queued node.
   class suspend_on_node {
    public:
-    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node& node,
-                    detail::wait_queue& queue, const char* what) noexcept
+    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node<T>& node,
+                    detail::wait_queue<T>& queue, const char* what) noexcept
         : channel_(c), node_(node), queue_(queue), wait_(w, detail::ambient, what) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) noexcept {
@@ -4660,8 +4679,8 @@ class channel {
 
    private:
     channel& channel_;
-    detail::wait_node& node_;
-    detail::wait_queue& queue_;
+    detail::wait_node<T>& node_;
+    detail::wait_queue<T>& queue_;
     detail::async_wait wait_;
   };
 
@@ -4670,7 +4689,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> send_slow(T& value) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &value};
+      detail::wait_node<T> node(w, 0, value);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = send_begin(value, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -4685,7 +4704,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> recv_slow(std::optional<T>& out) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &out};
+      detail::wait_node<T> node(w, 0, out);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = recv_begin(out, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -4714,8 +4733,8 @@ class channel {
   // senders only while the buffer is full (but for a moment while a wake-up
   // is on its way), so at most one queue holds plain operations; select
   // cases may sit in both.
-  detail::wait_queue recv_waiters_;
-  detail::wait_queue send_waiters_;
+  detail::wait_queue<T> recv_waiters_;
+  detail::wait_queue<T> send_waiters_;
 };
 
 namespace detail {
@@ -4724,8 +4743,8 @@ namespace detail {
 template <class T>
 struct channel_access {
   static spinlock& lock(channel<T>& c) noexcept { return c.lock_; }
-  static wait_queue& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
-  static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
+  static wait_queue<T>& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
+  static wait_queue<T>& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
   static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
   static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
   static bool buffer_has_value(const channel<T>& c) noexcept {
@@ -4735,10 +4754,10 @@ struct channel_access {
     return c.ring_ && c.ring_->has_room();
   }
   static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
-                                    wait_node*& partner) noexcept {
+                                    fire_link*& partner) noexcept {
     return c.recv_locked(out, partner);
   }
-  static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
+  static channel_status send_locked(channel<T>& c, T& value, fire_link*& partner) noexcept {
     return c.send_locked(value, partner);
   }
   static lock_free_result recv_lock_free(channel<T>& c, std::optional<T>& out) noexcept {
@@ -4747,7 +4766,7 @@ struct channel_access {
   static lock_free_result send_lock_free(channel<T>& c, T& value) noexcept {
     return c.send_lock_free(value);
   }
-  static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
+  static void dequeue(channel<T>& c, wait_queue<T>& q, wait_node<T>& n) noexcept {
     std::lock_guard lock(c.lock_);
     q.remove(&n);
   }
@@ -6813,7 +6832,7 @@ class select_case {
   // With every lock held: completes the case. False if it turned out not ready
   // (the partner it counted on was stopped meanwhile). The returned
   // `partner` list must be fired (fire_all) once the locks are released.
-  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
   // With every lock held: removes the node queued by enqueue_locked.
@@ -7095,7 +7114,7 @@ select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inli
   locks.lock();
   const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
   if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
-    wait_node* partner = nullptr;
+    fire_link* partner = nullptr;
     const bool done = at(chosen).complete_locked(partner);
     locks.unlock();
     fire_all(partner);
@@ -7355,13 +7374,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
     return access::recv_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     value_.reset();
     return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
     value_.reset();
-    node_ = detail::wait_node{&w, index, &value_};
+    node_ = detail::wait_node<T>(w, index, value_);
     access::recv_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
@@ -7385,7 +7404,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
   channel<T>* channel_;
   F fn_;
   std::optional<T> value_;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
@@ -7414,13 +7433,13 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     return access::send_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     const channel_status st = access::send_locked(*channel_, item(), partner);
     closed_ = st == channel_status::closed;
     return st != channel_status::full;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    node_ = detail::wait_node{&w, index, &item()};
+    node_ = detail::wait_node<T>(w, index, item());
     access::send_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
@@ -7437,7 +7456,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A timeout case: fires when nothing else did within the duration. Arms no
@@ -7458,7 +7477,7 @@ class after_case final : public case_base<after_case<F>> {
 
   detail::spinlock* lock() const noexcept override { return nullptr; }
   bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
-  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
   void finish() override {
