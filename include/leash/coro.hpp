@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread, and
-// sync_wait, the bridge from thread code into coroutine code.
+// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread,
+// sync_wait, the bridge from thread code into coroutine code, and offload,
+// which runs a long blocking call without holding a coroutine worker.
 // Prevents: Go's `go f()` whose result and panic nobody sees. A coro runs
 // only when it is awaited, its value or exception goes to exactly that
 // awaiter, and a coro dropped unawaited never runs (and warns: [[nodiscard]]).
@@ -38,9 +39,20 @@
 // is fine. A lambda coroutine's captures live in the lambda object, not the
 // frame: keep the lambda alive until its coro completes.
 //
+// Blocking inside a coroutine task. A coroutine task that makes a blocking
+// call (a blocking leash call, sync_wait) costs a thread, never a stall: its
+// worker's slot, with the tasks queued there, goes to another thread while it
+// blocks. For a long call of other code (a file read, a computation, a
+// foreign library), wrap it so the same happens:
+//
+//   std::string text = co_await leash::offload([&] { return read_file(path); });
+//
+// Prefer the awaitable forms where they exist: they cost no thread at all.
+//
 // Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
-// until the coro completes, on whichever thread last resumes it. Cancelled:
-// neither observes a stop token. Throws: co_await rethrows the coro's
+// until the coro completes, on whichever thread last resumes it; offload
+// blocks its awaiter's thread while fn runs. Cancelled: none of them
+// observes a stop token (fn runs to its end). Throws: co_await rethrows the coro's
 // exception unchanged (the same object); usage_error for an empty coro.
 // Thread-safe: a coro object has one owner; its body may be resumed on any
 // thread, one at a time. Allocates: each frame from the running thread's
@@ -50,15 +62,18 @@
 
 #include "detail/config.hpp"
 
+#include <concepts>
 #include <condition_variable>
 #include <coroutine>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "detail/frame_allocator.hpp"
+#include "detail/scheduler.hpp"
 #include "errors.hpp"
 
 namespace leash::inline v0 {
@@ -123,10 +138,19 @@ class [[nodiscard]] coro {
 // rethrows its exception. Blocks the calling thread until the coro's end, on
 // whichever thread resumes it last: the coro starts here, on this thread, and
 // runs here until it first suspends on something that resumes it elsewhere.
-// Throws usage_error if `c` is empty. Never call it from a coroutine (it would
-// block the thread that coroutine runs on): co_await instead.
+// Throws usage_error if `c` is empty. From a coroutine task it costs a thread
+// while it blocks (see above): co_await instead.
 template <class T>
 T sync_wait(coro<T> c);
+
+// A coro that runs fn() and returns its value (or void), rethrowing its
+// exception unchanged. Awaited from a coroutine task, fn runs on the
+// awaiting thread after that thread handed its worker's slot to another
+// thread, so the other coroutine tasks keep running meanwhile; the task then
+// continues on this thread until it next suspends. Anywhere else it just runs
+// fn. fn is moved into the coro; it must not return a reference.
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn);
 
 // ---------------------------------------------------------------------------
 // Machinery.
@@ -273,6 +297,7 @@ class sync_wait_event {
   }
   void wait() {
     std::unique_lock lock(mutex_);
+    const blocking_region blocking(!done_);  // a coroutine task's worker goes to another thread
     ready_.wait(lock, [this] { return done_; });
   }
 
@@ -347,6 +372,13 @@ class sync_wait_driver {
 #define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
 #endif
 
+// offload's body: fn runs inside a blocking region.
+template <class F>
+std::invoke_result_t<F&> run_offloaded(F& fn) {
+  const blocking_region blocking;
+  return std::invoke(fn);
+}
+
 template <class T>
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER sync_wait_driver
 drive_for_sync_wait(coro<T>& c, sync_wait_result<T>& out) {
@@ -385,6 +417,12 @@ T sync_wait(coro<T> c) {
   detail::drive_for_sync_wait(c, result).run(event);
   if (result.error) std::rethrow_exception(result.error);
   if constexpr (!std::is_void_v<T>) return std::move(*result.value);
+}
+
+template <class F>
+requires std::invocable<F&> LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::invoke_result_t<F&>>
+offload(F fn) {
+  co_return detail::run_offloaded(fn);  // a void fn: co_return of a void expression
 }
 
 }  // namespace leash::inline v0
