@@ -52,12 +52,14 @@
 // Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
 // until the coro completes, on whichever thread last resumes it; offload
 // blocks its awaiter's thread while fn runs. Cancelled: none of them
-// observes a stop token (fn runs to its end). Throws: co_await rethrows the coro's
-// exception unchanged (the same object); usage_error for an empty coro.
+// observes a stop token (fn runs to its end). Throws: co_await rethrows the
+// coro's exception unchanged (the same object); usage_error for an empty
+// coro.
 // Thread-safe: a coro object has one owner; its body may be resumed on any
 // thread, one at a time. Allocates: each frame from the running thread's
 // frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
-// malloc; frames above its size limit go to ::operator new.
+// malloc; frames above its size limit go to ::operator new. offload also
+// allocates the call it holds (one new per offload).
 #pragma once
 
 #include "detail/config.hpp"
@@ -67,6 +69,7 @@
 #include <coroutine>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <type_traits>
@@ -372,11 +375,33 @@ class sync_wait_driver {
 #define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
 #endif
 
-// offload's body: fn runs inside a blocking region.
-template <class F>
-std::invoke_result_t<F&> run_offloaded(F& fn) {
-  const blocking_region blocking;
-  return std::invoke(fn);
+// offload's call, type-erased: a frame holding fn itself would have a field
+// of fn's type, which g++ flags (-Wsubobject-linkage) for a lambda without
+// linkage whenever the call is not in the main source file.
+template <class R>
+class offload_call {
+ public:
+  virtual ~offload_call() = default;
+  virtual R run() = 0;
+};
+
+template <class R, class F>
+class offload_call_of final : public offload_call<R> {
+ public:
+  explicit offload_call_of(F&& fn) : fn_(std::move(fn)) {}
+  // fn runs inside a blocking region.
+  R run() override {
+    const blocking_region blocking;
+    return std::invoke(fn_);
+  }
+
+ private:
+  F fn_;
+};
+
+template <class R>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> run_offload(std::unique_ptr<offload_call<R>> call) {
+  co_return call->run();  // for void: co_return of a void expression
 }
 
 template <class T>
@@ -420,9 +445,10 @@ T sync_wait(coro<T> c) {
 }
 
 template <class F>
-requires std::invocable<F&> LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::invoke_result_t<F&>>
-offload(F fn) {
-  co_return detail::run_offloaded(fn);  // a void fn: co_return of a void expression
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
+  using result = std::invoke_result_t<F&>;
+  return detail::run_offload<result>(
+      std::make_unique<detail::offload_call_of<result, F>>(std::move(fn)));
 }
 
 }  // namespace leash::inline v0

@@ -10,11 +10,12 @@
 // runnext, findRunnable) and tokio's multi-thread worker
 // (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
 // per-tick limit):
-//   - N workers (std::thread::hardware_concurrency(), at least 1), started on
-//     first use. Each has a local FIFO run queue: a mutex-protected deque. Go
-//     and tokio use a lock-free bounded ring plus a global overflow queue; a
-//     short critical section per operation is enough here and keeps stealing
-//     trivially correct.
+//   - N workers (runtime_options::coro_workers, by default
+//     std::thread::hardware_concurrency(), at least 1), started on first
+//     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
+//     tokio use a lock-free bounded ring plus a global overflow queue; a
+//     short critical section per operation is enough here and keeps
+//     stealing trivially correct.
 //   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
 //     readied by code running on a worker (a task spawning a task) runs next
 //     on that worker, where its data is still in cache; the item it displaces
@@ -390,7 +391,7 @@ class scheduler {
   std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
   std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
   bool stopping_ = false;           // guarded by idle_mutex_
-  static inline thread_local worker* current_worker_ = nullptr;
+  static inline constinit thread_local worker* current_worker_ = nullptr;
   static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()
   static inline std::atomic<scheduler*> started_{nullptr};       // for figures()
 };
