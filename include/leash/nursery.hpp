@@ -155,6 +155,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
@@ -206,6 +207,7 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
     }
     closed_ = true;

@@ -364,6 +364,7 @@ class waiter {
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;  // a coroutine task's worker goes to another thread
     parker_ = &parker::of_this_thread();
     std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline

@@ -1258,7 +1258,7 @@ class channel_wait_scope {
 // plain cancelled (reason cancelled): nothing more is known about it.
 [[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
   for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
-    if (s->token() == token) s->throw_cancelled();
+    if (s->token_ref() == token) s->throw_cancelled();
   }
   if (auto info = registry::instance().find(token)) cancel_state::throw_info(std::move(*info));
   cancel_info info;
@@ -1283,11 +1283,12 @@ inline void throw_if_stopped(const std::stop_token& token) {
 // runnext, findRunnable) and tokio's multi-thread worker
 // (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
 // per-tick limit):
-//   - N workers (std::thread::hardware_concurrency(), at least 1), started on
-//     first use. Each has a local FIFO run queue: a mutex-protected deque. Go
-//     and tokio use a lock-free bounded ring plus a global overflow queue; a
-//     short critical section per operation is enough here and keeps stealing
-//     trivially correct.
+//   - N workers (runtime_options::coro_workers, by default
+//     std::thread::hardware_concurrency(), at least 1), started on first
+//     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
+//     tokio use a lock-free bounded ring plus a global overflow queue; a
+//     short critical section per operation is enough here and keeps
+//     stealing trivially correct.
 //   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
 //     readied by code running on a worker (a task spawning a task) runs next
 //     on that worker, where its data is still in cache; the item it displaces
@@ -1308,13 +1309,23 @@ inline void throw_if_stopped(const std::stop_token& token) {
 //     increments `queued_` then reads `parked_`, a parker increments
 //     `parked_` then reads `queued_`.
 //
-// Items must not block their worker (no blocking leash call, no sync_wait):
-// a blocked worker runs nothing else, and its runnext item waits for it.
+//
+// A worker is a slot (queue, runnext) owned by one thread at a time. A
+// blocking call made inside a slice (a blocking leash call, sync_wait,
+// offload) opens a blocking_region right before its thread really blocks;
+// on a worker's thread that hands the slot, queue and runnext included, to
+// another thread: a spare of the scheduler, else a new one (Go's handoffp on
+// entersyscall). The blocked thread then owns no slot: its posts go the
+// foreign way. When it unblocks, it finishes its slice (the coroutine's frame
+// runs on its stack until it suspends) and becomes a spare, which waits
+// `spare_keep_alive` for a slot to take over, then leaves. If no thread can
+// be had, the caller keeps its slot and simply blocks. So blocking calls in
+// coroutine tasks cost threads, never stall the other tasks.
 //
 // Shutdown: the scheduler is immortal (no static-destruction-order hazard);
-// at exit its idle workers are woken and leave, waited for at most
-// `exit_wait`. An item posted after every worker left runs on the posting
-// thread.
+// at exit its idle workers and spares are woken and leave, waited for at
+// most `exit_wait`. An item posted after every thread left runs on the
+// posting thread.
 
 #include <algorithm>
 #include <atomic>
@@ -1322,11 +1333,11 @@ inline void throw_if_stopped(const std::stop_token& token) {
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -1355,12 +1366,37 @@ class resumable : public sched_item {
 // The coroutine task running on this thread, if any (set for each slice).
 inline constinit thread_local resumable* current_resumable = nullptr;
 
+// The scheduler's counters, for runtime::stats().
+struct scheduler_figures {
+  std::size_t workers = 0;        // worker slots (0: not started yet)
+  std::size_t spare_threads = 0;  // threads parked in the spare pool
+  std::uint64_t handoffs = 0;     // slots handed to another thread so far
+};
+
 class scheduler {
  public:
   static scheduler& instance() {
-    static auto* s = new scheduler;  // immortal: no static-destruction-order crash
+    static auto* s = make();  // immortal: no static-destruction-order crash
     static exit_guard guard{s};
     return *s;
+  }
+
+  // How many workers the scheduler starts with; 0: hardware threads. Takes
+  // effect only before the first coroutine task starts the scheduler.
+  static void configure(std::size_t workers) noexcept {
+    requested_workers_.store(workers, std::memory_order_relaxed);
+  }
+
+  // A snapshot; all zero while the scheduler has not started.
+  static scheduler_figures figures() {
+    scheduler_figures f;
+    const scheduler* s = started_.load(std::memory_order_acquire);
+    if (s == nullptr) return f;
+    f.workers = s->count_;
+    f.handoffs = s->handoffs_.load(std::memory_order_relaxed);
+    std::lock_guard lock(s->idle_mutex_);
+    f.spare_threads = s->spares_.size();
+    return f;
   }
 
   // Makes `item` ready. From one of this scheduler's workers it goes to that
@@ -1373,16 +1409,28 @@ class scheduler {
   std::size_t workers() const noexcept { return count_; }
 
  private:
+  friend class blocking_region;
+
   // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
   static constexpr int max_runnext_in_row = 3;
   // How long exit waits for idle workers to leave (as thread_cache does).
   static constexpr std::chrono::seconds exit_wait{2};
+  // How long a spare waits for a slot before it leaves: the thread cache's
+  // default keep-alive, so a run of blocking calls reuses its spares while a
+  // burst's threads go back to the OS soon after.
+  static constexpr std::chrono::seconds spare_keep_alive{2};
 
   struct worker {
     std::mutex mutex;
     std::deque<sched_item*> queue;  // guarded by mutex
     sched_item* runnext = nullptr;  // guarded by mutex
-    int runnext_streak = 0;         // only the worker's own thread touches it
+    int runnext_streak = 0;         // only the owning thread touches it
+  };
+
+  // A thread in the spare pool; lives on its stack.
+  struct spare {
+    std::condition_variable wake;
+    worker* slot = nullptr;  // handed over; guarded by idle_mutex_
   };
 
   struct exit_guard {
@@ -1390,24 +1438,41 @@ class scheduler {
     ~exit_guard() { s->shutdown(); }
   };
 
-  scheduler() : count_(std::max(1u, std::thread::hardware_concurrency())) {
+  static scheduler* make() {
+    const std::size_t requested = requested_workers_.load(std::memory_order_relaxed);
+    auto* s = new scheduler(requested != 0 ? requested
+                                           : std::max(1u, std::thread::hardware_concurrency()));
+    started_.store(s, std::memory_order_release);
+    return s;
+  }
+
+  explicit scheduler(std::size_t count) : count_(count) {
     workers_.reserve(count_);
     for (std::size_t i = 0; i < count_; ++i)
       workers_.push_back(std::make_unique<worker>());
     std::size_t started = 0;
-    for (std::size_t i = 0; i < count_; ++i) {
-      try {
-        std::thread([this, i] { work(*workers_[i]); }).detach();
-        ++started;
-      } catch (const std::system_error&) {
-        break;  // fewer workers still run everything: they steal
-      }
-    }
+    for (std::size_t i = 0; i < count_ && start_thread(workers_[i].get()); ++i)
+      ++started;  // fewer workers still run everything: they steal
     if (started == 0) {
       throw resource_exhausted("leash::scheduler: no worker thread could be started");
     }
-    std::lock_guard lock(idle_mutex_);
-    alive_ = started;
+  }
+
+  // Starts a thread that owns `w`, counted in alive_; false if none could be
+  // started.
+  bool start_thread(worker* w) noexcept {
+    {
+      std::lock_guard lock(idle_mutex_);
+      ++alive_;
+    }
+    try {
+      std::thread([this, w] { thread_main(w); }).detach();
+      return true;
+    } catch (...) {  // std::system_error, std::bad_alloc
+      std::lock_guard lock(idle_mutex_);
+      --alive_;
+      return false;
+    }
   }
 
   void post(sched_item* item, bool behind) {
@@ -1494,7 +1559,19 @@ class scheduler {
     return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
   }
 
-  void work(worker& w) {
+  // The life of every scheduler thread: owns a slot, runs it until it hands
+  // the slot away in a blocking call, then waits as a spare for another.
+  void thread_main(worker* w) {
+    while (w != nullptr && run_slot(*w))
+      w = wait_as_spare();
+    std::lock_guard lock(idle_mutex_);
+    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
+    exited_.notify_all();
+  }
+
+  // Runs `w`'s items. True: the slot was handed to another thread during a
+  // slice (this thread is a spare now); false: exit began, leave.
+  bool run_slot(worker& w) {
     const std::size_t index = index_of(w);
     current_worker_ = &w;
     for (;;) {
@@ -1502,6 +1579,7 @@ class scheduler {
       if (item == nullptr) item = steal(w, index);
       if (item != nullptr) {
         item->run_slice();
+        if (current_worker_ != &w) return true;  // handed off while blocked in the slice
         continue;
       }
       if (queued_.load(std::memory_order_seq_cst) != 0) {
@@ -1511,10 +1589,48 @@ class scheduler {
       if (!park()) break;
     }
     current_worker_ = nullptr;
-    std::lock_guard lock(idle_mutex_);
-    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
-    exited_.notify_all();
+    return false;
   }
+
+  // Waits in the spare pool for a slot to take over; null: the keep-alive
+  // passed or exit began, leave.
+  worker* wait_as_spare() {
+    spare self;
+    std::unique_lock lock(idle_mutex_);
+    if (stopping_) return nullptr;
+    spares_.push_back(&self);
+    self.wake.wait_for(lock, spare_keep_alive, [&] { return self.slot != nullptr || stopping_; });
+    if (self.slot == nullptr) std::erase(spares_, &self);
+    return self.slot;  // a slot handed over counts even at exit: its items run
+  }
+
+  // The calling worker's thread is about to block: gives its slot to a spare
+  // or a new thread. Keeps it when exit began or no thread can be started.
+  void hand_off() noexcept {
+    worker* const w = current_worker_;
+    {
+      std::lock_guard lock(idle_mutex_);
+      if (stopping_) return;
+      if (!spares_.empty()) {
+        spare* s = spares_.back();
+        spares_.pop_back();
+        current_worker_ = nullptr;  // before the slot's new owner may run
+        s->slot = w;
+        s->wake.notify_one();  // under the lock: the spare is still waiting
+        handoffs_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    current_worker_ = nullptr;
+    if (!start_thread(w)) {
+      current_worker_ = w;  // block holding the slot, as without a hand-off
+      return;
+    }
+    handoffs_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // True on a thread that owns a worker slot (a thread-local read).
+  static bool on_worker() noexcept { return current_worker_ != nullptr; }
 
   std::size_t index_of(const worker& w) const {
     for (std::size_t i = 0; i < count_; ++i) {
@@ -1527,6 +1643,8 @@ class scheduler {
     std::unique_lock lock(idle_mutex_);
     stopping_ = true;
     idle_.notify_all();
+    for (spare* s : spares_)
+      s->wake.notify_one();
     exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
   }
 
@@ -1534,14 +1652,35 @@ class scheduler {
   std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
   std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
   std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
-  std::atomic<std::size_t> parked_{0};            // workers in park()
-  std::atomic<bool> stopped_{false};              // every worker has left (exit)
-  std::mutex idle_mutex_;
-  std::condition_variable idle_;    // parked workers wait here
-  std::condition_variable exited_;  // shutdown waits here for workers to leave
-  std::size_t alive_ = 0;           // guarded by idle_mutex_
+  std::atomic<std::size_t> parked_{0};            // slot owners in park()
+  std::atomic<std::uint64_t> handoffs_{0};        // for figures()
+  std::atomic<bool> stopped_{false};              // every thread has left (exit)
+  mutable std::mutex idle_mutex_;
+  std::condition_variable idle_;    // parked slot owners wait here
+  std::condition_variable exited_;  // shutdown waits here for threads to leave
+  std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
+  std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
   bool stopping_ = false;           // guarded by idle_mutex_
-  static inline thread_local worker* current_worker_ = nullptr;
+  static inline constinit thread_local worker* current_worker_ = nullptr;
+  static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()
+  static inline std::atomic<scheduler*> started_{nullptr};       // for figures()
+};
+
+// Marks where a blocking call really blocks (parks on a condition variable):
+// on a worker's thread it first hands the worker's slot to another thread,
+// so the other coroutine tasks keep running while this thread is blocked.
+// After the region the thread finishes its slice and becomes a spare. On any
+// other thread it costs one thread-local read. Nested regions are free: the
+// first one gave the slot away.
+class blocking_region {
+ public:
+  // will_block: false when the caller found it need not block after all.
+  explicit blocking_region(bool will_block = true) noexcept {
+    if (will_block && scheduler::on_worker()) scheduler::instance().hand_off();
+  }
+  blocking_region(const blocking_region&) = delete;
+  blocking_region& operator=(const blocking_region&) = delete;
+  ~blocking_region() = default;
 };
 
 }  // namespace leash::inline v0::detail
@@ -1583,6 +1722,7 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
     if (deadline == clock::time_point::max()) {
@@ -2757,8 +2897,9 @@ class [[nodiscard]] body {
 #include <utility>
 
 // ---- leash/coro.hpp ----
-// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread, and
-// sync_wait, the bridge from thread code into coroutine code.
+// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread,
+// sync_wait, the bridge from thread code into coroutine code, and offload,
+// which runs a long blocking call without holding a coroutine worker.
 // Prevents: Go's `go f()` whose result and panic nobody sees. A coro runs
 // only when it is awaited, its value or exception goes to exactly that
 // awaiter, and a coro dropped unawaited never runs (and warns: [[nodiscard]]).
@@ -2796,18 +2937,34 @@ class [[nodiscard]] body {
 // is fine. A lambda coroutine's captures live in the lambda object, not the
 // frame: keep the lambda alive until its coro completes.
 //
+// Blocking inside a coroutine task. A coroutine task that makes a blocking
+// call (a blocking leash call, sync_wait) costs a thread, never a stall: its
+// worker's slot, with the tasks queued there, goes to another thread while it
+// blocks. For a long call of other code (a file read, a computation, a
+// foreign library), wrap it so the same happens:
+//
+//   std::string text = co_await leash::offload([&] { return read_file(path); });
+//
+// Prefer the awaitable forms where they exist: they cost no thread at all.
+//
 // Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
-// until the coro completes, on whichever thread last resumes it. Cancelled:
-// neither observes a stop token. Throws: co_await rethrows the coro's
-// exception unchanged (the same object); usage_error for an empty coro.
+// until the coro completes, on whichever thread last resumes it; offload
+// blocks its awaiter's thread while fn runs. Cancelled: none of them
+// observes a stop token (fn runs to its end). Throws: co_await rethrows the
+// coro's exception unchanged (the same object); usage_error for an empty
+// coro.
 // Thread-safe: a coro object has one owner; its body may be resumed on any
 // thread, one at a time. Allocates: each frame from the running thread's
 // frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
-// malloc; frames above its size limit go to ::operator new.
+// malloc; frames above its size limit go to ::operator new. offload also
+// allocates the call it holds (one new per offload).
 
+#include <concepts>
 #include <condition_variable>
 #include <coroutine>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <type_traits>
@@ -3055,10 +3212,19 @@ class [[nodiscard]] coro {
 // rethrows its exception. Blocks the calling thread until the coro's end, on
 // whichever thread resumes it last: the coro starts here, on this thread, and
 // runs here until it first suspends on something that resumes it elsewhere.
-// Throws usage_error if `c` is empty. Never call it from a coroutine (it would
-// block the thread that coroutine runs on): co_await instead.
+// Throws usage_error if `c` is empty. From a coroutine task it costs a thread
+// while it blocks (see above): co_await instead.
 template <class T>
 T sync_wait(coro<T> c);
+
+// A coro that runs fn() and returns its value (or void), rethrowing its
+// exception unchanged. Awaited from a coroutine task, fn runs on the
+// awaiting thread after that thread handed its worker's slot to another
+// thread, so the other coroutine tasks keep running meanwhile; the task then
+// continues on this thread until it next suspends. Anywhere else it just runs
+// fn. fn is moved into the coro; it must not return a reference.
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn);
 
 // ---------------------------------------------------------------------------
 // Machinery.
@@ -3214,6 +3380,7 @@ class sync_wait_event {
   }
   void wait() {
     std::unique_lock lock(mutex_);
+    const blocking_region blocking(!done_);  // a coroutine task's worker goes to another thread
     ready_.wait(lock, [this] { return done_; });
   }
 
@@ -3288,6 +3455,35 @@ class sync_wait_driver {
 #define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
 #endif
 
+// offload's call, type-erased: a frame holding fn itself would have a field
+// of fn's type, which g++ flags (-Wsubobject-linkage) for a lambda without
+// linkage whenever the call is not in the main source file.
+template <class R>
+class offload_call {
+ public:
+  virtual ~offload_call() = default;
+  virtual R run() = 0;
+};
+
+template <class R, class F>
+class offload_call_of final : public offload_call<R> {
+ public:
+  explicit offload_call_of(F&& fn) : fn_(std::move(fn)) {}
+  // fn runs inside a blocking region.
+  R run() override {
+    const blocking_region blocking;
+    return std::invoke(fn_);
+  }
+
+ private:
+  F fn_;
+};
+
+template <class R>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> run_offload(std::unique_ptr<offload_call<R>> call) {
+  co_return call->run();  // for void: co_return of a void expression
+}
+
 template <class T>
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER sync_wait_driver
 drive_for_sync_wait(coro<T>& c, sync_wait_result<T>& out) {
@@ -3326,6 +3522,13 @@ T sync_wait(coro<T> c) {
   detail::drive_for_sync_wait(c, result).run(event);
   if (result.error) std::rethrow_exception(result.error);
   if constexpr (!std::is_void_v<T>) return std::move(*result.value);
+}
+
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
+  using result = std::invoke_result_t<F&>;
+  return detail::run_offload<result>(
+      std::make_unique<detail::offload_call_of<result, F>>(std::move(fn)));
 }
 
 }  // namespace leash::inline v0
@@ -3885,6 +4088,7 @@ class waiter {
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;  // a coroutine task's worker goes to another thread
     parker_ = &parker::of_this_thread();
     std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
@@ -5417,6 +5621,9 @@ struct runtime_options {
   // maps its stack and a guard page), less 10 % for threads leash does not
   // own and for other processes.
   std::size_t max_threads = 0;
+  // How many worker threads run coroutine tasks; 0 means hardware threads.
+  // Read when the first coroutine task starts them: set it before that.
+  std::size_t coro_workers = 0;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.
@@ -5429,6 +5636,12 @@ struct runtime_stats {
   std::size_t pending_timers = 0;    // deadlines registered with the timer thread
   std::size_t max_threads = 0;       // the cap in force (configured or derived)
   std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
+  // Coroutine tasks: worker slots (0 until the first coroutine task), spare
+  // threads waiting to take over a slot, and slots handed to another thread
+  // so far because a coroutine task blocked its worker's thread.
+  std::size_t coro_workers = 0;
+  std::size_t coro_spare_threads = 0;
+  std::uint64_t coro_handoffs = 0;
 };
 
 }  // namespace leash::inline v0
@@ -6283,6 +6496,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
@@ -6334,6 +6548,7 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
     }
     closed_ = true;
@@ -6733,15 +6948,22 @@ auto run_nursery(F&& body, source_location site = source_location::current()) {
 namespace leash::inline v0::runtime {
 
 // Applies new settings. Threads already idle keep the keep-alive they started
-// with; max_idle applies to the next thread that becomes idle.
+// with; max_idle applies to the next thread that becomes idle; coro_workers
+// only before the first coroutine task starts the workers.
 inline void configure(const runtime_options& options) {
   detail::thread_cache::instance().configure(options);
+  detail::scheduler::configure(options.coro_workers);
 }
 
 // A consistent-enough snapshot of the runtime's counters (each one is exact at
 // some instant during the call).
 inline runtime_stats stats() {
-  return detail::thread_cache::instance().stats();
+  runtime_stats s = detail::thread_cache::instance().stats();
+  const detail::scheduler_figures f = detail::scheduler::figures();
+  s.coro_workers = f.workers;
+  s.coro_spare_threads = f.spare_threads;
+  s.coro_handoffs = f.handoffs;
+  return s;
 }
 
 }  // namespace leash::inline v0::runtime
