@@ -23,6 +23,11 @@
 // else throws deadline_exceeded if the nursery's own deadline cut a task short,
 // else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
 //
+// In a coroutine task the same operations have awaitable forms that suspend
+// the task, not its worker: `co_await t` for t.get(), `co_await n.async_wait()`
+// for n.wait(), and `co_await run_nursery(options, body)` for a body that
+// returns a coro.
+//
 // Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
 // `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
 // wait() joins regardless (cancellation reaches the tasks through the token).
