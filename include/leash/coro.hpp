@@ -36,8 +36,13 @@
 // `co_await [s]() -> coro<int> {...}();`. Safe with every compiler: name them
 // first, `options o{.name = s}; co_await f(o);` and `auto g = [s]() -> ...;
 // co_await g();`. A plain temporary argument, `co_await f(std::string(...))`,
-// is fine. A lambda coroutine's captures live in the lambda object, not the
-// frame: keep the lambda alive until its coro completes.
+// is fine. leash's own coroutine forms read braced options at the call and
+// destroy nothing of them, so `co_await run_nursery({.timeout = 2s, .name = s},
+// body)` is safe, as are bodies capturing by reference (`[&]`) made in the
+// expression; `nursery_options{...}` spelled out, or a body capturing a
+// std::string by value made in the expression, are not (name them). A lambda
+// coroutine's captures live in the lambda object, not the frame: keep the
+// lambda alive until its coro completes.
 //
 // Blocking inside a coroutine task. A coroutine task that makes a blocking
 // call (a blocking leash call, sync_wait) costs a thread, never a stall: its
