@@ -70,6 +70,7 @@
 #include <vector>
 
 #include "../errors.hpp"
+#include "spin.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -143,6 +144,11 @@ class scheduler {
 
   // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
   static constexpr int max_runnext_in_row = 3;
+  // An idle slot owner's spin before it parks: rounds of a look at the
+  // queues and a few pauses, some tens of microseconds in all, about what
+  // parking and being woken again costs.
+  static constexpr int idle_spin_rounds = 128;
+  static constexpr int idle_spin_pauses = 16;
   // How long exit waits for idle workers to leave (as thread_cache does).
   static constexpr std::chrono::seconds exit_wait{2};
   // How long a spare waits for a slot before it leaves: the thread cache's
@@ -230,11 +236,51 @@ class scheduler {
     queued_and_wake();
   }
 
+  // After queuing an item: wakes a parked slot owner unless one is spinning
+  // (it will find the item). The wake-up cannot be lost: a spinner stops
+  // spinning, then counts itself parked, then looks at queued_ (all
+  // sequentially consistent), so a poster that saw it spinning has queued
+  // before the spinner's last look.
   void queued_and_wake() {
     queued_.fetch_add(1, std::memory_order_seq_cst);
+    if (spinning_.load(std::memory_order_seq_cst) != 0) return;
+    wake_one();
+  }
+
+  void wake_one() {
     if (parked_.load(std::memory_order_seq_cst) == 0) return;
     std::lock_guard lock(idle_mutex_);
     idle_.notify_one();
+  }
+
+  // An idle slot owner looks for work a while before it parks (Go's spinning
+  // M): a burst of posts (a spawn loop, a fan-out) then finds it awake instead
+  // of paying a futex wake per item. At most half the slots spin, and none
+  // when the process has one CPU (the spinner would only delay the poster).
+  // Returns an item, or null: park.
+  sched_item* spin_for_work(worker& w, std::size_t index) {
+    if (usable_cpus() < 2) return nullptr;
+    const std::size_t max_spinning = std::max<std::size_t>(1, count_ / 2);
+    if (spinning_.fetch_add(1, std::memory_order_seq_cst) >= max_spinning) {
+      spinning_.fetch_sub(1, std::memory_order_seq_cst);
+      return nullptr;
+    }
+    sched_item* item = nullptr;
+    for (int round = 0; round < idle_spin_rounds && item == nullptr; ++round) {
+      if (queued_.load(std::memory_order_relaxed) != 0) item = find_work(w, index);
+      for (int i = 0; item == nullptr && i < idle_spin_pauses; ++i)
+        cpu_relax();
+    }
+    const bool last = spinning_.fetch_sub(1, std::memory_order_seq_cst) == 1;
+    // The last spinner found work: another owner should look for more (Go's
+    // resetspinning), or a burst would run on this slot alone.
+    if (item != nullptr && last && queued_.load(std::memory_order_seq_cst) != 0) wake_one();
+    return item;
+  }
+
+  sched_item* find_work(worker& w, std::size_t index) {
+    sched_item* item = take_local(w);
+    return item != nullptr ? item : steal(w, index);
   }
 
   // The next item of `w`'s own queues, with the runnext budget.
@@ -305,8 +351,8 @@ class scheduler {
     const std::size_t index = index_of(w);
     current_worker_ = &w;
     for (;;) {
-      sched_item* item = take_local(w);
-      if (item == nullptr) item = steal(w, index);
+      sched_item* item = find_work(w, index);
+      if (item == nullptr) item = spin_for_work(w, index);
       if (item != nullptr) {
         item->run_slice();
         if (current_worker_ != &w) return true;  // handed off while blocked in the slice
@@ -383,6 +429,7 @@ class scheduler {
   std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
   std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
   std::atomic<std::size_t> parked_{0};            // slot owners in park()
+  std::atomic<std::size_t> spinning_{0};          // slot owners in spin_for_work()
   std::atomic<std::uint64_t> handoffs_{0};        // for figures()
   std::atomic<bool> stopped_{false};              // every thread has left (exit)
   mutable std::mutex idle_mutex_;
