@@ -463,7 +463,9 @@ class nursery final : private detail::nursery_node {
                   "or a std::reference_wrapper");
     if constexpr (detail::coro_result<result>::is_coro) {
       using value = typename detail::coro_result<result>::type;
-      auto record = std::make_shared<detail::coro_task_impl<value, fn_type>>(std::forward<F>(f));
+      using record_type = detail::coro_task_impl<value, fn_type>;
+      auto record = std::allocate_shared<record_type>(detail::frame_cache_allocator<record_type>(),
+                                                      std::forward<F>(f));
       detail::sched_item* item = record.get();
       return launch<value>(std::move(record), std::move(name), site, try_only, item);
     } else {

@@ -245,6 +245,7 @@
 // a frame is still reported.
 
 #include <cstddef>
+#include <memory>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -387,6 +388,37 @@ inline std::size_t cached_frame_bytes() noexcept {
 inline std::size_t frame_global_allocations() noexcept {
   return tls_frame_cache.global_allocations;
 }
+
+// A standard allocator over the frame cache, for the small objects made and
+// freed once per coroutine task (its record): a spawn in steady state reaches
+// no malloc. Over-aligned types go to the default allocator (cached blocks
+// have ::operator new's alignment).
+template <class T>
+struct frame_cache_allocator {
+  using value_type = T;
+  frame_cache_allocator() noexcept = default;
+  template <class U>
+  frame_cache_allocator(const frame_cache_allocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+      return std::allocator<T>().allocate(n);
+    } else {
+      return static_cast<T*>(allocate_frame(n * sizeof(T)));
+    }
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__) {
+      std::allocator<T>().deallocate(p, n);
+    } else {
+      deallocate_frame(p, n * sizeof(T));
+    }
+  }
+  template <class U>
+  bool operator==(const frame_cache_allocator<U>&) const noexcept {
+    return true;
+  }
+};
 
 // A base for promise types: their frames come from the thread's frame cache.
 struct frame_allocated {
@@ -7036,7 +7068,9 @@ class nursery final : private detail::nursery_node {
                   "or a std::reference_wrapper");
     if constexpr (detail::coro_result<result>::is_coro) {
       using value = typename detail::coro_result<result>::type;
-      auto record = std::make_shared<detail::coro_task_impl<value, fn_type>>(std::forward<F>(f));
+      using record_type = detail::coro_task_impl<value, fn_type>;
+      auto record = std::allocate_shared<record_type>(detail::frame_cache_allocator<record_type>(),
+                                                      std::forward<F>(f));
       detail::sched_item* item = record.get();
       return launch<value>(std::move(record), std::move(name), site, try_only, item);
     } else {
