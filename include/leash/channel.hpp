@@ -34,6 +34,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -50,6 +51,7 @@
 #include <utility>
 
 #include "cancel.hpp"
+#include "coro.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
 #include "detail/ring.hpp"
@@ -136,6 +138,25 @@ class channel {
     return out;
   }
 
+  // The coroutine forms, for a coroutine task (nursery::spawn of a function
+  // returning leash::coro): the same operations, results, errors and
+  // cancellation (by the task's ambient scope, which reaches a suspended
+  // operation at once), but a wait suspends the task, not its thread. A
+  // partner may be a thread or a coroutine task, in any role. Throw
+  // usage_error outside a coroutine task.
+  class send_awaitable;
+  class recv_awaitable;
+
+  // co_await ch.async_send(v): send(v). An rvalue is referenced and moved
+  // from only when delivered; an lvalue is copied into the operation.
+  send_awaitable async_send(T&& value) noexcept { return send_awaitable(*this, &value); }
+  send_awaitable async_send(const T& value) { return send_awaitable(*this, T(value)); }
+
+  // co_await ch.async_recv(): recv(), a std::optional<T> (nullopt once the
+  // channel is closed and drained). A loop over a channel:
+  //   while (auto v = co_await ch.async_recv()) use(*v);
+  recv_awaitable async_recv() noexcept { return recv_awaitable(*this); }
+
   // Sends only if that needs no waiting. Never blocks. Returns ok, full or
   // closed; `value` is moved from only on ok.
   channel_status try_send(T&& value) { return try_send_impl(value); }
@@ -147,16 +168,7 @@ class channel {
   // Receives only if a value is ready. Never blocks. Status ok, empty or closed.
   recv_result<T> try_recv() {
     recv_result<T> r;
-    if (recv_lock_free(r.value) == detail::lock_free_result::done) {
-      r.status = channel_status::ok;
-      return r;
-    }
-    detail::wait_node* partner = nullptr;
-    {
-      std::lock_guard lock(lock_);
-      r.status = recv_locked(r.value, partner);
-    }
-    detail::fire_all(partner);
+    r.status = try_recv_impl(r.value);
     return r;
   }
 
@@ -223,6 +235,67 @@ class channel {
     return closed_;
   }
 
+  // What async_send returns: await it at once (it references its value).
+  class [[nodiscard]] send_awaitable {
+   public:
+    send_awaitable(const send_awaitable&) = delete;
+    send_awaitable& operator=(const send_awaitable&) = delete;
+
+    bool await_ready() {
+      require_coroutine_task(names().async_send);
+      status_ = channel_->try_send_impl(value());
+      return status_ != channel_status::full;
+    }
+    void await_suspend(std::coroutine_handle<> h) {
+      slow_.emplace(detail::coro_access::release(channel_->send_slow(value())));
+      slow_->await_suspend(h);
+    }
+    void await_resume() {
+      if (slow_) return slow_->await_resume();
+      if (status_ == channel_status::closed) throw channel_closed();
+    }
+
+   private:
+    friend class channel;
+    send_awaitable(channel& c, T* value) noexcept : channel_(&c), value_(value) {}
+    send_awaitable(channel& c, T&& copy) : channel_(&c), copy_(std::move(copy)) {}
+    T& value() noexcept { return copy_ ? *copy_ : *value_; }
+
+    channel* channel_;
+    T* value_ = nullptr;
+    std::optional<T> copy_;
+    channel_status status_ = channel_status::full;
+    std::optional<detail::coro_awaiter<void>> slow_;  // the attempt that waits
+  };
+
+  // What async_recv returns.
+  class [[nodiscard]] recv_awaitable {
+   public:
+    recv_awaitable(const recv_awaitable&) = delete;
+    recv_awaitable& operator=(const recv_awaitable&) = delete;
+
+    bool await_ready() {
+      require_coroutine_task(names().async_recv);
+      return channel_->try_recv_impl(out_) != channel_status::empty;
+    }
+    void await_suspend(std::coroutine_handle<> h) {
+      slow_.emplace(detail::coro_access::release(channel_->recv_slow(out_)));
+      slow_->await_suspend(h);
+    }
+    std::optional<T> await_resume() {
+      if (slow_) slow_->await_resume();
+      return std::move(out_);
+    }
+
+   private:
+    friend class channel;
+    explicit recv_awaitable(channel& c) noexcept : channel_(&c) {}
+
+    channel* channel_;
+    std::optional<T> out_;
+    std::optional<detail::coro_awaiter<void>> slow_;
+  };
+
   // Input iteration: each step is a recv(); the range ends once the channel is
   // closed and drained. Blocks; cancellable by the ambient token.
   class iterator {
@@ -261,13 +334,14 @@ class channel {
   // "channel<int>::recv"; made once per T, and never freed (they are
   // handed out as const char*).
   struct op_names {
-    std::string send, recv, send_for, recv_for;
+    std::string send, recv, send_for, recv_for, async_send, async_recv;
   };
   static const op_names& names() {
     static const op_names n = [] {
       const std::string_view t = detail::spelled_type_name<T>();
       const std::string c = "channel<" + std::string(t.empty() ? "T" : t) + ">::";
-      return op_names{c + "send", c + "recv", c + "try_send_for", c + "try_recv_for"};
+      return op_names{c + "send",         c + "recv",       c + "try_send_for",
+                      c + "try_recv_for", c + "async_send", c + "async_recv"};
     }();
     return n;
   }
@@ -394,6 +468,18 @@ class channel {
     return closed_ ? channel_status::closed : channel_status::empty;
   }
 
+  channel_status try_recv_impl(std::optional<T>& out) {
+    if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
+    detail::wait_node* partner = nullptr;
+    channel_status st;
+    {
+      std::lock_guard lock(lock_);
+      st = recv_locked(out, partner);
+    }
+    detail::fire_all(partner);
+    return st;
+  }
+
   channel_status try_send_impl(T& value) {
     switch (send_lock_free(value)) {
       case detail::lock_free_result::done:
@@ -413,124 +499,216 @@ class channel {
     return st;
   }
 
+  // A blocking operation is a loop of attempts. Each attempt either ends it,
+  // or queues its node and waits (a thread parks, a coroutine task suspends),
+  // after which finish_wait() says how the wait ended. One meaning per value:
+  enum class step {
+    done,       // the value was handed over or taken
+    closed,     // the channel is closed (for a receive: and drained)
+    queued,     // the node is queued: wait for it, then finish_wait()
+    stopped,    // the stop token stopped before the operation could complete
+    timed_out,  // the deadline passed first
+    retry,      // woken without a value handed over (the buffer changed): try again
+  };
+
   // Blocking send with an optional deadline. Returns ok or timeout; throws
   // channel_closed (or returns closed when `throw_closed` is false) and
   // cancelled.
   channel_status send_until(T& value, const std::stop_token& token, clock::time_point deadline,
                             const char* what, bool throw_closed = true) {
-    std::optional<channel_status> st;  // nullopt: stopped
+    step s;
     do {
-      st = send_once(value, token, deadline, what);
-    } while (st == again);
-    if (!st) detail::throw_cancelled(token);
-    if (*st == channel_status::closed && throw_closed) throw channel_closed();
-    return *st;
+      s = send_once(value, token, deadline, what);
+    } while (s == step::retry);
+    if (s == step::closed && throw_closed) throw channel_closed();
+    return status_of(s, token);
   }
 
-  // One attempt: lock-free into the buffer when no receiver waits, else under
-  // the lock (hand-off to a receiver, or the buffer), else queue and wait.
-  std::optional<channel_status> send_once(T& value, const std::stop_token& token,
-                                          clock::time_point deadline, const char* what) {
-    if (send_lock_free(value) == detail::lock_free_result::done) return channel_status::ok;
+  step send_once(T& value, const std::stop_token& token, clock::time_point deadline,
+                 const char* what) {
+    if (send_lock_free(value) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
     detail::wait_node node{&w, 0, &value};
-    detail::wait_node* partner = nullptr;
-    std::optional<channel_status> st;
-    {
-      std::lock_guard lock(lock_);
-      st = send_locked(value, partner);
-      if (st == channel_status::full) {
-        st = enqueue_or_give_up(send_waiters_, node, token, deadline);
-        if (st == channel_status::full && ring_) {  // the handshake: look once more
-          if (ring_->try_push(value) == detail::ring<T>::push_result::ok) {
-            send_waiters_.remove(&node);
-            st = channel_status::ok;
-          }
-        }
-      }
-    }
-    detail::fire_all(partner);
-    if (st == channel_status::full) return block(w, node, send_waiters_, token, deadline, what);
-    return st;
+    const step s = send_begin(value, node, token, deadline);
+    return s == step::queued ? park(w, node, send_waiters_, token, deadline, what) : s;
   }
 
   // Blocking receive into `out`. Returns ok, closed or timeout; throws cancelled.
   channel_status recv_until(std::optional<T>& out, const std::stop_token& token,
                             clock::time_point deadline, const char* what) {
-    std::optional<channel_status> st;  // nullopt: stopped
+    step s;
     do {
-      st = recv_once(out, token, deadline, what);
-    } while (st == again);
-    if (!st) detail::throw_cancelled(token);
-    return *st;
+      s = recv_once(out, token, deadline, what);
+    } while (s == step::retry);
+    return status_of(s, token);
   }
 
-  std::optional<channel_status> recv_once(std::optional<T>& out, const std::stop_token& token,
-                                          clock::time_point deadline, const char* what) {
-    if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
+  step recv_once(std::optional<T>& out, const std::stop_token& token, clock::time_point deadline,
+                 const char* what) {
+    if (recv_lock_free(out) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
     detail::wait_node node{&w, 0, &out};
+    const step s = recv_begin(out, node, token, deadline);
+    return s == step::queued ? park(w, node, recv_waiters_, token, deadline, what) : s;
+  }
+
+  // What a blocking call returns for its last step; throws cancelled when stopped.
+  static channel_status status_of(step s, const std::stop_token& token) {
+    switch (s) {
+      case step::done:
+        return channel_status::ok;
+      case step::closed:
+        return channel_status::closed;
+      case step::timed_out:
+        return channel_status::timeout;
+      default:
+        detail::throw_cancelled(token);
+    }
+  }
+
+  // An attempt under the lock: hand the value to a receiver, or buffer it;
+  // else queue `node` (unless stopped or past the deadline) and, the
+  // handshake with lock-free receivers, look at the buffer once more.
+  step send_begin(T& value, detail::wait_node& node, const std::stop_token& token,
+                  clock::time_point deadline) {
     detail::wait_node* partner = nullptr;
-    std::optional<channel_status> st;
+    step s;
     {
       std::lock_guard lock(lock_);
-      st = recv_locked(out, partner);
-      if (st == channel_status::empty) {
-        st = enqueue_or_give_up(recv_waiters_, node, token, deadline);
-        if (st == channel_status::empty && ring_) {  // the handshake: look once more
-          if (ring_->try_pop(out)) {
-            recv_waiters_.remove(&node);
-            partner = serve_waiters_locked();
-            st = channel_status::ok;
-          }
+      const channel_status st = send_locked(value, partner);
+      if (st != channel_status::full) {
+        s = st == channel_status::ok ? step::done : step::closed;
+      } else {
+        s = enqueue_or_give_up(send_waiters_, node, token, deadline);
+        if (s == step::queued && ring_ &&
+            ring_->try_push(value) == detail::ring<T>::push_result::ok) {
+          send_waiters_.remove(&node);
+          s = step::done;
         }
       }
     }
     detail::fire_all(partner);
-    if (st == channel_status::empty) return block(w, node, recv_waiters_, token, deadline, what);
-    return st;
+    return s;
+  }
+
+  // The receiving twin of send_begin.
+  step recv_begin(std::optional<T>& out, detail::wait_node& node, const std::stop_token& token,
+                  clock::time_point deadline) {
+    detail::wait_node* partner = nullptr;
+    step s;
+    {
+      std::lock_guard lock(lock_);
+      const channel_status st = recv_locked(out, partner);
+      if (st != channel_status::empty) {
+        s = st == channel_status::ok ? step::done : step::closed;
+      } else {
+        s = enqueue_or_give_up(recv_waiters_, node, token, deadline);
+        if (s == step::queued && ring_ && ring_->try_pop(out)) {
+          recv_waiters_.remove(&node);
+          partner = serve_waiters_locked();
+          s = step::done;
+        }
+      }
+    }
+    detail::fire_all(partner);
+    return s;
   }
 
   // Under the lock, for an operation that cannot complete now: a stop or an
-  // expired deadline ends it (nullopt or timeout); otherwise `node` is queued
-  // and `full`/`empty` is kept, meaning "block". Checked only here, after the
-  // attempt: readiness wins over a stop.
-  std::optional<channel_status> enqueue_or_give_up(detail::wait_queue& queue,
-                                                   detail::wait_node& node,
-                                                   const std::stop_token& token,
-                                                   clock::time_point deadline) {
-    if (token.stop_requested()) return std::nullopt;
-    if (deadline != clock::time_point::max() && deadline <= clock::now()) {
-      return channel_status::timeout;
-    }
+  // expired deadline ends it; otherwise `node` is queued. Checked only here,
+  // after the attempt: readiness wins over a stop.
+  static step enqueue_or_give_up(detail::wait_queue& queue, detail::wait_node& node,
+                                 const std::stop_token& token, clock::time_point deadline) {
+    if (token.stop_requested()) return step::stopped;
+    if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
     queue.push_back(&node);
-    return &queue == &send_waiters_ ? channel_status::full : channel_status::empty;
+    return step::queued;
   }
 
-  // Waits for the queued `node`. Returns ok, closed (completed by close()),
-  // `again` (woken to try again), timeout, or nullopt when stopped; a
-  // dequeued node is never left behind.
-  std::optional<channel_status> block(detail::waiter& w, detail::wait_node& node,
-                                      detail::wait_queue& queue, const std::stop_token& token,
-                                      clock::time_point deadline, const char* what) {
+  // A thread waits for its queued `node`.
+  step park(detail::waiter& w, detail::wait_node& node, detail::wait_queue& queue,
+            const std::stop_token& token, clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
       detail::channel_wait_scope blocked(what);
       o = w.wait(token, deadline);
     }
+    return finish_wait(o, node, queue);
+  }
+
+  // How the wait of a queued node ended; a node that was not fired is taken
+  // out of its queue, so none is left behind.
+  step finish_wait(detail::waiter::outcome o, detail::wait_node& node, detail::wait_queue& queue) {
     if (o == detail::waiter::outcome::fired) {
-      if (node.retry) return again;
-      return node.closed ? channel_status::closed : channel_status::ok;
+      if (node.retry) return step::retry;
+      return node.closed ? step::closed : step::done;
     }
     std::lock_guard lock(lock_);
     queue.remove(&node);
-    if (o == detail::waiter::outcome::timed_out) return channel_status::timeout;
-    return std::nullopt;
+    return o == detail::waiter::outcome::timed_out ? step::timed_out : step::stopped;
   }
 
-  // What block() returns for a waiter woken to try again; never a final
-  // result of a blocking call.
-  static constexpr channel_status again = channel_status::empty;
+  // ---- The coroutine forms: the same steps, waiting by suspension.
+
+  // Suspends the running coroutine task on a queued node.
+  class suspend_on_node {
+   public:
+    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node& node,
+                    detail::wait_queue& queue, const char* what) noexcept
+        : channel_(c), node_(node), queue_(queue), wait_(w, detail::ambient, what) {}
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) noexcept {
+      detail::current_resumable->resume_at = h;
+      return wait_.suspend();
+    }
+    step await_resume() noexcept { return channel_.finish_wait(wait_.resumed(), node_, queue_); }
+
+   private:
+    channel& channel_;
+    detail::wait_node& node_;
+    detail::wait_queue& queue_;
+    detail::async_wait wait_;
+  };
+
+  // The slow path of async_send / async_recv: attempts until one ends the
+  // operation. Throws what send / recv throw.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> send_slow(T& value) {
+    for (;;) {
+      detail::waiter w(*detail::current_resumable);
+      detail::wait_node node{&w, 0, &value};
+      const std::stop_token& token = detail::ambient_token_ref();
+      step s = send_begin(value, node, token, clock::time_point::max());
+      if (s == step::queued) {
+        s = co_await suspend_on_node(*this, w, node, send_waiters_, names().async_send.c_str());
+      }
+      if (s == step::retry) continue;
+      if (s == step::closed) throw channel_closed();
+      if (s == step::stopped) detail::ambient->throw_cancelled();
+      co_return;
+    }
+  }
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> recv_slow(std::optional<T>& out) {
+    for (;;) {
+      detail::waiter w(*detail::current_resumable);
+      detail::wait_node node{&w, 0, &out};
+      const std::stop_token& token = detail::ambient_token_ref();
+      step s = recv_begin(out, node, token, clock::time_point::max());
+      if (s == step::queued) {
+        s = co_await suspend_on_node(*this, w, node, recv_waiters_, names().async_recv.c_str());
+      }
+      if (s == step::retry) continue;
+      if (s == step::stopped) detail::ambient->throw_cancelled();
+      co_return;
+    }
+  }
+
+  static void require_coroutine_task(const std::string& what) {
+    if (detail::current_resumable == nullptr) {
+      throw usage_error("leash::" + what +
+                        ": only inside a coroutine task (nursery::spawn of a function returning "
+                        "leash::coro); use the blocking form elsewhere");
+    }
+  }
 
   const std::size_t capacity_;
   const std::unique_ptr<detail::ring<T>> ring_;  // the buffer; none when unbuffered

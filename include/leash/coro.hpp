@@ -68,6 +68,7 @@ template <class T>
 class coro_promise;
 template <class T>
 class coro_awaiter;
+struct coro_access;
 }  // namespace detail
 
 // A lazy coroutine task producing a T (or nothing, for void). Move-only.
@@ -110,6 +111,7 @@ class [[nodiscard]] coro {
  private:
   using handle_type = std::coroutine_handle<detail::coro_promise<T>>;
   friend class detail::coro_promise<T>;
+  friend struct detail::coro_access;
 
   explicit coro(handle_type h) noexcept : handle_(h) {}
   void reset() noexcept {
@@ -259,6 +261,15 @@ class coro_awaiter {
 
  private:
   handle_type handle_;
+};
+
+// For leash's awaitables that run a coro of their own on a slow path: takes
+// the frame out of `c`, to be owned by a coro_awaiter.
+struct coro_access {
+  template <class T>
+  static std::coroutine_handle<coro_promise<T>> release(coro<T>&& c) noexcept {
+    return std::exchange(c.handle_, {});
+  }
 };
 
 // Where sync_wait's thread sleeps until the coro's end.

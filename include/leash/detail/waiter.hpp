@@ -16,23 +16,31 @@
 // set. There is no way back to `waiting`: a stop that arrives after the claim
 // loses, and a moved value is delivered, never dropped.
 //
-// Waiting spins briefly, then yields, then parks on a mutex + condition
-// variable (docs/design.md#channels has the measurements behind each bound). The parked bit tells a
-// completer that it must wake the waiter under the mutex; once parked, the waiter reads its word
-// only under that mutex, so it cannot return (and free the waiter) while a completer still touches
-// it.
+// A thread waits in wait(): it spins briefly, then yields, then parks on a
+// mutex + condition variable (docs/design.md#channels has the measurements
+// behind each bound). The parked bit tells a completer that it must wake the
+// waiter under the mutex; once parked, the waiter reads its word only under
+// that mutex, so it cannot return (and free the waiter) while a completer
+// still touches it.
+//
+// A coroutine task waits by suspending (a waiter made with the task, see
+// async_wait): whoever ends the wait posts the task to the scheduler instead
+// of waking a thread. The same word decides who ended it, so a thread and a
+// coroutine are matched by one rule and may sit in one queue.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <thread>
 
 #include "cancel_state.hpp"
+#include "scheduler.hpp"
 #include "spin.hpp"
 
 namespace leash::inline v0::detail {
@@ -142,11 +150,30 @@ struct parker {
   }
 };
 
+// Makes a suspended coroutine task ready. Posting needs memory only in the
+// scheduler's queues; a wake-up that cannot be recorded would strand the
+// task, so running out of memory there terminates.
+inline void post_resumable(resumable* task) noexcept {
+  try {
+    scheduler::instance().post(task);
+  } catch (...) {
+    std::terminate();
+  }
+}
+
 class waiter {
  public:
   using clock = std::chrono::steady_clock;
 
   enum class outcome { fired, stopped, timed_out };
+
+  // A waiter for a thread, which waits in wait().
+  waiter() noexcept = default;
+  // A waiter for the coroutine task `task`, which suspends instead: see
+  // async_wait.
+  explicit waiter(resumable& task) noexcept : task_(&task) {}
+  waiter(const waiter&) = delete;
+  waiter& operator=(const waiter&) = delete;
 
   // Partner side, under the lock of a channel where one of this waiter's
   // nodes is queued: claims the waiter if it still waits. Follow with fire()
@@ -174,6 +201,11 @@ class waiter {
   // waiter needs to leave (and the parker lives as long as its thread).
   void fire(std::uint32_t index) noexcept {
     const std::uint32_t done = fired | (index << index_shift);
+    if (task_ != nullptr) {
+      state_.store(done, std::memory_order_release);
+      arrive();
+      return;
+    }
     std::uint32_t expected = busy;
     // Acquire on failure: the parked bit seen then was set after parker_.
     if (state_.compare_exchange_strong(expected, done, std::memory_order_release,
@@ -252,6 +284,28 @@ class waiter {
     if (spins) spin_budget::record(false);
     return park(token, deadline);
   }
+
+  // Coroutine mode. Ends the wait as stopped or timed out unless a partner
+  // claimed it first; returns whether it did. Follow a true with arrive().
+  bool abandon(outcome why) noexcept {
+    return give_up(why == outcome::stopped ? stopped : timed_out);
+  }
+
+  // Coroutine mode: two arrivals resume the task, the end of the wait (fire(),
+  // or arrive() after a winning abandon()) and the end of its suspension
+  // (suspend_done()), so nothing ends the wait while the suspending side still
+  // registers it. Whoever arrives last posts the task; this object may be gone
+  // right after the other arrival.
+  void arrive() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_resumable(task);
+  }
+  // The suspending side's arrival, last in await_suspend: true if the task
+  // stays suspended, false if the wait ended already (resume at once).
+  bool suspend_done() noexcept { return gate_.fetch_sub(1, std::memory_order_acq_rel) != 1; }
+
+  // How the wait ended, once it has (coroutine mode: after resumption).
+  outcome result() const noexcept { return decode(state_.load(std::memory_order_acquire)); }
 
  private:
   static constexpr std::uint32_t waiting = 0, busy = 1, fired = 2, stopped = 3, timed_out = 4;
@@ -337,6 +391,51 @@ class waiter {
   // The owning thread's parker, set before it parks; once parked, state_ is
   // read and written under its mutex.
   parker* parker_ = nullptr;
+  resumable* const task_ = nullptr;  // coroutine mode: the suspended task
+  std::atomic<int> gate_{2};         // coroutine mode: arrivals left (see arrive)
+};
+
+// Suspends a coroutine task on a coroutine-mode waiter until a partner fires
+// it or the ambient state stops. The awaitable that owns it queues the nodes,
+// then calls suspend() last in await_suspend; after resumption, resumed()
+// tells how the wait ended. A stop that loses to a claim changes nothing:
+// the claimed operation completes and is reported.
+class async_wait final : private stop_hook_node {
+ public:
+  async_wait(waiter& w, cancel_state* state, const char* what) noexcept
+      : waiter_(w), state_(state), what_(what) {}
+  async_wait(const async_wait&) = delete;
+  async_wait& operator=(const async_wait&) = delete;
+  ~async_wait() override = default;
+
+  // Registers the stop hook (it runs at once if the state stopped already)
+  // and marks the task blocked; true if the task stays suspended.
+  bool suspend() noexcept {
+    blocked_.emplace(what_);
+    if (state_ != nullptr) state_->add_hook(*this);
+    return waiter_.suspend_done();
+  }
+
+  // After resumption: unregisters and says how the wait ended.
+  waiter::outcome resumed() noexcept {
+    if (state_ != nullptr) state_->remove_hook(*this);
+    blocked_.reset();
+    return waiter_.result();
+  }
+
+ private:
+  // fired() before arrive(): the owner cannot run before the last arrival,
+  // and may destroy this hook right after it.
+  void on_stop() noexcept override {
+    const bool won = waiter_.abandon(waiter::outcome::stopped);
+    fired();
+    if (won) waiter_.arrive();
+  }
+
+  waiter& waiter_;
+  cancel_state* state_;
+  const char* what_;
+  std::optional<blocked_scope> blocked_;
 };
 
 // One case of a blocked operation, queued in one channel. Lives on the
