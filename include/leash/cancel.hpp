@@ -8,6 +8,7 @@
 //
 //   bool finished = leash::move_on_after(100ms, [] { slow(); });   // false: gave up
 //   int v = leash::fail_after(100ms, [] { return compute(); });     // throws on timeout
+//   bool done = co_await leash::move_on_after(100ms, [&]() -> leash::coro<> {...});
 //
 // A scope is a child of the thread's ambient scope (or of an explicit token,
 // or of nothing when `shielded`), and while alive it is the ambient scope that
@@ -29,10 +30,12 @@
 #include <coroutine>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <type_traits>
 
+#include "coro.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
 #include "detail/scheduler.hpp"
@@ -342,11 +345,68 @@ inline detail::checkpoint_awaiter async_checkpoint() noexcept {
 
 }  // namespace this_task
 
+namespace detail {
+
+template <class R>
+inline constexpr bool is_coro_v = false;
+template <class T>
+inline constexpr bool is_coro_v<coro<T>> = true;
+
+// A callable f() that returns a leash::coro: move_on / fail_after then return
+// a coro to co_await.
+template <class F>
+concept coro_callable = std::is_invocable_v<F&> && is_coro_v<std::invoke_result_t<F&>>;
+
+template <class F>
+using coro_callable_value = typename std::invoke_result_t<F&>::value_type;
+
+// The coroutine forms below. F is a reference type for a callable passed as
+// an lvalue (the caller keeps it alive while awaiting), else the callable
+// itself, moved into the frame (a lambda coroutine reads its captures from
+// the lambda object). The scope opens when the coro is awaited, as a child of
+// the awaiting task's ambient scope.
+template <class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> move_on_at_coro(
+    std::chrono::steady_clock::time_point deadline, F fn) {
+  cancel_scope scope(deadline);
+  bool finished = true;
+  try {
+    co_await std::invoke(fn);
+  } catch (const cancelled&) {
+    const stop_reason r = scope.reason();
+    if (r != stop_reason::cancelled && r != stop_reason::deadline_exceeded) throw;
+    finished = false;
+  }
+  co_return finished;
+}
+
+template <class T, class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<T> fail_at_coro(
+    std::chrono::steady_clock::time_point deadline, F fn) {
+  cancel_scope scope(deadline);
+  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::invoke(fn);
+      value.emplace(true);
+    } else {
+      value.emplace(co_await std::invoke(fn));
+    }
+  } catch (const cancelled&) {
+    if (scope.reason() == stop_reason::deadline_exceeded) scope.throw_if_stopped();
+    throw;
+  }
+  if constexpr (!std::is_void_v<T>) co_return std::move(*value);
+}
+
+}  // namespace detail
+
 // Runs fn() under a new scope stopped at `deadline`. Returns true if fn
 // returned (even after the deadline passed), false if it was cancelled by this
 // scope; a cancellation from an enclosing scope propagates.
 template <class F>
-bool move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+requires(!detail::coro_callable<F>) bool move_on_at(std::chrono::steady_clock::time_point deadline,
+                                                    F&& fn) {
   cancel_scope scope(deadline);
   try {
     std::invoke(std::forward<F>(fn));
@@ -360,7 +420,8 @@ bool move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
 
 // move_on_at(now + d, fn).
 template <class Rep, class Period, class F>
-bool move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+requires(!detail::coro_callable<F>) bool move_on_after(std::chrono::duration<Rep, Period> d,
+                                                       F&& fn) {
   return move_on_at(detail::deadline_after(d), std::forward<F>(fn));
 }
 
@@ -369,7 +430,8 @@ bool move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
 // if this scope's deadline is what stopped fn; any other cancellation (outer
 // scopes, explicit tokens) passes through unchanged.
 template <class F>
-std::invoke_result_t<F> fail_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+requires(!detail::coro_callable<F>) std::invoke_result_t<F> fail_at(
+    std::chrono::steady_clock::time_point deadline, F&& fn) {
   cancel_scope scope(deadline);
   try {
     return std::invoke(std::forward<F>(fn));
@@ -381,8 +443,32 @@ std::invoke_result_t<F> fail_at(std::chrono::steady_clock::time_point deadline, 
 
 // fail_at(now + d, fn).
 template <class Rep, class Period, class F>
-std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+requires(!detail::coro_callable<F>) std::invoke_result_t<F> fail_after(
+    std::chrono::duration<Rep, Period> d, F&& fn) {
   return fail_at(detail::deadline_after(d), std::forward<F>(fn));
+}
+
+// The same four with an fn() that returns coro<T>: each returns a coro to
+// co_await (coro<bool> for move_on, coro<T> for fail), with the same
+// semantics. The deadline is computed at the call; the scope opens when the
+// coro is awaited, in the awaiting coroutine's ambient scope.
+template <detail::coro_callable F>
+coro<bool> move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+  return detail::move_on_at_coro<F>(deadline, std::forward<F>(fn));
+}
+template <class Rep, class Period, detail::coro_callable F>
+coro<bool> move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return detail::move_on_at_coro<F>(detail::deadline_after(d), std::forward<F>(fn));
+}
+template <detail::coro_callable F>
+coro<detail::coro_callable_value<F>> fail_at(std::chrono::steady_clock::time_point deadline,
+                                             F&& fn) {
+  return detail::fail_at_coro<detail::coro_callable_value<F>, F>(deadline, std::forward<F>(fn));
+}
+template <class Rep, class Period, detail::coro_callable F>
+coro<detail::coro_callable_value<F>> fail_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return detail::fail_at_coro<detail::coro_callable_value<F>, F>(detail::deadline_after(d),
+                                                                 std::forward<F>(fn));
 }
 
 }  // namespace leash::inline v0

@@ -204,7 +204,7 @@ class channel {
   // is buffered and then get nullopt. Wakes every blocked sender and receiver.
   // Returns false if it was already closed. Never blocks.
   bool close() noexcept {
-    detail::wait_node* to_fire = nullptr;
+    detail::fire_link* to_fire = nullptr;
     {
       std::lock_guard lock(lock_);
       if (closed_) return false;
@@ -215,10 +215,10 @@ class channel {
       // try again, to drain the values pushed while they queued.
       const bool drained = !ring_ || ring_->size() == 0;
       // Usually one queue is empty, but a select may sit in both.
-      for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
-        while (detail::wait_node* n = q->claim_front()) {
+      for (detail::wait_queue<T>* q : {&recv_waiters_, &send_waiters_}) {
+        while (detail::wait_node<T>* n = q->claim_front()) {
           (q == &recv_waiters_ && !drained ? n->retry : n->closed) = true;
-          n->next = to_fire;  // the node is unlinked and claimed: ours until fired
+          n->next_to_fire = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
       }
@@ -362,7 +362,7 @@ class channel {
     if (send_waiters_.queued() != 0) serve_waiters();
   }
   void serve_waiters() noexcept {
-    detail::wait_node* served = nullptr;
+    detail::fire_link* served = nullptr;
     {
       std::lock_guard lock(lock_);
       served = serve_waiters_locked();
@@ -378,26 +378,26 @@ class channel {
   // every value woke a receiver, which then woke a sender). A node whose
   // attempt loses a race with a lock-free operation is woken to retry.
   // Returns the claimed nodes, linked through `next`, to fire once unlocked.
-  detail::wait_node* serve_waiters_locked() noexcept {
-    detail::wait_node* served = nullptr;
+  detail::fire_link* serve_waiters_locked() noexcept {
+    detail::fire_link* served = nullptr;
     for (bool moved = true; moved && ring_ != nullptr;) {
       moved = false;
       if (!send_waiters_.empty() && ring_->has_room()) {
-        if (detail::wait_node* n = send_waiters_.claim_front()) {
+        if (detail::wait_node<T>* n = send_waiters_.claim_front()) {
           using push_result = typename detail::ring<T>::push_result;
           // Not closed: close() claims every queued node under this lock.
-          moved = ring_->try_push(*static_cast<T*>(n->item)) == push_result::ok;
+          moved = ring_->try_push(*n->value) == push_result::ok;
           n->retry = !moved;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
       if (!recv_waiters_.empty() && ring_->size() != 0) {
-        if (detail::wait_node* n = recv_waiters_.claim_front()) {
-          const bool popped = ring_->try_pop(*static_cast<std::optional<T>*>(n->item));
+        if (detail::wait_node<T>* n = recv_waiters_.claim_front()) {
+          const bool popped = ring_->try_pop(*n->slot);
           n->retry = !popped;
           moved = moved || popped;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
@@ -439,10 +439,10 @@ class channel {
   }
 
   // ok (value moved from), closed, or full (nothing happened).
-  channel_status send_locked(T& value, detail::wait_node*& partner) noexcept {
+  channel_status send_locked(T& value, detail::fire_link*& partner) noexcept {
     if (closed_) return channel_status::closed;
-    if (detail::wait_node* r = recv_waiters_.claim_front()) {
-      static_cast<std::optional<T>*>(r->item)->emplace(std::move(value));
+    if (detail::wait_node<T>* r = recv_waiters_.claim_front()) {
+      r->slot->emplace(std::move(value));
       partner = r;
       return channel_status::ok;
     }
@@ -453,15 +453,15 @@ class channel {
   }
 
   // ok (out holds a value), closed (drained), or empty.
-  channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
+  channel_status recv_locked(std::optional<T>& out, detail::fire_link*& partner) noexcept {
     if (ring_ && ring_->try_pop(out)) {
       partner = serve_waiters_locked();  // room was made: a blocked sender's value moves in
       return channel_status::ok;
     }
     // Unbuffered; or buffered and drained while a sender still waits: its
     // value is the oldest one left, so it is taken straight from the sender.
-    if (detail::wait_node* s = send_waiters_.claim_front()) {
-      out.emplace(std::move(*static_cast<T*>(s->item)));
+    if (detail::wait_node<T>* s = send_waiters_.claim_front()) {
+      out.emplace(std::move(*s->value));
       partner = s;
       return channel_status::ok;
     }
@@ -470,7 +470,7 @@ class channel {
 
   channel_status try_recv_impl(std::optional<T>& out) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -489,7 +489,7 @@ class channel {
       case detail::lock_free_result::ask_lock:
         break;
     }
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -528,7 +528,7 @@ class channel {
                  const char* what) {
     if (send_lock_free(value) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &value};
+    detail::wait_node<T> node(w, 0, value);
     const step s = send_begin(value, node, token, deadline);
     return s == step::queued ? park(w, node, send_waiters_, token, deadline, what) : s;
   }
@@ -547,7 +547,7 @@ class channel {
                  const char* what) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &out};
+    detail::wait_node<T> node(w, 0, out);
     const step s = recv_begin(out, node, token, deadline);
     return s == step::queued ? park(w, node, recv_waiters_, token, deadline, what) : s;
   }
@@ -569,9 +569,9 @@ class channel {
   // An attempt under the lock: hand the value to a receiver, or buffer it;
   // else queue `node` (unless stopped or past the deadline) and, the
   // handshake with lock-free receivers, look at the buffer once more.
-  step send_begin(T& value, detail::wait_node& node, const std::stop_token& token,
+  step send_begin(T& value, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -592,9 +592,9 @@ class channel {
   }
 
   // The receiving twin of send_begin.
-  step recv_begin(std::optional<T>& out, detail::wait_node& node, const std::stop_token& token,
+  step recv_begin(std::optional<T>& out, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -617,7 +617,7 @@ class channel {
   // Under the lock, for an operation that cannot complete now: a stop or an
   // expired deadline ends it; otherwise `node` is queued. Checked only here,
   // after the attempt: readiness wins over a stop.
-  static step enqueue_or_give_up(detail::wait_queue& queue, detail::wait_node& node,
+  static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
     if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
@@ -626,7 +626,7 @@ class channel {
   }
 
   // A thread waits for its queued `node`.
-  step park(detail::waiter& w, detail::wait_node& node, detail::wait_queue& queue,
+  step park(detail::waiter& w, detail::wait_node<T>& node, detail::wait_queue<T>& queue,
             const std::stop_token& token, clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
@@ -638,7 +638,8 @@ class channel {
 
   // How the wait of a queued node ended; a node that was not fired is taken
   // out of its queue, so none is left behind.
-  step finish_wait(detail::waiter::outcome o, detail::wait_node& node, detail::wait_queue& queue) {
+  step finish_wait(detail::waiter::outcome o, detail::wait_node<T>& node,
+                   detail::wait_queue<T>& queue) {
     if (o == detail::waiter::outcome::fired) {
       if (node.retry) return step::retry;
       return node.closed ? step::closed : step::done;
@@ -653,8 +654,8 @@ class channel {
   // Suspends the running coroutine task on a queued node.
   class suspend_on_node {
    public:
-    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node& node,
-                    detail::wait_queue& queue, const char* what) noexcept
+    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node<T>& node,
+                    detail::wait_queue<T>& queue, const char* what) noexcept
         : channel_(c), node_(node), queue_(queue), wait_(w, detail::ambient, what) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) noexcept {
@@ -665,8 +666,8 @@ class channel {
 
    private:
     channel& channel_;
-    detail::wait_node& node_;
-    detail::wait_queue& queue_;
+    detail::wait_node<T>& node_;
+    detail::wait_queue<T>& queue_;
     detail::async_wait wait_;
   };
 
@@ -675,7 +676,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> send_slow(T& value) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &value};
+      detail::wait_node<T> node(w, 0, value);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = send_begin(value, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -690,7 +691,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> recv_slow(std::optional<T>& out) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &out};
+      detail::wait_node<T> node(w, 0, out);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = recv_begin(out, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -719,8 +720,8 @@ class channel {
   // senders only while the buffer is full (but for a moment while a wake-up
   // is on its way), so at most one queue holds plain operations; select
   // cases may sit in both.
-  detail::wait_queue recv_waiters_;
-  detail::wait_queue send_waiters_;
+  detail::wait_queue<T> recv_waiters_;
+  detail::wait_queue<T> send_waiters_;
 };
 
 namespace detail {
@@ -729,8 +730,8 @@ namespace detail {
 template <class T>
 struct channel_access {
   static spinlock& lock(channel<T>& c) noexcept { return c.lock_; }
-  static wait_queue& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
-  static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
+  static wait_queue<T>& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
+  static wait_queue<T>& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
   static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
   static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
   static bool buffer_has_value(const channel<T>& c) noexcept {
@@ -740,10 +741,10 @@ struct channel_access {
     return c.ring_ && c.ring_->has_room();
   }
   static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
-                                    wait_node*& partner) noexcept {
+                                    fire_link*& partner) noexcept {
     return c.recv_locked(out, partner);
   }
-  static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
+  static channel_status send_locked(channel<T>& c, T& value, fire_link*& partner) noexcept {
     return c.send_locked(value, partner);
   }
   static lock_free_result recv_lock_free(channel<T>& c, std::optional<T>& out) noexcept {
@@ -752,7 +753,7 @@ struct channel_access {
   static lock_free_result send_lock_free(channel<T>& c, T& value) noexcept {
     return c.send_lock_free(value);
   }
-  static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
+  static void dequeue(channel<T>& c, wait_queue<T>& q, wait_node<T>& n) noexcept {
     std::lock_guard lock(c.lock_);
     q.remove(&n);
   }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread, and
-// sync_wait, the bridge from thread code into coroutine code.
+// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread,
+// sync_wait, the bridge from thread code into coroutine code, and offload,
+// which runs a long blocking call without holding a coroutine worker.
 // Prevents: Go's `go f()` whose result and panic nobody sees. A coro runs
 // only when it is awaited, its value or exception goes to exactly that
 // awaiter, and a coro dropped unawaited never runs (and warns: [[nodiscard]]).
@@ -35,30 +36,52 @@
 // `co_await [s]() -> coro<int> {...}();`. Safe with every compiler: name them
 // first, `options o{.name = s}; co_await f(o);` and `auto g = [s]() -> ...;
 // co_await g();`. A plain temporary argument, `co_await f(std::string(...))`,
-// is fine. A lambda coroutine's captures live in the lambda object, not the
-// frame: keep the lambda alive until its coro completes.
+// is fine. leash's own coroutine forms read braced options at the call and
+// destroy nothing of them, so `co_await run_nursery({.timeout = 2s, .name = s},
+// body)` is safe, as are bodies capturing by reference (`[&]`) made in the
+// expression; `nursery_options{...}` spelled out, or a body capturing a
+// std::string by value made in the expression, are not (name them). A lambda
+// coroutine's captures live in the lambda object, not the frame: keep the
+// lambda alive until its coro completes.
+//
+// Blocking inside a coroutine task. A coroutine task that makes a blocking
+// call (a blocking leash call, sync_wait) costs a thread, never a stall: its
+// worker's slot, with the tasks queued there, goes to another thread while it
+// blocks. For a long call of other code (a file read, a computation, a
+// foreign library), wrap it so the same happens:
+//
+//   std::string text = co_await leash::offload([&] { return read_file(path); });
+//
+// Prefer the awaitable forms where they exist: they cost no thread at all.
 //
 // Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
-// until the coro completes, on whichever thread last resumes it. Cancelled:
-// neither observes a stop token. Throws: co_await rethrows the coro's
-// exception unchanged (the same object); usage_error for an empty coro.
+// until the coro completes, on whichever thread last resumes it; offload
+// blocks its awaiter's thread while fn runs. Cancelled: none of them
+// observes a stop token (fn runs to its end). Throws: co_await rethrows the
+// coro's exception unchanged (the same object); usage_error for an empty
+// coro.
 // Thread-safe: a coro object has one owner; its body may be resumed on any
 // thread, one at a time. Allocates: each frame from the running thread's
 // frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
-// malloc; frames above its size limit go to ::operator new.
+// malloc; frames above its size limit go to ::operator new. offload also
+// allocates the call it holds (one new per offload).
 #pragma once
 
 #include "detail/config.hpp"
 
+#include <concepts>
 #include <condition_variable>
 #include <coroutine>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <type_traits>
 #include <utility>
 
 #include "detail/frame_allocator.hpp"
+#include "detail/scheduler.hpp"
 #include "errors.hpp"
 
 namespace leash::inline v0 {
@@ -125,10 +148,19 @@ class [[nodiscard]] coro {
 // rethrows its exception. Blocks the calling thread until the coro's end, on
 // whichever thread resumes it last: the coro starts here, on this thread, and
 // runs here until it first suspends on something that resumes it elsewhere.
-// Throws usage_error if `c` is empty. Never call it from a coroutine (it would
-// block the thread that coroutine runs on): co_await instead.
+// Throws usage_error if `c` is empty. From a coroutine task it costs a thread
+// while it blocks (see above): co_await instead.
 template <class T>
 T sync_wait(coro<T> c);
+
+// A coro that runs fn() and returns its value (or void), rethrowing its
+// exception unchanged. Awaited from a coroutine task, fn runs on the
+// awaiting thread after that thread handed its worker's slot to another
+// thread, so the other coroutine tasks keep running meanwhile; the task then
+// continues on this thread until it next suspends. Anywhere else it just runs
+// fn. fn is moved into the coro; it must not return a reference.
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn);
 
 // ---------------------------------------------------------------------------
 // Machinery.
@@ -284,6 +316,7 @@ class sync_wait_event {
   }
   void wait() {
     std::unique_lock lock(mutex_);
+    const blocking_region blocking(!done_);  // a coroutine task's worker goes to another thread
     ready_.wait(lock, [this] { return done_; });
   }
 
@@ -358,6 +391,35 @@ class sync_wait_driver {
 #define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
 #endif
 
+// offload's call, type-erased: a frame holding fn itself would have a field
+// of fn's type, which g++ flags (-Wsubobject-linkage) for a lambda without
+// linkage whenever the call is not in the main source file.
+template <class R>
+class offload_call {
+ public:
+  virtual ~offload_call() = default;
+  virtual R run() = 0;
+};
+
+template <class R, class F>
+class offload_call_of final : public offload_call<R> {
+ public:
+  explicit offload_call_of(F&& fn) : fn_(std::move(fn)) {}
+  // fn runs inside a blocking region.
+  R run() override {
+    const blocking_region blocking;
+    return std::invoke(fn_);
+  }
+
+ private:
+  F fn_;
+};
+
+template <class R>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> run_offload(std::unique_ptr<offload_call<R>> call) {
+  co_return call->run();  // for void: co_return of a void expression
+}
+
 template <class T>
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER sync_wait_driver
 drive_for_sync_wait(coro<T>& c, sync_wait_result<T>& out) {
@@ -396,6 +458,13 @@ T sync_wait(coro<T> c) {
   detail::drive_for_sync_wait(c, result).run(event);
   if (result.error) std::rethrow_exception(result.error);
   if constexpr (!std::is_void_v<T>) return std::move(*result.value);
+}
+
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
+  using result = std::invoke_result_t<F&>;
+  return detail::run_offload<result>(
+      std::make_unique<detail::offload_call_of<result, F>>(std::move(fn)));
 }
 
 }  // namespace leash::inline v0

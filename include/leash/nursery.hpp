@@ -23,6 +23,11 @@
 // else throws deadline_exceeded if the nursery's own deadline cut a task short,
 // else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
 //
+// In a coroutine task the same operations have awaitable forms that suspend
+// the task, not its worker: `co_await t` for t.get(), `co_await n.async_wait()`
+// for n.wait(), and `co_await run_nursery(options, body)` for a body that
+// returns a coro.
+//
 // Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
 // `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
 // wait() joins regardless (cancellation reaches the tasks through the token).
@@ -33,8 +38,11 @@
 
 #include "detail/config.hpp"
 
+#include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -44,6 +52,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -60,6 +69,122 @@
 #include "errors.hpp"
 
 namespace leash::inline v0 {
+
+namespace detail {
+
+struct nursery_runner;
+
+// Posts a suspended coroutine task from a wake-up that cannot fail.
+inline void post_or_die(resumable* task) noexcept {
+  try {
+    scheduler::instance().post(task);
+  } catch (...) {
+    std::terminate();  // unreachable: the scheduler exists, since this task runs on it
+  }
+}
+
+// co_await on a task handle: suspends the coroutine task until the awaited
+// task is done or the ambient state stops, whichever comes first, then gives
+// what get() gives. The finishing thread and the stopping thread only post
+// the task. Exactly one of them claims the wake-up (claimed_); the task is
+// posted once both the claim happened and await_suspend finished registering
+// (gate_), so neither callback can race with the registration.
+template <class T>
+class task_awaiter final : private done_waiter, private stop_hook_node {
+ public:
+  explicit task_awaiter(std::shared_ptr<task_result<T>> r) noexcept : record_(std::move(r)) {}
+  task_awaiter(const task_awaiter&) = delete;
+  task_awaiter& operator=(const task_awaiter&) = delete;
+  ~task_awaiter() override = default;
+
+  bool await_ready() {
+    if (current_resumable == nullptr) {
+      throw usage_error("leash::task \"" + record_->name +
+                        "\": co_await only inside a coroutine task (nursery::spawn of a "
+                        "function returning leash::coro); elsewhere use get()");
+    }
+    if (current_task == record_.get()) {
+      throw usage_error("leash::task \"" + record_->name +
+                        "\": co_await from inside the task itself would deadlock");
+    }
+    task_ = current_resumable;
+    state_ = ambient;
+    return record_->done() || (state_ != nullptr && state_->stop_requested());
+  }
+
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    registered_ = true;
+    identity_ = current_task;
+    if (identity_ != nullptr) {
+      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                     std::memory_order_relaxed);
+      identity_->blocked_in.store("task::co_await", std::memory_order_release);
+    }
+    // Both registrations happen before gate_ opens: whichever fires first
+    // claims, but only the last of (claim, gate) posts the task.
+    record_->add_waiter(*this);
+    if (state_ != nullptr) state_->add_hook(*this);
+    release_gate();
+  }
+
+  // A task that ended by now wins over a stop, as in get().
+  std::add_lvalue_reference_t<T> await_resume() {
+    if (registered_) {
+      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      record_->remove_waiter(*this);
+      if (state_ != nullptr) state_->remove_hook(*this);
+    }
+    task_result<T>& r = *record_;
+    if (!r.done()) throw_cancelled(state_->token_ref());  // only a stop resumes it early
+    if (r.error) {
+      r.observed.store(true, std::memory_order_relaxed);
+      std::rethrow_exception(r.error);
+    }
+    if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+ private:
+  static constexpr int unclaimed = 0;
+  static constexpr int by_done = 1;
+  static constexpr int by_stop = 2;
+
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+
+  // The last of the claim and the registration posts the task; this object
+  // may be gone right after.
+  void release_gate() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
+  }
+
+  // fired() early: the owner's remove_* waits for it, but the owner cannot
+  // run before the task is posted, so a winning claim keeps this alive until
+  // release_gate.
+  void on_done() noexcept override {
+    const bool won = claim(by_done);
+    done_waiter::fired();
+    if (won) release_gate();
+  }
+  void on_stop() noexcept override {
+    const bool won = claim(by_stop);
+    stop_hook_node::fired();
+    if (won) release_gate();
+  }
+
+  std::shared_ptr<task_result<T>> record_;
+  resumable* task_ = nullptr;
+  cancel_state* state_ = nullptr;
+  task_identity* identity_ = nullptr;
+  bool registered_ = false;
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+};
+
+}  // namespace detail
 
 // A handle to a spawned task's outcome. Cheap to copy; valid even after the
 // nursery is gone (the nursery joined the task, so the outcome is final).
@@ -84,6 +209,16 @@ class task {
       std::rethrow_exception(r.error);
     }
     if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+  // co_await t, in a coroutine task: get() without blocking the worker. The
+  // task is suspended until t finished, then gets its value or its
+  // exception (marked observed); the ambient token's stop resumes it at once
+  // with cancelled. Throws usage_error outside a coroutine task, from t
+  // itself, or on an empty handle.
+  detail::task_awaiter<T> operator co_await() const {
+    if (state_ == nullptr) throw usage_error("leash::task: co_await on an empty task handle");
+    return detail::task_awaiter<T>(state_);
   }
 
   // True once the task has finished (a snapshot).
@@ -155,6 +290,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
@@ -206,22 +342,22 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
     }
     closed_ = true;
-    if (options_.cancel_on_failure && !failures_.empty()) {
-      for (const auto& f : failures_)
-        f->observed.store(true, std::memory_order_relaxed);
-      const std::exception_ptr first = failures_.front()->error;
-      lock.unlock();
-      std::rethrow_exception(first);
-    }
-    const stop_reason r = state_.reason();
-    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
-      lock.unlock();
-      state_.throw_cancelled();
-    }
+    report(lock);
   }
+
+ private:
+  class join_awaiter;
+
+ public:
+  // co_await n.async_wait(): wait() for a coroutine task. Suspends the task,
+  // not its worker, until every task ended, then reports as wait() does.
+  // Throws usage_error outside a coroutine task or from one of the
+  // nursery's own tasks.
+  [[nodiscard]] join_awaiter async_wait() noexcept;
 
   // Requests stop on every task (and on nurseries nested in them). Never blocks.
   void cancel(std::string message = {}) {
@@ -253,6 +389,44 @@ class nursery final : private detail::nursery_node {
  private:
   friend class detail::task_record;
   friend class detail::coro_task_base;
+  friend struct detail::nursery_runner;
+
+  // What wait() reports once every task ended (see the table above). Called
+  // with the lock held; unlocks it before throwing.
+  void report(std::unique_lock<std::mutex>& lock) {
+    if (options_.cancel_on_failure && !failures_.empty()) {
+      for (const auto& f : failures_)
+        f->observed.store(true, std::memory_order_relaxed);
+      const std::exception_ptr first = failures_.front()->error;
+      lock.unlock();
+      std::rethrow_exception(first);
+    }
+    const stop_reason r = state_.reason();
+    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
+      lock.unlock();
+      state_.throw_cancelled();
+    }
+  }
+
+  // Under the lock: true, and no more spawns, once every task ended (what
+  // wait() does when it wakes).
+  bool close_if_joined_locked() noexcept {
+    if (running_ != 0) return false;
+    closed_ = true;
+    return true;
+  }
+
+  // Under the lock, as running_ drops: the suspended joiner to post once
+  // every task ended (posted after the lock is released), or null.
+  detail::resumable* take_joiner_locked() noexcept {
+    if (running_ != 0 || joiner_ == nullptr) return nullptr;
+    closed_ = true;
+    return std::exchange(joiner_, nullptr);
+  }
+
+  // Joins without blocking the worker. report: then report as wait() does;
+  // otherwise only join (run_nursery, before it rethrows a body's exception).
+  [[nodiscard]] join_awaiter join(bool report) noexcept;
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
@@ -373,6 +547,9 @@ class nursery final : private detail::nursery_node {
       unlink(record.get());
       --running_;
       changed_.notify_all();
+      detail::resumable* const joiner = take_joiner_locked();
+      lock.unlock();
+      if (joiner != nullptr) detail::post_or_die(joiner);
       throw;
     }
     return true;
@@ -425,6 +602,7 @@ class nursery final : private detail::nursery_node {
     // Only leash bookkeeping is left, unless a failure cancelled siblings
     // above (stop callbacks): the thread may take the next job early.
     if (!failed) detail::thread_cache::mark_returning();
+    detail::resumable* joiner = nullptr;
     {
       std::lock_guard lock(mutex_);
       --running_;
@@ -432,7 +610,10 @@ class nursery final : private detail::nursery_node {
       // Only wait() (all ended) and spawners at the limit wait here: a mass
       // cancel must not wake the waiting thread once per task.
       if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
+      joiner = take_joiner_locked();
     }
+    // Posting touches only the joining task, which may destroy the nursery.
+    if (joiner != nullptr) detail::post_or_die(joiner);
     detail::registry::instance().task_ended();
   }
 
@@ -477,9 +658,10 @@ class nursery final : private detail::nursery_node {
   std::condition_variable changed_;      // a task ended, or the nursery was stopped
   detail::task_record* live_ = nullptr;  // running tasks
   std::size_t running_ = 0;
-  bool closed_ = false;            // wait() returned or the destructor joined: no more spawns
-  bool cut_short_ = false;         // a stop arrived while tasks ran (or refused a spawn)
-  std::size_t limit_waiters_ = 0;  // spawners waiting in admit() for a free slot
+  bool closed_ = false;                  // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
+  std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
+  detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
   std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
 };
 
@@ -502,10 +684,27 @@ inline void detail::task_record::run() noexcept {
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
-// thread's current task and its nursery's state as the ambient one, resumes
-// the task until it suspends or ends, and restores both. After a suspension
-// the task may already run on another worker: nothing of it is touched then.
+// thread's current task and the task's ambient state (its nursery's at the
+// first slice, then whatever scope it was suspended in), resumes the task
+// until it suspends or ends, saves its ambient state, and restores both of
+// this thread's. After leave_slice() the task may already run on another
+// worker: nothing of it is touched then.
+//
+// Once every worker has left (exit), a post runs the item on the posting
+// thread; a task that posts itself from inside its own slice then only notes
+// it, and that slice runs it again when it ends (no recursion, and no wait
+// for a slice below on the same stack).
 inline void detail::coro_task_base::run_slice() noexcept {
+  if (current_resumable == this) {
+    rerun_ = true;
+    return;
+  }
+  while (slice()) {
+  }
+}
+
+inline bool detail::coro_task_base::slice() noexcept {
+  enter_slice();
   task_record& r = record();
   nursery& n = *r.owner;
   task_identity* const saved_task = current_task;
@@ -514,7 +713,7 @@ inline void detail::coro_task_base::run_slice() noexcept {
   bool* const saved_finished = tls_task_finished;
   bool finished = false;
   current_task = &r;
-  ambient = &n.state_;
+  ambient = started_ ? ambient_ : &n.state_;
   current_resumable = this;
   tls_task_finished = &finished;
   std::coroutine_handle<> h = std::exchange(resume_at, {});
@@ -539,19 +738,174 @@ inline void detail::coro_task_base::run_slice() noexcept {
       }
     }
   }
+  ambient_ = ambient;
   current_task = saved_task;
   ambient = saved_ambient;
   current_resumable = saved_resumable;
   tls_task_finished = saved_finished;
+  const bool again = !finished && std::exchange(rerun_, false);
+  leave_slice();
   if (finished) n.task_finished(std::move(r.keep_alive));
+  return again;
 }
+
+// Suspends a coroutine task until every task of a nursery ended, without
+// blocking its worker: the last task to end posts it (task_finished). The
+// registration and the post both happen under the nursery's lock, so the
+// joiner is posted exactly once and never before it is suspended.
+class nursery::join_awaiter {
+ public:
+  join_awaiter(nursery& n, bool report) noexcept : n_(n), report_(report) {}
+
+  bool await_ready() {
+    if (detail::current_resumable == nullptr) {
+      throw usage_error("leash::nursery \"" + n_.options_.name +
+                        "\": async_wait() only inside a coroutine task (nursery::spawn of a "
+                        "function returning leash::coro); elsewhere use wait()");
+    }
+    if (n_.runs_current_task()) {
+      throw usage_error("leash::nursery \"" + n_.options_.name +
+                        "\": async_wait() from one of its own tasks (or a task nested in one) "
+                        "would deadlock");
+    }
+    task_ = detail::current_resumable;
+    identity_ = detail::current_task;
+    std::lock_guard lock(n_.mutex_);
+    return n_.close_if_joined_locked();
+  }
+
+  // After the unlock that ends this, the task may run elsewhere: nothing of
+  // it (or of the nursery) is touched then.
+  bool await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    mark_blocked("nursery::async_wait");
+    std::lock_guard lock(n_.mutex_);
+    if (n_.close_if_joined_locked()) {
+      mark_blocked(nullptr);
+      return false;
+    }
+    n_.joiner_ = task_;
+    return true;
+  }
+
+  void await_resume() {
+    mark_blocked(nullptr);
+    if (!report_) return;
+    std::unique_lock lock(n_.mutex_);
+    n_.report(lock);
+  }
+
+ private:
+  void mark_blocked(const char* what) noexcept {
+    if (identity_ == nullptr) return;
+    if (what != nullptr) {
+      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                     std::memory_order_relaxed);
+    }
+    identity_->blocked_in.store(what, std::memory_order_release);
+  }
+
+  nursery& n_;
+  bool report_;
+  detail::resumable* task_ = nullptr;
+  detail::task_identity* identity_ = nullptr;
+};
+
+inline nursery::join_awaiter nursery::async_wait() noexcept {
+  return join_awaiter(*this, true);
+}
+
+inline nursery::join_awaiter nursery::join(bool report) noexcept {
+  return join_awaiter(*this, report);
+}
+
+namespace detail {
+
+// The options of `co_await run_nursery({...}, body)`: nursery_options' fields,
+// in the same order with the same defaults, but trivially destructible (the
+// name is a view, copied into the nursery at the call). g++ 12 destroys the
+// members of a braced temporary in a co_await expression twice (see
+// coro.hpp); with nothing to destroy that is harmless.
+struct braced_nursery_options {
+  std::size_t limit = nursery_options::unlimited;
+  std::optional<std::chrono::nanoseconds> timeout{};
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  bool cancel_on_failure = true;
+  std::string_view name{};
+
+  nursery_options to_options() const {
+    return {limit, timeout, deadline, cancel_on_failure, std::string(name)};
+  }
+};
+static_assert(std::is_trivially_destructible_v<braced_nursery_options>,
+              "braced_nursery_options must stay trivially destructible (g++ 12, see above)");
+
+// A run_nursery body that returns a coro: run_nursery then returns a coro too.
+template <class F>
+concept coro_body =
+    std::is_invocable_v<F&, nursery&> && coro_result<std::invoke_result_t<F&, nursery&>>::is_coro;
+
+template <class F>
+using coro_body_value = typename coro_result<std::invoke_result_t<F&, nursery&>>::type;
+
+struct nursery_runner {
+  // run_nursery's coroutine form. F is a reference type for a body passed as
+  // an lvalue (the caller keeps it alive while awaiting), else the body
+  // itself, moved into the frame: a lambda coroutine's captures live in the
+  // lambda object, which must outlive the coro it returns.
+  template <class R, class F>
+  static coro<R> run(nursery_options options, F body, source_location site);
+};
+
+template <class R, class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> nursery_runner::run(nursery_options options, F body,
+                                                                    source_location site) {
+  if (current_resumable == nullptr) {
+    throw usage_error(
+        "leash::run_nursery: a body returning leash::coro is awaited only inside a coroutine "
+        "task (nursery::spawn of a function returning leash::coro)");
+  }
+  nursery n(std::move(options), site);
+  std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+  std::exception_ptr body_cancelled;
+  std::exception_ptr escaping;  // leaves run_nursery, after the tasks were joined
+  try {
+    if constexpr (std::is_void_v<R>) {
+      co_await std::invoke(body, n);
+      value.emplace(true);
+    } else {
+      value.emplace(co_await std::invoke(body, n));
+    }
+  } catch (const cancelled&) {
+    (n.stop_requested() ? body_cancelled : escaping) = std::current_exception();
+  } catch (...) {
+    escaping = std::current_exception();
+  }
+  if (escaping) {
+    // What the nursery's destructor does for an exception leaving its scope,
+    // with the join made without blocking; the destructor then only reports
+    // unobserved failures, as this exception unwinds it.
+    n.cancel("the nursery's scope is unwinding with an exception");
+    co_await n.join(false);
+    std::rethrow_exception(escaping);
+  }
+  co_await n.async_wait();
+  // As in the thread form: the body's cancelled is absorbed only when the
+  // nursery itself was cancelled and no value is expected.
+  if (body_cancelled && (n.reason() != stop_reason::cancelled || !std::is_void_v<R>)) {
+    std::rethrow_exception(body_cancelled);
+  }
+  if constexpr (!std::is_void_v<R>) co_return std::move(*value);
+}
+
+}  // namespace detail
 
 // Opens a nursery, runs body(nursery&), and waits. Returns the body's value.
 // Rethrows the first failure; the body's own cancelled (the nursery was
 // cancelled) is absorbed, but a deadline or an outer cancellation propagates.
 template <class F>
-auto run_nursery(nursery_options options, F&& body,
-                 source_location site = source_location::current()) {
+requires(!detail::coro_body<F>) auto run_nursery(
+    nursery_options options, F&& body, source_location site = source_location::current()) {
   using result = std::invoke_result_t<F&, nursery&>;
   nursery n(std::move(options), site);
   std::exception_ptr body_cancelled;
@@ -580,6 +934,27 @@ auto run_nursery(nursery_options options, F&& body,
 template <class F>
 auto run_nursery(F&& body, source_location site = source_location::current()) {
   return run_nursery(nursery_options{}, std::forward<F>(body), site);
+}
+
+// co_await run_nursery(options, body) with a body returning coro<R>, in a
+// coroutine task: returns a coro<R> that opens the nursery, awaits the body,
+// joins the tasks without blocking the worker, and then behaves exactly as
+// the thread form above (rethrows the first failure, absorbs the body's
+// cancelled when the nursery was cancelled, throws deadline_exceeded after
+// its deadline cut a task short). The body is moved into the coro when it is
+// a temporary; a named body must outlive the co_await. Braced options,
+// `co_await run_nursery({.timeout = 2s, .name = s}, body)`, are read at the
+// call. Awaited outside a coroutine task it throws usage_error.
+template <detail::coro_body F>
+auto run_nursery(detail::braced_nursery_options options, F&& body,
+                 source_location site = source_location::current()) {
+  return detail::nursery_runner::run<detail::coro_body_value<F>, F>(options.to_options(),
+                                                                    std::forward<F>(body), site);
+}
+template <std::same_as<nursery_options> Options, detail::coro_body F>
+auto run_nursery(Options options, F&& body, source_location site = source_location::current()) {
+  return detail::nursery_runner::run<detail::coro_body_value<F>, F>(std::move(options),
+                                                                    std::forward<F>(body), site);
 }
 
 }  // namespace leash::inline v0

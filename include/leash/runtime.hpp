@@ -20,21 +20,29 @@
 
 #include "detail/config.hpp"
 
+#include "detail/scheduler.hpp"
 #include "detail/thread_cache.hpp"
 #include "runtime_options.hpp"
 
 namespace leash::inline v0::runtime {
 
 // Applies new settings. Threads already idle keep the keep-alive they started
-// with; max_idle applies to the next thread that becomes idle.
+// with; max_idle applies to the next thread that becomes idle; coro_workers
+// only before the first coroutine task starts the workers.
 inline void configure(const runtime_options& options) {
   detail::thread_cache::instance().configure(options);
+  detail::scheduler::configure(options.coro_workers);
 }
 
 // A consistent-enough snapshot of the runtime's counters (each one is exact at
 // some instant during the call).
 inline runtime_stats stats() {
-  return detail::thread_cache::instance().stats();
+  runtime_stats s = detail::thread_cache::instance().stats();
+  const detail::scheduler_figures f = detail::scheduler::figures();
+  s.coro_workers = f.workers;
+  s.coro_spare_threads = f.spare_threads;
+  s.coro_handoffs = f.handoffs;
+  return s;
 }
 
 }  // namespace leash::inline v0::runtime

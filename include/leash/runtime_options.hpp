@@ -29,6 +29,9 @@ struct runtime_options {
   // maps its stack and a guard page), less 10 % for threads leash does not
   // own and for other processes.
   std::size_t max_threads = 0;
+  // How many worker threads run coroutine tasks; 0 means hardware threads.
+  // Read when the first coroutine task starts them: set it before that.
+  std::size_t coro_workers = 0;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.
@@ -41,6 +44,12 @@ struct runtime_stats {
   std::size_t pending_timers = 0;    // deadlines registered with the timer thread
   std::size_t max_threads = 0;       // the cap in force (configured or derived)
   std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
+  // Coroutine tasks: worker slots (0 until the first coroutine task), spare
+  // threads waiting to take over a slot, and slots handed to another thread
+  // so far because a coroutine task blocked its worker's thread.
+  std::size_t coro_workers = 0;
+  std::size_t coro_spare_threads = 0;
+  std::uint64_t coro_handoffs = 0;
 };
 
 }  // namespace leash::inline v0

@@ -54,6 +54,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -90,7 +91,7 @@ class select_case {
   // With every lock held: completes the case. False if it turned out not ready
   // (the partner it counted on was stopped meanwhile). The returned
   // `partner` list must be fired (fire_all) once the locks are released.
-  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
   // With every lock held: removes the node queued by enqueue_locked.
@@ -237,7 +238,8 @@ class lock_set {
   std::size_t size_ = 0;
 };
 
-enum class select_mode { random, biased, nonblocking };
+// How a select chooses among ready cases.
+enum class select_mode { random, biased };
 
 // The fast path of a select whose cases are all on buffered channels (the
 // common fan-in): Go's poll order, without locks. The cases are tried in a
@@ -302,7 +304,7 @@ std::size_t poll_locked(std::size_t n, At at, select_mode mode,
   for (std::size_t i = 0; i < n; ++i) {
     const select_case& c = at(i);
     if (!c.enabled || !c.ready_locked(now)) continue;
-    if (mode != select_mode::random) return i;
+    if (mode == select_mode::biased) return i;
     // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
     if (random_next() % ++ready == 0) chosen = i;
   }
@@ -349,79 +351,209 @@ void dequeue_all(std::size_t n, At at) {
   }
 }
 
-// The engine: Go's select. Poll every enabled case under all locks; complete
-// one ready case, or queue a node in every channel and wait for a partner, a
-// stop or the earliest on_after deadline.
+// What one pass of the engine did.
+struct select_step {
+  enum kind_t {
+    chosen,   // case `index` completed: run its callback
+    retry,    // go round again (a partner vanished, a buffer changed, a retry wake-up)
+    queued,   // a node waits in every channel: wait, then select_after_wait
+    stopped,  // the token stopped before any case could complete
+    none,     // nothing was ready and the select may not wait (try_select)
+  } kind;
+  std::size_t index = no_case;
+};
+
+// One pass under every lock: complete a ready case (poll), or else, when `w`
+// is given and the token has not stopped, queue a node for `w` in every
+// channel (enqueue) and look at the buffers once more (recheck).
 template <std::size_t Inline, class At>
-std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
-                                      const std::stop_token& token) {
+select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inline>& locks,
+                           bool timed, const std::stop_token& token, waiter* w) {
   using case_clock = select_case::clock;
+  locks.lock();
+  const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
+  if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
+    fire_link* partner = nullptr;
+    const bool done = at(chosen).complete_locked(partner);
+    locks.unlock();
+    fire_all(partner);
+    return done ? select_step{select_step::chosen, chosen} : select_step{select_step::retry};
+  }
+  select_step::kind_t kind = select_step::queued;
+  if (w == nullptr) {
+    kind = select_step::none;
+  } else if (token.stop_requested()) {
+    kind = select_step::stopped;
+  } else {
+    enqueue_all_locked(n, at, *w);
+    if (buffers_ready_locked(n, at)) {
+      dequeue_all_locked(n, at);
+      kind = select_step::retry;
+    }
+  }
+  locks.unlock();
+  return {kind};
+}
+
+// After the wait for the nodes queued by select_attempt: removes them all
+// (dequeue) and says what the wait chose.
+template <class At>
+select_step select_after_wait(std::size_t n, At at, waiter::outcome o, const waiter& w,
+                              std::size_t deadline_case) {
+  dequeue_all(n, at);
+  switch (o) {
+    case waiter::outcome::fired: {
+      const std::size_t k = w.fired_index();
+      if (at(k).woken_to_retry()) return {select_step::retry};
+      return {select_step::chosen, k};
+    }
+    case waiter::outcome::timed_out:
+      return {select_step::chosen, deadline_case};
+    case waiter::outcome::stopped:
+      break;
+  }
+  return {select_step::stopped};
+}
+
+// The engine: Go's select. Each pass polls every enabled case under all
+// locks and completes one ready case, or queues a node in every channel and
+// waits for a partner, a stop or the earliest on_after deadline. Without
+// `may_wait` (try_select) it returns nullopt instead of waiting.
+template <std::size_t Inline, class At>
+std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode, bool may_wait,
+                                      const std::stop_token& token) {
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
   }
   lock_set<Inline> locks(n, at);
   const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
   for (;;) {
-    locks.lock();
-    const case_clock::time_point now =
-        deadline != case_clock::time_point::max() ? case_clock::now() : case_clock::time_point{};
-    if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
-      wait_node* partner = nullptr;
-      const bool done = at(chosen).complete_locked(partner);
-      locks.unlock();
-      fire_all(partner);
-      if (!done) continue;
-      at(chosen).finish();
-      return chosen;
-    }
-    if (mode == select_mode::nonblocking) {
-      locks.unlock();
-      return std::nullopt;
-    }
-    if (token.stop_requested()) {
-      locks.unlock();
-      throw_cancelled(token);
-    }
     waiter w;
-    enqueue_all_locked(n, at, w);
-    if (buffers_ready_locked(n, at)) {
-      dequeue_all_locked(n, at);
-      locks.unlock();
-      continue;
-    }
-    locks.unlock();
-    waiter::outcome o;
-    {
-      channel_wait_scope blocked("select");
-      o = w.wait(token, deadline);
-    }
-    dequeue_all(n, at);
-    switch (o) {
-      case waiter::outcome::fired: {
-        const std::size_t k = w.fired_index();
-        if (at(k).woken_to_retry()) continue;
-        at(k).finish();
-        return k;
+    select_step step = select_attempt(n, at, mode, locks, timed, token, may_wait ? &w : nullptr);
+    if (step.kind == select_step::queued) {
+      waiter::outcome o;
+      {
+        channel_wait_scope blocked("select");
+        o = w.wait(token, deadline);
       }
-      case waiter::outcome::timed_out:
-        at(deadline_case).finish();
-        return deadline_case;
-      case waiter::outcome::stopped:
-        break;
+      step = select_after_wait(n, at, o, w, deadline_case);
     }
-    throw_cancelled(token);
+    switch (step.kind) {
+      case select_step::chosen:
+        at(step.index).finish();
+        return step.index;
+      case select_step::none:
+        return std::nullopt;
+      case select_step::stopped:
+        throw_cancelled(token);
+      default:
+        break;  // retry
+    }
   }
 }
 
+// The coroutine engine's wait: suspends the task until a node fires, the
+// ambient state stops or `deadline` passes.
+class select_suspension final : private timer_client {
+ public:
+  select_suspension(waiter& w, select_case::clock::time_point deadline) noexcept
+      : waiter_(w), deadline_(deadline), wait_(w, ambient, "async_select") {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    current_resumable->resume_at = h;
+    if (deadline_ != select_case::clock::time_point::max()) {
+      timer_ = timer_service::instance().schedule(deadline_, this);
+    }
+    return wait_.suspend();
+  }
+  waiter::outcome await_resume() noexcept {
+    if (timer_.id != 0) timer_service::instance().cancel(timer_);
+    return wait_.resumed();
+  }
+
+ private:
+  void on_timer() noexcept override {
+    if (waiter_.abandon(waiter::outcome::timed_out)) waiter_.arrive();
+  }
+
+  waiter& waiter_;
+  select_case::clock::time_point deadline_;
+  async_wait wait_;
+  timer_handle timer_;
+};
+
+// The coroutine engine, after a first pass found nothing ready: run_select's
+// loop, waiting by suspension. Cancelled by the task's ambient state.
+template <std::size_t Inline, class At>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> run_select_async(std::size_t n, At at,
+                                                                           select_mode mode) {
+  lock_set<Inline> locks(n, at);
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
+  for (;;) {
+    waiter w(*current_resumable);
+    select_step step = select_attempt(n, at, mode, locks, timed, ambient_token_ref(), &w);
+    if (step.kind == select_step::queued) {
+      const waiter::outcome o = co_await select_suspension(w, deadline);
+      step = select_after_wait(n, at, o, w, deadline_case);
+    }
+    if (step.kind == select_step::chosen) {
+      at(step.index).finish();
+      co_return step.index;
+    }
+    if (step.kind == select_step::stopped) ambient->throw_cancelled();
+  }
+}
+
+// What async_select returns: the cases (temporaries of the co_await
+// expression, which live until it ends) and the engine's state.
 template <class... Cases>
-std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
-                                       Cases&... cases) {
+class [[nodiscard]] select_awaitable {
+ public:
+  select_awaitable(select_mode mode, Cases&... cases) noexcept
+      : mode_(mode), cases_{static_cast<select_case*>(&cases)...} {}
+  select_awaitable(const select_awaitable&) = delete;
+  select_awaitable& operator=(const select_awaitable&) = delete;
+
+  // A first pass, without waiting: a ready case completes here, no frame made.
+  bool await_ready() {
+    if (current_resumable == nullptr) {
+      throw usage_error(
+          "leash::async_select: only inside a coroutine task (nursery::spawn of a function "
+          "returning leash::coro); use select elsewhere");
+    }
+    chosen_ = run_select<inline_locks>(cases_.size(), at(), mode_, false, std::stop_token());
+    return chosen_.has_value();
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    slow_.emplace(coro_access::release(run_select_async<inline_locks>(cases_.size(), at(), mode_)));
+    slow_->await_suspend(h);
+  }
+  std::size_t await_resume() { return slow_ ? slow_->await_resume() : *chosen_; }
+
+ private:
+  // The lock set's inline size: one slot per case (at least one).
+  static constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
+  auto at() noexcept {
+    return [cases = cases_.data()](std::size_t i) -> select_case& { return *cases[i]; };
+  }
+
+  select_mode mode_;
+  std::array<select_case*, sizeof...(Cases)> cases_;
+  std::optional<std::size_t> chosen_;
+  std::optional<coro_awaiter<std::size_t>> slow_;
+};
+
+template <class... Cases>
+std::optional<std::size_t> select_pack(select_mode mode, bool may_wait,
+                                       const std::stop_token& token, Cases&... cases) {
   // The lock set's inline size: one slot per case (at least one).
   constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
   std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
   return run_select<inline_locks>(
-      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
+      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, may_wait, token);
 }
 
 // Lock pointers a select(range) holds without allocating: a fan-in over more
@@ -429,14 +561,15 @@ std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& 
 inline constexpr std::size_t range_inline_locks = 64;
 
 template <class R>
-std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
+std::optional<std::size_t> select_range(select_mode mode, bool may_wait,
+                                        const std::stop_token& token, R& cases) {
   auto first = std::ranges::begin(cases);
   return run_select<range_inline_locks>(
       static_cast<std::size_t>(std::ranges::size(cases)),
       [&](std::size_t i) -> select_case& {
         return first[static_cast<std::iter_difference_t<decltype(first)>>(i)];
       },
-      mode, token);
+      mode, may_wait, token);
 }
 
 // A sized random-access range of one case type: std::ranges::random_access_range
@@ -500,13 +633,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
     return access::recv_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     value_.reset();
     return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
     value_.reset();
-    node_ = detail::wait_node{&w, index, &value_};
+    node_ = detail::wait_node<T>(w, index, value_);
     access::recv_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
@@ -530,7 +663,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
   channel<T>* channel_;
   F fn_;
   std::optional<T> value_;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
@@ -559,13 +692,13 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     return access::send_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     const channel_status st = access::send_locked(*channel_, item(), partner);
     closed_ = st == channel_status::closed;
     return st != channel_status::full;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    node_ = detail::wait_node{&w, index, &item()};
+    node_ = detail::wait_node<T>(w, index, item());
     access::send_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
@@ -582,7 +715,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A timeout case: fires when nothing else did within the duration. Arms no
@@ -603,7 +736,7 @@ class after_case final : public case_base<after_case<F>> {
 
   detail::spinlock* lock() const noexcept override { return nullptr; }
   bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
-  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
   void finish() override {
@@ -654,7 +787,7 @@ after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
 // cancelled, channel_closed (a chosen send on a closed channel).
 template <detail::select_case_type... Cases>
 std::size_t select(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::random, token, cases...);
+  return *detail::select_pack(detail::select_mode::random, true, token, cases...);
 }
 template <detail::select_case_type... Cases>
 std::size_t select(Cases&&... cases) {
@@ -664,7 +797,7 @@ std::size_t select(Cases&&... cases) {
 // select, but the first ready case in argument order wins (priorities).
 template <detail::select_case_type... Cases>
 std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::biased, token, cases...);
+  return *detail::select_pack(detail::select_mode::biased, true, token, cases...);
 }
 template <detail::select_case_type... Cases>
 std::size_t select_biased(Cases&&... cases) {
@@ -675,13 +808,29 @@ std::size_t select_biased(Cases&&... cases) {
 // index; nullopt if none was ready (Go's default). Never blocks.
 template <detail::select_case_type... Cases>
 std::optional<std::size_t> try_select(Cases&&... cases) {
-  return detail::select_pack(detail::select_mode::nonblocking, std::stop_token(), cases...);
+  return detail::select_pack(detail::select_mode::random, false, std::stop_token(), cases...);
+}
+
+// co_await async_select(cases...), in a coroutine task: select that suspends
+// the task instead of blocking its thread. Same choice, results, errors and
+// callbacks; cancelled by the task's ambient scope, which reaches a suspended
+// select at once. The cases may share channels with threads and with other
+// coroutine tasks in any role. Throws usage_error outside a coroutine task.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select(Cases&&... cases) {
+  return {detail::select_mode::random, cases...};
+}
+
+// async_select, but the first ready case in argument order wins.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select_biased(Cases&&... cases) {
+  return {detail::select_mode::biased, cases...};
 }
 
 // The dynamic forms, over a random-access range of cases of one type.
 template <detail::select_case_range R>
 std::size_t select(const std::stop_token& token, R&& cases) {
-  return *detail::select_range(detail::select_mode::random, token, cases);
+  return *detail::select_range(detail::select_mode::random, true, token, cases);
 }
 template <detail::select_case_range R>
 std::size_t select(R&& cases) {
@@ -689,7 +838,7 @@ std::size_t select(R&& cases) {
 }
 template <detail::select_case_range R>
 std::optional<std::size_t> try_select(R&& cases) {
-  return detail::select_range(detail::select_mode::nonblocking, std::stop_token(), cases);
+  return detail::select_range(detail::select_mode::random, false, std::stop_token(), cases);
 }
 
 }  // namespace leash::inline v0

@@ -8,11 +8,13 @@
 // the coroutine on a worker with the task's ambient scope installed.
 #pragma once
 
+#include <atomic>
 #include <coroutine>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -85,7 +87,10 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
 }
 
 // A coroutine task on the scheduler: each run_slice() resumes it on a worker
-// with the task's ambient state installed, until it suspends or ends.
+// with the task's ambient state installed, until it suspends or ends. The
+// ambient scope chain (cancel scopes and nurseries opened in the task's
+// frames) belongs to the task: a slice that ends with the task suspended
+// saves it, and the next slice, on whichever worker, reinstalls it.
 class coro_task_base : public resumable {
  public:
   void run_slice() noexcept override;  // defined below the nursery
@@ -100,7 +105,25 @@ class coro_task_base : public resumable {
   virtual task_record& record() noexcept = 0;
 
  private:
-  bool started_ = false;  // touched only by slices, which the scheduler orders
+  // One slice; true if the task was posted to run inline during it (see
+  // run_slice), so it runs again at once.
+  bool slice() noexcept;
+
+  // Waits until the previous slice has let go of the task. The task may be
+  // posted (by a timer, a stop, a partner) and picked up by another worker
+  // while the slice that suspended it still saves its ambient state: a few
+  // instructions, so the wait is a yield loop.
+  void enter_slice() noexcept {
+    while (in_slice_.exchange(true, std::memory_order_acquire))
+      std::this_thread::yield();
+  }
+  void leave_slice() noexcept { in_slice_.store(false, std::memory_order_release); }
+
+  // Touched only inside enter_slice() / leave_slice().
+  bool started_ = false;
+  cancel_state* ambient_ = nullptr;  // the task's innermost scope while it is suspended
+  bool rerun_ = false;               // posted inline from inside its own slice
+  std::atomic<bool> in_slice_{false};
 };
 
 template <class T, class F>

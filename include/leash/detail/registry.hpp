@@ -198,7 +198,7 @@ class channel_wait_scope {
 // plain cancelled (reason cancelled): nothing more is known about it.
 [[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
   for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
-    if (s->token() == token) s->throw_cancelled();
+    if (s->token_ref() == token) s->throw_cancelled();
   }
   if (auto info = registry::instance().find(token)) cancel_state::throw_info(std::move(*info));
   cancel_info info;

@@ -10,11 +10,12 @@
 // runnext, findRunnable) and tokio's multi-thread worker
 // (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
 // per-tick limit):
-//   - N workers (std::thread::hardware_concurrency(), at least 1), started on
-//     first use. Each has a local FIFO run queue: a mutex-protected deque. Go
-//     and tokio use a lock-free bounded ring plus a global overflow queue; a
-//     short critical section per operation is enough here and keeps stealing
-//     trivially correct.
+//   - N workers (runtime_options::coro_workers, by default
+//     std::thread::hardware_concurrency(), at least 1), started on first
+//     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
+//     tokio use a lock-free bounded ring plus a global overflow queue; a
+//     short critical section per operation is enough here and keeps
+//     stealing trivially correct.
 //   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
 //     readied by code running on a worker (a task spawning a task) runs next
 //     on that worker, where its data is still in cache; the item it displaces
@@ -35,13 +36,23 @@
 //     increments `queued_` then reads `parked_`, a parker increments
 //     `parked_` then reads `queued_`.
 //
-// Items must not block their worker (no blocking leash call, no sync_wait):
-// a blocked worker runs nothing else, and its runnext item waits for it.
+//
+// A worker is a slot (queue, runnext) owned by one thread at a time. A
+// blocking call made inside a slice (a blocking leash call, sync_wait,
+// offload) opens a blocking_region right before its thread really blocks;
+// on a worker's thread that hands the slot, queue and runnext included, to
+// another thread: a spare of the scheduler, else a new one (Go's handoffp on
+// entersyscall). The blocked thread then owns no slot: its posts go the
+// foreign way. When it unblocks, it finishes its slice (the coroutine's frame
+// runs on its stack until it suspends) and becomes a spare, which waits
+// `spare_keep_alive` for a slot to take over, then leaves. If no thread can
+// be had, the caller keeps its slot and simply blocks. So blocking calls in
+// coroutine tasks cost threads, never stall the other tasks.
 //
 // Shutdown: the scheduler is immortal (no static-destruction-order hazard);
-// at exit its idle workers are woken and leave, waited for at most
-// `exit_wait`. An item posted after every worker left runs on the posting
-// thread.
+// at exit its idle workers and spares are woken and leave, waited for at
+// most `exit_wait`. An item posted after every thread left runs on the
+// posting thread.
 #pragma once
 
 #include <algorithm>
@@ -50,11 +61,11 @@
 #include <condition_variable>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -85,12 +96,37 @@ class resumable : public sched_item {
 // The coroutine task running on this thread, if any (set for each slice).
 inline constinit thread_local resumable* current_resumable = nullptr;
 
+// The scheduler's counters, for runtime::stats().
+struct scheduler_figures {
+  std::size_t workers = 0;        // worker slots (0: not started yet)
+  std::size_t spare_threads = 0;  // threads parked in the spare pool
+  std::uint64_t handoffs = 0;     // slots handed to another thread so far
+};
+
 class scheduler {
  public:
   static scheduler& instance() {
-    static auto* s = new scheduler;  // immortal: no static-destruction-order crash
+    static auto* s = make();  // immortal: no static-destruction-order crash
     static exit_guard guard{s};
     return *s;
+  }
+
+  // How many workers the scheduler starts with; 0: hardware threads. Takes
+  // effect only before the first coroutine task starts the scheduler.
+  static void configure(std::size_t workers) noexcept {
+    requested_workers_.store(workers, std::memory_order_relaxed);
+  }
+
+  // A snapshot; all zero while the scheduler has not started.
+  static scheduler_figures figures() {
+    scheduler_figures f;
+    const scheduler* s = started_.load(std::memory_order_acquire);
+    if (s == nullptr) return f;
+    f.workers = s->count_;
+    f.handoffs = s->handoffs_.load(std::memory_order_relaxed);
+    std::lock_guard lock(s->idle_mutex_);
+    f.spare_threads = s->spares_.size();
+    return f;
   }
 
   // Makes `item` ready. From one of this scheduler's workers it goes to that
@@ -103,16 +139,28 @@ class scheduler {
   std::size_t workers() const noexcept { return count_; }
 
  private:
+  friend class blocking_region;
+
   // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
   static constexpr int max_runnext_in_row = 3;
   // How long exit waits for idle workers to leave (as thread_cache does).
   static constexpr std::chrono::seconds exit_wait{2};
+  // How long a spare waits for a slot before it leaves: the thread cache's
+  // default keep-alive, so a run of blocking calls reuses its spares while a
+  // burst's threads go back to the OS soon after.
+  static constexpr std::chrono::seconds spare_keep_alive{2};
 
   struct worker {
     std::mutex mutex;
     std::deque<sched_item*> queue;  // guarded by mutex
     sched_item* runnext = nullptr;  // guarded by mutex
-    int runnext_streak = 0;         // only the worker's own thread touches it
+    int runnext_streak = 0;         // only the owning thread touches it
+  };
+
+  // A thread in the spare pool; lives on its stack.
+  struct spare {
+    std::condition_variable wake;
+    worker* slot = nullptr;  // handed over; guarded by idle_mutex_
   };
 
   struct exit_guard {
@@ -120,24 +168,41 @@ class scheduler {
     ~exit_guard() { s->shutdown(); }
   };
 
-  scheduler() : count_(std::max(1u, std::thread::hardware_concurrency())) {
+  static scheduler* make() {
+    const std::size_t requested = requested_workers_.load(std::memory_order_relaxed);
+    auto* s = new scheduler(requested != 0 ? requested
+                                           : std::max(1u, std::thread::hardware_concurrency()));
+    started_.store(s, std::memory_order_release);
+    return s;
+  }
+
+  explicit scheduler(std::size_t count) : count_(count) {
     workers_.reserve(count_);
     for (std::size_t i = 0; i < count_; ++i)
       workers_.push_back(std::make_unique<worker>());
     std::size_t started = 0;
-    for (std::size_t i = 0; i < count_; ++i) {
-      try {
-        std::thread([this, i] { work(*workers_[i]); }).detach();
-        ++started;
-      } catch (const std::system_error&) {
-        break;  // fewer workers still run everything: they steal
-      }
-    }
+    for (std::size_t i = 0; i < count_ && start_thread(workers_[i].get()); ++i)
+      ++started;  // fewer workers still run everything: they steal
     if (started == 0) {
       throw resource_exhausted("leash::scheduler: no worker thread could be started");
     }
-    std::lock_guard lock(idle_mutex_);
-    alive_ = started;
+  }
+
+  // Starts a thread that owns `w`, counted in alive_; false if none could be
+  // started.
+  bool start_thread(worker* w) noexcept {
+    {
+      std::lock_guard lock(idle_mutex_);
+      ++alive_;
+    }
+    try {
+      std::thread([this, w] { thread_main(w); }).detach();
+      return true;
+    } catch (...) {  // std::system_error, std::bad_alloc
+      std::lock_guard lock(idle_mutex_);
+      --alive_;
+      return false;
+    }
   }
 
   void post(sched_item* item, bool behind) {
@@ -224,7 +289,19 @@ class scheduler {
     return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
   }
 
-  void work(worker& w) {
+  // The life of every scheduler thread: owns a slot, runs it until it hands
+  // the slot away in a blocking call, then waits as a spare for another.
+  void thread_main(worker* w) {
+    while (w != nullptr && run_slot(*w))
+      w = wait_as_spare();
+    std::lock_guard lock(idle_mutex_);
+    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
+    exited_.notify_all();
+  }
+
+  // Runs `w`'s items. True: the slot was handed to another thread during a
+  // slice (this thread is a spare now); false: exit began, leave.
+  bool run_slot(worker& w) {
     const std::size_t index = index_of(w);
     current_worker_ = &w;
     for (;;) {
@@ -232,6 +309,7 @@ class scheduler {
       if (item == nullptr) item = steal(w, index);
       if (item != nullptr) {
         item->run_slice();
+        if (current_worker_ != &w) return true;  // handed off while blocked in the slice
         continue;
       }
       if (queued_.load(std::memory_order_seq_cst) != 0) {
@@ -241,10 +319,48 @@ class scheduler {
       if (!park()) break;
     }
     current_worker_ = nullptr;
-    std::lock_guard lock(idle_mutex_);
-    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
-    exited_.notify_all();
+    return false;
   }
+
+  // Waits in the spare pool for a slot to take over; null: the keep-alive
+  // passed or exit began, leave.
+  worker* wait_as_spare() {
+    spare self;
+    std::unique_lock lock(idle_mutex_);
+    if (stopping_) return nullptr;
+    spares_.push_back(&self);
+    self.wake.wait_for(lock, spare_keep_alive, [&] { return self.slot != nullptr || stopping_; });
+    if (self.slot == nullptr) std::erase(spares_, &self);
+    return self.slot;  // a slot handed over counts even at exit: its items run
+  }
+
+  // The calling worker's thread is about to block: gives its slot to a spare
+  // or a new thread. Keeps it when exit began or no thread can be started.
+  void hand_off() noexcept {
+    worker* const w = current_worker_;
+    {
+      std::lock_guard lock(idle_mutex_);
+      if (stopping_) return;
+      if (!spares_.empty()) {
+        spare* s = spares_.back();
+        spares_.pop_back();
+        current_worker_ = nullptr;  // before the slot's new owner may run
+        s->slot = w;
+        s->wake.notify_one();  // under the lock: the spare is still waiting
+        handoffs_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    current_worker_ = nullptr;
+    if (!start_thread(w)) {
+      current_worker_ = w;  // block holding the slot, as without a hand-off
+      return;
+    }
+    handoffs_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // True on a thread that owns a worker slot (a thread-local read).
+  static bool on_worker() noexcept { return current_worker_ != nullptr; }
 
   std::size_t index_of(const worker& w) const {
     for (std::size_t i = 0; i < count_; ++i) {
@@ -257,6 +373,8 @@ class scheduler {
     std::unique_lock lock(idle_mutex_);
     stopping_ = true;
     idle_.notify_all();
+    for (spare* s : spares_)
+      s->wake.notify_one();
     exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
   }
 
@@ -264,14 +382,35 @@ class scheduler {
   std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
   std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
   std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
-  std::atomic<std::size_t> parked_{0};            // workers in park()
-  std::atomic<bool> stopped_{false};              // every worker has left (exit)
-  std::mutex idle_mutex_;
-  std::condition_variable idle_;    // parked workers wait here
-  std::condition_variable exited_;  // shutdown waits here for workers to leave
-  std::size_t alive_ = 0;           // guarded by idle_mutex_
+  std::atomic<std::size_t> parked_{0};            // slot owners in park()
+  std::atomic<std::uint64_t> handoffs_{0};        // for figures()
+  std::atomic<bool> stopped_{false};              // every thread has left (exit)
+  mutable std::mutex idle_mutex_;
+  std::condition_variable idle_;    // parked slot owners wait here
+  std::condition_variable exited_;  // shutdown waits here for threads to leave
+  std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
+  std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
   bool stopping_ = false;           // guarded by idle_mutex_
-  static inline thread_local worker* current_worker_ = nullptr;
+  static inline constinit thread_local worker* current_worker_ = nullptr;
+  static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()
+  static inline std::atomic<scheduler*> started_{nullptr};       // for figures()
+};
+
+// Marks where a blocking call really blocks (parks on a condition variable):
+// on a worker's thread it first hands the worker's slot to another thread,
+// so the other coroutine tasks keep running while this thread is blocked.
+// After the region the thread finishes its slice and becomes a spare. On any
+// other thread it costs one thread-local read. Nested regions are free: the
+// first one gave the slot away.
+class blocking_region {
+ public:
+  // will_block: false when the caller found it need not block after all.
+  explicit blocking_region(bool will_block = true) noexcept {
+    if (will_block && scheduler::on_worker()) scheduler::instance().hand_off();
+  }
+  blocking_region(const blocking_region&) = delete;
+  blocking_region& operator=(const blocking_region&) = delete;
+  ~blocking_region() = default;
 };
 
 }  // namespace leash::inline v0::detail

@@ -4,9 +4,11 @@
 // A record is owned jointly by its nursery (while the task runs) and by any
 // task<T> handles, through a shared_ptr. It holds the callable until the task
 // has run (then destroys it on the task's thread, so captures die promptly),
-// the outcome, and a completion flag that get() can wait on cancellably.
+// the outcome, and a completion flag that get() can wait on cancellably and
+// that suspended coroutines (co_await on a task handle) are woken by.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -14,7 +16,9 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <type_traits>
+#include <utility>
 
 #include "cancel_state.hpp"
 #include "registry.hpp"
@@ -39,6 +43,28 @@ struct task_result_of {
 template <takes_stop_token F>
 struct task_result_of<F> {
   using type = std::invoke_result_t<F&, std::stop_token>;
+};
+
+// A coroutine suspended until a task is done, registered with
+// task_record::add_waiter. on_done() runs once, on the thread that finishes
+// the task, and must call fired() as its last touch of the node:
+// remove_waiter() waits for that, and the owner may destroy the node right
+// after.
+class done_waiter {
+ public:
+  virtual void on_done() noexcept = 0;
+
+ protected:
+  // Virtual as well as protected: the record reaches nodes only through this base.
+  virtual ~done_waiter() = default;
+  void fired() noexcept { fired_.store(true, std::memory_order_release); }
+
+ private:
+  friend class task_record;
+  done_waiter* prev_ = nullptr;  // the record's waiter list, guarded by its mutex
+  done_waiter* next_ = nullptr;
+  bool linked_ = false;  // guarded by the record's mutex
+  std::atomic<bool> fired_{false};
 };
 
 class task_record : public job, public task_identity {
@@ -67,10 +93,56 @@ class task_record : public job, public task_identity {
     }
   }
 
+  // Runs w.on_done() once the task is done: at once, on this thread, if it
+  // is already.
+  void add_waiter(done_waiter& w) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done_) {
+        w.next_ = waiters_;
+        if (waiters_ != nullptr) waiters_->prev_ = &w;
+        waiters_ = &w;
+        w.linked_ = true;
+        return;
+      }
+    }
+    w.on_done();
+  }
+
+  // Unregisters `w`. If mark_done took it already, waits until its on_done()
+  // returned, so `w` may be destroyed as soon as this returns.
+  void remove_waiter(done_waiter& w) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (w.linked_) {
+        if (w.prev_ != nullptr) w.prev_->next_ = w.next_;
+        if (w.next_ != nullptr) w.next_->prev_ = w.prev_;
+        if (waiters_ == &w) waiters_ = w.next_;
+        w.prev_ = w.next_ = nullptr;
+        w.linked_ = false;
+        return;
+      }
+    }
+    while (!w.fired_.load(std::memory_order_acquire))
+      std::this_thread::yield();
+  }
+
+  // Publishes the outcome: wakes get() and runs every waiter's on_done(),
+  // outside the lock (an on_done may resume a coroutine that reads the record).
   void mark_done() {
-    std::lock_guard lock(mutex_);
-    done_ = true;
-    cv_.notify_all();
+    done_waiter* list = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      cv_.notify_all();
+      list = std::exchange(waiters_, nullptr);
+      for (done_waiter* w = list; w != nullptr; w = w->next_)
+        w->linked_ = false;
+    }
+    while (done_waiter* w = list) {
+      list = w->next_;  // read first: once fired, w may die
+      w->on_done();
+    }
   }
 
   nursery* owner = nullptr;
@@ -87,6 +159,7 @@ class task_record : public job, public task_identity {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool done_ = false;
+  done_waiter* waiters_ = nullptr;  // coroutines suspended until done_
 };
 
 template <class T>

@@ -16,6 +16,7 @@
 #include <stop_token>
 
 #include "cancel_state.hpp"
+#include "scheduler.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -39,6 +40,7 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
     if (deadline == clock::time_point::max()) {

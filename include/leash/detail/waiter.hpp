@@ -364,6 +364,7 @@ class waiter {
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;  // a coroutine task's worker goes to another thread
     parker_ = &parker::of_this_thread();
     std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
@@ -438,13 +439,40 @@ class async_wait final : private stop_hook_node {
   std::optional<blocked_scope> blocked_;
 };
 
-// One case of a blocked operation, queued in one channel. Lives on the
-// waiting thread's stack (inside the case object), so queuing never allocates.
-struct wait_node {
+// What a completer needs to fire a claimed node once the channel lock is
+// released: the node's waiter and case index, and a link for the list of
+// nodes to fire (fire_all), so one list can hold nodes of several channels.
+struct fire_link {
   waiter* owner = nullptr;
   std::uint32_t index = 0;  // the case it stands for
-  void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
-  bool closed = false;      // completed by close(): a send fails
+  fire_link* next_to_fire = nullptr;
+};
+
+// Fires a list of claimed nodes, after the channel lock is released.
+inline void fire_all(fire_link* n) noexcept {
+  while (n != nullptr) {
+    fire_link* next = n->next_to_fire;  // read first: once fired, the node may be gone
+    n->owner->fire(n->index);
+    n = next;
+  }
+}
+
+// One case of a blocked operation, queued in one channel<T>. Lives in the
+// waiting operation (a thread's stack, a coroutine's frame, a select case),
+// so queuing never allocates.
+template <class T>
+struct wait_node : fire_link {
+  wait_node() noexcept = default;
+  // A send of `v`, moved from only when the node is completed with it.
+  wait_node(waiter& w, std::uint32_t case_index, T& v) noexcept
+      : fire_link{&w, case_index}, value(&v) {}
+  // A receive into `out`.
+  wait_node(waiter& w, std::uint32_t case_index, std::optional<T>& out) noexcept
+      : fire_link{&w, case_index}, slot(&out) {}
+
+  T* value = nullptr;                // a send's value
+  std::optional<T>* slot = nullptr;  // a receive's destination
+  bool closed = false;               // completed by close(): a send fails
   // Woken without a value handed over, so try again: the buffer changed (a
   // value or room arrived but a lock-free operation took it first, or the
   // channel closed with values left).
@@ -455,28 +483,19 @@ struct wait_node {
   bool queued = false;
 };
 
-// Completes claimed nodes, linked through `next` (the queue links are free
-// once a node is dequeued and claimed), after the channel lock is released.
-inline void fire_all(wait_node* n) noexcept {
-  while (n != nullptr) {
-    wait_node* next = n->next;  // read first: once fired, the node may be gone
-    n->owner->fire(n->index);
-    n = next;
-  }
-}
-
 // A FIFO of wait nodes; guarded by its channel's lock, except queued(), which
 // a lock-free buffer operation reads to learn whether anyone waits.
+template <class T>
 class wait_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
-  wait_node* front() const noexcept { return head_; }
+  wait_node<T>* front() const noexcept { return head_; }
 
   // How many nodes are queued; sequentially consistent, for the handshake
   // between a lock-free push or pop and a waiter queueing (see channel.hpp).
   std::size_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
 
-  void push_back(wait_node* n) noexcept {
+  void push_back(wait_node<T>* n) noexcept {
     queued_.fetch_add(1, std::memory_order_seq_cst);
     n->prev = tail_;
     n->next = nullptr;
@@ -489,7 +508,7 @@ class wait_queue {
     n->queued = true;
   }
 
-  void remove(wait_node* n) noexcept {
+  void remove(wait_node<T>* n) noexcept {
     if (!n->queued) return;
     queued_.fetch_sub(1, std::memory_order_relaxed);
     if (n->prev != nullptr) {
@@ -509,8 +528,8 @@ class wait_queue {
   // Removes queued nodes until one can be claimed; returns it, or nullptr.
   // Nodes that cannot be claimed belong to waiters already completed through
   // another case, stopped or timed out: they will never be matched again.
-  wait_node* claim_front() noexcept {
-    while (wait_node* n = head_) {
+  wait_node<T>* claim_front() noexcept {
+    while (wait_node<T>* n = head_) {
       remove(n);
       if (n->owner->try_claim()) return n;
     }
@@ -519,15 +538,15 @@ class wait_queue {
 
   // True if some queued node could still be claimed.
   bool has_waiting() const noexcept {
-    for (wait_node* n = head_; n != nullptr; n = n->next) {
+    for (wait_node<T>* n = head_; n != nullptr; n = n->next) {
       if (n->owner->still_waiting()) return true;
     }
     return false;
   }
 
  private:
-  wait_node* head_ = nullptr;
-  wait_node* tail_ = nullptr;
+  wait_node<T>* head_ = nullptr;
+  wait_node<T>* tail_ = nullptr;
   std::atomic<std::size_t> queued_{0};
 };
 

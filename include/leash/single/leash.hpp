@@ -115,6 +115,7 @@
 //
 //   bool finished = leash::move_on_after(100ms, [] { slow(); });   // false: gave up
 //   int v = leash::fail_after(100ms, [] { return compute(); });     // throws on timeout
+//   bool done = co_await leash::move_on_after(100ms, [&]() -> leash::coro<> {...});
 //
 // A scope is a child of the thread's ambient scope (or of an explicit token,
 // or of nothing when `shielded`), and while alive it is the ambient scope that
@@ -133,37 +134,336 @@
 #include <coroutine>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <type_traits>
 
-// ---- leash/detail/cancel_state.hpp ----
-// leash/detail/cancel_state.hpp: the stop source behind every cancel_scope and nursery.
+// ---- leash/coro.hpp ----
+// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread,
+// sync_wait, the bridge from thread code into coroutine code, and offload,
+// which runs a long blocking call without holding a coroutine worker.
+// Prevents: Go's `go f()` whose result and panic nobody sees. A coro runs
+// only when it is awaited, its value or exception goes to exactly that
+// awaiter, and a coro dropped unawaited never runs (and warns: [[nodiscard]]).
 //
-// A cancel_state owns a std::stop_source linked to its parent (the ambient
-// state at creation, or an explicit token), an optional deadline served by the
-// shared timer thread, and the reason it stopped. The first request wins: it
-// writes the details, publishes the reason, and only then requests stop, so
-// anyone who sees the token stopped also sees why.
+//   leash::coro<int> answer() { co_return 42; }
+//   leash::coro<int> twice() { co_return 2 * co_await answer(); }
+//   int v = leash::sync_wait(twice());   // 84: runs on this thread
 //
-// The ambient state of a thread is a thread-local pointer: cancel scopes and
-// nurseries install themselves for their lifetime, and a task's thread runs
-// with its nursery's state installed. Parents always outlive children (scopes
-// are destroyed in reverse order; nurseries join their tasks), so the parent
-// chain is plain pointers.
+//   coro state              co_await std::move(c) / co_await f()    destroying the coro
+//   not started             runs it to completion, then resumes     destroys the frame (and
+//                           the awaiter with its value or            the parameters in it);
+//                           exception; the frame is then freed       the body never ran
+//   empty (moved from,      throws usage_error                       nothing
+//   default, awaited)
+//
+// A coro is awaited once: `co_await f()`, or `co_await std::move(c)` for a
+// named one (the awaiter takes the frame; c is left empty). Awaiting a coro
+// is a plain call, not a new task: the awaiter is suspended and the callee
+// starts on the same thread, and the callee's end transfers straight back.
+// Both transfers go through a per-thread loop (see transfer_to below), so
+// chains of any depth and loops of any length run in constant stack at any
+// optimization level. A body that throws from resume() of a foreign
+// coroutine it transferred to terminates (the transfer is noexcept).
+//
+// clang 14 cannot compile a coroutine in a template or inline function under
+// -fsanitize=function (part of -fsanitize=undefined): build such code with
+// -fno-sanitize=function.
+//
+// g++ 12 destroys some temporaries of a co_await expression twice (a double
+// free; clang is fine): a braced aggregate argument, `co_await f({.name = s})`
+// or `co_await f(options{...})`, and a lambda with captures invoked in place,
+// `co_await [s]() -> coro<int> {...}();`. Safe with every compiler: name them
+// first, `options o{.name = s}; co_await f(o);` and `auto g = [s]() -> ...;
+// co_await g();`. A plain temporary argument, `co_await f(std::string(...))`,
+// is fine. leash's own coroutine forms read braced options at the call and
+// destroy nothing of them, so `co_await run_nursery({.timeout = 2s, .name = s},
+// body)` is safe, as are bodies capturing by reference (`[&]`) made in the
+// expression; `nursery_options{...}` spelled out, or a body capturing a
+// std::string by value made in the expression, are not (name them). A lambda
+// coroutine's captures live in the lambda object, not the frame: keep the
+// lambda alive until its coro completes.
+//
+// Blocking inside a coroutine task. A coroutine task that makes a blocking
+// call (a blocking leash call, sync_wait) costs a thread, never a stall: its
+// worker's slot, with the tasks queued there, goes to another thread while it
+// blocks. For a long call of other code (a file read, a computation, a
+// foreign library), wrap it so the same happens:
+//
+//   std::string text = co_await leash::offload([&] { return read_file(path); });
+//
+// Prefer the awaitable forms where they exist: they cost no thread at all.
+//
+// Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
+// until the coro completes, on whichever thread last resumes it; offload
+// blocks its awaiter's thread while fn runs. Cancelled: none of them
+// observes a stop token (fn runs to its end). Throws: co_await rethrows the
+// coro's exception unchanged (the same object); usage_error for an empty
+// coro.
+// Thread-safe: a coro object has one owner; its body may be resumed on any
+// thread, one at a time. Allocates: each frame from the running thread's
+// frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
+// malloc; frames above its size limit go to ::operator new. offload also
+// allocates the call it holds (one new per offload).
+
+#include <concepts>
+#include <condition_variable>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+// ---- leash/detail/frame_allocator.hpp ----
+// leash/detail/frame_allocator.hpp: recycled memory for coroutine frames.
+//
+// Each thread keeps one free list per size class (multiples of frame_granule
+// up to max_pooled_frame). A frame is taken from, and returned to, the list of
+// the thread that runs the allocation or the deallocation: a frame freed on
+// another thread than the one that allocated it simply joins the freeing
+// thread's list. Blocks of one class are interchangeable (each is exactly
+// ::operator new(class size)), so no list ever needs to know where a block came
+// from, and no lock or atomic is taken.
+//
+//   frame size                 allocate                       deallocate
+//   <= max_pooled_frame        this thread's list, else       this thread's list while it
+//                              ::operator new(class size)     caches < max_cached_frame_bytes,
+//                                                             else ::operator delete
+//   > max_pooled_frame         ::operator new                 ::operator delete
+//
+// Guarantees. In steady state (frames of the sizes a thread just freed) an
+// allocation is a pop from a thread-local list: no malloc, no lock. A thread
+// caches at most max_cached_frame_bytes; the rest goes back to the global
+// allocator at once, so memory returns after a burst. A thread's cache is
+// freed when the thread exits; frames freed on that thread after its cache
+// is gone (from later thread_local destructors) go to ::operator delete.
+// Under AddressSanitizer a cached block is poisoned, so a use after free of
+// a frame is still reported.
+
+#include <cstddef>
+#include <new>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LEASH_DETAIL_FRAME_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LEASH_DETAIL_FRAME_ASAN 1
+#endif
+#endif
+
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+extern "C" void __asan_poison_memory_region(void const volatile* addr, std::size_t size);
+extern "C" void __asan_unpoison_memory_region(void const volatile* addr, std::size_t size);
+#endif
+
+namespace leash::inline v0::detail {
+
+// Frames are rounded up to a multiple of this: one cache line, so few classes
+// cover every small frame and neighbouring frames never share a line.
+inline constexpr std::size_t frame_granule = 64;
+
+// Larger frames (coroutines with big local arrays) are rare; they go straight
+// to ::operator new, which keeps the lists few and each cached block small.
+inline constexpr std::size_t max_pooled_frame = 1024;
+
+inline constexpr std::size_t frame_classes = max_pooled_frame / frame_granule;
+
+// Bytes one thread keeps cached: thousands of small frames, enough for the
+// frames a thread has in flight at a time in steady state, yet a thread that
+// saw a burst of far more keeps only this much back from the global allocator.
+inline constexpr std::size_t max_cached_frame_bytes = 256 * 1024;
+
+// A cached block: its first bytes link it to the next one of its class.
+struct free_frame {
+  free_frame* next;
+};
+
+// One thread's lists. Trivially destructible and constant-initialized, so an
+// access costs no thread_local guard; frame_cache_reaper frees it at exit.
+struct frame_cache {
+  free_frame* heads[frame_classes];
+  std::size_t cached_bytes;
+  std::size_t global_allocations;  // frames this thread took from ::operator new
+  bool reaper_armed;               // the reaper's destructor is registered for this thread
+  bool closed;                     // the reaper ran: cache nothing more on this thread
+};
+
+inline constinit thread_local frame_cache tls_frame_cache{};
+
+constexpr std::size_t frame_class_of(std::size_t size) noexcept {
+  return size == 0 ? 0 : (size - 1) / frame_granule;
+}
+
+constexpr std::size_t frame_class_bytes(std::size_t cls) noexcept {
+  return (cls + 1) * frame_granule;
+}
+
+inline void poison_cached_frame([[maybe_unused]] free_frame* f,
+                                [[maybe_unused]] std::size_t bytes) noexcept {
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+  __asan_poison_memory_region(reinterpret_cast<char*>(f) + sizeof(free_frame),
+                              bytes - sizeof(free_frame));
+#endif
+}
+
+inline void unpoison_cached_frame([[maybe_unused]] free_frame* f,
+                                  [[maybe_unused]] std::size_t bytes) noexcept {
+#if defined(LEASH_DETAIL_FRAME_ASAN)
+  __asan_unpoison_memory_region(f, bytes);
+#endif
+}
+
+// Frees this thread's cached blocks when the thread exits.
+struct frame_cache_reaper {
+  bool armed = false;
+  ~frame_cache_reaper() {
+    frame_cache& c = tls_frame_cache;
+    for (std::size_t cls = 0; cls < frame_classes; ++cls) {
+      while (free_frame* f = c.heads[cls]) {
+        unpoison_cached_frame(f, frame_class_bytes(cls));
+        c.heads[cls] = f->next;
+        ::operator delete(f);
+      }
+    }
+    c.cached_bytes = 0;
+    c.closed = true;
+  }
+};
+
+inline thread_local frame_cache_reaper tls_frame_reaper;
+
+// Memory for a coroutine frame of `size` bytes. Throws std::bad_alloc.
+inline void* allocate_frame(std::size_t size) {
+  frame_cache& c = tls_frame_cache;
+  if (size > max_pooled_frame) {
+    ++c.global_allocations;
+    return ::operator new(size);
+  }
+  const std::size_t cls = frame_class_of(size);
+  if (free_frame* f = c.heads[cls]) {
+    unpoison_cached_frame(f, frame_class_bytes(cls));
+    c.heads[cls] = f->next;
+    c.cached_bytes -= frame_class_bytes(cls);
+    return f;
+  }
+  ++c.global_allocations;
+  return ::operator new(frame_class_bytes(cls));
+}
+
+// Returns a frame from allocate_frame(size), on any thread.
+inline void deallocate_frame(void* p, std::size_t size) noexcept {
+  if (size > max_pooled_frame) {
+    ::operator delete(p);
+    return;
+  }
+  const std::size_t cls = frame_class_of(size);
+  const std::size_t bytes = frame_class_bytes(cls);
+  frame_cache& c = tls_frame_cache;
+  if (c.closed || c.cached_bytes + bytes > max_cached_frame_bytes) {
+    ::operator delete(p);
+    return;
+  }
+  if (!c.reaper_armed) {
+    c.reaper_armed = true;
+    tls_frame_reaper.armed = true;  // odr-use: registers its destructor for this thread
+  }
+  auto* f = static_cast<free_frame*>(p);
+  f->next = c.heads[cls];
+  c.heads[cls] = f;
+  c.cached_bytes += bytes;
+  poison_cached_frame(f, bytes);
+}
+
+// Bytes this thread caches now (at most max_cached_frame_bytes).
+inline std::size_t cached_frame_bytes() noexcept {
+  return tls_frame_cache.cached_bytes;
+}
+
+// How many frames this thread has taken from ::operator new so far.
+inline std::size_t frame_global_allocations() noexcept {
+  return tls_frame_cache.global_allocations;
+}
+
+// A base for promise types: their frames come from the thread's frame cache.
+struct frame_allocated {
+  static void* operator new(std::size_t size) { return allocate_frame(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { deallocate_frame(p, size); }
+};
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/scheduler.hpp ----
+// leash/detail/scheduler.hpp: the fixed set of worker threads that run
+// coroutine tasks.
+//
+// A coroutine task owns no thread: while it is ready it sits in a run queue,
+// while it runs it borrows a worker, and while it waits (a timer, a stop) it
+// is only a suspended frame that whoever completes the wait posts back.
+//
+// Design, after Go's scheduler (src/runtime/proc.go: runqput, runqget,
+// runnext, findRunnable) and tokio's multi-thread worker
+// (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
+// per-tick limit):
+//   - N workers (runtime_options::coro_workers, by default
+//     std::thread::hardware_concurrency(), at least 1), started on first
+//     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
+//     tokio use a lock-free bounded ring plus a global overflow queue; a
+//     short critical section per operation is enough here and keeps
+//     stealing trivially correct.
+//   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
+//     readied by code running on a worker (a task spawning a task) runs next
+//     on that worker, where its data is still in cache; the item it displaces
+//     goes to the queue's tail (Go's runqput with next=true).
+//   - Fairness: two tasks readying each other through runnext would starve
+//     the queue. Like tokio's MAX_LIFO_POLLS_PER_TICK, after
+//     `max_runnext_in_row` runnext picks in a row with the queue non-empty
+//     the runnext item goes to the queue's tail and the head runs instead.
+//     (Go lets runnext inherit the time slice and relies on preemption; a
+//     coroutine cannot be preempted, so a count stands in for the slice.)
+//   - Items posted from other threads (the timer thread, a stop request, a
+//     spawning thread) go round-robin to the workers' queues.
+//   - An idle worker steals half of another worker's queue (Go's runqsteal),
+//     never its runnext slot: that one runs as soon as its worker's current
+//     item suspends. With nothing to steal it parks on a condition variable.
+//     A post wakes one parked worker; the wake-up cannot be lost because both
+//     sides use sequentially consistent counters (Dekker): a poster
+//     increments `queued_` then reads `parked_`, a parker increments
+//     `parked_` then reads `queued_`.
+//
+//
+// A worker is a slot (queue, runnext) owned by one thread at a time. A
+// blocking call made inside a slice (a blocking leash call, sync_wait,
+// offload) opens a blocking_region right before its thread really blocks;
+// on a worker's thread that hands the slot, queue and runnext included, to
+// another thread: a spare of the scheduler, else a new one (Go's handoffp on
+// entersyscall). The blocked thread then owns no slot: its posts go the
+// foreign way. When it unblocks, it finishes its slice (the coroutine's frame
+// runs on its stack until it suspends) and becomes a spare, which waits
+// `spare_keep_alive` for a slot to take over, then leaves. If no thread can
+// be had, the caller keeps its slot and simply blocks. So blocking calls in
+// coroutine tasks cost threads, never stall the other tasks.
+//
+// Shutdown: the scheduler is immortal (no static-destruction-order hazard);
+// at exit its idle workers and spares are woken and leave, waited for at
+// most `exit_wait`. An item posted after every thread left runs on the
+// posting thread.
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <coroutine>
+#include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <exception>
+#include <deque>
+#include <memory>
 #include <mutex>
-#include <new>
-#include <stop_token>
 #include <string>
 #include <thread>
-#include <utility>
+#include <vector>
 
 // ---- leash/errors.hpp ----
 // leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
@@ -422,6 +722,763 @@ inline unobserved_failure_handler set_unobserved_failure_handler(unobserved_fail
 }
 
 }  // namespace leash::inline v0
+
+namespace leash::inline v0::detail {
+
+// A unit the scheduler runs. run_slice() must not throw; once it has handed
+// the item to someone who may post it again it must not touch it.
+class sched_item {
+ public:
+  virtual void run_slice() noexcept = 0;
+
+ protected:
+  ~sched_item() = default;
+};
+
+// A suspended coroutine task: an awaitable stores where to continue in
+// `resume_at` before it lets anyone post the task.
+class resumable : public sched_item {
+ public:
+  std::coroutine_handle<> resume_at;
+
+ protected:
+  ~resumable() = default;  // owned by the task record that derives from it
+};
+
+// The coroutine task running on this thread, if any (set for each slice).
+inline constinit thread_local resumable* current_resumable = nullptr;
+
+// The scheduler's counters, for runtime::stats().
+struct scheduler_figures {
+  std::size_t workers = 0;        // worker slots (0: not started yet)
+  std::size_t spare_threads = 0;  // threads parked in the spare pool
+  std::uint64_t handoffs = 0;     // slots handed to another thread so far
+};
+
+class scheduler {
+ public:
+  static scheduler& instance() {
+    static auto* s = make();  // immortal: no static-destruction-order crash
+    static exit_guard guard{s};
+    return *s;
+  }
+
+  // How many workers the scheduler starts with; 0: hardware threads. Takes
+  // effect only before the first coroutine task starts the scheduler.
+  static void configure(std::size_t workers) noexcept {
+    requested_workers_.store(workers, std::memory_order_relaxed);
+  }
+
+  // A snapshot; all zero while the scheduler has not started.
+  static scheduler_figures figures() {
+    scheduler_figures f;
+    const scheduler* s = started_.load(std::memory_order_acquire);
+    if (s == nullptr) return f;
+    f.workers = s->count_;
+    f.handoffs = s->handoffs_.load(std::memory_order_relaxed);
+    std::lock_guard lock(s->idle_mutex_);
+    f.spare_threads = s->spares_.size();
+    return f;
+  }
+
+  // Makes `item` ready. From one of this scheduler's workers it goes to that
+  // worker's runnext slot, else to a worker's queue. Never blocks on items.
+  void post(sched_item* item) { post(item, false); }
+
+  // Makes `item` ready behind everything already queued (a yield).
+  void yield(sched_item* item) { post(item, true); }
+
+  std::size_t workers() const noexcept { return count_; }
+
+ private:
+  friend class blocking_region;
+
+  // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
+  static constexpr int max_runnext_in_row = 3;
+  // How long exit waits for idle workers to leave (as thread_cache does).
+  static constexpr std::chrono::seconds exit_wait{2};
+  // How long a spare waits for a slot before it leaves: the thread cache's
+  // default keep-alive, so a run of blocking calls reuses its spares while a
+  // burst's threads go back to the OS soon after.
+  static constexpr std::chrono::seconds spare_keep_alive{2};
+
+  struct worker {
+    std::mutex mutex;
+    std::deque<sched_item*> queue;  // guarded by mutex
+    sched_item* runnext = nullptr;  // guarded by mutex
+    int runnext_streak = 0;         // only the owning thread touches it
+  };
+
+  // A thread in the spare pool; lives on its stack.
+  struct spare {
+    std::condition_variable wake;
+    worker* slot = nullptr;  // handed over; guarded by idle_mutex_
+  };
+
+  struct exit_guard {
+    scheduler* s;
+    ~exit_guard() { s->shutdown(); }
+  };
+
+  static scheduler* make() {
+    const std::size_t requested = requested_workers_.load(std::memory_order_relaxed);
+    auto* s = new scheduler(requested != 0 ? requested
+                                           : std::max(1u, std::thread::hardware_concurrency()));
+    started_.store(s, std::memory_order_release);
+    return s;
+  }
+
+  explicit scheduler(std::size_t count) : count_(count) {
+    workers_.reserve(count_);
+    for (std::size_t i = 0; i < count_; ++i)
+      workers_.push_back(std::make_unique<worker>());
+    std::size_t started = 0;
+    for (std::size_t i = 0; i < count_ && start_thread(workers_[i].get()); ++i)
+      ++started;  // fewer workers still run everything: they steal
+    if (started == 0) {
+      throw resource_exhausted("leash::scheduler: no worker thread could be started");
+    }
+  }
+
+  // Starts a thread that owns `w`, counted in alive_; false if none could be
+  // started.
+  bool start_thread(worker* w) noexcept {
+    {
+      std::lock_guard lock(idle_mutex_);
+      ++alive_;
+    }
+    try {
+      std::thread([this, w] { thread_main(w); }).detach();
+      return true;
+    } catch (...) {  // std::system_error, std::bad_alloc
+      std::lock_guard lock(idle_mutex_);
+      --alive_;
+      return false;
+    }
+  }
+
+  void post(sched_item* item, bool behind) {
+    if (worker* self = current_worker_) {  // one scheduler per process: it is ours
+      std::unique_lock lock(self->mutex);
+      if (!behind) {
+        sched_item* displaced = std::exchange(self->runnext, item);
+        if (displaced == nullptr) return;
+        item = displaced;
+      }
+      self->queue.push_back(item);
+      lock.unlock();
+      queued_and_wake();
+      return;
+    }
+    if (stopped_.load(std::memory_order_acquire)) {
+      item->run_slice();  // every worker has left (exit): run it here
+      return;
+    }
+    worker& w = *workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_];
+    {
+      std::lock_guard lock(w.mutex);
+      w.queue.push_back(item);
+    }
+    queued_and_wake();
+  }
+
+  void queued_and_wake() {
+    queued_.fetch_add(1, std::memory_order_seq_cst);
+    if (parked_.load(std::memory_order_seq_cst) == 0) return;
+    std::lock_guard lock(idle_mutex_);
+    idle_.notify_one();
+  }
+
+  // The next item of `w`'s own queues, with the runnext budget.
+  sched_item* take_local(worker& w) {
+    std::lock_guard lock(w.mutex);
+    if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
+      // Only turns taken while the queue waits count against the budget.
+      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
+      return std::exchange(w.runnext, nullptr);
+    }
+    w.runnext_streak = 0;
+    if (w.runnext != nullptr) {  // the budget is spent: to the tail
+      w.queue.push_back(std::exchange(w.runnext, nullptr));
+      queued_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    if (w.queue.empty()) return nullptr;
+    sched_item* item = w.queue.front();
+    w.queue.pop_front();
+    queued_.fetch_sub(1, std::memory_order_relaxed);
+    return item;
+  }
+
+  // Moves half (rounded up) of a victim's queue to `w` and returns one item.
+  sched_item* steal(worker& w, std::size_t self_index) {
+    for (std::size_t k = 1; k < count_; ++k) {
+      worker& victim = *workers_[(self_index + k) % count_];
+      std::vector<sched_item*> taken;
+      {
+        std::lock_guard lock(victim.mutex);
+        const std::size_t n = (victim.queue.size() + 1) / 2;
+        taken.assign(victim.queue.begin(), victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        victim.queue.erase(victim.queue.begin(),
+                           victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        if (n != 0) queued_.fetch_sub(1, std::memory_order_relaxed);  // the one returned
+      }
+      if (taken.empty()) continue;
+      if (taken.size() > 1) {
+        std::lock_guard lock(w.mutex);
+        w.queue.insert(w.queue.end(), taken.begin() + 1, taken.end());
+      }
+      return taken.front();
+    }
+    return nullptr;
+  }
+
+  // Parks until something is queued or exit began; false: leave.
+  bool park() {
+    std::unique_lock lock(idle_mutex_);
+    parked_.fetch_add(1, std::memory_order_seq_cst);
+    idle_.wait(lock, [&] { return queued_.load(std::memory_order_seq_cst) != 0 || stopping_; });
+    parked_.fetch_sub(1, std::memory_order_seq_cst);
+    return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
+  }
+
+  // The life of every scheduler thread: owns a slot, runs it until it hands
+  // the slot away in a blocking call, then waits as a spare for another.
+  void thread_main(worker* w) {
+    while (w != nullptr && run_slot(*w))
+      w = wait_as_spare();
+    std::lock_guard lock(idle_mutex_);
+    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
+    exited_.notify_all();
+  }
+
+  // Runs `w`'s items. True: the slot was handed to another thread during a
+  // slice (this thread is a spare now); false: exit began, leave.
+  bool run_slot(worker& w) {
+    const std::size_t index = index_of(w);
+    current_worker_ = &w;
+    for (;;) {
+      sched_item* item = take_local(w);
+      if (item == nullptr) item = steal(w, index);
+      if (item != nullptr) {
+        item->run_slice();
+        if (current_worker_ != &w) return true;  // handed off while blocked in the slice
+        continue;
+      }
+      if (queued_.load(std::memory_order_seq_cst) != 0) {
+        std::this_thread::yield();  // an item is moving between queues
+        continue;
+      }
+      if (!park()) break;
+    }
+    current_worker_ = nullptr;
+    return false;
+  }
+
+  // Waits in the spare pool for a slot to take over; null: the keep-alive
+  // passed or exit began, leave.
+  worker* wait_as_spare() {
+    spare self;
+    std::unique_lock lock(idle_mutex_);
+    if (stopping_) return nullptr;
+    spares_.push_back(&self);
+    self.wake.wait_for(lock, spare_keep_alive, [&] { return self.slot != nullptr || stopping_; });
+    if (self.slot == nullptr) std::erase(spares_, &self);
+    return self.slot;  // a slot handed over counts even at exit: its items run
+  }
+
+  // The calling worker's thread is about to block: gives its slot to a spare
+  // or a new thread. Keeps it when exit began or no thread can be started.
+  void hand_off() noexcept {
+    worker* const w = current_worker_;
+    {
+      std::lock_guard lock(idle_mutex_);
+      if (stopping_) return;
+      if (!spares_.empty()) {
+        spare* s = spares_.back();
+        spares_.pop_back();
+        current_worker_ = nullptr;  // before the slot's new owner may run
+        s->slot = w;
+        s->wake.notify_one();  // under the lock: the spare is still waiting
+        handoffs_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    current_worker_ = nullptr;
+    if (!start_thread(w)) {
+      current_worker_ = w;  // block holding the slot, as without a hand-off
+      return;
+    }
+    handoffs_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // True on a thread that owns a worker slot (a thread-local read).
+  static bool on_worker() noexcept { return current_worker_ != nullptr; }
+
+  std::size_t index_of(const worker& w) const {
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (workers_[i].get() == &w) return i;
+    }
+    return 0;
+  }
+
+  void shutdown() {
+    std::unique_lock lock(idle_mutex_);
+    stopping_ = true;
+    idle_.notify_all();
+    for (spare* s : spares_)
+      s->wake.notify_one();
+    exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
+  }
+
+  const std::size_t count_;
+  std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
+  std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
+  std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
+  std::atomic<std::size_t> parked_{0};            // slot owners in park()
+  std::atomic<std::uint64_t> handoffs_{0};        // for figures()
+  std::atomic<bool> stopped_{false};              // every thread has left (exit)
+  mutable std::mutex idle_mutex_;
+  std::condition_variable idle_;    // parked slot owners wait here
+  std::condition_variable exited_;  // shutdown waits here for threads to leave
+  std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
+  std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
+  bool stopping_ = false;           // guarded by idle_mutex_
+  static inline constinit thread_local worker* current_worker_ = nullptr;
+  static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()
+  static inline std::atomic<scheduler*> started_{nullptr};       // for figures()
+};
+
+// Marks where a blocking call really blocks (parks on a condition variable):
+// on a worker's thread it first hands the worker's slot to another thread,
+// so the other coroutine tasks keep running while this thread is blocked.
+// After the region the thread finishes its slice and becomes a spare. On any
+// other thread it costs one thread-local read. Nested regions are free: the
+// first one gave the slot away.
+class blocking_region {
+ public:
+  // will_block: false when the caller found it need not block after all.
+  explicit blocking_region(bool will_block = true) noexcept {
+    if (will_block && scheduler::on_worker()) scheduler::instance().hand_off();
+  }
+  blocking_region(const blocking_region&) = delete;
+  blocking_region& operator=(const blocking_region&) = delete;
+  ~blocking_region() = default;
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+namespace detail {
+template <class T>
+class coro_promise;
+template <class T>
+class coro_awaiter;
+struct coro_access;
+}  // namespace detail
+
+// A lazy coroutine task producing a T (or nothing, for void). Move-only.
+template <class T = void>
+class [[nodiscard]] coro {
+  static_assert(!std::is_reference_v<T>,
+                "leash::coro<T>: T must not be a reference (return a pointer or "
+                "std::reference_wrapper, so the caller sees what it refers to)");
+  static_assert(std::is_void_v<T> ||
+                    (std::is_object_v<T> && !std::is_array_v<T> && std::is_move_constructible_v<T>),
+                "leash::coro<T>: T must be void or a move-constructible object type");
+
+ public:
+  using promise_type = detail::coro_promise<T>;
+  using value_type = T;
+
+  // An empty coro: awaiting it throws usage_error.
+  coro() noexcept = default;
+  coro(coro&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  coro& operator=(coro&& other) noexcept {
+    if (this != &other) {
+      reset();
+      handle_ = std::exchange(other.handle_, {});
+    }
+    return *this;
+  }
+  coro(const coro&) = delete;
+  coro& operator=(const coro&) = delete;
+
+  // Destroys a coro that was never awaited (its body never ran).
+  ~coro() { reset(); }
+
+  // Whether this coro holds a frame that has not been awaited yet.
+  bool valid() const noexcept { return static_cast<bool>(handle_); }
+
+  // Awaiting takes the frame: the coro is left empty. Throws usage_error if
+  // it is empty already.
+  detail::coro_awaiter<T> operator co_await() &&;
+
+ private:
+  using handle_type = std::coroutine_handle<detail::coro_promise<T>>;
+  friend class detail::coro_promise<T>;
+  friend struct detail::coro_access;
+
+  explicit coro(handle_type h) noexcept : handle_(h) {}
+  void reset() noexcept {
+    if (handle_) std::exchange(handle_, {}).destroy();
+  }
+
+  handle_type handle_;
+};
+
+// Runs `c` to completion from plain thread code and returns its value, or
+// rethrows its exception. Blocks the calling thread until the coro's end, on
+// whichever thread resumes it last: the coro starts here, on this thread, and
+// runs here until it first suspends on something that resumes it elsewhere.
+// Throws usage_error if `c` is empty. From a coroutine task it costs a thread
+// while it blocks (see above): co_await instead.
+template <class T>
+T sync_wait(coro<T> c);
+
+// A coro that runs fn() and returns its value (or void), rethrowing its
+// exception unchanged. Awaited from a coroutine task, fn runs on the
+// awaiting thread after that thread handed its worker's slot to another
+// thread, so the other coroutine tasks keep running meanwhile; the task then
+// continues on this thread until it next suspends. Anywhere else it just runs
+// fn. fn is moved into the coro; it must not return a reference.
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn);
+
+// ---------------------------------------------------------------------------
+// Machinery.
+
+namespace detail {
+
+// Control passes from a coroutine to the next one on the same thread (an
+// awaiter starting its coro, a coro's end resuming its awaiter) through a
+// per-thread loop instead of a nested resume() or a handle returned from
+// await_suspend: the handle-returning form only runs in constant stack when
+// the compiler emits a tail call, which g++ does only when optimizing. The
+// suspending coroutine leaves the next handle in `next` and returns to the
+// loop below it, which resumes it. One slot suffices: a transfer that finds
+// it taken (foreign code resuming several coroutines inline) or no loop
+// running on its thread runs a nested loop of its own.
+struct transfer_state {
+  std::coroutine_handle<> next;
+  bool running;  // a transfer loop is below us on this thread's stack
+};
+
+inline constinit thread_local transfer_state tls_transfer{};
+
+// Resumes `h` here, then every coroutine it transfers to, until one suspends
+// without a transfer (it waits on something that will resume it).
+inline void run_transfers(std::coroutine_handle<> h) {
+  struct restore {
+    transfer_state saved;
+    ~restore() { tls_transfer = saved; }
+  } guard{std::exchange(tls_transfer, transfer_state{{}, true})};
+  while (h) {
+    h.resume();
+    h = std::exchange(tls_transfer.next, {});
+  }
+}
+
+// Called last in an await_suspend (the caller is already suspended and may be
+// resumed and destroyed before this returns): continues with `h`.
+inline void transfer_to(std::coroutine_handle<> h) {
+  transfer_state& t = tls_transfer;
+  if (t.running && !t.next) {
+    t.next = h;
+    return;
+  }
+  run_transfers(h);
+}
+
+// The end of a coro: transfers to its awaiter (a coro is only started by
+// being awaited, so there always is one).
+struct coro_final_awaiter {
+  bool await_ready() const noexcept { return false; }
+  template <class Promise>
+  void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
+    transfer_to(h.promise().continuation());
+  }
+  void await_resume() const noexcept {}
+};
+
+class coro_promise_base : public frame_allocated {
+ public:
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+  coro_final_awaiter final_suspend() const noexcept { return {}; }
+  void unhandled_exception() noexcept { error_ = std::current_exception(); }
+
+  void set_continuation(std::coroutine_handle<> h) noexcept { continuation_ = h; }
+  std::coroutine_handle<> continuation() const noexcept { return continuation_; }
+
+ protected:
+  void rethrow_if_failed() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::coroutine_handle<> continuation_;
+  std::exception_ptr error_;
+};
+
+template <class T>
+class coro_promise : public coro_promise_base {
+ public:
+  coro<T> get_return_object() noexcept {
+    return coro<T>(std::coroutine_handle<coro_promise>::from_promise(*this));
+  }
+
+  // U defaults to T so that `co_return {a, b};` builds a T.
+  template <class U = T>
+  requires std::is_constructible_v<T, U&&>
+  void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    value_.emplace(std::forward<U>(value));
+  }
+
+  // The coro's value (moved out), or its exception rethrown.
+  T take() {
+    rethrow_if_failed();
+    return std::move(*value_);
+  }
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class coro_promise<void> : public coro_promise_base {
+ public:
+  coro<void> get_return_object() noexcept {
+    return coro<void>(std::coroutine_handle<coro_promise>::from_promise(*this));
+  }
+  void return_void() const noexcept {}
+  void take() const { rethrow_if_failed(); }
+};
+
+// Owns an awaited coro's frame: starts it by symmetric transfer, hands its
+// result to the awaiter, and frees the frame with the co_await expression.
+template <class T>
+class coro_awaiter {
+ public:
+  using handle_type = std::coroutine_handle<coro_promise<T>>;
+
+  explicit coro_awaiter(handle_type h) noexcept : handle_(h) {}
+  coro_awaiter(const coro_awaiter&) = delete;
+  coro_awaiter& operator=(const coro_awaiter&) = delete;
+  ~coro_awaiter() { handle_.destroy(); }
+
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> awaiting) const noexcept {
+    const handle_type callee = handle_;  // *this may be gone when transfer_to returns
+    callee.promise().set_continuation(awaiting);
+    transfer_to(callee);
+  }
+  T await_resume() { return handle_.promise().take(); }
+
+ private:
+  handle_type handle_;
+};
+
+// For leash's awaitables that run a coro of their own on a slow path: takes
+// the frame out of `c`, to be owned by a coro_awaiter.
+struct coro_access {
+  template <class T>
+  static std::coroutine_handle<coro_promise<T>> release(coro<T>&& c) noexcept {
+    return std::exchange(c.handle_, {});
+  }
+};
+
+// Where sync_wait's thread sleeps until the coro's end.
+class sync_wait_event {
+ public:
+  // Notifies under the lock: the waiter (and this event, on its stack) cannot
+  // go away before set() has let go of the mutex.
+  void set() noexcept {
+    std::lock_guard lock(mutex_);
+    done_ = true;
+    ready_.notify_one();
+  }
+  void wait() {
+    std::unique_lock lock(mutex_);
+    const blocking_region blocking(!done_);  // a coroutine task's worker goes to another thread
+    ready_.wait(lock, [this] { return done_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  bool done_ = false;
+};
+
+template <class T>
+struct sync_wait_result {
+  std::optional<T> value;
+  std::exception_ptr error;
+};
+
+template <>
+struct sync_wait_result<void> {
+  std::exception_ptr error;
+};
+
+// The coroutine sync_wait drives: awaits the user's coro, then signals the
+// event from its final suspension, after which its frame is safe to destroy.
+class sync_wait_driver {
+ public:
+  struct promise_type : frame_allocated {
+    sync_wait_event* event = nullptr;
+
+    sync_wait_driver get_return_object() noexcept {
+      return sync_wait_driver(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    auto final_suspend() const noexcept {
+      struct signal {
+        bool await_ready() const noexcept { return false; }
+        void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+          h.promise().event->set();  // the last touch of this frame
+        }
+        void await_resume() const noexcept {}
+      };
+      return signal{};
+    }
+    void return_void() const noexcept {}
+    // The body catches everything; reaching here is a leash bug.
+    void unhandled_exception() const noexcept { std::terminate(); }
+  };
+
+  sync_wait_driver(sync_wait_driver&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
+  sync_wait_driver& operator=(sync_wait_driver&&) = delete;
+  ~sync_wait_driver() {
+    if (handle_) handle_.destroy();
+  }
+
+  // Runs the driver on this thread until it first suspends, then waits for
+  // its end.
+  void run(sync_wait_event& event) {
+    handle_.promise().event = &event;
+    run_transfers(handle_);
+    event.wait();
+  }
+
+ private:
+  explicit sync_wait_driver(std::coroutine_handle<promise_type> h) noexcept : handle_(h) {}
+  std::coroutine_handle<promise_type> handle_;
+};
+
+// clang 14's -fsanitize=function cannot emit the type check of a coroutine
+// defined in a template or inline function ("Cannot represent a difference
+// across sections"); leash's own coroutines opt out of that check.
+#if defined(__clang__)
+#define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER __attribute__((no_sanitize("function")))
+#else
+#define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
+#endif
+
+// offload's call, type-erased: a frame holding fn itself would have a field
+// of fn's type, which g++ flags (-Wsubobject-linkage) for a lambda without
+// linkage whenever the call is not in the main source file.
+template <class R>
+class offload_call {
+ public:
+  virtual ~offload_call() = default;
+  virtual R run() = 0;
+};
+
+template <class R, class F>
+class offload_call_of final : public offload_call<R> {
+ public:
+  explicit offload_call_of(F&& fn) : fn_(std::move(fn)) {}
+  // fn runs inside a blocking region.
+  R run() override {
+    const blocking_region blocking;
+    return std::invoke(fn_);
+  }
+
+ private:
+  F fn_;
+};
+
+template <class R>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> run_offload(std::unique_ptr<offload_call<R>> call) {
+  co_return call->run();  // for void: co_return of a void expression
+}
+
+template <class T>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER sync_wait_driver
+drive_for_sync_wait(coro<T>& c, sync_wait_result<T>& out) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(c);
+    } else {
+      out.value.emplace(co_await std::move(c));
+    }
+  } catch (...) {
+    out.error = std::current_exception();
+  }
+}
+
+}  // namespace detail
+
+template <class T>
+detail::coro_awaiter<T> coro<T>::operator co_await() && {
+  if (!handle_) {
+    throw usage_error(
+        "leash::coro: co_await of an empty coro (moved from, default-constructed "
+        "or already awaited)");
+  }
+  return detail::coro_awaiter<T>(std::exchange(handle_, {}));
+}
+
+template <class T>
+T sync_wait(coro<T> c) {
+  if (!c.valid()) {
+    throw usage_error(
+        "leash::sync_wait: the coro is empty (moved from, default-constructed or "
+        "already awaited)");
+  }
+  detail::sync_wait_result<T> result;
+  detail::sync_wait_event event;
+  detail::drive_for_sync_wait(c, result).run(event);
+  if (result.error) std::rethrow_exception(result.error);
+  if constexpr (!std::is_void_v<T>) return std::move(*result.value);
+}
+
+template <class F>
+requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
+  using result = std::invoke_result_t<F&>;
+  return detail::run_offload<result>(
+      std::make_unique<detail::offload_call_of<result, F>>(std::move(fn)));
+}
+
+}  // namespace leash::inline v0
+// ---- leash/detail/cancel_state.hpp ----
+// leash/detail/cancel_state.hpp: the stop source behind every cancel_scope and nursery.
+//
+// A cancel_state owns a std::stop_source linked to its parent (the ambient
+// state at creation, or an explicit token), an optional deadline served by the
+// shared timer thread, and the reason it stopped. The first request wins: it
+// writes the details, publishes the reason, and only then requests stop, so
+// anyone who sees the token stopped also sees why.
+//
+// The ambient state of a thread is a thread-local pointer: cancel scopes and
+// nurseries install themselves for their lifetime, and a task's thread runs
+// with its nursery's state installed. Parents always outlive children (scopes
+// are destroyed in reverse order; nurseries join their tasks), so the parent
+// chain is plain pointers.
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <new>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+
 // ---- leash/detail/timer.hpp ----
 // leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
 //
@@ -1258,7 +2315,7 @@ class channel_wait_scope {
 // plain cancelled (reason cancelled): nothing more is known about it.
 [[noreturn]] inline void throw_cancelled(const std::stop_token& token) {
   for (cancel_state* s = ambient; s != nullptr; s = s->parent()) {
-    if (s->token() == token) s->throw_cancelled();
+    if (s->token_ref() == token) s->throw_cancelled();
   }
   if (auto info = registry::instance().find(token)) cancel_state::throw_info(std::move(*info));
   cancel_info info;
@@ -1269,280 +2326,6 @@ class channel_wait_scope {
 inline void throw_if_stopped(const std::stop_token& token) {
   if (token.stop_requested()) throw_cancelled(token);
 }
-
-}  // namespace leash::inline v0::detail
-// ---- leash/detail/scheduler.hpp ----
-// leash/detail/scheduler.hpp: the fixed set of worker threads that run
-// coroutine tasks.
-//
-// A coroutine task owns no thread: while it is ready it sits in a run queue,
-// while it runs it borrows a worker, and while it waits (a timer, a stop) it
-// is only a suspended frame that whoever completes the wait posts back.
-//
-// Design, after Go's scheduler (src/runtime/proc.go: runqput, runqget,
-// runnext, findRunnable) and tokio's multi-thread worker
-// (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
-// per-tick limit):
-//   - N workers (std::thread::hardware_concurrency(), at least 1), started on
-//     first use. Each has a local FIFO run queue: a mutex-protected deque. Go
-//     and tokio use a lock-free bounded ring plus a global overflow queue; a
-//     short critical section per operation is enough here and keeps stealing
-//     trivially correct.
-//   - A `runnext` slot per worker (Go's runnext, tokio's LIFO slot): an item
-//     readied by code running on a worker (a task spawning a task) runs next
-//     on that worker, where its data is still in cache; the item it displaces
-//     goes to the queue's tail (Go's runqput with next=true).
-//   - Fairness: two tasks readying each other through runnext would starve
-//     the queue. Like tokio's MAX_LIFO_POLLS_PER_TICK, after
-//     `max_runnext_in_row` runnext picks in a row with the queue non-empty
-//     the runnext item goes to the queue's tail and the head runs instead.
-//     (Go lets runnext inherit the time slice and relies on preemption; a
-//     coroutine cannot be preempted, so a count stands in for the slice.)
-//   - Items posted from other threads (the timer thread, a stop request, a
-//     spawning thread) go round-robin to the workers' queues.
-//   - An idle worker steals half of another worker's queue (Go's runqsteal),
-//     never its runnext slot: that one runs as soon as its worker's current
-//     item suspends. With nothing to steal it parks on a condition variable.
-//     A post wakes one parked worker; the wake-up cannot be lost because both
-//     sides use sequentially consistent counters (Dekker): a poster
-//     increments `queued_` then reads `parked_`, a parker increments
-//     `parked_` then reads `queued_`.
-//
-// Items must not block their worker (no blocking leash call, no sync_wait):
-// a blocked worker runs nothing else, and its runnext item waits for it.
-//
-// Shutdown: the scheduler is immortal (no static-destruction-order hazard);
-// at exit its idle workers are woken and leave, waited for at most
-// `exit_wait`. An item posted after every worker left runs on the posting
-// thread.
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <coroutine>
-#include <cstddef>
-#include <deque>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <system_error>
-#include <thread>
-#include <vector>
-
-namespace leash::inline v0::detail {
-
-// A unit the scheduler runs. run_slice() must not throw; once it has handed
-// the item to someone who may post it again it must not touch it.
-class sched_item {
- public:
-  virtual void run_slice() noexcept = 0;
-
- protected:
-  ~sched_item() = default;
-};
-
-// A suspended coroutine task: an awaitable stores where to continue in
-// `resume_at` before it lets anyone post the task.
-class resumable : public sched_item {
- public:
-  std::coroutine_handle<> resume_at;
-
- protected:
-  ~resumable() = default;  // owned by the task record that derives from it
-};
-
-// The coroutine task running on this thread, if any (set for each slice).
-inline constinit thread_local resumable* current_resumable = nullptr;
-
-class scheduler {
- public:
-  static scheduler& instance() {
-    static auto* s = new scheduler;  // immortal: no static-destruction-order crash
-    static exit_guard guard{s};
-    return *s;
-  }
-
-  // Makes `item` ready. From one of this scheduler's workers it goes to that
-  // worker's runnext slot, else to a worker's queue. Never blocks on items.
-  void post(sched_item* item) { post(item, false); }
-
-  // Makes `item` ready behind everything already queued (a yield).
-  void yield(sched_item* item) { post(item, true); }
-
-  std::size_t workers() const noexcept { return count_; }
-
- private:
-  // Runnext picks in a row before the queue's head gets a turn (tokio uses 3).
-  static constexpr int max_runnext_in_row = 3;
-  // How long exit waits for idle workers to leave (as thread_cache does).
-  static constexpr std::chrono::seconds exit_wait{2};
-
-  struct worker {
-    std::mutex mutex;
-    std::deque<sched_item*> queue;  // guarded by mutex
-    sched_item* runnext = nullptr;  // guarded by mutex
-    int runnext_streak = 0;         // only the worker's own thread touches it
-  };
-
-  struct exit_guard {
-    scheduler* s;
-    ~exit_guard() { s->shutdown(); }
-  };
-
-  scheduler() : count_(std::max(1u, std::thread::hardware_concurrency())) {
-    workers_.reserve(count_);
-    for (std::size_t i = 0; i < count_; ++i)
-      workers_.push_back(std::make_unique<worker>());
-    std::size_t started = 0;
-    for (std::size_t i = 0; i < count_; ++i) {
-      try {
-        std::thread([this, i] { work(*workers_[i]); }).detach();
-        ++started;
-      } catch (const std::system_error&) {
-        break;  // fewer workers still run everything: they steal
-      }
-    }
-    if (started == 0) {
-      throw resource_exhausted("leash::scheduler: no worker thread could be started");
-    }
-    std::lock_guard lock(idle_mutex_);
-    alive_ = started;
-  }
-
-  void post(sched_item* item, bool behind) {
-    if (worker* self = current_worker_) {  // one scheduler per process: it is ours
-      std::unique_lock lock(self->mutex);
-      if (!behind) {
-        sched_item* displaced = std::exchange(self->runnext, item);
-        if (displaced == nullptr) return;
-        item = displaced;
-      }
-      self->queue.push_back(item);
-      lock.unlock();
-      queued_and_wake();
-      return;
-    }
-    if (stopped_.load(std::memory_order_acquire)) {
-      item->run_slice();  // every worker has left (exit): run it here
-      return;
-    }
-    worker& w = *workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_];
-    {
-      std::lock_guard lock(w.mutex);
-      w.queue.push_back(item);
-    }
-    queued_and_wake();
-  }
-
-  void queued_and_wake() {
-    queued_.fetch_add(1, std::memory_order_seq_cst);
-    if (parked_.load(std::memory_order_seq_cst) == 0) return;
-    std::lock_guard lock(idle_mutex_);
-    idle_.notify_one();
-  }
-
-  // The next item of `w`'s own queues, with the runnext budget.
-  sched_item* take_local(worker& w) {
-    std::lock_guard lock(w.mutex);
-    if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
-      // Only turns taken while the queue waits count against the budget.
-      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
-      return std::exchange(w.runnext, nullptr);
-    }
-    w.runnext_streak = 0;
-    if (w.runnext != nullptr) {  // the budget is spent: to the tail
-      w.queue.push_back(std::exchange(w.runnext, nullptr));
-      queued_.fetch_add(1, std::memory_order_seq_cst);
-    }
-    if (w.queue.empty()) return nullptr;
-    sched_item* item = w.queue.front();
-    w.queue.pop_front();
-    queued_.fetch_sub(1, std::memory_order_relaxed);
-    return item;
-  }
-
-  // Moves half (rounded up) of a victim's queue to `w` and returns one item.
-  sched_item* steal(worker& w, std::size_t self_index) {
-    for (std::size_t k = 1; k < count_; ++k) {
-      worker& victim = *workers_[(self_index + k) % count_];
-      std::vector<sched_item*> taken;
-      {
-        std::lock_guard lock(victim.mutex);
-        const std::size_t n = (victim.queue.size() + 1) / 2;
-        taken.assign(victim.queue.begin(), victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
-        victim.queue.erase(victim.queue.begin(),
-                           victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
-        if (n != 0) queued_.fetch_sub(1, std::memory_order_relaxed);  // the one returned
-      }
-      if (taken.empty()) continue;
-      if (taken.size() > 1) {
-        std::lock_guard lock(w.mutex);
-        w.queue.insert(w.queue.end(), taken.begin() + 1, taken.end());
-      }
-      return taken.front();
-    }
-    return nullptr;
-  }
-
-  // Parks until something is queued or exit began; false: leave.
-  bool park() {
-    std::unique_lock lock(idle_mutex_);
-    parked_.fetch_add(1, std::memory_order_seq_cst);
-    idle_.wait(lock, [&] { return queued_.load(std::memory_order_seq_cst) != 0 || stopping_; });
-    parked_.fetch_sub(1, std::memory_order_seq_cst);
-    return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
-  }
-
-  void work(worker& w) {
-    const std::size_t index = index_of(w);
-    current_worker_ = &w;
-    for (;;) {
-      sched_item* item = take_local(w);
-      if (item == nullptr) item = steal(w, index);
-      if (item != nullptr) {
-        item->run_slice();
-        continue;
-      }
-      if (queued_.load(std::memory_order_seq_cst) != 0) {
-        std::this_thread::yield();  // an item is moving between queues
-        continue;
-      }
-      if (!park()) break;
-    }
-    current_worker_ = nullptr;
-    std::lock_guard lock(idle_mutex_);
-    if (--alive_ == 0) stopped_.store(true, std::memory_order_release);
-    exited_.notify_all();
-  }
-
-  std::size_t index_of(const worker& w) const {
-    for (std::size_t i = 0; i < count_; ++i) {
-      if (workers_[i].get() == &w) return i;
-    }
-    return 0;
-  }
-
-  void shutdown() {
-    std::unique_lock lock(idle_mutex_);
-    stopping_ = true;
-    idle_.notify_all();
-    exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
-  }
-
-  const std::size_t count_;
-  std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
-  std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
-  std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
-  std::atomic<std::size_t> parked_{0};            // workers in park()
-  std::atomic<bool> stopped_{false};              // every worker has left (exit)
-  std::mutex idle_mutex_;
-  std::condition_variable idle_;    // parked workers wait here
-  std::condition_variable exited_;  // shutdown waits here for workers to leave
-  std::size_t alive_ = 0;           // guarded by idle_mutex_
-  bool stopping_ = false;           // guarded by idle_mutex_
-  static inline thread_local worker* current_worker_ = nullptr;
-};
 
 }  // namespace leash::inline v0::detail
 // ---- leash/detail/wait.hpp ----
@@ -1583,6 +2366,7 @@ wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variab
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
     if (deadline == clock::time_point::max()) {
@@ -1956,11 +2740,68 @@ inline detail::checkpoint_awaiter async_checkpoint() noexcept {
 
 }  // namespace this_task
 
+namespace detail {
+
+template <class R>
+inline constexpr bool is_coro_v = false;
+template <class T>
+inline constexpr bool is_coro_v<coro<T>> = true;
+
+// A callable f() that returns a leash::coro: move_on / fail_after then return
+// a coro to co_await.
+template <class F>
+concept coro_callable = std::is_invocable_v<F&> && is_coro_v<std::invoke_result_t<F&>>;
+
+template <class F>
+using coro_callable_value = typename std::invoke_result_t<F&>::value_type;
+
+// The coroutine forms below. F is a reference type for a callable passed as
+// an lvalue (the caller keeps it alive while awaiting), else the callable
+// itself, moved into the frame (a lambda coroutine reads its captures from
+// the lambda object). The scope opens when the coro is awaited, as a child of
+// the awaiting task's ambient scope.
+template <class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> move_on_at_coro(
+    std::chrono::steady_clock::time_point deadline, F fn) {
+  cancel_scope scope(deadline);
+  bool finished = true;
+  try {
+    co_await std::invoke(fn);
+  } catch (const cancelled&) {
+    const stop_reason r = scope.reason();
+    if (r != stop_reason::cancelled && r != stop_reason::deadline_exceeded) throw;
+    finished = false;
+  }
+  co_return finished;
+}
+
+template <class T, class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<T> fail_at_coro(
+    std::chrono::steady_clock::time_point deadline, F fn) {
+  cancel_scope scope(deadline);
+  std::optional<std::conditional_t<std::is_void_v<T>, bool, T>> value;
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::invoke(fn);
+      value.emplace(true);
+    } else {
+      value.emplace(co_await std::invoke(fn));
+    }
+  } catch (const cancelled&) {
+    if (scope.reason() == stop_reason::deadline_exceeded) scope.throw_if_stopped();
+    throw;
+  }
+  if constexpr (!std::is_void_v<T>) co_return std::move(*value);
+}
+
+}  // namespace detail
+
 // Runs fn() under a new scope stopped at `deadline`. Returns true if fn
 // returned (even after the deadline passed), false if it was cancelled by this
 // scope; a cancellation from an enclosing scope propagates.
 template <class F>
-bool move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+requires(!detail::coro_callable<F>) bool move_on_at(std::chrono::steady_clock::time_point deadline,
+                                                    F&& fn) {
   cancel_scope scope(deadline);
   try {
     std::invoke(std::forward<F>(fn));
@@ -1974,7 +2815,8 @@ bool move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
 
 // move_on_at(now + d, fn).
 template <class Rep, class Period, class F>
-bool move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+requires(!detail::coro_callable<F>) bool move_on_after(std::chrono::duration<Rep, Period> d,
+                                                       F&& fn) {
   return move_on_at(detail::deadline_after(d), std::forward<F>(fn));
 }
 
@@ -1983,7 +2825,8 @@ bool move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
 // if this scope's deadline is what stopped fn; any other cancellation (outer
 // scopes, explicit tokens) passes through unchanged.
 template <class F>
-std::invoke_result_t<F> fail_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+requires(!detail::coro_callable<F>) std::invoke_result_t<F> fail_at(
+    std::chrono::steady_clock::time_point deadline, F&& fn) {
   cancel_scope scope(deadline);
   try {
     return std::invoke(std::forward<F>(fn));
@@ -1995,8 +2838,32 @@ std::invoke_result_t<F> fail_at(std::chrono::steady_clock::time_point deadline, 
 
 // fail_at(now + d, fn).
 template <class Rep, class Period, class F>
-std::invoke_result_t<F> fail_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+requires(!detail::coro_callable<F>) std::invoke_result_t<F> fail_after(
+    std::chrono::duration<Rep, Period> d, F&& fn) {
   return fail_at(detail::deadline_after(d), std::forward<F>(fn));
+}
+
+// The same four with an fn() that returns coro<T>: each returns a coro to
+// co_await (coro<bool> for move_on, coro<T> for fail), with the same
+// semantics. The deadline is computed at the call; the scope opens when the
+// coro is awaited, in the awaiting coroutine's ambient scope.
+template <detail::coro_callable F>
+coro<bool> move_on_at(std::chrono::steady_clock::time_point deadline, F&& fn) {
+  return detail::move_on_at_coro<F>(deadline, std::forward<F>(fn));
+}
+template <class Rep, class Period, detail::coro_callable F>
+coro<bool> move_on_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return detail::move_on_at_coro<F>(detail::deadline_after(d), std::forward<F>(fn));
+}
+template <detail::coro_callable F>
+coro<detail::coro_callable_value<F>> fail_at(std::chrono::steady_clock::time_point deadline,
+                                             F&& fn) {
+  return detail::fail_at_coro<detail::coro_callable_value<F>, F>(deadline, std::forward<F>(fn));
+}
+template <class Rep, class Period, detail::coro_callable F>
+coro<detail::coro_callable_value<F>> fail_after(std::chrono::duration<Rep, Period> d, F&& fn) {
+  return detail::fail_at_coro<detail::coro_callable_value<F>, F>(detail::deadline_after(d),
+                                                                 std::forward<F>(fn));
 }
 
 }  // namespace leash::inline v0
@@ -2756,579 +3623,6 @@ class [[nodiscard]] body {
 #include <type_traits>
 #include <utility>
 
-// ---- leash/coro.hpp ----
-// leash/coro.hpp: coro<T>, a lazy coroutine task that costs no thread, and
-// sync_wait, the bridge from thread code into coroutine code.
-// Prevents: Go's `go f()` whose result and panic nobody sees. A coro runs
-// only when it is awaited, its value or exception goes to exactly that
-// awaiter, and a coro dropped unawaited never runs (and warns: [[nodiscard]]).
-//
-//   leash::coro<int> answer() { co_return 42; }
-//   leash::coro<int> twice() { co_return 2 * co_await answer(); }
-//   int v = leash::sync_wait(twice());   // 84: runs on this thread
-//
-//   coro state              co_await std::move(c) / co_await f()    destroying the coro
-//   not started             runs it to completion, then resumes     destroys the frame (and
-//                           the awaiter with its value or            the parameters in it);
-//                           exception; the frame is then freed       the body never ran
-//   empty (moved from,      throws usage_error                       nothing
-//   default, awaited)
-//
-// A coro is awaited once: `co_await f()`, or `co_await std::move(c)` for a
-// named one (the awaiter takes the frame; c is left empty). Awaiting a coro
-// is a plain call, not a new task: the awaiter is suspended and the callee
-// starts on the same thread, and the callee's end transfers straight back.
-// Both transfers go through a per-thread loop (see transfer_to below), so
-// chains of any depth and loops of any length run in constant stack at any
-// optimization level. A body that throws from resume() of a foreign
-// coroutine it transferred to terminates (the transfer is noexcept).
-//
-// clang 14 cannot compile a coroutine in a template or inline function under
-// -fsanitize=function (part of -fsanitize=undefined): build such code with
-// -fno-sanitize=function.
-//
-// g++ 12 destroys some temporaries of a co_await expression twice (a double
-// free; clang is fine): a braced aggregate argument, `co_await f({.name = s})`
-// or `co_await f(options{...})`, and a lambda with captures invoked in place,
-// `co_await [s]() -> coro<int> {...}();`. Safe with every compiler: name them
-// first, `options o{.name = s}; co_await f(o);` and `auto g = [s]() -> ...;
-// co_await g();`. A plain temporary argument, `co_await f(std::string(...))`,
-// is fine. A lambda coroutine's captures live in the lambda object, not the
-// frame: keep the lambda alive until its coro completes.
-//
-// Guarantees. Blocks: never in coro; sync_wait blocks the calling thread
-// until the coro completes, on whichever thread last resumes it. Cancelled:
-// neither observes a stop token. Throws: co_await rethrows the coro's
-// exception unchanged (the same object); usage_error for an empty coro.
-// Thread-safe: a coro object has one owner; its body may be resumed on any
-// thread, one at a time. Allocates: each frame from the running thread's
-// frame cache (leash/detail/frame_allocator.hpp), so steady state reaches no
-// malloc; frames above its size limit go to ::operator new.
-
-#include <condition_variable>
-#include <coroutine>
-#include <exception>
-#include <mutex>
-#include <optional>
-#include <type_traits>
-#include <utility>
-
-// ---- leash/detail/frame_allocator.hpp ----
-// leash/detail/frame_allocator.hpp: recycled memory for coroutine frames.
-//
-// Each thread keeps one free list per size class (multiples of frame_granule
-// up to max_pooled_frame). A frame is taken from, and returned to, the list of
-// the thread that runs the allocation or the deallocation: a frame freed on
-// another thread than the one that allocated it simply joins the freeing
-// thread's list. Blocks of one class are interchangeable (each is exactly
-// ::operator new(class size)), so no list ever needs to know where a block came
-// from, and no lock or atomic is taken.
-//
-//   frame size                 allocate                       deallocate
-//   <= max_pooled_frame        this thread's list, else       this thread's list while it
-//                              ::operator new(class size)     caches < max_cached_frame_bytes,
-//                                                             else ::operator delete
-//   > max_pooled_frame         ::operator new                 ::operator delete
-//
-// Guarantees. In steady state (frames of the sizes a thread just freed) an
-// allocation is a pop from a thread-local list: no malloc, no lock. A thread
-// caches at most max_cached_frame_bytes; the rest goes back to the global
-// allocator at once, so memory returns after a burst. A thread's cache is
-// freed when the thread exits; frames freed on that thread after its cache
-// is gone (from later thread_local destructors) go to ::operator delete.
-// Under AddressSanitizer a cached block is poisoned, so a use after free of
-// a frame is still reported.
-
-#include <cstddef>
-#include <new>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define LEASH_DETAIL_FRAME_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LEASH_DETAIL_FRAME_ASAN 1
-#endif
-#endif
-
-#if defined(LEASH_DETAIL_FRAME_ASAN)
-extern "C" void __asan_poison_memory_region(void const volatile* addr, std::size_t size);
-extern "C" void __asan_unpoison_memory_region(void const volatile* addr, std::size_t size);
-#endif
-
-namespace leash::inline v0::detail {
-
-// Frames are rounded up to a multiple of this: one cache line, so few classes
-// cover every small frame and neighbouring frames never share a line.
-inline constexpr std::size_t frame_granule = 64;
-
-// Larger frames (coroutines with big local arrays) are rare; they go straight
-// to ::operator new, which keeps the lists few and each cached block small.
-inline constexpr std::size_t max_pooled_frame = 1024;
-
-inline constexpr std::size_t frame_classes = max_pooled_frame / frame_granule;
-
-// Bytes one thread keeps cached: thousands of small frames, enough for the
-// frames a thread has in flight at a time in steady state, yet a thread that
-// saw a burst of far more keeps only this much back from the global allocator.
-inline constexpr std::size_t max_cached_frame_bytes = 256 * 1024;
-
-// A cached block: its first bytes link it to the next one of its class.
-struct free_frame {
-  free_frame* next;
-};
-
-// One thread's lists. Trivially destructible and constant-initialized, so an
-// access costs no thread_local guard; frame_cache_reaper frees it at exit.
-struct frame_cache {
-  free_frame* heads[frame_classes];
-  std::size_t cached_bytes;
-  std::size_t global_allocations;  // frames this thread took from ::operator new
-  bool reaper_armed;               // the reaper's destructor is registered for this thread
-  bool closed;                     // the reaper ran: cache nothing more on this thread
-};
-
-inline constinit thread_local frame_cache tls_frame_cache{};
-
-constexpr std::size_t frame_class_of(std::size_t size) noexcept {
-  return size == 0 ? 0 : (size - 1) / frame_granule;
-}
-
-constexpr std::size_t frame_class_bytes(std::size_t cls) noexcept {
-  return (cls + 1) * frame_granule;
-}
-
-inline void poison_cached_frame([[maybe_unused]] free_frame* f,
-                                [[maybe_unused]] std::size_t bytes) noexcept {
-#if defined(LEASH_DETAIL_FRAME_ASAN)
-  __asan_poison_memory_region(reinterpret_cast<char*>(f) + sizeof(free_frame),
-                              bytes - sizeof(free_frame));
-#endif
-}
-
-inline void unpoison_cached_frame([[maybe_unused]] free_frame* f,
-                                  [[maybe_unused]] std::size_t bytes) noexcept {
-#if defined(LEASH_DETAIL_FRAME_ASAN)
-  __asan_unpoison_memory_region(f, bytes);
-#endif
-}
-
-// Frees this thread's cached blocks when the thread exits.
-struct frame_cache_reaper {
-  bool armed = false;
-  ~frame_cache_reaper() {
-    frame_cache& c = tls_frame_cache;
-    for (std::size_t cls = 0; cls < frame_classes; ++cls) {
-      while (free_frame* f = c.heads[cls]) {
-        unpoison_cached_frame(f, frame_class_bytes(cls));
-        c.heads[cls] = f->next;
-        ::operator delete(f);
-      }
-    }
-    c.cached_bytes = 0;
-    c.closed = true;
-  }
-};
-
-inline thread_local frame_cache_reaper tls_frame_reaper;
-
-// Memory for a coroutine frame of `size` bytes. Throws std::bad_alloc.
-inline void* allocate_frame(std::size_t size) {
-  frame_cache& c = tls_frame_cache;
-  if (size > max_pooled_frame) {
-    ++c.global_allocations;
-    return ::operator new(size);
-  }
-  const std::size_t cls = frame_class_of(size);
-  if (free_frame* f = c.heads[cls]) {
-    unpoison_cached_frame(f, frame_class_bytes(cls));
-    c.heads[cls] = f->next;
-    c.cached_bytes -= frame_class_bytes(cls);
-    return f;
-  }
-  ++c.global_allocations;
-  return ::operator new(frame_class_bytes(cls));
-}
-
-// Returns a frame from allocate_frame(size), on any thread.
-inline void deallocate_frame(void* p, std::size_t size) noexcept {
-  if (size > max_pooled_frame) {
-    ::operator delete(p);
-    return;
-  }
-  const std::size_t cls = frame_class_of(size);
-  const std::size_t bytes = frame_class_bytes(cls);
-  frame_cache& c = tls_frame_cache;
-  if (c.closed || c.cached_bytes + bytes > max_cached_frame_bytes) {
-    ::operator delete(p);
-    return;
-  }
-  if (!c.reaper_armed) {
-    c.reaper_armed = true;
-    tls_frame_reaper.armed = true;  // odr-use: registers its destructor for this thread
-  }
-  auto* f = static_cast<free_frame*>(p);
-  f->next = c.heads[cls];
-  c.heads[cls] = f;
-  c.cached_bytes += bytes;
-  poison_cached_frame(f, bytes);
-}
-
-// Bytes this thread caches now (at most max_cached_frame_bytes).
-inline std::size_t cached_frame_bytes() noexcept {
-  return tls_frame_cache.cached_bytes;
-}
-
-// How many frames this thread has taken from ::operator new so far.
-inline std::size_t frame_global_allocations() noexcept {
-  return tls_frame_cache.global_allocations;
-}
-
-// A base for promise types: their frames come from the thread's frame cache.
-struct frame_allocated {
-  static void* operator new(std::size_t size) { return allocate_frame(size); }
-  static void operator delete(void* p, std::size_t size) noexcept { deallocate_frame(p, size); }
-};
-
-}  // namespace leash::inline v0::detail
-
-namespace leash::inline v0 {
-
-namespace detail {
-template <class T>
-class coro_promise;
-template <class T>
-class coro_awaiter;
-struct coro_access;
-}  // namespace detail
-
-// A lazy coroutine task producing a T (or nothing, for void). Move-only.
-template <class T = void>
-class [[nodiscard]] coro {
-  static_assert(!std::is_reference_v<T>,
-                "leash::coro<T>: T must not be a reference (return a pointer or "
-                "std::reference_wrapper, so the caller sees what it refers to)");
-  static_assert(std::is_void_v<T> ||
-                    (std::is_object_v<T> && !std::is_array_v<T> && std::is_move_constructible_v<T>),
-                "leash::coro<T>: T must be void or a move-constructible object type");
-
- public:
-  using promise_type = detail::coro_promise<T>;
-  using value_type = T;
-
-  // An empty coro: awaiting it throws usage_error.
-  coro() noexcept = default;
-  coro(coro&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
-  coro& operator=(coro&& other) noexcept {
-    if (this != &other) {
-      reset();
-      handle_ = std::exchange(other.handle_, {});
-    }
-    return *this;
-  }
-  coro(const coro&) = delete;
-  coro& operator=(const coro&) = delete;
-
-  // Destroys a coro that was never awaited (its body never ran).
-  ~coro() { reset(); }
-
-  // Whether this coro holds a frame that has not been awaited yet.
-  bool valid() const noexcept { return static_cast<bool>(handle_); }
-
-  // Awaiting takes the frame: the coro is left empty. Throws usage_error if
-  // it is empty already.
-  detail::coro_awaiter<T> operator co_await() &&;
-
- private:
-  using handle_type = std::coroutine_handle<detail::coro_promise<T>>;
-  friend class detail::coro_promise<T>;
-  friend struct detail::coro_access;
-
-  explicit coro(handle_type h) noexcept : handle_(h) {}
-  void reset() noexcept {
-    if (handle_) std::exchange(handle_, {}).destroy();
-  }
-
-  handle_type handle_;
-};
-
-// Runs `c` to completion from plain thread code and returns its value, or
-// rethrows its exception. Blocks the calling thread until the coro's end, on
-// whichever thread resumes it last: the coro starts here, on this thread, and
-// runs here until it first suspends on something that resumes it elsewhere.
-// Throws usage_error if `c` is empty. Never call it from a coroutine (it would
-// block the thread that coroutine runs on): co_await instead.
-template <class T>
-T sync_wait(coro<T> c);
-
-// ---------------------------------------------------------------------------
-// Machinery.
-
-namespace detail {
-
-// Control passes from a coroutine to the next one on the same thread (an
-// awaiter starting its coro, a coro's end resuming its awaiter) through a
-// per-thread loop instead of a nested resume() or a handle returned from
-// await_suspend: the handle-returning form only runs in constant stack when
-// the compiler emits a tail call, which g++ does only when optimizing. The
-// suspending coroutine leaves the next handle in `next` and returns to the
-// loop below it, which resumes it. One slot suffices: a transfer that finds
-// it taken (foreign code resuming several coroutines inline) or no loop
-// running on its thread runs a nested loop of its own.
-struct transfer_state {
-  std::coroutine_handle<> next;
-  bool running;  // a transfer loop is below us on this thread's stack
-};
-
-inline constinit thread_local transfer_state tls_transfer{};
-
-// Resumes `h` here, then every coroutine it transfers to, until one suspends
-// without a transfer (it waits on something that will resume it).
-inline void run_transfers(std::coroutine_handle<> h) {
-  struct restore {
-    transfer_state saved;
-    ~restore() { tls_transfer = saved; }
-  } guard{std::exchange(tls_transfer, transfer_state{{}, true})};
-  while (h) {
-    h.resume();
-    h = std::exchange(tls_transfer.next, {});
-  }
-}
-
-// Called last in an await_suspend (the caller is already suspended and may be
-// resumed and destroyed before this returns): continues with `h`.
-inline void transfer_to(std::coroutine_handle<> h) {
-  transfer_state& t = tls_transfer;
-  if (t.running && !t.next) {
-    t.next = h;
-    return;
-  }
-  run_transfers(h);
-}
-
-// The end of a coro: transfers to its awaiter (a coro is only started by
-// being awaited, so there always is one).
-struct coro_final_awaiter {
-  bool await_ready() const noexcept { return false; }
-  template <class Promise>
-  void await_suspend(std::coroutine_handle<Promise> h) const noexcept {
-    transfer_to(h.promise().continuation());
-  }
-  void await_resume() const noexcept {}
-};
-
-class coro_promise_base : public frame_allocated {
- public:
-  std::suspend_always initial_suspend() const noexcept { return {}; }
-  coro_final_awaiter final_suspend() const noexcept { return {}; }
-  void unhandled_exception() noexcept { error_ = std::current_exception(); }
-
-  void set_continuation(std::coroutine_handle<> h) noexcept { continuation_ = h; }
-  std::coroutine_handle<> continuation() const noexcept { return continuation_; }
-
- protected:
-  void rethrow_if_failed() const {
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  std::coroutine_handle<> continuation_;
-  std::exception_ptr error_;
-};
-
-template <class T>
-class coro_promise : public coro_promise_base {
- public:
-  coro<T> get_return_object() noexcept {
-    return coro<T>(std::coroutine_handle<coro_promise>::from_promise(*this));
-  }
-
-  // U defaults to T so that `co_return {a, b};` builds a T.
-  template <class U = T>
-  requires std::is_constructible_v<T, U&&>
-  void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
-    value_.emplace(std::forward<U>(value));
-  }
-
-  // The coro's value (moved out), or its exception rethrown.
-  T take() {
-    rethrow_if_failed();
-    return std::move(*value_);
-  }
-
- private:
-  std::optional<T> value_;
-};
-
-template <>
-class coro_promise<void> : public coro_promise_base {
- public:
-  coro<void> get_return_object() noexcept {
-    return coro<void>(std::coroutine_handle<coro_promise>::from_promise(*this));
-  }
-  void return_void() const noexcept {}
-  void take() const { rethrow_if_failed(); }
-};
-
-// Owns an awaited coro's frame: starts it by symmetric transfer, hands its
-// result to the awaiter, and frees the frame with the co_await expression.
-template <class T>
-class coro_awaiter {
- public:
-  using handle_type = std::coroutine_handle<coro_promise<T>>;
-
-  explicit coro_awaiter(handle_type h) noexcept : handle_(h) {}
-  coro_awaiter(const coro_awaiter&) = delete;
-  coro_awaiter& operator=(const coro_awaiter&) = delete;
-  ~coro_awaiter() { handle_.destroy(); }
-
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> awaiting) const noexcept {
-    const handle_type callee = handle_;  // *this may be gone when transfer_to returns
-    callee.promise().set_continuation(awaiting);
-    transfer_to(callee);
-  }
-  T await_resume() { return handle_.promise().take(); }
-
- private:
-  handle_type handle_;
-};
-
-// For leash's awaitables that run a coro of their own on a slow path: takes
-// the frame out of `c`, to be owned by a coro_awaiter.
-struct coro_access {
-  template <class T>
-  static std::coroutine_handle<coro_promise<T>> release(coro<T>&& c) noexcept {
-    return std::exchange(c.handle_, {});
-  }
-};
-
-// Where sync_wait's thread sleeps until the coro's end.
-class sync_wait_event {
- public:
-  // Notifies under the lock: the waiter (and this event, on its stack) cannot
-  // go away before set() has let go of the mutex.
-  void set() noexcept {
-    std::lock_guard lock(mutex_);
-    done_ = true;
-    ready_.notify_one();
-  }
-  void wait() {
-    std::unique_lock lock(mutex_);
-    ready_.wait(lock, [this] { return done_; });
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable ready_;
-  bool done_ = false;
-};
-
-template <class T>
-struct sync_wait_result {
-  std::optional<T> value;
-  std::exception_ptr error;
-};
-
-template <>
-struct sync_wait_result<void> {
-  std::exception_ptr error;
-};
-
-// The coroutine sync_wait drives: awaits the user's coro, then signals the
-// event from its final suspension, after which its frame is safe to destroy.
-class sync_wait_driver {
- public:
-  struct promise_type : frame_allocated {
-    sync_wait_event* event = nullptr;
-
-    sync_wait_driver get_return_object() noexcept {
-      return sync_wait_driver(std::coroutine_handle<promise_type>::from_promise(*this));
-    }
-    std::suspend_always initial_suspend() const noexcept { return {}; }
-    auto final_suspend() const noexcept {
-      struct signal {
-        bool await_ready() const noexcept { return false; }
-        void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
-          h.promise().event->set();  // the last touch of this frame
-        }
-        void await_resume() const noexcept {}
-      };
-      return signal{};
-    }
-    void return_void() const noexcept {}
-    // The body catches everything; reaching here is a leash bug.
-    void unhandled_exception() const noexcept { std::terminate(); }
-  };
-
-  sync_wait_driver(sync_wait_driver&& other) noexcept : handle_(std::exchange(other.handle_, {})) {}
-  sync_wait_driver& operator=(sync_wait_driver&&) = delete;
-  ~sync_wait_driver() {
-    if (handle_) handle_.destroy();
-  }
-
-  // Runs the driver on this thread until it first suspends, then waits for
-  // its end.
-  void run(sync_wait_event& event) {
-    handle_.promise().event = &event;
-    run_transfers(handle_);
-    event.wait();
-  }
-
- private:
-  explicit sync_wait_driver(std::coroutine_handle<promise_type> h) noexcept : handle_(h) {}
-  std::coroutine_handle<promise_type> handle_;
-};
-
-// clang 14's -fsanitize=function cannot emit the type check of a coroutine
-// defined in a template or inline function ("Cannot represent a difference
-// across sections"); leash's own coroutines opt out of that check.
-#if defined(__clang__)
-#define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER __attribute__((no_sanitize("function")))
-#else
-#define LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER
-#endif
-
-template <class T>
-LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER sync_wait_driver
-drive_for_sync_wait(coro<T>& c, sync_wait_result<T>& out) {
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(c);
-    } else {
-      out.value.emplace(co_await std::move(c));
-    }
-  } catch (...) {
-    out.error = std::current_exception();
-  }
-}
-
-}  // namespace detail
-
-template <class T>
-detail::coro_awaiter<T> coro<T>::operator co_await() && {
-  if (!handle_) {
-    throw usage_error(
-        "leash::coro: co_await of an empty coro (moved from, default-constructed "
-        "or already awaited)");
-  }
-  return detail::coro_awaiter<T>(std::exchange(handle_, {}));
-}
-
-template <class T>
-T sync_wait(coro<T> c) {
-  if (!c.valid()) {
-    throw usage_error(
-        "leash::sync_wait: the coro is empty (moved from, default-constructed or "
-        "already awaited)");
-  }
-  detail::sync_wait_result<T> result;
-  detail::sync_wait_event event;
-  detail::drive_for_sync_wait(c, result).run(event);
-  if (result.error) std::rethrow_exception(result.error);
-  if constexpr (!std::is_void_v<T>) return std::move(*result.value);
-}
-
-}  // namespace leash::inline v0
 // ---- leash/detail/ring.hpp ----
 // leash/detail/ring.hpp: the lock-free bounded MPMC ring under a buffered channel.
 //
@@ -3885,6 +4179,7 @@ class waiter {
   };
 
   outcome park(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;  // a coroutine task's worker goes to another thread
     parker_ = &parker::of_this_thread();
     std::optional<stop_hook<on_stop>> stop_link;
     if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
@@ -3959,13 +4254,40 @@ class async_wait final : private stop_hook_node {
   std::optional<blocked_scope> blocked_;
 };
 
-// One case of a blocked operation, queued in one channel. Lives on the
-// waiting thread's stack (inside the case object), so queuing never allocates.
-struct wait_node {
+// What a completer needs to fire a claimed node once the channel lock is
+// released: the node's waiter and case index, and a link for the list of
+// nodes to fire (fire_all), so one list can hold nodes of several channels.
+struct fire_link {
   waiter* owner = nullptr;
   std::uint32_t index = 0;  // the case it stands for
-  void* item = nullptr;     // receive: std::optional<T>* to fill; send: T* to move from
-  bool closed = false;      // completed by close(): a send fails
+  fire_link* next_to_fire = nullptr;
+};
+
+// Fires a list of claimed nodes, after the channel lock is released.
+inline void fire_all(fire_link* n) noexcept {
+  while (n != nullptr) {
+    fire_link* next = n->next_to_fire;  // read first: once fired, the node may be gone
+    n->owner->fire(n->index);
+    n = next;
+  }
+}
+
+// One case of a blocked operation, queued in one channel<T>. Lives in the
+// waiting operation (a thread's stack, a coroutine's frame, a select case),
+// so queuing never allocates.
+template <class T>
+struct wait_node : fire_link {
+  wait_node() noexcept = default;
+  // A send of `v`, moved from only when the node is completed with it.
+  wait_node(waiter& w, std::uint32_t case_index, T& v) noexcept
+      : fire_link{&w, case_index}, value(&v) {}
+  // A receive into `out`.
+  wait_node(waiter& w, std::uint32_t case_index, std::optional<T>& out) noexcept
+      : fire_link{&w, case_index}, slot(&out) {}
+
+  T* value = nullptr;                // a send's value
+  std::optional<T>* slot = nullptr;  // a receive's destination
+  bool closed = false;               // completed by close(): a send fails
   // Woken without a value handed over, so try again: the buffer changed (a
   // value or room arrived but a lock-free operation took it first, or the
   // channel closed with values left).
@@ -3976,28 +4298,19 @@ struct wait_node {
   bool queued = false;
 };
 
-// Completes claimed nodes, linked through `next` (the queue links are free
-// once a node is dequeued and claimed), after the channel lock is released.
-inline void fire_all(wait_node* n) noexcept {
-  while (n != nullptr) {
-    wait_node* next = n->next;  // read first: once fired, the node may be gone
-    n->owner->fire(n->index);
-    n = next;
-  }
-}
-
 // A FIFO of wait nodes; guarded by its channel's lock, except queued(), which
 // a lock-free buffer operation reads to learn whether anyone waits.
+template <class T>
 class wait_queue {
  public:
   bool empty() const noexcept { return head_ == nullptr; }
-  wait_node* front() const noexcept { return head_; }
+  wait_node<T>* front() const noexcept { return head_; }
 
   // How many nodes are queued; sequentially consistent, for the handshake
   // between a lock-free push or pop and a waiter queueing (see channel.hpp).
   std::size_t queued() const noexcept { return queued_.load(std::memory_order_seq_cst); }
 
-  void push_back(wait_node* n) noexcept {
+  void push_back(wait_node<T>* n) noexcept {
     queued_.fetch_add(1, std::memory_order_seq_cst);
     n->prev = tail_;
     n->next = nullptr;
@@ -4010,7 +4323,7 @@ class wait_queue {
     n->queued = true;
   }
 
-  void remove(wait_node* n) noexcept {
+  void remove(wait_node<T>* n) noexcept {
     if (!n->queued) return;
     queued_.fetch_sub(1, std::memory_order_relaxed);
     if (n->prev != nullptr) {
@@ -4030,8 +4343,8 @@ class wait_queue {
   // Removes queued nodes until one can be claimed; returns it, or nullptr.
   // Nodes that cannot be claimed belong to waiters already completed through
   // another case, stopped or timed out: they will never be matched again.
-  wait_node* claim_front() noexcept {
-    while (wait_node* n = head_) {
+  wait_node<T>* claim_front() noexcept {
+    while (wait_node<T>* n = head_) {
       remove(n);
       if (n->owner->try_claim()) return n;
     }
@@ -4040,15 +4353,15 @@ class wait_queue {
 
   // True if some queued node could still be claimed.
   bool has_waiting() const noexcept {
-    for (wait_node* n = head_; n != nullptr; n = n->next) {
+    for (wait_node<T>* n = head_; n != nullptr; n = n->next) {
       if (n->owner->still_waiting()) return true;
     }
     return false;
   }
 
  private:
-  wait_node* head_ = nullptr;
-  wait_node* tail_ = nullptr;
+  wait_node<T>* head_ = nullptr;
+  wait_node<T>* tail_ = nullptr;
   std::atomic<std::size_t> queued_{0};
 };
 
@@ -4199,7 +4512,7 @@ class channel {
   // is buffered and then get nullopt. Wakes every blocked sender and receiver.
   // Returns false if it was already closed. Never blocks.
   bool close() noexcept {
-    detail::wait_node* to_fire = nullptr;
+    detail::fire_link* to_fire = nullptr;
     {
       std::lock_guard lock(lock_);
       if (closed_) return false;
@@ -4210,10 +4523,10 @@ class channel {
       // try again, to drain the values pushed while they queued.
       const bool drained = !ring_ || ring_->size() == 0;
       // Usually one queue is empty, but a select may sit in both.
-      for (detail::wait_queue* q : {&recv_waiters_, &send_waiters_}) {
-        while (detail::wait_node* n = q->claim_front()) {
+      for (detail::wait_queue<T>* q : {&recv_waiters_, &send_waiters_}) {
+        while (detail::wait_node<T>* n = q->claim_front()) {
           (q == &recv_waiters_ && !drained ? n->retry : n->closed) = true;
-          n->next = to_fire;  // the node is unlinked and claimed: ours until fired
+          n->next_to_fire = to_fire;  // the node is unlinked and claimed: ours until fired
           to_fire = n;
         }
       }
@@ -4357,7 +4670,7 @@ class channel {
     if (send_waiters_.queued() != 0) serve_waiters();
   }
   void serve_waiters() noexcept {
-    detail::wait_node* served = nullptr;
+    detail::fire_link* served = nullptr;
     {
       std::lock_guard lock(lock_);
       served = serve_waiters_locked();
@@ -4373,26 +4686,26 @@ class channel {
   // every value woke a receiver, which then woke a sender). A node whose
   // attempt loses a race with a lock-free operation is woken to retry.
   // Returns the claimed nodes, linked through `next`, to fire once unlocked.
-  detail::wait_node* serve_waiters_locked() noexcept {
-    detail::wait_node* served = nullptr;
+  detail::fire_link* serve_waiters_locked() noexcept {
+    detail::fire_link* served = nullptr;
     for (bool moved = true; moved && ring_ != nullptr;) {
       moved = false;
       if (!send_waiters_.empty() && ring_->has_room()) {
-        if (detail::wait_node* n = send_waiters_.claim_front()) {
+        if (detail::wait_node<T>* n = send_waiters_.claim_front()) {
           using push_result = typename detail::ring<T>::push_result;
           // Not closed: close() claims every queued node under this lock.
-          moved = ring_->try_push(*static_cast<T*>(n->item)) == push_result::ok;
+          moved = ring_->try_push(*n->value) == push_result::ok;
           n->retry = !moved;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
       if (!recv_waiters_.empty() && ring_->size() != 0) {
-        if (detail::wait_node* n = recv_waiters_.claim_front()) {
-          const bool popped = ring_->try_pop(*static_cast<std::optional<T>*>(n->item));
+        if (detail::wait_node<T>* n = recv_waiters_.claim_front()) {
+          const bool popped = ring_->try_pop(*n->slot);
           n->retry = !popped;
           moved = moved || popped;
-          n->next = served;
+          n->next_to_fire = served;
           served = n;
         }
       }
@@ -4434,10 +4747,10 @@ class channel {
   }
 
   // ok (value moved from), closed, or full (nothing happened).
-  channel_status send_locked(T& value, detail::wait_node*& partner) noexcept {
+  channel_status send_locked(T& value, detail::fire_link*& partner) noexcept {
     if (closed_) return channel_status::closed;
-    if (detail::wait_node* r = recv_waiters_.claim_front()) {
-      static_cast<std::optional<T>*>(r->item)->emplace(std::move(value));
+    if (detail::wait_node<T>* r = recv_waiters_.claim_front()) {
+      r->slot->emplace(std::move(value));
       partner = r;
       return channel_status::ok;
     }
@@ -4448,15 +4761,15 @@ class channel {
   }
 
   // ok (out holds a value), closed (drained), or empty.
-  channel_status recv_locked(std::optional<T>& out, detail::wait_node*& partner) noexcept {
+  channel_status recv_locked(std::optional<T>& out, detail::fire_link*& partner) noexcept {
     if (ring_ && ring_->try_pop(out)) {
       partner = serve_waiters_locked();  // room was made: a blocked sender's value moves in
       return channel_status::ok;
     }
     // Unbuffered; or buffered and drained while a sender still waits: its
     // value is the oldest one left, so it is taken straight from the sender.
-    if (detail::wait_node* s = send_waiters_.claim_front()) {
-      out.emplace(std::move(*static_cast<T*>(s->item)));
+    if (detail::wait_node<T>* s = send_waiters_.claim_front()) {
+      out.emplace(std::move(*s->value));
       partner = s;
       return channel_status::ok;
     }
@@ -4465,7 +4778,7 @@ class channel {
 
   channel_status try_recv_impl(std::optional<T>& out) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return channel_status::ok;
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -4484,7 +4797,7 @@ class channel {
       case detail::lock_free_result::ask_lock:
         break;
     }
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     channel_status st;
     {
       std::lock_guard lock(lock_);
@@ -4523,7 +4836,7 @@ class channel {
                  const char* what) {
     if (send_lock_free(value) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &value};
+    detail::wait_node<T> node(w, 0, value);
     const step s = send_begin(value, node, token, deadline);
     return s == step::queued ? park(w, node, send_waiters_, token, deadline, what) : s;
   }
@@ -4542,7 +4855,7 @@ class channel {
                  const char* what) {
     if (recv_lock_free(out) == detail::lock_free_result::done) return step::done;
     detail::waiter w;
-    detail::wait_node node{&w, 0, &out};
+    detail::wait_node<T> node(w, 0, out);
     const step s = recv_begin(out, node, token, deadline);
     return s == step::queued ? park(w, node, recv_waiters_, token, deadline, what) : s;
   }
@@ -4564,9 +4877,9 @@ class channel {
   // An attempt under the lock: hand the value to a receiver, or buffer it;
   // else queue `node` (unless stopped or past the deadline) and, the
   // handshake with lock-free receivers, look at the buffer once more.
-  step send_begin(T& value, detail::wait_node& node, const std::stop_token& token,
+  step send_begin(T& value, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -4587,9 +4900,9 @@ class channel {
   }
 
   // The receiving twin of send_begin.
-  step recv_begin(std::optional<T>& out, detail::wait_node& node, const std::stop_token& token,
+  step recv_begin(std::optional<T>& out, detail::wait_node<T>& node, const std::stop_token& token,
                   clock::time_point deadline) {
-    detail::wait_node* partner = nullptr;
+    detail::fire_link* partner = nullptr;
     step s;
     {
       std::lock_guard lock(lock_);
@@ -4612,7 +4925,7 @@ class channel {
   // Under the lock, for an operation that cannot complete now: a stop or an
   // expired deadline ends it; otherwise `node` is queued. Checked only here,
   // after the attempt: readiness wins over a stop.
-  static step enqueue_or_give_up(detail::wait_queue& queue, detail::wait_node& node,
+  static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
     if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
@@ -4621,7 +4934,7 @@ class channel {
   }
 
   // A thread waits for its queued `node`.
-  step park(detail::waiter& w, detail::wait_node& node, detail::wait_queue& queue,
+  step park(detail::waiter& w, detail::wait_node<T>& node, detail::wait_queue<T>& queue,
             const std::stop_token& token, clock::time_point deadline, const char* what) {
     detail::waiter::outcome o;
     {
@@ -4633,7 +4946,8 @@ class channel {
 
   // How the wait of a queued node ended; a node that was not fired is taken
   // out of its queue, so none is left behind.
-  step finish_wait(detail::waiter::outcome o, detail::wait_node& node, detail::wait_queue& queue) {
+  step finish_wait(detail::waiter::outcome o, detail::wait_node<T>& node,
+                   detail::wait_queue<T>& queue) {
     if (o == detail::waiter::outcome::fired) {
       if (node.retry) return step::retry;
       return node.closed ? step::closed : step::done;
@@ -4648,8 +4962,8 @@ class channel {
   // Suspends the running coroutine task on a queued node.
   class suspend_on_node {
    public:
-    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node& node,
-                    detail::wait_queue& queue, const char* what) noexcept
+    suspend_on_node(channel& c, detail::waiter& w, detail::wait_node<T>& node,
+                    detail::wait_queue<T>& queue, const char* what) noexcept
         : channel_(c), node_(node), queue_(queue), wait_(w, detail::ambient, what) {}
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) noexcept {
@@ -4660,8 +4974,8 @@ class channel {
 
    private:
     channel& channel_;
-    detail::wait_node& node_;
-    detail::wait_queue& queue_;
+    detail::wait_node<T>& node_;
+    detail::wait_queue<T>& queue_;
     detail::async_wait wait_;
   };
 
@@ -4670,7 +4984,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> send_slow(T& value) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &value};
+      detail::wait_node<T> node(w, 0, value);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = send_begin(value, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -4685,7 +4999,7 @@ class channel {
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> recv_slow(std::optional<T>& out) {
     for (;;) {
       detail::waiter w(*detail::current_resumable);
-      detail::wait_node node{&w, 0, &out};
+      detail::wait_node<T> node(w, 0, out);
       const std::stop_token& token = detail::ambient_token_ref();
       step s = recv_begin(out, node, token, clock::time_point::max());
       if (s == step::queued) {
@@ -4714,8 +5028,8 @@ class channel {
   // senders only while the buffer is full (but for a moment while a wake-up
   // is on its way), so at most one queue holds plain operations; select
   // cases may sit in both.
-  detail::wait_queue recv_waiters_;
-  detail::wait_queue send_waiters_;
+  detail::wait_queue<T> recv_waiters_;
+  detail::wait_queue<T> send_waiters_;
 };
 
 namespace detail {
@@ -4724,8 +5038,8 @@ namespace detail {
 template <class T>
 struct channel_access {
   static spinlock& lock(channel<T>& c) noexcept { return c.lock_; }
-  static wait_queue& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
-  static wait_queue& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
+  static wait_queue<T>& recv_queue(channel<T>& c) noexcept { return c.recv_waiters_; }
+  static wait_queue<T>& send_queue(channel<T>& c) noexcept { return c.send_waiters_; }
   static bool recv_ready_locked(const channel<T>& c) noexcept { return c.recv_ready_locked(); }
   static bool send_ready_locked(const channel<T>& c) noexcept { return c.send_ready_locked(); }
   static bool buffer_has_value(const channel<T>& c) noexcept {
@@ -4735,10 +5049,10 @@ struct channel_access {
     return c.ring_ && c.ring_->has_room();
   }
   static channel_status recv_locked(channel<T>& c, std::optional<T>& out,
-                                    wait_node*& partner) noexcept {
+                                    fire_link*& partner) noexcept {
     return c.recv_locked(out, partner);
   }
-  static channel_status send_locked(channel<T>& c, T& value, wait_node*& partner) noexcept {
+  static channel_status send_locked(channel<T>& c, T& value, fire_link*& partner) noexcept {
     return c.send_locked(value, partner);
   }
   static lock_free_result recv_lock_free(channel<T>& c, std::optional<T>& out) noexcept {
@@ -4747,7 +5061,7 @@ struct channel_access {
   static lock_free_result send_lock_free(channel<T>& c, T& value) noexcept {
     return c.send_lock_free(value);
   }
-  static void dequeue(channel<T>& c, wait_queue& q, wait_node& n) noexcept {
+  static void dequeue(channel<T>& c, wait_queue<T>& q, wait_node<T>& n) noexcept {
     std::lock_guard lock(c.lock_);
     q.remove(&n);
   }
@@ -5276,6 +5590,11 @@ class leak_check {
 // else throws deadline_exceeded if the nursery's own deadline cut a task short,
 // else cancelled if an enclosing scope did; an explicit cancel() ends quietly.
 //
+// In a coroutine task the same operations have awaitable forms that suspend
+// the task, not its worker: `co_await t` for t.get(), `co_await n.async_wait()`
+// for n.wait(), and `co_await run_nursery(options, body)` for a body that
+// returns a coro.
+//
 // Guarantees. Blocks: wait(), the destructor, task::get(), and spawn() while
 // `limit` tasks run. Cancelled: spawn's and get()'s waits by the ambient token;
 // wait() joins regardless (cancellation reaches the tasks through the token).
@@ -5283,8 +5602,11 @@ class leak_check {
 // misuse. Thread-safe: spawn, try_spawn, cancel, failures from any thread;
 // construct, wait and destroy on one thread, innermost scope first.
 
+#include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -5294,6 +5616,7 @@ class leak_check {
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -5307,11 +5630,13 @@ class leak_check {
 // run_slice(), defined in nursery.hpp where the nursery is complete, resumes
 // the coroutine on a worker with the task's ambient scope installed.
 
+#include <atomic>
 #include <coroutine>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -5321,8 +5646,10 @@ class leak_check {
 // A record is owned jointly by its nursery (while the task runs) and by any
 // task<T> handles, through a shared_ptr. It holds the callable until the task
 // has run (then destroys it on the task's thread, so captures die promptly),
-// the outcome, and a completion flag that get() can wait on cancellably.
+// the outcome, and a completion flag that get() can wait on cancellably and
+// that suspended coroutines (co_await on a task handle) are woken by.
 
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -5330,7 +5657,9 @@ class leak_check {
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <thread>
 #include <type_traits>
+#include <utility>
 
 // ---- leash/detail/thread_cache.hpp ----
 // leash/detail/thread_cache.hpp: the elastic cache of OS threads that runs tasks.
@@ -5398,6 +5727,9 @@ struct runtime_options {
   // maps its stack and a guard page), less 10 % for threads leash does not
   // own and for other processes.
   std::size_t max_threads = 0;
+  // How many worker threads run coroutine tasks; 0 means hardware threads.
+  // Read when the first coroutine task starts them: set it before that.
+  std::size_t coro_workers = 0;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.
@@ -5410,6 +5742,12 @@ struct runtime_stats {
   std::size_t pending_timers = 0;    // deadlines registered with the timer thread
   std::size_t max_threads = 0;       // the cap in force (configured or derived)
   std::uint64_t spawns_refused = 0;  // spawns that found no thread (resource_exhausted)
+  // Coroutine tasks: worker slots (0 until the first coroutine task), spare
+  // threads waiting to take over a slot, and slots handed to another thread
+  // so far because a coroutine task blocked its worker's thread.
+  std::size_t coro_workers = 0;
+  std::size_t coro_spare_threads = 0;
+  std::uint64_t coro_handoffs = 0;
 };
 
 }  // namespace leash::inline v0
@@ -5962,6 +6300,28 @@ struct task_result_of<F> {
   using type = std::invoke_result_t<F&, std::stop_token>;
 };
 
+// A coroutine suspended until a task is done, registered with
+// task_record::add_waiter. on_done() runs once, on the thread that finishes
+// the task, and must call fired() as its last touch of the node:
+// remove_waiter() waits for that, and the owner may destroy the node right
+// after.
+class done_waiter {
+ public:
+  virtual void on_done() noexcept = 0;
+
+ protected:
+  // Virtual as well as protected: the record reaches nodes only through this base.
+  virtual ~done_waiter() = default;
+  void fired() noexcept { fired_.store(true, std::memory_order_release); }
+
+ private:
+  friend class task_record;
+  done_waiter* prev_ = nullptr;  // the record's waiter list, guarded by its mutex
+  done_waiter* next_ = nullptr;
+  bool linked_ = false;  // guarded by the record's mutex
+  std::atomic<bool> fired_{false};
+};
+
 class task_record : public job, public task_identity {
  public:
   // Defined in nursery.hpp, where the nursery is complete. Declared inline here so
@@ -5988,10 +6348,56 @@ class task_record : public job, public task_identity {
     }
   }
 
+  // Runs w.on_done() once the task is done: at once, on this thread, if it
+  // is already.
+  void add_waiter(done_waiter& w) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (!done_) {
+        w.next_ = waiters_;
+        if (waiters_ != nullptr) waiters_->prev_ = &w;
+        waiters_ = &w;
+        w.linked_ = true;
+        return;
+      }
+    }
+    w.on_done();
+  }
+
+  // Unregisters `w`. If mark_done took it already, waits until its on_done()
+  // returned, so `w` may be destroyed as soon as this returns.
+  void remove_waiter(done_waiter& w) noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (w.linked_) {
+        if (w.prev_ != nullptr) w.prev_->next_ = w.next_;
+        if (w.next_ != nullptr) w.next_->prev_ = w.prev_;
+        if (waiters_ == &w) waiters_ = w.next_;
+        w.prev_ = w.next_ = nullptr;
+        w.linked_ = false;
+        return;
+      }
+    }
+    while (!w.fired_.load(std::memory_order_acquire))
+      std::this_thread::yield();
+  }
+
+  // Publishes the outcome: wakes get() and runs every waiter's on_done(),
+  // outside the lock (an on_done may resume a coroutine that reads the record).
   void mark_done() {
-    std::lock_guard lock(mutex_);
-    done_ = true;
-    cv_.notify_all();
+    done_waiter* list = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+      cv_.notify_all();
+      list = std::exchange(waiters_, nullptr);
+      for (done_waiter* w = list; w != nullptr; w = w->next_)
+        w->linked_ = false;
+    }
+    while (done_waiter* w = list) {
+      list = w->next_;  // read first: once fired, w may die
+      w->on_done();
+    }
   }
 
   nursery* owner = nullptr;
@@ -6008,6 +6414,7 @@ class task_record : public job, public task_identity {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   bool done_ = false;
+  done_waiter* waiters_ = nullptr;  // coroutines suspended until done_
 };
 
 template <class T>
@@ -6117,7 +6524,10 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
 }
 
 // A coroutine task on the scheduler: each run_slice() resumes it on a worker
-// with the task's ambient state installed, until it suspends or ends.
+// with the task's ambient state installed, until it suspends or ends. The
+// ambient scope chain (cancel scopes and nurseries opened in the task's
+// frames) belongs to the task: a slice that ends with the task suspended
+// saves it, and the next slice, on whichever worker, reinstalls it.
 class coro_task_base : public resumable {
  public:
   void run_slice() noexcept override;  // defined below the nursery
@@ -6132,7 +6542,25 @@ class coro_task_base : public resumable {
   virtual task_record& record() noexcept = 0;
 
  private:
-  bool started_ = false;  // touched only by slices, which the scheduler orders
+  // One slice; true if the task was posted to run inline during it (see
+  // run_slice), so it runs again at once.
+  bool slice() noexcept;
+
+  // Waits until the previous slice has let go of the task. The task may be
+  // posted (by a timer, a stop, a partner) and picked up by another worker
+  // while the slice that suspended it still saves its ambient state: a few
+  // instructions, so the wait is a yield loop.
+  void enter_slice() noexcept {
+    while (in_slice_.exchange(true, std::memory_order_acquire))
+      std::this_thread::yield();
+  }
+  void leave_slice() noexcept { in_slice_.store(false, std::memory_order_release); }
+
+  // Touched only inside enter_slice() / leave_slice().
+  bool started_ = false;
+  cancel_state* ambient_ = nullptr;  // the task's innermost scope while it is suspended
+  bool rerun_ = false;               // posted inline from inside its own slice
+  std::atomic<bool> in_slice_{false};
 };
 
 template <class T, class F>
@@ -6170,6 +6598,122 @@ class coro_task_impl final : public task_result<T>, public coro_task_base {
 
 namespace leash::inline v0 {
 
+namespace detail {
+
+struct nursery_runner;
+
+// Posts a suspended coroutine task from a wake-up that cannot fail.
+inline void post_or_die(resumable* task) noexcept {
+  try {
+    scheduler::instance().post(task);
+  } catch (...) {
+    std::terminate();  // unreachable: the scheduler exists, since this task runs on it
+  }
+}
+
+// co_await on a task handle: suspends the coroutine task until the awaited
+// task is done or the ambient state stops, whichever comes first, then gives
+// what get() gives. The finishing thread and the stopping thread only post
+// the task. Exactly one of them claims the wake-up (claimed_); the task is
+// posted once both the claim happened and await_suspend finished registering
+// (gate_), so neither callback can race with the registration.
+template <class T>
+class task_awaiter final : private done_waiter, private stop_hook_node {
+ public:
+  explicit task_awaiter(std::shared_ptr<task_result<T>> r) noexcept : record_(std::move(r)) {}
+  task_awaiter(const task_awaiter&) = delete;
+  task_awaiter& operator=(const task_awaiter&) = delete;
+  ~task_awaiter() override = default;
+
+  bool await_ready() {
+    if (current_resumable == nullptr) {
+      throw usage_error("leash::task \"" + record_->name +
+                        "\": co_await only inside a coroutine task (nursery::spawn of a "
+                        "function returning leash::coro); elsewhere use get()");
+    }
+    if (current_task == record_.get()) {
+      throw usage_error("leash::task \"" + record_->name +
+                        "\": co_await from inside the task itself would deadlock");
+    }
+    task_ = current_resumable;
+    state_ = ambient;
+    return record_->done() || (state_ != nullptr && state_->stop_requested());
+  }
+
+  void await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    registered_ = true;
+    identity_ = current_task;
+    if (identity_ != nullptr) {
+      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                     std::memory_order_relaxed);
+      identity_->blocked_in.store("task::co_await", std::memory_order_release);
+    }
+    // Both registrations happen before gate_ opens: whichever fires first
+    // claims, but only the last of (claim, gate) posts the task.
+    record_->add_waiter(*this);
+    if (state_ != nullptr) state_->add_hook(*this);
+    release_gate();
+  }
+
+  // A task that ended by now wins over a stop, as in get().
+  std::add_lvalue_reference_t<T> await_resume() {
+    if (registered_) {
+      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      record_->remove_waiter(*this);
+      if (state_ != nullptr) state_->remove_hook(*this);
+    }
+    task_result<T>& r = *record_;
+    if (!r.done()) throw_cancelled(state_->token_ref());  // only a stop resumes it early
+    if (r.error) {
+      r.observed.store(true, std::memory_order_relaxed);
+      std::rethrow_exception(r.error);
+    }
+    if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+ private:
+  static constexpr int unclaimed = 0;
+  static constexpr int by_done = 1;
+  static constexpr int by_stop = 2;
+
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+
+  // The last of the claim and the registration posts the task; this object
+  // may be gone right after.
+  void release_gate() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
+  }
+
+  // fired() early: the owner's remove_* waits for it, but the owner cannot
+  // run before the task is posted, so a winning claim keeps this alive until
+  // release_gate.
+  void on_done() noexcept override {
+    const bool won = claim(by_done);
+    done_waiter::fired();
+    if (won) release_gate();
+  }
+  void on_stop() noexcept override {
+    const bool won = claim(by_stop);
+    stop_hook_node::fired();
+    if (won) release_gate();
+  }
+
+  std::shared_ptr<task_result<T>> record_;
+  resumable* task_ = nullptr;
+  cancel_state* state_ = nullptr;
+  task_identity* identity_ = nullptr;
+  bool registered_ = false;
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+};
+
+}  // namespace detail
+
 // A handle to a spawned task's outcome. Cheap to copy; valid even after the
 // nursery is gone (the nursery joined the task, so the outcome is final).
 template <class T>
@@ -6193,6 +6737,16 @@ class task {
       std::rethrow_exception(r.error);
     }
     if constexpr (!std::is_void_v<T>) return *r.value;
+  }
+
+  // co_await t, in a coroutine task: get() without blocking the worker. The
+  // task is suspended until t finished, then gets its value or its
+  // exception (marked observed); the ambient token's stop resumes it at once
+  // with cancelled. Throws usage_error outside a coroutine task, from t
+  // itself, or on an empty handle.
+  detail::task_awaiter<T> operator co_await() const {
+    if (state_ == nullptr) throw usage_error("leash::task: co_await on an empty task handle");
+    return detail::task_awaiter<T>(state_);
   }
 
   // True once the task has finished (a snapshot).
@@ -6264,6 +6818,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
       closed_ = true;
     }
@@ -6315,22 +6870,22 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
+      const detail::blocking_region blocking(running_ != 0);
       changed_.wait(lock, [&] { return running_ == 0; });
     }
     closed_ = true;
-    if (options_.cancel_on_failure && !failures_.empty()) {
-      for (const auto& f : failures_)
-        f->observed.store(true, std::memory_order_relaxed);
-      const std::exception_ptr first = failures_.front()->error;
-      lock.unlock();
-      std::rethrow_exception(first);
-    }
-    const stop_reason r = state_.reason();
-    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
-      lock.unlock();
-      state_.throw_cancelled();
-    }
+    report(lock);
   }
+
+ private:
+  class join_awaiter;
+
+ public:
+  // co_await n.async_wait(): wait() for a coroutine task. Suspends the task,
+  // not its worker, until every task ended, then reports as wait() does.
+  // Throws usage_error outside a coroutine task or from one of the
+  // nursery's own tasks.
+  [[nodiscard]] join_awaiter async_wait() noexcept;
 
   // Requests stop on every task (and on nurseries nested in them). Never blocks.
   void cancel(std::string message = {}) {
@@ -6362,6 +6917,44 @@ class nursery final : private detail::nursery_node {
  private:
   friend class detail::task_record;
   friend class detail::coro_task_base;
+  friend struct detail::nursery_runner;
+
+  // What wait() reports once every task ended (see the table above). Called
+  // with the lock held; unlocks it before throwing.
+  void report(std::unique_lock<std::mutex>& lock) {
+    if (options_.cancel_on_failure && !failures_.empty()) {
+      for (const auto& f : failures_)
+        f->observed.store(true, std::memory_order_relaxed);
+      const std::exception_ptr first = failures_.front()->error;
+      lock.unlock();
+      std::rethrow_exception(first);
+    }
+    const stop_reason r = state_.reason();
+    if (cut_short_ && (r == stop_reason::deadline_exceeded || r == stop_reason::parent)) {
+      lock.unlock();
+      state_.throw_cancelled();
+    }
+  }
+
+  // Under the lock: true, and no more spawns, once every task ended (what
+  // wait() does when it wakes).
+  bool close_if_joined_locked() noexcept {
+    if (running_ != 0) return false;
+    closed_ = true;
+    return true;
+  }
+
+  // Under the lock, as running_ drops: the suspended joiner to post once
+  // every task ended (posted after the lock is released), or null.
+  detail::resumable* take_joiner_locked() noexcept {
+    if (running_ != 0 || joiner_ == nullptr) return nullptr;
+    closed_ = true;
+    return std::exchange(joiner_, nullptr);
+  }
+
+  // Joins without blocking the worker. report: then report as wait() does;
+  // otherwise only join (run_nursery, before it rethrows a body's exception).
+  [[nodiscard]] join_awaiter join(bool report) noexcept;
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
@@ -6482,6 +7075,9 @@ class nursery final : private detail::nursery_node {
       unlink(record.get());
       --running_;
       changed_.notify_all();
+      detail::resumable* const joiner = take_joiner_locked();
+      lock.unlock();
+      if (joiner != nullptr) detail::post_or_die(joiner);
       throw;
     }
     return true;
@@ -6534,6 +7130,7 @@ class nursery final : private detail::nursery_node {
     // Only leash bookkeeping is left, unless a failure cancelled siblings
     // above (stop callbacks): the thread may take the next job early.
     if (!failed) detail::thread_cache::mark_returning();
+    detail::resumable* joiner = nullptr;
     {
       std::lock_guard lock(mutex_);
       --running_;
@@ -6541,7 +7138,10 @@ class nursery final : private detail::nursery_node {
       // Only wait() (all ended) and spawners at the limit wait here: a mass
       // cancel must not wake the waiting thread once per task.
       if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
+      joiner = take_joiner_locked();
     }
+    // Posting touches only the joining task, which may destroy the nursery.
+    if (joiner != nullptr) detail::post_or_die(joiner);
     detail::registry::instance().task_ended();
   }
 
@@ -6586,9 +7186,10 @@ class nursery final : private detail::nursery_node {
   std::condition_variable changed_;      // a task ended, or the nursery was stopped
   detail::task_record* live_ = nullptr;  // running tasks
   std::size_t running_ = 0;
-  bool closed_ = false;            // wait() returned or the destructor joined: no more spawns
-  bool cut_short_ = false;         // a stop arrived while tasks ran (or refused a spawn)
-  std::size_t limit_waiters_ = 0;  // spawners waiting in admit() for a free slot
+  bool closed_ = false;                  // wait() returned or the destructor joined: no more spawns
+  bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
+  std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
+  detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
   std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
 };
 
@@ -6611,10 +7212,27 @@ inline void detail::task_record::run() noexcept {
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
-// thread's current task and its nursery's state as the ambient one, resumes
-// the task until it suspends or ends, and restores both. After a suspension
-// the task may already run on another worker: nothing of it is touched then.
+// thread's current task and the task's ambient state (its nursery's at the
+// first slice, then whatever scope it was suspended in), resumes the task
+// until it suspends or ends, saves its ambient state, and restores both of
+// this thread's. After leave_slice() the task may already run on another
+// worker: nothing of it is touched then.
+//
+// Once every worker has left (exit), a post runs the item on the posting
+// thread; a task that posts itself from inside its own slice then only notes
+// it, and that slice runs it again when it ends (no recursion, and no wait
+// for a slice below on the same stack).
 inline void detail::coro_task_base::run_slice() noexcept {
+  if (current_resumable == this) {
+    rerun_ = true;
+    return;
+  }
+  while (slice()) {
+  }
+}
+
+inline bool detail::coro_task_base::slice() noexcept {
+  enter_slice();
   task_record& r = record();
   nursery& n = *r.owner;
   task_identity* const saved_task = current_task;
@@ -6623,7 +7241,7 @@ inline void detail::coro_task_base::run_slice() noexcept {
   bool* const saved_finished = tls_task_finished;
   bool finished = false;
   current_task = &r;
-  ambient = &n.state_;
+  ambient = started_ ? ambient_ : &n.state_;
   current_resumable = this;
   tls_task_finished = &finished;
   std::coroutine_handle<> h = std::exchange(resume_at, {});
@@ -6648,19 +7266,174 @@ inline void detail::coro_task_base::run_slice() noexcept {
       }
     }
   }
+  ambient_ = ambient;
   current_task = saved_task;
   ambient = saved_ambient;
   current_resumable = saved_resumable;
   tls_task_finished = saved_finished;
+  const bool again = !finished && std::exchange(rerun_, false);
+  leave_slice();
   if (finished) n.task_finished(std::move(r.keep_alive));
+  return again;
 }
+
+// Suspends a coroutine task until every task of a nursery ended, without
+// blocking its worker: the last task to end posts it (task_finished). The
+// registration and the post both happen under the nursery's lock, so the
+// joiner is posted exactly once and never before it is suspended.
+class nursery::join_awaiter {
+ public:
+  join_awaiter(nursery& n, bool report) noexcept : n_(n), report_(report) {}
+
+  bool await_ready() {
+    if (detail::current_resumable == nullptr) {
+      throw usage_error("leash::nursery \"" + n_.options_.name +
+                        "\": async_wait() only inside a coroutine task (nursery::spawn of a "
+                        "function returning leash::coro); elsewhere use wait()");
+    }
+    if (n_.runs_current_task()) {
+      throw usage_error("leash::nursery \"" + n_.options_.name +
+                        "\": async_wait() from one of its own tasks (or a task nested in one) "
+                        "would deadlock");
+    }
+    task_ = detail::current_resumable;
+    identity_ = detail::current_task;
+    std::lock_guard lock(n_.mutex_);
+    return n_.close_if_joined_locked();
+  }
+
+  // After the unlock that ends this, the task may run elsewhere: nothing of
+  // it (or of the nursery) is touched then.
+  bool await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    mark_blocked("nursery::async_wait");
+    std::lock_guard lock(n_.mutex_);
+    if (n_.close_if_joined_locked()) {
+      mark_blocked(nullptr);
+      return false;
+    }
+    n_.joiner_ = task_;
+    return true;
+  }
+
+  void await_resume() {
+    mark_blocked(nullptr);
+    if (!report_) return;
+    std::unique_lock lock(n_.mutex_);
+    n_.report(lock);
+  }
+
+ private:
+  void mark_blocked(const char* what) noexcept {
+    if (identity_ == nullptr) return;
+    if (what != nullptr) {
+      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                     std::memory_order_relaxed);
+    }
+    identity_->blocked_in.store(what, std::memory_order_release);
+  }
+
+  nursery& n_;
+  bool report_;
+  detail::resumable* task_ = nullptr;
+  detail::task_identity* identity_ = nullptr;
+};
+
+inline nursery::join_awaiter nursery::async_wait() noexcept {
+  return join_awaiter(*this, true);
+}
+
+inline nursery::join_awaiter nursery::join(bool report) noexcept {
+  return join_awaiter(*this, report);
+}
+
+namespace detail {
+
+// The options of `co_await run_nursery({...}, body)`: nursery_options' fields,
+// in the same order with the same defaults, but trivially destructible (the
+// name is a view, copied into the nursery at the call). g++ 12 destroys the
+// members of a braced temporary in a co_await expression twice (see
+// coro.hpp); with nothing to destroy that is harmless.
+struct braced_nursery_options {
+  std::size_t limit = nursery_options::unlimited;
+  std::optional<std::chrono::nanoseconds> timeout{};
+  std::optional<std::chrono::steady_clock::time_point> deadline{};
+  bool cancel_on_failure = true;
+  std::string_view name{};
+
+  nursery_options to_options() const {
+    return {limit, timeout, deadline, cancel_on_failure, std::string(name)};
+  }
+};
+static_assert(std::is_trivially_destructible_v<braced_nursery_options>,
+              "braced_nursery_options must stay trivially destructible (g++ 12, see above)");
+
+// A run_nursery body that returns a coro: run_nursery then returns a coro too.
+template <class F>
+concept coro_body =
+    std::is_invocable_v<F&, nursery&> && coro_result<std::invoke_result_t<F&, nursery&>>::is_coro;
+
+template <class F>
+using coro_body_value = typename coro_result<std::invoke_result_t<F&, nursery&>>::type;
+
+struct nursery_runner {
+  // run_nursery's coroutine form. F is a reference type for a body passed as
+  // an lvalue (the caller keeps it alive while awaiting), else the body
+  // itself, moved into the frame: a lambda coroutine's captures live in the
+  // lambda object, which must outlive the coro it returns.
+  template <class R, class F>
+  static coro<R> run(nursery_options options, F body, source_location site);
+};
+
+template <class R, class F>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<R> nursery_runner::run(nursery_options options, F body,
+                                                                    source_location site) {
+  if (current_resumable == nullptr) {
+    throw usage_error(
+        "leash::run_nursery: a body returning leash::coro is awaited only inside a coroutine "
+        "task (nursery::spawn of a function returning leash::coro)");
+  }
+  nursery n(std::move(options), site);
+  std::optional<std::conditional_t<std::is_void_v<R>, bool, R>> value;
+  std::exception_ptr body_cancelled;
+  std::exception_ptr escaping;  // leaves run_nursery, after the tasks were joined
+  try {
+    if constexpr (std::is_void_v<R>) {
+      co_await std::invoke(body, n);
+      value.emplace(true);
+    } else {
+      value.emplace(co_await std::invoke(body, n));
+    }
+  } catch (const cancelled&) {
+    (n.stop_requested() ? body_cancelled : escaping) = std::current_exception();
+  } catch (...) {
+    escaping = std::current_exception();
+  }
+  if (escaping) {
+    // What the nursery's destructor does for an exception leaving its scope,
+    // with the join made without blocking; the destructor then only reports
+    // unobserved failures, as this exception unwinds it.
+    n.cancel("the nursery's scope is unwinding with an exception");
+    co_await n.join(false);
+    std::rethrow_exception(escaping);
+  }
+  co_await n.async_wait();
+  // As in the thread form: the body's cancelled is absorbed only when the
+  // nursery itself was cancelled and no value is expected.
+  if (body_cancelled && (n.reason() != stop_reason::cancelled || !std::is_void_v<R>)) {
+    std::rethrow_exception(body_cancelled);
+  }
+  if constexpr (!std::is_void_v<R>) co_return std::move(*value);
+}
+
+}  // namespace detail
 
 // Opens a nursery, runs body(nursery&), and waits. Returns the body's value.
 // Rethrows the first failure; the body's own cancelled (the nursery was
 // cancelled) is absorbed, but a deadline or an outer cancellation propagates.
 template <class F>
-auto run_nursery(nursery_options options, F&& body,
-                 source_location site = source_location::current()) {
+requires(!detail::coro_body<F>) auto run_nursery(
+    nursery_options options, F&& body, source_location site = source_location::current()) {
   using result = std::invoke_result_t<F&, nursery&>;
   nursery n(std::move(options), site);
   std::exception_ptr body_cancelled;
@@ -6691,6 +7464,27 @@ auto run_nursery(F&& body, source_location site = source_location::current()) {
   return run_nursery(nursery_options{}, std::forward<F>(body), site);
 }
 
+// co_await run_nursery(options, body) with a body returning coro<R>, in a
+// coroutine task: returns a coro<R> that opens the nursery, awaits the body,
+// joins the tasks without blocking the worker, and then behaves exactly as
+// the thread form above (rethrows the first failure, absorbs the body's
+// cancelled when the nursery was cancelled, throws deadline_exceeded after
+// its deadline cut a task short). The body is moved into the coro when it is
+// a temporary; a named body must outlive the co_await. Braced options,
+// `co_await run_nursery({.timeout = 2s, .name = s}, body)`, are read at the
+// call. Awaited outside a coroutine task it throws usage_error.
+template <detail::coro_body F>
+auto run_nursery(detail::braced_nursery_options options, F&& body,
+                 source_location site = source_location::current()) {
+  return detail::nursery_runner::run<detail::coro_body_value<F>, F>(options.to_options(),
+                                                                    std::forward<F>(body), site);
+}
+template <std::same_as<nursery_options> Options, detail::coro_body F>
+auto run_nursery(Options options, F&& body, source_location site = source_location::current()) {
+  return detail::nursery_runner::run<detail::coro_body_value<F>, F>(std::move(options),
+                                                                    std::forward<F>(body), site);
+}
+
 }  // namespace leash::inline v0
 // ---- leash/runtime.hpp ----
 // leash/runtime.hpp: where leash tasks run, and what that costs.
@@ -6714,15 +7508,22 @@ auto run_nursery(F&& body, source_location site = source_location::current()) {
 namespace leash::inline v0::runtime {
 
 // Applies new settings. Threads already idle keep the keep-alive they started
-// with; max_idle applies to the next thread that becomes idle.
+// with; max_idle applies to the next thread that becomes idle; coro_workers
+// only before the first coroutine task starts the workers.
 inline void configure(const runtime_options& options) {
   detail::thread_cache::instance().configure(options);
+  detail::scheduler::configure(options.coro_workers);
 }
 
 // A consistent-enough snapshot of the runtime's counters (each one is exact at
 // some instant during the call).
 inline runtime_stats stats() {
-  return detail::thread_cache::instance().stats();
+  runtime_stats s = detail::thread_cache::instance().stats();
+  const detail::scheduler_figures f = detail::scheduler::figures();
+  s.coro_workers = f.workers;
+  s.coro_spare_threads = f.spare_threads;
+  s.coro_handoffs = f.handoffs;
+  return s;
 }
 
 }  // namespace leash::inline v0::runtime
@@ -6779,6 +7580,7 @@ inline runtime_stats stats() {
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -6812,7 +7614,7 @@ class select_case {
   // With every lock held: completes the case. False if it turned out not ready
   // (the partner it counted on was stopped meanwhile). The returned
   // `partner` list must be fired (fire_all) once the locks are released.
-  virtual bool complete_locked(wait_node*& partner) noexcept = 0;
+  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
   // With every lock held: queues the case's node for `w`.
   virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
   // With every lock held: removes the node queued by enqueue_locked.
@@ -6959,7 +7761,8 @@ class lock_set {
   std::size_t size_ = 0;
 };
 
-enum class select_mode { random, biased, nonblocking };
+// How a select chooses among ready cases.
+enum class select_mode { random, biased };
 
 // The fast path of a select whose cases are all on buffered channels (the
 // common fan-in): Go's poll order, without locks. The cases are tried in a
@@ -7024,7 +7827,7 @@ std::size_t poll_locked(std::size_t n, At at, select_mode mode,
   for (std::size_t i = 0; i < n; ++i) {
     const select_case& c = at(i);
     if (!c.enabled || !c.ready_locked(now)) continue;
-    if (mode != select_mode::random) return i;
+    if (mode == select_mode::biased) return i;
     // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
     if (random_next() % ++ready == 0) chosen = i;
   }
@@ -7071,79 +7874,209 @@ void dequeue_all(std::size_t n, At at) {
   }
 }
 
-// The engine: Go's select. Poll every enabled case under all locks; complete
-// one ready case, or queue a node in every channel and wait for a partner, a
-// stop or the earliest on_after deadline.
+// What one pass of the engine did.
+struct select_step {
+  enum kind_t {
+    chosen,   // case `index` completed: run its callback
+    retry,    // go round again (a partner vanished, a buffer changed, a retry wake-up)
+    queued,   // a node waits in every channel: wait, then select_after_wait
+    stopped,  // the token stopped before any case could complete
+    none,     // nothing was ready and the select may not wait (try_select)
+  } kind;
+  std::size_t index = no_case;
+};
+
+// One pass under every lock: complete a ready case (poll), or else, when `w`
+// is given and the token has not stopped, queue a node for `w` in every
+// channel (enqueue) and look at the buffers once more (recheck).
 template <std::size_t Inline, class At>
-std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode,
-                                      const std::stop_token& token) {
+select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inline>& locks,
+                           bool timed, const std::stop_token& token, waiter* w) {
   using case_clock = select_case::clock;
+  locks.lock();
+  const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
+  if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
+    fire_link* partner = nullptr;
+    const bool done = at(chosen).complete_locked(partner);
+    locks.unlock();
+    fire_all(partner);
+    return done ? select_step{select_step::chosen, chosen} : select_step{select_step::retry};
+  }
+  select_step::kind_t kind = select_step::queued;
+  if (w == nullptr) {
+    kind = select_step::none;
+  } else if (token.stop_requested()) {
+    kind = select_step::stopped;
+  } else {
+    enqueue_all_locked(n, at, *w);
+    if (buffers_ready_locked(n, at)) {
+      dequeue_all_locked(n, at);
+      kind = select_step::retry;
+    }
+  }
+  locks.unlock();
+  return {kind};
+}
+
+// After the wait for the nodes queued by select_attempt: removes them all
+// (dequeue) and says what the wait chose.
+template <class At>
+select_step select_after_wait(std::size_t n, At at, waiter::outcome o, const waiter& w,
+                              std::size_t deadline_case) {
+  dequeue_all(n, at);
+  switch (o) {
+    case waiter::outcome::fired: {
+      const std::size_t k = w.fired_index();
+      if (at(k).woken_to_retry()) return {select_step::retry};
+      return {select_step::chosen, k};
+    }
+    case waiter::outcome::timed_out:
+      return {select_step::chosen, deadline_case};
+    case waiter::outcome::stopped:
+      break;
+  }
+  return {select_step::stopped};
+}
+
+// The engine: Go's select. Each pass polls every enabled case under all
+// locks and completes one ready case, or queues a node in every channel and
+// waits for a partner, a stop or the earliest on_after deadline. Without
+// `may_wait` (try_select) it returns nullopt instead of waiting.
+template <std::size_t Inline, class At>
+std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode, bool may_wait,
+                                      const std::stop_token& token) {
   if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
     at(*k).finish();
     return *k;
   }
   lock_set<Inline> locks(n, at);
   const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
   for (;;) {
-    locks.lock();
-    const case_clock::time_point now =
-        deadline != case_clock::time_point::max() ? case_clock::now() : case_clock::time_point{};
-    if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
-      wait_node* partner = nullptr;
-      const bool done = at(chosen).complete_locked(partner);
-      locks.unlock();
-      fire_all(partner);
-      if (!done) continue;
-      at(chosen).finish();
-      return chosen;
-    }
-    if (mode == select_mode::nonblocking) {
-      locks.unlock();
-      return std::nullopt;
-    }
-    if (token.stop_requested()) {
-      locks.unlock();
-      throw_cancelled(token);
-    }
     waiter w;
-    enqueue_all_locked(n, at, w);
-    if (buffers_ready_locked(n, at)) {
-      dequeue_all_locked(n, at);
-      locks.unlock();
-      continue;
-    }
-    locks.unlock();
-    waiter::outcome o;
-    {
-      channel_wait_scope blocked("select");
-      o = w.wait(token, deadline);
-    }
-    dequeue_all(n, at);
-    switch (o) {
-      case waiter::outcome::fired: {
-        const std::size_t k = w.fired_index();
-        if (at(k).woken_to_retry()) continue;
-        at(k).finish();
-        return k;
+    select_step step = select_attempt(n, at, mode, locks, timed, token, may_wait ? &w : nullptr);
+    if (step.kind == select_step::queued) {
+      waiter::outcome o;
+      {
+        channel_wait_scope blocked("select");
+        o = w.wait(token, deadline);
       }
-      case waiter::outcome::timed_out:
-        at(deadline_case).finish();
-        return deadline_case;
-      case waiter::outcome::stopped:
-        break;
+      step = select_after_wait(n, at, o, w, deadline_case);
     }
-    throw_cancelled(token);
+    switch (step.kind) {
+      case select_step::chosen:
+        at(step.index).finish();
+        return step.index;
+      case select_step::none:
+        return std::nullopt;
+      case select_step::stopped:
+        throw_cancelled(token);
+      default:
+        break;  // retry
+    }
   }
 }
 
+// The coroutine engine's wait: suspends the task until a node fires, the
+// ambient state stops or `deadline` passes.
+class select_suspension final : private timer_client {
+ public:
+  select_suspension(waiter& w, select_case::clock::time_point deadline) noexcept
+      : waiter_(w), deadline_(deadline), wait_(w, ambient, "async_select") {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    current_resumable->resume_at = h;
+    if (deadline_ != select_case::clock::time_point::max()) {
+      timer_ = timer_service::instance().schedule(deadline_, this);
+    }
+    return wait_.suspend();
+  }
+  waiter::outcome await_resume() noexcept {
+    if (timer_.id != 0) timer_service::instance().cancel(timer_);
+    return wait_.resumed();
+  }
+
+ private:
+  void on_timer() noexcept override {
+    if (waiter_.abandon(waiter::outcome::timed_out)) waiter_.arrive();
+  }
+
+  waiter& waiter_;
+  select_case::clock::time_point deadline_;
+  async_wait wait_;
+  timer_handle timer_;
+};
+
+// The coroutine engine, after a first pass found nothing ready: run_select's
+// loop, waiting by suspension. Cancelled by the task's ambient state.
+template <std::size_t Inline, class At>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> run_select_async(std::size_t n, At at,
+                                                                           select_mode mode) {
+  lock_set<Inline> locks(n, at);
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
+  for (;;) {
+    waiter w(*current_resumable);
+    select_step step = select_attempt(n, at, mode, locks, timed, ambient_token_ref(), &w);
+    if (step.kind == select_step::queued) {
+      const waiter::outcome o = co_await select_suspension(w, deadline);
+      step = select_after_wait(n, at, o, w, deadline_case);
+    }
+    if (step.kind == select_step::chosen) {
+      at(step.index).finish();
+      co_return step.index;
+    }
+    if (step.kind == select_step::stopped) ambient->throw_cancelled();
+  }
+}
+
+// What async_select returns: the cases (temporaries of the co_await
+// expression, which live until it ends) and the engine's state.
 template <class... Cases>
-std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& token,
-                                       Cases&... cases) {
+class [[nodiscard]] select_awaitable {
+ public:
+  select_awaitable(select_mode mode, Cases&... cases) noexcept
+      : mode_(mode), cases_{static_cast<select_case*>(&cases)...} {}
+  select_awaitable(const select_awaitable&) = delete;
+  select_awaitable& operator=(const select_awaitable&) = delete;
+
+  // A first pass, without waiting: a ready case completes here, no frame made.
+  bool await_ready() {
+    if (current_resumable == nullptr) {
+      throw usage_error(
+          "leash::async_select: only inside a coroutine task (nursery::spawn of a function "
+          "returning leash::coro); use select elsewhere");
+    }
+    chosen_ = run_select<inline_locks>(cases_.size(), at(), mode_, false, std::stop_token());
+    return chosen_.has_value();
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    slow_.emplace(coro_access::release(run_select_async<inline_locks>(cases_.size(), at(), mode_)));
+    slow_->await_suspend(h);
+  }
+  std::size_t await_resume() { return slow_ ? slow_->await_resume() : *chosen_; }
+
+ private:
+  // The lock set's inline size: one slot per case (at least one).
+  static constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
+  auto at() noexcept {
+    return [cases = cases_.data()](std::size_t i) -> select_case& { return *cases[i]; };
+  }
+
+  select_mode mode_;
+  std::array<select_case*, sizeof...(Cases)> cases_;
+  std::optional<std::size_t> chosen_;
+  std::optional<coro_awaiter<std::size_t>> slow_;
+};
+
+template <class... Cases>
+std::optional<std::size_t> select_pack(select_mode mode, bool may_wait,
+                                       const std::stop_token& token, Cases&... cases) {
   // The lock set's inline size: one slot per case (at least one).
   constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
   std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
   return run_select<inline_locks>(
-      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, token);
+      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, may_wait, token);
 }
 
 // Lock pointers a select(range) holds without allocating: a fan-in over more
@@ -7151,14 +8084,15 @@ std::optional<std::size_t> select_pack(select_mode mode, const std::stop_token& 
 inline constexpr std::size_t range_inline_locks = 64;
 
 template <class R>
-std::optional<std::size_t> select_range(select_mode mode, const std::stop_token& token, R& cases) {
+std::optional<std::size_t> select_range(select_mode mode, bool may_wait,
+                                        const std::stop_token& token, R& cases) {
   auto first = std::ranges::begin(cases);
   return run_select<range_inline_locks>(
       static_cast<std::size_t>(std::ranges::size(cases)),
       [&](std::size_t i) -> select_case& {
         return first[static_cast<std::iter_difference_t<decltype(first)>>(i)];
       },
-      mode, token);
+      mode, may_wait, token);
 }
 
 // A sized random-access range of one case type: std::ranges::random_access_range
@@ -7222,13 +8156,13 @@ class recv_case final : public case_base<recv_case<T, F>> {
     return access::recv_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     value_.reset();
     return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
     value_.reset();
-    node_ = detail::wait_node{&w, index, &value_};
+    node_ = detail::wait_node<T>(w, index, value_);
     access::recv_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
@@ -7252,7 +8186,7 @@ class recv_case final : public case_base<recv_case<T, F>> {
   channel<T>* channel_;
   F fn_;
   std::optional<T> value_;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
@@ -7281,13 +8215,13 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
     return access::send_ready_locked(*channel_);
   }
   bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
-  bool complete_locked(detail::wait_node*& partner) noexcept override {
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
     const channel_status st = access::send_locked(*channel_, item(), partner);
     closed_ = st == channel_status::closed;
     return st != channel_status::full;
   }
   void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    node_ = detail::wait_node{&w, index, &item()};
+    node_ = detail::wait_node<T>(w, index, item());
     access::send_queue(*channel_).push_back(&node_);
   }
   void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
@@ -7304,7 +8238,7 @@ class send_case final : public case_base<send_case<T, Stored, F>> {
   detail::send_value<T, Stored> value_;
   F fn_;
   bool closed_ = false;
-  detail::wait_node node_;
+  detail::wait_node<T> node_;
 };
 
 // A timeout case: fires when nothing else did within the duration. Arms no
@@ -7325,7 +8259,7 @@ class after_case final : public case_base<after_case<F>> {
 
   detail::spinlock* lock() const noexcept override { return nullptr; }
   bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
-  bool complete_locked(detail::wait_node*&) noexcept override { return true; }
+  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
   void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
   void dequeue() noexcept override {}
   void finish() override {
@@ -7376,7 +8310,7 @@ after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
 // cancelled, channel_closed (a chosen send on a closed channel).
 template <detail::select_case_type... Cases>
 std::size_t select(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::random, token, cases...);
+  return *detail::select_pack(detail::select_mode::random, true, token, cases...);
 }
 template <detail::select_case_type... Cases>
 std::size_t select(Cases&&... cases) {
@@ -7386,7 +8320,7 @@ std::size_t select(Cases&&... cases) {
 // select, but the first ready case in argument order wins (priorities).
 template <detail::select_case_type... Cases>
 std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::biased, token, cases...);
+  return *detail::select_pack(detail::select_mode::biased, true, token, cases...);
 }
 template <detail::select_case_type... Cases>
 std::size_t select_biased(Cases&&... cases) {
@@ -7397,13 +8331,29 @@ std::size_t select_biased(Cases&&... cases) {
 // index; nullopt if none was ready (Go's default). Never blocks.
 template <detail::select_case_type... Cases>
 std::optional<std::size_t> try_select(Cases&&... cases) {
-  return detail::select_pack(detail::select_mode::nonblocking, std::stop_token(), cases...);
+  return detail::select_pack(detail::select_mode::random, false, std::stop_token(), cases...);
+}
+
+// co_await async_select(cases...), in a coroutine task: select that suspends
+// the task instead of blocking its thread. Same choice, results, errors and
+// callbacks; cancelled by the task's ambient scope, which reaches a suspended
+// select at once. The cases may share channels with threads and with other
+// coroutine tasks in any role. Throws usage_error outside a coroutine task.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select(Cases&&... cases) {
+  return {detail::select_mode::random, cases...};
+}
+
+// async_select, but the first ready case in argument order wins.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select_biased(Cases&&... cases) {
+  return {detail::select_mode::biased, cases...};
 }
 
 // The dynamic forms, over a random-access range of cases of one type.
 template <detail::select_case_range R>
 std::size_t select(const std::stop_token& token, R&& cases) {
-  return *detail::select_range(detail::select_mode::random, token, cases);
+  return *detail::select_range(detail::select_mode::random, true, token, cases);
 }
 template <detail::select_case_range R>
 std::size_t select(R&& cases) {
@@ -7411,7 +8361,7 @@ std::size_t select(R&& cases) {
 }
 template <detail::select_case_range R>
 std::optional<std::size_t> try_select(R&& cases) {
-  return detail::select_range(detail::select_mode::nonblocking, std::stop_token(), cases);
+  return detail::select_range(detail::select_mode::random, false, std::stop_token(), cases);
 }
 
 }  // namespace leash::inline v0
