@@ -13,7 +13,7 @@
 //
 // Rows "leash" and "mutex_cv" run each party on its own thread; rows
 // "leash_coro" run each party as a coroutine task of one nursery (co_await
-// async_send / async_recv), on the scheduler's workers.
+// async_send / async_recv / async_select), on the scheduler's workers.
 //
 // Every worker is started and has moved a few values before the clock starts.
 // Prints wall ns and CPU (user+sys of the process) ns per operation, median of
@@ -268,6 +268,22 @@ result coro_pingpong(long n) {
                     n);
 }
 
+leash::coro<void> select_n(leash::channel<long>& a, leash::channel<long>& b, long k) {
+  long sum = 0;
+  auto take = [&sum](std::optional<long> v) { sum += *v; };
+  for (long i = 0; i < k; ++i)
+    co_await leash::async_select(leash::on_recv(a, take), leash::on_recv(b, take));
+}
+
+result coro_select2(long n) {
+  leash::channel<long> a(1024), b(1024);
+  return timed_coro(
+      {{[&] { return send_n(a, warm_items); }, [&, n] { return send_n(a, n / 2); }},
+       {[&] { return send_n(b, warm_items); }, [&, n] { return send_n(b, n / 2); }},
+       {[&] { return select_n(a, b, 2 * warm_items); }, [&, n] { return select_n(a, b, n); }}},
+      n);
+}
+
 result select2(long n) {
   leash::channel<long> a(1024), b(1024);
   auto produce = [](leash::channel<long>& ch, long k) {
@@ -323,5 +339,6 @@ int main(int argc, char** argv) {
     }
   }
   report("chan_select2" + tag, "leash", runs, [&] { return select2(n); });
+  report("chan_select2" + tag, "leash_coro", runs, [&] { return coro_select2(n); });
   return 0;
 }
