@@ -11,6 +11,10 @@
 //   busy_wait_floor   (in chan_pingpong, unpinned) the same alternation pausing on
 //                     the word: what moving one cache line between CPUs costs
 //
+// Rows "leash" and "mutex_cv" run each party on its own thread; rows
+// "leash_coro" run each party as a coroutine task of one nursery (co_await
+// async_send / async_recv / async_select), on the scheduler's workers.
+//
 // Every worker is started and has moved a few values before the clock starts.
 // Prints wall ns and CPU (user+sys of the process) ns per operation, median of
 // -runs runs. Flags: -n items (200000), -runs (5), -pinned 1 (only tags the
@@ -181,6 +185,105 @@ result turn_pingpong(long n, bool busy_wait) {
                {[&] { player(2 * warm_items, n); }, [&] { player(2 * warm_items + 1, n); }}, n);
 }
 
+// The same scenarios between coroutine tasks. A party is a warm-up and a work
+// coro; both are made by the caller's factories, which outlive the run.
+struct coro_party {
+  std::function<leash::coro<void>()> warm, work;
+};
+
+// One party as a coroutine task: warms up, counts itself ready, waits for the
+// start (the close of `start`), then works.
+leash::coro<void> run_party(const coro_party& p, std::atomic<long>& ready,
+                            leash::channel<int>& start) {
+  co_await p.warm();
+  ready.fetch_add(1);
+  (void)co_await start.async_recv();
+  co_await p.work();
+}
+
+// Runs the parties as coroutine tasks of one nursery; the clock runs from the
+// start signal until the nursery joined every party.
+result timed_coro(const std::vector<coro_party>& parties, long ops) {
+  leash::channel<int> start(0);
+  std::atomic<long> ready{0};
+  leash::nursery nursery;
+  for (const coro_party& p : parties)
+    nursery.spawn([&ready, &start, party = &p] { return run_party(*party, ready, start); });
+  while (ready.load() < static_cast<long>(parties.size()))
+    std::this_thread::yield();
+  const double c0 = bench::cpu_seconds();
+  const auto t0 = std::chrono::steady_clock::now();
+  start.close();
+  nursery.wait();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {wall * 1e9 / static_cast<double>(ops),
+          (bench::cpu_seconds() - c0) * 1e9 / static_cast<double>(ops)};
+}
+
+leash::coro<void> send_n(leash::channel<long>& ch, long k) {
+  for (long i = 0; i < k; ++i)
+    co_await ch.async_send(i);
+}
+
+leash::coro<void> recv_n(leash::channel<long>& ch, long k) {
+  for (long i = 0; i < k; ++i)
+    (void)co_await ch.async_recv();
+}
+
+result coro_producers_consumers(std::size_t capacity, int producers, int consumers, long n) {
+  leash::channel<long> ch(capacity);
+  const long per_producer = n / producers, per_consumer = n / consumers;
+  std::vector<coro_party> parties;
+  for (int p = 0; p < producers; ++p) {
+    parties.push_back({[&] { return send_n(ch, warm_items / producers); },
+                       [&, per_producer] { return send_n(ch, per_producer); }});
+  }
+  for (int c = 0; c < consumers; ++c) {
+    parties.push_back({[&] { return recv_n(ch, warm_items / consumers); },
+                       [&, per_consumer] { return recv_n(ch, per_consumer); }});
+  }
+  return timed_coro(parties, per_producer * producers);
+}
+
+leash::coro<void> ping_side(leash::channel<long>& ping, leash::channel<long>& pong, long k) {
+  for (long i = 0; i < k; ++i) {
+    co_await ping.async_send(i);
+    (void)co_await pong.async_recv();
+  }
+}
+
+leash::coro<void> pong_side(leash::channel<long>& ping, leash::channel<long>& pong, long k) {
+  for (long i = 0; i < k; ++i) {
+    std::optional<long> v = co_await ping.async_recv();
+    co_await pong.async_send(*v);
+  }
+}
+
+result coro_pingpong(long n) {
+  leash::channel<long> ping(0), pong(0);
+  return timed_coro({{[&] { return ping_side(ping, pong, warm_items); },
+                      [&, n] { return ping_side(ping, pong, n); }},
+                     {[&] { return pong_side(ping, pong, warm_items); },
+                      [&, n] { return pong_side(ping, pong, n); }}},
+                    n);
+}
+
+leash::coro<void> select_n(leash::channel<long>& a, leash::channel<long>& b, long k) {
+  long sum = 0;
+  auto take = [&sum](std::optional<long> v) { sum += *v; };
+  for (long i = 0; i < k; ++i)
+    co_await leash::async_select(leash::on_recv(a, take), leash::on_recv(b, take));
+}
+
+result coro_select2(long n) {
+  leash::channel<long> a(1024), b(1024);
+  return timed_coro(
+      {{[&] { return send_n(a, warm_items); }, [&, n] { return send_n(a, n / 2); }},
+       {[&] { return send_n(b, warm_items); }, [&, n] { return send_n(b, n / 2); }},
+       {[&] { return select_n(a, b, 2 * warm_items); }, [&, n] { return select_n(a, b, n); }}},
+      n);
+}
+
 result select2(long n) {
   leash::channel<long> a(1024), b(1024);
   auto produce = [](leash::channel<long>& ch, long k) {
@@ -208,6 +311,7 @@ int main(int argc, char** argv) {
   using std_q = mutex_queue<long>;
 
   report("chan_pingpong" + tag, "leash", runs, [&] { return pingpong<leash_q>(n / 4); });
+  report("chan_pingpong" + tag, "leash_coro", runs, [&] { return coro_pingpong(n / 4); });
   report("chan_pingpong" + tag, "mutex_cv", runs, [&] { return pingpong<std_q>(n / 40); });
   report("chan_pingpong" + tag, "atomic_wait_floor", runs,
          [&] { return turn_pingpong(n / 40, false); });
@@ -216,19 +320,25 @@ int main(int argc, char** argv) {
   }
   report("chan_spsc" + tag, "leash", runs,
          [&] { return producers_consumers<leash_q>(1024, 1, 1, n); });
+  report("chan_spsc" + tag, "leash_coro", runs,
+         [&] { return coro_producers_consumers(1024, 1, 1, n); });
   report("chan_spsc" + tag, "mutex_cv", runs,
          [&] { return producers_consumers<std_q>(1024, 1, 1, n); });
   report("chan_mpsc" + tag, "leash", runs,
          [&] { return producers_consumers<leash_q>(1024, 4, 1, n); });
+  report("chan_mpsc" + tag, "leash_coro", runs,
+         [&] { return coro_producers_consumers(1024, 4, 1, n); });
   report("chan_mpsc" + tag, "mutex_cv", runs,
          [&] { return producers_consumers<std_q>(1024, 4, 1, n); });
   for (std::size_t cap : {0, 1, 1024}) {
     const std::string name = "chan_mpmc_c" + std::to_string(cap) + tag;
     report(name, "leash", runs, [&] { return producers_consumers<leash_q>(cap, 4, 4, n); });
+    report(name, "leash_coro", runs, [&] { return coro_producers_consumers(cap, 4, 4, n); });
     if (cap != 0) {
       report(name, "mutex_cv", runs, [&] { return producers_consumers<std_q>(cap, 4, 4, n / 4); });
     }
   }
   report("chan_select2" + tag, "leash", runs, [&] { return select2(n); });
+  report("chan_select2" + tag, "leash_coro", runs, [&] { return coro_select2(n); });
   return 0;
 }

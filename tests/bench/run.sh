@@ -21,32 +21,40 @@ set -uo pipefail
 #   scenario  cpp_binary  go_file  primary_metric  compare
 # primary_metric is a metric name or "a-b" (difference of two metrics);
 # compare is "ratio" (other/leash, so >1 means leash is lower, i.e. better)
-# or "side" (values listed side by side, no ratio).
+# or "side" (values listed side by side, no ratio). A scenario without a
+# "leash" row compares against its first row whose name starts with "leash".
 SCENARIOS=(
-  "spawn_join      bench_spawn_join      spawn_join.go      ns_per_task                    ratio"
+  "spawn_join      bench_spawn_join      spawn_join.go      ns_per_task,cpu_ns_per_task    ratio pin"
   "mass_cancel_sleep_10k bench_mass_cancel mass_cancel.go   ms                             ratio"
   "mass_cancel_recv_10k  -                 -                ms                             ratio"
   "mass_cancel_sleep_30k -                 -                ms                             ratio"
   "mass_cancel_recv_30k  -                 -                ms                             ratio"
   "deadline_scope  bench_deadline_scope  deadline_scope.go  ns_per_op                      ratio"
-  "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side"
+  "sleep_rss       bench_sleep_rss       sleep_rss.go       rss_after_3s_kb-rss_baseline_kb side pin"
+  "sleep_rss_1m    -                     -                  rss_peak_kb,join_ms,rss_after_3s_kb-rss_baseline_kb ratio"
+  "recv_rss_1m     -                     -                  rss_peak_kb,join_ms,rss_after_3s_kb-rss_baseline_kb ratio"
   "ticker          bench_ticker          ticker.go          p99_us                         ratio"
   "must_close      bench_must_close      -                  ns_per_op                      ratio"
   "must_close_fd   -                     -                  ns_per_op                      ratio"
   "http_keepalive  bench_http_keepalive  http_keepalive.go  req_per_s                      side"
   "http_keepalive_1mib -                    -                  req_per_s                      side"
-  "chan_pingpong   bench_channels        channels.go        ns_per_op                      ratio pin"
-  "chan_spsc       -                     -                  ns_per_op                      ratio"
-  "chan_mpsc       -                     -                  ns_per_op                      ratio"
-  "chan_mpmc_c0    -                     -                  ns_per_op                      ratio"
-  "chan_mpmc_c1    -                     -                  ns_per_op                      ratio"
-  "chan_mpmc_c1024 -                     -                  ns_per_op                      ratio"
-  "chan_select2    -                     -                  ns_per_op                      ratio"
+  "chan_pingpong   bench_channels        channels.go        ns_per_op,cpu_ns_per_op        ratio pin"
+  "chan_spsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "chan_mpsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "chan_mpmc_c0    -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "chan_mpmc_c1    -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "chan_mpmc_c1024 -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "chan_select2    -                     -                  ns_per_op,cpu_ns_per_op        ratio"
 )
+# primary_metric may be a comma-separated list: one summary line each.
 # A "-" binary or Go file: the scenario's lines come from the row above that
 # runs it. "pin" in a sixth column: run that row's programs a second time
 # pinned to one CPU (taskset -c 0, flag -pinned 1), so that a spin phase that
-# burns a shared CPU shows up (scenario names get "_pinned").
+# burns a shared CPU shows up (scenario names get "_pinned"; bench_sleep_rss
+# and sleep_rss.go then run only their 1M coroutine-task/goroutine rows).
+# Ratios are other/leash; where a scenario has both a "leash" (thread tasks)
+# and a "leash_coro" (coroutine tasks) row, a second line gives the Go rows
+# over leash_coro.
 TIMEOUT=300 # seconds, per program
 
 if [[ $# -ne 1 || ! -d $1 ]]; then
@@ -215,25 +223,44 @@ printf '%s\n' "${SCENARIOS[@]}" | awk '
       base_s = s; sub(/_pinned$/, "", base_s)  # a pinned run compares like its unpinned row
       if (!(s in primary) && (base_s in primary)) { primary[s] = primary[base_s]; mode[s] = mode[base_s] }
       if (!(s in primary)) continue
-      p = primary[s]
-      base = metric(s, "leash", p)
-      if (mode[s] == "ratio") {
-        if (base == "") { printf "\n%s: no leash result, no ratio\n", p; continue }
-        line = ""
-        for (j = 1; j <= ni[s]; j++) {
-          o = impls[s, j]; v = metric(s, o, p)
-          if (o == "leash" || v == "") continue
-          line = line sprintf("%s %s, ", o, base > 0 ? sprintf("%.2fx", v / base) : "n/a")
+      base_impl = ""; coro_impl = ""; first_leash = ""
+      for (j = 1; j <= ni[s]; j++) {
+        o = impls[s, j]
+        if (o == "leash") base_impl = o
+        if (o == "leash_coro") coro_impl = o
+        if (first_leash == "" && o ~ /^leash/) first_leash = o
+      }
+      if (base_impl == "") base_impl = first_leash
+      np = split(primary[s], ps, ",")
+      printf "\n"
+      for (q = 1; q <= np; q++) {
+        p = ps[q]
+        if (mode[s] == "ratio") {
+          summary_ratio(s, p, base_impl, "")
+          if (coro_impl != "" && coro_impl != base_impl) summary_ratio(s, p, coro_impl, "^go")
+        } else {
+          line = ""
+          for (j = 1; j <= ni[s]; j++) {
+            o = impls[s, j]; v = metric(s, o, p)
+            if (v != "") line = line sprintf("%s=%s | ", o, v)
+          }
+          printf "%s: %s\n", p, substr(line, 1, length(line) - 3)
         }
-        if (line == "") line = "no other impl, "
-        printf "\nratio other/leash on %s (>1 = leash better): %s\n", p, substr(line, 1, length(line) - 2)
-      } else {
-        line = ""
-        for (j = 1; j <= ni[s]; j++) {
-          o = impls[s, j]; v = metric(s, o, p)
-          if (v != "") line = line sprintf("%s=%s | ", o, v)
-        }
-        printf "\n%s: %s\n", p, substr(line, 1, length(line) - 3)
       }
     }
+  }
+  # One line: metric p of every other impl (those matching `only`, if set)
+  # over that of base_impl.
+  function summary_ratio(s, p, base_impl, only,   base, line, j, o, v) {
+    base = base_impl == "" ? "" : metric(s, base_impl, p)
+    if (base == "") { printf "%s: no leash result, no ratio\n", p; return }
+    line = ""
+    for (j = 1; j <= ni[s]; j++) {
+      o = impls[s, j]; v = metric(s, o, p)
+      if (o == base_impl || v == "" || (only != "" && o !~ only)) continue
+      line = line sprintf("%s %s, ", o, base > 0 ? sprintf("%.2fx", v / base) : "n/a")
+    }
+    if (line == "") line = "no other impl, "
+    printf "ratio other/%s on %s (>1 = %s better): %s\n", base_impl, p, base_impl,
+      substr(line, 1, length(line) - 2)
   }' - "$results"

@@ -1,7 +1,8 @@
 // Go baseline for leash's bench_spawn_join: spawn N trivial goroutines and join
-// them, repeated -runs times; prints the median ns per task.
+// them, repeated -runs times; prints the median wall and the mean CPU
+// (user+sys of the process) ns per task.
 //
-//	go run spawn_join.go [-n 100000] [-runs 5]
+//	go run spawn_join.go [-n 100000] [-runs 5] [-pinned 1]
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -83,24 +85,37 @@ func median(xs []float64) float64 {
 	return s[m]
 }
 
-// measure returns the median ns per task of fn(n) over runs repetitions.
-// One untimed warm-up run first lets the runtime grow its heap and goroutine
-// free lists, so the first timed run is not an outlier.
-func measure(fn func(int), n, runs int) float64 {
+func cpuSeconds() float64 {
+	var u syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &u)
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(u.Utime) + tv(u.Stime)
+}
+
+// measure returns the median wall and the mean CPU ns per task of fn(n) over
+// runs repetitions. One untimed warm-up run first lets the runtime grow its
+// heap and goroutine free lists, so the first timed run is not an outlier.
+func measure(fn func(int), n, runs int) (float64, float64) {
 	fn(n)
 	perTask := make([]float64, runs)
+	c0 := cpuSeconds()
 	for r := range perTask {
 		start := time.Now()
 		fn(n)
 		perTask[r] = float64(time.Since(start).Nanoseconds()) / float64(n)
 	}
-	return median(perTask)
+	return median(perTask), (cpuSeconds() - c0) * 1e9 / float64(n*runs)
 }
 
 func main() {
 	n := flag.Int("n", 100000, "goroutines spawned and joined per run")
 	runs := flag.Int("runs", 5, "timed repetitions (median reported)")
+	pinned := flag.Int("pinned", 0, "tag the scenario as pinned (run.sh runs it under taskset -c 0)")
 	flag.Parse()
+	scenario := "spawn_join"
+	if *pinned != 0 {
+		scenario += "_pinned"
+	}
 	if *n < 1 || *runs < 1 {
 		fmt.Fprintln(os.Stderr, "-n and -runs must be >= 1")
 		os.Exit(2)
@@ -108,8 +123,10 @@ func main() {
 	fmt.Fprintf(os.Stderr, "# spawn_join: n=%d runs=%d GOMAXPROCS=%d %s\n",
 		*n, *runs, runtime.GOMAXPROCS(0), runtime.Version())
 
-	fmt.Printf("BENCH spawn_join go_waitgroup ns_per_task=%.1f runs=%d\n",
-		measure(waitGroup, *n, *runs), *runs)
-	fmt.Printf("BENCH spawn_join go_errgroup ns_per_task=%.1f runs=%d\n",
-		measure(errGroup, *n, *runs), *runs)
+	wall, cpu := measure(waitGroup, *n, *runs)
+	fmt.Printf("BENCH %s go_waitgroup ns_per_task=%.1f cpu_ns_per_task=%.1f runs=%d\n",
+		scenario, wall, cpu, *runs)
+	wall, cpu = measure(errGroup, *n, *runs)
+	fmt.Printf("BENCH %s go_errgroup ns_per_task=%.1f cpu_ns_per_task=%.1f runs=%d\n",
+		scenario, wall, cpu, *runs)
 }
