@@ -383,27 +383,27 @@ TEST_CASE("move-only values pass between coroutine parties in order, buffered an
           });
         }
         // How many arrived in order.
-        auto ordered = mix.second == party::thread ? n.spawn([&] {
-          int expected = 0;
-          for (auto& p : ch)
-            expected += *p == std::to_string(expected) ? 1 : count * 2;
-          return expected;
-        })
-                                                   : n.spawn([&]() -> coro<int> {
-                                                       int expected = 0;
-                                                       while (auto p = co_await ch.async_recv())
-                                                         expected += **p == std::to_string(expected)
-                                                                         ? 1
-                                                                         : count * 2;
-                                                       co_return expected;
-                                                     });
+        auto ordered = mix.second == party::thread
+                           ? n.spawn([&] {
+                               int expected = 0;
+                               for (auto& p : ch)
+                                 expected += *p == std::to_string(expected) ? 1 : count * 2;
+                               return expected;
+                             })
+                           : n.spawn([&]() -> coro<int> {
+                               int expected = 0;
+                               while (auto p = co_await ch.async_recv())
+                                 expected += **p == std::to_string(expected) ? 1 : count * 2;
+                               co_return expected;
+                             });
         CHECK(ordered.get() == count);
       });
     }
   }
 }
 
-TEST_CASE("waiting async_recv and async_send are cancelled by their nursery, leaving nothing queued") {
+TEST_CASE(
+    "waiting async_recv and async_send are cancelled by their nursery, leaving nothing queued") {
   for (std::size_t capacity : {0, 1}) {
     CAPTURE(capacity);
     leash::channel<int> empty(capacity), full(capacity);
