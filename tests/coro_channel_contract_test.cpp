@@ -205,7 +205,7 @@ TEST_CASE("values from one producer arrive in FIFO order, for every capacity and
   }
 }
 
-TEST_CASE("async_recv delivers buffered values after close, then nullopt; a loop ends there") {
+TEST_CASE("async_recv delivers buffered values after close, then nullopt, and a loop ends there") {
   leash::channel<int> ch(3), more(8);
   ch.send(1);
   ch.send(2);

@@ -62,7 +62,7 @@ void wait_blocked_thread_select(std::size_t count = 1) {
 
 }  // namespace
 
-TEST_CASE("async_select completes the ready case; a losing send case keeps its value") {
+TEST_CASE("async_select completes the ready case, and a losing send case keeps its value") {
   leash::channel<int> a(1), b(1);
   b.send(7);
   leash::channel<std::unique_ptr<int>> full(1), open(1);
@@ -484,7 +484,7 @@ TEST_CASE("closing a channel wakes selects of both kinds waiting on it") {
 }
 
 TEST_CASE(
-    "a disabled case never fires; an async_select with no enabled case waits until cancelled") {
+    "a disabled case never fires, and an async_select with no enabled case waits until cancelled") {
   leash::channel<int> a(1);
   a.send(1);
   std::atomic<int> cancelled{0}, deadline{0};
