@@ -465,13 +465,10 @@ TEST_CASE("a nursery deadline ends a waiting async_send with deadline_exceeded, 
   CHECK(ch.try_recv().status == channel_status::empty);
 }
 
-// cancel_scope inside a coroutine task: its ambient chain must belong to the
-// task across suspensions. It does not yet: a worker resumes the task with its
-// nursery's state installed, so the scope's guard finds another ambient state
-// at destruction and terminates the process (and a stop reported through the
-// scope would be thrown from the nursery's state instead).
-TEST_CASE("a cancel_scope deadline inside a coroutine task ends a waiting async_recv" *
-          doctest::skip()) {
+// cancel_scope inside a coroutine task: its ambient chain belongs to the task
+// across suspensions, so the scope's deadline reaches the suspended operation
+// and the scope's guard finds its own state at destruction.
+TEST_CASE("a cancel_scope deadline inside a coroutine task ends a waiting async_recv") {
   leash::channel<int> ch;
   leash::nursery n;
   auto t = n.spawn([&]() -> coro<bool> {
