@@ -224,14 +224,14 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
     // claims, but only the last of (claim, gate) posts the task.
     timer_ = timer_service::instance().schedule(when_, this);
     identity_ = current_task;
-    if (identity_ != nullptr) mark_blocked(identity_);
+    if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
     release_gate();
   }
 
   void await_resume() {
     if (timer_.id != 0) {
-      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      if (identity_ != nullptr) identity_->note_blocked(nullptr);
       timer_service::instance().cancel(timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
       if (claimed_.load(std::memory_order_acquire) != by_stop) return;
@@ -245,12 +245,6 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   static constexpr int unclaimed = 0;
   static constexpr int by_timer = 1;
   static constexpr int by_stop = 2;
-
-  static void mark_blocked(task_identity* t) noexcept {
-    t->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                           std::memory_order_relaxed);
-    t->blocked_in.store("this_task::async_sleep", std::memory_order_release);
-  }
 
   bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
 

@@ -235,24 +235,92 @@ class channel {
     return closed_;
   }
 
+ private:
+  // A blocking operation is a loop of attempts. Each attempt either ends it,
+  // or queues its node and waits (a thread parks, a coroutine task suspends),
+  // after which finish_wait() says how the wait ended. One meaning per value:
+  enum class step {
+    done,       // the value was handed over or taken
+    closed,     // the channel is closed (for a receive: and drained)
+    queued,     // the node is queued: wait for it, then finish_wait()
+    stopped,    // the stop token stopped before the operation could complete
+    timed_out,  // the deadline passed first
+    retry,      // woken without a value handed over (the buffer changed): try again
+  };
+
+  // The coroutine forms on an unbuffered channel. Only a buffer that changes
+  // under a lock-free operation wakes a waiter to try again, so here one
+  // attempt is final or queues the node, and at most one suspension follows:
+  // no loop, no frame of its own. `Target` is a send's T or a receive's
+  // std::optional<T>.
+  class direct_wait {
+   public:
+    template <class Target>
+    direct_wait(channel& c, Target& target, detail::wait_queue<T>& queue, const char* what) noexcept
+        : channel_(c),
+          queue_(queue),
+          waiter_(*detail::current_resumable),
+          node_(waiter_, 0, target),
+          wait_(waiter_, detail::ambient, what) {}
+
+    detail::wait_node<T>& node() noexcept { return node_; }
+
+    // With the first attempt's step: true if the task stays suspended.
+    bool suspend_after(step first, std::coroutine_handle<> h) noexcept {
+      step_ = first;
+      if (first != step::queued) return false;
+      detail::current_resumable->resume_at = h;
+      return wait_.suspend();
+    }
+
+    // done, closed or stopped (never retry: see above).
+    step result() noexcept {
+      if (step_ == step::queued) step_ = channel_.finish_wait(wait_.resumed(), node_, queue_);
+      return step_;
+    }
+
+   private:
+    channel& channel_;
+    detail::wait_queue<T>& queue_;
+    detail::waiter waiter_;
+    detail::wait_node<T> node_;
+    detail::async_wait wait_;
+    step step_ = step::queued;
+  };
+
+ public:
   // What async_send returns: await it at once (it references its value).
   class [[nodiscard]] send_awaitable {
    public:
     send_awaitable(const send_awaitable&) = delete;
     send_awaitable& operator=(const send_awaitable&) = delete;
 
+    // A buffered channel: the lock-free or locked attempt alone, no waiting.
     bool await_ready() {
       require_coroutine_task(names().async_send);
+      if (!channel_->ring_) return false;  // unbuffered: attempt and wait in one step
       status_ = channel_->try_send_impl(value());
       return status_ != channel_status::full;
     }
-    void await_suspend(std::coroutine_handle<> h) {
+    bool await_suspend(std::coroutine_handle<> h) {
+      if (!channel_->ring_) {
+        direct_.emplace(*channel_, value(), channel_->send_waiters_, names().async_send.c_str());
+        return direct_->suspend_after(
+            channel_->send_begin(value(), direct_->node(), detail::ambient_token_ref(),
+                                 clock::time_point::max()),
+            h);
+      }
       slow_.emplace(detail::coro_access::release(channel_->send_slow(value())));
       slow_->await_suspend(h);
+      return true;
     }
     void await_resume() {
       if (slow_) return slow_->await_resume();
-      if (status_ == channel_status::closed) throw channel_closed();
+      const step s = direct_                             ? direct_->result()
+                     : status_ == channel_status::closed ? step::closed
+                                                         : step::done;
+      if (s == step::closed) throw channel_closed();
+      if (s == step::stopped) detail::ambient->throw_cancelled();
     }
 
    private:
@@ -265,7 +333,8 @@ class channel {
     T* value_ = nullptr;
     std::optional<T> copy_;
     channel_status status_ = channel_status::full;
-    std::optional<detail::coro_awaiter<void>> slow_;  // the attempt that waits
+    std::optional<direct_wait> direct_;               // unbuffered
+    std::optional<detail::coro_awaiter<void>> slow_;  // buffered, when it must wait
   };
 
   // What async_recv returns.
@@ -276,14 +345,24 @@ class channel {
 
     bool await_ready() {
       require_coroutine_task(names().async_recv);
+      if (!channel_->ring_) return false;  // unbuffered: attempt and wait in one step
       return channel_->try_recv_impl(out_) != channel_status::empty;
     }
-    void await_suspend(std::coroutine_handle<> h) {
+    bool await_suspend(std::coroutine_handle<> h) {
+      if (!channel_->ring_) {
+        direct_.emplace(*channel_, out_, channel_->recv_waiters_, names().async_recv.c_str());
+        return direct_->suspend_after(
+            channel_->recv_begin(out_, direct_->node(), detail::ambient_token_ref(),
+                                 clock::time_point::max()),
+            h);
+      }
       slow_.emplace(detail::coro_access::release(channel_->recv_slow(out_)));
       slow_->await_suspend(h);
+      return true;
     }
     std::optional<T> await_resume() {
       if (slow_) slow_->await_resume();
+      if (direct_ && direct_->result() == step::stopped) detail::ambient->throw_cancelled();
       return std::move(out_);
     }
 
@@ -293,6 +372,7 @@ class channel {
 
     channel* channel_;
     std::optional<T> out_;
+    std::optional<direct_wait> direct_;
     std::optional<detail::coro_awaiter<void>> slow_;
   };
 
@@ -498,18 +578,6 @@ class channel {
     detail::fire_all(partner);
     return st;
   }
-
-  // A blocking operation is a loop of attempts. Each attempt either ends it,
-  // or queues its node and waits (a thread parks, a coroutine task suspends),
-  // after which finish_wait() says how the wait ended. One meaning per value:
-  enum class step {
-    done,       // the value was handed over or taken
-    closed,     // the channel is closed (for a receive: and drained)
-    queued,     // the node is queued: wait for it, then finish_wait()
-    stopped,    // the stop token stopped before the operation could complete
-    timed_out,  // the deadline passed first
-    retry,      // woken without a value handed over (the buffer changed): try again
-  };
 
   // Blocking send with an optional deadline. Returns ok or timeout; throws
   // channel_closed (or returns closed when `throw_closed` is false) and

@@ -116,11 +116,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
     task_->resume_at = h;
     registered_ = true;
     identity_ = current_task;
-    if (identity_ != nullptr) {
-      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                     std::memory_order_relaxed);
-      identity_->blocked_in.store("task::co_await", std::memory_order_release);
-    }
+    if (identity_ != nullptr) identity_->note_blocked("task::co_await");
     // Both registrations happen before gate_ opens: whichever fires first
     // claims, but only the last of (claim, gate) posts the task.
     record_->add_waiter(*this);
@@ -131,7 +127,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   // A task that ended by now wins over a stop, as in get().
   std::add_lvalue_reference_t<T> await_resume() {
     if (registered_) {
-      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      if (identity_ != nullptr) identity_->note_blocked(nullptr);
       record_->remove_waiter(*this);
       if (state_ != nullptr) state_->remove_hook(*this);
     }
@@ -799,12 +795,7 @@ class nursery::join_awaiter {
 
  private:
   void mark_blocked(const char* what) noexcept {
-    if (identity_ == nullptr) return;
-    if (what != nullptr) {
-      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                     std::memory_order_relaxed);
-    }
-    identity_->blocked_in.store(what, std::memory_order_release);
+    if (identity_ != nullptr) identity_->note_blocked(what);
   }
 
   nursery& n_;

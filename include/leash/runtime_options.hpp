@@ -29,7 +29,8 @@ struct runtime_options {
   // maps its stack and a guard page), less 10 % for threads leash does not
   // own and for other processes.
   std::size_t max_threads = 0;
-  // How many worker threads run coroutine tasks; 0 means hardware threads.
+  // How many worker threads run coroutine tasks; 0 means the CPUs this
+  // process may run on (its affinity mask: taskset counts).
   // Read when the first coroutine task starts them: set it before that.
   std::size_t coro_workers = 0;
 };

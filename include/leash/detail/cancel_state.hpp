@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -32,6 +33,22 @@
 
 namespace leash::inline v0::detail {
 
+// Now on steady_clock's scale, for "blocked for 1.2s" in reports: the
+// kernel's coarse monotonic clock where there is one (a few ns per read
+// against ~25 for a precise one, paid by every call that waits; it lags by at
+// most a scheduler tick, so a report's duration is never negative).
+inline std::chrono::steady_clock::rep blocked_clock_now() noexcept {
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+  timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))
+        .count();
+  }
+#endif
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
 // Identity of a running task, shared by the nursery's records and the leak
 // check. Blocking calls note what they block in, for reports.
 struct task_identity {
@@ -42,6 +59,12 @@ struct task_identity {
   std::chrono::steady_clock::time_point started{};
   std::atomic<const char*> blocked_in{nullptr};
   std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+
+  // Notes that the task waits in `what` from now on (nullptr: no longer).
+  void note_blocked(const char* what) noexcept {
+    if (what != nullptr) blocked_since.store(blocked_clock_now(), std::memory_order_relaxed);
+    blocked_in.store(what, std::memory_order_release);  // publishes the text too
+  }
 };
 
 // The task whose body runs on this thread, if any.
@@ -53,9 +76,7 @@ class blocked_scope {
   explicit blocked_scope(const char* what) noexcept : task_(current_task) {
     if (task_ == nullptr) return;
     previous_ = task_->blocked_in.load(std::memory_order_relaxed);
-    task_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                               std::memory_order_relaxed);
-    task_->blocked_in.store(what, std::memory_order_release);  // publishes the text too
+    task_->note_blocked(what);
   }
   ~blocked_scope() {
     if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);

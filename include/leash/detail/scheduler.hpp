@@ -10,8 +10,8 @@
 // runnext, findRunnable) and tokio's multi-thread worker
 // (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
 // per-tick limit):
-//   - N workers (runtime_options::coro_workers, by default
-//     std::thread::hardware_concurrency(), at least 1), started on first
+//   - N workers (runtime_options::coro_workers, by default the CPUs this
+//     process may run on, at least 1), started on first
 //     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
 //     tokio use a lock-free bounded ring plus a global overflow queue; a
 //     short critical section per operation is enough here and keeps
@@ -112,7 +112,7 @@ class scheduler {
     return *s;
   }
 
-  // How many workers the scheduler starts with; 0: hardware threads. Takes
+  // How many workers the scheduler starts with; 0: the usable CPUs. Takes
   // effect only before the first coroutine task starts the scheduler.
   static void configure(std::size_t workers) noexcept {
     requested_workers_.store(workers, std::memory_order_relaxed);
@@ -156,11 +156,15 @@ class scheduler {
   // burst's threads go back to the OS soon after.
   static constexpr std::chrono::seconds spare_keep_alive{2};
 
+  // The slot's runnext is touched only by the thread that owns the slot (a
+  // hand-off passes it under idle_mutex_), so readying a partner there takes
+  // no lock; the queue is shared with stealers and foreign posters.
   struct worker {
     std::mutex mutex;
-    std::deque<sched_item*> queue;  // guarded by mutex
-    sched_item* runnext = nullptr;  // guarded by mutex
-    int runnext_streak = 0;         // only the owning thread touches it
+    std::deque<sched_item*> queue;       // guarded by mutex
+    std::atomic<std::size_t> queued{0};  // queue.size(), for the owner's lock-free look
+    sched_item* runnext = nullptr;       // owner only
+    int runnext_streak = 0;              // owner only
   };
 
   // A thread in the spare pool; lives on its stack.
@@ -176,8 +180,8 @@ class scheduler {
 
   static scheduler* make() {
     const std::size_t requested = requested_workers_.load(std::memory_order_relaxed);
-    auto* s = new scheduler(requested != 0 ? requested
-                                           : std::max(1u, std::thread::hardware_concurrency()));
+    // The CPUs this process may run on (taskset counts), as Go's GOMAXPROCS.
+    auto* s = new scheduler(requested != 0 ? requested : static_cast<std::size_t>(usable_cpus()));
     started_.store(s, std::memory_order_release);
     return s;
   }
@@ -213,14 +217,11 @@ class scheduler {
 
   void post(sched_item* item, bool behind) {
     if (worker* self = current_worker_) {  // one scheduler per process: it is ours
-      std::unique_lock lock(self->mutex);
       if (!behind) {
-        sched_item* displaced = std::exchange(self->runnext, item);
-        if (displaced == nullptr) return;
-        item = displaced;
+        item = std::exchange(self->runnext, item);  // the displaced one goes to the queue
+        if (item == nullptr) return;
       }
-      self->queue.push_back(item);
-      lock.unlock();
+      push(*self, item);
       queued_and_wake();
       return;
     }
@@ -228,12 +229,14 @@ class scheduler {
       item->run_slice();  // every worker has left (exit): run it here
       return;
     }
-    worker& w = *workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_];
-    {
-      std::lock_guard lock(w.mutex);
-      w.queue.push_back(item);
-    }
+    push(*workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_], item);
     queued_and_wake();
+  }
+
+  static void push(worker& w, sched_item* item) {
+    std::lock_guard lock(w.mutex);
+    w.queue.push_back(item);
+    w.queued.store(w.queue.size(), std::memory_order_release);
   }
 
   // After queuing an item: wakes a parked slot owner unless one is spinning
@@ -285,20 +288,24 @@ class scheduler {
 
   // The next item of `w`'s own queues, with the runnext budget.
   sched_item* take_local(worker& w) {
-    std::lock_guard lock(w.mutex);
-    if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
+    const bool queue_waits = w.queued.load(std::memory_order_acquire) != 0;
+    if (w.runnext != nullptr && (!queue_waits || w.runnext_streak < max_runnext_in_row)) {
       // Only turns taken while the queue waits count against the budget.
-      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
+      w.runnext_streak = queue_waits ? w.runnext_streak + 1 : 0;
       return std::exchange(w.runnext, nullptr);
     }
     w.runnext_streak = 0;
     if (w.runnext != nullptr) {  // the budget is spent: to the tail
-      w.queue.push_back(std::exchange(w.runnext, nullptr));
+      push(w, std::exchange(w.runnext, nullptr));
       queued_.fetch_add(1, std::memory_order_seq_cst);
+    } else if (!queue_waits) {
+      return nullptr;
     }
+    std::lock_guard lock(w.mutex);
     if (w.queue.empty()) return nullptr;
     sched_item* item = w.queue.front();
     w.queue.pop_front();
+    w.queued.store(w.queue.size(), std::memory_order_relaxed);
     queued_.fetch_sub(1, std::memory_order_relaxed);
     return item;
   }
@@ -314,12 +321,14 @@ class scheduler {
         taken.assign(victim.queue.begin(), victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
         victim.queue.erase(victim.queue.begin(),
                            victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        victim.queued.store(victim.queue.size(), std::memory_order_relaxed);
         if (n != 0) queued_.fetch_sub(1, std::memory_order_relaxed);  // the one returned
       }
       if (taken.empty()) continue;
       if (taken.size() > 1) {
         std::lock_guard lock(w.mutex);
         w.queue.insert(w.queue.end(), taken.begin() + 1, taken.end());
+        w.queued.store(w.queue.size(), std::memory_order_release);
       }
       return taken.front();
     }

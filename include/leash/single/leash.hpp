@@ -439,8 +439,8 @@ struct frame_allocated {
 // runnext, findRunnable) and tokio's multi-thread worker
 // (tokio/src/runtime/scheduler/multi_thread/worker.rs: the LIFO slot and its
 // per-tick limit):
-//   - N workers (runtime_options::coro_workers, by default
-//     std::thread::hardware_concurrency(), at least 1), started on first
+//   - N workers (runtime_options::coro_workers, by default the CPUs this
+//     process may run on, at least 1), started on first
 //     use. Each has a local FIFO run queue: a mutex-protected deque. Go and
 //     tokio use a lock-free bounded ring plus a global overflow queue; a
 //     short critical section per operation is enough here and keeps
@@ -834,7 +834,7 @@ class scheduler {
     return *s;
   }
 
-  // How many workers the scheduler starts with; 0: hardware threads. Takes
+  // How many workers the scheduler starts with; 0: the usable CPUs. Takes
   // effect only before the first coroutine task starts the scheduler.
   static void configure(std::size_t workers) noexcept {
     requested_workers_.store(workers, std::memory_order_relaxed);
@@ -878,11 +878,15 @@ class scheduler {
   // burst's threads go back to the OS soon after.
   static constexpr std::chrono::seconds spare_keep_alive{2};
 
+  // The slot's runnext is touched only by the thread that owns the slot (a
+  // hand-off passes it under idle_mutex_), so readying a partner there takes
+  // no lock; the queue is shared with stealers and foreign posters.
   struct worker {
     std::mutex mutex;
-    std::deque<sched_item*> queue;  // guarded by mutex
-    sched_item* runnext = nullptr;  // guarded by mutex
-    int runnext_streak = 0;         // only the owning thread touches it
+    std::deque<sched_item*> queue;       // guarded by mutex
+    std::atomic<std::size_t> queued{0};  // queue.size(), for the owner's lock-free look
+    sched_item* runnext = nullptr;       // owner only
+    int runnext_streak = 0;              // owner only
   };
 
   // A thread in the spare pool; lives on its stack.
@@ -898,8 +902,8 @@ class scheduler {
 
   static scheduler* make() {
     const std::size_t requested = requested_workers_.load(std::memory_order_relaxed);
-    auto* s = new scheduler(requested != 0 ? requested
-                                           : std::max(1u, std::thread::hardware_concurrency()));
+    // The CPUs this process may run on (taskset counts), as Go's GOMAXPROCS.
+    auto* s = new scheduler(requested != 0 ? requested : static_cast<std::size_t>(usable_cpus()));
     started_.store(s, std::memory_order_release);
     return s;
   }
@@ -935,14 +939,11 @@ class scheduler {
 
   void post(sched_item* item, bool behind) {
     if (worker* self = current_worker_) {  // one scheduler per process: it is ours
-      std::unique_lock lock(self->mutex);
       if (!behind) {
-        sched_item* displaced = std::exchange(self->runnext, item);
-        if (displaced == nullptr) return;
-        item = displaced;
+        item = std::exchange(self->runnext, item);  // the displaced one goes to the queue
+        if (item == nullptr) return;
       }
-      self->queue.push_back(item);
-      lock.unlock();
+      push(*self, item);
       queued_and_wake();
       return;
     }
@@ -950,12 +951,14 @@ class scheduler {
       item->run_slice();  // every worker has left (exit): run it here
       return;
     }
-    worker& w = *workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_];
-    {
-      std::lock_guard lock(w.mutex);
-      w.queue.push_back(item);
-    }
+    push(*workers_[next_.fetch_add(1, std::memory_order_relaxed) % count_], item);
     queued_and_wake();
+  }
+
+  static void push(worker& w, sched_item* item) {
+    std::lock_guard lock(w.mutex);
+    w.queue.push_back(item);
+    w.queued.store(w.queue.size(), std::memory_order_release);
   }
 
   // After queuing an item: wakes a parked slot owner unless one is spinning
@@ -1007,20 +1010,24 @@ class scheduler {
 
   // The next item of `w`'s own queues, with the runnext budget.
   sched_item* take_local(worker& w) {
-    std::lock_guard lock(w.mutex);
-    if (w.runnext != nullptr && (w.runnext_streak < max_runnext_in_row || w.queue.empty())) {
+    const bool queue_waits = w.queued.load(std::memory_order_acquire) != 0;
+    if (w.runnext != nullptr && (!queue_waits || w.runnext_streak < max_runnext_in_row)) {
       // Only turns taken while the queue waits count against the budget.
-      w.runnext_streak = w.queue.empty() ? 0 : w.runnext_streak + 1;
+      w.runnext_streak = queue_waits ? w.runnext_streak + 1 : 0;
       return std::exchange(w.runnext, nullptr);
     }
     w.runnext_streak = 0;
     if (w.runnext != nullptr) {  // the budget is spent: to the tail
-      w.queue.push_back(std::exchange(w.runnext, nullptr));
+      push(w, std::exchange(w.runnext, nullptr));
       queued_.fetch_add(1, std::memory_order_seq_cst);
+    } else if (!queue_waits) {
+      return nullptr;
     }
+    std::lock_guard lock(w.mutex);
     if (w.queue.empty()) return nullptr;
     sched_item* item = w.queue.front();
     w.queue.pop_front();
+    w.queued.store(w.queue.size(), std::memory_order_relaxed);
     queued_.fetch_sub(1, std::memory_order_relaxed);
     return item;
   }
@@ -1036,12 +1043,14 @@ class scheduler {
         taken.assign(victim.queue.begin(), victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
         victim.queue.erase(victim.queue.begin(),
                            victim.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        victim.queued.store(victim.queue.size(), std::memory_order_relaxed);
         if (n != 0) queued_.fetch_sub(1, std::memory_order_relaxed);  // the one returned
       }
       if (taken.empty()) continue;
       if (taken.size() > 1) {
         std::lock_guard lock(w.mutex);
         w.queue.insert(w.queue.end(), taken.begin() + 1, taken.end());
+        w.queued.store(w.queue.size(), std::memory_order_release);
       }
       return taken.front();
     }
@@ -1586,6 +1595,7 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -1838,6 +1848,22 @@ class timer_service {
 
 namespace leash::inline v0::detail {
 
+// Now on steady_clock's scale, for "blocked for 1.2s" in reports: the
+// kernel's coarse monotonic clock where there is one (a few ns per read
+// against ~25 for a precise one, paid by every call that waits; it lags by at
+// most a scheduler tick, so a report's duration is never negative).
+inline std::chrono::steady_clock::rep blocked_clock_now() noexcept {
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+  timespec ts;
+  if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0) {
+    return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec))
+        .count();
+  }
+#endif
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
 // Identity of a running task, shared by the nursery's records and the leak
 // check. Blocking calls note what they block in, for reports.
 struct task_identity {
@@ -1848,6 +1874,12 @@ struct task_identity {
   std::chrono::steady_clock::time_point started{};
   std::atomic<const char*> blocked_in{nullptr};
   std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+
+  // Notes that the task waits in `what` from now on (nullptr: no longer).
+  void note_blocked(const char* what) noexcept {
+    if (what != nullptr) blocked_since.store(blocked_clock_now(), std::memory_order_relaxed);
+    blocked_in.store(what, std::memory_order_release);  // publishes the text too
+  }
 };
 
 // The task whose body runs on this thread, if any.
@@ -1859,9 +1891,7 @@ class blocked_scope {
   explicit blocked_scope(const char* what) noexcept : task_(current_task) {
     if (task_ == nullptr) return;
     previous_ = task_->blocked_in.load(std::memory_order_relaxed);
-    task_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                               std::memory_order_relaxed);
-    task_->blocked_in.store(what, std::memory_order_release);  // publishes the text too
+    task_->note_blocked(what);
   }
   ~blocked_scope() {
     if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);
@@ -2736,14 +2766,14 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
     // claims, but only the last of (claim, gate) posts the task.
     timer_ = timer_service::instance().schedule(when_, this);
     identity_ = current_task;
-    if (identity_ != nullptr) mark_blocked(identity_);
+    if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
     release_gate();
   }
 
   void await_resume() {
     if (timer_.id != 0) {
-      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      if (identity_ != nullptr) identity_->note_blocked(nullptr);
       timer_service::instance().cancel(timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
       if (claimed_.load(std::memory_order_acquire) != by_stop) return;
@@ -2757,12 +2787,6 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   static constexpr int unclaimed = 0;
   static constexpr int by_timer = 1;
   static constexpr int by_stop = 2;
-
-  static void mark_blocked(task_identity* t) noexcept {
-    t->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                           std::memory_order_relaxed);
-    t->blocked_in.store("this_task::async_sleep", std::memory_order_release);
-  }
 
   bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
 
@@ -4620,24 +4644,92 @@ class channel {
     return closed_;
   }
 
+ private:
+  // A blocking operation is a loop of attempts. Each attempt either ends it,
+  // or queues its node and waits (a thread parks, a coroutine task suspends),
+  // after which finish_wait() says how the wait ended. One meaning per value:
+  enum class step {
+    done,       // the value was handed over or taken
+    closed,     // the channel is closed (for a receive: and drained)
+    queued,     // the node is queued: wait for it, then finish_wait()
+    stopped,    // the stop token stopped before the operation could complete
+    timed_out,  // the deadline passed first
+    retry,      // woken without a value handed over (the buffer changed): try again
+  };
+
+  // The coroutine forms on an unbuffered channel. Only a buffer that changes
+  // under a lock-free operation wakes a waiter to try again, so here one
+  // attempt is final or queues the node, and at most one suspension follows:
+  // no loop, no frame of its own. `Target` is a send's T or a receive's
+  // std::optional<T>.
+  class direct_wait {
+   public:
+    template <class Target>
+    direct_wait(channel& c, Target& target, detail::wait_queue<T>& queue, const char* what) noexcept
+        : channel_(c),
+          queue_(queue),
+          waiter_(*detail::current_resumable),
+          node_(waiter_, 0, target),
+          wait_(waiter_, detail::ambient, what) {}
+
+    detail::wait_node<T>& node() noexcept { return node_; }
+
+    // With the first attempt's step: true if the task stays suspended.
+    bool suspend_after(step first, std::coroutine_handle<> h) noexcept {
+      step_ = first;
+      if (first != step::queued) return false;
+      detail::current_resumable->resume_at = h;
+      return wait_.suspend();
+    }
+
+    // done, closed or stopped (never retry: see above).
+    step result() noexcept {
+      if (step_ == step::queued) step_ = channel_.finish_wait(wait_.resumed(), node_, queue_);
+      return step_;
+    }
+
+   private:
+    channel& channel_;
+    detail::wait_queue<T>& queue_;
+    detail::waiter waiter_;
+    detail::wait_node<T> node_;
+    detail::async_wait wait_;
+    step step_ = step::queued;
+  };
+
+ public:
   // What async_send returns: await it at once (it references its value).
   class [[nodiscard]] send_awaitable {
    public:
     send_awaitable(const send_awaitable&) = delete;
     send_awaitable& operator=(const send_awaitable&) = delete;
 
+    // A buffered channel: the lock-free or locked attempt alone, no waiting.
     bool await_ready() {
       require_coroutine_task(names().async_send);
+      if (!channel_->ring_) return false;  // unbuffered: attempt and wait in one step
       status_ = channel_->try_send_impl(value());
       return status_ != channel_status::full;
     }
-    void await_suspend(std::coroutine_handle<> h) {
+    bool await_suspend(std::coroutine_handle<> h) {
+      if (!channel_->ring_) {
+        direct_.emplace(*channel_, value(), channel_->send_waiters_, names().async_send.c_str());
+        return direct_->suspend_after(
+            channel_->send_begin(value(), direct_->node(), detail::ambient_token_ref(),
+                                 clock::time_point::max()),
+            h);
+      }
       slow_.emplace(detail::coro_access::release(channel_->send_slow(value())));
       slow_->await_suspend(h);
+      return true;
     }
     void await_resume() {
       if (slow_) return slow_->await_resume();
-      if (status_ == channel_status::closed) throw channel_closed();
+      const step s = direct_                             ? direct_->result()
+                     : status_ == channel_status::closed ? step::closed
+                                                         : step::done;
+      if (s == step::closed) throw channel_closed();
+      if (s == step::stopped) detail::ambient->throw_cancelled();
     }
 
    private:
@@ -4650,7 +4742,8 @@ class channel {
     T* value_ = nullptr;
     std::optional<T> copy_;
     channel_status status_ = channel_status::full;
-    std::optional<detail::coro_awaiter<void>> slow_;  // the attempt that waits
+    std::optional<direct_wait> direct_;               // unbuffered
+    std::optional<detail::coro_awaiter<void>> slow_;  // buffered, when it must wait
   };
 
   // What async_recv returns.
@@ -4661,14 +4754,24 @@ class channel {
 
     bool await_ready() {
       require_coroutine_task(names().async_recv);
+      if (!channel_->ring_) return false;  // unbuffered: attempt and wait in one step
       return channel_->try_recv_impl(out_) != channel_status::empty;
     }
-    void await_suspend(std::coroutine_handle<> h) {
+    bool await_suspend(std::coroutine_handle<> h) {
+      if (!channel_->ring_) {
+        direct_.emplace(*channel_, out_, channel_->recv_waiters_, names().async_recv.c_str());
+        return direct_->suspend_after(
+            channel_->recv_begin(out_, direct_->node(), detail::ambient_token_ref(),
+                                 clock::time_point::max()),
+            h);
+      }
       slow_.emplace(detail::coro_access::release(channel_->recv_slow(out_)));
       slow_->await_suspend(h);
+      return true;
     }
     std::optional<T> await_resume() {
       if (slow_) slow_->await_resume();
+      if (direct_ && direct_->result() == step::stopped) detail::ambient->throw_cancelled();
       return std::move(out_);
     }
 
@@ -4678,6 +4781,7 @@ class channel {
 
     channel* channel_;
     std::optional<T> out_;
+    std::optional<direct_wait> direct_;
     std::optional<detail::coro_awaiter<void>> slow_;
   };
 
@@ -4883,18 +4987,6 @@ class channel {
     detail::fire_all(partner);
     return st;
   }
-
-  // A blocking operation is a loop of attempts. Each attempt either ends it,
-  // or queues its node and waits (a thread parks, a coroutine task suspends),
-  // after which finish_wait() says how the wait ended. One meaning per value:
-  enum class step {
-    done,       // the value was handed over or taken
-    closed,     // the channel is closed (for a receive: and drained)
-    queued,     // the node is queued: wait for it, then finish_wait()
-    stopped,    // the stop token stopped before the operation could complete
-    timed_out,  // the deadline passed first
-    retry,      // woken without a value handed over (the buffer changed): try again
-  };
 
   // Blocking send with an optional deadline. Returns ok or timeout; throws
   // channel_closed (or returns closed when `throw_closed` is false) and
@@ -5804,7 +5896,8 @@ struct runtime_options {
   // maps its stack and a guard page), less 10 % for threads leash does not
   // own and for other processes.
   std::size_t max_threads = 0;
-  // How many worker threads run coroutine tasks; 0 means hardware threads.
+  // How many worker threads run coroutine tasks; 0 means the CPUs this
+  // process may run on (its affinity mask: taskset counts).
   // Read when the first coroutine task starts them: set it before that.
   std::size_t coro_workers = 0;
 };
@@ -6721,11 +6814,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
     task_->resume_at = h;
     registered_ = true;
     identity_ = current_task;
-    if (identity_ != nullptr) {
-      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                     std::memory_order_relaxed);
-      identity_->blocked_in.store("task::co_await", std::memory_order_release);
-    }
+    if (identity_ != nullptr) identity_->note_blocked("task::co_await");
     // Both registrations happen before gate_ opens: whichever fires first
     // claims, but only the last of (claim, gate) posts the task.
     record_->add_waiter(*this);
@@ -6736,7 +6825,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   // A task that ended by now wins over a stop, as in get().
   std::add_lvalue_reference_t<T> await_resume() {
     if (registered_) {
-      if (identity_ != nullptr) identity_->blocked_in.store(nullptr, std::memory_order_relaxed);
+      if (identity_ != nullptr) identity_->note_blocked(nullptr);
       record_->remove_waiter(*this);
       if (state_ != nullptr) state_->remove_hook(*this);
     }
@@ -7404,12 +7493,7 @@ class nursery::join_awaiter {
 
  private:
   void mark_blocked(const char* what) noexcept {
-    if (identity_ == nullptr) return;
-    if (what != nullptr) {
-      identity_->blocked_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                                     std::memory_order_relaxed);
-    }
-    identity_->blocked_in.store(what, std::memory_order_release);
+    if (identity_ != nullptr) identity_->note_blocked(what);
   }
 
   nursery& n_;
