@@ -497,6 +497,10 @@ struct frame_allocated {
 #include <thread>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 // ---- leash/errors.hpp ----
 // leash/errors.hpp: the exceptions leash throws, and where unobserved failures go.
 //
@@ -796,6 +800,14 @@ inline int usable_cpus() noexcept {
 
 namespace leash::inline v0::detail {
 
+// Returns the allocator's free memory to the OS where the allocator keeps it
+// (glibc: malloc_trim, over every arena); elsewhere nothing.
+inline void release_free_memory() noexcept {
+#if defined(__GLIBC__)
+  ::malloc_trim(0);
+#endif
+}
+
 // A unit the scheduler runs. run_slice() must not throw; once it has handed
 // the item to someone who may post it again it must not touch it.
 class sched_item {
@@ -877,6 +889,10 @@ class scheduler {
   // default keep-alive, so a run of blocking calls reuses its spares while a
   // burst's threads go back to the OS soon after.
   static constexpr std::chrono::seconds spare_keep_alive{2};
+  // Slices that make a burst worth giving memory back after: tens of MB of
+  // frames and records at least, so that trimming (about 0.15 s per GB freed,
+  // on an idle worker) stays rare.
+  static constexpr std::uint64_t burst_slices = 100'000;
 
   // The slot's runnext is touched only by the thread that owns the slot (a
   // hand-off passes it under idle_mutex_), so readying a partner there takes
@@ -887,6 +903,7 @@ class scheduler {
     std::atomic<std::size_t> queued{0};  // queue.size(), for the owner's lock-free look
     sched_item* runnext = nullptr;       // owner only
     int runnext_streak = 0;              // owner only
+    std::uint64_t slices = 0;            // owner only: run since the owner last went idle
   };
 
   // A thread in the spare pool; lives on its stack.
@@ -1085,6 +1102,7 @@ class scheduler {
       sched_item* item = find_work(w, index);
       if (item == nullptr) item = spin_for_work(w, index);
       if (item != nullptr) {
+        ++w.slices;
         item->run_slice();
         if (current_worker_ != &w) return true;  // handed off while blocked in the slice
         continue;
@@ -1093,10 +1111,24 @@ class scheduler {
         std::this_thread::yield();  // an item is moving between queues
         continue;
       }
+      release_memory_after_burst(w);
       if (!park()) break;
     }
     current_worker_ = nullptr;
     return false;
+  }
+
+  // Called by a slot owner about to park. When every other owner is parked
+  // too and a burst ran since the last time (a million tasks that ended),
+  // gives the allocator's free memory back to the OS: glibc keeps freed small
+  // blocks in its arenas, so without this a burst's peak stays resident.
+  void release_memory_after_burst(worker& w) noexcept {
+    const std::uint64_t slices = std::exchange(w.slices, 0);
+    const std::uint64_t total =
+        slices_since_release_.fetch_add(slices, std::memory_order_relaxed) + slices;
+    if (total < burst_slices || parked_.load(std::memory_order_seq_cst) + 1 < count_) return;
+    if (slices_since_release_.exchange(0, std::memory_order_relaxed) < burst_slices) return;
+    release_free_memory();
   }
 
   // Waits in the spare pool for a slot to take over; null: the keep-alive
@@ -1156,13 +1188,14 @@ class scheduler {
   }
 
   const std::size_t count_;
-  std::vector<std::unique_ptr<worker>> workers_;  // fixed after construction
-  std::atomic<std::size_t> next_{0};              // round-robin target of foreign posts
-  std::atomic<std::size_t> queued_{0};            // items in all queues (not runnext slots)
-  std::atomic<std::size_t> parked_{0};            // slot owners in park()
-  std::atomic<std::size_t> spinning_{0};          // slot owners in spin_for_work()
-  std::atomic<std::uint64_t> handoffs_{0};        // for figures()
-  std::atomic<bool> stopped_{false};              // every thread has left (exit)
+  std::vector<std::unique_ptr<worker>> workers_;        // fixed after construction
+  std::atomic<std::size_t> next_{0};                    // round-robin target of foreign posts
+  std::atomic<std::size_t> queued_{0};                  // items in all queues (not runnext slots)
+  std::atomic<std::size_t> parked_{0};                  // slot owners in park()
+  std::atomic<std::size_t> spinning_{0};                // slot owners in spin_for_work()
+  std::atomic<std::uint64_t> slices_since_release_{0};  // see release_memory_after_burst
+  std::atomic<std::uint64_t> handoffs_{0};              // for figures()
+  std::atomic<bool> stopped_{false};                    // every thread has left (exit)
   mutable std::mutex idle_mutex_;
   std::condition_variable idle_;    // parked slot owners wait here
   std::condition_variable exited_;  // shutdown waits here for threads to leave
