@@ -236,10 +236,19 @@ coro<void> filter(int_channel in, int_channel out, int prime) {
   }
 }
 
+// filter as a thread task: the blocking forms.
+void thread_filter(const int_channel& in, const int_channel& out, int prime) {
+  for (;;) {
+    const int v = in->recv().value();
+    if (v % prime != 0) out->send(v);
+  }
+}
+
 // Go's sieve: the first `count` primes, each found at the head of the chain,
-// which then grows by one filter task. The tasks it starts stay suspended in
-// async_send or async_recv until `n` is cancelled.
-coro<std::vector<int>> sieve(leash::nursery& n, int count) {
+// which then grows by one filter task; with thread_every = k > 0, every k-th
+// filter is a thread task instead. The tasks it starts stay suspended (or
+// blocked) in send or recv until `n` is cancelled.
+coro<std::vector<int>> sieve(leash::nursery& n, int count, int thread_every) {
   std::vector<int> primes;
   int_channel head = std::make_shared<leash::channel<int>>();
   n.spawn([head] { return generate(head); });
@@ -247,7 +256,11 @@ coro<std::vector<int>> sieve(leash::nursery& n, int count) {
     const int prime = (co_await head->async_recv()).value();
     primes.push_back(prime);
     int_channel next = std::make_shared<leash::channel<int>>();
-    n.spawn([head, next, prime] { return filter(head, next, prime); });
+    if (thread_every > 0 && k % thread_every == 0) {
+      n.spawn([head, next, prime] { thread_filter(head, next, prime); });
+    } else {
+      n.spawn([head, next, prime] { return filter(head, next, prime); });
+    }
     head = next;
   }
   co_return primes;
@@ -257,16 +270,20 @@ coro<std::vector<int>> sieve(leash::nursery& n, int count) {
 // runs (the test thread's helpers, a timer): far below one per filter task.
 constexpr std::size_t sieve_thread_slack = 16;
 
-// Runs a sieve of `count` primes in coroutine tasks, checks that it needed no
-// thread per task, and cancels the tasks it leaves suspended.
-std::vector<int> run_sieve(int count) {
+// Runs a sieve of `count` primes (see sieve), checks that it needed no thread
+// per coroutine task, and cancels the tasks it leaves waiting.
+std::vector<int> run_sieve(int count, int thread_every = 0) {
   const std::size_t threads_before = leash::runtime::stats().threads_alive;
+  const std::size_t thread_filters =
+      thread_every > 0 ? static_cast<std::size_t>((count + thread_every - 1) / thread_every) : 0;
   std::vector<int> primes;
   std::size_t suspended_at_cancel = 0;
   leash::run_nursery([&](leash::nursery& n) {
-    auto main = n.spawn("sieve", [&]() -> coro<std::vector<int>> { return sieve(n, count); });
+    auto main =
+        n.spawn("sieve", [&]() -> coro<std::vector<int>> { return sieve(n, count, thread_every); });
     primes = main.get();
-    CHECK(leash::runtime::stats().threads_alive <= threads_before + sieve_thread_slack);
+    CHECK(leash::runtime::stats().threads_alive <=
+          threads_before + thread_filters + sieve_thread_slack);
     suspended_at_cancel = n.running();
     n.cancel();  // the generator and every filter end with cancelled, suspended
   });
@@ -280,6 +297,13 @@ TEST_CASE("a prime sieve of chained coroutine tasks finds the first 100 primes")
   const std::vector<int> primes = run_sieve(100);
   REQUIRE(primes.size() == 100);
   CHECK(primes.front() == 2);
+  CHECK(primes[24] == 97);
+  CHECK(primes.back() == 541);
+}
+
+TEST_CASE("a prime sieve whose filters alternate thread and coroutine tasks finds 100 primes") {
+  const std::vector<int> primes = run_sieve(100, 2);
+  REQUIRE(primes.size() == 100);
   CHECK(primes[24] == 97);
   CHECK(primes.back() == 541);
 }
@@ -417,36 +441,42 @@ constexpr int parties_per_side = 2;
 }  // namespace
 
 TEST_CASE(
-    "double select with selects on both sides, coroutine tasks alone and mixed with threads") {
+    "double select with selects on both sides, coroutine tasks alone and mixed with "
+    "threads, unbuffered and buffered") {
   const int values = static_cast<int>(leash_test::scaled(50'000));
-  // Which parties (sender 0 and receiver 0) are threads using blocking select.
-  for (bool mixed : {false, true}) {
-    CAPTURE(mixed);
-    channels4 c;
-    select_senders senders{c, values, parties_per_side, parties_per_side};
-    std::array<select_receiver, parties_per_side> receivers{select_receiver(c), select_receiver(c)};
-    std::array<leash::task<std::vector<int>>, parties_per_side> got;
-    leash::nursery n;
-    for (int s = 0; s < parties_per_side; ++s) {
-      if (mixed && s == 0) {
-        n.spawn([&, s] { senders.blocking(s); });
-      } else {
-        n.spawn([&, s] { return senders.awaiting(s); });
+  for (std::size_t capacity : {0u, 1u, 8u}) {
+    // Whether sender 0 and receiver 0 are threads using blocking select.
+    for (bool mixed : {false, true}) {
+      CAPTURE(capacity);
+      CAPTURE(mixed);
+      channels4 c{leash::channel<int>(capacity), leash::channel<int>(capacity),
+                  leash::channel<int>(capacity), leash::channel<int>(capacity)};
+      select_senders senders{c, values, parties_per_side, parties_per_side};
+      std::array<select_receiver, parties_per_side> receivers{select_receiver(c),
+                                                              select_receiver(c)};
+      std::array<leash::task<std::vector<int>>, parties_per_side> got;
+      leash::nursery n;
+      for (int s = 0; s < parties_per_side; ++s) {
+        if (mixed && s == 0) {
+          n.spawn([&, s] { senders.blocking(s); });
+        } else {
+          n.spawn([&, s] { return senders.awaiting(s); });
+        }
       }
-    }
-    for (std::size_t r = 0; r < parties_per_side; ++r) {
-      if (mixed && r == 0) {
-        got[r] = n.spawn([&, r] { return receivers[r].blocking(); });
-      } else {
-        got[r] = n.spawn([&, r] { return receivers[r].awaiting(); });
+      for (std::size_t r = 0; r < parties_per_side; ++r) {
+        if (mixed && r == 0) {
+          got[r] = n.spawn([&, r] { return receivers[r].blocking(); });
+        } else {
+          got[r] = n.spawn([&, r] { return receivers[r].awaiting(); });
+        }
       }
+      std::vector<int> seen(static_cast<std::size_t>(values), 0);
+      for (auto& t : got) {
+        for (int v : t.get())
+          ++seen.at(static_cast<std::size_t>(v));
+      }
+      n.wait();
+      CHECK(std::count(seen.begin(), seen.end(), 1) == values);
     }
-    std::vector<int> seen(static_cast<std::size_t>(values), 0);
-    for (auto& t : got) {
-      for (int v : t.get())
-        ++seen.at(static_cast<std::size_t>(v));
-    }
-    n.wait();
-    CHECK(std::count(seen.begin(), seen.end(), 1) == values);
   }
 }
