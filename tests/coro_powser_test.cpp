@@ -32,6 +32,8 @@ using leash::coro;
 
 namespace {
 
+// The rationals are channel_powser_test.cpp's (each test is its own program).
+
 // A rational in lowest terms with a positive denominator. A denominator of 0
 // is the end mark of a finite series (Go's finis).
 struct rat {
