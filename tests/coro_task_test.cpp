@@ -231,3 +231,24 @@ TEST_CASE("the async awaitables are usage errors outside a coroutine task") {
   auto yielder = []() -> coro<void> { co_await async_checkpoint(); };
   CHECK_THROWS_AS(leash::sync_wait(yielder()), leash::usage_error);
 }
+
+namespace {
+// A result type of this file only (an unnamed namespace), as users write them.
+struct local_result {
+  int value;
+};
+}  // namespace
+
+TEST_CASE("a coroutine task may return a type of an unnamed namespace (builds with -Werror)") {
+  leash::nursery n;
+  auto t = n.spawn([]() -> coro<local_result> { co_return local_result{7}; });
+  CHECK(t.get().value == 7);
+  n.wait();
+}
+
+TEST_CASE("a coroutine task whose callable returns an empty coro fails with usage_error") {
+  leash::nursery n;
+  auto t = n.spawn([]() { return coro<int>(); });
+  CHECK_THROWS_AS(t.get(), leash::usage_error);
+  CHECK_THROWS_AS(n.wait(), leash::usage_error);
+}

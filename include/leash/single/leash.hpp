@@ -6712,18 +6712,30 @@ class coro_task_driver {
   std::coroutine_handle<promise_type> handle_;
 };
 
-template <class T>
-LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro_task_driver drive_task(coro<T>& c,
-                                                                    task_result<T>& out) {
-  try {
-    if constexpr (std::is_void_v<T>) {
-      co_await std::move(c);
-    } else {
-      out.value.emplace(co_await std::move(c));
-    }
-  } catch (...) {
-    out.error = std::current_exception();
-  }
+// What a task's driver runs: the task's own coro, typed behind this
+// interface so that the driver's frame has no member of the task's type (g++
+// warns, -Wsubobject-linkage, about a coroutine frame of a header template
+// whose T is a type of an unnamed namespace).
+class task_body {
+ public:
+  // Starts the coro, to continue with `driver` when it ends.
+  virtual void start(std::coroutine_handle<> driver) noexcept = 0;
+  // After its end: stores its value or exception in the task's record.
+  virtual void finish() noexcept = 0;
+
+ protected:
+  ~task_body() = default;
+};
+
+struct run_task_body {
+  task_body& body;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> driver) const noexcept { body.start(driver); }
+  void await_resume() const noexcept { body.finish(); }
+};
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro_task_driver drive_task(task_body& body) {
+  co_await run_task_body{body};
 }
 
 // A coroutine task on the scheduler: each run_slice() resumes it on a worker
@@ -6767,7 +6779,7 @@ class coro_task_base : public resumable {
 };
 
 template <class T, class F>
-class coro_task_impl final : public task_result<T>, public coro_task_base {
+class coro_task_impl final : public task_result<T>, public coro_task_base, private task_body {
  public:
   explicit coro_task_impl(F&& f) : fn_(std::move(f)) {}
   explicit coro_task_impl(const F& f) : fn_(f) {}
@@ -6777,23 +6789,42 @@ class coro_task_impl final : public task_result<T>, public coro_task_base {
 
  private:
   std::coroutine_handle<> begin(const std::stop_token& token) override {
-    if constexpr (takes_stop_token<F>) {
-      coro_.emplace(std::invoke(*fn_, token));
-    } else {
-      coro_.emplace(std::invoke(*fn_));
+    coro<T> c = call(token);
+    if (!c.valid()) {
+      throw usage_error("leash::nursery::spawn: the task's callable returned an empty coro");
     }
-    driver_.emplace(drive_task<T>(*coro_, *this));
+    body_.emplace(coro_access::release(std::move(c)));
+    driver_.emplace(drive_task(*this));
     return driver_->handle();
+  }
+  coro<T> call(const std::stop_token& token) {
+    if constexpr (takes_stop_token<F>) {
+      return std::invoke(*fn_, token);
+    } else {
+      return std::invoke(*fn_);
+    }
+  }
+  void start(std::coroutine_handle<> driver) noexcept override { body_->await_suspend(driver); }
+  void finish() noexcept override {
+    try {
+      if constexpr (std::is_void_v<T>) {
+        body_->await_resume();
+      } else {
+        this->value.emplace(body_->await_resume());
+      }
+    } catch (...) {
+      this->error = std::current_exception();
+    }
   }
   void release() noexcept override {
     driver_.reset();
-    coro_.reset();
+    body_.reset();
     fn_.reset();
   }
   task_record& record() noexcept override { return *this; }
 
   std::optional<F> fn_;
-  std::optional<coro<T>> coro_;
+  std::optional<coro_awaiter<T>> body_;  // owns the task's coro frame once begun
   std::optional<coro_task_driver> driver_;
 };
 
