@@ -374,3 +374,24 @@ TEST_CASE("coro: frames larger than the pooled limit bypass the cache") {
 #if defined(__clang__)
 #pragma clang attribute pop
 #endif
+
+TEST_CASE("frames one thread makes and another frees come back in batches, not from malloc") {
+  // A producer thread allocates, a consumer thread frees: beyond the
+  // consumer's cache the blocks go to the depot, and the producer's next
+  // allocations take them from there.
+  constexpr std::size_t blocks = 20'000;  // 1.25 MiB of 64-byte blocks: over one thread's cache
+  std::vector<void*> made(blocks);
+  for (void*& p : made)
+    p = leash::detail::allocate_frame(64);
+  std::thread([&] {
+    for (void* p : made)
+      leash::detail::deallocate_frame(p, 64);
+  }).join();
+  const std::size_t before = leash::detail::frame_global_allocations();
+  for (void*& p : made)
+    p = leash::detail::allocate_frame(64);
+  const std::size_t from_malloc = leash::detail::frame_global_allocations() - before;
+  CHECK(from_malloc < blocks / 2);
+  for (void* p : made)
+    leash::detail::deallocate_frame(p, 64);
+}

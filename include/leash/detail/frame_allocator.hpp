@@ -7,17 +7,21 @@
 // another thread than the one that allocated it simply joins the freeing
 // thread's list. Blocks of one class are interchangeable (each is exactly
 // ::operator new(class size)), so no list ever needs to know where a block came
-// from, and no lock or atomic is taken.
+// from, and the lists take no lock or atomic. Blocks a thread frees beyond its
+// budget move in batches through a small locked depot to threads whose list is
+// empty.
 //
-//   frame size                 allocate                       deallocate
-//   <= max_pooled_frame        this thread's list, else       this thread's list while it
-//                              ::operator new(class size)     caches < max_cached_frame_bytes,
-//                                                             else ::operator delete
-//   > max_pooled_frame         ::operator new                 ::operator delete
+//   frame size          allocate                          deallocate
+//   <= max_pooled_frame this thread's list, else a batch  this thread's list; over
+//                       from the depot, else              max_cached_frame_bytes a batch
+//                       ::operator new(class size)        to the depot (or ::operator
+//                                                         delete when it is full)
+//   > max_pooled_frame  ::operator new                    ::operator delete
 //
 // Guarantees. In steady state (frames of the sizes a thread just freed) an
 // allocation is a pop from a thread-local list: no malloc, no lock. A thread
-// caches at most max_cached_frame_bytes; the rest goes back to the global
+// caches at most max_cached_frame_bytes (and one block more), the depot at
+// most max_depot_class_bytes per class; the rest goes back to the global
 // allocator at once, so memory returns after a burst. A thread's cache is
 // freed when the thread exits; frames freed on that thread after its cache
 // is gone (from later thread_local destructors) go to ::operator delete.
@@ -25,8 +29,10 @@
 // a frame is still reported.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <new>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -59,15 +65,67 @@ inline constexpr std::size_t frame_classes = max_pooled_frame / frame_granule;
 // saw a burst of far more keeps only this much back from the global allocator.
 inline constexpr std::size_t max_cached_frame_bytes = 256 * 1024;
 
-// A cached block: its first bytes link it to the next one of its class.
+// Blocks move between threads a batch at a time (see frame_depot).
+inline constexpr std::size_t frame_batch_blocks = 32;
+
+// What the depot holds at most of one size class (a class that nobody
+// allocates any more must not crowd out the others); beyond it, blocks go
+// back to ::operator delete.
+inline constexpr std::size_t max_depot_class_bytes = 1024 * 1024;
+
+// A cached block: its first bytes link it to the next one of its class, and,
+// at the head of a batch in the depot, to the next batch.
 struct free_frame {
   free_frame* next;
+  free_frame* next_batch;
+};
+
+// Batches of blocks that threads freed beyond their own cache, for threads
+// whose list of that class is empty (tcmalloc's central free lists). A thread
+// that allocates what other threads free (one spawning tasks that end on
+// workers) then reaches ::operator new, and the allocator's arena lock that
+// the freeing threads contend for, once per batch instead of once per block.
+class frame_depot {
+ public:
+  static frame_depot& instance() {
+    static auto* d = new frame_depot;  // immortal: threads may exit after static destruction
+    return *d;
+  }
+
+  // A batch of frame_batch_blocks blocks of class `cls`, linked through next,
+  // or nullptr.
+  free_frame* take(std::size_t cls) noexcept {
+    std::lock_guard lock(mutex_);
+    free_frame* batch = batches_[cls];
+    if (batch != nullptr) {
+      batches_[cls] = batch->next_batch;
+      bytes_[cls] -= frame_batch_blocks * (cls + 1) * frame_granule;
+    }
+    return batch;
+  }
+
+  // Keeps `batch`; false when the depot is full (the caller frees it).
+  bool give(std::size_t cls, free_frame* batch) noexcept {
+    const std::size_t bytes = frame_batch_blocks * (cls + 1) * frame_granule;
+    std::lock_guard lock(mutex_);
+    if (bytes_[cls] + bytes > max_depot_class_bytes) return false;
+    batch->next_batch = batches_[cls];
+    batches_[cls] = batch;
+    bytes_[cls] += bytes;
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  free_frame* batches_[frame_classes] = {};
+  std::size_t bytes_[frame_classes] = {};
 };
 
 // One thread's lists. Trivially destructible and constant-initialized, so an
 // access costs no thread_local guard; frame_cache_reaper frees it at exit.
 struct frame_cache {
   free_frame* heads[frame_classes];
+  std::size_t counts[frame_classes];  // blocks in each list
   std::size_t cached_bytes;
   std::size_t global_allocations;  // frames this thread took from ::operator new
   bool reaper_armed;               // the reaper's destructor is registered for this thread
@@ -110,6 +168,7 @@ struct frame_cache_reaper {
         c.heads[cls] = f->next;
         ::operator delete(f);
       }
+      c.counts[cls] = 0;
     }
     c.cached_bytes = 0;
     c.closed = true;
@@ -126,14 +185,45 @@ inline void* allocate_frame(std::size_t size) {
     return ::operator new(size);
   }
   const std::size_t cls = frame_class_of(size);
+  const std::size_t bytes = frame_class_bytes(cls);
+  if (c.heads[cls] == nullptr && !c.closed) {
+    if (free_frame* batch = frame_depot::instance().take(cls)) {
+      c.heads[cls] = batch;
+      c.counts[cls] = frame_batch_blocks;
+      c.cached_bytes += frame_batch_blocks * bytes;
+    }
+  }
   if (free_frame* f = c.heads[cls]) {
-    unpoison_cached_frame(f, frame_class_bytes(cls));
+    unpoison_cached_frame(f, bytes);
     c.heads[cls] = f->next;
-    c.cached_bytes -= frame_class_bytes(cls);
+    --c.counts[cls];
+    c.cached_bytes -= bytes;
     return f;
   }
   ++c.global_allocations;
-  return ::operator new(frame_class_bytes(cls));
+  return ::operator new(bytes);
+}
+
+// Over its budget, a thread's cache sheds blocks of the class it just grew:
+// a whole batch to the depot, or (too few for a batch, or the depot full)
+// back to ::operator delete.
+inline void shed_frames(frame_cache& c, std::size_t cls) noexcept {
+  const std::size_t bytes = frame_class_bytes(cls);
+  const std::size_t n = std::min(c.counts[cls], frame_batch_blocks);
+  free_frame* batch = c.heads[cls];
+  free_frame* last = batch;
+  for (std::size_t i = 1; i < n; ++i)
+    last = last->next;
+  c.heads[cls] = last->next;
+  last->next = nullptr;
+  c.counts[cls] -= n;
+  c.cached_bytes -= n * bytes;
+  if (n == frame_batch_blocks && frame_depot::instance().give(cls, batch)) return;
+  while (free_frame* f = batch) {
+    batch = f->next;
+    unpoison_cached_frame(f, bytes);
+    ::operator delete(f);
+  }
 }
 
 // Returns a frame from allocate_frame(size), on any thread.
@@ -145,7 +235,7 @@ inline void deallocate_frame(void* p, std::size_t size) noexcept {
   const std::size_t cls = frame_class_of(size);
   const std::size_t bytes = frame_class_bytes(cls);
   frame_cache& c = tls_frame_cache;
-  if (c.closed || c.cached_bytes + bytes > max_cached_frame_bytes) {
+  if (c.closed) {
     ::operator delete(p);
     return;
   }
@@ -156,8 +246,10 @@ inline void deallocate_frame(void* p, std::size_t size) noexcept {
   auto* f = static_cast<free_frame*>(p);
   f->next = c.heads[cls];
   c.heads[cls] = f;
+  ++c.counts[cls];
   c.cached_bytes += bytes;
   poison_cached_frame(f, bytes);
+  if (c.cached_bytes > max_cached_frame_bytes) shed_frames(c, cls);
 }
 
 // Bytes this thread caches now (at most max_cached_frame_bytes).
