@@ -1720,9 +1720,9 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <ctime>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <exception>
 #include <mutex>
 #include <new>
