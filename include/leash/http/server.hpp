@@ -19,8 +19,9 @@
 //   srv.shutdown(2s);  // stop accepting; finish in-flight requests; then cancel
 //
 // One task runs in `n` (the accept loop); it opens the server's own nursery,
-// where each connection is one task that reads a request, calls the handler,
-// writes the response, and waits for the next (keep-alive). A response is
+// where each connection is one task (a detail::server_connection) that reads
+// a request, calls the handler, writes the response, and waits for the next
+// (keep-alive). A response is
 // framed by Content-Length when the handler returns before anything was
 // flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
 // A request body (Content-Length or chunked) is a leash::body read from the
@@ -520,7 +521,8 @@ class server_connection {
     return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
   }
 
-  // The request of `head`, from this connection's peer.
+  // The request of `head` (whose fields move into it), from this
+  // connection's peer.
   server_request make_request(parsed_request& head) const {
     return server_request(std::move(head), peer_, env_.options.max_body_bytes);
   }
