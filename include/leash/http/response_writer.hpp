@@ -56,7 +56,9 @@
 
 namespace leash::inline v0::http {
 
-class server;
+namespace detail {
+class server_connection;
+}
 
 // Writes one response. Buffers until flush(), the buffer filling up, or the
 // handler returning. Thread-safe (one mutex): flush() may come from a ticker.
@@ -131,7 +133,14 @@ class response_writer {
   }
 
  private:
-  friend class server;
+  // The server connection's interface: the members up to "the writer's own
+  // machinery" below, and reason_phrase() for its own error answers, are all
+  // it uses of the writer.
+  friend class detail::server_connection;
+
+  // A writer on the connection `fd` for a response to a request that said
+  // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
+  // body); `keep_alive`: the connection may carry another request after it.
   response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive,
                   std::chrono::milliseconds write_timeout)
       : fd_(fd),
@@ -148,6 +157,39 @@ class response_writer {
     if (head_sent_ || aborted_) return;
     send_bytes_locked("HTTP/1.1 100 Continue\r\n\r\n");
   }
+
+  // Ends the response after the handler returned: sends the head if it was
+  // not sent (framed by Content-Length then) and the rest of the body (the
+  // last chunk when chunked). `close_connection`: the connection ends after
+  // this response ("Connection: close" when the head is still to be sent).
+  // Throws as flush(), and invalid_request for a head it cannot send.
+  void finish(bool close_connection) {
+    std::lock_guard lock(mutex_);
+    if (close_connection) keep_alive_ = false;
+    send_locked(true);
+  }
+
+  // After finish(): true when the connection may carry another request
+  // (keep-alive, and the body was not delimited by the connection's end).
+  bool keeps_connection() const {
+    std::lock_guard lock(mutex_);
+    return keep_alive_ && mode_ != mode::until_close;
+  }
+
+  // True when a send exceeded write_timeout (the connection was aborted).
+  bool timed_out() const {
+    std::lock_guard lock(mutex_);
+    return timed_out_;
+  }
+
+  // True when the connection was aborted: by abort(), a stalled send, or a
+  // body that broke its Content-Length. Nothing more can be sent on it.
+  bool aborted() const {
+    std::lock_guard lock(mutex_);
+    return aborted_;
+  }
+
+  // The writer's own machinery from here on.
 
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {

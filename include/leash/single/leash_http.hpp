@@ -2724,7 +2724,9 @@ class client {
 
 namespace leash::inline v0::http {
 
-class server;
+namespace detail {
+class server_connection;
+}
 
 // Writes one response. Buffers until flush(), the buffer filling up, or the
 // handler returning. Thread-safe (one mutex): flush() may come from a ticker.
@@ -2799,7 +2801,14 @@ class response_writer {
   }
 
  private:
-  friend class server;
+  // The server connection's interface: the members up to "the writer's own
+  // machinery" below, and reason_phrase() for its own error answers, are all
+  // it uses of the writer.
+  friend class detail::server_connection;
+
+  // A writer on the connection `fd` for a response to a request that said
+  // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
+  // body); `keep_alive`: the connection may carry another request after it.
   response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive,
                   std::chrono::milliseconds write_timeout)
       : fd_(fd),
@@ -2816,6 +2825,39 @@ class response_writer {
     if (head_sent_ || aborted_) return;
     send_bytes_locked("HTTP/1.1 100 Continue\r\n\r\n");
   }
+
+  // Ends the response after the handler returned: sends the head if it was
+  // not sent (framed by Content-Length then) and the rest of the body (the
+  // last chunk when chunked). `close_connection`: the connection ends after
+  // this response ("Connection: close" when the head is still to be sent).
+  // Throws as flush(), and invalid_request for a head it cannot send.
+  void finish(bool close_connection) {
+    std::lock_guard lock(mutex_);
+    if (close_connection) keep_alive_ = false;
+    send_locked(true);
+  }
+
+  // After finish(): true when the connection may carry another request
+  // (keep-alive, and the body was not delimited by the connection's end).
+  bool keeps_connection() const {
+    std::lock_guard lock(mutex_);
+    return keep_alive_ && mode_ != mode::until_close;
+  }
+
+  // True when a send exceeded write_timeout (the connection was aborted).
+  bool timed_out() const {
+    std::lock_guard lock(mutex_);
+    return timed_out_;
+  }
+
+  // True when the connection was aborted: by abort(), a stalled send, or a
+  // body that broke its Content-Length. Nothing more can be sent on it.
+  bool aborted() const {
+    std::lock_guard lock(mutex_);
+    return aborted_;
+  }
+
+  // The writer's own machinery from here on.
 
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {
@@ -3081,8 +3123,9 @@ class response_writer {
 //   srv.shutdown(2s);  // stop accepting; finish in-flight requests; then cancel
 //
 // One task runs in `n` (the accept loop); it opens the server's own nursery,
-// where each connection is one task that reads a request, calls the handler,
-// writes the response, and waits for the next (keep-alive). A response is
+// where each connection is one task (a detail::server_connection) that reads
+// a request, calls the handler, writes the response, and waits for the next
+// (keep-alive). A response is
 // framed by Content-Length when the handler returns before anything was
 // flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
 // A request body (Content-Length or chunked) is a leash::body read from the
@@ -3605,6 +3648,10 @@ class value_bag {
 
 namespace leash::inline v0::http {
 
+namespace detail {
+class server_connection;
+}
+
 // A request as the server received it, with its value bag. Lives for one
 // handler call; not copyable.
 class server_request {
@@ -3633,8 +3680,22 @@ class server_request {
   std::string_view peer_address() const noexcept { return peer_address_; }
 
  private:
-  friend class server;
-  server_request() = default;
+  friend class detail::server_connection;
+  // The request of the parsed `head` (its fields are moved out of it), from
+  // the client at `peer_address`; read_body() reads at most `max_body`. The
+  // body is attached when the handler is called (attach_body).
+  server_request(detail::parsed_request&& head, std::string peer_address, std::size_t max_body)
+      : method_(head.method),
+        target_(head.target),
+        version_(head.version),
+        headers_(std::move(head.headers)),
+        max_body_(max_body),
+        peer_address_(std::move(peer_address)) {
+    if (!head.chunked) body_length_ = head.content_length;
+  }
+
+  void attach_body(leash::body b) noexcept { body_ = std::move(b); }
+
   std::string method_;
   std::string target_;
   http::version version_;
@@ -3843,6 +3904,356 @@ class end_aware_body final : public body_source {
   std::function<void()> at_end_;
 };
 
+// A server's counters that its connections keep.
+struct connection_counters {
+  std::atomic<std::uint64_t> requests{0};            // handler calls that returned
+  std::atomic<std::uint64_t> write_timeouts{0};      // connections ended by write_timeout
+  std::atomic<std::uint64_t> header_timeouts{0};     // connections ended by header_timeout
+  std::atomic<std::uint64_t> client_disconnects{0};  // handlers cancelled: their client left
+};
+
+// What a connection uses of its server, which outlives every connection.
+struct connection_env {
+  const server_options& options;
+  const std::function<void(server_request&, response_writer&)>& handler;
+  accept_poller& poller;              // cancels a handler whose client left
+  std::stop_token idle_end;           // stopped by shutdown(): a connection waiting for a
+                                      // request ends
+  const std::atomic<bool>& stopping;  // shutdown() began: responses end their connection
+  connection_counters& counters;
+};
+
+// One client connection of a server, from its accept to its close: reads a
+// request head, makes the request and its writer, runs the handler, finishes
+// the response, and does it again while keep-alive lasts (run()). Runs on the
+// connection's task; its stop token (the server's shutdown or a cancelled
+// parent) stops every wait. Not copyable.
+class server_connection {
+ public:
+  // Takes over `s`; call from the connection's task.
+  server_connection(const connection_env& env, socket s)
+      : env_(env),
+        socket_(std::move(s)),
+        token_(this_task::stop_token()),
+        peer_(peer_address_of(socket_.fd())) {}
+
+  server_connection(const server_connection&) = delete;
+  server_connection& operator=(const server_connection&) = delete;
+
+  // Serves requests until the connection ends: at EOF, an idle timeout or
+  // shutdown between requests, after an error answer (400, 408, 413, 431,
+  // 500, 504), when the client left, or after a response that ends it.
+  // Throws what a failed error answer throws (io_error, timeout, cancelled).
+  void run() {
+    for (bool first = true; serve_request(first); first = false) {
+    }
+  }
+
+ private:
+  using rest = request_stream::rest;
+
+  static constexpr std::size_t read_chunk = 8192;  // bytes taken from the socket per read
+  // A lingering close's bounds: enough for a client to see the answer, short
+  // enough that a client that keeps sending cannot hold the connection.
+  static constexpr auto linger_time = std::chrono::milliseconds(100);
+  static constexpr int linger_reads = 32;  // 256 KiB of reads of read_chunk
+
+  // Thrown by read_head when part of a head came but not all of it within
+  // header_timeout (answered 408).
+  struct head_timed_out {};
+
+  // The request body's stream while a request is served. However the
+  // request ends, the body is the server's again (take_back) before the
+  // writer and the connection's buffer die: a body moved out of the handler
+  // reads nothing more.
+  class body_lease {
+   public:
+    body_lease(std::shared_ptr<request_stream> stream, server_request& req, std::size_t limit)
+        : stream_(std::move(stream)), req_(req), limit_(limit) {}
+    body_lease(const body_lease&) = delete;
+    body_lease& operator=(const body_lease&) = delete;
+    ~body_lease() { (void)take_back(); }
+
+    const std::shared_ptr<request_stream>& stream() const noexcept { return stream_; }
+
+    // Ends the handler's access (its handle is closed, reading nothing) and
+    // says what is left of the body; later calls say the same.
+    rest take_back() {
+      if (!rest_) {
+        rest_ = stream_->detach(limit_);
+        (void)req_.body().try_close();
+      }
+      return *rest_;
+    }
+
+   private:
+    std::shared_ptr<request_stream> stream_;
+    server_request& req_;
+    std::size_t limit_;         // the unread tail drained to keep the connection
+    std::optional<rest> rest_;  // set by the first take_back()
+  };
+
+  // Counts a response whose send exceeded write_timeout, once it can send
+  // nothing more (when the request ends, however it ends).
+  struct count_write_timeout {
+    const response_writer& w;
+    std::atomic<std::uint64_t>& count;
+    ~count_write_timeout() {
+      if (w.timed_out()) ++count;
+    }
+  };
+
+  // Reads, handles and answers one request; true when the connection then
+  // waits for the next one.
+  bool serve_request(bool first) {
+    parsed_request head;
+    std::size_t head_end = 0;
+    if (!read_request_head(first, head, head_end)) return false;
+    server_request req = make_request(head);
+    response_writer w = make_writer(head, req);
+    const count_write_timeout counted{w, env_.counters.write_timeouts};
+    body_lease body(open_body(head, head_end, req, w), req, env_.options.drain_limit);
+    const bool body_read = !head.chunked && head.content_length == 0;
+    if (!respond(req, w, body, body_read)) return false;
+    ++env_.counters.requests;
+    return ready_for_next(body, w);
+  }
+
+  // Reads the next request head and parses it into `head` (its views point
+  // into buf_, whose first `head_end` bytes it is). False when the connection
+  // ends: quietly (EOF, idle timeout, shutdown), or after answering 431 (a
+  // head over the limits), 400 (a malformed head) or 408 (too slow a head).
+  bool read_request_head(bool first, parsed_request& head, std::size_t& head_end) {
+    try {
+      if (!read_head(first, head_end)) return false;
+      parse_request_head(std::string_view(buf_).substr(0, head_end), env_.options.max_header_fields,
+                         head);
+      return true;
+    } catch (const limit_exceeded&) {
+      reply_error(431);
+    } catch (const protocol_error&) {
+      reply_error(400);
+    } catch (const head_timed_out&) {
+      reply_error(408);
+    }
+    return false;
+  }
+
+  // Where the head at the start of `buf` ends (after its empty line), or
+  // npos. "\n\n" ends it too, so that a head with bare LFs is refused (400)
+  // instead of awaited forever.
+  static std::size_t find_head_end(std::string_view buf) noexcept {
+    const std::size_t crlf = buf.find("\n\r\n");
+    const std::size_t lf = buf.find("\n\n");
+    return std::min(crlf == buf.npos ? buf.npos : crlf + 3, lf == buf.npos ? buf.npos : lf + 2);
+  }
+
+  // Reads until buf_ holds a whole head, `head_end` bytes long; false when
+  // the connection should end quietly (EOF, idle timeout, shutdown before a
+  // byte of the next request). The head is timed by header_timeout from its
+  // first byte, or from the accept for a connection's `first` request;
+  // throws head_timed_out when that passed with part of a head received,
+  // limit_exceeded for a head over max_header_bytes.
+  bool read_head(bool first, std::size_t& head_end) {
+    const server_options& o = env_.options;
+    bool timing_head = first || !buf_.empty();  // else: idle until the first byte
+    auto deadline = leash::detail::deadline_after(timing_head ? o.header_timeout : o.idle_timeout);
+    for (;;) {
+      head_end = find_head_end(buf_);
+      if (head_end != std::string::npos && head_end <= o.max_header_bytes) return true;
+      if (std::min(head_end, buf_.size()) > o.max_header_bytes) {
+        throw limit_exceeded(limit::header_bytes, o.max_header_bytes);
+      }
+      char tmp[read_chunk];
+      std::size_t got = 0;
+      const read_status st = read_more(tmp, got, deadline);
+      if (st == read_status::timed_out && timing_head) {
+        ++env_.counters.header_timeouts;
+        if (!buf_.empty()) throw head_timed_out{};
+      }
+      if (st != read_status::data) return false;
+      if (!timing_head) {
+        timing_head = true;
+        deadline = leash::detail::deadline_after(o.header_timeout);
+      }
+      buf_.append(tmp, got);
+    }
+  }
+
+  // One read of head bytes into `tmp`. While no byte of the request came
+  // (idle), a shutdown ends the wait (eof): never mid-request.
+  read_status read_more(char (&tmp)[read_chunk], std::size_t& got, clock::time_point deadline) {
+    if (!buf_.empty()) return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
+    const stop_guard idle(env_.idle_end, socket_.fd());
+    if (env_.idle_end.stop_requested()) return read_status::eof;
+    return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
+  }
+
+  // The request of `head` (whose fields move into it), from this
+  // connection's peer.
+  server_request make_request(parsed_request& head) const {
+    return server_request(std::move(head), peer_, env_.options.max_body_bytes);
+  }
+
+  // The writer of `req`'s response: keep-alive when the client asked for it
+  // and the server is not shutting down.
+  response_writer make_writer(const parsed_request& head, const server_request& req) const {
+    return response_writer(socket_.fd(), token_, req.method() == "HEAD", head.version.minor == 0,
+                           head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
+  }
+
+  // The request body's stream, over buf_ from `head_end` on. An HTTP/1.1
+  // "Expect: 100-continue" is answered by the body's first read (RFC 9110
+  // 10.1.1: an HTTP/1.0 request's expectation is ignored).
+  std::shared_ptr<request_stream> open_body(const parsed_request& head, std::size_t head_end,
+                                            const server_request& req, response_writer& w) {
+    const auto expect = req.headers().get("expect");
+    std::function<void()> on_first_read;
+    if (head.version.minor == 1 && expect && iequals(*expect, "100-continue")) {
+      on_first_read = [&w] { w.send_continue(); };
+    }
+    const server_options& o = env_.options;
+    return std::make_shared<request_stream>(
+        socket_.fd(), buf_, head_end,
+        head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
+        parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
+  }
+
+  // Runs the handler and finishes its response. False when the connection
+  // ends here: the client left (nobody to answer), or the handler or the
+  // finish failed (answered when nothing was sent yet: 413 for
+  // body_too_large, 400 after a malformed body, 504 for a deadline of the
+  // handler's own, else 500; nothing for the server's own cancel).
+  bool respond(server_request& req, response_writer& w, body_lease& body, bool body_read) {
+    bool client_left = false;
+    try {
+      run_handler(req, w, body.stream(), body_read, client_left);
+      if (client_left) return client_gone();
+      finish_response(req, w, body);
+      return true;
+    } catch (const cancelled& e) {
+      if (client_left) return client_gone();
+      (void)body.take_back();
+      if (!token_.stop_requested() && untouched(w)) {
+        reply_error(dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500);
+      }
+    } catch (const body_too_large&) {
+      (void)body.take_back();
+      if (untouched(w)) reply_error(413);
+    } catch (const std::exception&) {
+      (void)body.take_back();
+      if (untouched(w)) reply_error(body.stream()->malformed() ? 400 : 500);
+    }
+    return false;
+  }
+
+  // Calls the handler in a scope that the client leaving cancels ("client
+  // disconnected"); `client_left` says whether it did, also when the handler
+  // throws. `body_read`: the request has no body, so a close by the client
+  // means it left from the start.
+  void run_handler(server_request& req, response_writer& w,
+                   const std::shared_ptr<request_stream>& stream, bool body_read,
+                   bool& client_left) {
+    cancel_scope scope;
+    struct unwatch_on_exit {
+      accept_poller& poller;
+      std::uint64_t id;
+      bool& left;
+      ~unwatch_on_exit() { left = poller.unwatch(id); }
+    } watched{env_.poller, env_.poller.watch(socket_.fd(), scope, body_read), client_left};
+    req.attach_body(leash::body(std::make_unique<end_aware_body>(
+        std::make_unique<request_body_source>(stream),
+        [&poller = env_.poller, id = watched.id] { poller.watch_eof(id); })));
+    env_.handler(req, w);
+  }
+
+  // The handler returned: its request's values go, the body comes back, and
+  // the response ends ("Connection: close" when an unread tail will not be
+  // read: a broken body, or one over drain_limit).
+  void finish_response(server_request& req, response_writer& w, body_lease& body) {
+    req.values().clear();  // gone before the client has the whole response
+    const rest left = body.take_back();
+    w.finish(left == rest::broken || left == rest::too_big);
+  }
+
+  // After a finished response: drains the body's unread tail (at most
+  // drain_limit, within drain_timeout) and says whether the connection
+  // carries the next request. A tail not drained ends it with a lingering
+  // close.
+  bool ready_for_next(body_lease& body, const response_writer& w) {
+    const server_options& o = env_.options;
+    const rest left = body.take_back();
+    const bool clean = left == rest::none ||
+                       (left == rest::drain &&
+                        body.stream()->drain(
+                            o.drain_limit, leash::detail::deadline_after(o.drain_timeout), token_));
+    if (!clean) {
+      linger_close();
+      return false;
+    }
+    body.stream()->release();
+    return w.keeps_connection();
+  }
+
+  bool client_gone() {
+    ++env_.counters.client_disconnects;
+    return false;
+  }
+
+  // Nothing of the response went out: an error answer can still be sent.
+  static bool untouched(const response_writer& w) { return !w.head_sent() && !w.aborted(); }
+
+  // Answers `status` with no body and ends the connection.
+  void reply_error(int status) {
+    const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
+                            response_writer::reason_phrase(status) +
+                            "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    write_all(socket_.fd(), out, leash::detail::deadline_after(env_.options.write_timeout), token_);
+    linger_close();
+  }
+
+  // Ends the connection without a reset that could destroy the last
+  // response (Go's closeWriteAndWait): closing with unread request bytes
+  // would send a reset that can destroy the reply before the client reads
+  // it. Reads and drops up to linger_reads reads for at most linger_time.
+  void linger_close() {
+    ::shutdown(socket_.fd(), SHUT_WR);
+    const auto deadline = leash::detail::deadline_after(linger_time);
+    char tmp[read_chunk];
+    std::size_t got = 0;
+    for (int i = 0; i < linger_reads; ++i) {
+      if (read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_) != read_status::data) {
+        break;
+      }
+    }
+  }
+
+  // "ip:port" of the peer of `fd`, or "" when it cannot be told.
+  static std::string peer_address_of(int fd) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    char ip[INET6_ADDRSTRLEN] = {};
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
+    if (addr.ss_family == AF_INET) {
+      const auto& a = reinterpret_cast<const sockaddr_in&>(addr);
+      ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
+      return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
+    }
+    if (addr.ss_family == AF_INET6) {
+      const auto& a = reinterpret_cast<const sockaddr_in6&>(addr);
+      ::inet_ntop(AF_INET6, &a.sin6_addr, ip, sizeof ip);
+      return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a.sin6_port));
+    }
+    return {};
+  }
+
+  connection_env env_;
+  socket socket_;
+  std::stop_token token_;  // the connection task's
+  std::string peer_;       // "ip:port" of the client
+  std::string buf_;        // bytes read and not yet consumed; the next head starts it
+};
+
 }  // namespace detail
 
 class server {
@@ -3904,14 +4315,14 @@ class server {
   server_stats stats() const {
     server_stats st;
     st.accepted = accepted_.load();
-    st.requests = requests_.load();
-    st.write_timeouts = write_timeouts_.load();
+    st.requests = counters_.requests.load();
+    st.write_timeouts = counters_.write_timeouts.load();
     st.connections = static_cast<std::size_t>(connections_.load());
     st.accept_paused = accept_paused_.load();
     st.accept_errors = accept_errors_.load();
     st.last_accept_error = last_accept_error_.load();
-    st.header_timeouts = header_timeouts_.load();
-    st.client_disconnects = client_disconnects_.load();
+    st.header_timeouts = counters_.header_timeouts.load();
+    st.client_disconnects = counters_.client_disconnects.load();
     st.connections_refused = connections_refused_.load();
     return st;
   }
@@ -4076,7 +4487,7 @@ class server {
     try {
       conns.spawn("http::server connection", [this, fd] {
         try {
-          serve_connection(detail::socket(fd));
+          detail::server_connection(connection_env(), detail::socket(fd)).run();
         } catch (...) {
         }
         connection_ended();
@@ -4107,231 +4518,11 @@ class server {
     poller_->wake();  // a slot is free; or the last connection ended
   }
 
-  bool stopping() const {
-    std::lock_guard lock(mutex_);
-    return stopping_;
-  }
+  bool stopping() const { return stopping_.load(); }
 
-  // Thrown by read_head when part of a head came but not all of it within
-  // header_timeout (answered 408).
-  struct head_timed_out {};
-
-  // Reads the next head into `buf`; false when the connection should end
-  // quietly (EOF, idle timeout, shutdown before a byte of the next request).
-  // The head is timed by header_timeout from its first byte, or from the
-  // accept for a connection's `first` request; throws head_timed_out when
-  // that passed with part of a head received.
-  bool read_head(const detail::socket& s, std::string& buf, std::size_t& head_end, bool first,
-                 const std::stop_token& token) {
-    bool timing_head = first || !buf.empty();  // else: idle until the first byte
-    auto deadline = leash::detail::deadline_after(timing_head ? options_.header_timeout
-                                                              : options_.idle_timeout);
-    for (;;) {
-      // The head ends at the first empty line; "\n\n" is found too, so that
-      // a head with bare LFs is refused (400) instead of awaited forever.
-      const std::size_t crlf = buf.find("\n\r\n");
-      const std::size_t lf = buf.find("\n\n");
-      head_end =
-          std::min(crlf == buf.npos ? buf.npos : crlf + 3, lf == buf.npos ? buf.npos : lf + 2);
-      if (head_end != std::string::npos && head_end <= options_.max_header_bytes) return true;
-      if (std::min(head_end, buf.size()) > options_.max_header_bytes) {
-        throw limit_exceeded(limit::header_bytes, options_.max_header_bytes);
-      }
-      char tmp[8192];
-      std::size_t got = 0;
-      detail::read_status st;
-      if (buf.empty()) {  // idle: shutdown may close it (never mid-request)
-        detail::stop_guard drain(drain_.get_token(), s.fd());
-        if (drain_.stop_requested()) return false;
-        st = detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token);
-      } else {
-        st = detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token);
-      }
-      if (st == detail::read_status::timed_out && timing_head) {
-        ++header_timeouts_;
-        if (!buf.empty()) throw head_timed_out{};
-      }
-      if (st != detail::read_status::data) return false;
-      if (!timing_head) {
-        timing_head = true;
-        deadline = leash::detail::deadline_after(options_.header_timeout);
-      }
-      buf.append(tmp, got);
-    }
-  }
-
-  void reply_error(const detail::socket& s, int status, const std::stop_token& token) {
-    const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
-                            response_writer::reason_phrase(status) +
-                            "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    detail::write_all(s.fd(), out, leash::detail::deadline_after(options_.write_timeout), token);
-    linger_close(s, token);
-  }
-
-  // Ends the connection without a reset that could destroy the last response.
-  void linger_close(const detail::socket& s, const std::stop_token& token) {
-    // Lingering close (Go's closeWriteAndWait): closing with unread request
-    // bytes would send a reset that can destroy the reply before the client
-    // reads it. Reads and drops up to 256 KiB for at most 100 ms.
-    ::shutdown(s.fd(), SHUT_WR);
-    const auto deadline = leash::detail::deadline_after(std::chrono::milliseconds(100));
-    char tmp[8192];
-    std::size_t got = 0;
-    for (int i = 0; i < 32; ++i) {
-      if (detail::read_some(s.fd(), tmp, sizeof tmp, got, deadline, token) !=
-          detail::read_status::data) {
-        break;
-      }
-    }
-  }
-
-  // "ip:port" of the peer of `fd`, or "" when it cannot be told.
-  static std::string peer_address_of(int fd) {
-    sockaddr_storage addr{};
-    socklen_t len = sizeof addr;
-    char ip[INET6_ADDRSTRLEN] = {};
-    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return {};
-    if (addr.ss_family == AF_INET) {
-      const auto& a = reinterpret_cast<const sockaddr_in&>(addr);
-      ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
-      return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-    }
-    if (addr.ss_family == AF_INET6) {
-      const auto& a = reinterpret_cast<const sockaddr_in6&>(addr);
-      ::inet_ntop(AF_INET6, &a.sin6_addr, ip, sizeof ip);
-      return "[" + std::string(ip) + "]:" + std::to_string(ntohs(a.sin6_port));
-    }
-    return {};
-  }
-
-  // Calls the handler in a scope that the client leaving cancels ("client
-  // disconnected"); `client_left` says whether it did, also when the handler
-  // throws.
-  void call_handler(const detail::socket& s, server_request& req, response_writer& w,
-                    const std::shared_ptr<detail::request_stream>& stream, bool body_read,
-                    bool& client_left) {
-    cancel_scope scope;
-    struct unwatch_on_exit {
-      detail::accept_poller& watch;
-      std::uint64_t id;
-      bool& left;
-      ~unwatch_on_exit() { left = watch.unwatch(id); }
-    } watched{*poller_, poller_->watch(s.fd(), scope, body_read), client_left};
-    req.body_ = leash::body(std::make_unique<detail::end_aware_body>(
-        std::make_unique<detail::request_body_source>(stream),
-        [this, id = watched.id] { poller_->watch_eof(id); }));
-    handler_(req, w);
-  }
-
-  void serve_connection(detail::socket s) {
-    const std::stop_token token = this_task::stop_token();
-    const std::string peer = peer_address_of(s.fd());
-    std::string buf;
-    for (bool first = true;; first = false) {
-      server_request req;
-      req.peer_address_ = peer;
-      detail::parsed_request parsed;
-      std::size_t head_end = 0;
-      try {
-        if (!read_head(s, buf, head_end, first, token)) return;
-        detail::parse_request_head(std::string_view(buf).substr(0, head_end),
-                                   options_.max_header_fields, parsed);
-      } catch (const limit_exceeded&) {
-        return reply_error(s, 431, token);
-      } catch (const protocol_error&) {
-        return reply_error(s, 400, token);
-      } catch (const head_timed_out&) {
-        return reply_error(s, 408, token);
-      }
-      req.method_ = parsed.method;
-      req.target_ = parsed.target;
-      req.version_ = parsed.version;
-      req.headers_ = std::move(parsed.headers);
-      req.max_body_ = options_.max_body_bytes;
-      if (!parsed.chunked) req.body_length_ = parsed.content_length;
-
-      const bool keep_alive = parsed.keep_alive && !stopping();
-      response_writer w(s.fd(), token, req.method_ == "HEAD", parsed.version.minor == 0, keep_alive,
-                        options_.write_timeout);
-      // RFC 9110 10.1.1: an HTTP/1.0 request's expectation is ignored.
-      const auto expect = req.headers_.get("expect");
-      std::function<void()> on_first_read;
-      if (parsed.version.minor == 1 && expect && detail::iequals(*expect, "100-continue")) {
-        on_first_read = [&w] { w.send_continue(); };
-      }
-      const auto stream = std::make_shared<detail::request_stream>(
-          s.fd(), buf, head_end,
-          parsed.chunked ? body_framing::chunked : body_framing::content_length,
-          parsed.content_length,
-          parser_limits{options_.max_header_bytes, options_.max_header_fields, 0},
-          std::move(on_first_read));
-      const bool body_read = !parsed.chunked && parsed.content_length == 0;
-      // However the request ends, the body is the server's again before `w`
-      // and `buf` die: a body moved out of the handler reads nothing more.
-      auto rest = detail::request_stream::rest::broken;
-      bool detached = false;
-      auto take_back = [&] {
-        if (detached) return;
-        detached = true;
-        rest = stream->detach(options_.drain_limit);
-        (void)req.body_.try_close();  // the handler's handle; reads nothing
-      };
-      struct on_exit {
-        decltype(take_back)& f;
-        const response_writer& w;
-        std::atomic<std::uint64_t>& write_timeouts;
-        ~on_exit() {
-          f();
-          if (w.timed_out_) ++write_timeouts;  // after the last send of the response
-        }
-      } guard{take_back, w, write_timeouts_};
-      bool client_left = false;
-      try {
-        call_handler(s, req, w, stream, body_read, client_left);
-        if (client_left) {
-          ++client_disconnects_;
-          return;  // nobody to answer
-        }
-        req.values_.clear();  // gone before the client has the whole response
-        take_back();
-        std::lock_guard lock(w.mutex_);
-        // An unread tail the server will not read: say the connection ends.
-        if (rest == detail::request_stream::rest::broken ||
-            rest == detail::request_stream::rest::too_big) {
-          w.keep_alive_ = false;
-        }
-        w.send_locked(true);
-      } catch (const cancelled& e) {
-        if (client_left) {
-          ++client_disconnects_;
-          return;  // nobody to answer
-        }
-        take_back();
-        // Cancelled by the server (shutdown, a cancelled parent): silent.
-        // Cancelled by the handler's own scope: a failure like any other.
-        if (!token.stop_requested() && !w.head_sent() && !w.aborted_) {
-          reply_error(s, dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500, token);
-        }
-        return;
-      } catch (const body_too_large&) {
-        take_back();
-        if (!w.head_sent() && !w.aborted_) reply_error(s, 413, token);
-        return;
-      } catch (const std::exception&) {
-        take_back();
-        if (!w.head_sent() && !w.aborted_) reply_error(s, stream->malformed() ? 400 : 500, token);
-        return;
-      }
-      ++requests_;
-      const bool clean =
-          rest == detail::request_stream::rest::none ||
-          (rest == detail::request_stream::rest::drain &&
-           stream->drain(options_.drain_limit,
-                         leash::detail::deadline_after(options_.drain_timeout), token));
-      if (!clean) return linger_close(s, token);
-      stream->release();
-      if (!w.keep_alive_ || w.mode_ == response_writer::mode::until_close) return;
-    }
+  // What every connection uses of the server.
+  detail::connection_env connection_env() {
+    return {options_, handler_, *poller_, drain_.get_token(), stopping_, counters_};
   }
 
   handler handler_;
@@ -4341,22 +4532,20 @@ class server {
   std::uint16_t port_ = 0;
   std::stop_source drain_;  // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
-  std::atomic<std::uint64_t> requests_{0};
-  std::atomic<std::uint64_t> write_timeouts_{0};
   std::atomic<std::int64_t> connections_{0};
   std::atomic<std::uint64_t> accept_paused_{0};
   std::atomic<std::uint64_t> accept_errors_{0};
   std::atomic<int> last_accept_error_{0};
-  std::atomic<std::uint64_t> header_timeouts_{0};
   std::atomic<std::uint64_t> connections_refused_{0};
-  std::atomic<std::uint64_t> client_disconnects_{0};
-  mutable std::mutex mutex_;  // guards the fields below
+  detail::connection_counters counters_;  // the connections' counters
+  mutable std::mutex mutex_;              // guards the fields below
   std::condition_variable done_cv_;
-  bool started_ = false;      // the accept task runs
-  bool stopping_ = false;     // shutdown() called: accept nothing more
-  bool done_ = false;         // the accept task finished, every connection ended
-  nursery* conns_ = nullptr;  // the connections' nursery while it exists
-  task<void> task_;           // the accept loop, in the caller's nursery
+  bool started_ = false;               // the accept task runs
+  std::atomic<bool> stopping_{false};  // shutdown() called: accept nothing more (written
+                                       // under mutex_, read by connections without it)
+  bool done_ = false;                  // the accept task finished, every connection ended
+  nursery* conns_ = nullptr;           // the connections' nursery while it exists
+  task<void> task_;                    // the accept loop, in the caller's nursery
 };
 
 }  // namespace leash::inline v0::http
