@@ -201,10 +201,8 @@ inline resumable& current_coroutine_task(const char* what) {
 }
 
 // Suspends the task until `when` or until the ambient state stops, whichever
-// comes first. The timer thread and the stopping thread only post the task.
-// Exactly one of them claims the wake-up (claimed_); the task is posted once
-// both the claim happened and await_suspend finished registering (gate_), so
-// neither callback can race with the registration.
+// comes first. The timer thread and the stopping thread race for the
+// wake-up (wakeup_gate) and only post the task.
 class sleep_awaiter final : private timer_client, private stop_hook_node {
  public:
   explicit sleep_awaiter(std::chrono::steady_clock::time_point when) noexcept : when_(when) {}
@@ -220,13 +218,13 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
 
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
-    // Both registrations happen before gate_ opens: whichever fires first
-    // claims, but only the last of (claim, gate) posts the task.
+    // Both registrations happen before this side arrives: whichever event
+    // fires first claims, and only the last arrival posts the task.
     timer_ = timer_service::instance().schedule(when_, this);
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
-    release_gate();
+    wakeup_.arrive(task_);
   }
 
   void await_resume() {
@@ -234,51 +232,30 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
       if (identity_ != nullptr) identity_->note_blocked(nullptr);
       timer_service::instance().cancel(timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
-      if (claimed_.load(std::memory_order_acquire) != by_stop) return;
+      if (wakeup_.claimed_by() != by_stop) return;
     } else if (!stopped()) {
       return;  // the deadline had passed already
     }
-    throw_cancelled(state_->token_ref());
+    state_->throw_cancelled();
   }
 
  private:
-  static constexpr int unclaimed = 0;
   static constexpr int by_timer = 1;
   static constexpr int by_stop = 2;
 
   bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
 
-  bool claim(int by) noexcept {
-    int expected = unclaimed;
-    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
-  }
-
-  // The last of the claim and the registration posts the task; this object
-  // may be gone right after.
-  void release_gate() noexcept {
-    resumable* task = task_;
-    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
-  }
-
-  static void post_or_die(resumable* task) noexcept {
-    try {
-      scheduler::instance().post(task);
-    } catch (...) {
-      std::terminate();  // unreachable: the scheduler exists, since this task runs on it
-    }
-  }
-
   void on_timer() noexcept override {
-    if (claim(by_timer)) release_gate();
+    if (wakeup_.claim(by_timer)) wakeup_.arrive(task_);
   }
 
   // fired() early: the owner's remove_hook waits for it, but the owner cannot
   // run before the task is posted, so a winning claim keeps this alive until
-  // release_gate.
+  // its arrival.
   void on_stop() noexcept override {
-    const bool won = claim(by_stop);
+    const bool won = wakeup_.claim(by_stop);
     fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
 
   std::chrono::steady_clock::time_point when_;
@@ -286,8 +263,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   cancel_state* state_ = nullptr;
   task_identity* identity_ = nullptr;
   timer_handle timer_;
-  std::atomic<int> claimed_{unclaimed};
-  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+  wakeup_gate wakeup_;
 };
 
 // Throws cancelled if the ambient state is stopped, else lets the queue run.

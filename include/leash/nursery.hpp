@@ -74,21 +74,10 @@ namespace detail {
 
 struct nursery_runner;
 
-// Posts a suspended coroutine task from a wake-up that cannot fail.
-inline void post_or_die(resumable* task) noexcept {
-  try {
-    scheduler::instance().post(task);
-  } catch (...) {
-    std::terminate();  // unreachable: the scheduler exists, since this task runs on it
-  }
-}
-
 // co_await on a task handle: suspends the coroutine task until the awaited
 // task is done or the ambient state stops, whichever comes first, then gives
-// what get() gives. The finishing thread and the stopping thread only post
-// the task. Exactly one of them claims the wake-up (claimed_); the task is
-// posted once both the claim happened and await_suspend finished registering
-// (gate_), so neither callback can race with the registration.
+// what get() gives. The finishing thread and the stopping thread race for
+// the wake-up (wakeup_gate) and only post the task.
 template <class T>
 class task_awaiter final : private done_waiter, private stop_hook_node {
  public:
@@ -117,11 +106,11 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
     registered_ = true;
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("task::co_await");
-    // Both registrations happen before gate_ opens: whichever fires first
-    // claims, but only the last of (claim, gate) posts the task.
+    // Both registrations happen before this side arrives: whichever event
+    // fires first claims, and only the last arrival posts the task.
     record_->add_waiter(*this);
     if (state_ != nullptr) state_->add_hook(*this);
-    release_gate();
+    wakeup_.arrive(task_);
   }
 
   // A task that ended by now wins over a stop, as in get().
@@ -132,7 +121,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
       if (state_ != nullptr) state_->remove_hook(*this);
     }
     task_result<T>& r = *record_;
-    if (!r.done()) throw_cancelled(state_->token_ref());  // only a stop resumes it early
+    if (!r.done()) state_->throw_cancelled();  // only a stop resumes it early
     if (r.error) {
       r.observed.store(true, std::memory_order_relaxed);
       std::rethrow_exception(r.error);
@@ -141,34 +130,21 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   }
 
  private:
-  static constexpr int unclaimed = 0;
   static constexpr int by_done = 1;
   static constexpr int by_stop = 2;
 
-  bool claim(int by) noexcept {
-    int expected = unclaimed;
-    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
-  }
-
-  // The last of the claim and the registration posts the task; this object
-  // may be gone right after.
-  void release_gate() noexcept {
-    resumable* task = task_;
-    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
-  }
-
   // fired() early: the owner's remove_* waits for it, but the owner cannot
   // run before the task is posted, so a winning claim keeps this alive until
-  // release_gate.
+  // its arrival.
   void on_done() noexcept override {
-    const bool won = claim(by_done);
+    const bool won = wakeup_.claim(by_done);
     done_waiter::fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
   void on_stop() noexcept override {
-    const bool won = claim(by_stop);
+    const bool won = wakeup_.claim(by_stop);
     stop_hook_node::fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
 
   std::shared_ptr<task_result<T>> record_;
@@ -176,8 +152,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   cancel_state* state_ = nullptr;
   task_identity* identity_ = nullptr;
   bool registered_ = false;
-  std::atomic<int> claimed_{unclaimed};
-  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+  wakeup_gate wakeup_;
 };
 
 }  // namespace detail
@@ -547,7 +522,7 @@ class nursery final : private detail::nursery_node {
       changed_.notify_all();
       detail::resumable* const joiner = take_joiner_locked();
       lock.unlock();
-      if (joiner != nullptr) detail::post_or_die(joiner);
+      if (joiner != nullptr) detail::post_resumable(joiner);
       throw;
     }
     return true;
@@ -611,7 +586,7 @@ class nursery final : private detail::nursery_node {
       joiner = take_joiner_locked();
     }
     // Posting touches only the joining task, which may destroy the nursery.
-    if (joiner != nullptr) detail::post_or_die(joiner);
+    if (joiner != nullptr) detail::post_resumable(joiner);
     detail::registry::instance().task_ended();
   }
 

@@ -63,6 +63,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -500,6 +501,42 @@ class blocking_region {
   blocking_region(const blocking_region&) = delete;
   blocking_region& operator=(const blocking_region&) = delete;
   ~blocking_region() = default;
+};
+
+// Makes a suspended coroutine task ready. Posting needs memory only in the
+// scheduler's queues; a wake-up that cannot be recorded would strand the
+// task, so running out of memory there terminates.
+inline void post_resumable(resumable* task) noexcept {
+  try {
+    scheduler::instance().post(task);
+  } catch (...) {
+    std::terminate();
+  }
+}
+
+// The wake-up of a suspended coroutine task that several events race for (a
+// timer, a stop, the end of a task): the first claim wins, and the task is
+// posted by the last of two arrivals, the winning claim's and the end of its
+// await_suspend, so no event races with the registrations await_suspend
+// makes. The awaiter that owns it may be gone right after the last arrival.
+class wakeup_gate {
+ public:
+  static constexpr int unclaimed = 0;
+
+  // True for the first caller only; `by` (not unclaimed) names the event.
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+  int claimed_by() const noexcept { return claimed_.load(std::memory_order_acquire); }
+
+  void arrive(resumable* task) noexcept {
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_resumable(task);
+  }
+
+ private:
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};
 };
 
 }  // namespace leash::inline v0::detail

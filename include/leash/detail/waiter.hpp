@@ -150,17 +150,6 @@ struct parker {
   }
 };
 
-// Makes a suspended coroutine task ready. Posting needs memory only in the
-// scheduler's queues; a wake-up that cannot be recorded would strand the
-// task, so running out of memory there terminates.
-inline void post_resumable(resumable* task) noexcept {
-  try {
-    scheduler::instance().post(task);
-  } catch (...) {
-    std::terminate();
-  }
-}
-
 class waiter {
  public:
   using clock = std::chrono::steady_clock;

@@ -583,6 +583,7 @@ struct frame_allocated {
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -1314,6 +1315,42 @@ class blocking_region {
   blocking_region(const blocking_region&) = delete;
   blocking_region& operator=(const blocking_region&) = delete;
   ~blocking_region() = default;
+};
+
+// Makes a suspended coroutine task ready. Posting needs memory only in the
+// scheduler's queues; a wake-up that cannot be recorded would strand the
+// task, so running out of memory there terminates.
+inline void post_resumable(resumable* task) noexcept {
+  try {
+    scheduler::instance().post(task);
+  } catch (...) {
+    std::terminate();
+  }
+}
+
+// The wake-up of a suspended coroutine task that several events race for (a
+// timer, a stop, the end of a task): the first claim wins, and the task is
+// posted by the last of two arrivals, the winning claim's and the end of its
+// await_suspend, so no event races with the registrations await_suspend
+// makes. The awaiter that owns it may be gone right after the last arrival.
+class wakeup_gate {
+ public:
+  static constexpr int unclaimed = 0;
+
+  // True for the first caller only; `by` (not unclaimed) names the event.
+  bool claim(int by) noexcept {
+    int expected = unclaimed;
+    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
+  }
+  int claimed_by() const noexcept { return claimed_.load(std::memory_order_acquire); }
+
+  void arrive(resumable* task) noexcept {
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_resumable(task);
+  }
+
+ private:
+  std::atomic<int> claimed_{unclaimed};
+  std::atomic<int> gate_{2};
 };
 
 }  // namespace leash::inline v0::detail
@@ -2868,10 +2905,8 @@ inline resumable& current_coroutine_task(const char* what) {
 }
 
 // Suspends the task until `when` or until the ambient state stops, whichever
-// comes first. The timer thread and the stopping thread only post the task.
-// Exactly one of them claims the wake-up (claimed_); the task is posted once
-// both the claim happened and await_suspend finished registering (gate_), so
-// neither callback can race with the registration.
+// comes first. The timer thread and the stopping thread race for the
+// wake-up (wakeup_gate) and only post the task.
 class sleep_awaiter final : private timer_client, private stop_hook_node {
  public:
   explicit sleep_awaiter(std::chrono::steady_clock::time_point when) noexcept : when_(when) {}
@@ -2887,13 +2922,13 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
 
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
-    // Both registrations happen before gate_ opens: whichever fires first
-    // claims, but only the last of (claim, gate) posts the task.
+    // Both registrations happen before this side arrives: whichever event
+    // fires first claims, and only the last arrival posts the task.
     timer_ = timer_service::instance().schedule(when_, this);
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
-    release_gate();
+    wakeup_.arrive(task_);
   }
 
   void await_resume() {
@@ -2901,51 +2936,30 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
       if (identity_ != nullptr) identity_->note_blocked(nullptr);
       timer_service::instance().cancel(timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
-      if (claimed_.load(std::memory_order_acquire) != by_stop) return;
+      if (wakeup_.claimed_by() != by_stop) return;
     } else if (!stopped()) {
       return;  // the deadline had passed already
     }
-    throw_cancelled(state_->token_ref());
+    state_->throw_cancelled();
   }
 
  private:
-  static constexpr int unclaimed = 0;
   static constexpr int by_timer = 1;
   static constexpr int by_stop = 2;
 
   bool stopped() const noexcept { return state_ != nullptr && state_->stop_requested(); }
 
-  bool claim(int by) noexcept {
-    int expected = unclaimed;
-    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
-  }
-
-  // The last of the claim and the registration posts the task; this object
-  // may be gone right after.
-  void release_gate() noexcept {
-    resumable* task = task_;
-    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
-  }
-
-  static void post_or_die(resumable* task) noexcept {
-    try {
-      scheduler::instance().post(task);
-    } catch (...) {
-      std::terminate();  // unreachable: the scheduler exists, since this task runs on it
-    }
-  }
-
   void on_timer() noexcept override {
-    if (claim(by_timer)) release_gate();
+    if (wakeup_.claim(by_timer)) wakeup_.arrive(task_);
   }
 
   // fired() early: the owner's remove_hook waits for it, but the owner cannot
   // run before the task is posted, so a winning claim keeps this alive until
-  // release_gate.
+  // its arrival.
   void on_stop() noexcept override {
-    const bool won = claim(by_stop);
+    const bool won = wakeup_.claim(by_stop);
     fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
 
   std::chrono::steady_clock::time_point when_;
@@ -2953,8 +2967,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   cancel_state* state_ = nullptr;
   task_identity* identity_ = nullptr;
   timer_handle timer_;
-  std::atomic<int> claimed_{unclaimed};
-  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+  wakeup_gate wakeup_;
 };
 
 // Throws cancelled if the ambient state is stopped, else lets the queue run.
@@ -4190,17 +4203,6 @@ struct parker {
     return p;
   }
 };
-
-// Makes a suspended coroutine task ready. Posting needs memory only in the
-// scheduler's queues; a wake-up that cannot be recorded would strand the
-// task, so running out of memory there terminates.
-inline void post_resumable(resumable* task) noexcept {
-  try {
-    scheduler::instance().post(task);
-  } catch (...) {
-    std::terminate();
-  }
-}
 
 class waiter {
  public:
@@ -6928,21 +6930,10 @@ namespace detail {
 
 struct nursery_runner;
 
-// Posts a suspended coroutine task from a wake-up that cannot fail.
-inline void post_or_die(resumable* task) noexcept {
-  try {
-    scheduler::instance().post(task);
-  } catch (...) {
-    std::terminate();  // unreachable: the scheduler exists, since this task runs on it
-  }
-}
-
 // co_await on a task handle: suspends the coroutine task until the awaited
 // task is done or the ambient state stops, whichever comes first, then gives
-// what get() gives. The finishing thread and the stopping thread only post
-// the task. Exactly one of them claims the wake-up (claimed_); the task is
-// posted once both the claim happened and await_suspend finished registering
-// (gate_), so neither callback can race with the registration.
+// what get() gives. The finishing thread and the stopping thread race for
+// the wake-up (wakeup_gate) and only post the task.
 template <class T>
 class task_awaiter final : private done_waiter, private stop_hook_node {
  public:
@@ -6971,11 +6962,11 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
     registered_ = true;
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("task::co_await");
-    // Both registrations happen before gate_ opens: whichever fires first
-    // claims, but only the last of (claim, gate) posts the task.
+    // Both registrations happen before this side arrives: whichever event
+    // fires first claims, and only the last arrival posts the task.
     record_->add_waiter(*this);
     if (state_ != nullptr) state_->add_hook(*this);
-    release_gate();
+    wakeup_.arrive(task_);
   }
 
   // A task that ended by now wins over a stop, as in get().
@@ -6986,7 +6977,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
       if (state_ != nullptr) state_->remove_hook(*this);
     }
     task_result<T>& r = *record_;
-    if (!r.done()) throw_cancelled(state_->token_ref());  // only a stop resumes it early
+    if (!r.done()) state_->throw_cancelled();  // only a stop resumes it early
     if (r.error) {
       r.observed.store(true, std::memory_order_relaxed);
       std::rethrow_exception(r.error);
@@ -6995,34 +6986,21 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   }
 
  private:
-  static constexpr int unclaimed = 0;
   static constexpr int by_done = 1;
   static constexpr int by_stop = 2;
 
-  bool claim(int by) noexcept {
-    int expected = unclaimed;
-    return claimed_.compare_exchange_strong(expected, by, std::memory_order_acq_rel);
-  }
-
-  // The last of the claim and the registration posts the task; this object
-  // may be gone right after.
-  void release_gate() noexcept {
-    resumable* task = task_;
-    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) post_or_die(task);
-  }
-
   // fired() early: the owner's remove_* waits for it, but the owner cannot
   // run before the task is posted, so a winning claim keeps this alive until
-  // release_gate.
+  // its arrival.
   void on_done() noexcept override {
-    const bool won = claim(by_done);
+    const bool won = wakeup_.claim(by_done);
     done_waiter::fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
   void on_stop() noexcept override {
-    const bool won = claim(by_stop);
+    const bool won = wakeup_.claim(by_stop);
     stop_hook_node::fired();
-    if (won) release_gate();
+    if (won) wakeup_.arrive(task_);
   }
 
   std::shared_ptr<task_result<T>> record_;
@@ -7030,8 +7008,7 @@ class task_awaiter final : private done_waiter, private stop_hook_node {
   cancel_state* state_ = nullptr;
   task_identity* identity_ = nullptr;
   bool registered_ = false;
-  std::atomic<int> claimed_{unclaimed};
-  std::atomic<int> gate_{2};  // the claim and the end of await_suspend
+  wakeup_gate wakeup_;
 };
 
 }  // namespace detail
@@ -7401,7 +7378,7 @@ class nursery final : private detail::nursery_node {
       changed_.notify_all();
       detail::resumable* const joiner = take_joiner_locked();
       lock.unlock();
-      if (joiner != nullptr) detail::post_or_die(joiner);
+      if (joiner != nullptr) detail::post_resumable(joiner);
       throw;
     }
     return true;
@@ -7465,7 +7442,7 @@ class nursery final : private detail::nursery_node {
       joiner = take_joiner_locked();
     }
     // Posting touches only the joining task, which may destroy the nursery.
-    if (joiner != nullptr) detail::post_or_die(joiner);
+    if (joiner != nullptr) detail::post_resumable(joiner);
     detail::registry::instance().task_ended();
   }
 
