@@ -8,7 +8,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <latch>
 #include <leash.hpp>
 #include <numeric>
 #include <stdexcept>
@@ -199,7 +198,6 @@ TEST_CASE("n.cancel() reaches a coroutine task suspended in async_recv at once")
 
 TEST_CASE("a sibling's failure cancels coroutine tasks suspended in async_send") {
   leash::channel<int> ch;
-  std::latch suspended(1);
   std::atomic<bool> send_cancelled{false};
   leash::nursery n;
   n.spawn([&]() -> coro<void> {
