@@ -34,6 +34,7 @@
 // failed connections. A failed row prints "FAILED ..." and the next row runs.
 //
 //   bench_http_conns [-conns 10000] [-fresh 200] [-burst 2000] [-wrk_seconds 3]
+//                    [-leash_max_threads N]  (default: one per connection, PIDs allowing)
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -99,6 +100,16 @@ double percentile(std::vector<double> v, double p) {
   if (v.empty()) return -1;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// " <prefix>p50_us=... <prefix>p99_us=..." of `us`; empty without samples, so
+// that a row whose requests all failed shows no figure (nor a ratio).
+std::string latency_fields(const std::vector<double>& us, const char* prefix) {
+  if (us.empty()) return "";
+  char out[128];
+  std::snprintf(out, sizeof out, " %sp50_us=%.0f %sp99_us=%.0f", prefix, percentile(us, 0.5),
+                prefix, percentile(us, 0.99));
+  return out;
 }
 
 // A field of /proc/<pid>/status (VmRSS in KiB, Threads); -1 when gone.
@@ -385,7 +396,7 @@ void idle_row(server_process& srv, const char* scenario, const char* impl, std::
   const long rss = status_of(srv.pid, "VmRSS");
   const long threads = status_of(srv.pid, "Threads");
   std::size_t sample_ok = 0, sampled = 0;
-  const std::size_t step = std::max<std::size_t>(1, idle.size() / idle_sample);
+  const std::size_t step = std::max<std::size_t>(1, (idle.size() + idle_sample - 1) / idle_sample);
   for (std::size_t i = 0; i < idle.size(); i += step, ++sampled) {
     try {
       round_trip(idle[i].fd);
@@ -402,10 +413,10 @@ void idle_row(server_process& srv, const char* scenario, const char* impl, std::
   }
   std::printf(
       "BENCH %s %s conns=%zu failed=%zu open_ms=%.0f server_rss_kb=%ld server_rss_base_kb=%ld "
-      "server_threads=%ld server_threads_base=%ld fresh_p50_us=%.0f fresh_p99_us=%.0f "
-      "fresh_failed=%zu idle_sample_ok=%zu idle_sampled=%zu\n",
+      "server_threads=%ld server_threads_base=%ld%s fresh_failed=%zu idle_sample_ok=%zu "
+      "idle_sampled=%zu\n",
       scenario, impl, idle.size(), failed, open_ms, rss, rss_base, threads, threads_base,
-      percentile(us, 0.5), percentile(us, 0.99), fresh_failed, sample_ok, sampled);
+      latency_fields(us, "fresh_").c_str(), fresh_failed, sample_ok, sampled);
 }
 
 void seq_row(server_process& srv, const char* impl, std::size_t count) {
@@ -430,9 +441,8 @@ void seq_row(server_process& srv, const char* impl, std::size_t count) {
   if (failed > 0)
     std::printf("NOTE http_conns_seq_10k %s: %zu of %zu failed (first: %s)\n", impl, failed, count,
                 first_error.c_str());
-  std::printf(
-      "BENCH http_conns_seq_10k %s conns=%zu failed=%zu total_ms=%.0f p50_us=%.0f p99_us=%.0f\n",
-      impl, us.size(), failed, total_ms, percentile(us, 0.5), percentile(us, 0.99));
+  std::printf("BENCH http_conns_seq_10k %s conns=%zu failed=%zu total_ms=%.0f%s\n", impl, us.size(),
+              failed, total_ms, latency_fields(us, "").c_str());
 }
 
 // The burst: non-blocking connections in one epoll set. Each connection sends
@@ -578,10 +588,10 @@ void burst_row(server_process& srv, const char* impl, const config& cfg) {
                 count, client.first_error.c_str());
   const std::vector<double>& us = client.us;
   std::printf(
-      "BENCH http_conns_burst_2k %s conns=%zu failed=%zu p50_us=%.0f p99_us=%.0f max_us=%.0f "
-      "issue_ms=%.1f wall_ms=%.0f client_cpu_ms=%.0f\n",
-      impl, us.size(), client.failed, percentile(us, 0.5), percentile(us, 0.99),
-      percentile(us, 1.0), issue_ms, wall_ms, cpu_ms);
+      "BENCH http_conns_burst_2k %s conns=%zu failed=%zu%s max_us=%.0f issue_ms=%.1f "
+      "wall_ms=%.0f client_cpu_ms=%.0f\n",
+      impl, us.size(), client.failed, latency_fields(us, "").c_str(), percentile(us, 1.0), issue_ms,
+      wall_ms, cpu_ms);
 }
 
 // The number after `key` on the first line of `text` that has it, or -1.
@@ -676,7 +686,8 @@ config make_config(int argc, char** argv, rlim_t fd_limit) {
   const long wanted =
       std::max({static_cast<long>(cfg.big), cfg.burst, long{max_wrk_conns}}) + thread_headroom;
   const long allowed = std::max(64L, pids - pid_reserve);
-  cfg.leash_max_threads = static_cast<std::size_t>(std::min(wanted, allowed));
+  cfg.leash_max_threads = static_cast<std::size_t>(
+      bench::flag(argc, argv, "-leash_max_threads", std::min(wanted, allowed)));
   if (allowed < wanted) {
     std::printf(
         "NOTE http_conns: %ld PIDs free: the leash server is capped at %zu threads "
@@ -699,7 +710,7 @@ int main(int argc, char** argv) {
     std::puts("SKIP http_conns go rows: set LEASH_BENCH_GO_HTTP_CONNS=<built go/http_conns.go>");
   std::vector<const char*> impls{"leash"};
   if (go_binary) impls.push_back("go");
-  std::printf("BENCH http_conns_idle_10k leash fd_limit=%lu max_threads=%zu free_pids=%ld\n",
+  std::printf("BENCH http_conns_idle_1k leash fd_limit=%lu max_threads=%zu free_pids=%ld\n",
               static_cast<unsigned long>(fd_limit), cfg.leash_max_threads, free_pids());
   const std::size_t small = std::min<std::size_t>(1000, cfg.big);
   for (const char* impl : impls) {
