@@ -359,90 +359,109 @@ struct config {
   bool have_wrk = false;
 };
 
+// Failed attempts of one row, with the first error for its NOTE line.
+struct failures {
+  std::size_t count = 0;
+  int in_row = 0;
+  std::string first;
+
+  // Runs fn(); false (and counted) when it throws.
+  template <class F>
+  bool attempt(F&& fn) {
+    try {
+      fn();
+      in_row = 0;
+      return true;
+    } catch (const std::exception& e) {
+      if (first.empty()) first = e.what();
+      ++count;
+      ++in_row;
+      return false;
+    }
+  }
+  // The server refuses: a sequence stops here.
+  bool refusing() const { return in_row >= max_failures_in_row; }
+  // "N of M failed (first: ...)", for NOTE lines.
+  std::string describe(std::size_t wanted) const {
+    return std::to_string(count) + " of " + std::to_string(wanted) + " failed" +
+           (refusing() ? ", the rest not tried" : "") +
+           (first.empty() ? "" : " (first: " + first + ")");
+  }
+};
+
+// Opens `count` connections, one GET each, and keeps them open.
+std::vector<fd_guard> open_idle(std::uint16_t port, std::size_t count, failures& failed) {
+  std::vector<fd_guard> idle;
+  idle.reserve(count);
+  while (idle.size() + failed.count < count && !failed.refusing()) {
+    failed.attempt([&] {
+      fd_guard s = dial(port);
+      round_trip(s.fd);
+      idle.push_back(std::move(s));
+    });
+  }
+  return idle;
+}
+
+// Asks every step-th idle connection for a second answer; how many gave it.
+std::size_t sample_idle(const std::vector<fd_guard>& idle, std::size_t& sampled) {
+  std::size_t ok = 0;
+  const std::size_t step = std::max<std::size_t>(1, (idle.size() + idle_sample - 1) / idle_sample);
+  failures ignored;
+  for (std::size_t i = 0; i < idle.size(); i += step, ++sampled)
+    ok += ignored.attempt([&] { round_trip(idle[i].fd); }) ? 1 : 0;
+  return ok;
+}
+
+// `count` fresh connect + GET + close, one after another; their microseconds.
+std::vector<double> fresh_requests(std::uint16_t port, std::size_t count, failures& failed) {
+  std::vector<double> us;
+  us.reserve(count);
+  while (us.size() + failed.count < count && !failed.refusing())
+    failed.attempt([&] { us.push_back(fresh_request(port)); });
+  return us;
+}
+
 void idle_row(server_process& srv, const char* scenario, const char* impl, std::size_t count,
               const config& cfg) {
   const long rss_base = status_of(srv.pid, "VmRSS");
   const long threads_base = status_of(srv.pid, "Threads");
-  std::vector<fd_guard> idle;
-  idle.reserve(count);
-  std::size_t failed = 0;
-  int in_row = 0;
-  std::string first_error;
+  failures failed, fresh_failed;
   const auto t0 = clock_type::now();
-  while (idle.size() + failed < count && in_row < max_failures_in_row) {
-    try {
-      fd_guard s = dial(srv.port);
-      round_trip(s.fd);
-      idle.push_back(std::move(s));
-      in_row = 0;
-    } catch (const std::exception& e) {
-      if (first_error.empty()) first_error = e.what();
-      ++failed;
-      ++in_row;
-    }
-  }
+  const std::vector<fd_guard> idle = open_idle(srv.port, count, failed);
   const double open_ms = us_since(t0) / 1000;
   srv.check_alive();
-  std::vector<double> us;
-  std::size_t fresh_failed = 0;
-  for (long i = 0; i < cfg.fresh; ++i) {
-    try {
-      us.push_back(fresh_request(srv.port));
-    } catch (const std::exception& e) {
-      if (first_error.empty()) first_error = std::string("fresh: ") + e.what();
-      ++fresh_failed;
-    }
-  }
+  const std::vector<double> us =
+      fresh_requests(srv.port, static_cast<std::size_t>(cfg.fresh), fresh_failed);
   const long rss = status_of(srv.pid, "VmRSS");
   const long threads = status_of(srv.pid, "Threads");
-  std::size_t sample_ok = 0, sampled = 0;
-  const std::size_t step = std::max<std::size_t>(1, (idle.size() + idle_sample - 1) / idle_sample);
-  for (std::size_t i = 0; i < idle.size(); i += step, ++sampled) {
-    try {
-      round_trip(idle[i].fd);
-      ++sample_ok;
-    } catch (const std::exception&) {
-    }
-  }
+  std::size_t sampled = 0;
+  const std::size_t sample_ok = sample_idle(idle, sampled);
   srv.check_alive();
-  if (failed + fresh_failed > 0) {
-    std::printf(
-        "NOTE %s %s: %zu of %zu idle connections and %zu of %ld fresh requests failed "
-        "(first: %s)\n",
-        scenario, impl, failed, count, fresh_failed, cfg.fresh, first_error.c_str());
-  }
+  if (failed.count > 0)
+    std::printf("NOTE %s %s: idle connections: %s\n", scenario, impl,
+                failed.describe(count).c_str());
+  if (fresh_failed.count > 0)
+    std::printf("NOTE %s %s: fresh requests: %s\n", scenario, impl,
+                fresh_failed.describe(static_cast<std::size_t>(cfg.fresh)).c_str());
   std::printf(
       "BENCH %s %s conns=%zu failed=%zu open_ms=%.0f server_rss_kb=%ld server_rss_base_kb=%ld "
       "server_threads=%ld server_threads_base=%ld%s fresh_failed=%zu idle_sample_ok=%zu "
       "idle_sampled=%zu\n",
-      scenario, impl, idle.size(), failed, open_ms, rss, rss_base, threads, threads_base,
-      latency_fields(us, "fresh_").c_str(), fresh_failed, sample_ok, sampled);
+      scenario, impl, idle.size(), failed.count, open_ms, rss, rss_base, threads, threads_base,
+      latency_fields(us, "fresh_").c_str(), fresh_failed.count, sample_ok, sampled);
 }
 
 void seq_row(server_process& srv, const char* impl, std::size_t count) {
-  std::vector<double> us;
-  us.reserve(count);
-  std::size_t failed = 0;
-  int in_row = 0;
-  std::string first_error;
+  failures failed;
   const auto t0 = clock_type::now();
-  while (us.size() + failed < count && in_row < max_failures_in_row) {
-    try {
-      us.push_back(fresh_request(srv.port));
-      in_row = 0;
-    } catch (const std::exception& e) {
-      if (first_error.empty()) first_error = e.what();
-      ++failed;
-      ++in_row;
-    }
-  }
+  const std::vector<double> us = fresh_requests(srv.port, count, failed);
   const double total_ms = us_since(t0) / 1000;
   srv.check_alive();
-  if (failed > 0)
-    std::printf("NOTE http_conns_seq_10k %s: %zu of %zu failed (first: %s)\n", impl, failed, count,
-                first_error.c_str());
+  if (failed.count > 0)
+    std::printf("NOTE http_conns_seq_10k %s: %s\n", impl, failed.describe(count).c_str());
   std::printf("BENCH http_conns_seq_10k %s conns=%zu failed=%zu total_ms=%.0f%s\n", impl, us.size(),
-              failed, total_ms, latency_fields(us, "").c_str());
+              failed.count, total_ms, latency_fields(us, "").c_str());
 }
 
 // The burst: non-blocking connections in one epoll set. Each connection sends
