@@ -41,6 +41,12 @@ SCENARIOS=(
   "io_idle_1k      bench_io_idle         io_idle.go         server_rss_kb,server_threads,open_ms,fresh_p50_us ratio"
   "io_idle_10k     -                     -                  server_rss_kb,server_threads,open_ms,fresh_p50_us ratio"
   "io_burst_2k     -                     -                  p50_us,p99_us                  ratio"
+  "http_conns_idle_1k  bench_http_conns  -               server_rss_kb,server_threads,fresh_p50_us,fresh_p99_us ratio"
+  "http_conns_idle_10k -                 -               server_rss_kb,server_threads,fresh_p50_us,fresh_p99_us,open_ms ratio"
+  "http_conns_seq_10k  -                 -               total_ms                       ratio"
+  "http_conns_burst_2k -                 -               p50_us,p99_us                  ratio"
+  "http_conns_wrk_256c -                 -               req_per_s,server_threads       side"
+  "http_conns_wrk_1000c -                -               req_per_s,server_threads       side"
   "chan_pingpong   bench_channels        channels.go        ns_per_op,cpu_ns_per_op        ratio pin"
   "chan_spsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"
   "chan_mpsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"
@@ -55,6 +61,9 @@ SCENARIOS=(
 # pinned to one CPU (taskset -c 0, flag -pinned 1), so that a spin phase that
 # burns a shared CPU shows up (scenario names get "_pinned"; bench_sleep_rss
 # and sleep_rss.go then run only their 1M coroutine-task/goroutine rows).
+# bench_http_conns is the client of both servers: its Go server
+# (go/http_conns.go) is built here and passed in LEASH_BENCH_GO_HTTP_CONNS,
+# hence no Go file in its rows.
 # Ratios are other/leash; where a scenario has both a "leash" (thread tasks)
 # and a "leash_coro" (coroutine tasks) row, a second line gives the Go rows
 # over leash_coro.
@@ -164,6 +173,16 @@ for row in "${SCENARIOS[@]}"; do
   [[ -n ${LEASH_BENCH_ONLY:-} && ! $scenario =~ $LEASH_BENCH_ONLY ]] && continue
   # A top-level build puts the benchmarks in tests/bench/; accept both.
   [[ -x $build_dir/tests/bench/$cpp ]] && cpp=tests/bench/$cpp
+  case $scenario in  # Go servers that a C++ benchmark drives itself
+    http_conns_idle_1k)
+      unset LEASH_BENCH_GO_HTTP_CONNS
+      if [[ -n $GO ]] && timeout "$TIMEOUT" "$GO" build -o "$go_tmp/http_conns" "$go_dir/http_conns.go"; then
+        export LEASH_BENCH_GO_HTTP_CONNS=$go_tmp/http_conns
+      elif [[ -n $GO ]]; then
+        echo "NOTE: go build http_conns.go failed" >&2
+      fi
+      ;;
+  esac
   if [[ $cpp == - ]]; then
     :
   elif [[ -x $build_dir/$cpp ]]; then
