@@ -28,7 +28,7 @@ std::size_t resident_bytes() {
 constexpr long burst = 300000;
 // What may stay resident after it: caches and allocator slack, far below the
 // burst's peak.
-constexpr std::size_t allowed_growth = 40u << 20;
+constexpr std::size_t allowed_growth = 12u << 20;
 
 }  // namespace
 
@@ -46,4 +46,6 @@ TEST_CASE("after a burst of coroutine tasks the workers give the memory back" *
   });
   REQUIRE(peak > baseline + 2 * allowed_growth);  // the burst did take memory
   CHECK(eventually([&] { return resident_bytes() < baseline + allowed_growth; }));
+  // Nor do the frame blocks that moved between threads stay in the depot.
+  CHECK(eventually([] { return leash::detail::frame_depot::instance().bytes() == 0; }));
 }

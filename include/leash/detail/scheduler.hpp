@@ -75,13 +75,15 @@
 #endif
 
 #include "../errors.hpp"
+#include "frame_allocator.hpp"
 #include "spin.hpp"
 
 namespace leash::inline v0::detail {
 
-// Returns the allocator's free memory to the OS where the allocator keeps it
-// (glibc: malloc_trim, over every arena); elsewhere nothing.
+// Returns free memory to the OS: the frame depot's blocks, then whatever the
+// allocator keeps (glibc: malloc_trim, over every arena).
 inline void release_free_memory() noexcept {
+  frame_depot::instance().release_all();
 #if defined(__GLIBC__)
   ::malloc_trim(0);
 #endif

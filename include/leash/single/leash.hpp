@@ -253,6 +253,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <utility>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define LEASH_DETAIL_FRAME_ASAN 1
@@ -323,6 +324,37 @@ class frame_depot {
     return batch;
   }
 
+  // Gives every batch back to ::operator delete (after a burst, so that the
+  // memory can go back to the OS).
+  void release_all() noexcept {
+    free_frame* all[frame_classes];
+    {
+      std::lock_guard lock(mutex_);
+      for (std::size_t cls = 0; cls < frame_classes; ++cls) {
+        all[cls] = std::exchange(batches_[cls], nullptr);
+        bytes_[cls] = 0;
+      }
+    }
+    for (std::size_t cls = 0; cls < frame_classes; ++cls) {
+      while (free_frame* batch = all[cls]) {
+        all[cls] = batch->next_batch;
+        free_batch(batch, (cls + 1) * frame_granule);
+      }
+    }
+  }
+
+  // Bytes held now, over every class (a snapshot).
+  std::size_t bytes() noexcept {
+    std::lock_guard lock(mutex_);
+    std::size_t total = 0;
+    for (std::size_t b : bytes_)
+      total += b;
+    return total;
+  }
+
+  // Frees the blocks of one batch (poisoned while cached).
+  static void free_batch(free_frame* batch, std::size_t bytes) noexcept;
+
   // Keeps `batch`; false when the depot is full (the caller frees it).
   bool give(std::size_t cls, free_frame* batch) noexcept {
     const std::size_t bytes = frame_batch_blocks * (cls + 1) * frame_granule;
@@ -374,6 +406,14 @@ inline void unpoison_cached_frame([[maybe_unused]] free_frame* f,
 #if defined(LEASH_DETAIL_FRAME_ASAN)
   __asan_unpoison_memory_region(f, bytes);
 #endif
+}
+
+inline void frame_depot::free_batch(free_frame* batch, std::size_t bytes) noexcept {
+  while (free_frame* f = batch) {
+    batch = f->next;
+    unpoison_cached_frame(f, bytes);
+    ::operator delete(f);
+  }
 }
 
 // Frees this thread's cached blocks when the thread exits.
@@ -438,11 +478,7 @@ inline void shed_frames(frame_cache& c, std::size_t cls) noexcept {
   c.counts[cls] -= n;
   c.cached_bytes -= n * bytes;
   if (n == frame_batch_blocks && frame_depot::instance().give(cls, batch)) return;
-  while (free_frame* f = batch) {
-    batch = f->next;
-    unpoison_cached_frame(f, bytes);
-    ::operator delete(f);
-  }
+  frame_depot::free_batch(batch, bytes);
 }
 
 // Returns a frame from allocate_frame(size), on any thread.
@@ -893,9 +929,10 @@ inline int usable_cpus() noexcept {
 
 namespace leash::inline v0::detail {
 
-// Returns the allocator's free memory to the OS where the allocator keeps it
-// (glibc: malloc_trim, over every arena); elsewhere nothing.
+// Returns free memory to the OS: the frame depot's blocks, then whatever the
+// allocator keeps (glibc: malloc_trim, over every arena).
 inline void release_free_memory() noexcept {
+  frame_depot::instance().release_all();
 #if defined(__GLIBC__)
   ::malloc_trim(0);
 #endif
