@@ -252,3 +252,20 @@ TEST_CASE("a coroutine task whose callable returns an empty coro fails with usag
   CHECK_THROWS_AS(n.wait(), leash::usage_error);
   CHECK_THROWS_AS(t.get(), leash::usage_error);  // done: its outcome, though n is cancelled
 }
+
+TEST_CASE("sync_wait in a coroutine task runs its coro outside the task: awaitables there throw") {
+  // The coro is not part of the task: were it to suspend as the task, the
+  // task would be resumed elsewhere while this thread still waits in it.
+  leash::nursery n;
+  auto t = n.spawn([]() -> coro<bool> {
+    auto inner = []() -> coro<void> { co_await async_sleep_for(1ms); };
+    try {
+      leash::sync_wait(inner());
+    } catch (const leash::usage_error&) {
+      co_return true;
+    }
+    co_return false;
+  });
+  CHECK(t.get());
+  n.wait();
+}

@@ -1457,7 +1457,8 @@ class [[nodiscard]] coro {
 // whichever thread resumes it last: the coro starts here, on this thread, and
 // runs here until it first suspends on something that resumes it elsewhere.
 // Throws usage_error if `c` is empty. From a coroutine task it costs a thread
-// while it blocks (see above): co_await instead.
+// while it blocks (see above), and `c` runs outside the task: leash's
+// awaitables in it throw usage_error. co_await instead.
 template <class T>
 T sync_wait(coro<T> c);
 
@@ -1678,9 +1679,15 @@ class sync_wait_driver {
   }
 
   // Runs the driver on this thread until it first suspends, then waits for
-  // its end.
+  // its end. Called in a coroutine task, the coro runs outside the task: a
+  // leash awaitable in it throws usage_error instead of suspending the task,
+  // which would then resume elsewhere while this thread still waits here.
   void run(sync_wait_event& event) {
     handle_.promise().event = &event;
+    struct hide_task {
+      resumable* saved = std::exchange(current_resumable, nullptr);
+      ~hide_task() { current_resumable = saved; }
+    } hidden;
     run_transfers(handle_);
     event.wait();
   }
