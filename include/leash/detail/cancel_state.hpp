@@ -29,6 +29,7 @@
 #include <utility>
 
 #include "../errors.hpp"
+#include "spin.hpp"
 #include "timer.hpp"
 
 namespace leash::inline v0::detail {
@@ -112,9 +113,9 @@ class stop_hook_node {
 
  private:
   friend class cancel_state;
-  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_mutex_
+  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_lock_
   stop_hook_node* next_ = nullptr;
-  // Written under hooks_mutex_; once false after being true it stays false,
+  // Written under hooks_lock_; once false after being true it stays false,
   // so reading false without the lock is final.
   std::atomic<bool> linked_{false};
   std::atomic<bool> fired_{false};
@@ -196,7 +197,7 @@ class cancel_state final : public timer_client {
   // already has). Never blocks on other hooks.
   void add_hook(stop_hook_node& n) noexcept {
     {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       if (!hooks_fired_) {
         n.next_ = hooks_;
         if (hooks_ != nullptr) hooks_->prev_ = &n;
@@ -214,7 +215,7 @@ class cancel_state final : public timer_client {
     // Without the lock first: thousands of waiters woken by one stop leave
     // at once, and all of them find their hook taken off the list already.
     if (n.linked_.load(std::memory_order_acquire)) {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       if (n.linked_.load(std::memory_order_relaxed)) {
         unlink_hook_locked(n);
         return;
@@ -301,7 +302,7 @@ class cancel_state final : public timer_client {
   void fire_hooks() noexcept {
     stop_hook_node* list = nullptr;
     {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       hooks_fired_ = true;
       list = std::exchange(hooks_, nullptr);
       for (stop_hook_node* n = list; n != nullptr; n = n->next_)
@@ -346,9 +347,9 @@ class cancel_state final : public timer_client {
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
   // Hooks of waits on this state's token and of child states (see fire_hooks).
-  std::mutex hooks_mutex_;
-  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_mutex_
-  bool hooks_fired_ = false;         // guarded by hooks_mutex_; set once, never cleared
+  spinlock hooks_lock_;  // held for a link or unlink only: cheaper than a mutex per suspension
+  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_lock_
+  bool hooks_fired_ = false;         // guarded by hooks_lock_; set once, never cleared
   parent_hook parent_link_;
   std::stop_callback<forward> extra_link_;
 };

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/detail/spin.hpp: the two facts every spin loop in leash needs.
+// leash/detail/spin.hpp: the two facts every spin loop in leash needs, and
+// the spinlock built on them.
 //
 // cpu_relax() is the CPU's spin-wait hint. usable_cpus() is how many CPUs this
 // process may run on: spinning only pays while the thread it waits for runs
@@ -12,6 +13,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 namespace leash::inline v0::detail {
@@ -36,5 +38,31 @@ inline int usable_cpus() noexcept {
   }();
   return cpus;
 }
+
+// A test-and-test-and-set lock for tiny critical sections (a channel's few
+// pointer updates and one move of an element; a stop-hook list's link and
+// unlink, taken twice per coroutine suspension). It yields after a short
+// spin: on an oversubscribed machine the holder may be preempted, and yielding
+// lets it run instead of burning the CPU it needs.
+class spinlock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < pauses_before_yield) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  // A running holder leaves a critical section this short within these pauses.
+  static constexpr int pauses_before_yield = 64;
+  std::atomic<bool> locked_{false};
+};
 
 }  // namespace leash::inline v0::detail

@@ -45,31 +45,6 @@
 
 namespace leash::inline v0::detail {
 
-// A test-and-test-and-set lock for the tiny critical sections of a channel
-// (a few pointer updates and one move of an element). It yields after a short
-// spin: on an oversubscribed machine the holder may be preempted, and yielding
-// lets it run instead of burning the CPU it needs.
-class spinlock {
- public:
-  void lock() noexcept {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-        if (spins < pauses_before_yield) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    }
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  // A running holder leaves a critical section this short within these pauses.
-  static constexpr int pauses_before_yield = 64;
-  std::atomic<bool> locked_{false};
-};
-
 // How many waiters may pause-spin at once: one fewer than the CPUs this
 // process may run on. Spinning only helps while the partner runs on another
 // CPU; with more spinners than that (one CPU, or many blocked threads) they

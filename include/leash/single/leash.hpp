@@ -888,7 +888,8 @@ inline unobserved_failure_handler set_unobserved_failure_handler(unobserved_fail
 
 }  // namespace leash::inline v0
 // ---- leash/detail/spin.hpp ----
-// leash/detail/spin.hpp: the two facts every spin loop in leash needs.
+// leash/detail/spin.hpp: the two facts every spin loop in leash needs, and
+// the spinlock built on them.
 //
 // cpu_relax() is the CPU's spin-wait hint. usable_cpus() is how many CPUs this
 // process may run on: spinning only pays while the thread it waits for runs
@@ -900,6 +901,7 @@ inline unobserved_failure_handler set_unobserved_failure_handler(unobserved_fail
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 namespace leash::inline v0::detail {
@@ -924,6 +926,32 @@ inline int usable_cpus() noexcept {
   }();
   return cpus;
 }
+
+// A test-and-test-and-set lock for tiny critical sections (a channel's few
+// pointer updates and one move of an element; a stop-hook list's link and
+// unlink, taken twice per coroutine suspension). It yields after a short
+// spin: on an oversubscribed machine the holder may be preempted, and yielding
+// lets it run instead of burning the CPU it needs.
+class spinlock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < pauses_before_yield) {
+          cpu_relax();
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    }
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  // A running holder leaves a critical section this short within these pauses.
+  static constexpr int pauses_before_yield = 64;
+  std::atomic<bool> locked_{false};
+};
 
 }  // namespace leash::inline v0::detail
 
@@ -2133,9 +2161,9 @@ class stop_hook_node {
 
  private:
   friend class cancel_state;
-  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_mutex_
+  stop_hook_node* prev_ = nullptr;  // the state's hook list, guarded by its hooks_lock_
   stop_hook_node* next_ = nullptr;
-  // Written under hooks_mutex_; once false after being true it stays false,
+  // Written under hooks_lock_; once false after being true it stays false,
   // so reading false without the lock is final.
   std::atomic<bool> linked_{false};
   std::atomic<bool> fired_{false};
@@ -2217,7 +2245,7 @@ class cancel_state final : public timer_client {
   // already has). Never blocks on other hooks.
   void add_hook(stop_hook_node& n) noexcept {
     {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       if (!hooks_fired_) {
         n.next_ = hooks_;
         if (hooks_ != nullptr) hooks_->prev_ = &n;
@@ -2235,7 +2263,7 @@ class cancel_state final : public timer_client {
     // Without the lock first: thousands of waiters woken by one stop leave
     // at once, and all of them find their hook taken off the list already.
     if (n.linked_.load(std::memory_order_acquire)) {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       if (n.linked_.load(std::memory_order_relaxed)) {
         unlink_hook_locked(n);
         return;
@@ -2322,7 +2350,7 @@ class cancel_state final : public timer_client {
   void fire_hooks() noexcept {
     stop_hook_node* list = nullptr;
     {
-      std::lock_guard lock(hooks_mutex_);
+      std::lock_guard lock(hooks_lock_);
       hooks_fired_ = true;
       list = std::exchange(hooks_, nullptr);
       for (stop_hook_node* n = list; n != nullptr; n = n->next_)
@@ -2367,9 +2395,9 @@ class cancel_state final : public timer_client {
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
   // Hooks of waits on this state's token and of child states (see fire_hooks).
-  std::mutex hooks_mutex_;
-  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_mutex_
-  bool hooks_fired_ = false;         // guarded by hooks_mutex_; set once, never cleared
+  spinlock hooks_lock_;  // held for a link or unlink only: cheaper than a mutex per suspension
+  stop_hook_node* hooks_ = nullptr;  // guarded by hooks_lock_
+  bool hooks_fired_ = false;         // guarded by hooks_lock_; set once, never cleared
   parent_hook parent_link_;
   std::stop_callback<forward> extra_link_;
 };
@@ -4142,31 +4170,6 @@ class ring {
 #include <thread>
 
 namespace leash::inline v0::detail {
-
-// A test-and-test-and-set lock for the tiny critical sections of a channel
-// (a few pointer updates and one move of an element). It yields after a short
-// spin: on an oversubscribed machine the holder may be preempted, and yielding
-// lets it run instead of burning the CPU it needs.
-class spinlock {
- public:
-  void lock() noexcept {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
-      for (int spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-        if (spins < pauses_before_yield) {
-          cpu_relax();
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    }
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  // A running holder leaves a critical section this short within these pauses.
-  static constexpr int pauses_before_yield = 64;
-  std::atomic<bool> locked_{false};
-};
 
 // How many waiters may pause-spin at once: one fewer than the CPUs this
 // process may run on. Spinning only helps while the partner runs on another
