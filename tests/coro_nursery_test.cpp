@@ -367,15 +367,20 @@ TEST_CASE("co_await run_nursery joins without blocking its worker") {
 
 TEST_CASE("co_await run_nursery: a failure cancels siblings suspended in async_sleep_for") {
   std::atomic<int> cancelled{0};
+  std::atomic<int> started{0};
   std::atomic<bool> caught{false};
   in_coroutine_task([&]() -> coro<void> {
     try {
       co_await leash::run_nursery([&](leash::nursery& n) -> coro<void> {
         for (int i = 0; i < 5; ++i) {
-          n.spawn([&]() -> coro<void> { return sleep_until_cancelled(cancelled); });
+          n.spawn([&]() -> coro<void> {
+            started.fetch_add(1);
+            return sleep_until_cancelled(cancelled);
+          });
         }
-        n.spawn([]() -> coro<void> {
-          co_await async_sleep_for(1ms);
+        n.spawn([&]() -> coro<void> {
+          while (started.load() < 5)  // every sibling has begun: each will see the cancel
+            co_await leash::this_task::async_checkpoint();
           throw backend_error("backend down");
         });
         co_await async_sleep_for(forever);  // the body is cancelled too; absorbed
@@ -435,12 +440,17 @@ TEST_CASE("co_await run_nursery: the nursery's timeout cancels suspended corouti
 TEST_CASE("co_await run_nursery: a body that throws cancels and joins its tasks, then rethrows") {
   leash_test::handler_capture capture;
   std::atomic<int> cancelled{0};
+  std::atomic<int> started{0};
   std::atomic<bool> caught{false};
   in_coroutine_task([&]() -> coro<void> {
     try {
       co_await leash::run_nursery([&](leash::nursery& n) -> coro<void> {
-        n.spawn([&]() -> coro<void> { return sleep_until_cancelled(cancelled); });
-        co_await async_sleep_for(1ms);
+        n.spawn([&]() -> coro<void> {
+          started.fetch_add(1);
+          return sleep_until_cancelled(cancelled);
+        });
+        while (started.load() < 1)  // the task has begun: it will see the cancel
+          co_await leash::this_task::async_checkpoint();
         throw std::logic_error("body failed");
       });
     } catch (const std::logic_error&) {
