@@ -209,10 +209,11 @@ TEST_CASE("many proxied responses leave no connection or task behind") {
   t.close_idle();
   c.to_upstream.close_idle();
   // The front and upstream connections end once their clients closed; what
-  // remains is two accept loops and two idle reapers (t's, the proxy's).
+  // remains is two servers' accept tasks and watchers of clients that left,
+  // and two idle reapers (t's, the proxy's).
   CHECK(eventually(
       [&] { return c.front.stats().connections == 0 && c.upstream.stats().connections == 0; }));
-  CHECK(eventually([&] { return http_test::tasks_running() == tasks + 4; }));
+  CHECK(eventually([&] { return http_test::tasks_running() == tasks + 6; }));
 }
 
 TEST_CASE("a chunked upload through the proxy reaches the upstream handler intact and in pieces") {

@@ -74,7 +74,7 @@ void parked_requests(Use use, bool server_closes, std::size_t expect_idle) {
     w.write(std::string(100, 'x'));
   });
   const int fds = fd_count();
-  const std::size_t tasks = tasks_running();  // the server's accept loop is one
+  const std::size_t tasks = tasks_running();  // the server's accept task and watcher
   {
     http::transport t;
     const int fds_with_reaper = fds;                  // the transport opens no fd

@@ -12,6 +12,7 @@
 #include <leash/cancel.hpp>
 #include <leash/detail/wait.hpp>
 #include <leash/http/transport.hpp>
+#include <leash/leak_check.hpp>
 #include <leash/runtime.hpp>
 #include <mutex>
 #include <string>
@@ -37,8 +38,14 @@ inline int fd_count() {
   return n - 1;  // the directory stream's own fd
 }
 
+// Tasks of either kind (threads, coroutines) and tickers running now: what
+// a leaked connection or reaper would leave behind.
 inline std::size_t tasks_running() {
-  return leash::runtime::stats().tasks_running;
+  std::size_t tickers = 0;
+  for (const auto& o : leash::detail::object_registry::instance().snapshot()) {
+    tickers += o.kind == leash::detail::object_snapshot::ticker ? 1 : 0;
+  }
+  return leash::live_tasks().size() + tickers;
 }
 
 // Parks callers in arrive_and_wait() until `expected` arrived or open() was

@@ -18,14 +18,20 @@
 //   w.write("hello");   // buffered (sent once more than 16 KiB are)
 //   w.flush();          // head and "hello" on the wire now; the body is chunked
 //
-// Guarantees. Blocks: write() and flush() while sending, each send bounded
-// by the server's write_timeout (then http::timeout, and the connection is
+// A coroutine handler writes with `co_await w.async_write(s)` and
+// `co_await w.async_flush()`: the same, waiting for a slow client with no
+// thread.
+//
+// Guarantees. Blocks: write() and flush() while sending (in a coroutine
+// task the worker goes on elsewhere meanwhile), each send bounded by the
+// server's write_timeout (then http::timeout, and the connection is
 // aborted). Cancelled: by the connection task's token (the server's
-// shutdown). Throws: io_error, timeout, cancelled, usage_error (a status
-// outside 200..599, or set after the head), invalid_request (when the head
-// is sent: a field the response cannot carry, framing fields as above).
-// Thread-safe: one mutex; flush() may come from another thread (a ticker)
-// while the handler runs.
+// shutdown); the async forms by the task's ambient scope as well. Throws:
+// io_error, timeout, cancelled, usage_error (a status outside 200..599, or
+// set after the head), invalid_request (when the head is sent: a field the
+// response cannot carry, framing fields as above). Thread-safe: one mutex,
+// never held while waiting for the client; one send at a time, in order:
+// flush() may come from another thread (a ticker) while the handler runs.
 #pragma once
 
 #include "../detail/config.hpp"
@@ -37,6 +43,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -47,7 +54,10 @@
 #include <utility>
 
 #include "../cancel.hpp"
+#include "../coro.hpp"
+#include "../detail/scheduler.hpp"
 #include "../errors.hpp"
+#include "../io/socket.hpp"
 #include "detail/chars.hpp"
 #include "detail/socket.hpp"
 #include "errors.hpp"
@@ -86,15 +96,28 @@ class response_writer {
   // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
   // while sending; cancellable; throws io_error, cancelled.
   void write(std::string_view data) {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     buffer_.append(data);
-    if (buffer_.size() > 16 * 1024) send_locked(false);
+    if (buffer_.size() > buffer_limit) send_locked(false);
   }
   // Sends the head (if not yet sent) and the buffered bytes now.
   void flush() {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     send_locked(false);
   }
+  // co_await, in a coroutine task: write() waiting for the client with no
+  // thread. `data` is copied before the first suspension.
+  coro<void> async_write(std::string_view data) {
+    bool full = false;
+    {
+      const std::unique_lock lock = take_turn();
+      buffer_.append(data);
+      full = buffer_.size() > buffer_limit;
+    }
+    if (full) co_await async_send(false);
+  }
+  // co_await, in a coroutine task: flush() waiting for the client with no thread.
+  coro<void> async_flush() { return async_send(false); }
   // Kills the connection: the client sees it end before the response did.
   void abort() {
     std::lock_guard lock(mutex_);
@@ -114,6 +137,7 @@ class response_writer {
   // Never reads request bytes; cancelled through an eventfd, so a stop never
   // touches the client's socket.
   bool wait_client_gone(const std::stop_token& token) const {
+    const leash::detail::blocking_region blocking;  // a coroutine task's worker goes on elsewhere
     detail::socket wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake.valid()) detail::throw_errno("eventfd", errno);
     auto ring = [fd = wake.fd()] {
@@ -138,12 +162,13 @@ class response_writer {
   // it uses of the writer.
   friend class detail::server_connection;
 
-  // A writer on the connection `fd` for a response to a request that said
+  // A writer on the connection `sock` for a response to a request that said
   // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
   // body); `keep_alive`: the connection may carry another request after it.
-  response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive,
-                  std::chrono::milliseconds write_timeout)
-      : fd_(fd),
+  response_writer(io::socket& sock, std::stop_token token, bool head_request, bool http10,
+                  bool keep_alive, std::chrono::milliseconds write_timeout)
+      : sock_(&sock),
+        fd_(sock.native_handle()),
         token_(std::move(token)),
         head_request_(head_request),
         http10_(http10),
@@ -153,7 +178,7 @@ class response_writer {
   // "100 Continue", before the request body's first read, unless the
   // response already started (RFC 9110 10.1.1).
   void send_continue() {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     if (head_sent_ || aborted_) return;
     send_bytes_locked("HTTP/1.1 100 Continue\r\n\r\n");
   }
@@ -162,11 +187,14 @@ class response_writer {
   // not sent (framed by Content-Length then) and the rest of the body (the
   // last chunk when chunked). `close_connection`: the connection ends after
   // this response ("Connection: close" when the head is still to be sent).
-  // Throws as flush(), and invalid_request for a head it cannot send.
-  void finish(bool close_connection) {
-    std::lock_guard lock(mutex_);
-    if (close_connection) keep_alive_ = false;
-    send_locked(true);
+  // Throws as flush(), and invalid_request for a head it cannot send. Runs
+  // on the connection's coroutine task: waits for the client with no thread.
+  coro<void> async_finish(bool close_connection) {
+    {
+      const std::unique_lock lock = take_turn();
+      if (close_connection) keep_alive_ = false;
+    }
+    return async_send(true);
   }
 
   // After finish(): true when the connection may carry another request
@@ -191,16 +219,79 @@ class response_writer {
 
   // The writer's own machinery from here on.
 
+  // Sends buffered beyond this much (a few socket buffers' worth per send).
+  static constexpr std::size_t buffer_limit = 16 * 1024;
+
+  // The mutex, once no send is in flight: sends go out one at a time and in
+  // order. Waiting hands a coroutine task's worker to another thread.
+  std::unique_lock<std::mutex> take_turn() {
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (lock.owns_lock() && !sending_) return lock;
+    const leash::detail::blocking_region blocking;
+    if (!lock.owns_lock()) lock.lock();
+    turn_.wait(lock, [&] { return !sending_; });
+    return lock;
+  }
+
+  // Ends a send in flight however it ends, and lets the next one go.
+  struct end_of_send {
+    response_writer& w;
+    ~end_of_send() {
+      {
+        const std::lock_guard lock(w.mutex_);
+        w.sending_ = false;
+      }
+      w.turn_.notify_all();
+    }
+  };
+
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {
     try {
       detail::write_all(fd_, out, leash::detail::deadline_after(write_timeout_), token_);
     } catch (const timeout&) {
       aborted_ = true;
-      timed_out_ = true;
-      ::shutdown(fd_, SHUT_RDWR);
-      throw timeout("response write: the client read nothing for " +
-                    std::to_string(write_timeout_.count()) + " ms (write_timeout)");
+      throw_write_timed_out();
+    }
+  }
+
+  // The client took nothing for write_timeout: the connection is aborted.
+  [[noreturn]] void throw_write_timed_out() {
+    timed_out_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    throw timeout("response write: the client read nothing for " +
+                  std::to_string(write_timeout_.count()) + " ms (write_timeout)");
+  }
+
+  // Renders what is due (the head if not sent, the buffered bytes, the last
+  // chunk when `last`) and sends it with no lock held, waiting for the
+  // client with no thread.
+  coro<void> async_send(bool last) {
+    std::string out;
+    {
+      const std::unique_lock lock = take_turn();
+      out = render_locked(last);
+      sending_ = true;
+    }
+    const end_of_send ended{*this};
+    co_await send_bytes_async(out);
+  }
+
+  // Sends `out` within write_timeout: what the socket takes at once, then
+  // the rest as the client reads.
+  coro<void> send_bytes_async(std::string_view out) {
+    out.remove_prefix(detail::send_now(fd_, out));
+    if (out.empty()) co_return;
+    cancel_scope limit(write_timeout_);
+    try {
+      co_await sock_->async_write_all(std::as_bytes(std::span(out.data(), out.size())));
+    } catch (const cancelled&) {
+      if (limit.reason() != stop_reason::deadline_exceeded) throw;
+      const std::lock_guard lock(mutex_);
+      aborted_ = true;
+      throw_write_timed_out();
+    } catch (const io::io_error& e) {
+      throw io_error("write", e.code());
     }
   }
 
@@ -305,7 +396,13 @@ class response_writer {
     return user;
   }
 
-  void send_locked(bool last) {
+  void send_locked(bool last) { send_bytes_locked(render_locked(last)); }
+
+  // The bytes of the response that are due now: the head when it was not
+  // sent, the buffered body bytes in the response's framing, and with
+  // `last` its end. Throws io_error on an aborted response and
+  // invalid_request for a head it cannot send.
+  std::string render_locked(bool last) {
     if (aborted_)
       throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
     std::string out;
@@ -360,13 +457,16 @@ class response_writer {
       out.append(buffer_);
     }
     buffer_.clear();
-    send_bytes_locked(out);
+    return out;
   }
 
   static constexpr int min_status = 200;  // 1xx are interim: never a handler's final answer
   static constexpr int max_status = 599;  // the last class RFC 9110 15 defines
   enum class mode : unsigned char { none, length, chunked, until_close };
-  mutable std::mutex mutex_;  // guards everything below
+  mutable std::mutex mutex_;      // guards everything below
+  std::condition_variable turn_;  // a send in flight ended
+  bool sending_ = false;          // an async send is in flight, with no lock held
+  io::socket* sock_;
   int fd_;
   std::stop_token token_;
   bool head_request_;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are nursery tasks.
+// leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are coroutine tasks.
 // Prevents: Go servers whose per-connection goroutines and request values
 // outlive a shutdown (gorilla/context's global map grew forever); here every
 // connection is a task of the server's nursery, and request values live in
@@ -18,10 +18,22 @@
 //   ... clients talk to 127.0.0.1:srv.port() ...
 //   srv.shutdown(2s);  // stop accepting; finish in-flight requests; then cancel
 //
-// One task runs in `n` (the accept loop); it opens the server's own nursery,
-// where each connection is one task (a detail::server_connection) that reads
-// a request, calls the handler, writes the response, and waits for the next
-// (keep-alive). A response is
+// A coroutine handler is awaited on the connection's task and waits with no
+// thread (`co_await w.async_write(...)`, `co_await req.body().async_read(buf)`):
+//
+//   leash::http::server srv(n, [](leash::http::server_request& req,
+//                                 leash::http::response_writer& w) -> leash::coro<> {
+//     co_await w.async_write("hello " + std::string(req.target()));
+//   });
+//
+// One coroutine task runs in `n` (the accept task); it opens the server's
+// own nursery, where each connection is one coroutine task (a
+// detail::server_connection) that reads a request, calls the handler,
+// writes the response, and waits for the next (keep-alive). A connection
+// waiting for its client costs its buffers and a frame, no thread. A plain
+// handler may block in anything (a lock, a database, a body read): it runs
+// on the connection's task after the task's worker was handed to another
+// thread, so it holds a thread while it runs, and only then. A response is
 // framed by Content-Length when the handler returns before anything was
 // flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
 // A request body (Content-Length or chunked) is a leash::body read from the
@@ -31,12 +43,12 @@
 // a longer one closes the connection. A response write that stalls longer
 // than write_timeout (a client that stopped reading) ends the connection.
 // A request head must arrive within header_timeout of its first byte (408
-// and close otherwise: a slowloris is cut). The accept loop waits in one
-// epoll set holding the listener and every connection whose handler runs: a
-// client that closes or resets its connection cancels its handler's scope
-// ("client disconnected"), with no thread per handler. At max_connections
-// the loop stops accepting until a connection ends; a failed accept is
-// counted and, out of fds or memory, followed by a short rest.
+// and close otherwise: a slowloris is cut). One epoll set holds every
+// connection whose handler runs, served by a coroutine task: a client that
+// closes or resets its connection cancels its handler's scope ("client
+// disconnected"), with no thread per handler. At max_connections the accept
+// loop waits until a connection ends; a failed accept is counted and, out
+// of fds or memory, followed by a short rest.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -49,8 +61,6 @@
 
 #include "../detail/config.hpp"
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -64,12 +74,15 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <type_traits>
 #include <utility>
 
 #include "../body.hpp"
 #include "../cancel.hpp"
+#include "../coro.hpp"
+#include "../io/socket.hpp"
 #include "../nursery.hpp"
+#include "detail/disconnect_watcher.hpp"
 #include "detail/request_body.hpp"
 #include "detail/request_parser.hpp"
 #include "detail/socket.hpp"
@@ -183,141 +196,6 @@ struct server_stats {
 
 namespace detail {
 
-// The accept loop's epoll set: the listener, a wake-up eventfd, and the
-// connections whose handler runs. Through it the accept loop also cancels
-// handlers whose clients went away, as Go's Request.Context(), so that no
-// handler needs a thread of its own to notice. A watched connection whose
-// peer reset it (EPOLLHUP, EPOLLERR) or closed it (EPOLLRDHUP, once the
-// request body was read: before that a half close may still be followed by
-// body bytes) has its scope cancelled with "client disconnected". A
-// pipelined request's bytes are never an event (no EPOLLIN). Thread-safe:
-// watch/watch_eof/unwatch/wake from any thread, wait() from the accept loop.
-class accept_poller {
- public:
-  // Throws io_error when the kernel gives no epoll set or eventfd.
-  explicit accept_poller(int listener)
-      : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!epoll_.valid() || !wake_.valid()) throw_errno("leash::http::server: epoll", errno);
-    add(wake_.fd(), wake_id, EPOLLIN);
-    add(listener, listener_id, EPOLLIN);
-    listener_ = listener;
-  }
-
-  // Watches `fd` until unwatch(id); `scope` must outlive that. `eof_too`: a
-  // close by the peer counts (the request body was read).
-  std::uint64_t watch(int fd, cancel_scope& scope, bool eof_too) {
-    std::lock_guard lock(mutex_);
-    const std::uint64_t id = ++last_id_;
-    watched_.emplace(id, entry{fd, &scope, false});
-    arm(fd, id, eof_too, EPOLL_CTL_ADD);  // unwatched if the kernel refuses: never cancelled
-    return id;
-  }
-
-  // The request body of `id` was read to its end: a close by the peer counts now.
-  void watch_eof(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);
-    if (it != watched_.end() && !it->second.fired) arm(it->second.fd, id, true, EPOLL_CTL_MOD);
-  }
-
-  // Stops watching; true when the client went away (the scope was cancelled).
-  // The scope is never touched after this returns.
-  bool unwatch(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);
-    if (it == watched_.end()) return false;
-    ::epoll_ctl(epoll_.fd(), EPOLL_CTL_DEL, it->second.fd, nullptr);
-    const bool fired = it->second.fired;
-    watched_.erase(it);
-    return fired;
-  }
-
-  // Ends a wait() now (or the next one). Never blocks.
-  void wake() noexcept {
-    const std::uint64_t one = 1;
-    (void)!::write(wake_.fd(), &one, sizeof one);
-  }
-
-  // Waits for one batch of events and cancels the handlers whose clients
-  // left. True when `want_listener` and the listener has a connection to
-  // accept; false after a wake() or a hangup. Throws io_error.
-  bool wait(bool want_listener) {
-    listen(want_listener);
-    epoll_event events[batch];
-    const int n = ::epoll_wait(epoll_.fd(), events, batch, -1);
-    if (n < 0 && errno != EINTR) throw_errno("leash::http::server: epoll_wait", errno);
-    bool acceptable = false;
-    for (int i = 0; i < n; ++i) {
-      const std::uint64_t id = events[i].data.u64;
-      if (id == wake_id) {
-        std::uint64_t count = 0;
-        (void)!::read(wake_.fd(), &count, sizeof count);
-      } else if (id == listener_id) {
-        acceptable = want_listener;
-      } else {
-        cancel(id);
-      }
-    }
-    return acceptable;
-  }
-
- private:
-  static constexpr std::uint64_t wake_id = 0;
-  static constexpr std::uint64_t listener_id = 1;  // watch ids follow
-  static constexpr int batch = 64;                 // events taken per epoll_wait
-
-  struct entry {
-    int fd;
-    cancel_scope* scope;
-    bool fired;  // the scope was cancelled
-  };
-
-  void add(int fd, std::uint64_t id, std::uint32_t events) {
-    epoll_event e{};
-    e.events = events;
-    e.data.u64 = id;
-    if (::epoll_ctl(epoll_.fd(), EPOLL_CTL_ADD, fd, &e) != 0) {
-      throw_errno("leash::http::server: epoll_ctl", errno);
-    }
-  }
-
-  // A listener with a pending connection (or shut down) stays ready: it
-  // leaves the set while the accept loop waits for a free slot or for the
-  // last connections.
-  void listen(bool want) {
-    if (want == listening_) return;
-    epoll_event e{};
-    e.events = EPOLLIN;
-    e.data.u64 = listener_id;
-    ::epoll_ctl(epoll_.fd(), want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listener_, &e);
-    listening_ = want;
-  }
-
-  // One-shot: a connection fires once, then stays quiet until unwatched.
-  void arm(int fd, std::uint64_t id, bool eof_too, int op) {
-    epoll_event e{};
-    e.events = EPOLLONESHOT | (eof_too ? EPOLLRDHUP : 0u);  // EPOLLHUP, EPOLLERR: always
-    e.data.u64 = id;
-    (void)::epoll_ctl(epoll_.fd(), op, fd, &e);
-  }
-
-  void cancel(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);  // gone: the event was for an unwatched connection
-    if (it == watched_.end() || it->second.fired) return;
-    it->second.fired = true;
-    it->second.scope->cancel("client disconnected");
-  }
-
-  socket epoll_;
-  socket wake_;
-  int listener_ = -1;
-  bool listening_ = true;  // the listener's EPOLLIN is on (accept loop only)
-  std::mutex mutex_;       // guards the fields below
-  std::uint64_t last_id_ = listener_id;
-  std::unordered_map<std::uint64_t, entry> watched_;
-};
-
 // A request body that says when it was read to its end (then a close by the
 // client means it left, not that it finished sending).
 class end_aware_body final : public body_source {
@@ -344,11 +222,19 @@ struct connection_counters {
   std::atomic<std::uint64_t> client_disconnects{0};  // handlers cancelled: their client left
 };
 
+// A server's handler: a plain function, called on the connection's task
+// after handing the task's worker to another thread (it may block in
+// anything), or a coroutine, awaited there. Exactly one is set.
+struct handlers {
+  std::function<void(server_request&, response_writer&)> plain;
+  std::function<coro<void>(server_request&, response_writer&)> coroutine;
+};
+
 // What a connection uses of its server, which outlives every connection.
 struct connection_env {
   const server_options& options;
-  const std::function<void(server_request&, response_writer&)>& handler;
-  accept_poller& poller;              // cancels a handler whose client left
+  const handlers& handler;
+  disconnect_watcher& watcher;        // cancels a handler whose client left
   std::stop_token idle_end;           // stopped by shutdown(): a connection waiting for a
                                       // request ends
   const std::atomic<bool>& stopping;  // shutdown() began: responses end their connection
@@ -358,16 +244,17 @@ struct connection_env {
 // One client connection of a server, from its accept to its close: reads a
 // request head, makes the request and its writer, runs the handler, finishes
 // the response, and does it again while keep-alive lasts (run()). Runs on the
-// connection's task; its stop token (the server's shutdown or a cancelled
-// parent) stops every wait. Not copyable.
+// connection's coroutine task, which waits for the client with no thread;
+// its stop token (the server's shutdown or a cancelled parent) stops every
+// wait. Not copyable.
 class server_connection {
  public:
   // Takes over `s`; call from the connection's task.
-  server_connection(const connection_env& env, socket s)
+  server_connection(const connection_env& env, io::socket s)
       : env_(env),
         socket_(std::move(s)),
         token_(this_task::stop_token()),
-        peer_(peer_address_of(socket_.fd())) {}
+        peer_(peer_address_of(fd())) {}
 
   server_connection(const server_connection&) = delete;
   server_connection& operator=(const server_connection&) = delete;
@@ -376,8 +263,8 @@ class server_connection {
   // shutdown between requests, after an error answer (400, 408, 413, 431,
   // 500, 504), when the client left, or after a response that ends it.
   // Throws what a failed error answer throws (io_error, timeout, cancelled).
-  void run() {
-    for (bool first = true; serve_request(first); first = false) {
+  coro<void> run() {
+    for (bool first = true; co_await serve_request(first); first = false) {
     }
   }
 
@@ -435,40 +322,44 @@ class server_connection {
     }
   };
 
+  int fd() const noexcept { return socket_.native_handle(); }
+
   // Reads, handles and answers one request; true when the connection then
   // waits for the next one.
-  bool serve_request(bool first) {
+  coro<bool> serve_request(bool first) {
     parsed_request head;
     std::size_t head_end = 0;
-    if (!read_request_head(first, head, head_end)) return false;
+    if (!co_await read_request_head(first, head, head_end)) co_return false;
     server_request req = make_request(head);
     response_writer w = make_writer(head, req);
     const count_write_timeout counted{w, env_.counters.write_timeouts};
     body_lease body(open_body(head, head_end, req, w), req, env_.options.drain_limit);
     const bool body_read = !head.chunked && head.content_length == 0;
-    if (!respond(req, w, body, body_read)) return false;
+    if (!co_await respond(req, w, body, body_read)) co_return false;
     ++env_.counters.requests;
-    return ready_for_next(body, w);
+    co_return co_await ready_for_next(body, w);
   }
 
   // Reads the next request head and parses it into `head` (its views point
   // into buf_, whose first `head_end` bytes it is). False when the connection
   // ends: quietly (EOF, idle timeout, shutdown), or after answering 431 (a
   // head over the limits), 400 (a malformed head) or 408 (too slow a head).
-  bool read_request_head(bool first, parsed_request& head, std::size_t& head_end) {
+  coro<bool> read_request_head(bool first, parsed_request& head, std::size_t& head_end) {
+    int status = 0;
     try {
-      if (!read_head(first, head_end)) return false;
+      if (!co_await read_head(first, head_end)) co_return false;
       parse_request_head(std::string_view(buf_).substr(0, head_end), env_.options.max_header_fields,
                          head);
-      return true;
+      co_return true;
     } catch (const limit_exceeded&) {
-      reply_error(431);
+      status = 431;
     } catch (const protocol_error&) {
-      reply_error(400);
+      status = 400;
     } catch (const head_timed_out&) {
-      reply_error(408);
+      status = 408;
     }
-    return false;
+    co_await reply_error(status);
+    co_return false;
   }
 
   // Where the head at the start of `buf` ends (after its empty line), or
@@ -486,39 +377,70 @@ class server_connection {
   // first byte, or from the accept for a connection's `first` request;
   // throws head_timed_out when that passed with part of a head received,
   // limit_exceeded for a head over max_header_bytes.
-  bool read_head(bool first, std::size_t& head_end) {
+  coro<bool> read_head(bool first, std::size_t& head_end) {
     const server_options& o = env_.options;
     bool timing_head = first || !buf_.empty();  // else: idle until the first byte
     auto deadline = leash::detail::deadline_after(timing_head ? o.header_timeout : o.idle_timeout);
     for (;;) {
       head_end = find_head_end(buf_);
-      if (head_end != std::string::npos && head_end <= o.max_header_bytes) return true;
+      if (head_end != std::string::npos && head_end <= o.max_header_bytes) co_return true;
       if (std::min(head_end, buf_.size()) > o.max_header_bytes) {
         throw limit_exceeded(limit::header_bytes, o.max_header_bytes);
       }
-      char tmp[read_chunk];
-      std::size_t got = 0;
-      const read_status st = read_more(tmp, got, deadline);
+      const read_status st = co_await read_more(deadline);
       if (st == read_status::timed_out && timing_head) {
         ++env_.counters.header_timeouts;
         if (!buf_.empty()) throw head_timed_out{};
       }
-      if (st != read_status::data) return false;
+      if (st != read_status::data) co_return false;
       if (!timing_head) {
         timing_head = true;
         deadline = leash::detail::deadline_after(o.header_timeout);
       }
-      buf_.append(tmp, got);
     }
   }
 
-  // One read of head bytes into `tmp`. While no byte of the request came
-  // (idle), a shutdown ends the wait (eof): never mid-request.
-  read_status read_more(char (&tmp)[read_chunk], std::size_t& got, clock::time_point deadline) {
-    if (!buf_.empty()) return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
-    const stop_guard idle(env_.idle_end, socket_.fd());
-    if (env_.idle_end.stop_requested()) return read_status::eof;
-    return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
+  // Appends one read's bytes to buf_, waiting for them until `deadline`.
+  // While no byte of the request came (idle), a shutdown ends the wait
+  // (eof): never mid-request; and the connection keeps no read buffer.
+  coro<read_status> read_more(clock::time_point deadline) {
+    const bool idle = buf_.empty();
+    for (;;) {
+      if (idle && env_.idle_end.stop_requested()) co_return read_status::eof;
+      if (const std::optional<read_status> st = try_read()) co_return *st;
+      if (idle) buf_.shrink_to_fit();
+      if (!co_await wait_readable(deadline, idle)) {
+        co_return idle&& env_.idle_end.stop_requested() ? read_status::eof : read_status::timed_out;
+      }
+    }
+  }
+
+  // One read into buf_'s end without waiting; nullopt when nothing is there yet.
+  std::optional<read_status> try_read() {
+    const std::size_t old = buf_.size();
+    buf_.resize(old + read_chunk);
+    const ssize_t n = ::recv(fd(), buf_.data() + old, read_chunk, 0);
+    buf_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    if (n > 0) return read_status::data;
+    if (n == 0) return read_status::eof;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
+    throw_errno("read", errno);
+  }
+
+  // Waits until the socket may be read; false when `deadline` passed or,
+  // `idle`, the server began its shutdown. A cancel of the connection's
+  // task throws cancelled.
+  coro<bool> wait_readable(clock::time_point deadline, bool idle) {
+    cancel_scope shutting_down(idle ? env_.idle_end : std::stop_token{});
+    cancel_scope timer(deadline);
+    try {
+      co_await io::detail::slot_awaiter(io::socket_access::desc(socket_).read,
+                                        "http::server: waiting for a request");
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+      co_return false;
+    }
+    co_return true;
   }
 
   // The request of `head` (whose fields move into it), from this
@@ -529,8 +451,8 @@ class server_connection {
 
   // The writer of `req`'s response: keep-alive when the client asked for it
   // and the server is not shutting down.
-  response_writer make_writer(const parsed_request& head, const server_request& req) const {
-    return response_writer(socket_.fd(), token_, req.method() == "HEAD", head.version.minor == 0,
+  response_writer make_writer(const parsed_request& head, const server_request& req) {
+    return response_writer(socket_, token_, req.method() == "HEAD", head.version.minor == 0,
                            head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
   }
 
@@ -546,9 +468,9 @@ class server_connection {
     }
     const server_options& o = env_.options;
     return std::make_shared<request_stream>(
-        socket_.fd(), buf_, head_end,
-        head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
-        parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
+        fd(), buf_, head_end, head.chunked ? body_framing::chunked : body_framing::content_length,
+        head.content_length, parser_limits{o.max_header_bytes, o.max_header_fields, 0},
+        std::move(on_first_read));
   }
 
   // Runs the handler and finishes its response. False when the connection
@@ -556,63 +478,72 @@ class server_connection {
   // finish failed (answered when nothing was sent yet: 413 for
   // body_too_large, 400 after a malformed body, 504 for a deadline of the
   // handler's own, else 500; nothing for the server's own cancel).
-  bool respond(server_request& req, response_writer& w, body_lease& body, bool body_read) {
+  coro<bool> respond(server_request& req, response_writer& w, body_lease& body, bool body_read) {
     bool client_left = false;
+    int status = 0;
     try {
-      run_handler(req, w, body.stream(), body_read, client_left);
-      if (client_left) return client_gone();
-      finish_response(req, w, body);
-      return true;
+      co_await run_handler(req, w, body.stream(), body_read, client_left);
+      if (client_left) co_return client_gone();
+      co_await finish_response(req, w, body);
+      co_return true;
     } catch (const cancelled& e) {
-      if (client_left) return client_gone();
+      if (client_left) co_return client_gone();
       (void)body.take_back();
       if (!token_.stop_requested() && untouched(w)) {
-        reply_error(dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500);
+        status = dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500;
       }
     } catch (const body_too_large&) {
       (void)body.take_back();
-      if (untouched(w)) reply_error(413);
+      if (untouched(w)) status = 413;
     } catch (const std::exception&) {
       (void)body.take_back();
-      if (untouched(w)) reply_error(body.stream()->malformed() ? 400 : 500);
+      if (untouched(w)) status = body.stream()->malformed() ? 400 : 500;
     }
-    return false;
+    if (status != 0) co_await reply_error(status);
+    co_return false;
   }
 
   // Calls the handler in a scope that the client leaving cancels ("client
   // disconnected"); `client_left` says whether it did, also when the handler
   // throws. `body_read`: the request has no body, so a close by the client
   // means it left from the start.
-  void run_handler(server_request& req, response_writer& w,
-                   const std::shared_ptr<request_stream>& stream, bool body_read,
-                   bool& client_left) {
+  coro<void> run_handler(server_request& req, response_writer& w,
+                         const std::shared_ptr<request_stream>& stream, bool body_read,
+                         bool& client_left) {
     cancel_scope scope;
     struct unwatch_on_exit {
-      accept_poller& poller;
+      disconnect_watcher& watcher;
       std::uint64_t id;
       bool& left;
-      ~unwatch_on_exit() { left = poller.unwatch(id); }
-    } watched{env_.poller, env_.poller.watch(socket_.fd(), scope, body_read), client_left};
+      ~unwatch_on_exit() { left = watcher.unwatch(id); }
+    } watched{env_.watcher, env_.watcher.watch(fd(), scope, body_read), client_left};
     req.attach_body(leash::body(std::make_unique<end_aware_body>(
         std::make_unique<request_body_source>(stream),
-        [&poller = env_.poller, id = watched.id] { poller.watch_eof(id); })));
-    env_.handler(req, w);
+        [&watcher = env_.watcher, id = watched.id] { watcher.watch_eof(id); })));
+    if (env_.handler.coroutine) {
+      co_await env_.handler.coroutine(req, w);
+    } else {
+      // A plain handler may block in anything (a lock, a database): the
+      // worker goes on with other tasks on another thread meanwhile.
+      const leash::detail::blocking_region blocking;
+      env_.handler.plain(req, w);
+    }
   }
 
   // The handler returned: its request's values go, the body comes back, and
   // the response ends ("Connection: close" when an unread tail will not be
   // read: a broken body, or one over drain_limit).
-  void finish_response(server_request& req, response_writer& w, body_lease& body) {
+  coro<void> finish_response(server_request& req, response_writer& w, body_lease& body) {
     req.values().clear();  // gone before the client has the whole response
     const rest left = body.take_back();
-    w.finish(left == rest::broken || left == rest::too_big);
+    co_await w.async_finish(left == rest::broken || left == rest::too_big);
   }
 
   // After a finished response: drains the body's unread tail (at most
   // drain_limit, within drain_timeout) and says whether the connection
   // carries the next request. A tail not drained ends it with a lingering
   // close.
-  bool ready_for_next(body_lease& body, const response_writer& w) {
+  coro<bool> ready_for_next(body_lease& body, const response_writer& w) {
     const server_options& o = env_.options;
     const rest left = body.take_back();
     const bool clean = left == rest::none ||
@@ -620,11 +551,11 @@ class server_connection {
                         body.stream()->drain(
                             o.drain_limit, leash::detail::deadline_after(o.drain_timeout), token_));
     if (!clean) {
-      linger_close();
-      return false;
+      co_await linger_close();
+      co_return false;
     }
     body.stream()->release();
-    return w.keeps_connection();
+    co_return w.keeps_connection();
   }
 
   bool client_gone() {
@@ -636,27 +567,36 @@ class server_connection {
   static bool untouched(const response_writer& w) { return !w.head_sent() && !w.aborted(); }
 
   // Answers `status` with no body and ends the connection.
-  void reply_error(int status) {
+  coro<void> reply_error(int status) {
     const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
                             response_writer::reason_phrase(status) +
                             "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    write_all(socket_.fd(), out, leash::detail::deadline_after(env_.options.write_timeout), token_);
-    linger_close();
+    const std::size_t sent = send_now(fd(), out);
+    if (sent < out.size()) {
+      cancel_scope limit(env_.options.write_timeout);
+      const std::string_view rest = std::string_view(out).substr(sent);
+      co_await socket_.async_write_all(std::as_bytes(std::span(rest.data(), rest.size())));
+    }
+    co_await linger_close();
   }
 
   // Ends the connection without a reset that could destroy the last
   // response (Go's closeWriteAndWait): closing with unread request bytes
   // would send a reset that can destroy the reply before the client reads
   // it. Reads and drops up to linger_reads reads for at most linger_time.
-  void linger_close() {
-    ::shutdown(socket_.fd(), SHUT_WR);
-    const auto deadline = leash::detail::deadline_after(linger_time);
-    char tmp[read_chunk];
-    std::size_t got = 0;
-    for (int i = 0; i < linger_reads; ++i) {
-      if (read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_) != read_status::data) {
-        break;
+  coro<void> linger_close() {
+    ::shutdown(fd(), SHUT_WR);
+    buf_.clear();
+    cancel_scope limit(linger_time);
+    try {
+      for (int i = 0; i < linger_reads; ++i) {
+        if (co_await read_more(clock::time_point::max()) != read_status::data) break;
+        buf_.clear();
       }
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+    } catch (const std::exception&) {
+      // a reset: the client is gone; nothing to linger for
     }
   }
 
@@ -680,7 +620,7 @@ class server_connection {
   }
 
   connection_env env_;
-  socket socket_;
+  io::socket socket_;
   std::stop_token token_;  // the connection task's
   std::string peer_;       // "ip:port" of the client
   std::string buf_;        // bytes read and not yet consumed; the next head starts it
@@ -691,15 +631,20 @@ class server_connection {
 class server {
  public:
   using handler = std::function<void(server_request&, response_writer&)>;
+  using coro_handler = std::function<coro<void>(server_request&, response_writer&)>;
 
   // Listens at once (throws io_error), then runs the accept loop as a task
-  // of `n` and returns once it runs. The server must be destroyed before `n` is (it joins its
-  // task).
-  server(nursery& n, handler h, server_options options = {})
-      : handler_(std::move(h)), options_(std::move(options)) {
+  // of `n` and returns once it runs. `h` is a plain function, called as
+  // h(req, w) on the connection's task, or a coroutine function returning
+  // coro<void>, awaited there. The server must be destroyed before `n` is
+  // (it joins its task).
+  template <class H>
+  server(nursery& n, H&& h, server_options options = {}) : options_(std::move(options)) {
+    set_handler(std::forward<H>(h));
     listen();
-    task_ = n.spawn(options_.name, [this] { serve(); });
+    task_ = n.spawn(options_.name, [this] { return serve(); });
     if (!task_.done()) {  // returns with the accept loop running (stats, leak counts)
+      const leash::detail::blocking_region blocking;
       std::unique_lock lock(mutex_);
       done_cv_.wait(lock, [&] { return started_; });
     }
@@ -720,12 +665,13 @@ class server {
   template <class Rep, class Period>
   void shutdown(std::chrono::duration<Rep, Period> grace) {
     const auto deadline = leash::detail::deadline_after(grace);
+    const leash::detail::blocking_region blocking;
     {
       std::unique_lock lock(mutex_);
       if (!stopping_) {
         stopping_ = true;
-        ::shutdown(listener_.fd(), SHUT_RDWR);  // refuses new connects
-        poller_->wake();                        // the accept loop sees stopping_
+        ::shutdown(listener_.native_handle(), SHUT_RDWR);  // refuses new connects
+        if (accepting_ != nullptr) accepting_->cancel("http::server: shutdown");
       }
     }
     drain_.request_stop();  // wakes connections waiting for a next request
@@ -767,6 +713,23 @@ class server {
   // request head of the default size limit.
   static constexpr std::size_t refused_read_bytes = 64 * 1024;
 
+  template <class H>
+  void set_handler(H&& h) {
+    using fn = std::decay_t<H>;
+    static_assert(std::is_invocable_v<fn&, server_request&, response_writer&>,
+                  "leash::http::server: the handler must be callable as "
+                  "h(leash::http::server_request&, leash::http::response_writer&)");
+    using result = std::invoke_result_t<fn&, server_request&, response_writer&>;
+    static_assert(std::is_void_v<result> || std::is_same_v<result, coro<void>>,
+                  "leash::http::server: the handler must return void (a plain function) or "
+                  "leash::coro<void> (a coroutine)");
+    if constexpr (std::is_void_v<result>) {
+      handler_.plain = std::forward<H>(h);
+    } else {
+      handler_.coroutine = std::forward<H>(h);
+    }
+  }
+
   // The bound address of options_.host (numeric; brackets allowed around IPv6).
   sockaddr_storage listen_address(socklen_t& len) const {
     std::string host = options_.host;
@@ -798,29 +761,29 @@ class server {
   void listen() {
     socklen_t len = 0;
     sockaddr_storage addr = listen_address(len);
-    listener_ =
-        detail::socket(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!listener_.valid()) detail::throw_errno("socket", errno);
+    detail::socket fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) detail::throw_errno("socket", errno);
     const int one = 1;
-    ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (addr.ss_family == AF_INET6) {  // "::" takes IPv4 clients too, whatever the sysctl says
       const int zero = 0;
-      ::setsockopt(listener_.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+      ::setsockopt(fd.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     }
-    if (::bind(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(listener_.fd(), backlog()) != 0) {
+    if (::bind(fd.fd(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(fd.fd(), backlog()) != 0) {
       detail::throw_errno("listen on " + options_.host, errno);
     }
-    poller_.emplace(listener_.fd());
     len = sizeof addr;
-    ::getsockname(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
+    ::getsockname(fd.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                                              : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    listener_ = io::socket(fd.release());
   }
 
-  void serve() {
-    nursery conns({.name = options_.name + " connections"});
-    // Whatever ends this function, shutdown() must never see `conns` after it.
+  // The accept task: the connections' nursery, the watcher of clients that
+  // leave, the accept loop; then the last connections' end.
+  coro<void> serve() {
+    // Whatever ends this task, shutdown() must never see the nursery after it.
     struct publish_done {
       server& self;
       ~publish_done() {
@@ -830,52 +793,67 @@ class server {
         self.done_cv_.notify_all();
       }
     } done_on_exit{*this};
+    try {
+      co_await run_nursery({.name = options_.name + " connections"},
+                           [this](nursery& conns) { return serve_in(conns); });
+    } catch (const cancelled&) {
+      // The accept task was cancelled: every connection was, and ended.
+    }
+  }
+
+  coro<void> serve_in(nursery& conns) {
     {
       std::lock_guard lock(mutex_);
       conns_ = &conns;
       started_ = true;
       done_cv_.notify_all();
     }
-    const std::stop_token token = this_task::stop_token();
-    {
-      auto ring = [this] { poller_->wake(); };
-      std::stop_callback<decltype(ring)> on_stop(token, ring);
-      while (accept_next(conns, token)) {
+    conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
+    co_await accept_loop(conns);
+    ::shutdown(listener_.native_handle(), SHUT_RDWR);  // later connects are refused, not queued
+    while (connections_.load() > 0) {
+      co_await io::detail::slot_awaiter(freed_, "http::server: waiting for the last connections");
+    }
+    watcher_.stop();
+  }
+
+  // Accepts connections and spawns their tasks until shutdown() cancels it.
+  coro<void> accept_loop(nursery& conns) {
+    cancel_scope accepting;
+    struct unpublish {
+      server& self;
+      ~unpublish() {
+        std::lock_guard lock(self.mutex_);
+        self.accepting_ = nullptr;
       }
-      ::shutdown(listener_.fd(), SHUT_RDWR);  // later connects are refused, not queued
-      watch_until_connections_end();
+    } published{*this};
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) co_return;
+      accepting_ = &accepting;
     }
     try {
-      conns.wait();
-    } catch (...) {
+      // A listener shut down by shutdown() fails every accept at once: the
+      // scope's stop is checked, not only seen at a wait.
+      while (!accepting.stop_requested()) {
+        co_await wait_for_room();
+        const int fd = co_await accept_one();
+        if (fd >= 0) spawn_connection(conns, fd);
+      }
+    } catch (const cancelled&) {
+      if (accepting.reason() != stop_reason::cancelled) throw;  // not shutdown(): the task's cancel
     }
   }
 
-  // Accepts one connection and spawns its task; false when the loop ends
-  // (shutdown, or the accept task was cancelled).
-  bool accept_next(nursery& conns, const std::stop_token& token) {
-    if (!wait_acceptable(token)) return false;
-    const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return accept_failed(errno);
-    ++accepted_;
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    spawn_connection(conns, fd);
-    return true;
-  }
-
-  // Waits until a connection can be accepted: one is pending and fewer than
-  // max_connections run. Serves hangups meanwhile. False on shutdown or cancel.
-  bool wait_acceptable(const std::stop_token& token) {
+  // Waits while max_connections connections run.
+  coro<void> wait_for_room() {
     bool paused = false;
-    for (;;) {
-      if (token.stop_requested() || stopping()) return false;
-      const bool room = has_room();
-      if (!room && !paused) {
+    while (!has_room()) {
+      if (!paused) {
         paused = true;
         ++accept_paused_;
       }
-      if (poller_->wait(room)) return true;
+      co_await io::detail::slot_awaiter(freed_, "http::server: at max_connections");
     }
   }
 
@@ -884,51 +862,61 @@ class server {
            static_cast<std::size_t>(connections_.load()) < options_.max_connections;
   }
 
-  // Counts a failed accept; backs off when out of fds or memory. False when
-  // cancelled while backing off.
-  bool accept_failed(int err) {
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return true;
-    last_accept_error_ = err;  // first: a reader that sees the count sees the errno too
-    ++accept_errors_;
-    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return true;
-    try {
-      this_task::sleep_for(accept_backoff);
-    } catch (const cancelled&) {
-      return false;
+  // The next connection's fd (non-blocking), or -1 after a failed accept
+  // (counted; out of fds or memory, followed by a short rest).
+  coro<int> accept_one() {
+    for (;;) {
+      const int fd =
+          ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        ++accepted_;
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        co_return fd;
+      }
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EINVAL) co_return -1;  // shut down by shutdown(): not a failed accept
+      if (err != EAGAIN && err != EWOULDBLOCK) {
+        co_await accept_failed(err);
+        co_return -1;
+      }
+      co_await io::detail::slot_awaiter(io::socket_access::desc(listener_).read,
+                                        "http::server: accepting");
     }
-    return true;
   }
 
-  // After the accept loop: handlers whose clients leave are still cancelled
-  // while the last connections finish.
-  void watch_until_connections_end() {
-    while (connections_.load() > 0) {
-      try {
-        (void)poller_->wait(false);  // connection_ended() wakes it
-      } catch (const io_error&) {
-        return;  // conns.wait() still joins them
-      }
+  // Counts a failed accept; rests when out of fds or memory.
+  coro<void> accept_failed(int err) {
+    last_accept_error_ = err;  // first: a reader that sees the count sees the errno too
+    ++accept_errors_;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      co_await this_task::async_sleep_for(accept_backoff);
     }
   }
 
   // Runs the connection's task. When no task can be started for it (out of
-  // threads), the client is answered 503 and the accept loop goes on; the
+  // memory), the client is answered 503 and the accept loop goes on; the
   // connection count stays exact either way.
   void spawn_connection(nursery& conns, int fd) {
     ++connections_;
     try {
-      conns.spawn("http::server connection", [this, fd] {
-        try {
-          detail::server_connection(connection_env(), detail::socket(fd)).run();
-        } catch (...) {
-        }
-        connection_ended();
-      });
+      conns.spawn("http::server connection", [this, fd] { return run_connection(fd); });
     } catch (...) {
       ++connections_refused_;
       refuse_connection(fd);
       connection_ended();
     }
+  }
+
+  coro<void> run_connection(int fd) {
+    try {
+      detail::server_connection c(connection_env(), io::socket(fd));
+      co_await c.run();
+    } catch (...) {
+      // The connection is over; its task never fails the server.
+    }
+    connection_ended();
   }
 
   // Best effort, never blocking the accept loop: takes what the client sent
@@ -947,22 +935,21 @@ class server {
 
   void connection_ended() {
     --connections_;
-    poller_->wake();  // a slot is free; or the last connection ended
+    freed_.set_ready();  // a slot is free; or the last connection ended
   }
-
-  bool stopping() const { return stopping_.load(); }
 
   // What every connection uses of the server.
   detail::connection_env connection_env() {
-    return {options_, handler_, *poller_, drain_.get_token(), stopping_, counters_};
+    return {options_, handler_, watcher_, drain_.get_token(), stopping_, counters_};
   }
 
-  handler handler_;
+  detail::handlers handler_;
   server_options options_;
-  detail::socket listener_;
-  std::optional<detail::accept_poller> poller_;  // made by listen(), with the listener
+  io::socket listener_;
   std::uint16_t port_ = 0;
-  std::stop_source drain_;  // stopped by shutdown(): idle connections end
+  detail::disconnect_watcher watcher_;
+  io::detail::ready_slot freed_;  // a connection ended (the accept task waits on it)
+  std::stop_source drain_;        // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::int64_t> connections_{0};
   std::atomic<std::uint64_t> accept_paused_{0};
@@ -977,7 +964,8 @@ class server {
                                        // under mutex_, read by connections without it)
   bool done_ = false;                  // the accept task finished, every connection ended
   nursery* conns_ = nullptr;           // the connections' nursery while it exists
-  task<void> task_;                    // the accept loop, in the caller's nursery
+  cancel_scope* accepting_ = nullptr;  // the accept loop's scope while it accepts
+  task<void> task_;                    // the accept task, in the caller's nursery
 };
 
 }  // namespace leash::inline v0::http

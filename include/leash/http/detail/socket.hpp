@@ -2,7 +2,8 @@
 // leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
-// and cancelled by a stop token. Cancellation is a std::stop_callback that
+// and cancelled by a stop token; called from a coroutine task, it hands the
+// task's worker to another thread while it blocks. Cancellation is a std::stop_callback that
 // only calls ::shutdown() on the fd: that wakes the poll (or the connect) at
 // once, and the callback is destroyed when the operation returns, before the
 // caller can close or pool the fd, so it can never touch a recycled fd. After
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "../../detail/registry.hpp"
+#include "../../detail/scheduler.hpp"
 #include "../errors.hpp"
 
 namespace leash::inline v0::http::detail {
@@ -58,6 +60,8 @@ class socket {
   void close() noexcept {
     if (fd_ >= 0) ::close(std::exchange(fd_, -1));
   }
+  // Gives up ownership: the fd is the caller's.
+  int release() noexcept { return std::exchange(fd_, -1); }
 
  private:
   int fd_ = -1;
@@ -96,6 +100,7 @@ inline bool poll_until(int fd, short events, clock::time_point deadline) {
           std::chrono::ceil<std::chrono::milliseconds>(left).count(), 60 * 60 * 1000));
     }
     pollfd p{fd, events, 0};
+    const leash::detail::blocking_region blocking;  // a coroutine task's worker goes on elsewhere
     const int r = ::poll(&p, 1, ms);
     if (r > 0) return true;
     if (r < 0 && errno != EINTR) throw_errno("poll", errno);
@@ -267,6 +272,26 @@ inline void write_all(int fd, std::string_view data, clock::time_point deadline,
   leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
   if (timed_out) throw timeout("write");
   if (err != 0) throw_errno("write", err);
+}
+
+// Sends what the socket takes of `data` now, without waiting; returns the
+// count. Throws io_error.
+inline std::size_t send_now(int fd, std::string_view data) {
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n =
+        ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      throw_errno("write", n < 0 ? errno : EPIPE);
+    }
+  }
+  return sent;
 }
 
 enum class read_status { data, eof, timed_out };
