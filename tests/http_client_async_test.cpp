@@ -202,9 +202,11 @@ TEST_CASE("a cancel while an async body read waits: cancelled, then the connecti
   http::transport t;
   const int fds = fd_count();
   std::atomic<bool> caught{false};
+  std::atomic<bool> got_head{false};
   leash::run_nursery([&](leash::nursery& n) {
     n.spawn([&]() -> leash::coro<> {
       http::response r = co_await t.async_round_trip(get(server.srv.port()));
+      got_head = true;
       std::exception_ptr failure;
       try {
         (void)co_await r.body.async_read_all(1000);
@@ -215,7 +217,8 @@ TEST_CASE("a cancel while an async body read waits: cancelled, then the connecti
       r.body.close();
       if (failure) std::rethrow_exception(failure);
     });
-    CHECK(eventually([&] { return tasks_blocked_in("io::async_read_some") == 1; }));
+    // After the head: the wait is the body read's.
+    CHECK(eventually([&] { return got_head && tasks_blocked_in("io::async_read_some") == 1; }));
     n.cancel();
   });
   CHECK(caught);
@@ -242,7 +245,10 @@ TEST_CASE("close() from another thread wakes an async body read with body_closed
       }
       (void)co_await close_returned.async_recv();
     });
-    CHECK(eventually([&] { return tasks_blocked_in("io::async_read_some") == 1; }));
+    // After the head: the wait is the body read's.
+    REQUIRE(eventually([&] {
+      return open_body.load() != nullptr && tasks_blocked_in("io::async_read_some") == 1;
+    }));
     open_body.load()->close();
     close_returned.send(1);
   });
