@@ -5,12 +5,11 @@
 //
 // OUTPUT_DIR/leash.hpp starts at INCLUDE_DIR/leash.hpp; OUTPUT_DIR/leash_http.hpp
 // starts at INCLUDE_DIR/leash/http.hpp, includes "leash.hpp" (the first file,
-// kept beside it) and inlines only the HTTP headers. Each quoted include is
-// inlined once, in first-use order, resolved relative to the including file.
-// System includes stay where they are (they guard themselves). Each output
-// opens with the SPDX line and LICENSE as a comment; the modular headers' own
-// SPDX lines are dropped. Standard library only: a CMake-script generator
-// mangles lines with unbalanced brackets.
+// kept beside it) and inlines only the HTTP headers and the io ones they use. Each quoted include
+// is inlined once, in first-use order, resolved relative to the including file. System includes
+// stay where they are (they guard themselves). Each output opens with the SPDX line and LICENSE as
+// a comment; the modular headers' own SPDX lines are dropped. Standard library only: a CMake-script
+// generator mangles lines with unbalanced brackets.
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -115,8 +114,11 @@ void write_file(const fs::path& file, const std::string& text) {
   if (!out) throw std::runtime_error("cannot write " + file.string());
 }
 
+// The HTTP headers, and the event-driven sockets (Linux only, like the
+// HTTP layer's client, which waits on them in coroutine tasks).
 bool is_http_header(const std::string& relative) {
-  return relative == "leash/http.hpp" || relative.starts_with("leash/http/");
+  return relative == "leash/http.hpp" || relative.starts_with("leash/http/") ||
+         relative.starts_with("leash/io/");
 }
 
 void amalgamate(const fs::path& include_dir, const fs::path& license_file,

@@ -10,12 +10,17 @@
 //   leash::http::response r = c.get("http://127.0.0.1:8080/status");
 //   std::string text = r.body.read_all(1 << 20);
 //
+//   // in a coroutine task: no thread while it waits
+//   leash::http::response r = co_await c.async_get("http://127.0.0.1:8080/status");
+//   std::string text = co_await r.body.async_read_all(1 << 20);
+//
 // Plain http:// only: TLS, redirects, cookies and proxies are out of scope
 // (the URL of another scheme is refused with invalid_request).
 //
 // Guarantees. Blocks, is cancelled and throws exactly as
-// transport::round_trip; a malformed URL throws invalid_request before any
-// dial. Thread-safe: a client is a pointer to its transport.
+// transport::round_trip (the async_ forms: as transport::async_round_trip);
+// a malformed URL throws invalid_request before any dial. Thread-safe: a client is a pointer to its
+// transport.
 #pragma once
 
 #include "../detail/config.hpp"
@@ -103,14 +108,46 @@ class client {
   // Any method; `content_type` is sent when not empty.
   response send(std::string method, std::string_view target_url, std::string_view content_type,
                 std::string body, source_location site = source_location::current()) {
+    const request req = make_request(std::move(method), target_url, content_type, std::move(body));
+    return transport_->round_trip(req, site);
+  }
+
+  // get, post and send for a coroutine task: co_await them. The URL is
+  // copied at the call; a malformed one throws when awaited.
+  coro<response> async_get(std::string_view target_url,
+                           source_location site = source_location::current()) {
+    return async_send("GET", target_url, {}, {}, site);
+  }
+  coro<response> async_post(std::string_view target_url, std::string_view content_type,
+                            std::string body, source_location site = source_location::current()) {
+    return async_send("POST", target_url, content_type, std::move(body), site);
+  }
+  coro<response> async_send(std::string method, std::string_view target_url,
+                            std::string_view content_type, std::string body,
+                            source_location site = source_location::current()) {
+    return send_coro(transport_, std::move(method), std::string(target_url),
+                     std::string(content_type), std::move(body), site);
+  }
+
+ private:
+  static request make_request(std::string method, std::string_view target_url,
+                              std::string_view content_type, std::string body) {
     url u = url::parse(target_url);
     request req{
         std::move(u.host), u.port, {std::move(method), std::move(u.target)}, std::move(body)};
     if (!content_type.empty()) req.head.headers.add("Content-Type", content_type);
-    return transport_->round_trip(req, site);
+    return req;
   }
 
- private:
+  // Owns copies of its arguments: the caller's views may be gone by the time
+  // the coro is awaited.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER static coro<response> send_coro(
+      transport* t, std::string method, std::string target_url, std::string content_type,
+      std::string body, source_location site) {
+    const request req = make_request(std::move(method), target_url, content_type, std::move(body));
+    co_return co_await t->async_round_trip(req, site);
+  }
+
   transport* transport_;
 };
 

@@ -39,6 +39,11 @@
 
 #include "../detail/config.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -52,6 +57,8 @@
 
 #include "../body.hpp"
 #include "../cancel.hpp"
+#include "../coro.hpp"
+#include "../io/socket.hpp"
 #include "../ticker.hpp"
 #include "detail/pool.hpp"
 #include "errors.hpp"
@@ -139,7 +146,7 @@ class connection_body final : public body_source {
               static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.body_remaining()));
           std::size_t got = 0;
           char* dst = reinterpret_cast<char*>(out.data());
-          if (read_some(c_->sock.fd(), dst, want, got, clock::time_point::max(), stop) ==
+          if (read_some(c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
               read_status::eof) {
             p.finish_eof();  // throws truncated_body
           }
@@ -149,12 +156,25 @@ class connection_body final : public body_source {
           if (c_->fill(clock::time_point::max(), stop) == read_status::eof) p.finish_eof();
           continue;
         }
-        const parse_step step = p.feed(c_->pending(out.size()));
-        c_->begin += step.consumed;
-        if (step.event == parse_event::body) {
-          std::memcpy(out.data(), step.body.data(), step.body.size());
-          return step.body.size();
+        if (const std::size_t n = take_buffered(out)) return n;
+      }
+    } catch (...) {
+      broken_ = true;  // a failed or cancelled read leaves the stream unusable
+      throw;
+    }
+  }
+
+  // read() with no thread: waits on the reactor; the ambient scope cancels.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    try {
+      for (;;) {
+        if (c_->parser.complete()) co_return 0;
+        if (c_->buffered() == 0) {
+          if (!co_await c_->async_fill()) c_->parser.finish_eof();  // throws truncated_body
+          continue;
         }
+        if (const std::size_t n = take_buffered(out)) co_return n;
       }
     } catch (...) {
       broken_ = true;  // a failed or cancelled read leaves the stream unusable
@@ -174,6 +194,16 @@ class connection_body final : public body_source {
   }
 
  private:
+  // Parses buffered bytes; copies the body bytes they held into `out` and
+  // returns their count (0: only framing was consumed).
+  std::size_t take_buffered(std::span<std::byte> out) {
+    const parse_step step = c_->parser.feed(c_->pending(out.size()));
+    c_->begin += step.consumed;
+    if (step.event != parse_event::body) return 0;
+    std::memcpy(out.data(), step.body.data(), step.body.size());
+    return step.body.size();
+  }
+
   // Reads and drops at most drain_limit_ bytes within drain_timeout_; marks
   // the connection broken when the body does not end by then.
   void drain() {
@@ -189,6 +219,8 @@ class connection_body final : public body_source {
     try {
       while (!p.complete()) {
         if (c_->buffered() == 0) {
+          // Closed from a coroutine task, the wait costs a thread, not a worker.
+          const leash::detail::blocking_region blocking;
           const read_status st = c_->fill(deadline, {});
           if (st == read_status::timed_out) break;
           if (st == read_status::eof) p.finish_eof();
@@ -233,38 +265,71 @@ inline void write_request_with(std::string& out, const request_head& head, std::
   }
 }
 
-// Sends the stream of `r` after its head: raw bytes (Content-Length) or
-// chunks. Blocks; cancellable; throws invalid_request when the stream's
-// length differs from stream_length, and the stream's and the socket's errors.
-inline void send_stream(int fd, const request& r, const std::stop_token& token) {
-  char buf[16 * 1024];
-  std::string chunk;
-  std::uint64_t sent = 0;
-  const std::optional<std::uint64_t> length = r.stream_length;
-  while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
-    sent += n;
-    if (length && sent > *length) {
+// The wire form of a request's stream: raw bytes (Content-Length) or chunks,
+// checked against stream_length. Shared by both forms of a round trip.
+class stream_framer {
+ public:
+  explicit stream_framer(const request& r) : length_(r.stream_length) {}
+
+  // The bytes to send for `data`, the stream's next bytes. Throws
+  // invalid_request past stream_length.
+  std::string_view next(std::string_view data) {
+    sent_ += data.size();
+    if (length_ && sent_ > *length_) {
       throw invalid_request(reason::body_length_mismatch,
-                            "the stream has more than " + std::to_string(*length) + " bytes");
+                            "the stream has more than " + std::to_string(*length_) + " bytes");
     }
-    if (length) {
-      write_all(fd, std::string_view(buf, n), clock::time_point::max(), token);
-    } else {
-      chunk.clear();
-      write_chunk(chunk, std::string_view(buf, n));
-      write_all(fd, chunk, clock::time_point::max(), token);
+    if (length_) return data;
+    chunk_.clear();
+    write_chunk(chunk_, data);
+    return chunk_;
+  }
+
+  // The bytes to send after the stream's end. Throws invalid_request when
+  // the stream was shorter than stream_length.
+  std::string_view finish() {
+    if (length_ && sent_ != *length_) {
+      throw invalid_request(
+          reason::body_length_mismatch,
+          std::to_string(*length_) + " declared, " + std::to_string(sent_) + " in the stream");
     }
+    chunk_.clear();
+    if (!length_) write_last_chunk(chunk_);
+    return chunk_;
   }
-  if (length && sent != *length) {
-    throw invalid_request(
-        reason::body_length_mismatch,
-        std::to_string(*length) + " declared, " + std::to_string(sent) + " in the stream");
+
+ private:
+  std::optional<std::uint64_t> length_;
+  std::uint64_t sent_ = 0;
+  std::string chunk_;
+};
+
+// What a stream is read by, a chunk at a time.
+inline constexpr std::size_t stream_chunk = 16 * 1024;
+
+// Sends the stream of `r` after its head. Blocks; cancellable; throws
+// invalid_request when the stream's length differs from stream_length, and
+// the stream's and the socket's errors.
+inline void send_stream(int fd, const request& r, const std::stop_token& token) {
+  char buf[stream_chunk];
+  stream_framer framer(r);
+  while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
+    write_all(fd, framer.next({buf, n}), clock::time_point::max(), token);
   }
-  if (!length) {
-    chunk.clear();
-    write_last_chunk(chunk);
-    write_all(fd, chunk, clock::time_point::max(), token);
+  if (const std::string_view tail = framer.finish(); !tail.empty()) {
+    write_all(fd, tail, clock::time_point::max(), token);
   }
+}
+
+// send_stream() for a coroutine task.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_send_stream(connection& c,
+                                                                            const request& r) {
+  std::string buf(stream_chunk, '\0');
+  stream_framer framer(r);
+  while (std::size_t n = co_await r.stream.async_read(std::span<char>(buf))) {
+    co_await c.async_write(framer.next({buf.data(), n}));
+  }
+  if (const std::string_view tail = framer.finish(); !tail.empty()) co_await c.async_write(tail);
 }
 
 }  // namespace detail
@@ -307,37 +372,50 @@ class transport {
   }
   response round_trip(const request& req, const std::stop_token& token,
                       source_location site = source_location::current()) {
-    // The stream is closed on every way out; reading it to EOF already did.
-    struct close_stream {
-      const request& r;
-      ~close_stream() { (void)r.stream.try_close(); }
-    } closer{req};
-    const bool replayable = detail::replayable(req);
-    const bool streaming = !req.stream.closed();
-    std::string wire;
-    const bool close =
-        options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
-    if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
-      request_head head = req.head;
-      head.headers.add("Connection", "close");
-      detail::write_request_with(wire, head, host_field(req), req);
-    } else {
-      detail::write_request_with(wire, req.head, host_field(req), req);  // throws before dialing
-    }
-    const std::string key = req.host + ":" + std::to_string(req.port);
+    const stream_closer closer{req};
+    const plan pl = make_plan(req);  // throws before dialing
     for (int attempt = 0;; ++attempt) {
-      std::unique_ptr<detail::connection> c = pool_->checkout(key, token);
+      std::unique_ptr<detail::connection> c = pool_->checkout(pl.key, token);
       const bool reused = c != nullptr;
-      if (!reused) c = dial(req, key, token);
-      c->request_close = close;
+      if (!reused) c = dial(req, pl.key, token);
+      c->request_close = pl.close;
       try {
-        return exchange(c, req.head.method, wire, streaming ? &req : nullptr, token, site);
+        return exchange(c, req, pl, token, site);
       } catch (const http::error& e) {
-        const bool before_response = !c->parser.started();
+        if (!give_up(c, e, attempt, reused, pl)) continue;
+        throw;
+      } catch (...) {
         pool_->discard(std::move(c));
-        if (attempt == 0 && reused && before_response && replayable && retryable(e)) {
-          continue;
-        }
+        throw;
+      }
+    }
+  }
+
+  // round_trip() for a coroutine task: co_await it. The same request, pool,
+  // retry and errors (timeouts are deadlines of scopes inside it, thrown as
+  // http::timeout); the caller's ambient scope cancels. Dials, writes and
+  // reads with no thread; the response body's async_read does too. Waiting
+  // for a max_conns_per_host slot blocks (on a thread after the hand-off).
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<response> async_round_trip(
+      const request& req, source_location site = source_location::current()) {
+    const stream_closer closer{req};
+    const plan pl = make_plan(req);  // throws before dialing
+    for (int attempt = 0;; ++attempt) {
+      std::unique_ptr<detail::connection> c =
+          pool_->checkout(pl.key, leash::detail::ambient_token_ref());
+      const bool reused = c != nullptr;
+      if (!reused) c = co_await async_dial(req, pl.key);
+      c->request_close = pl.close;
+      std::exception_ptr failure;
+      try {
+        co_return co_await async_exchange(c, req, pl, site);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      try {
+        std::rethrow_exception(failure);
+      } catch (const http::error& e) {
+        if (!give_up(c, e, attempt, reused, pl)) continue;
         throw;
       } catch (...) {
         pool_->discard(std::move(c));
@@ -374,14 +452,58 @@ class transport {
     return p != nullptr && p->reason() == reason::eof_before_response;
   }
 
+  // A request's stream is closed on every way out of a round trip; reading
+  // it to EOF already did.
+  struct stream_closer {
+    const request& r;
+    ~stream_closer() { (void)r.stream.try_close(); }
+  };
+
+  // What both forms of a round trip send, decided before dialing.
+  struct plan {
+    std::string wire;  // the head, and the string body unless streaming
+    std::string key;   // the pool's bucket
+    bool close;        // the request asks the server to close the connection
+    bool replayable;   // may be retried on a fresh connection
+    bool streaming;    // the request's stream follows the head
+  };
+
+  plan make_plan(const request& req) const {
+    plan pl;
+    pl.replayable = detail::replayable(req);
+    pl.streaming = !req.stream.closed();
+    pl.close = options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
+    if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
+      request_head head = req.head;
+      head.headers.add("Connection", "close");
+      detail::write_request_with(pl.wire, head, host_field(req), req);
+    } else {
+      detail::write_request_with(pl.wire, req.head, host_field(req), req);
+    }
+    pl.key = req.host + ":" + std::to_string(req.port);
+    return pl;
+  }
+
+  // After a failed exchange on `c` (discarded here): false when the request
+  // is retried once, on a reused connection that failed before any
+  // response byte (the server closed it meanwhile).
+  bool give_up(std::unique_ptr<detail::connection>& c, const http::error& e, int attempt,
+               bool reused, const plan& pl) {
+    const bool before_response = !c->parser.started();
+    pool_->discard(std::move(c));
+    return !(attempt == 0 && reused && before_response && pl.replayable && retryable(e));
+  }
+
+  parser_limits limits() const {
+    return parser_limits{options_.max_response_header_bytes, options_.max_header_fields, 5};
+  }
+
   std::unique_ptr<detail::connection> dial(const request& req, const std::string& key,
                                            const std::stop_token& token) {
     try {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
-      auto c = std::make_unique<detail::connection>(
-          std::move(s), key,
-          parser_limits{options_.max_response_header_bytes, options_.max_header_fields, 5});
+      auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
       pool_->dialed();
       return c;
     } catch (...) {
@@ -390,7 +512,48 @@ class transport {
     }
   }
 
-  // Writes the request and reads up to the end of the response head.
+  // dial() for a coroutine task: io::async_connect (every address) inside a
+  // scope whose deadline is the dial timeout.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<detail::connection>> async_dial(
+      const request& req, const std::string& key) {
+    const std::string where = "dial " + key;
+    try {
+      io::socket s;
+      {
+        cancel_scope dial_limit(leash::detail::deadline_after(options_.dial_timeout));
+        try {
+          s = co_await io::async_connect(req.host, req.port);
+        } catch (const cancelled&) {
+          if (dial_limit.reason() == stop_reason::deadline_exceeded) throw timeout(where);
+          throw;
+        } catch (const io::io_error& e) {
+          throw detail::http_io_error(e);
+        }
+      }
+      const int one = 1;  // as the blocking dial: requests are small writes
+      ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      pool_->dialed();
+      co_return c;
+    } catch (...) {
+      pool_->dial_failed(key);
+      throw;
+    }
+  }
+
+  // The response-header timeout's message (both forms).
+  std::string header_timeout_text() const {
+    return "no response header within " + std::to_string(options_.response_header_timeout.count()) +
+           " ms";
+  }
+
+  // Parses buffered bytes; true once the response head is complete.
+  static bool feed_head(detail::connection& c) {
+    const parse_step step = c.parser.feed(c.pending(c.buffered()));
+    c.begin += step.consumed;
+    return step.event == parse_event::head;
+  }
+
   // Reads up to the end of the response head (the response-header timeout
   // starts now).
   void read_head(detail::connection& c, const std::stop_token& token) {
@@ -401,42 +564,44 @@ class transport {
     for (;;) {
       if (c.buffered() == 0) {
         const detail::read_status st = c.fill(header_deadline, token);
-        if (st == detail::read_status::timed_out) {
-          throw timeout("no response header within " +
-                        std::to_string(options_.response_header_timeout.count()) + " ms");
-        }
+        if (st == detail::read_status::timed_out) throw timeout(header_timeout_text());
         if (st == detail::read_status::eof) c.parser.finish_eof();  // throws
         continue;
       }
-      const parse_step step = c.parser.feed(c.pending(c.buffered()));
-      c.begin += step.consumed;
-      if (step.event == parse_event::head) return;
+      if (feed_head(c)) return;
     }
   }
 
-  // `streamed`: the request whose stream follows the head.
-  response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
-                    const std::string& wire, const request* streamed, const std::stop_token& token,
-                    source_location site) {
-    c->parser.reset(method);
-    c->begin = c->end = 0;
-    std::exception_ptr send_failure;
+  // read_head() for a coroutine task: the timeout is a scope's deadline.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_read_head(detail::connection& c) {
+    const bool timed = options_.response_header_timeout.count() > 0;
+    cancel_scope header_limit(timed
+                                  ? leash::detail::deadline_after(options_.response_header_timeout)
+                                  : detail::clock::time_point::max());
     try {
-      detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
-      if (streamed != nullptr) detail::send_stream(c->sock.fd(), *streamed, token);
-    } catch (const io_error&) {
-      // The server may have answered early and stopped reading (a 413 to a
-      // big upload): its response, if it arrived, is the answer, as in Go's
-      // transport. The connection is never reused.
-      c->request_close = true;
-      send_failure = std::current_exception();
-    }
-    try {
-      read_head(*c, token);
-    } catch (const http::error&) {
-      if (send_failure) std::rethrow_exception(send_failure);
+      for (;;) {
+        if (c.buffered() == 0) {
+          if (!co_await c.async_fill()) c.parser.finish_eof();  // throws
+          continue;
+        }
+        if (feed_head(c)) co_return;
+      }
+    } catch (const cancelled&) {
+      if (timed && header_limit.reason() == stop_reason::deadline_exceeded) {
+        throw timeout(header_timeout_text());
+      }
       throw;
     }
+  }
+
+  static void start_exchange(detail::connection& c, const request& req) {
+    c.parser.reset(req.head.method);
+    c.begin = c.end = 0;
+  }
+
+  // The response over `c`, whose head was read: `c` goes to its body, or
+  // back to the pool when the response has none.
+  response finish_exchange(std::unique_ptr<detail::connection>& c, source_location site) {
     response r{c->parser.head(), body()};
     if (c->parser.complete()) {  // no body: the connection is done now
       if (!detail::connection_body::reusable(*c) || !pool_->put_idle(c)) {
@@ -447,6 +612,53 @@ class transport {
       r.body = body(std::make_unique<detail::connection_body>(pool_, std::move(c), options_), site);
     }
     return r;
+  }
+
+  // Sends the request and reads the response head. A failed send is
+  // reported only if no response arrives: the server may have answered early
+  // and stopped reading (a 413 to a big upload), and its response is the
+  // answer, as in Go's transport. The connection is then never reused.
+  response exchange(std::unique_ptr<detail::connection>& c, const request& req, const plan& pl,
+                    const std::stop_token& token, source_location site) {
+    start_exchange(*c, req);
+    std::exception_ptr send_failure;
+    try {
+      detail::write_all(c->fd(), pl.wire, detail::clock::time_point::max(), token);
+      if (pl.streaming) detail::send_stream(c->fd(), req, token);
+    } catch (const io_error&) {
+      c->request_close = true;
+      send_failure = std::current_exception();
+    }
+    try {
+      read_head(*c, token);
+    } catch (const http::error&) {
+      if (send_failure) std::rethrow_exception(send_failure);
+      throw;
+    }
+    return finish_exchange(c, site);
+  }
+
+  // exchange() for a coroutine task.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<response> async_exchange(
+      std::unique_ptr<detail::connection>& c, const request& req, const plan& pl,
+      source_location site) {
+    start_exchange(*c, req);
+    std::exception_ptr send_failure;
+    try {
+      co_await c->async_write(pl.wire);
+      if (pl.streaming) co_await detail::async_send_stream(*c, req);
+    } catch (const io_error&) {
+      c->request_close = true;
+      send_failure = std::current_exception();
+    }
+    std::exception_ptr head_failure;
+    try {
+      co_await async_read_head(*c);
+    } catch (const http::error&) {
+      head_failure = std::current_exception();
+    }
+    if (head_failure) std::rethrow_exception(send_failure ? send_failure : head_failure);
+    co_return finish_exchange(c, site);
   }
 
   transport_options options_;

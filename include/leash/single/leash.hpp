@@ -84,9 +84,16 @@
 //   open    bytes; 0 at EOF = closed  closes the source       closes it, reports
 //   closed  throws body_closed        nothing                 nothing
 //
+// In a coroutine task, `co_await b.async_read(buf)` and `co_await
+// b.async_read_all(max)` do the same without blocking: a source that
+// overrides body_source::async_read (a transport's response body) waits with
+// no thread; any other source's read runs after the worker is handed to
+// another thread (the hand-off of blocking calls, docs/coroutines.md).
+//
 // Guarantees. Blocks: read, read_all and discard, until bytes or EOF arrive.
 // Cancelled: by the ambient or an explicit token (throws leash::cancelled), and
-// by close() from another thread, which wakes a blocked read with body_closed.
+// by close() from another thread, which wakes a blocked read with body_closed
+// (an awaited read too: close() cancels the scope it waits in).
 // A read after close fails at once with body_closed: it never blocks. Throws:
 // body_closed, body_too_large (read_all), the source's errors, and the source's
 // close error from the call that closed it (close(), or the read that hit EOF).
@@ -3724,6 +3731,18 @@ class body_source {
   // cancelled or body_closed itself.
   virtual std::size_t read(std::span<std::byte> out, std::stop_token stop) = 0;
 
+  // read() for a coroutine task, with the same contract; the stop is the
+  // task's ambient scope (leash cancels a scope around the call when the body
+  // is closed by another thread). The default runs read() with the ambient
+  // token after handing the worker to another thread, so it is correct
+  // anywhere but costs a thread while it blocks: a source that can wait
+  // without a thread overrides it.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER virtual coro<std::size_t> async_read(
+      std::span<std::byte> out) {
+    const detail::blocking_region blocking;
+    co_return read(out, detail::ambient_token_ref());
+  }
+
   // Releases the source. `at_end`: every byte was read. May throw: that is the
   // body's close error.
   virtual void close(bool at_end) = 0;
@@ -3742,6 +3761,12 @@ class memory_source final : public body_source {
     std::memcpy(out.data(), data_.data() + offset_, n);
     offset_ += n;
     return n;
+  }
+
+  // Never blocks: no hand-off.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    co_return read(out, {});
   }
 
   void close(bool) override {}
@@ -3764,14 +3789,8 @@ class body_stream {
       : s_(std::make_unique<shared>(std::move(source))) {}
 
   std::size_t read(std::span<std::byte> out, const std::stop_token& token) {
+    if (!begin_read(out)) return 0;
     shared& s = *s_;
-    {
-      std::lock_guard lock(s.mutex);
-      if (s.closed) throw body_closed("leash::body: read after close");
-      if (s.reading) throw usage_error("leash::body: two reads at once");
-      if (out.empty()) return 0;
-      s.reading = true;
-    }
     std::size_t n = 0;
     std::exception_ptr error;
     {
@@ -3787,23 +3806,28 @@ class body_stream {
         error = std::current_exception();
       }
     }
-    std::unique_lock lock(s.mutex);
-    s.reading = false;
-    s.read_done.notify_all();
-    if (s.closed) throw body_closed("leash::body: closed while a read was waiting");
-    if (error || token.stop_requested()) {  // a cancelled read's result is dropped
-      lock.unlock();
-      if (token.stop_requested()) throw_cancelled(token);
-      std::rethrow_exception(error);
+    return end_read(n, error, token);
+  }
+
+  // read() in a coroutine task: the source's async_read runs in a scope that
+  // a close() from another thread cancels; the caller's stop is the ambient
+  // scope.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(std::span<std::byte> out) {
+    if (!begin_read(out)) co_return 0;
+    shared& s = *s_;
+    std::size_t n = 0;
+    std::exception_ptr error;
+    {
+      cancel_scope closing;
+      auto forward = [&closing] { closing.cancel("leash::body: closed"); };
+      std::stop_callback<decltype(forward)> on_close(s.close_source.get_token(), forward);
+      try {
+        n = co_await s.source->async_read(out);
+      } catch (...) {
+        error = std::current_exception();
+      }
     }
-    if (n == 0) {  // the end: reaching it is closing
-      s.closed = true;
-      s.at_end = true;
-      s.source_closed = true;
-      lock.unlock();
-      s.source->close(true);  // its error is thrown by the read that hit the end
-    }
-    return n;
+    co_return end_read(n, error, detail::ambient_token_ref());
   }
 
   // Closes the source once; wakes a blocked read first and waits for it to
@@ -3833,6 +3857,41 @@ class body_stream {
   }
 
  private:
+  // Marks a read as running; false for an empty `out` (nothing to read).
+  bool begin_read(std::span<std::byte> out) {
+    std::lock_guard lock(s_->mutex);
+    if (s_->closed) throw body_closed("leash::body: read after close");
+    if (s_->reading) throw usage_error("leash::body: two reads at once");
+    if (out.empty()) return false;
+    s_->reading = true;
+    return true;
+  }
+
+  // Ends a read that returned `n` or failed with `error`: a close meanwhile
+  // wins, then the caller's stop (the result is dropped), then the error; 0
+  // is the end, which closes the source.
+  std::size_t end_read(std::size_t n, const std::exception_ptr& error,
+                       const std::stop_token& token) {
+    shared& s = *s_;
+    std::unique_lock lock(s.mutex);
+    s.reading = false;
+    s.read_done.notify_all();
+    if (s.closed) throw body_closed("leash::body: closed while a read was waiting");
+    if (error || token.stop_requested()) {  // a cancelled read's result is dropped
+      lock.unlock();
+      if (token.stop_requested()) throw_cancelled(token);
+      std::rethrow_exception(error);
+    }
+    if (n == 0) {  // the end: reaching it is closing
+      s.closed = true;
+      s.at_end = true;
+      s.source_closed = true;
+      lock.unlock();
+      s.source->close(true);  // its error is thrown by the read that hit the end
+    }
+    return n;
+  }
+
   struct shared {
     explicit shared(std::unique_ptr<body_source> src) : source(std::move(src)) {}
 
@@ -3874,6 +3933,16 @@ class [[nodiscard]] body {
     return read(std::as_writable_bytes(out), token);
   }
 
+  // read() for a coroutine task: co_await it. Waits with no thread when the
+  // source can (see body_source::async_read); cancelled by the ambient scope.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(std::span<std::byte> out) {
+    if (!handle_.valid()) throw body_closed("leash::body: read from an empty body");
+    co_return co_await handle_->async_read(out);
+  }
+  coro<std::size_t> async_read(std::span<char> out) {
+    return async_read(std::as_writable_bytes(out));
+  }
+
   // Reads to EOF (which closes the body) and returns the bytes. More than
   // max_bytes: closes the body and throws body_too_large. Blocks; cancellable.
   std::string read_all(std::size_t max_bytes) {
@@ -3883,13 +3952,19 @@ class [[nodiscard]] body {
     std::string out;
     char buf[16 * 1024];
     while (std::size_t n = read(std::span<char>(buf), token)) {
-      if (n > max_bytes - out.size()) {
-        (void)handle_.try_close();  // the size error is the one to report
-        throw body_too_large("leash::body: more than " + std::to_string(max_bytes) + " bytes");
-      }
-      out.append(buf, n);
+      append_within(out, buf, n, max_bytes);
     }
     return out;
+  }
+
+  // read_all() for a coroutine task: co_await it.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::string> async_read_all(std::size_t max_bytes) {
+    std::string out;
+    std::string buf(read_all_chunk, '\0');
+    while (std::size_t n = co_await async_read(std::span<char>(buf))) {
+      append_within(out, buf.data(), n, max_bytes);
+    }
+    co_return out;
   }
 
   // Reads and drops everything up to EOF (which closes the body); returns the
@@ -3915,6 +3990,20 @@ class [[nodiscard]] body {
   const source_location& site() const noexcept { return handle_.site(); }
 
  private:
+  // What async_read_all reads at a time (a heap buffer: a coroutine frame
+  // holds no large array).
+  static constexpr std::size_t read_all_chunk = 16 * 1024;
+
+  // Appends n bytes, or closes the body and throws body_too_large when `out`
+  // would exceed max_bytes.
+  void append_within(std::string& out, const char* data, std::size_t n, std::size_t max_bytes) {
+    if (n > max_bytes - out.size()) {
+      (void)handle_.try_close();  // the size error is the one to report
+      throw body_too_large("leash::body: more than " + std::to_string(max_bytes) + " bytes");
+    }
+    out.append(data, n);
+  }
+
   must_close<detail::body_stream> handle_;
 };
 

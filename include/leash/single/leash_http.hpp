@@ -53,12 +53,17 @@
 //   leash::http::response r = c.get("http://127.0.0.1:8080/status");
 //   std::string text = r.body.read_all(1 << 20);
 //
+//   // in a coroutine task: no thread while it waits
+//   leash::http::response r = co_await c.async_get("http://127.0.0.1:8080/status");
+//   std::string text = co_await r.body.async_read_all(1 << 20);
+//
 // Plain http:// only: TLS, redirects, cookies and proxies are out of scope
 // (the URL of another scheme is refused with invalid_request).
 //
 // Guarantees. Blocks, is cancelled and throws exactly as
-// transport::round_trip; a malformed URL throws invalid_request before any
-// dial. Thread-safe: a client is a pointer to its transport.
+// transport::round_trip (the async_ forms: as transport::async_round_trip);
+// a malformed URL throws invalid_request before any dial. Thread-safe: a client is a pointer to its
+// transport.
 
 #include <charconv>
 #include <cstdint>
@@ -352,6 +357,11 @@ class io_error : public error {
 // after its round trips returned; open bodies may outlive it (their
 // connections are then closed, not pooled).
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -363,17 +373,901 @@ class io_error : public error {
 #include <string_view>
 #include <utility>
 
+// ---- leash/io/socket.hpp ----
+// leash/io/socket.hpp: non-blocking TCP sockets whose waits cost no thread.
+// Prevents: a thread per connection. A coroutine task that waits for a peer
+// is a suspended frame; the reactor (reactor.hpp) resumes it when the socket
+// is ready.
+//
+//   leash::io::socket listener = leash::io::listen("127.0.0.1", 0);
+//   n.spawn([&]() -> leash::coro<> {
+//     for (;;) {
+//       auto conn = co_await leash::io::async_accept(listener);
+//       n.spawn([c = std::move(conn)]() mutable -> leash::coro<> { ... });
+//     }
+//   });
+//   auto s = co_await leash::io::async_connect("localhost", 8080);
+//   co_await s.async_write_all(std::as_bytes(std::span(text)));
+//   std::size_t got = co_await s.async_read_some(buffer);   // 0: end of stream
+//
+// Every async_ operation is usable only inside a coroutine task (usage_error
+// elsewhere, thrown when it is awaited) and shows in live_tasks() as blocked
+// in its name ("io::async_read_some") while it waits.
+//
+// Guarantees. Blocks: never (listen() binds and listens, which does not
+// wait; resolving a name runs on a thread of leash's thread cache).
+// Cancelled: each wait, at once, by the task's ambient scope (nursery cancel,
+// a sibling's failure, a cancel_scope or nursery deadline): the registration
+// is removed and the operation throws cancelled / deadline_exceeded. A
+// readiness that won the race is used: the operation completes. Throws
+// io_error (errno and the operation in the message). Thread-safe: a socket
+// has one owner; one task at a time may read and one may write it.
+// Allocates: one frame per operation, from the frame cache.
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+// ---- leash/io/reactor.hpp ----
+// leash/io/reactor.hpp: the readiness reactor behind leash's event-driven
+// sockets (Linux, epoll). Nothing in leash's core depends on it.
+//
+// A socket that a coroutine task waits on costs no thread: the task tries the
+// system call, and when it would block it suspends on the socket's readiness
+// for that direction. One poller thread blocks in the backend (epoll_wait);
+// when the kernel reports a socket ready it posts the waiting task to the
+// scheduler, which retries the call. Design after Go's netpoller
+// (runtime/netpoll.go, pollDesc rg/wg) and tokio's I/O driver
+// (runtime/io/scheduled_io.rs): docs/design.md#event-driven-io.
+//
+//   - Each fd is registered once, edge-triggered, for in|out|rdhup, when its
+//     socket is made, and deregistered when it is closed.
+//   - Per fd and direction a ready_slot: one atomic word that is idle, ready
+//     (a readiness not consumed yet) or the address of the one waiting task's
+//     awaiter. A readiness that arrives before the task suspends leaves the
+//     slot ready, and the task's attempt to suspend then finds it and retries
+//     instead (Go's pdReady): nothing is lost between EAGAIN and the suspend.
+//   - Whoever takes the awaiter out of the slot (the poller with a readiness,
+//     the stop hook of the task's ambient scope with a cancel, close() with
+//     an error) is the only one to resume it. The task is posted by the last
+//     of that wake-up and the end of its own await_suspend (a gate of two),
+//     so neither races with the registration and the task is posted once.
+//   - Deadlines are the ambient scope's: a deadline stops the scope, whose
+//     stop hook cancels the wait. No per-operation timer.
+//   - Poll descriptors are recycled, never freed: an event the poller read
+//     just before its fd was closed may mark a reused descriptor ready, which
+//     costs its next waiter one retried system call and nothing else.
+//
+// The backend is a class with four operations (add, remove, poll, wake); an
+// io_uring or kqueue backend would implement the same (docs/io.md).
+//
+// Guarantees. Thread-safe: every function here. The poller thread starts on
+// first use and is stopped at exit.
+
+#if !defined(__linux__)
+#error "leash/io: only Linux (epoll) is supported so far"
+#endif
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <coroutine>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace leash::inline v0::io {
+
+// A socket system call failed. code() is the errno value; the message names
+// the operation and, where there is one, the address.
+class io_error : public leash::error {
+ public:
+  io_error(const std::string& what, int err)
+      : error("leash::io: " + what + ": " + std::generic_category().message(err)),
+        code_(err, std::generic_category()) {}
+  // A failure that several attempts make up (each named in `what`).
+  io_error(const std::string& what, std::error_code code)
+      : error("leash::io: " + what), code_(code) {}
+
+  std::error_code code() const noexcept { return code_; }
+
+ private:
+  std::error_code code_;
+};
+
+namespace detail {
+
+using leash::detail::cancel_state;
+using leash::detail::resumable;
+
+// Throws usage_error unless the caller runs in a coroutine task.
+inline resumable& require_coroutine_task(const char* what) {
+  if (leash::detail::current_resumable == nullptr) {
+    throw usage_error(std::string("leash::") + what +
+                      ": only inside a coroutine task (nursery::spawn of a function returning "
+                      "leash::coro)");
+  }
+  return *leash::detail::current_resumable;
+}
+
+// How a wait on a ready_slot ended.
+enum class wake_reason { ready, closed, stopped };
+
+class slot_awaiter;
+
+// One direction of one fd (or one completion): idle, ready, or the one
+// awaiter waiting for it. See the top of this file.
+class ready_slot {
+ public:
+  enum class arm_result { armed, was_ready, busy };
+
+  // A readiness or completion arrived: wakes the waiter, or leaves the slot
+  // ready for the next one. The woken waiter takes the readiness with it.
+  void set_ready() noexcept {
+    std::uintptr_t old = word_.load(std::memory_order_acquire);
+    for (;;) {
+      if (old == ready) return;
+      const std::uintptr_t next = old == idle ? ready : idle;
+      if (word_.compare_exchange_weak(old, next, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+        break;
+      }
+    }
+    if (old != idle) wake(old, wake_reason::ready);
+  }
+
+  // The fd is being closed: wakes a waiter with closed and forgets readiness.
+  void close() noexcept {
+    const std::uintptr_t old = word_.exchange(idle, std::memory_order_acq_rel);
+    if (old != idle && old != ready) wake(old, wake_reason::closed);
+  }
+
+  // Consumes a pending readiness; true if there was one.
+  bool try_consume() noexcept {
+    std::uintptr_t expected = ready;
+    return word_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel,
+                                         std::memory_order_acquire);
+  }
+
+  // Installs `w` as the waiter. A pending readiness is consumed instead
+  // (was_ready); another waiter already there is a misuse (busy).
+  arm_result arm(slot_awaiter* w) noexcept {
+    std::uintptr_t expected = idle;
+    if (word_.compare_exchange_strong(expected, address(w), std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+      return arm_result::armed;
+    }
+    if (expected == ready && try_consume()) return arm_result::was_ready;
+    return expected == ready ? arm(w) : arm_result::busy;
+  }
+
+  // Takes `w` out again if nobody took it first; true if this call did.
+  bool disarm(slot_awaiter* w) noexcept {
+    std::uintptr_t expected = address(w);
+    return word_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel,
+                                         std::memory_order_acquire);
+  }
+
+ private:
+  static constexpr std::uintptr_t idle = 0;
+  static constexpr std::uintptr_t ready = 1;  // never an awaiter's address (aligned)
+
+  static std::uintptr_t address(slot_awaiter* w) noexcept {
+    return reinterpret_cast<std::uintptr_t>(w);
+  }
+  static void wake(std::uintptr_t w, wake_reason why) noexcept;
+
+  std::atomic<std::uintptr_t> word_{idle};
+};
+
+// co_await slot_awaiter(slot, what): suspends the coroutine task until the
+// slot is ready, it is closed, or the task's ambient scope stops. Returns
+// ready or closed; throws cancelled (deadline_exceeded) when stopped. A
+// pending readiness is consumed without suspending. `what` (a literal) is
+// what live_tasks() shows the task blocked in.
+class slot_awaiter final : private leash::detail::stop_hook_node {
+ public:
+  slot_awaiter(ready_slot& slot, const char* what) noexcept : slot_(slot), what_(what) {}
+  slot_awaiter(const slot_awaiter&) = delete;
+  slot_awaiter& operator=(const slot_awaiter&) = delete;
+  ~slot_awaiter() override = default;
+
+  bool await_ready() {
+    task_ = &require_coroutine_task(what_);
+    state_ = leash::detail::ambient;
+    return slot_.try_consume();
+  }
+
+  bool await_suspend(std::coroutine_handle<> h) {
+    task_->resume_at = h;
+    switch (slot_.arm(this)) {
+      case ready_slot::arm_result::was_ready:
+        return false;
+      case ready_slot::arm_result::busy:
+        throw usage_error(std::string("leash::") + what_ +
+                          ": another task already waits in the same direction of this socket");
+      case ready_slot::arm_result::armed:
+        break;
+    }
+    armed_ = true;
+    identity_ = leash::detail::current_task;
+    if (identity_ != nullptr) identity_->note_blocked(what_);
+    if (state_ != nullptr) state_->add_hook(*this);  // runs on_stop at once if stopped
+    return gate_.fetch_sub(1, std::memory_order_acq_rel) != 1;
+  }
+
+  wake_reason await_resume() {
+    if (!armed_) return wake_reason::ready;
+    if (identity_ != nullptr) identity_->note_blocked(nullptr);
+    if (state_ != nullptr) state_->remove_hook(*this);
+    if (result_ == wake_reason::stopped) state_->throw_cancelled();
+    return result_;
+  }
+
+ private:
+  friend class ready_slot;
+
+  // Called by whoever took this awaiter out of the slot, once.
+  void woken(wake_reason why) noexcept {
+    result_ = why;
+    arrive();
+  }
+
+  // The last of the wake-up and the end of await_suspend posts the task;
+  // this object may be gone right after the other arrival.
+  void arrive() noexcept {
+    resumable* task = task_;
+    if (gate_.fetch_sub(1, std::memory_order_acq_rel) == 1) leash::detail::post_resumable(task);
+  }
+
+  // fired() before arrive(): the owner cannot run before the last arrival,
+  // and its remove_hook waits for fired().
+  void on_stop() noexcept override {
+    const bool won = slot_.disarm(this);
+    if (won) result_ = wake_reason::stopped;
+    fired();
+    if (won) arrive();
+  }
+
+  ready_slot& slot_;
+  const char* what_;
+  resumable* task_ = nullptr;
+  cancel_state* state_ = nullptr;
+  leash::detail::task_identity* identity_ = nullptr;
+  wake_reason result_ = wake_reason::ready;  // written by the one who woke it
+  bool armed_ = false;
+  std::atomic<int> gate_{2};  // the wake-up and the end of await_suspend
+};
+
+inline void ready_slot::wake(std::uintptr_t w, wake_reason why) noexcept {
+  reinterpret_cast<slot_awaiter*>(w)->woken(why);
+}
+
+// The readiness state of one registered fd.
+struct poll_desc {
+  ready_slot read;
+  ready_slot write;
+  poll_desc* next_free = nullptr;  // the reactor's free list, guarded by its mutex
+};
+
+// The epoll backend. Another backend (io_uring's poll operations, kqueue)
+// provides the same four operations with the same contracts.
+class epoll_backend {
+ public:
+  epoll_backend() {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) throw io_error("epoll_create1", errno);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) {
+      const int err = errno;
+      ::close(epoll_fd_);
+      throw io_error("eventfd", err);
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: drained by each poll
+    ev.data.ptr = nullptr;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  }
+  ~epoll_backend() {
+    ::close(wake_fd_);
+    ::close(epoll_fd_);
+  }
+  epoll_backend(const epoll_backend&) = delete;
+  epoll_backend& operator=(const epoll_backend&) = delete;
+
+  // Reports `fd`'s readiness changes for `d` from now on (edge-triggered,
+  // both directions). Throws io_error.
+  void add(int fd, poll_desc* d) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = d;
+    if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) throw io_error("epoll_ctl", errno);
+  }
+
+  // Stops reporting `fd` (still open). Events already collected by a poll in
+  // progress may still be delivered for its descriptor.
+  void remove(int fd) noexcept {
+    epoll_event ev{};  // non-null for kernels before 2.6.9
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, &ev);
+  }
+
+  // Blocks until some fd is ready or wake() was called; calls
+  // on_ready(desc, readable, writable) for each ready fd.
+  template <class F>
+  void poll(F&& on_ready) {
+    epoll_event events[batch];
+    const int n = ::epoll_wait(epoll_fd_, events, batch, -1);
+    for (int i = 0; i < n; ++i) {
+      auto* d = static_cast<poll_desc*>(events[i].data.ptr);
+      if (d == nullptr) {
+        drain_wake();
+        continue;
+      }
+      const std::uint32_t e = events[i].events;
+      const bool failed = (e & (EPOLLERR | EPOLLHUP)) != 0;
+      on_ready(d, failed || (e & (EPOLLIN | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
+    }
+  }
+
+  // Makes a poll in progress (or the next one) return.
+  void wake() noexcept {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+
+ private:
+  // Events taken per epoll_wait: enough that a burst needs few calls.
+  static constexpr int batch = 256;
+
+  void drain_wake() noexcept {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const auto n = ::read(wake_fd_, &count, sizeof count);
+  }
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+};
+
+using backend = epoll_backend;
+
+// The process's reactor: a backend, the poller thread that runs it, and the
+// poll descriptors. Immortal; the poller thread is stopped at exit.
+class reactor {
+ public:
+  static reactor& instance() {
+    static auto* r = new reactor;  // immortal: no static-destruction-order crash
+    static exit_guard guard{r};
+    return *r;
+  }
+
+  // Registers `fd` (non-blocking, open) and returns its descriptor.
+  poll_desc* open(int fd) {
+    poll_desc* d = take_desc();
+    try {
+      backend_.add(fd, d);
+    } catch (...) {
+      give_back(d);
+      throw;
+    }
+    registered_.fetch_add(1, std::memory_order_relaxed);
+    return d;
+  }
+
+  // Deregisters `fd` (still open; the caller closes it after), wakes its
+  // waiters with closed, and recycles `d`.
+  void close(int fd, poll_desc* d) noexcept {
+    backend_.remove(fd);
+    d->read.close();
+    d->write.close();
+    registered_.fetch_sub(1, std::memory_order_relaxed);
+    give_back(d);
+  }
+
+  // Fds registered now.
+  std::size_t registered() const noexcept { return registered_.load(std::memory_order_relaxed); }
+
+  // Poller threads running now: 1 once the reactor is in use, else 0.
+  static std::size_t poller_threads() noexcept { return pollers_.load(std::memory_order_relaxed); }
+
+ private:
+  struct exit_guard {
+    reactor* r;
+    ~exit_guard() { r->shutdown(); }
+  };
+
+  reactor() : poller_([this] { run(); }) { pollers_.fetch_add(1, std::memory_order_relaxed); }
+
+  void run() {
+    while (!stopping_.load(std::memory_order_acquire)) {
+      backend_.poll([](poll_desc* d, bool readable, bool writable) {
+        if (readable) d->read.set_ready();
+        if (writable) d->write.set_ready();
+      });
+    }
+  }
+
+  void shutdown() {
+    stopping_.store(true, std::memory_order_release);
+    backend_.wake();
+    if (poller_.joinable()) poller_.join();
+    pollers_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  poll_desc* take_desc() {
+    {
+      std::lock_guard lock(mutex_);
+      if (poll_desc* d = free_) {
+        free_ = d->next_free;
+        return d;
+      }
+    }
+    return new poll_desc;  // never freed: see the top of this file
+  }
+
+  void give_back(poll_desc* d) noexcept {
+    std::lock_guard lock(mutex_);
+    d->next_free = free_;
+    free_ = d;
+  }
+
+  backend backend_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::size_t> registered_{0};
+  std::mutex mutex_;
+  poll_desc* free_ = nullptr;  // guarded by mutex_
+  static inline std::atomic<std::size_t> pollers_{0};
+  std::thread poller_;  // declared last: started once everything else exists
+};
+
+}  // namespace detail
+
+// Poller threads running (0 before the first socket, then 1).
+inline std::size_t poller_threads() noexcept {
+  return detail::reactor::poller_threads();
+}
+
+}  // namespace leash::inline v0::io
+
+namespace leash::inline v0::io {
+
+// One address to connect to or listen on.
+struct endpoint {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+
+  int family() const noexcept { return addr.ss_family; }
+  std::uint16_t port() const noexcept {
+    if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(addr).sin6_port);
+    return ntohs(reinterpret_cast<const sockaddr_in&>(addr).sin_port);
+  }
+  // "127.0.0.1:80", "[::1]:80".
+  std::string to_string() const {
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (family() == AF_INET6) {
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr, text,
+                  sizeof text);
+      return "[" + std::string(text) + "]:" + std::to_string(port());
+    }
+    ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(addr).sin_addr, text, sizeof text);
+    return std::string(text) + ":" + std::to_string(port());
+  }
+};
+
+// An open, non-blocking socket registered with the reactor. Move-only; the
+// destructor closes it.
+class socket {
+ public:
+  // No socket.
+  socket() noexcept = default;
+
+  // Adopts `fd` (any stream socket): makes it non-blocking and registers it.
+  // On failure closes fd and throws io_error.
+  explicit socket(int fd) : fd_(fd) {
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+      const int err = errno;
+      ::close(fd);
+      fd_ = -1;
+      throw io_error("fcntl O_NONBLOCK", err);
+    }
+    try {
+      desc_ = detail::reactor::instance().open(fd);
+    } catch (...) {
+      ::close(fd);
+      fd_ = -1;
+      throw;
+    }
+  }
+
+  socket(socket&& other) noexcept
+      : fd_(std::exchange(other.fd_, -1)), desc_(std::exchange(other.desc_, nullptr)) {}
+  socket& operator=(socket&& other) noexcept {
+    if (this != &other) {
+      close();
+      fd_ = std::exchange(other.fd_, -1);
+      desc_ = std::exchange(other.desc_, nullptr);
+    }
+    return *this;
+  }
+  socket(const socket&) = delete;
+  socket& operator=(const socket&) = delete;
+  ~socket() { close(); }
+
+  bool is_open() const noexcept { return fd_ >= 0; }
+  int native_handle() const noexcept { return fd_; }
+
+  // Deregisters and closes. A task still waiting on this socket (another
+  // task's operation) is resumed with io_error. Idempotent.
+  void close() noexcept {
+    if (fd_ < 0) return;
+    detail::reactor::instance().close(fd_, desc_);
+    ::close(std::exchange(fd_, -1));
+    desc_ = nullptr;
+  }
+
+  // Ends the sending direction (the peer reads end of stream); reading goes on.
+  void shutdown_write() {
+    if (::shutdown(fd_, SHUT_WR) != 0) throw io_error("shutdown", errno);
+  }
+
+  // The address this socket is bound to (for a listener on port 0: its port).
+  endpoint local_endpoint() const {
+    endpoint e;
+    e.len = sizeof e.addr;
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&e.addr), &e.len) != 0) {
+      throw io_error("getsockname", errno);
+    }
+    return e;
+  }
+
+  // co_await: reads what is available, up to buf.size() bytes, waiting until
+  // at least one byte or the end of stream arrives. Returns the count; 0 is
+  // the end of stream (or an empty buf).
+  coro<std::size_t> async_read_some(std::span<std::byte> buf);
+
+  // co_await: writes all of buf, waiting for room as often as needed. If it
+  // is cancelled or fails part way, a prefix of buf may have been sent.
+  coro<void> async_write_all(std::span<const std::byte> buf);
+
+ private:
+  friend struct socket_access;
+  int fd_ = -1;
+  detail::poll_desc* desc_ = nullptr;
+};
+
+// Binds to address:port (a numeric address or a name resolved right here,
+// blocking; port 0 picks a free port, see local_endpoint()) and listens.
+// Throws io_error.
+socket listen(const std::string& address, std::uint16_t port, int backlog = SOMAXCONN);
+
+// co_await: the next connection on `listener`, non-blocking and registered.
+coro<socket> async_accept(socket& listener);
+
+// co_await: every address of host:port (IPv4 and IPv6, in the resolver's
+// order). A numeric host is converted at once; a name is resolved on a
+// thread of leash's thread cache while the task waits with no thread. A
+// cancel resumes the task at once; the resolving thread finishes alone and
+// its result is dropped.
+coro<std::vector<endpoint>> async_resolve(std::string host, std::uint16_t port);
+
+// co_await: a socket connected to the first of `addresses` that accepts,
+// trying each in turn. Throws io_error naming what every attempt got.
+coro<socket> async_connect(std::vector<endpoint> addresses);
+
+// co_await: async_resolve(host, port), then async_connect of the addresses.
+coro<socket> async_connect(std::string host, std::uint16_t port);
+
+// ---------------------------------------------------------------------------
+// Machinery.
+
+namespace detail {
+
+// Closes an fd not yet adopted by a socket.
+class unique_fd {
+ public:
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+  unique_fd& operator=(unique_fd&&) = delete;
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+using resolve_function = std::vector<endpoint> (*)(const std::string& host, std::uint16_t port);
+
+// Every address of host:port by getaddrinfo; `flags` are added to its hints.
+// Throws io_error; with AI_NUMERICHOST, a name gives an empty list instead.
+inline std::vector<endpoint> getaddrinfo_all(const std::string& host, std::uint16_t port,
+                                             int flags) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | flags;
+  addrinfo* list = nullptr;
+  const std::string service = std::to_string(port);
+  errno = 0;
+  if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); rc != 0) {
+    if ((flags & AI_NUMERICHOST) != 0 && rc == EAI_NONAME) return {};
+    const int err = rc == EAI_SYSTEM && errno != 0 ? errno : EHOSTUNREACH;
+    throw io_error(
+        "resolve " + host + ": " + (rc == EAI_SYSTEM ? std::strerror(err) : ::gai_strerror(rc)),
+        std::error_code(err, std::generic_category()));
+  }
+  std::vector<endpoint> out;
+  for (const addrinfo* a = list; a != nullptr; a = a->ai_next) {
+    if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+    endpoint e;
+    std::memcpy(&e.addr, a->ai_addr, a->ai_addrlen);
+    e.len = a->ai_addrlen;
+    out.push_back(e);
+  }
+  ::freeaddrinfo(list);
+  return out;
+}
+
+inline std::vector<endpoint> system_resolve(const std::string& host, std::uint16_t port) {
+  return getaddrinfo_all(host, port, 0);
+}
+
+// What resolves a name on the cache's thread; tests may replace it.
+inline std::atomic<resolve_function> resolver{&system_resolve};
+
+// What a resolving thread and the awaiting task share: the thread writes the
+// result, then marks `done`; the task may have left already.
+struct resolve_state {
+  std::string host;
+  std::uint16_t port = 0;
+  std::vector<endpoint> result;
+  std::exception_ptr error;
+  ready_slot done;
+};
+
+class resolve_job final : public leash::detail::job {
+ public:
+  explicit resolve_job(std::shared_ptr<resolve_state> s) noexcept : state_(std::move(s)) {}
+
+  void run() noexcept override {
+    std::shared_ptr<resolve_state> s = std::move(state_);
+    delete this;
+    try {
+      s->result = resolver.load(std::memory_order_acquire)(s->host, s->port);
+    } catch (...) {
+      s->error = std::current_exception();
+    }
+    s->done.set_ready();
+  }
+
+ private:
+  std::shared_ptr<resolve_state> state_;
+};
+
+// How a connect attempt ended, for the error that lists them all.
+inline std::string describe_attempt(const endpoint& e, int err) {
+  return e.to_string() + ": " + std::generic_category().message(err);
+}
+
+}  // namespace detail
+
+struct socket_access {
+  static int fd(const socket& s) noexcept { return s.fd_; }
+  static detail::poll_desc& desc(const socket& s) noexcept { return *s.desc_; }
+};
+
+namespace detail {
+
+// Throws io_error unless `s` is open.
+inline void require_open(const socket& s, const char* what) {
+  if (!s.is_open()) throw io_error(std::string(what) + ": the socket is not open", EBADF);
+}
+
+// After a wait: a socket closed meanwhile is an error.
+inline void check_woken(wake_reason why, const char* what) {
+  if (why == wake_reason::closed) {
+    throw io_error(std::string(what) + ": the socket was closed while waiting", EBADF);
+  }
+}
+
+// Connects a new socket to `e`. Returns the errno of a failed attempt (the
+// socket stays closed), or 0 with `out` connected.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<int> connect_one(const endpoint& e,
+                                                                     socket& out) {
+  unique_fd fd(::socket(e.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) co_return errno;
+  int rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&e.addr), e.len);
+  if (rc != 0 && errno != EINPROGRESS) co_return errno;
+  // Registered after connect(): a socket that has not started connecting
+  // reports hang-up, which would look like a finished attempt.
+  socket s(fd.release());
+  poll_desc& d = socket_access::desc(s);
+  while (rc != 0) {
+    check_woken(co_await slot_awaiter(d.write, "io::async_connect"), "io::async_connect");
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(socket_access::fd(s), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err == EINPROGRESS || err == EALREADY || err == EINTR) continue;
+    if (err != 0) co_return err;
+    // No error but no peer yet: a stale readiness; wait again.
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof peer;
+    rc = ::getpeername(socket_access::fd(s), reinterpret_cast<sockaddr*>(&peer), &peer_len);
+    if (rc != 0 && errno != ENOTCONN) co_return errno;
+  }
+  out = std::move(s);
+  co_return 0;
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> connect_any(
+    std::vector<endpoint> addresses, std::string label) {
+  require_coroutine_task("io::async_connect");
+  std::string failures;
+  int last = EHOSTUNREACH;
+  for (const endpoint& e : addresses) {
+    socket s;
+    const int err = co_await connect_one(e, s);
+    if (err == 0) co_return s;
+    last = err;
+    failures += (failures.empty() ? "" : "; ") + describe_attempt(e, err);
+  }
+  if (addresses.empty()) failures = "no address to try";
+  throw io_error("connect to " + label + ": " + failures,
+                 std::error_code(last, std::generic_category()));
+}
+
+}  // namespace detail
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<std::size_t> socket::async_read_some(
+    std::span<std::byte> buf) {
+  constexpr const char* what = "io::async_read_some";
+  detail::require_coroutine_task(what);
+  detail::require_open(*this, what);
+  if (buf.empty()) co_return 0;
+  for (;;) {
+    const ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+    if (n >= 0) co_return static_cast<std::size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) throw io_error("read", errno);
+    detail::check_woken(co_await detail::slot_awaiter(desc_->read, what), what);
+  }
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> socket::async_write_all(
+    std::span<const std::byte> buf) {
+  constexpr const char* what = "io::async_write_all";
+  detail::require_coroutine_task(what);
+  detail::require_open(*this, what);
+  while (!buf.empty()) {
+    const ssize_t n = ::send(fd_, buf.data(), buf.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      buf = buf.subspan(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) throw io_error("write", errno);
+    detail::check_woken(co_await detail::slot_awaiter(desc_->write, what), what);
+  }
+}
+
+inline socket listen(const std::string& address, std::uint16_t port, int backlog) {
+  const std::vector<endpoint> addresses = detail::getaddrinfo_all(address, port, AI_PASSIVE);
+  int last = EADDRNOTAVAIL;
+  for (const endpoint& e : addresses) {
+    detail::unique_fd fd(::socket(e.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) {
+      last = errno;
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&e.addr), e.len) != 0 ||
+        ::listen(fd.get(), backlog) != 0) {
+      last = errno;
+      continue;
+    }
+    return socket(fd.release());
+  }
+  throw io_error("listen on " + address + ":" + std::to_string(port), last);
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_accept(socket& listener) {
+  constexpr const char* what = "io::async_accept";
+  detail::require_coroutine_task(what);
+  detail::require_open(listener, what);
+  detail::poll_desc& d = socket_access::desc(listener);
+  for (;;) {
+    const int fd =
+        ::accept4(socket_access::fd(listener), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) co_return socket(fd);
+    // The connection died in the backlog, or a signal: the next one is fine.
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) throw io_error("accept", errno);
+    detail::check_woken(co_await detail::slot_awaiter(d.read, what), what);
+  }
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<std::vector<endpoint>> async_resolve(
+    std::string host, std::uint16_t port) {
+  constexpr const char* what = "io::async_resolve";
+  detail::require_coroutine_task(what);
+  std::vector<endpoint> numeric = detail::getaddrinfo_all(host, port, AI_NUMERICHOST);
+  if (!numeric.empty()) co_return numeric;
+  auto state = std::make_shared<detail::resolve_state>();
+  state->host = std::move(host);
+  state->port = port;
+  auto* job = new detail::resolve_job(state);
+  try {
+    leash::detail::thread_cache::instance().submit(job, what);
+  } catch (...) {
+    delete job;
+    throw;
+  }
+  co_await detail::slot_awaiter(state->done, what);  // throws cancelled: the thread goes on alone
+  if (state->error) std::rethrow_exception(state->error);
+  co_return std::move(state->result);
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(
+    std::vector<endpoint> addresses) {
+  std::string label = addresses.empty() ? "no address" : addresses.front().to_string();
+  co_return co_await detail::connect_any(std::move(addresses), std::move(label));
+}
+
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::string host,
+                                                                          std::uint16_t port) {
+  detail::require_coroutine_task("io::async_connect");
+  std::vector<endpoint> addresses = co_await async_resolve(host, port);
+  co_return co_await detail::connect_any(std::move(addresses), host + ":" + std::to_string(port));
+}
+
+}  // namespace leash::inline v0::io
 // ---- leash/http/detail/pool.hpp ----
 // leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
 //
-// A connection is a socket, its read buffer and its response parser. It is
-// owned by exactly one place at a time: a round trip, a response body, or the
-// pool's idle list (where no thread watches it). The pool counts open
+// A connection is a socket, its read buffer and its response parser. A
+// coroutine task waits on its socket with no thread (async_fill,
+// async_write): that needs the fd registered with the reactor, as an
+// io::socket. A connection dialed by a thread caller is registered on its
+// first such use, so thread-only programs never start the reactor; a thread
+// caller polls the fd either way. Either kind of caller may reuse a
+// connection the other kind pooled. It is // owned by exactly one place at a time: a round trip, a
+// response body, or the pool's idle list (where no thread watches it). The pool counts open
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
 // Lock order: the pool's mutex only; sockets are closed outside it.
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -381,8 +1275,10 @@ class io_error : public error {
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -1774,12 +2670,58 @@ struct transport_stats {
 
 namespace detail {
 
+// The http::io_error for an error of the event-driven socket layer, so that
+// both forms of a round trip throw (and retry on) the same type: the cause
+// without the io layer's prefix and the errno text http::io_error appends.
+inline io_error http_io_error(const io::io_error& e) {
+  std::string_view what = e.what();
+  constexpr std::string_view prefix = "leash::io: ";
+  if (what.starts_with(prefix)) what.remove_prefix(prefix.size());
+  const std::string suffix = ": " + e.code().message();
+  if (what.ends_with(suffix)) what.remove_suffix(suffix.size());
+  return io_error(std::string(what), e.code());
+}
+
+// A connection's socket: a plain fd (dialed by a thread caller) until a
+// coroutine task first waits on it, then an io::socket registered with the
+// reactor. Blocking calls use fd() in either state.
+class connection_socket {
+ public:
+  explicit connection_socket(socket plain) noexcept : plain_(std::move(plain)) {}
+  explicit connection_socket(io::socket evented) noexcept : evented_(std::move(evented)) {}
+
+  int fd() const noexcept { return evented_.is_open() ? evented_.native_handle() : plain_.fd(); }
+
+  // The registered socket, registering the fd on first use: socket cannot
+  // release its fd, so a duplicate is adopted and the original closed.
+  // Throws http::io_error.
+  io::socket& evented() {
+    if (evented_.is_open()) return evented_;
+    const int fd = ::fcntl(plain_.fd(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw_errno("dup", errno);
+    try {
+      evented_ = io::socket(fd);  // closes fd on failure
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+    plain_.close();
+    return evented_;
+  }
+
+ private:
+  socket plain_;
+  io::socket evented_;
+};
+
 // One client connection. Owned by one place at a time (see above).
 struct connection {
   static constexpr std::size_t buffer_size = 16 * 1024;
 
-  connection(socket s, std::string k, parser_limits limits)
+  template <class Socket>
+  connection(Socket s, std::string k, parser_limits limits)
       : sock(std::move(s)), key(std::move(k)), buffer(new char[buffer_size]), parser(limits) {}
+
+  int fd() const noexcept { return sock.fd(); }
 
   std::size_t buffered() const noexcept { return end - begin; }
   std::span<const char> pending(std::size_t max) const noexcept {
@@ -1789,12 +2731,34 @@ struct connection {
   read_status fill(clock::time_point deadline, const std::stop_token& token) {
     begin = end = 0;
     std::size_t got = 0;
-    const read_status st = read_some(sock.fd(), buffer.get(), buffer_size, got, deadline, token);
+    const read_status st = read_some(fd(), buffer.get(), buffer_size, got, deadline, token);
     end = got;
     return st;
   }
 
-  socket sock;
+  // fill() for a coroutine task: waits with no thread; the ambient scope
+  // cancels (its deadlines are the timeouts). false at the end of stream.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
+    begin = end = 0;
+    try {
+      end = co_await sock.evented().async_read_some(
+          std::as_writable_bytes(std::span(buffer.get(), buffer_size)));
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+    co_return end != 0;
+  }
+
+  // Writes all of `data` from a coroutine task; throws http::io_error.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
+    try {
+      co_await sock.evented().async_write_all(std::as_bytes(std::span(data)));
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+  }
+
+  connection_socket sock;
   std::string key;  // "host:port": the pool's bucket
   std::unique_ptr<char[]> buffer;
   std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
@@ -1827,7 +2791,7 @@ class pool {
         std::unique_ptr<connection> c = std::move(h.idle.back());
         h.idle.pop_back();
         --idle_total_;
-        if (idle_alive(c->sock.fd())) {
+        if (idle_alive(c->fd())) {
           ++reuses_;
           return c;
         }
@@ -2274,7 +3238,7 @@ class connection_body final : public body_source {
               static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.body_remaining()));
           std::size_t got = 0;
           char* dst = reinterpret_cast<char*>(out.data());
-          if (read_some(c_->sock.fd(), dst, want, got, clock::time_point::max(), stop) ==
+          if (read_some(c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
               read_status::eof) {
             p.finish_eof();  // throws truncated_body
           }
@@ -2284,12 +3248,25 @@ class connection_body final : public body_source {
           if (c_->fill(clock::time_point::max(), stop) == read_status::eof) p.finish_eof();
           continue;
         }
-        const parse_step step = p.feed(c_->pending(out.size()));
-        c_->begin += step.consumed;
-        if (step.event == parse_event::body) {
-          std::memcpy(out.data(), step.body.data(), step.body.size());
-          return step.body.size();
+        if (const std::size_t n = take_buffered(out)) return n;
+      }
+    } catch (...) {
+      broken_ = true;  // a failed or cancelled read leaves the stream unusable
+      throw;
+    }
+  }
+
+  // read() with no thread: waits on the reactor; the ambient scope cancels.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    try {
+      for (;;) {
+        if (c_->parser.complete()) co_return 0;
+        if (c_->buffered() == 0) {
+          if (!co_await c_->async_fill()) c_->parser.finish_eof();  // throws truncated_body
+          continue;
         }
+        if (const std::size_t n = take_buffered(out)) co_return n;
       }
     } catch (...) {
       broken_ = true;  // a failed or cancelled read leaves the stream unusable
@@ -2309,6 +3286,16 @@ class connection_body final : public body_source {
   }
 
  private:
+  // Parses buffered bytes; copies the body bytes they held into `out` and
+  // returns their count (0: only framing was consumed).
+  std::size_t take_buffered(std::span<std::byte> out) {
+    const parse_step step = c_->parser.feed(c_->pending(out.size()));
+    c_->begin += step.consumed;
+    if (step.event != parse_event::body) return 0;
+    std::memcpy(out.data(), step.body.data(), step.body.size());
+    return step.body.size();
+  }
+
   // Reads and drops at most drain_limit_ bytes within drain_timeout_; marks
   // the connection broken when the body does not end by then.
   void drain() {
@@ -2324,6 +3311,8 @@ class connection_body final : public body_source {
     try {
       while (!p.complete()) {
         if (c_->buffered() == 0) {
+          // Closed from a coroutine task, the wait costs a thread, not a worker.
+          const leash::detail::blocking_region blocking;
           const read_status st = c_->fill(deadline, {});
           if (st == read_status::timed_out) break;
           if (st == read_status::eof) p.finish_eof();
@@ -2368,38 +3357,71 @@ inline void write_request_with(std::string& out, const request_head& head, std::
   }
 }
 
-// Sends the stream of `r` after its head: raw bytes (Content-Length) or
-// chunks. Blocks; cancellable; throws invalid_request when the stream's
-// length differs from stream_length, and the stream's and the socket's errors.
-inline void send_stream(int fd, const request& r, const std::stop_token& token) {
-  char buf[16 * 1024];
-  std::string chunk;
-  std::uint64_t sent = 0;
-  const std::optional<std::uint64_t> length = r.stream_length;
-  while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
-    sent += n;
-    if (length && sent > *length) {
+// The wire form of a request's stream: raw bytes (Content-Length) or chunks,
+// checked against stream_length. Shared by both forms of a round trip.
+class stream_framer {
+ public:
+  explicit stream_framer(const request& r) : length_(r.stream_length) {}
+
+  // The bytes to send for `data`, the stream's next bytes. Throws
+  // invalid_request past stream_length.
+  std::string_view next(std::string_view data) {
+    sent_ += data.size();
+    if (length_ && sent_ > *length_) {
       throw invalid_request(reason::body_length_mismatch,
-                            "the stream has more than " + std::to_string(*length) + " bytes");
+                            "the stream has more than " + std::to_string(*length_) + " bytes");
     }
-    if (length) {
-      write_all(fd, std::string_view(buf, n), clock::time_point::max(), token);
-    } else {
-      chunk.clear();
-      write_chunk(chunk, std::string_view(buf, n));
-      write_all(fd, chunk, clock::time_point::max(), token);
+    if (length_) return data;
+    chunk_.clear();
+    write_chunk(chunk_, data);
+    return chunk_;
+  }
+
+  // The bytes to send after the stream's end. Throws invalid_request when
+  // the stream was shorter than stream_length.
+  std::string_view finish() {
+    if (length_ && sent_ != *length_) {
+      throw invalid_request(
+          reason::body_length_mismatch,
+          std::to_string(*length_) + " declared, " + std::to_string(sent_) + " in the stream");
     }
+    chunk_.clear();
+    if (!length_) write_last_chunk(chunk_);
+    return chunk_;
   }
-  if (length && sent != *length) {
-    throw invalid_request(
-        reason::body_length_mismatch,
-        std::to_string(*length) + " declared, " + std::to_string(sent) + " in the stream");
+
+ private:
+  std::optional<std::uint64_t> length_;
+  std::uint64_t sent_ = 0;
+  std::string chunk_;
+};
+
+// What a stream is read by, a chunk at a time.
+inline constexpr std::size_t stream_chunk = 16 * 1024;
+
+// Sends the stream of `r` after its head. Blocks; cancellable; throws
+// invalid_request when the stream's length differs from stream_length, and
+// the stream's and the socket's errors.
+inline void send_stream(int fd, const request& r, const std::stop_token& token) {
+  char buf[stream_chunk];
+  stream_framer framer(r);
+  while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
+    write_all(fd, framer.next({buf, n}), clock::time_point::max(), token);
   }
-  if (!length) {
-    chunk.clear();
-    write_last_chunk(chunk);
-    write_all(fd, chunk, clock::time_point::max(), token);
+  if (const std::string_view tail = framer.finish(); !tail.empty()) {
+    write_all(fd, tail, clock::time_point::max(), token);
   }
+}
+
+// send_stream() for a coroutine task.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_send_stream(connection& c,
+                                                                            const request& r) {
+  std::string buf(stream_chunk, '\0');
+  stream_framer framer(r);
+  while (std::size_t n = co_await r.stream.async_read(std::span<char>(buf))) {
+    co_await c.async_write(framer.next({buf.data(), n}));
+  }
+  if (const std::string_view tail = framer.finish(); !tail.empty()) co_await c.async_write(tail);
 }
 
 }  // namespace detail
@@ -2442,37 +3464,50 @@ class transport {
   }
   response round_trip(const request& req, const std::stop_token& token,
                       source_location site = source_location::current()) {
-    // The stream is closed on every way out; reading it to EOF already did.
-    struct close_stream {
-      const request& r;
-      ~close_stream() { (void)r.stream.try_close(); }
-    } closer{req};
-    const bool replayable = detail::replayable(req);
-    const bool streaming = !req.stream.closed();
-    std::string wire;
-    const bool close =
-        options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
-    if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
-      request_head head = req.head;
-      head.headers.add("Connection", "close");
-      detail::write_request_with(wire, head, host_field(req), req);
-    } else {
-      detail::write_request_with(wire, req.head, host_field(req), req);  // throws before dialing
-    }
-    const std::string key = req.host + ":" + std::to_string(req.port);
+    const stream_closer closer{req};
+    const plan pl = make_plan(req);  // throws before dialing
     for (int attempt = 0;; ++attempt) {
-      std::unique_ptr<detail::connection> c = pool_->checkout(key, token);
+      std::unique_ptr<detail::connection> c = pool_->checkout(pl.key, token);
       const bool reused = c != nullptr;
-      if (!reused) c = dial(req, key, token);
-      c->request_close = close;
+      if (!reused) c = dial(req, pl.key, token);
+      c->request_close = pl.close;
       try {
-        return exchange(c, req.head.method, wire, streaming ? &req : nullptr, token, site);
+        return exchange(c, req, pl, token, site);
       } catch (const http::error& e) {
-        const bool before_response = !c->parser.started();
+        if (!give_up(c, e, attempt, reused, pl)) continue;
+        throw;
+      } catch (...) {
         pool_->discard(std::move(c));
-        if (attempt == 0 && reused && before_response && replayable && retryable(e)) {
-          continue;
-        }
+        throw;
+      }
+    }
+  }
+
+  // round_trip() for a coroutine task: co_await it. The same request, pool,
+  // retry and errors (timeouts are deadlines of scopes inside it, thrown as
+  // http::timeout); the caller's ambient scope cancels. Dials, writes and
+  // reads with no thread; the response body's async_read does too. Waiting
+  // for a max_conns_per_host slot blocks (on a thread after the hand-off).
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<response> async_round_trip(
+      const request& req, source_location site = source_location::current()) {
+    const stream_closer closer{req};
+    const plan pl = make_plan(req);  // throws before dialing
+    for (int attempt = 0;; ++attempt) {
+      std::unique_ptr<detail::connection> c =
+          pool_->checkout(pl.key, leash::detail::ambient_token_ref());
+      const bool reused = c != nullptr;
+      if (!reused) c = co_await async_dial(req, pl.key);
+      c->request_close = pl.close;
+      std::exception_ptr failure;
+      try {
+        co_return co_await async_exchange(c, req, pl, site);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      try {
+        std::rethrow_exception(failure);
+      } catch (const http::error& e) {
+        if (!give_up(c, e, attempt, reused, pl)) continue;
         throw;
       } catch (...) {
         pool_->discard(std::move(c));
@@ -2509,14 +3544,58 @@ class transport {
     return p != nullptr && p->reason() == reason::eof_before_response;
   }
 
+  // A request's stream is closed on every way out of a round trip; reading
+  // it to EOF already did.
+  struct stream_closer {
+    const request& r;
+    ~stream_closer() { (void)r.stream.try_close(); }
+  };
+
+  // What both forms of a round trip send, decided before dialing.
+  struct plan {
+    std::string wire;  // the head, and the string body unless streaming
+    std::string key;   // the pool's bucket
+    bool close;        // the request asks the server to close the connection
+    bool replayable;   // may be retried on a fresh connection
+    bool streaming;    // the request's stream follows the head
+  };
+
+  plan make_plan(const request& req) const {
+    plan pl;
+    pl.replayable = detail::replayable(req);
+    pl.streaming = !req.stream.closed();
+    pl.close = options_.disable_keep_alives || req.head.headers.has_token("connection", "close");
+    if (options_.disable_keep_alives && !req.head.headers.has_token("connection", "close")) {
+      request_head head = req.head;
+      head.headers.add("Connection", "close");
+      detail::write_request_with(pl.wire, head, host_field(req), req);
+    } else {
+      detail::write_request_with(pl.wire, req.head, host_field(req), req);
+    }
+    pl.key = req.host + ":" + std::to_string(req.port);
+    return pl;
+  }
+
+  // After a failed exchange on `c` (discarded here): false when the request
+  // is retried once, on a reused connection that failed before any
+  // response byte (the server closed it meanwhile).
+  bool give_up(std::unique_ptr<detail::connection>& c, const http::error& e, int attempt,
+               bool reused, const plan& pl) {
+    const bool before_response = !c->parser.started();
+    pool_->discard(std::move(c));
+    return !(attempt == 0 && reused && before_response && pl.replayable && retryable(e));
+  }
+
+  parser_limits limits() const {
+    return parser_limits{options_.max_response_header_bytes, options_.max_header_fields, 5};
+  }
+
   std::unique_ptr<detail::connection> dial(const request& req, const std::string& key,
                                            const std::stop_token& token) {
     try {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
-      auto c = std::make_unique<detail::connection>(
-          std::move(s), key,
-          parser_limits{options_.max_response_header_bytes, options_.max_header_fields, 5});
+      auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
       pool_->dialed();
       return c;
     } catch (...) {
@@ -2525,7 +3604,48 @@ class transport {
     }
   }
 
-  // Writes the request and reads up to the end of the response head.
+  // dial() for a coroutine task: io::async_connect (every address) inside a
+  // scope whose deadline is the dial timeout.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<detail::connection>> async_dial(
+      const request& req, const std::string& key) {
+    const std::string where = "dial " + key;
+    try {
+      io::socket s;
+      {
+        cancel_scope dial_limit(leash::detail::deadline_after(options_.dial_timeout));
+        try {
+          s = co_await io::async_connect(req.host, req.port);
+        } catch (const cancelled&) {
+          if (dial_limit.reason() == stop_reason::deadline_exceeded) throw timeout(where);
+          throw;
+        } catch (const io::io_error& e) {
+          throw detail::http_io_error(e);
+        }
+      }
+      const int one = 1;  // as the blocking dial: requests are small writes
+      ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      pool_->dialed();
+      co_return c;
+    } catch (...) {
+      pool_->dial_failed(key);
+      throw;
+    }
+  }
+
+  // The response-header timeout's message (both forms).
+  std::string header_timeout_text() const {
+    return "no response header within " + std::to_string(options_.response_header_timeout.count()) +
+           " ms";
+  }
+
+  // Parses buffered bytes; true once the response head is complete.
+  static bool feed_head(detail::connection& c) {
+    const parse_step step = c.parser.feed(c.pending(c.buffered()));
+    c.begin += step.consumed;
+    return step.event == parse_event::head;
+  }
+
   // Reads up to the end of the response head (the response-header timeout
   // starts now).
   void read_head(detail::connection& c, const std::stop_token& token) {
@@ -2536,42 +3656,44 @@ class transport {
     for (;;) {
       if (c.buffered() == 0) {
         const detail::read_status st = c.fill(header_deadline, token);
-        if (st == detail::read_status::timed_out) {
-          throw timeout("no response header within " +
-                        std::to_string(options_.response_header_timeout.count()) + " ms");
-        }
+        if (st == detail::read_status::timed_out) throw timeout(header_timeout_text());
         if (st == detail::read_status::eof) c.parser.finish_eof();  // throws
         continue;
       }
-      const parse_step step = c.parser.feed(c.pending(c.buffered()));
-      c.begin += step.consumed;
-      if (step.event == parse_event::head) return;
+      if (feed_head(c)) return;
     }
   }
 
-  // `streamed`: the request whose stream follows the head.
-  response exchange(std::unique_ptr<detail::connection>& c, const std::string& method,
-                    const std::string& wire, const request* streamed, const std::stop_token& token,
-                    source_location site) {
-    c->parser.reset(method);
-    c->begin = c->end = 0;
-    std::exception_ptr send_failure;
+  // read_head() for a coroutine task: the timeout is a scope's deadline.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_read_head(detail::connection& c) {
+    const bool timed = options_.response_header_timeout.count() > 0;
+    cancel_scope header_limit(timed
+                                  ? leash::detail::deadline_after(options_.response_header_timeout)
+                                  : detail::clock::time_point::max());
     try {
-      detail::write_all(c->sock.fd(), wire, detail::clock::time_point::max(), token);
-      if (streamed != nullptr) detail::send_stream(c->sock.fd(), *streamed, token);
-    } catch (const io_error&) {
-      // The server may have answered early and stopped reading (a 413 to a
-      // big upload): its response, if it arrived, is the answer, as in Go's
-      // transport. The connection is never reused.
-      c->request_close = true;
-      send_failure = std::current_exception();
-    }
-    try {
-      read_head(*c, token);
-    } catch (const http::error&) {
-      if (send_failure) std::rethrow_exception(send_failure);
+      for (;;) {
+        if (c.buffered() == 0) {
+          if (!co_await c.async_fill()) c.parser.finish_eof();  // throws
+          continue;
+        }
+        if (feed_head(c)) co_return;
+      }
+    } catch (const cancelled&) {
+      if (timed && header_limit.reason() == stop_reason::deadline_exceeded) {
+        throw timeout(header_timeout_text());
+      }
       throw;
     }
+  }
+
+  static void start_exchange(detail::connection& c, const request& req) {
+    c.parser.reset(req.head.method);
+    c.begin = c.end = 0;
+  }
+
+  // The response over `c`, whose head was read: `c` goes to its body, or
+  // back to the pool when the response has none.
+  response finish_exchange(std::unique_ptr<detail::connection>& c, source_location site) {
     response r{c->parser.head(), body()};
     if (c->parser.complete()) {  // no body: the connection is done now
       if (!detail::connection_body::reusable(*c) || !pool_->put_idle(c)) {
@@ -2582,6 +3704,53 @@ class transport {
       r.body = body(std::make_unique<detail::connection_body>(pool_, std::move(c), options_), site);
     }
     return r;
+  }
+
+  // Sends the request and reads the response head. A failed send is
+  // reported only if no response arrives: the server may have answered early
+  // and stopped reading (a 413 to a big upload), and its response is the
+  // answer, as in Go's transport. The connection is then never reused.
+  response exchange(std::unique_ptr<detail::connection>& c, const request& req, const plan& pl,
+                    const std::stop_token& token, source_location site) {
+    start_exchange(*c, req);
+    std::exception_ptr send_failure;
+    try {
+      detail::write_all(c->fd(), pl.wire, detail::clock::time_point::max(), token);
+      if (pl.streaming) detail::send_stream(c->fd(), req, token);
+    } catch (const io_error&) {
+      c->request_close = true;
+      send_failure = std::current_exception();
+    }
+    try {
+      read_head(*c, token);
+    } catch (const http::error&) {
+      if (send_failure) std::rethrow_exception(send_failure);
+      throw;
+    }
+    return finish_exchange(c, site);
+  }
+
+  // exchange() for a coroutine task.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<response> async_exchange(
+      std::unique_ptr<detail::connection>& c, const request& req, const plan& pl,
+      source_location site) {
+    start_exchange(*c, req);
+    std::exception_ptr send_failure;
+    try {
+      co_await c->async_write(pl.wire);
+      if (pl.streaming) co_await detail::async_send_stream(*c, req);
+    } catch (const io_error&) {
+      c->request_close = true;
+      send_failure = std::current_exception();
+    }
+    std::exception_ptr head_failure;
+    try {
+      co_await async_read_head(*c);
+    } catch (const http::error&) {
+      head_failure = std::current_exception();
+    }
+    if (head_failure) std::rethrow_exception(send_failure ? send_failure : head_failure);
+    co_return finish_exchange(c, site);
   }
 
   transport_options options_;
@@ -2665,14 +3834,46 @@ class client {
   // Any method; `content_type` is sent when not empty.
   response send(std::string method, std::string_view target_url, std::string_view content_type,
                 std::string body, source_location site = source_location::current()) {
+    const request req = make_request(std::move(method), target_url, content_type, std::move(body));
+    return transport_->round_trip(req, site);
+  }
+
+  // get, post and send for a coroutine task: co_await them. The URL is
+  // copied at the call; a malformed one throws when awaited.
+  coro<response> async_get(std::string_view target_url,
+                           source_location site = source_location::current()) {
+    return async_send("GET", target_url, {}, {}, site);
+  }
+  coro<response> async_post(std::string_view target_url, std::string_view content_type,
+                            std::string body, source_location site = source_location::current()) {
+    return async_send("POST", target_url, content_type, std::move(body), site);
+  }
+  coro<response> async_send(std::string method, std::string_view target_url,
+                            std::string_view content_type, std::string body,
+                            source_location site = source_location::current()) {
+    return send_coro(transport_, std::move(method), std::string(target_url),
+                     std::string(content_type), std::move(body), site);
+  }
+
+ private:
+  static request make_request(std::string method, std::string_view target_url,
+                              std::string_view content_type, std::string body) {
     url u = url::parse(target_url);
     request req{
         std::move(u.host), u.port, {std::move(method), std::move(u.target)}, std::move(body)};
     if (!content_type.empty()) req.head.headers.add("Content-Type", content_type);
-    return transport_->round_trip(req, site);
+    return req;
   }
 
- private:
+  // Owns copies of its arguments: the caller's views may be gone by the time
+  // the coro is awaited.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER static coro<response> send_coro(
+      transport* t, std::string method, std::string target_url, std::string content_type,
+      std::string body, source_location site) {
+    const request req = make_request(std::move(method), target_url, content_type, std::move(body));
+    co_return co_await t->async_round_trip(req, site);
+  }
+
   transport* transport_;
 };
 

@@ -1,15 +1,23 @@
 // SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
 //
-// A connection is a socket, its read buffer and its response parser. It is
-// owned by exactly one place at a time: a round trip, a response body, or the
-// pool's idle list (where no thread watches it). The pool counts open
+// A connection is a socket, its read buffer and its response parser. A
+// coroutine task waits on its socket with no thread (async_fill,
+// async_write): that needs the fd registered with the reactor, as an
+// io::socket. A connection dialed by a thread caller is registered on its
+// first such use, so thread-only programs never start the reactor; a thread
+// caller polls the fd either way. Either kind of caller may reuse a
+// connection the other kind pooled. It is // owned by exactly one place at a time: a round trip, a
+// response body, or the pool's idle list (where no thread watches it). The pool counts open
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
 // Lock order: the pool's mutex only; sockets are closed outside it.
 #pragma once
 
+#include <fcntl.h>
+
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -17,13 +25,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "../../detail/registry.hpp"
 #include "../../detail/wait.hpp"
+#include "../../io/socket.hpp"
 #include "../response_parser.hpp"
 #include "socket.hpp"
 
@@ -41,12 +52,58 @@ struct transport_stats {
 
 namespace detail {
 
+// The http::io_error for an error of the event-driven socket layer, so that
+// both forms of a round trip throw (and retry on) the same type: the cause
+// without the io layer's prefix and the errno text http::io_error appends.
+inline io_error http_io_error(const io::io_error& e) {
+  std::string_view what = e.what();
+  constexpr std::string_view prefix = "leash::io: ";
+  if (what.starts_with(prefix)) what.remove_prefix(prefix.size());
+  const std::string suffix = ": " + e.code().message();
+  if (what.ends_with(suffix)) what.remove_suffix(suffix.size());
+  return io_error(std::string(what), e.code());
+}
+
+// A connection's socket: a plain fd (dialed by a thread caller) until a
+// coroutine task first waits on it, then an io::socket registered with the
+// reactor. Blocking calls use fd() in either state.
+class connection_socket {
+ public:
+  explicit connection_socket(socket plain) noexcept : plain_(std::move(plain)) {}
+  explicit connection_socket(io::socket evented) noexcept : evented_(std::move(evented)) {}
+
+  int fd() const noexcept { return evented_.is_open() ? evented_.native_handle() : plain_.fd(); }
+
+  // The registered socket, registering the fd on first use: socket cannot
+  // release its fd, so a duplicate is adopted and the original closed.
+  // Throws http::io_error.
+  io::socket& evented() {
+    if (evented_.is_open()) return evented_;
+    const int fd = ::fcntl(plain_.fd(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) throw_errno("dup", errno);
+    try {
+      evented_ = io::socket(fd);  // closes fd on failure
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+    plain_.close();
+    return evented_;
+  }
+
+ private:
+  socket plain_;
+  io::socket evented_;
+};
+
 // One client connection. Owned by one place at a time (see above).
 struct connection {
   static constexpr std::size_t buffer_size = 16 * 1024;
 
-  connection(socket s, std::string k, parser_limits limits)
+  template <class Socket>
+  connection(Socket s, std::string k, parser_limits limits)
       : sock(std::move(s)), key(std::move(k)), buffer(new char[buffer_size]), parser(limits) {}
+
+  int fd() const noexcept { return sock.fd(); }
 
   std::size_t buffered() const noexcept { return end - begin; }
   std::span<const char> pending(std::size_t max) const noexcept {
@@ -56,12 +113,34 @@ struct connection {
   read_status fill(clock::time_point deadline, const std::stop_token& token) {
     begin = end = 0;
     std::size_t got = 0;
-    const read_status st = read_some(sock.fd(), buffer.get(), buffer_size, got, deadline, token);
+    const read_status st = read_some(fd(), buffer.get(), buffer_size, got, deadline, token);
     end = got;
     return st;
   }
 
-  socket sock;
+  // fill() for a coroutine task: waits with no thread; the ambient scope
+  // cancels (its deadlines are the timeouts). false at the end of stream.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
+    begin = end = 0;
+    try {
+      end = co_await sock.evented().async_read_some(
+          std::as_writable_bytes(std::span(buffer.get(), buffer_size)));
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+    co_return end != 0;
+  }
+
+  // Writes all of `data` from a coroutine task; throws http::io_error.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
+    try {
+      co_await sock.evented().async_write_all(std::as_bytes(std::span(data)));
+    } catch (const io::io_error& e) {
+      throw http_io_error(e);
+    }
+  }
+
+  connection_socket sock;
   std::string key;  // "host:port": the pool's bucket
   std::unique_ptr<char[]> buffer;
   std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
@@ -94,7 +173,7 @@ class pool {
         std::unique_ptr<connection> c = std::move(h.idle.back());
         h.idle.pop_back();
         --idle_total_;
-        if (idle_alive(c->sock.fd())) {
+        if (idle_alive(c->fd())) {
           ++reuses_;
           return c;
         }
