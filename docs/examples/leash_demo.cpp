@@ -6,19 +6,30 @@
 //    connections it already dialled.
 // 3. Streaming through the reverse proxy: server-sent events arrive as they
 //    are produced; the proxy's flusher is a scoped ticker.
-// 4. Graceful shutdown, and a leak check that finds nothing left running.
+// 4. Idle keep-alive connections: 10 000 clients (coroutine tasks) each ask
+//    once and stay connected while fresh requests are still answered; the
+//    process's threads and memory before, while and after.
+// 5. Graceful shutdown, and a leak check that finds nothing left running.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <leash.hpp>
 #include <leash/http/reverse_proxy.hpp>
 #include <leash/http/server.hpp>
 #include <leash/http/transport.hpp>
+#include <leash/io/socket.hpp>
 #include <string>
 #include <vector>
 
 using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 namespace http = leash::http;
+namespace io = leash::io;
 
 namespace {
 
@@ -56,8 +67,216 @@ void serve_backend(http::server_request& req, http::response_writer& w) {
   }
 }
 
-void section(const char* title) {
-  std::printf("\n%s\n", title);
+void section(const std::string& title) {
+  std::printf("\n%s\n", title.c_str());
+}
+
+// Step 4's figures.
+#if defined(__has_feature)
+#define LEASH_DEMO_HAS_FEATURE(x) __has_feature(x)
+#else
+#define LEASH_DEMO_HAS_FEATURE(x) 0
+#endif
+#if defined(__SANITIZE_THREAD__) || LEASH_DEMO_HAS_FEATURE(thread_sanitizer)
+// TSan's shadow state per thread and per socket operation: 10 000 connections took
+// more memory than the machine had.
+constexpr std::size_t idle_wanted = 1'000;
+#else
+constexpr std::size_t idle_wanted = 10'000;
+#endif
+// Fds for everything else in this process (servers, transports, epoll sets, stdio), with headroom.
+constexpr rlim_t fd_margin = 300;
+// Connects in flight at once: well under the listen backlog (net.core.somaxconn), so
+// that no handshake is dropped and retried a second later.
+constexpr std::size_t connect_batch = 500;
+constexpr int fresh_requests = 5;
+// Closing is done when the server is back to its connections and the thread count
+// has stopped falling (threads exit after the work they served); polled this often,
+// for at most this long.
+constexpr auto settle_poll = 50ms;
+constexpr auto settle_limit = 5s;
+const std::string hello_request = "GET /hello HTTP/1.1\r\nHost: demo\r\n\r\n";
+
+// This process's OS threads and resident memory.
+struct process_cost {
+  std::size_t threads = 0;
+  double rss_mb = 0;
+};
+
+process_cost cost_now() {
+  process_cost c;
+  for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    (void)t;
+    ++c.threads;
+  }
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.starts_with("VmRSS:")) c.rss_mb = std::stod(line.substr(6)) / 1024;  // in kB
+  }
+  return c;
+}
+
+// How many idle connections step 4 opens, and why.
+struct idle_plan {
+  std::size_t count = 0;  // what the fd limit allows of idle_wanted
+  rlim_t fd_limit = 0;    // the soft limit, raised to the hard one
+};
+
+idle_plan plan_idle() {
+  idle_plan p;
+  rlimit fds{};
+  ::getrlimit(RLIMIT_NOFILE, &fds);
+  fds.rlim_cur = fds.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &fds);  // may refuse an unlimited hard value: the old one stays
+  ::getrlimit(RLIMIT_NOFILE, &fds);
+  p.fd_limit = fds.rlim_cur;
+  const std::size_t allowed = p.fd_limit > fd_margin ? (p.fd_limit - fd_margin) / 2 : 0;
+  p.count = std::min(idle_wanted, allowed);
+  return p;
+}
+
+// Sends GET /hello on `s` and reads the whole answer (a head, then the body
+// "hello"); true for a 200.
+leash::coro<bool> ask_hello(io::socket& s) {
+  co_await s.async_write_all(std::as_bytes(std::span(hello_request)));
+  std::string answer;
+  std::array<std::byte, 512> buf;
+  while (!answer.ends_with("\r\n\r\nhello")) {
+    const std::size_t n = co_await s.async_read_some(buf);
+    if (n == 0) break;  // closed: a 503 ends the connection
+    answer.append(reinterpret_cast<const char*>(buf.data()), n);
+  }
+  co_return answer.starts_with("HTTP/1.1 200");
+}
+
+// One idle client: connects, asks once, tells `answered` whether it got a 200,
+// then waits on its connection until its nursery is cancelled (the socket
+// closes) or the server closes it.
+leash::coro<void> hold_idle(std::uint16_t port, leash::channel<bool>& answered) {
+  io::socket s;
+  bool ok = false;
+  try {
+    s = co_await io::async_connect("127.0.0.1", port);
+    ok = co_await ask_hello(s);
+  } catch (const io::io_error&) {  // reset by a server that found no thread for it
+  }
+  co_await answered.async_send(ok);
+  std::array<std::byte, 1> byte;
+  if (ok) (void)co_await s.async_read_some(byte);
+}
+
+// Opens `count` idle clients of `port` in `clients`, a batch at a time, each
+// batch answered before the next connects. Returns how many got a 200.
+std::size_t open_idle(leash::nursery& clients, std::uint16_t port, std::size_t count) {
+  leash::channel<bool> answered;  // each client sends once, before it idles
+  std::size_t ok = 0;
+  for (std::size_t opened = 0; opened < count; opened += connect_batch) {
+    const std::size_t batch = std::min(connect_batch, count - opened);
+    for (std::size_t i = 0; i < batch; ++i) {
+      clients.spawn("idle client", [&] { return hold_idle(port, answered); });
+    }
+    for (std::size_t i = 0; i < batch; ++i) {
+      ok += *answered.recv() ? 1 : 0;
+    }
+  }
+  return ok;
+}
+
+// Latencies of fresh_requests requests to `port`, each on a new connection; -1: refused.
+leash::coro<std::vector<double>> fresh_latencies(std::uint16_t port) {
+  std::vector<double> ms;
+  for (int i = 0; i < fresh_requests; ++i) {
+    const auto t0 = clock_type::now();
+    io::socket s = co_await io::async_connect("127.0.0.1", port);
+    const bool ok = co_await ask_hello(s);
+    ms.push_back(ok ? ms_since(t0) : -1);
+  }
+  co_return ms;
+}
+
+std::vector<double> time_fresh_requests(std::uint16_t port) {
+  std::vector<double> ms;
+  leash::run_nursery(
+      [&](leash::nursery& n) { ms = n.spawn([port] { return fresh_latencies(port); }).get(); });
+  return ms;
+}
+
+// One row of step 4's table: this process's threads and resident memory now,
+// the server's open connections, and `fresh` requests' latencies.
+void print_row(const char* when, const http::server& origin, const std::vector<double>& fresh) {
+  const process_cost c = cost_now();
+  std::printf("   %-14s %7zu %8.1f MB %6zu", when, c.threads, c.rss_mb, origin.stats().connections);
+  if (!fresh.empty()) std::printf("  ");
+  for (double ms : fresh) {
+    if (ms < 0) {
+      std::printf(" refused");
+    } else {
+      std::printf(" %.2f", ms);
+    }
+  }
+  std::printf("\n");
+}
+
+// Waits until `origin` is back to `conns` connections and the thread count
+// stopped falling, for at most settle_limit.
+void settle(const http::server& origin, std::size_t conns) {
+  const auto t0 = clock_type::now();
+  std::size_t last = 0;
+  while (clock_type::now() - t0 < settle_limit) {
+    const std::size_t threads = cost_now().threads;
+    if (origin.stats().connections <= conns && threads == last) return;
+    last = threads;
+    leash::this_task::sleep_for(settle_poll);
+  }
+}
+
+// Step 4: holds idle keep-alive connections to `origin` while it answers fresh
+// requests, and shows what they cost this process. True when each connection
+// was answered, or refused because the server found no thread for it.
+bool hold_idle_connections(http::server& origin) {
+  const idle_plan plan = plan_idle();
+  const std::size_t count = plan.count;
+  section("4. " + std::to_string(count) +
+          " idle keep-alive connections, each answered once, while fresh requests go on");
+  if (count < idle_wanted) {
+    std::printf(
+        "   not %zu: the fd limit is %llu, and each connection takes two fds here (clients\n"
+        "   and server share this process), %llu kept for the rest\n",
+        idle_wanted, static_cast<unsigned long long>(plan.fd_limit),
+        static_cast<unsigned long long>(fd_margin));
+  }
+  const http::server_stats at_start = origin.stats();
+  // First, as they also start the coroutine workers and the poller that "before" should count.
+  const std::vector<double> fresh_before = time_fresh_requests(origin.port());
+  settle(origin, at_start.connections);
+  std::printf("   %-14s %7s %11s %6s   %s\n", "", "threads", "resident", "conns",
+              "fresh requests (each on a new connection), ms");
+  print_row("before", origin, fresh_before);
+  std::size_t ok = 0;
+  std::uint64_t refused = 0;
+  auto t0 = clock_type::now();
+  {
+    leash::nursery clients({.name = "idle clients"});
+    ok = open_idle(clients, origin.port(), count);
+    const double took = ms_since(t0);
+    refused = origin.stats().connections_refused - at_start.connections_refused;
+    print_row("while held", origin, time_fresh_requests(origin.port()));
+    std::printf(
+        "   (%zu clients, coroutine tasks with no thread each, opened in %.0f ms,\n"
+        "   %zu at a time: %zu answered 200",
+        count, took, connect_batch, ok);
+    if (refused > 0) {
+      std::printf(", %llu refused: 503, no thread", static_cast<unsigned long long>(refused));
+    }
+    std::printf(")\n");
+    t0 = clock_type::now();
+    clients.cancel();  // every client's wait ends at once and its socket closes
+  }
+  settle(origin, at_start.connections);
+  print_row("after closing", origin, {});
+  std::printf("   (closed in %.0f ms by cancelling the clients' nursery, threads settled)\n",
+              ms_since(t0));
+  return ok + refused == count;
 }
 
 }  // namespace
@@ -152,8 +371,11 @@ int main() {
       std::printf("   %7.0f ms  %s\n", ms_since(t1), piece.c_str());
     }
 
-    // 4. Shutdown.
-    section("4. graceful shutdown");
+    // 4. Idle keep-alive connections.
+    failures += hold_idle_connections(origin) ? 0 : 1;
+
+    // 5. Shutdown.
+    section("5. graceful shutdown");
     auto t2 = clock_type::now();
     front.shutdown(1s);
     std::printf("   %-24s stopped in %.0f ms (nothing in flight)\n", "proxy", ms_since(t2));
