@@ -2353,7 +2353,8 @@ class response_parser {
 // leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
-// and cancelled by a stop token. Cancellation is a std::stop_callback that
+// and cancelled by a stop token; called from a coroutine task, it hands the
+// task's worker to another thread while it blocks. Cancellation is a std::stop_callback that
 // only calls ::shutdown() on the fd: that wakes the poll (or the connect) at
 // once, and the callback is destroyed when the operation returns, before the
 // caller can close or pool the fd, so it can never touch a recycled fd. After
@@ -2405,6 +2406,8 @@ class socket {
   void close() noexcept {
     if (fd_ >= 0) ::close(std::exchange(fd_, -1));
   }
+  // Gives up ownership: the fd is the caller's.
+  int release() noexcept { return std::exchange(fd_, -1); }
 
  private:
   int fd_ = -1;
@@ -2443,6 +2446,7 @@ inline bool poll_until(int fd, short events, clock::time_point deadline) {
           std::chrono::ceil<std::chrono::milliseconds>(left).count(), 60 * 60 * 1000));
     }
     pollfd p{fd, events, 0};
+    const leash::detail::blocking_region blocking;  // a coroutine task's worker goes on elsewhere
     const int r = ::poll(&p, 1, ms);
     if (r > 0) return true;
     if (r < 0 && errno != EINTR) throw_errno("poll", errno);
@@ -2614,6 +2618,26 @@ inline void write_all(int fd, std::string_view data, clock::time_point deadline,
   leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
   if (timed_out) throw timeout("write");
   if (err != 0) throw_errno("write", err);
+}
+
+// Sends what the socket takes of `data` now, without waiting; returns the
+// count. Throws io_error.
+inline std::size_t send_now(int fd, std::string_view data) {
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    const ssize_t n =
+        ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      throw_errno("write", n < 0 ? errno : EPIPE);
+    }
+  }
+  return sent;
 }
 
 enum class read_status { data, eof, timed_out };
@@ -3898,14 +3922,20 @@ class client {
 //   w.write("hello");   // buffered (sent once more than 16 KiB are)
 //   w.flush();          // head and "hello" on the wire now; the body is chunked
 //
-// Guarantees. Blocks: write() and flush() while sending, each send bounded
-// by the server's write_timeout (then http::timeout, and the connection is
+// A coroutine handler writes with `co_await w.async_write(s)` and
+// `co_await w.async_flush()`: the same, waiting for a slow client with no
+// thread.
+//
+// Guarantees. Blocks: write() and flush() while sending (in a coroutine
+// task the worker goes on elsewhere meanwhile), each send bounded by the
+// server's write_timeout (then http::timeout, and the connection is
 // aborted). Cancelled: by the connection task's token (the server's
-// shutdown). Throws: io_error, timeout, cancelled, usage_error (a status
-// outside 200..599, or set after the head), invalid_request (when the head
-// is sent: a field the response cannot carry, framing fields as above).
-// Thread-safe: one mutex; flush() may come from another thread (a ticker)
-// while the handler runs.
+// shutdown); the async forms by the task's ambient scope as well. Throws:
+// io_error, timeout, cancelled, usage_error (a status outside 200..599, or
+// set after the head), invalid_request (when the head is sent: a field the
+// response cannot carry, framing fields as above). Thread-safe: one mutex,
+// never held while waiting for the client; one send at a time, in order:
+// flush() may come from another thread (a ticker) while the handler runs.
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -3914,6 +3944,7 @@ class client {
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -3955,15 +3986,28 @@ class response_writer {
   // Appends body bytes; sends when more than 16 KiB are buffered. Blocks
   // while sending; cancellable; throws io_error, cancelled.
   void write(std::string_view data) {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     buffer_.append(data);
-    if (buffer_.size() > 16 * 1024) send_locked(false);
+    if (buffer_.size() > buffer_limit) send_locked(false);
   }
   // Sends the head (if not yet sent) and the buffered bytes now.
   void flush() {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     send_locked(false);
   }
+  // co_await, in a coroutine task: write() waiting for the client with no
+  // thread. `data` is copied before the first suspension.
+  coro<void> async_write(std::string_view data) {
+    bool full = false;
+    {
+      const std::unique_lock lock = take_turn();
+      buffer_.append(data);
+      full = buffer_.size() > buffer_limit;
+    }
+    if (full) co_await async_send(false);
+  }
+  // co_await, in a coroutine task: flush() waiting for the client with no thread.
+  coro<void> async_flush() { return async_send(false); }
   // Kills the connection: the client sees it end before the response did.
   void abort() {
     std::lock_guard lock(mutex_);
@@ -3983,6 +4027,7 @@ class response_writer {
   // Never reads request bytes; cancelled through an eventfd, so a stop never
   // touches the client's socket.
   bool wait_client_gone(const std::stop_token& token) const {
+    const leash::detail::blocking_region blocking;  // a coroutine task's worker goes on elsewhere
     detail::socket wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake.valid()) detail::throw_errno("eventfd", errno);
     auto ring = [fd = wake.fd()] {
@@ -4007,12 +4052,13 @@ class response_writer {
   // it uses of the writer.
   friend class detail::server_connection;
 
-  // A writer on the connection `fd` for a response to a request that said
+  // A writer on the connection `sock` for a response to a request that said
   // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
   // body); `keep_alive`: the connection may carry another request after it.
-  response_writer(int fd, std::stop_token token, bool head_request, bool http10, bool keep_alive,
-                  std::chrono::milliseconds write_timeout)
-      : fd_(fd),
+  response_writer(io::socket& sock, std::stop_token token, bool head_request, bool http10,
+                  bool keep_alive, std::chrono::milliseconds write_timeout)
+      : sock_(&sock),
+        fd_(sock.native_handle()),
         token_(std::move(token)),
         head_request_(head_request),
         http10_(http10),
@@ -4022,7 +4068,7 @@ class response_writer {
   // "100 Continue", before the request body's first read, unless the
   // response already started (RFC 9110 10.1.1).
   void send_continue() {
-    std::lock_guard lock(mutex_);
+    const std::unique_lock lock = take_turn();
     if (head_sent_ || aborted_) return;
     send_bytes_locked("HTTP/1.1 100 Continue\r\n\r\n");
   }
@@ -4031,11 +4077,14 @@ class response_writer {
   // not sent (framed by Content-Length then) and the rest of the body (the
   // last chunk when chunked). `close_connection`: the connection ends after
   // this response ("Connection: close" when the head is still to be sent).
-  // Throws as flush(), and invalid_request for a head it cannot send.
-  void finish(bool close_connection) {
-    std::lock_guard lock(mutex_);
-    if (close_connection) keep_alive_ = false;
-    send_locked(true);
+  // Throws as flush(), and invalid_request for a head it cannot send. Runs
+  // on the connection's coroutine task: waits for the client with no thread.
+  coro<void> async_finish(bool close_connection) {
+    {
+      const std::unique_lock lock = take_turn();
+      if (close_connection) keep_alive_ = false;
+    }
+    return async_send(true);
   }
 
   // After finish(): true when the connection may carry another request
@@ -4060,16 +4109,79 @@ class response_writer {
 
   // The writer's own machinery from here on.
 
+  // Sends buffered beyond this much (a few socket buffers' worth per send).
+  static constexpr std::size_t buffer_limit = 16 * 1024;
+
+  // The mutex, once no send is in flight: sends go out one at a time and in
+  // order. Waiting hands a coroutine task's worker to another thread.
+  std::unique_lock<std::mutex> take_turn() {
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (lock.owns_lock() && !sending_) return lock;
+    const leash::detail::blocking_region blocking;
+    if (!lock.owns_lock()) lock.lock();
+    turn_.wait(lock, [&] { return !sending_; });
+    return lock;
+  }
+
+  // Ends a send in flight however it ends, and lets the next one go.
+  struct end_of_send {
+    response_writer& w;
+    ~end_of_send() {
+      {
+        const std::lock_guard lock(w.mutex_);
+        w.sending_ = false;
+      }
+      w.turn_.notify_all();
+    }
+  };
+
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {
     try {
       detail::write_all(fd_, out, leash::detail::deadline_after(write_timeout_), token_);
     } catch (const timeout&) {
       aborted_ = true;
-      timed_out_ = true;
-      ::shutdown(fd_, SHUT_RDWR);
-      throw timeout("response write: the client read nothing for " +
-                    std::to_string(write_timeout_.count()) + " ms (write_timeout)");
+      throw_write_timed_out();
+    }
+  }
+
+  // The client took nothing for write_timeout: the connection is aborted.
+  [[noreturn]] void throw_write_timed_out() {
+    timed_out_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    throw timeout("response write: the client read nothing for " +
+                  std::to_string(write_timeout_.count()) + " ms (write_timeout)");
+  }
+
+  // Renders what is due (the head if not sent, the buffered bytes, the last
+  // chunk when `last`) and sends it with no lock held, waiting for the
+  // client with no thread.
+  coro<void> async_send(bool last) {
+    std::string out;
+    {
+      const std::unique_lock lock = take_turn();
+      out = render_locked(last);
+      sending_ = true;
+    }
+    const end_of_send ended{*this};
+    co_await send_bytes_async(out);
+  }
+
+  // Sends `out` within write_timeout: what the socket takes at once, then
+  // the rest as the client reads.
+  coro<void> send_bytes_async(std::string_view out) {
+    out.remove_prefix(detail::send_now(fd_, out));
+    if (out.empty()) co_return;
+    cancel_scope limit(write_timeout_);
+    try {
+      co_await sock_->async_write_all(std::as_bytes(std::span(out.data(), out.size())));
+    } catch (const cancelled&) {
+      if (limit.reason() != stop_reason::deadline_exceeded) throw;
+      const std::lock_guard lock(mutex_);
+      aborted_ = true;
+      throw_write_timed_out();
+    } catch (const io::io_error& e) {
+      throw io_error("write", e.code());
     }
   }
 
@@ -4174,7 +4286,13 @@ class response_writer {
     return user;
   }
 
-  void send_locked(bool last) {
+  void send_locked(bool last) { send_bytes_locked(render_locked(last)); }
+
+  // The bytes of the response that are due now: the head when it was not
+  // sent, the buffered body bytes in the response's framing, and with
+  // `last` its end. Throws io_error on an aborted response and
+  // invalid_request for a head it cannot send.
+  std::string render_locked(bool last) {
     if (aborted_)
       throw io_error("response aborted", std::make_error_code(std::errc::connection_aborted));
     std::string out;
@@ -4229,13 +4347,16 @@ class response_writer {
       out.append(buffer_);
     }
     buffer_.clear();
-    send_bytes_locked(out);
+    return out;
   }
 
   static constexpr int min_status = 200;  // 1xx are interim: never a handler's final answer
   static constexpr int max_status = 599;  // the last class RFC 9110 15 defines
   enum class mode : unsigned char { none, length, chunked, until_close };
-  mutable std::mutex mutex_;  // guards everything below
+  mutable std::mutex mutex_;      // guards everything below
+  std::condition_variable turn_;  // a send in flight ended
+  bool sending_ = false;          // an async send is in flight, with no lock held
+  io::socket* sock_;
   int fd_;
   std::stop_token token_;
   bool head_request_;
@@ -4304,7 +4425,7 @@ class response_writer {
 #include <vector>
 
 // ---- leash/http/server.hpp ----
-// leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are nursery tasks.
+// leash/http/server.hpp: a minimal HTTP/1.1 server whose connections are coroutine tasks.
 // Prevents: Go servers whose per-connection goroutines and request values
 // outlive a shutdown (gorilla/context's global map grew forever); here every
 // connection is a task of the server's nursery, and request values live in
@@ -4323,10 +4444,22 @@ class response_writer {
 //   ... clients talk to 127.0.0.1:srv.port() ...
 //   srv.shutdown(2s);  // stop accepting; finish in-flight requests; then cancel
 //
-// One task runs in `n` (the accept loop); it opens the server's own nursery,
-// where each connection is one task (a detail::server_connection) that reads
-// a request, calls the handler, writes the response, and waits for the next
-// (keep-alive). A response is
+// A coroutine handler is awaited on the connection's task and waits with no
+// thread (`co_await w.async_write(...)`, `co_await req.body().async_read(buf)`):
+//
+//   leash::http::server srv(n, [](leash::http::server_request& req,
+//                                 leash::http::response_writer& w) -> leash::coro<> {
+//     co_await w.async_write("hello " + std::string(req.target()));
+//   });
+//
+// One coroutine task runs in `n` (the accept task); it opens the server's
+// own nursery, where each connection is one coroutine task (a
+// detail::server_connection) that reads a request, calls the handler,
+// writes the response, and waits for the next (keep-alive). A connection
+// waiting for its client costs its buffers and a frame, no thread. A plain
+// handler may block in anything (a lock, a database, a body read): it runs
+// on the connection's task after the task's worker was handed to another
+// thread, so it holds a thread while it runs, and only then. A response is
 // framed by Content-Length when the handler returns before anything was
 // flushed, otherwise chunked (HTTP/1.1) or delimited by close (HTTP/1.0).
 // A request body (Content-Length or chunked) is a leash::body read from the
@@ -4336,12 +4469,12 @@ class response_writer {
 // a longer one closes the connection. A response write that stalls longer
 // than write_timeout (a client that stopped reading) ends the connection.
 // A request head must arrive within header_timeout of its first byte (408
-// and close otherwise: a slowloris is cut). The accept loop waits in one
-// epoll set holding the listener and every connection whose handler runs: a
-// client that closes or resets its connection cancels its handler's scope
-// ("client disconnected"), with no thread per handler. At max_connections
-// the loop stops accepting until a connection ends; a failed accept is
-// counted and, out of fds or memory, followed by a short rest.
+// and close otherwise: a slowloris is cut). One epoll set holds every
+// connection whose handler runs, served by a coroutine task: a client that
+// closes or resets its connection cancels its handler's scope ("client
+// disconnected"), with no thread per handler. At max_connections the accept
+// loop waits until a connection ends; a failed accept is counted and, out
+// of fds or memory, followed by a short rest.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -4351,8 +4484,6 @@ class response_writer {
 // Thread-safe: shutdown(), port() and stats() from any thread; a
 // response_writer may be flushed from another thread while the handler runs.
 
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -4366,9 +4497,162 @@ class response_writer {
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <type_traits>
 #include <utility>
 
+// ---- leash/http/detail/disconnect_watcher.hpp ----
+// leash/http/detail/disconnect_watcher.hpp: cancels a server handler whose
+// client went away, as Go's Request.Context() does.
+//
+// One epoll set holds the connections whose handler runs. The set is itself
+// a socket of leash's reactor, and one coroutine task of the server serves
+// it (run()), so noticing a client that left costs no thread. A watched
+// connection whose peer reset it (EPOLLHUP, EPOLLERR) or closed it
+// (EPOLLRDHUP, once the request body was read: before that a half close may
+// still be followed by body bytes) has its scope cancelled with "client
+// disconnected". A pipelined request's bytes are never an event (no
+// EPOLLIN), and each connection fires at most once (EPOLLONESHOT).
+//
+// Thread-safe: watch/watch_eof/unwatch/stop from any thread; run() from one
+// coroutine task.
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+
+namespace leash::inline v0::http::detail {
+
+class disconnect_watcher {
+ public:
+  // Throws io_error when the kernel gives no epoll set or eventfd.
+  disconnect_watcher() : wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!wake_.valid()) throw_errno("leash::http::server: eventfd", errno);
+    const int epoll = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll < 0) throw_errno("leash::http::server: epoll", errno);
+    epoll_ = io::socket(epoll);  // readable whenever the set has an event
+    add(wake_.fd(), wake_id, EPOLLIN);
+  }
+
+  disconnect_watcher(const disconnect_watcher&) = delete;
+  disconnect_watcher& operator=(const disconnect_watcher&) = delete;
+
+  // Watches `fd` until unwatch(id); `scope` must outlive that. `eof_too`: a
+  // close by the peer counts (the request body was read).
+  std::uint64_t watch(int fd, cancel_scope& scope, bool eof_too) {
+    std::lock_guard lock(mutex_);
+    const std::uint64_t id = ++last_id_;
+    watched_.emplace(id, entry{fd, &scope, false});
+    arm(fd, id, eof_too, EPOLL_CTL_ADD);  // unwatched if the kernel refuses: never cancelled
+    return id;
+  }
+
+  // The request body of `id` was read to its end: a close by the peer counts now.
+  void watch_eof(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);
+    if (it != watched_.end() && !it->second.fired) arm(it->second.fd, id, true, EPOLL_CTL_MOD);
+  }
+
+  // Stops watching; true when the client went away (the scope was cancelled).
+  // The scope is never touched after this returns.
+  bool unwatch(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);
+    if (it == watched_.end()) return false;
+    ::epoll_ctl(fd(), EPOLL_CTL_DEL, it->second.fd, nullptr);
+    const bool fired = it->second.fired;
+    watched_.erase(it);
+    return fired;
+  }
+
+  // Serves the set's events until stop() (or a cancel of the calling task).
+  coro<void> run() {
+    io::detail::poll_desc& desc = io::socket_access::desc(epoll_);
+    while (!stopping_.load(std::memory_order_acquire)) {
+      serve_events();
+      if (stopping_.load(std::memory_order_acquire)) break;
+      co_await io::detail::slot_awaiter(desc.read, "http::server: watching for clients that left");
+    }
+  }
+
+  // Ends run(). Never blocks.
+  void stop() noexcept {
+    stopping_.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(wake_.fd(), &one, sizeof one);
+  }
+
+ private:
+  static constexpr std::uint64_t wake_id = 0;  // watch ids follow
+  static constexpr int batch = 64;             // events taken per epoll_wait
+
+  struct entry {
+    int fd;
+    cancel_scope* scope;
+    bool fired;  // the scope was cancelled
+  };
+
+  int fd() const noexcept { return epoll_.native_handle(); }
+
+  void add(int watched, std::uint64_t id, std::uint32_t events) {
+    epoll_event e{};
+    e.events = events;
+    e.data.u64 = id;
+    if (::epoll_ctl(fd(), EPOLL_CTL_ADD, watched, &e) != 0) {
+      throw_errno("leash::http::server: epoll_ctl", errno);
+    }
+  }
+
+  // One-shot: a connection fires once, then stays quiet until unwatched.
+  void arm(int watched, std::uint64_t id, bool eof_too, int op) {
+    epoll_event e{};
+    e.events = EPOLLONESHOT | (eof_too ? EPOLLRDHUP : 0u);  // EPOLLHUP, EPOLLERR: always
+    e.data.u64 = id;
+    (void)::epoll_ctl(fd(), op, watched, &e);
+  }
+
+  // Takes every pending event without blocking: the reactor reports the set
+  // edge-triggered, so it is emptied before the next wait.
+  void serve_events() {
+    epoll_event events[batch];
+    for (;;) {
+      const int n = ::epoll_wait(fd(), events, batch, 0);
+      for (int i = 0; i < n; ++i) {
+        const std::uint64_t id = events[i].data.u64;
+        if (id == wake_id) {
+          std::uint64_t count = 0;
+          (void)!::read(wake_.fd(), &count, sizeof count);
+        } else {
+          cancel(id);
+        }
+      }
+      if (n < batch && !(n < 0 && errno == EINTR)) return;
+    }
+  }
+
+  void cancel(std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    const auto it = watched_.find(id);  // gone: the event was for an unwatched connection
+    if (it == watched_.end() || it->second.fired) return;
+    it->second.fired = true;
+    it->second.scope->cancel("client disconnected");
+  }
+
+  socket wake_;       // stop() rings it
+  io::socket epoll_;  // the set, registered with the reactor
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;  // guards the fields below
+  std::uint64_t last_id_ = wake_id;
+  std::unordered_map<std::uint64_t, entry> watched_;
+};
+
+}  // namespace leash::inline v0::http::detail
 // ---- leash/http/detail/request_body.hpp ----
 // leash/http/detail/request_body.hpp: a server request's body, read from the
 // connection while the handler asks for it.
@@ -4952,141 +5236,6 @@ struct server_stats {
 
 namespace detail {
 
-// The accept loop's epoll set: the listener, a wake-up eventfd, and the
-// connections whose handler runs. Through it the accept loop also cancels
-// handlers whose clients went away, as Go's Request.Context(), so that no
-// handler needs a thread of its own to notice. A watched connection whose
-// peer reset it (EPOLLHUP, EPOLLERR) or closed it (EPOLLRDHUP, once the
-// request body was read: before that a half close may still be followed by
-// body bytes) has its scope cancelled with "client disconnected". A
-// pipelined request's bytes are never an event (no EPOLLIN). Thread-safe:
-// watch/watch_eof/unwatch/wake from any thread, wait() from the accept loop.
-class accept_poller {
- public:
-  // Throws io_error when the kernel gives no epoll set or eventfd.
-  explicit accept_poller(int listener)
-      : epoll_(::epoll_create1(EPOLL_CLOEXEC)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!epoll_.valid() || !wake_.valid()) throw_errno("leash::http::server: epoll", errno);
-    add(wake_.fd(), wake_id, EPOLLIN);
-    add(listener, listener_id, EPOLLIN);
-    listener_ = listener;
-  }
-
-  // Watches `fd` until unwatch(id); `scope` must outlive that. `eof_too`: a
-  // close by the peer counts (the request body was read).
-  std::uint64_t watch(int fd, cancel_scope& scope, bool eof_too) {
-    std::lock_guard lock(mutex_);
-    const std::uint64_t id = ++last_id_;
-    watched_.emplace(id, entry{fd, &scope, false});
-    arm(fd, id, eof_too, EPOLL_CTL_ADD);  // unwatched if the kernel refuses: never cancelled
-    return id;
-  }
-
-  // The request body of `id` was read to its end: a close by the peer counts now.
-  void watch_eof(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);
-    if (it != watched_.end() && !it->second.fired) arm(it->second.fd, id, true, EPOLL_CTL_MOD);
-  }
-
-  // Stops watching; true when the client went away (the scope was cancelled).
-  // The scope is never touched after this returns.
-  bool unwatch(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);
-    if (it == watched_.end()) return false;
-    ::epoll_ctl(epoll_.fd(), EPOLL_CTL_DEL, it->second.fd, nullptr);
-    const bool fired = it->second.fired;
-    watched_.erase(it);
-    return fired;
-  }
-
-  // Ends a wait() now (or the next one). Never blocks.
-  void wake() noexcept {
-    const std::uint64_t one = 1;
-    (void)!::write(wake_.fd(), &one, sizeof one);
-  }
-
-  // Waits for one batch of events and cancels the handlers whose clients
-  // left. True when `want_listener` and the listener has a connection to
-  // accept; false after a wake() or a hangup. Throws io_error.
-  bool wait(bool want_listener) {
-    listen(want_listener);
-    epoll_event events[batch];
-    const int n = ::epoll_wait(epoll_.fd(), events, batch, -1);
-    if (n < 0 && errno != EINTR) throw_errno("leash::http::server: epoll_wait", errno);
-    bool acceptable = false;
-    for (int i = 0; i < n; ++i) {
-      const std::uint64_t id = events[i].data.u64;
-      if (id == wake_id) {
-        std::uint64_t count = 0;
-        (void)!::read(wake_.fd(), &count, sizeof count);
-      } else if (id == listener_id) {
-        acceptable = want_listener;
-      } else {
-        cancel(id);
-      }
-    }
-    return acceptable;
-  }
-
- private:
-  static constexpr std::uint64_t wake_id = 0;
-  static constexpr std::uint64_t listener_id = 1;  // watch ids follow
-  static constexpr int batch = 64;                 // events taken per epoll_wait
-
-  struct entry {
-    int fd;
-    cancel_scope* scope;
-    bool fired;  // the scope was cancelled
-  };
-
-  void add(int fd, std::uint64_t id, std::uint32_t events) {
-    epoll_event e{};
-    e.events = events;
-    e.data.u64 = id;
-    if (::epoll_ctl(epoll_.fd(), EPOLL_CTL_ADD, fd, &e) != 0) {
-      throw_errno("leash::http::server: epoll_ctl", errno);
-    }
-  }
-
-  // A listener with a pending connection (or shut down) stays ready: it
-  // leaves the set while the accept loop waits for a free slot or for the
-  // last connections.
-  void listen(bool want) {
-    if (want == listening_) return;
-    epoll_event e{};
-    e.events = EPOLLIN;
-    e.data.u64 = listener_id;
-    ::epoll_ctl(epoll_.fd(), want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, listener_, &e);
-    listening_ = want;
-  }
-
-  // One-shot: a connection fires once, then stays quiet until unwatched.
-  void arm(int fd, std::uint64_t id, bool eof_too, int op) {
-    epoll_event e{};
-    e.events = EPOLLONESHOT | (eof_too ? EPOLLRDHUP : 0u);  // EPOLLHUP, EPOLLERR: always
-    e.data.u64 = id;
-    (void)::epoll_ctl(epoll_.fd(), op, fd, &e);
-  }
-
-  void cancel(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    const auto it = watched_.find(id);  // gone: the event was for an unwatched connection
-    if (it == watched_.end() || it->second.fired) return;
-    it->second.fired = true;
-    it->second.scope->cancel("client disconnected");
-  }
-
-  socket epoll_;
-  socket wake_;
-  int listener_ = -1;
-  bool listening_ = true;  // the listener's EPOLLIN is on (accept loop only)
-  std::mutex mutex_;       // guards the fields below
-  std::uint64_t last_id_ = listener_id;
-  std::unordered_map<std::uint64_t, entry> watched_;
-};
-
 // A request body that says when it was read to its end (then a close by the
 // client means it left, not that it finished sending).
 class end_aware_body final : public body_source {
@@ -5113,11 +5262,19 @@ struct connection_counters {
   std::atomic<std::uint64_t> client_disconnects{0};  // handlers cancelled: their client left
 };
 
+// A server's handler: a plain function, called on the connection's task
+// after handing the task's worker to another thread (it may block in
+// anything), or a coroutine, awaited there. Exactly one is set.
+struct handlers {
+  std::function<void(server_request&, response_writer&)> plain;
+  std::function<coro<void>(server_request&, response_writer&)> coroutine;
+};
+
 // What a connection uses of its server, which outlives every connection.
 struct connection_env {
   const server_options& options;
-  const std::function<void(server_request&, response_writer&)>& handler;
-  accept_poller& poller;              // cancels a handler whose client left
+  const handlers& handler;
+  disconnect_watcher& watcher;        // cancels a handler whose client left
   std::stop_token idle_end;           // stopped by shutdown(): a connection waiting for a
                                       // request ends
   const std::atomic<bool>& stopping;  // shutdown() began: responses end their connection
@@ -5127,16 +5284,17 @@ struct connection_env {
 // One client connection of a server, from its accept to its close: reads a
 // request head, makes the request and its writer, runs the handler, finishes
 // the response, and does it again while keep-alive lasts (run()). Runs on the
-// connection's task; its stop token (the server's shutdown or a cancelled
-// parent) stops every wait. Not copyable.
+// connection's coroutine task, which waits for the client with no thread;
+// its stop token (the server's shutdown or a cancelled parent) stops every
+// wait. Not copyable.
 class server_connection {
  public:
   // Takes over `s`; call from the connection's task.
-  server_connection(const connection_env& env, socket s)
+  server_connection(const connection_env& env, io::socket s)
       : env_(env),
         socket_(std::move(s)),
         token_(this_task::stop_token()),
-        peer_(peer_address_of(socket_.fd())) {}
+        peer_(peer_address_of(fd())) {}
 
   server_connection(const server_connection&) = delete;
   server_connection& operator=(const server_connection&) = delete;
@@ -5145,8 +5303,8 @@ class server_connection {
   // shutdown between requests, after an error answer (400, 408, 413, 431,
   // 500, 504), when the client left, or after a response that ends it.
   // Throws what a failed error answer throws (io_error, timeout, cancelled).
-  void run() {
-    for (bool first = true; serve_request(first); first = false) {
+  coro<void> run() {
+    for (bool first = true; co_await serve_request(first); first = false) {
     }
   }
 
@@ -5204,40 +5362,44 @@ class server_connection {
     }
   };
 
+  int fd() const noexcept { return socket_.native_handle(); }
+
   // Reads, handles and answers one request; true when the connection then
   // waits for the next one.
-  bool serve_request(bool first) {
+  coro<bool> serve_request(bool first) {
     parsed_request head;
     std::size_t head_end = 0;
-    if (!read_request_head(first, head, head_end)) return false;
+    if (!co_await read_request_head(first, head, head_end)) co_return false;
     server_request req = make_request(head);
     response_writer w = make_writer(head, req);
     const count_write_timeout counted{w, env_.counters.write_timeouts};
     body_lease body(open_body(head, head_end, req, w), req, env_.options.drain_limit);
     const bool body_read = !head.chunked && head.content_length == 0;
-    if (!respond(req, w, body, body_read)) return false;
+    if (!co_await respond(req, w, body, body_read)) co_return false;
     ++env_.counters.requests;
-    return ready_for_next(body, w);
+    co_return co_await ready_for_next(body, w);
   }
 
   // Reads the next request head and parses it into `head` (its views point
   // into buf_, whose first `head_end` bytes it is). False when the connection
   // ends: quietly (EOF, idle timeout, shutdown), or after answering 431 (a
   // head over the limits), 400 (a malformed head) or 408 (too slow a head).
-  bool read_request_head(bool first, parsed_request& head, std::size_t& head_end) {
+  coro<bool> read_request_head(bool first, parsed_request& head, std::size_t& head_end) {
+    int status = 0;
     try {
-      if (!read_head(first, head_end)) return false;
+      if (!co_await read_head(first, head_end)) co_return false;
       parse_request_head(std::string_view(buf_).substr(0, head_end), env_.options.max_header_fields,
                          head);
-      return true;
+      co_return true;
     } catch (const limit_exceeded&) {
-      reply_error(431);
+      status = 431;
     } catch (const protocol_error&) {
-      reply_error(400);
+      status = 400;
     } catch (const head_timed_out&) {
-      reply_error(408);
+      status = 408;
     }
-    return false;
+    co_await reply_error(status);
+    co_return false;
   }
 
   // Where the head at the start of `buf` ends (after its empty line), or
@@ -5255,39 +5417,70 @@ class server_connection {
   // first byte, or from the accept for a connection's `first` request;
   // throws head_timed_out when that passed with part of a head received,
   // limit_exceeded for a head over max_header_bytes.
-  bool read_head(bool first, std::size_t& head_end) {
+  coro<bool> read_head(bool first, std::size_t& head_end) {
     const server_options& o = env_.options;
     bool timing_head = first || !buf_.empty();  // else: idle until the first byte
     auto deadline = leash::detail::deadline_after(timing_head ? o.header_timeout : o.idle_timeout);
     for (;;) {
       head_end = find_head_end(buf_);
-      if (head_end != std::string::npos && head_end <= o.max_header_bytes) return true;
+      if (head_end != std::string::npos && head_end <= o.max_header_bytes) co_return true;
       if (std::min(head_end, buf_.size()) > o.max_header_bytes) {
         throw limit_exceeded(limit::header_bytes, o.max_header_bytes);
       }
-      char tmp[read_chunk];
-      std::size_t got = 0;
-      const read_status st = read_more(tmp, got, deadline);
+      const read_status st = co_await read_more(deadline);
       if (st == read_status::timed_out && timing_head) {
         ++env_.counters.header_timeouts;
         if (!buf_.empty()) throw head_timed_out{};
       }
-      if (st != read_status::data) return false;
+      if (st != read_status::data) co_return false;
       if (!timing_head) {
         timing_head = true;
         deadline = leash::detail::deadline_after(o.header_timeout);
       }
-      buf_.append(tmp, got);
     }
   }
 
-  // One read of head bytes into `tmp`. While no byte of the request came
-  // (idle), a shutdown ends the wait (eof): never mid-request.
-  read_status read_more(char (&tmp)[read_chunk], std::size_t& got, clock::time_point deadline) {
-    if (!buf_.empty()) return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
-    const stop_guard idle(env_.idle_end, socket_.fd());
-    if (env_.idle_end.stop_requested()) return read_status::eof;
-    return read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_);
+  // Appends one read's bytes to buf_, waiting for them until `deadline`.
+  // While no byte of the request came (idle), a shutdown ends the wait
+  // (eof): never mid-request; and the connection keeps no read buffer.
+  coro<read_status> read_more(clock::time_point deadline) {
+    const bool idle = buf_.empty();
+    for (;;) {
+      if (idle && env_.idle_end.stop_requested()) co_return read_status::eof;
+      if (const std::optional<read_status> st = try_read()) co_return *st;
+      if (idle) buf_.shrink_to_fit();
+      if (!co_await wait_readable(deadline, idle)) {
+        co_return idle&& env_.idle_end.stop_requested() ? read_status::eof : read_status::timed_out;
+      }
+    }
+  }
+
+  // One read into buf_'s end without waiting; nullopt when nothing is there yet.
+  std::optional<read_status> try_read() {
+    const std::size_t old = buf_.size();
+    buf_.resize(old + read_chunk);
+    const ssize_t n = ::recv(fd(), buf_.data() + old, read_chunk, 0);
+    buf_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+    if (n > 0) return read_status::data;
+    if (n == 0) return read_status::eof;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
+    throw_errno("read", errno);
+  }
+
+  // Waits until the socket may be read; false when `deadline` passed or,
+  // `idle`, the server began its shutdown. A cancel of the connection's
+  // task throws cancelled.
+  coro<bool> wait_readable(clock::time_point deadline, bool idle) {
+    cancel_scope shutting_down(idle ? env_.idle_end : std::stop_token{});
+    cancel_scope timer(deadline);
+    try {
+      co_await io::detail::slot_awaiter(io::socket_access::desc(socket_).read,
+                                        "http::server: waiting for a request");
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+      co_return false;
+    }
+    co_return true;
   }
 
   // The request of `head` (whose fields move into it), from this
@@ -5298,8 +5491,8 @@ class server_connection {
 
   // The writer of `req`'s response: keep-alive when the client asked for it
   // and the server is not shutting down.
-  response_writer make_writer(const parsed_request& head, const server_request& req) const {
-    return response_writer(socket_.fd(), token_, req.method() == "HEAD", head.version.minor == 0,
+  response_writer make_writer(const parsed_request& head, const server_request& req) {
+    return response_writer(socket_, token_, req.method() == "HEAD", head.version.minor == 0,
                            head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
   }
 
@@ -5315,9 +5508,9 @@ class server_connection {
     }
     const server_options& o = env_.options;
     return std::make_shared<request_stream>(
-        socket_.fd(), buf_, head_end,
-        head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
-        parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
+        fd(), buf_, head_end, head.chunked ? body_framing::chunked : body_framing::content_length,
+        head.content_length, parser_limits{o.max_header_bytes, o.max_header_fields, 0},
+        std::move(on_first_read));
   }
 
   // Runs the handler and finishes its response. False when the connection
@@ -5325,63 +5518,72 @@ class server_connection {
   // finish failed (answered when nothing was sent yet: 413 for
   // body_too_large, 400 after a malformed body, 504 for a deadline of the
   // handler's own, else 500; nothing for the server's own cancel).
-  bool respond(server_request& req, response_writer& w, body_lease& body, bool body_read) {
+  coro<bool> respond(server_request& req, response_writer& w, body_lease& body, bool body_read) {
     bool client_left = false;
+    int status = 0;
     try {
-      run_handler(req, w, body.stream(), body_read, client_left);
-      if (client_left) return client_gone();
-      finish_response(req, w, body);
-      return true;
+      co_await run_handler(req, w, body.stream(), body_read, client_left);
+      if (client_left) co_return client_gone();
+      co_await finish_response(req, w, body);
+      co_return true;
     } catch (const cancelled& e) {
-      if (client_left) return client_gone();
+      if (client_left) co_return client_gone();
       (void)body.take_back();
       if (!token_.stop_requested() && untouched(w)) {
-        reply_error(dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500);
+        status = dynamic_cast<const deadline_exceeded*>(&e) != nullptr ? 504 : 500;
       }
     } catch (const body_too_large&) {
       (void)body.take_back();
-      if (untouched(w)) reply_error(413);
+      if (untouched(w)) status = 413;
     } catch (const std::exception&) {
       (void)body.take_back();
-      if (untouched(w)) reply_error(body.stream()->malformed() ? 400 : 500);
+      if (untouched(w)) status = body.stream()->malformed() ? 400 : 500;
     }
-    return false;
+    if (status != 0) co_await reply_error(status);
+    co_return false;
   }
 
   // Calls the handler in a scope that the client leaving cancels ("client
   // disconnected"); `client_left` says whether it did, also when the handler
   // throws. `body_read`: the request has no body, so a close by the client
   // means it left from the start.
-  void run_handler(server_request& req, response_writer& w,
-                   const std::shared_ptr<request_stream>& stream, bool body_read,
-                   bool& client_left) {
+  coro<void> run_handler(server_request& req, response_writer& w,
+                         const std::shared_ptr<request_stream>& stream, bool body_read,
+                         bool& client_left) {
     cancel_scope scope;
     struct unwatch_on_exit {
-      accept_poller& poller;
+      disconnect_watcher& watcher;
       std::uint64_t id;
       bool& left;
-      ~unwatch_on_exit() { left = poller.unwatch(id); }
-    } watched{env_.poller, env_.poller.watch(socket_.fd(), scope, body_read), client_left};
+      ~unwatch_on_exit() { left = watcher.unwatch(id); }
+    } watched{env_.watcher, env_.watcher.watch(fd(), scope, body_read), client_left};
     req.attach_body(leash::body(std::make_unique<end_aware_body>(
         std::make_unique<request_body_source>(stream),
-        [&poller = env_.poller, id = watched.id] { poller.watch_eof(id); })));
-    env_.handler(req, w);
+        [&watcher = env_.watcher, id = watched.id] { watcher.watch_eof(id); })));
+    if (env_.handler.coroutine) {
+      co_await env_.handler.coroutine(req, w);
+    } else {
+      // A plain handler may block in anything (a lock, a database): the
+      // worker goes on with other tasks on another thread meanwhile.
+      const leash::detail::blocking_region blocking;
+      env_.handler.plain(req, w);
+    }
   }
 
   // The handler returned: its request's values go, the body comes back, and
   // the response ends ("Connection: close" when an unread tail will not be
   // read: a broken body, or one over drain_limit).
-  void finish_response(server_request& req, response_writer& w, body_lease& body) {
+  coro<void> finish_response(server_request& req, response_writer& w, body_lease& body) {
     req.values().clear();  // gone before the client has the whole response
     const rest left = body.take_back();
-    w.finish(left == rest::broken || left == rest::too_big);
+    co_await w.async_finish(left == rest::broken || left == rest::too_big);
   }
 
   // After a finished response: drains the body's unread tail (at most
   // drain_limit, within drain_timeout) and says whether the connection
   // carries the next request. A tail not drained ends it with a lingering
   // close.
-  bool ready_for_next(body_lease& body, const response_writer& w) {
+  coro<bool> ready_for_next(body_lease& body, const response_writer& w) {
     const server_options& o = env_.options;
     const rest left = body.take_back();
     const bool clean = left == rest::none ||
@@ -5389,11 +5591,11 @@ class server_connection {
                         body.stream()->drain(
                             o.drain_limit, leash::detail::deadline_after(o.drain_timeout), token_));
     if (!clean) {
-      linger_close();
-      return false;
+      co_await linger_close();
+      co_return false;
     }
     body.stream()->release();
-    return w.keeps_connection();
+    co_return w.keeps_connection();
   }
 
   bool client_gone() {
@@ -5405,27 +5607,36 @@ class server_connection {
   static bool untouched(const response_writer& w) { return !w.head_sent() && !w.aborted(); }
 
   // Answers `status` with no body and ends the connection.
-  void reply_error(int status) {
+  coro<void> reply_error(int status) {
     const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
                             response_writer::reason_phrase(status) +
                             "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    write_all(socket_.fd(), out, leash::detail::deadline_after(env_.options.write_timeout), token_);
-    linger_close();
+    const std::size_t sent = send_now(fd(), out);
+    if (sent < out.size()) {
+      cancel_scope limit(env_.options.write_timeout);
+      const std::string_view rest = std::string_view(out).substr(sent);
+      co_await socket_.async_write_all(std::as_bytes(std::span(rest.data(), rest.size())));
+    }
+    co_await linger_close();
   }
 
   // Ends the connection without a reset that could destroy the last
   // response (Go's closeWriteAndWait): closing with unread request bytes
   // would send a reset that can destroy the reply before the client reads
   // it. Reads and drops up to linger_reads reads for at most linger_time.
-  void linger_close() {
-    ::shutdown(socket_.fd(), SHUT_WR);
-    const auto deadline = leash::detail::deadline_after(linger_time);
-    char tmp[read_chunk];
-    std::size_t got = 0;
-    for (int i = 0; i < linger_reads; ++i) {
-      if (read_some(socket_.fd(), tmp, sizeof tmp, got, deadline, token_) != read_status::data) {
-        break;
+  coro<void> linger_close() {
+    ::shutdown(fd(), SHUT_WR);
+    buf_.clear();
+    cancel_scope limit(linger_time);
+    try {
+      for (int i = 0; i < linger_reads; ++i) {
+        if (co_await read_more(clock::time_point::max()) != read_status::data) break;
+        buf_.clear();
       }
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+    } catch (const std::exception&) {
+      // a reset: the client is gone; nothing to linger for
     }
   }
 
@@ -5449,7 +5660,7 @@ class server_connection {
   }
 
   connection_env env_;
-  socket socket_;
+  io::socket socket_;
   std::stop_token token_;  // the connection task's
   std::string peer_;       // "ip:port" of the client
   std::string buf_;        // bytes read and not yet consumed; the next head starts it
@@ -5460,15 +5671,20 @@ class server_connection {
 class server {
  public:
   using handler = std::function<void(server_request&, response_writer&)>;
+  using coro_handler = std::function<coro<void>(server_request&, response_writer&)>;
 
   // Listens at once (throws io_error), then runs the accept loop as a task
-  // of `n` and returns once it runs. The server must be destroyed before `n` is (it joins its
-  // task).
-  server(nursery& n, handler h, server_options options = {})
-      : handler_(std::move(h)), options_(std::move(options)) {
+  // of `n` and returns once it runs. `h` is a plain function, called as
+  // h(req, w) on the connection's task, or a coroutine function returning
+  // coro<void>, awaited there. The server must be destroyed before `n` is
+  // (it joins its task).
+  template <class H>
+  server(nursery& n, H&& h, server_options options = {}) : options_(std::move(options)) {
+    set_handler(std::forward<H>(h));
     listen();
-    task_ = n.spawn(options_.name, [this] { serve(); });
+    task_ = n.spawn(options_.name, [this] { return serve(); });
     if (!task_.done()) {  // returns with the accept loop running (stats, leak counts)
+      const leash::detail::blocking_region blocking;
       std::unique_lock lock(mutex_);
       done_cv_.wait(lock, [&] { return started_; });
     }
@@ -5489,12 +5705,13 @@ class server {
   template <class Rep, class Period>
   void shutdown(std::chrono::duration<Rep, Period> grace) {
     const auto deadline = leash::detail::deadline_after(grace);
+    const leash::detail::blocking_region blocking;
     {
       std::unique_lock lock(mutex_);
       if (!stopping_) {
         stopping_ = true;
-        ::shutdown(listener_.fd(), SHUT_RDWR);  // refuses new connects
-        poller_->wake();                        // the accept loop sees stopping_
+        ::shutdown(listener_.native_handle(), SHUT_RDWR);  // refuses new connects
+        if (accepting_ != nullptr) accepting_->cancel("http::server: shutdown");
       }
     }
     drain_.request_stop();  // wakes connections waiting for a next request
@@ -5536,6 +5753,23 @@ class server {
   // request head of the default size limit.
   static constexpr std::size_t refused_read_bytes = 64 * 1024;
 
+  template <class H>
+  void set_handler(H&& h) {
+    using fn = std::decay_t<H>;
+    static_assert(std::is_invocable_v<fn&, server_request&, response_writer&>,
+                  "leash::http::server: the handler must be callable as "
+                  "h(leash::http::server_request&, leash::http::response_writer&)");
+    using result = std::invoke_result_t<fn&, server_request&, response_writer&>;
+    static_assert(std::is_void_v<result> || std::is_same_v<result, coro<void>>,
+                  "leash::http::server: the handler must return void (a plain function) or "
+                  "leash::coro<void> (a coroutine)");
+    if constexpr (std::is_void_v<result>) {
+      handler_.plain = std::forward<H>(h);
+    } else {
+      handler_.coroutine = std::forward<H>(h);
+    }
+  }
+
   // The bound address of options_.host (numeric; brackets allowed around IPv6).
   sockaddr_storage listen_address(socklen_t& len) const {
     std::string host = options_.host;
@@ -5567,29 +5801,29 @@ class server {
   void listen() {
     socklen_t len = 0;
     sockaddr_storage addr = listen_address(len);
-    listener_ =
-        detail::socket(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!listener_.valid()) detail::throw_errno("socket", errno);
+    detail::socket fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) detail::throw_errno("socket", errno);
     const int one = 1;
-    ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd.fd(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (addr.ss_family == AF_INET6) {  // "::" takes IPv4 clients too, whatever the sysctl says
       const int zero = 0;
-      ::setsockopt(listener_.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+      ::setsockopt(fd.fd(), IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     }
-    if (::bind(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(listener_.fd(), backlog()) != 0) {
+    if (::bind(fd.fd(), reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(fd.fd(), backlog()) != 0) {
       detail::throw_errno("listen on " + options_.host, errno);
     }
-    poller_.emplace(listener_.fd());
     len = sizeof addr;
-    ::getsockname(listener_.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
+    ::getsockname(fd.fd(), reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
                                              : reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    listener_ = io::socket(fd.release());
   }
 
-  void serve() {
-    nursery conns({.name = options_.name + " connections"});
-    // Whatever ends this function, shutdown() must never see `conns` after it.
+  // The accept task: the connections' nursery, the watcher of clients that
+  // leave, the accept loop; then the last connections' end.
+  coro<void> serve() {
+    // Whatever ends this task, shutdown() must never see the nursery after it.
     struct publish_done {
       server& self;
       ~publish_done() {
@@ -5599,52 +5833,67 @@ class server {
         self.done_cv_.notify_all();
       }
     } done_on_exit{*this};
+    try {
+      co_await run_nursery({.name = options_.name + " connections"},
+                           [this](nursery& conns) { return serve_in(conns); });
+    } catch (const cancelled&) {
+      // The accept task was cancelled: every connection was, and ended.
+    }
+  }
+
+  coro<void> serve_in(nursery& conns) {
     {
       std::lock_guard lock(mutex_);
       conns_ = &conns;
       started_ = true;
       done_cv_.notify_all();
     }
-    const std::stop_token token = this_task::stop_token();
-    {
-      auto ring = [this] { poller_->wake(); };
-      std::stop_callback<decltype(ring)> on_stop(token, ring);
-      while (accept_next(conns, token)) {
+    conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
+    co_await accept_loop(conns);
+    ::shutdown(listener_.native_handle(), SHUT_RDWR);  // later connects are refused, not queued
+    while (connections_.load() > 0) {
+      co_await io::detail::slot_awaiter(freed_, "http::server: waiting for the last connections");
+    }
+    watcher_.stop();
+  }
+
+  // Accepts connections and spawns their tasks until shutdown() cancels it.
+  coro<void> accept_loop(nursery& conns) {
+    cancel_scope accepting;
+    struct unpublish {
+      server& self;
+      ~unpublish() {
+        std::lock_guard lock(self.mutex_);
+        self.accepting_ = nullptr;
       }
-      ::shutdown(listener_.fd(), SHUT_RDWR);  // later connects are refused, not queued
-      watch_until_connections_end();
+    } published{*this};
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) co_return;
+      accepting_ = &accepting;
     }
     try {
-      conns.wait();
-    } catch (...) {
+      // A listener shut down by shutdown() fails every accept at once: the
+      // scope's stop is checked, not only seen at a wait.
+      while (!accepting.stop_requested()) {
+        co_await wait_for_room();
+        const int fd = co_await accept_one();
+        if (fd >= 0) spawn_connection(conns, fd);
+      }
+    } catch (const cancelled&) {
+      if (accepting.reason() != stop_reason::cancelled) throw;  // not shutdown(): the task's cancel
     }
   }
 
-  // Accepts one connection and spawns its task; false when the loop ends
-  // (shutdown, or the accept task was cancelled).
-  bool accept_next(nursery& conns, const std::stop_token& token) {
-    if (!wait_acceptable(token)) return false;
-    const int fd = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return accept_failed(errno);
-    ++accepted_;
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    spawn_connection(conns, fd);
-    return true;
-  }
-
-  // Waits until a connection can be accepted: one is pending and fewer than
-  // max_connections run. Serves hangups meanwhile. False on shutdown or cancel.
-  bool wait_acceptable(const std::stop_token& token) {
+  // Waits while max_connections connections run.
+  coro<void> wait_for_room() {
     bool paused = false;
-    for (;;) {
-      if (token.stop_requested() || stopping()) return false;
-      const bool room = has_room();
-      if (!room && !paused) {
+    while (!has_room()) {
+      if (!paused) {
         paused = true;
         ++accept_paused_;
       }
-      if (poller_->wait(room)) return true;
+      co_await io::detail::slot_awaiter(freed_, "http::server: at max_connections");
     }
   }
 
@@ -5653,51 +5902,61 @@ class server {
            static_cast<std::size_t>(connections_.load()) < options_.max_connections;
   }
 
-  // Counts a failed accept; backs off when out of fds or memory. False when
-  // cancelled while backing off.
-  bool accept_failed(int err) {
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return true;
-    last_accept_error_ = err;  // first: a reader that sees the count sees the errno too
-    ++accept_errors_;
-    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) return true;
-    try {
-      this_task::sleep_for(accept_backoff);
-    } catch (const cancelled&) {
-      return false;
+  // The next connection's fd (non-blocking), or -1 after a failed accept
+  // (counted; out of fds or memory, followed by a short rest).
+  coro<int> accept_one() {
+    for (;;) {
+      const int fd =
+          ::accept4(listener_.native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        ++accepted_;
+        const int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        co_return fd;
+      }
+      const int err = errno;
+      if (err == EINTR) continue;
+      if (err == EINVAL) co_return -1;  // shut down by shutdown(): not a failed accept
+      if (err != EAGAIN && err != EWOULDBLOCK) {
+        co_await accept_failed(err);
+        co_return -1;
+      }
+      co_await io::detail::slot_awaiter(io::socket_access::desc(listener_).read,
+                                        "http::server: accepting");
     }
-    return true;
   }
 
-  // After the accept loop: handlers whose clients leave are still cancelled
-  // while the last connections finish.
-  void watch_until_connections_end() {
-    while (connections_.load() > 0) {
-      try {
-        (void)poller_->wait(false);  // connection_ended() wakes it
-      } catch (const io_error&) {
-        return;  // conns.wait() still joins them
-      }
+  // Counts a failed accept; rests when out of fds or memory.
+  coro<void> accept_failed(int err) {
+    last_accept_error_ = err;  // first: a reader that sees the count sees the errno too
+    ++accept_errors_;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      co_await this_task::async_sleep_for(accept_backoff);
     }
   }
 
   // Runs the connection's task. When no task can be started for it (out of
-  // threads), the client is answered 503 and the accept loop goes on; the
+  // memory), the client is answered 503 and the accept loop goes on; the
   // connection count stays exact either way.
   void spawn_connection(nursery& conns, int fd) {
     ++connections_;
     try {
-      conns.spawn("http::server connection", [this, fd] {
-        try {
-          detail::server_connection(connection_env(), detail::socket(fd)).run();
-        } catch (...) {
-        }
-        connection_ended();
-      });
+      conns.spawn("http::server connection", [this, fd] { return run_connection(fd); });
     } catch (...) {
       ++connections_refused_;
       refuse_connection(fd);
       connection_ended();
     }
+  }
+
+  coro<void> run_connection(int fd) {
+    try {
+      detail::server_connection c(connection_env(), io::socket(fd));
+      co_await c.run();
+    } catch (...) {
+      // The connection is over; its task never fails the server.
+    }
+    connection_ended();
   }
 
   // Best effort, never blocking the accept loop: takes what the client sent
@@ -5716,22 +5975,21 @@ class server {
 
   void connection_ended() {
     --connections_;
-    poller_->wake();  // a slot is free; or the last connection ended
+    freed_.set_ready();  // a slot is free; or the last connection ended
   }
-
-  bool stopping() const { return stopping_.load(); }
 
   // What every connection uses of the server.
   detail::connection_env connection_env() {
-    return {options_, handler_, *poller_, drain_.get_token(), stopping_, counters_};
+    return {options_, handler_, watcher_, drain_.get_token(), stopping_, counters_};
   }
 
-  handler handler_;
+  detail::handlers handler_;
   server_options options_;
-  detail::socket listener_;
-  std::optional<detail::accept_poller> poller_;  // made by listen(), with the listener
+  io::socket listener_;
   std::uint16_t port_ = 0;
-  std::stop_source drain_;  // stopped by shutdown(): idle connections end
+  detail::disconnect_watcher watcher_;
+  io::detail::ready_slot freed_;  // a connection ended (the accept task waits on it)
+  std::stop_source drain_;        // stopped by shutdown(): idle connections end
   std::atomic<std::uint64_t> accepted_{0};
   std::atomic<std::int64_t> connections_{0};
   std::atomic<std::uint64_t> accept_paused_{0};
@@ -5746,7 +6004,8 @@ class server {
                                        // under mutex_, read by connections without it)
   bool done_ = false;                  // the accept task finished, every connection ended
   nursery* conns_ = nullptr;           // the connections' nursery while it exists
-  task<void> task_;                    // the accept loop, in the caller's nursery
+  cancel_scope* accepting_ = nullptr;  // the accept loop's scope while it accepts
+  task<void> task_;                    // the accept task, in the caller's nursery
 };
 
 }  // namespace leash::inline v0::http
