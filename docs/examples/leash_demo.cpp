@@ -176,7 +176,7 @@ std::size_t open_idle(leash::nursery& clients, std::uint16_t port, std::size_t c
       clients.spawn("idle client", [&] { return hold_idle(port, answered); });
     }
     for (std::size_t i = 0; i < batch; ++i) {
-      ok += *answered.recv() ? 1 : 0;
+      ok += *answered.recv() ? 1u : 0u;
     }
   }
   return ok;

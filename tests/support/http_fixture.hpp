@@ -12,6 +12,7 @@
 #include <leash/cancel.hpp>
 #include <leash/detail/wait.hpp>
 #include <leash/http/transport.hpp>
+#include <leash/io/reactor.hpp>
 #include <leash/leak_check.hpp>
 #include <leash/runtime.hpp>
 #include <mutex>
@@ -28,7 +29,10 @@ using leash_test::eventually;  // for fd counts, stats and other states with no 
 using leash_test::scaled;
 
 // Open file descriptors of this process.
+// Open fds of the process. The I/O reactor is started first: its two fds
+// (epoll set, wake-up) are opened once per process at first use and kept.
 inline int fd_count() {
+  (void)leash::io::detail::reactor::instance();
   int n = 0;
   if (DIR* d = ::opendir("/proc/self/fd")) {
     while (dirent* e = ::readdir(d))

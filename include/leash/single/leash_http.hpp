@@ -5614,8 +5614,8 @@ class server_connection {
     const std::size_t sent = send_now(fd(), out);
     if (sent < out.size()) {
       cancel_scope limit(env_.options.write_timeout);
-      const std::string_view rest = std::string_view(out).substr(sent);
-      co_await socket_.async_write_all(std::as_bytes(std::span(rest.data(), rest.size())));
+      const std::string_view unsent = std::string_view(out).substr(sent);
+      co_await socket_.async_write_all(std::as_bytes(std::span(unsent.data(), unsent.size())));
     }
     co_await linger_close();
   }
@@ -5842,13 +5842,13 @@ class server {
   }
 
   coro<void> serve_in(nursery& conns) {
+    conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
     {
       std::lock_guard lock(mutex_);
       conns_ = &conns;
-      started_ = true;
+      started_ = true;  // the constructor returns with the accept task's tasks all started
       done_cv_.notify_all();
     }
-    conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
     co_await accept_loop(conns);
     ::shutdown(listener_.native_handle(), SHUT_RDWR);  // later connects are refused, not queued
     while (connections_.load() > 0) {
