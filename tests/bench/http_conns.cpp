@@ -13,6 +13,12 @@
 //       p50 / p99 of connect + answer
 //   http_conns_wrk_256c / _1000c  wrk -t2 keep-alive GETs for a few seconds:
 //       req/s, and the server's threads and RSS halfway through
+//   http_conns_slowloris_2k  2 000 connections each send a partial request
+//       head, then one more header byte every -slow_pace_ms, until the server
+//       closes them (its header timeout, -header_timeout_ms for both servers);
+//       meanwhile a fresh connect + GET + answer every ~10 ms: how many slow
+//       connections the server closed and when (p50 / max after their
+//       connect), fresh p50 / p99, and the server's peak threads and RSS
 //
 // Every scenario starts a fresh server process and kills it afterwards.
 // leash's server is forked from this process (which has no thread then); Go's
@@ -28,12 +34,20 @@
 // byte of its answer, so the order of issue does not count against it. The
 // BENCH line gives the time to issue all connects and the client's CPU time.
 //
+// The slowloris row is one epoll loop too: the partial heads go out as the
+// connections become writable, the paced bytes on a timer, a close is seen as
+// the end of stream (or a reset) on a slow connection, and the fresh requests
+// are blocking calls made between two looks at the events. It ends when every
+// slow connection was closed or after the header timeout plus one pace plus a
+// margin, whichever comes first; connections still open then are reported.
+//
 // RLIMIT_NOFILE is raised soft to hard and reported; the idle rows are clamped
 // to what it allows. The leash server's threads are capped so that a share of
 // the machine's PIDs stays free; beyond the cap it answers 503, which counts as
 // failed connections. A failed row prints "FAILED ..." and the next row runs.
 //
 //   bench_http_conns [-conns 10000] [-fresh 200] [-burst 2000] [-wrk_seconds 3]
+//                    [-slow_conns 2000] [-slow_pace_ms 5000] [-header_timeout_ms 10000]
 //                    [-leash_max_threads N]  (default: one per connection, PIDs allowing)
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -289,14 +303,23 @@ std::uint16_t read_port(int fd) {
   return static_cast<std::uint16_t>(std::atoi(line.c_str()));
 }
 
-[[noreturn]] void run_leash_server(int report_fd, std::size_t max_threads) {
+// What both servers are started with.
+struct server_settings {
+  std::size_t leash_max_threads = 0;
+  long header_timeout_ms = 10'000;  // leash's header_timeout, Go's ReadHeaderTimeout
+};
+
+[[noreturn]] void run_leash_server(int report_fd, const server_settings& settings) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  leash::runtime::configure({.max_threads = max_threads});
+  leash::runtime::configure({.max_threads = settings.leash_max_threads});
   leash::nursery n;
-  leash::http::server srv(n, [](leash::http::server_request&, leash::http::response_writer& w) {
-    w.headers().set("Content-Type", "text/plain");
-    w.write(answer_body);
-  });
+  leash::http::server srv(
+      n,
+      [](leash::http::server_request&, leash::http::response_writer& w) {
+        w.headers().set("Content-Type", "text/plain");
+        w.write(answer_body);
+      },
+      {.header_timeout = std::chrono::milliseconds(settings.header_timeout_ms)});
   const std::string port = std::to_string(srv.port()) + "\n";
   (void)!::write(report_fd, port.data(), port.size());
   ::close(report_fd);
@@ -304,7 +327,7 @@ std::uint16_t read_port(int fd) {
   std::_Exit(0);
 }
 
-server_process start_leash(std::size_t max_threads) {
+server_process start_leash(const server_settings& settings) {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error(errno_text("pipe", errno));
   std::fflush(stdout);
@@ -313,7 +336,7 @@ server_process start_leash(std::size_t max_threads) {
   if (s.pid < 0) throw std::runtime_error(errno_text("fork", errno));
   if (s.pid == 0) {
     ::close(p[0]);
-    run_leash_server(p[1], max_threads);
+    run_leash_server(p[1], settings);
   }
   ::close(p[1]);
   fd_guard out(p[0]);
@@ -322,7 +345,7 @@ server_process start_leash(std::size_t max_threads) {
   return s;
 }
 
-server_process start_go(const std::string& binary) {
+server_process start_go(const std::string& binary, const server_settings& settings) {
   int out[2], in[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(in, O_CLOEXEC) != 0)
     throw std::runtime_error(errno_text("pipe", errno));
@@ -330,7 +353,9 @@ server_process start_go(const std::string& binary) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  char* argv[] = {const_cast<char*>(binary.c_str()), nullptr};
+  std::string timeout_flag =
+      "-read_header_timeout_ms=" + std::to_string(settings.header_timeout_ms);
+  char* argv[] = {const_cast<char*>(binary.c_str()), timeout_flag.data(), nullptr};
   server_process s;
   const int err = ::posix_spawn(&s.pid, binary.c_str(), &fa, nullptr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -352,8 +377,10 @@ server_process start_go(const std::string& binary) {
 struct config {
   std::size_t big = 10000;  // idle connections of the large row (clamped)
   std::size_t seq = 10000;  // connections opened one after another
-  std::size_t leash_max_threads = 0;
+  server_settings servers;
   long fresh = 200;
+  long slow = 2000;          // slowloris connections
+  long slow_pace_ms = 5000;  // between two header bytes of one slow connection
   long burst = 2000;
   long wrk_seconds = 3;
   bool have_wrk = false;
@@ -613,6 +640,194 @@ void burst_row(server_process& srv, const char* impl, const config& cfg) {
       wall_ms, cpu_ms);
 }
 
+// ---- slowloris ---------------------------------------------------------------
+
+// A slow connection's head: complete up to an open header line that each
+// paced byte lengthens, so it never ends.
+constexpr std::string_view slow_head = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+// Between two fresh requests while the slow connections are held.
+constexpr auto fresh_interval = std::chrono::milliseconds(10);
+// Between two looks at the server's threads and RSS.
+constexpr auto sample_interval = std::chrono::milliseconds(100);
+// How long past the header timeout and one pace the row waits for the last closes.
+constexpr auto slowloris_margin = std::chrono::seconds(5);
+
+// The slow connections, in one epoll set: each sends its partial head once
+// connected, one more byte on every pace(), and is done when the server
+// closes it (end of stream or reset).
+class slowloris_client {
+ public:
+  explicit slowloris_client(std::size_t count)
+      : ep_(::epoll_create1(EPOLL_CLOEXEC)), conns_(count) {
+    if (ep_.fd < 0) throw std::runtime_error(errno_text("epoll_create1", errno));
+  }
+
+  // Starts connection i; its clock starts just before its connect() call.
+  void issue(std::size_t i, const sockaddr_in& a) {
+    conn& c = conns_[i];
+    c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c.fd < 0) return note_failure(errno_text("socket", errno));
+    ++open_;
+    c.t0 = clock_type::now();
+    if (::connect(c.fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0 &&
+        errno != EINPROGRESS)
+      return fail(c, errno_text("connect", errno));
+    watch(i, EPOLLOUT, EPOLL_CTL_ADD);
+  }
+
+  // Serves the events that arrive within timeout_ms.
+  void poll(int timeout_ms) {
+    epoll_event events[batch];
+    const int n = ::epoll_wait(ep_.fd, events, batch, timeout_ms);
+    for (int k = 0; k < n; ++k)
+      on_event(events[k].data.u64);
+  }
+
+  // One more header byte on every connected slow connection.
+  void pace() {
+    for (conn& c : conns_) {
+      if (c.fd < 0 || !c.connected) continue;
+      if (::send(c.fd, "a", 1, MSG_NOSIGNAL) < 0 && errno != EAGAIN) closed_by_server(c);
+    }
+  }
+
+  std::size_t open() const { return open_; }
+
+  std::vector<double> closed_ms;  // connect to the server's close, per closed connection
+  std::size_t failed = 0;         // connects or sends that failed before the head was out
+  std::string first_error;
+
+ private:
+  static constexpr int batch = 256;  // events taken per epoll_wait
+
+  struct conn {
+    int fd = -1;
+    clock_type::time_point t0;
+    bool connected = false;
+  };
+
+  void watch(std::size_t i, std::uint32_t events, int op) {
+    epoll_event e{};
+    e.events = events;
+    e.data.u64 = i;
+    ::epoll_ctl(ep_.fd, op, conns_[i].fd, &e);
+  }
+
+  void note_failure(const std::string& why) {
+    if (first_error.empty()) first_error = why;
+    ++failed;
+  }
+
+  void fail(conn& c, const std::string& why) {
+    note_failure(why);
+    finish(c);
+  }
+
+  void finish(conn& c) {
+    ::close(std::exchange(c.fd, -1));
+    --open_;
+  }
+
+  void closed_by_server(conn& c) {
+    closed_ms.push_back(us_since(c.t0) / 1000);
+    finish(c);
+  }
+
+  void on_event(std::size_t i) {
+    conn& c = conns_[i];
+    if (c.fd < 0) return;
+    if (c.connected) return on_readable(c);
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return fail(c, errno_text("connect", err));
+    if (::send(c.fd, slow_head.data(), slow_head.size(), MSG_NOSIGNAL) !=
+        static_cast<ssize_t>(slow_head.size()))
+      return fail(c, errno_text("send", errno));
+    c.connected = true;
+    watch(i, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_MOD);
+  }
+
+  // What the server sends (a 408 or nothing) is dropped; its close ends the connection.
+  void on_readable(conn& c) {
+    char tmp[1024];
+    ssize_t got = 0;
+    while ((got = ::recv(c.fd, tmp, sizeof tmp, 0)) > 0) {
+    }
+    if (got == 0 || errno != EAGAIN) closed_by_server(c);
+  }
+
+  fd_guard ep_;
+  std::vector<conn> conns_;
+  std::size_t open_ = 0;
+};
+
+// The server's peak threads and RSS over the samples taken.
+struct server_peaks {
+  long threads = -1;
+  long rss_kb = -1;
+  void sample(pid_t pid) {
+    threads = std::max(threads, status_of(pid, "Threads"));
+    rss_kb = std::max(rss_kb, status_of(pid, "VmRSS"));
+  }
+};
+
+void slowloris_row(server_process& srv, const char* impl, const config& cfg) {
+  constexpr const char* scenario = "http_conns_slowloris_2k";
+  const auto count = static_cast<std::size_t>(cfg.slow);
+  const auto pace = std::chrono::milliseconds(cfg.slow_pace_ms);
+  const long threads_base = status_of(srv.pid, "Threads");
+  const long rss_base = status_of(srv.pid, "VmRSS");
+  slowloris_client slow(count);
+  const sockaddr_in a = loopback(srv.port);
+  const auto t0 = clock_type::now();
+  for (std::size_t i = 0; i < count; ++i) {
+    slow.issue(i, a);
+    if ((i + 1) % issue_stride == 0) slow.poll(0);
+  }
+  const auto end =
+      t0 + std::chrono::milliseconds(cfg.servers.header_timeout_ms) + pace + slowloris_margin;
+  auto next_pace = t0 + pace, next_fresh = t0, next_sample = t0;
+  server_peaks peaks;
+  failures fresh_failed;
+  std::vector<double> fresh_us;
+  while (slow.open() > 0 && clock_type::now() < end) {
+    const auto now = clock_type::now();
+    if (now >= next_pace) {
+      slow.pace();
+      next_pace += pace;
+    }
+    if (now >= next_fresh) {
+      fresh_failed.attempt([&] { fresh_us.push_back(fresh_request(srv.port)); });
+      next_fresh = now + fresh_interval;
+    }
+    if (now >= next_sample) {
+      peaks.sample(srv.pid);
+      next_sample = now + sample_interval;
+    }
+    const auto wake = std::min({next_pace, next_fresh, next_sample});
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(wake - clock_type::now());
+    slow.poll(static_cast<int>(std::max<long>(0, wait.count())));
+  }
+  const double wall_ms = us_since(t0) / 1000;
+  srv.check_alive();
+  const std::vector<double>& closed = slow.closed_ms;
+  if (slow.failed > 0)
+    std::printf("NOTE %s %s: %zu of %zu slow connections failed before their head (first: %s)\n",
+                scenario, impl, slow.failed, count, slow.first_error.c_str());
+  if (fresh_failed.count > 0)
+    std::printf("NOTE %s %s: fresh requests: %s\n", scenario, impl,
+                fresh_failed.describe(fresh_us.size() + fresh_failed.count).c_str());
+  std::printf(
+      "BENCH %s %s slow=%zu closed=%zu still_open=%zu close_p50_ms=%.0f close_max_ms=%.0f "
+      "pace_ms=%ld header_timeout_ms=%ld fresh=%zu fresh_failed=%zu%s server_threads=%ld "
+      "server_threads_base=%ld server_rss_kb=%ld server_rss_base_kb=%ld wall_ms=%.0f\n",
+      scenario, impl, count, closed.size(), slow.open(), percentile(closed, 0.5),
+      percentile(closed, 1.0), cfg.slow_pace_ms, cfg.servers.header_timeout_ms, fresh_us.size(),
+      fresh_failed.count, latency_fields(fresh_us, "fresh_").c_str(), peaks.threads, threads_base,
+      peaks.rss_kb, rss_base, wall_ms);
+}
+
 // The number after `key` on the first line of `text` that has it, or -1.
 double number_after(const std::string& text, const std::string& key) {
   const std::size_t at = text.find(key);
@@ -676,8 +891,8 @@ void with_server(const char* scenario, const char* impl, const config& cfg,
                  const std::optional<std::string>& go_binary,
                  const std::function<void(server_process&)>& body) {
   try {
-    server_process srv = std::string_view(impl) == "leash" ? start_leash(cfg.leash_max_threads)
-                                                           : start_go(*go_binary);
+    server_process srv = std::string_view(impl) == "leash" ? start_leash(cfg.servers)
+                                                           : start_go(*go_binary, cfg.servers);
     body(srv);
   } catch (const std::exception& e) {
     std::printf("FAILED %s %s: %s\n", scenario, impl, e.what());
@@ -694,6 +909,12 @@ config make_config(int argc, char** argv, rlim_t fd_limit) {
   cfg.wrk_seconds = bench::flag(argc, argv, "-wrk_seconds", 3);
   cfg.big = static_cast<std::size_t>(bench::flag(argc, argv, "-conns", 10000));
   cfg.seq = cfg.big;
+  cfg.slow = bench::flag(argc, argv, "-slow_conns", 2000);
+  cfg.slow_pace_ms = std::max(1L, bench::flag(argc, argv, "-slow_pace_ms", 5000));
+  cfg.servers.header_timeout_ms =
+      std::max(1L, bench::flag(argc, argv, "-header_timeout_ms", 10000));
+  if (fd_limit < static_cast<rlim_t>(cfg.slow) + fd_headroom)
+    cfg.slow = fd_limit > 2 * fd_headroom ? static_cast<long>(fd_limit - fd_headroom) : 100;
   cfg.have_wrk = std::system("command -v wrk >/dev/null 2>&1") == 0;
   if (fd_limit < cfg.big + fd_headroom) {
     cfg.big = fd_limit > 2 * fd_headroom ? static_cast<std::size_t>(fd_limit - fd_headroom) : 100;
@@ -705,13 +926,13 @@ config make_config(int argc, char** argv, rlim_t fd_limit) {
   const long wanted =
       std::max({static_cast<long>(cfg.big), cfg.burst, long{max_wrk_conns}}) + thread_headroom;
   const long allowed = std::max(64L, pids - pid_reserve);
-  cfg.leash_max_threads = static_cast<std::size_t>(
+  cfg.servers.leash_max_threads = static_cast<std::size_t>(
       bench::flag(argc, argv, "-leash_max_threads", std::min(wanted, allowed)));
   if (allowed < wanted) {
     std::printf(
         "NOTE http_conns: %ld PIDs free: the leash server is capped at %zu threads "
         "(beyond: 503, counted as failed)\n",
-        pids, cfg.leash_max_threads);
+        pids, cfg.servers.leash_max_threads);
   }
   return cfg;
 }
@@ -730,7 +951,7 @@ int main(int argc, char** argv) {
   std::vector<const char*> impls{"leash"};
   if (go_binary) impls.push_back("go");
   std::printf("BENCH http_conns_idle_1k leash fd_limit=%lu max_threads=%zu free_pids=%ld\n",
-              static_cast<unsigned long>(fd_limit), cfg.leash_max_threads, free_pids());
+              static_cast<unsigned long>(fd_limit), cfg.servers.leash_max_threads, free_pids());
   const std::size_t small = std::min<std::size_t>(1000, cfg.big);
   for (const char* impl : impls) {
     with_server("http_conns_idle_1k", impl, cfg, go_binary,
@@ -747,6 +968,10 @@ int main(int argc, char** argv) {
   for (const char* impl : impls) {
     with_server("http_conns_burst_2k", impl, cfg, go_binary,
                 [&](server_process& s) { burst_row(s, impl, cfg); });
+  }
+  for (const char* impl : impls) {
+    with_server("http_conns_slowloris_2k", impl, cfg, go_binary,
+                [&](server_process& s) { slowloris_row(s, impl, cfg); });
   }
   if (!cfg.have_wrk) {
     std::puts("SKIP http_conns_wrk rows: wrk not installed (apt-get install wrk)");

@@ -47,6 +47,7 @@ SCENARIOS=(
   "http_conns_burst_2k -                 -               p50_us,p99_us                  ratio"
   "http_conns_wrk_256c -                 -               req_per_s,server_threads       side"
   "http_conns_wrk_1000c -                -               req_per_s,server_threads       side"
+  "http_conns_slowloris_2k -             -               fresh_p50_us,fresh_p99_us,close_max_ms,server_threads ratio"
   "chan_pingpong   bench_channels        channels.go        ns_per_op,cpu_ns_per_op        ratio pin"
   "chan_spsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"
   "chan_mpsc       -                     -                  ns_per_op,cpu_ns_per_op        ratio"

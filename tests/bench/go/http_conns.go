@@ -1,6 +1,8 @@
 // Go server for leash's bench_http_conns: net/http answering every request
-// with the same 128-byte body as the leash server there (default
-// http.Server: no timeouts, keep-alive on).
+// with the same 128-byte body as the leash server there (http.Server with
+// keep-alive on and one timeout: ReadHeaderTimeout, from the
+// -read_header_timeout_ms flag that bench_http_conns sets to the leash
+// server's header_timeout).
 //
 // bench_http_conns starts it (run.sh builds it and passes its path in
 // LEASH_BENCH_GO_HTTP_CONNS), reads the port from its first stdout line and
@@ -8,10 +10,11 @@
 // 127.0.0.1 with an ephemeral port, raises RLIMIT_NOFILE soft to hard, and
 // exits when its stdin reaches EOF, so that it never outlives the benchmark.
 //
-//	go build -o http_conns http_conns.go && ./http_conns </dev/zero
+//	go build -o http_conns http_conns.go && ./http_conns -read_header_timeout_ms=10000 </dev/zero
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +22,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 func raiseFdLimit() {
@@ -29,6 +33,9 @@ func raiseFdLimit() {
 }
 
 func main() {
+	readHeaderTimeoutMs := flag.Int("read_header_timeout_ms", 10000,
+		"the whole request head must arrive within this (leash's header_timeout)")
+	flag.Parse()
 	raiseFdLimit()
 	body := []byte(strings.Repeat("x", 127) + "\n")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -41,10 +48,13 @@ func main() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write(body)
-	})}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write(body)
+		}),
+		ReadHeaderTimeout: time.Duration(*readHeaderTimeoutMs) * time.Millisecond,
+	}
 	fmt.Fprintln(os.Stderr, "http_conns server:", srv.Serve(ln))
 	os.Exit(1)
 }
