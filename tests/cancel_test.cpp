@@ -312,6 +312,17 @@ TEST_CASE("a scope with an explicit token still honours the enclosing scopes") {
                        leash::cancelled);
 }
 
+TEST_CASE("a scope stopped by its explicit token is its own origin while its parent runs on") {
+  std::stop_source request;
+  leash::cancel_scope outer;
+  leash::cancel_scope scope(request.get_token());
+  request.request_stop();
+  CHECK(scope.reason() == stop_reason::parent);
+  CHECK(scope.origin_reason() == stop_reason::cancelled);  // not the unstopped outer's none
+  CHECK_FALSE(outer.stop_requested());
+  CHECK_THROWS_AS(leash::this_task::checkpoint(), leash::cancelled);
+}
+
 TEST_CASE("an enclosing scope's token passed explicitly keeps its deadline as the origin") {
   leash::cancel_scope outer(10ms);
   leash::cancel_scope child(outer.token());

@@ -322,9 +322,13 @@ class cancel_state final : public timer_client {
     n.linked_.store(false, std::memory_order_relaxed);
   }
 
+  // The scope stopped directly: up through parents that stopped first. A
+  // scope stopped by an explicit token is its own origin; its parent may be
+  // unstopped, or being stopped right now (its details not yet written).
   const cancel_state& origin() const noexcept {
     const cancel_state* s = this;
-    while (s->reason() == stop_reason::parent && s->parent_ != nullptr)
+    while (s->reason() == stop_reason::parent && s->parent_ != nullptr &&
+           s->parent_->reason() != stop_reason::none)
       s = s->parent_;
     return *s;
   }

@@ -5823,12 +5823,11 @@ class server {
   // The accept task: the connections' nursery, the watcher of clients that
   // leave, the accept loop; then the last connections' end.
   coro<void> serve() {
-    // Whatever ends this task, shutdown() must never see the nursery after it.
+    // Whatever ends this task, shutdown() learns it.
     struct publish_done {
       server& self;
       ~publish_done() {
         std::lock_guard lock(self.mutex_);
-        self.conns_ = nullptr;
         self.done_ = true;
         self.done_cv_.notify_all();
       }
@@ -5842,6 +5841,15 @@ class server {
   }
 
   coro<void> serve_in(nursery& conns) {
+    // shutdown() reaches `conns` only until this body ends, before the
+    // nursery is joined and destroyed.
+    struct unpublish {
+      server& self;
+      ~unpublish() {
+        std::lock_guard lock(self.mutex_);
+        self.conns_ = nullptr;
+      }
+    } published{*this};
     conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
     {
       std::lock_guard lock(mutex_);
