@@ -72,7 +72,7 @@ class request_stream {
   // io_error, body_closed (after detach()); the stream is broken after any
   // throw.
   std::size_t read(std::span<std::byte> out, const std::stop_token& stop) {
-    begin_read();
+    begin_read(false);
     try {
       run_first_read_hook();
       for (;;) {
@@ -91,7 +91,7 @@ class request_stream {
   // read() on a coroutine task: waits for the client's bytes with no thread;
   // stopped by the task's ambient scope (cancelled). Same throws as read().
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(std::span<std::byte> out) {
-    begin_read();
+    begin_read(true);
     std::size_t n = 0;
     std::exception_ptr error;
     try {
@@ -122,8 +122,10 @@ class request_stream {
 
   // Ends the handler's access (later reads throw body_closed) and says what
   // is left. A read still in progress (a body moved out of the handler) is
-  // woken by shutting the connection down, and awaited (after a hand-off of
-  // the worker: it may need one to finish); the body is then `broken`. A
+  // woken, and awaited (after a hand-off of the worker: it may need one to
+  // finish); the body is then `broken`. A coroutine read is woken through
+  // the socket's read readiness (it re-checks detached_ and leaves); a
+  // blocking one by shutting the connection down, which ends it. A
   // body still unread that asked for 100-continue is `broken`: its client
   // may never send it.
   rest detach(std::size_t limit) {
@@ -131,8 +133,11 @@ class request_stream {
     detached_ = true;
     if (reading_) {
       broken_ = true;
-      ::shutdown(io::socket_access::fd(*socket_), SHUT_RDWR);
-      io::socket_access::desc(*socket_).read.set_ready();  // a coroutine read re-checks
+      if (reading_async_) {
+        io::socket_access::desc(*socket_).read.set_ready();
+      } else {
+        ::shutdown(fd(), SHUT_RDWR);
+      }
       const leash::detail::blocking_region blocking;
       read_done_.wait(lock, [this] { return !reading_; });
     }
@@ -203,13 +208,14 @@ class request_stream {
 
   int fd() const noexcept { return io::socket_access::fd(*socket_); }
 
-  // Starts the handler's read: throws body_closed after detach() or an
-  // earlier failure.
-  void begin_read() {
+  // Starts the handler's read (`async`: a coroutine read): throws
+  // body_closed after detach() or an earlier failure.
+  void begin_read(bool async) {
     std::lock_guard lock(mutex_);
     if (detached_) throw body_closed("leash::http::server: request body read after the handler");
     if (broken_) throw body_closed("leash::http::server: request body broken by an earlier error");
     reading_ = true;
+    reading_async_ = async;
   }
 
   // Ends the read begun by begin_read; `error` (what it threw) breaks the
@@ -324,6 +330,7 @@ class request_stream {
   response_parser parser_;
   std::function<void()> on_first_read_;  // the 100-continue hook, until it ran
   bool reading_ = false;                 // a read is between begin_read and end_read
+  bool reading_async_ = false;           // ... and it is a coroutine read
   bool detached_ = false;                // the handler returned: reads throw body_closed
   bool broken_ = false;                  // a read threw: the connection cannot be reused
   bool malformed_ = false;               // ... with a protocol_error
