@@ -810,6 +810,17 @@ class server {
   }
 
   coro<void> serve_in(nursery& conns) {
+    // shutdown() cancels `conns` only while it lives: it is forgotten when
+    // this body ends, however it ends, before the nursery's frame is freed
+    // (what it still waits for then is the stopped watcher, or tasks it
+    // cancelled itself).
+    struct forget_on_exit {
+      server& self;
+      ~forget_on_exit() {
+        std::lock_guard lock(self.mutex_);
+        self.conns_ = nullptr;
+      }
+    } forget{*this};
     {
       std::lock_guard lock(mutex_);
       conns_ = &conns;
