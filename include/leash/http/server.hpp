@@ -207,6 +207,13 @@ class end_aware_body final : public body_source {
     if (n == 0 && at_end_) std::exchange(at_end_, nullptr)();
     return n;
   }
+  // Forwarded, so that the inner source's thread-free wait is kept.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    const std::size_t n = co_await inner_->async_read(out);
+    if (n == 0 && at_end_) std::exchange(at_end_, nullptr)();
+    co_return n;
+  }
   void close(bool at_end) override { inner_->close(at_end); }
 
  private:
@@ -468,9 +475,9 @@ class server_connection {
     }
     const server_options& o = env_.options;
     return std::make_shared<request_stream>(
-        fd(), buf_, head_end, head.chunked ? body_framing::chunked : body_framing::content_length,
-        head.content_length, parser_limits{o.max_header_bytes, o.max_header_fields, 0},
-        std::move(on_first_read));
+        socket_, buf_, head_end,
+        head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
+        parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
   }
 
   // Runs the handler and finishes its response. False when the connection
@@ -546,10 +553,11 @@ class server_connection {
   coro<bool> ready_for_next(body_lease& body, const response_writer& w) {
     const server_options& o = env_.options;
     const rest left = body.take_back();
-    const bool clean = left == rest::none ||
-                       (left == rest::drain &&
-                        body.stream()->drain(
-                            o.drain_limit, leash::detail::deadline_after(o.drain_timeout), token_));
+    bool clean = left == rest::none;
+    if (left == rest::drain) {
+      clean = co_await body.stream()->drain(o.drain_limit,
+                                            leash::detail::deadline_after(o.drain_timeout), token_);
+    }
     if (!clean) {
       co_await linger_close();
       co_return false;

@@ -8,16 +8,18 @@
 // chunk decoder (reset_to_body: the framing rules are the same both ways).
 // The first read of a request that said "Expect: 100-continue" first calls
 // the server's hook (which sends "100 Continue" unless the response started).
+// A coroutine handler's `co_await body.async_read(buf)` waits for the client
+// on the connection's socket with no thread; a plain handler's read polls.
 // When the handler returns, the server detaches the stream: it drains a short
 // unread tail so the connection can carry the next request, or closes it. A
 // body moved out of the handler and read later gets body_closed.
-//
-// Lock order: the stream's mutex, then the response writer's (the 100 hook).
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -28,6 +30,10 @@
 #include <utility>
 
 #include "../../body.hpp"
+#include "../../cancel.hpp"
+#include "../../coro.hpp"
+#include "../../io/reactor.hpp"
+#include "../../io/socket.hpp"
 #include "../errors.hpp"
 #include "../response_parser.hpp"
 #include "socket.hpp"
@@ -36,13 +42,21 @@ namespace leash::inline v0::http::detail {
 
 // The request body's state, shared by the handler's body_source and the
 // server's connection loop (which outlives the handler's use of it).
+//
+// One read at a time (body_source's contract) runs between begin_read and
+// end_read with `reading_` set; it holds the mutex only while it parses and
+// takes bytes the socket already has (step()), never while it waits for the
+// client (a blocking read polls, a coroutine read awaits the socket's read
+// readiness). The first read calls the 100-continue hook outside the lock.
 class request_stream {
  public:
   // `buf` holds the bytes received after the head; the stream consumes them
   // from `buf[begin]` on, and leaves what follows the body (detach()).
-  request_stream(int fd, std::string& buf, std::size_t begin, body_framing framing,
+  // `sock` is the connection's socket; it outlives every read (detach()
+  // waits for a read in progress).
+  request_stream(io::socket& sock, std::string& buf, std::size_t begin, body_framing framing,
                  std::uint64_t length, parser_limits limits, std::function<void()> on_first_read)
-      : fd_(fd),
+      : socket_(&sock),
         buf_(&buf),
         begin_(begin),
         parser_(limits),
@@ -55,25 +69,47 @@ class request_stream {
   // Reads body bytes into `out` (0 at the end). Blocks; `stop` stops it (and
   // shuts the connection down). Throws protocol_error (truncated_body for a
   // client that closed early, bad chunk framing), limit_exceeded (trailers),
-  // io_error; the stream is broken after any throw.
+  // io_error, body_closed (after detach()); the stream is broken after any
+  // throw.
   std::size_t read(std::span<std::byte> out, const std::stop_token& stop) {
-    std::unique_lock lock(mutex_);
-    if (detached_) throw body_closed("leash::http::server: request body read after the handler");
-    if (broken_) throw body_closed("leash::http::server: request body broken by an earlier error");
+    begin_read(false);
     try {
-      if (on_first_read_) std::exchange(on_first_read_, nullptr)();
-      return read_locked(reinterpret_cast<char*>(out.data()), out.size(), clock::time_point::max(),
-                         stop);
-    } catch (const protocol_error&) {
-      malformed_ = broken_ = true;
-      throw;
-    } catch (const limit_exceeded&) {
-      malformed_ = broken_ = true;
-      throw;
+      run_first_read_hook();
+      for (;;) {
+        if (const std::optional<std::size_t> n = handler_step(out)) {
+          end_read(nullptr);
+          return *n;
+        }
+        wait_blocking(clock::time_point::max(), stop);
+      }
     } catch (...) {
-      broken_ = true;
+      end_read(std::current_exception());
       throw;
     }
+  }
+
+  // read() on a coroutine task: waits for the client's bytes with no thread;
+  // stopped by the task's ambient scope (cancelled). Same throws as read().
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(std::span<std::byte> out) {
+    begin_read(true);
+    std::size_t n = 0;
+    std::exception_ptr error;
+    try {
+      run_first_read_hook();
+      for (;;) {
+        if (const std::optional<std::size_t> got = handler_step(out)) {
+          n = *got;
+          break;
+        }
+        co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+                                          "http::server: waiting for a request body");
+      }
+    } catch (...) {
+      error = std::current_exception();
+    }
+    end_read(error);
+    if (error) std::rethrow_exception(error);
+    co_return n;
   }
 
   // What the server does after the handler returned.
@@ -84,17 +120,27 @@ class request_stream {
     broken,   // a read failed, or the client still waits for "100 Continue": close
   };
 
-  // Ends the handler's access (later reads throw body_closed; a read still
-  // blocked on another thread is woken by shutting the connection down) and
-  // says what is left. A body still unread that asked for 100-continue is
-  // `broken`: its client may never send it.
+  // Ends the handler's access (later reads throw body_closed) and says what
+  // is left. A read still in progress (a body moved out of the handler) is
+  // woken, and awaited (after a hand-off of the worker: it may need one to
+  // finish); the body is then `broken`. A coroutine read is woken through
+  // the socket's read readiness (it re-checks detached_ and leaves); a
+  // blocking one by shutting the connection down, which ends it. A
+  // body still unread that asked for 100-continue is `broken`: its client
+  // may never send it.
   rest detach(std::size_t limit) {
-    std::unique_lock lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock()) {  // a body moved out of the handler is being read
-      ::shutdown(fd_, SHUT_RDWR);
-      lock.lock();
-    }
+    std::unique_lock lock(mutex_);
     detached_ = true;
+    if (reading_) {
+      broken_ = true;
+      if (reading_async_) {
+        io::socket_access::desc(*socket_).read.set_ready();
+      } else {
+        ::shutdown(fd(), SHUT_RDWR);
+      }
+      const leash::detail::blocking_region blocking;
+      read_done_.wait(lock, [this] { return !reading_; });
+    }
     if (broken_) return rest::broken;
     if (parser_.complete()) return rest::none;
     if (on_first_read_) return rest::broken;
@@ -105,21 +151,38 @@ class request_stream {
     return rest::drain;
   }
 
-  // After detach() said `drain`: reads and drops at most `limit` body bytes
-  // before `deadline`; true when the body ended (the connection is clean).
-  bool drain(std::size_t limit, clock::time_point deadline, const std::stop_token& token) {
-    std::lock_guard lock(mutex_);
-    char tmp[16 * 1024];
+  // After detach() said `drain`, on the connection's coroutine task: reads
+  // and drops at most `limit` body bytes before `deadline`, waiting with no
+  // thread; true when the body ended (the connection is clean). Throws
+  // cancelled only when `task` (the connection task's token) stopped.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> drain(std::size_t limit,
+                                                           clock::time_point deadline,
+                                                           std::stop_token task) {
+    const std::unique_ptr<std::byte[]> tmp(new std::byte[drain_chunk]);
     std::size_t drained = 0;
+    cancel_scope timer(deadline);
     try {
-      while (!parser_.complete()) {
-        drained += read_locked(tmp, sizeof tmp, deadline, token);
-        if (drained > limit) return false;
+      for (;;) {
+        std::optional<std::size_t> n;
+        {
+          std::lock_guard lock(mutex_);
+          n = step(std::span(tmp.get(), drain_chunk));
+        }
+        if (!n) {
+          co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+                                            "http::server: draining a request body");
+          continue;
+        }
+        if (*n == 0) co_return true;
+        drained += *n;
+        if (drained > limit) co_return false;
       }
+    } catch (const cancelled&) {
+      if (task.stop_requested()) throw;
     } catch (const std::exception&) {
-      return false;  // a bad, slow or dead tail: the connection is closed
+      // a bad or dead tail: the connection is closed
     }
-    return true;
+    co_return false;
   }
 
   // Drops the consumed bytes from the connection's buffer: what is left
@@ -138,48 +201,136 @@ class request_stream {
   }
 
  private:
-  // One read of body bytes into dst[0, size); 0 at the end. Throws timeout
-  // when `deadline` passes.
-  std::size_t read_locked(char* dst, std::size_t size, clock::time_point deadline,
-                          const std::stop_token& stop) {
+  // Bytes a chunked body's read takes from the socket at a time (decoded
+  // from buf_ after), and what one drain step reads.
+  static constexpr std::size_t chunk_read = 16 * 1024;
+  static constexpr std::size_t drain_chunk = 16 * 1024;
+
+  int fd() const noexcept { return io::socket_access::fd(*socket_); }
+
+  // Starts the handler's read (`async`: a coroutine read): throws
+  // body_closed after detach() or an earlier failure.
+  void begin_read(bool async) {
+    std::lock_guard lock(mutex_);
+    if (detached_) throw body_closed("leash::http::server: request body read after the handler");
+    if (broken_) throw body_closed("leash::http::server: request body broken by an earlier error");
+    reading_ = true;
+    reading_async_ = async;
+  }
+
+  // Ends the read begun by begin_read; `error` (what it threw) breaks the
+  // stream, and marks it malformed for the client's bad framing.
+  void end_read(const std::exception_ptr& error) {
+    bool bad_framing = false;
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const protocol_error&) {
+        bad_framing = true;
+      } catch (const limit_exceeded&) {
+        bad_framing = true;
+      } catch (...) {
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      reading_ = false;
+      broken_ = broken_ || error != nullptr;
+      malformed_ = malformed_ || bad_framing;
+    }
+    read_done_.notify_all();
+  }
+
+  // The 100-continue hook, on the first read only.
+  void run_first_read_hook() {
+    std::function<void()> hook;
+    {
+      std::lock_guard lock(mutex_);
+      hook = std::exchange(on_first_read_, nullptr);
+    }
+    if (hook) hook();
+  }
+
+  // One step of the handler's read; throws body_closed once detached.
+  std::optional<std::size_t> handler_step(std::span<std::byte> out) {
+    std::lock_guard lock(mutex_);
+    if (detached_) throw body_closed("leash::http::server: request body read after the handler");
+    return step(out);
+  }
+
+  // The parsing work of one read, without waiting: decodes body bytes from
+  // buf_ and from what the socket already has into `out`. Returns their
+  // count (0 at the end), or nullopt when it needs more bytes from the
+  // client (wait until the socket is readable, then step again).
+  std::optional<std::size_t> step(std::span<std::byte> out) {
+    char* dst = reinterpret_cast<char*>(out.data());
     for (;;) {
       if (parser_.complete()) return 0;
       if (begin_ == buf_->size()) {
-        buf_->clear();
-        begin_ = 0;
-        const bool direct = parser_.framing() == body_framing::content_length;
-        // A Content-Length body goes straight into the caller's buffer.
-        char tmp[16 * 1024];
-        char* into = direct ? dst : tmp;
-        const std::size_t want =
-            direct
-                ? static_cast<std::size_t>(std::min<std::uint64_t>(size, parser_.body_remaining()))
-                : sizeof tmp;
-        std::size_t got = 0;
-        const read_status st = read_some(fd_, into, want, got, deadline, stop);
-        if (st == read_status::timed_out) throw timeout("request body");
-        if (st == read_status::eof) parser_.finish_eof();  // throws truncated_body
-        if (direct) return parser_.feed({dst, got}).body.size();
-        buf_->append(tmp, got);
+        const std::optional<std::size_t> got = receive(dst, out.size());
+        if (!got || parser_.framing() == body_framing::content_length) return got;
         continue;
       }
       const std::span<const char> pending(buf_->data() + begin_,
-                                          std::min(buf_->size() - begin_, size));
-      const parse_step step = parser_.feed(pending);
-      begin_ += step.consumed;
-      if (step.event == parse_event::body) {
-        std::memcpy(dst, step.body.data(), step.body.size());
-        return step.body.size();
+                                          std::min(buf_->size() - begin_, out.size()));
+      const parse_step parsed = parser_.feed(pending);
+      begin_ += parsed.consumed;
+      if (parsed.event == parse_event::body) {
+        std::memcpy(dst, parsed.body.data(), parsed.body.size());
+        return parsed.body.size();
       }
     }
   }
 
-  mutable std::mutex mutex_;  // guards everything below; held through a read
-  int fd_;
+  // buf_ is used up: takes what the socket has without waiting (nullopt
+  // when nothing yet). A Content-Length body goes straight into dst[0,
+  // size) and the body byte count is returned; a chunked one is appended to
+  // buf_ for the decoder. Throws truncated_body at an early EOF, io_error.
+  std::optional<std::size_t> receive(char* dst, std::size_t size) {
+    buf_->clear();
+    begin_ = 0;
+    const bool direct = parser_.framing() == body_framing::content_length;
+    char tmp[chunk_read];
+    char* into = direct ? dst : tmp;
+    const std::size_t want =
+        direct ? static_cast<std::size_t>(std::min<std::uint64_t>(size, parser_.body_remaining()))
+               : sizeof tmp;
+    for (;;) {
+      const ssize_t n = ::recv(fd(), into, want, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+      if (n < 0) throw_errno("read", errno);
+      if (n == 0) parser_.finish_eof();  // throws truncated_body
+      const auto got = static_cast<std::size_t>(n);
+      if (direct) return parser_.feed({dst, got}).body.size();
+      buf_->append(tmp, got);
+      return got;
+    }
+  }
+
+  // A blocking read's wait until the socket is readable: throws timeout
+  // after `deadline`, cancelled when `stop` stops (which shuts the
+  // connection down to end the poll).
+  void wait_blocking(clock::time_point deadline, const std::stop_token& stop) {
+    leash::detail::throw_if_stopped(stop);
+    bool ready = false;
+    {
+      stop_guard guard(stop, fd());
+      ready = poll_until(fd(), POLLIN, deadline);
+    }
+    leash::detail::throw_if_stopped(stop);
+    if (!ready) throw timeout("request body");
+  }
+
+  mutable std::mutex mutex_;           // guards everything below; never held while a read waits
+  std::condition_variable read_done_;  // reading_ became false
+  io::socket* socket_;
   std::string* buf_;   // the connection's read buffer; not touched once detached
   std::size_t begin_;  // unconsumed bytes are (*buf_)[begin_, size)
   response_parser parser_;
   std::function<void()> on_first_read_;  // the 100-continue hook, until it ran
+  bool reading_ = false;                 // a read is between begin_read and end_read
+  bool reading_async_ = false;           // ... and it is a coroutine read
   bool detached_ = false;                // the handler returned: reads throw body_closed
   bool broken_ = false;                  // a read threw: the connection cannot be reused
   bool malformed_ = false;               // ... with a protocol_error
@@ -192,6 +343,11 @@ class request_body_source final : public body_source {
   explicit request_body_source(std::shared_ptr<request_stream> s) : s_(std::move(s)) {}
   std::size_t read(std::span<std::byte> out, std::stop_token stop) override {
     return s_->read(out, stop);
+  }
+  // Waits for the client with no thread (the default would hand the worker off).
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    return s_->async_read(out);
   }
   void close(bool) override {}
 
