@@ -49,6 +49,7 @@
 //   bench_http_conns [-conns 10000] [-fresh 200] [-burst 2000] [-wrk_seconds 3]
 //                    [-slow_conns 2000] [-slow_pace_ms 5000] [-header_timeout_ms 10000]
 //                    [-leash_max_threads N]  (default: one per connection, PIDs allowing)
+//                    [-coro_handler 1]  (leash answers from a coroutine handler, not a plain one)
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -307,20 +308,33 @@ std::uint16_t read_port(int fd) {
 struct server_settings {
   std::size_t leash_max_threads = 0;
   long header_timeout_ms = 10'000;  // leash's header_timeout, Go's ReadHeaderTimeout
+  bool coro_handler = false;        // leash: a coroutine handler instead of a plain one
 };
+
+// The 128-byte answer, from a plain handler (run after a hand-off of the
+// connection's worker) or a coroutine handler (awaited on the connection's task).
+void answer_plain(leash::http::server_request&, leash::http::response_writer& w) {
+  w.headers().set("Content-Type", "text/plain");
+  w.write(answer_body);
+}
+leash::coro<> answer_coro(leash::http::server_request&, leash::http::response_writer& w) {
+  w.headers().set("Content-Type", "text/plain");
+  co_await w.async_write(answer_body);
+}
 
 [[noreturn]] void run_leash_server(int report_fd, const server_settings& settings) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   leash::runtime::configure({.max_threads = settings.leash_max_threads});
   leash::nursery n;
-  leash::http::server srv(
-      n,
-      [](leash::http::server_request&, leash::http::response_writer& w) {
-        w.headers().set("Content-Type", "text/plain");
-        w.write(answer_body);
-      },
-      {.header_timeout = std::chrono::milliseconds(settings.header_timeout_ms)});
-  const std::string port = std::to_string(srv.port()) + "\n";
+  const leash::http::server_options options{
+      .header_timeout = std::chrono::milliseconds(settings.header_timeout_ms)};
+  std::optional<leash::http::server> srv;
+  if (settings.coro_handler) {
+    srv.emplace(n, answer_coro, options);
+  } else {
+    srv.emplace(n, answer_plain, options);
+  }
+  const std::string port = std::to_string(srv->port()) + "\n";
   (void)!::write(report_fd, port.data(), port.size());
   ::close(report_fd);
   n.wait();  // serves until killed
@@ -913,6 +927,7 @@ config make_config(int argc, char** argv, rlim_t fd_limit) {
   cfg.slow_pace_ms = std::max(1L, bench::flag(argc, argv, "-slow_pace_ms", 5000));
   cfg.servers.header_timeout_ms =
       std::max(1L, bench::flag(argc, argv, "-header_timeout_ms", 10000));
+  cfg.servers.coro_handler = bench::flag(argc, argv, "-coro_handler", 0) != 0;
   if (fd_limit < static_cast<rlim_t>(cfg.slow) + fd_headroom)
     cfg.slow = fd_limit > 2 * fd_headroom ? static_cast<long>(fd_limit - fd_headroom) : 100;
   cfg.have_wrk = std::system("command -v wrk >/dev/null 2>&1") == 0;
