@@ -5382,7 +5382,7 @@ struct server_stats {
   std::uint64_t header_timeouts = 0;     // connections ended by header_timeout
   std::uint64_t client_disconnects = 0;  // handlers cancelled because their client left
   // Connections answered 503 and closed because no task could be started for
-  // them (runtime_options::max_threads reached, or the OS refused a thread).
+  // them (out of memory).
   std::uint64_t connections_refused = 0;
 };
 
