@@ -27,6 +27,7 @@ namespace http = leash::http;
 using http_test::eventually;
 using http_test::fd_count;
 using http_test::get;
+using http_test::unclosed_count;
 
 namespace {
 
@@ -73,15 +74,6 @@ std::size_t tasks_blocked_in(std::string_view call) {
     n += t.blocked_in != nullptr && call == t.blocked_in ? 1 : 0;
   return n;
 }
-
-struct unclosed_count {
-  std::atomic<int> seen{0};
-  leash::unclosed_handler previous;
-  unclosed_count() {
-    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle&) { ++seen; });
-  }
-  ~unclosed_count() { leash::set_unclosed_handler(previous); }
-};
 
 }  // namespace
 

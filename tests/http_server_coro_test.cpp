@@ -24,6 +24,7 @@ using namespace std::chrono_literals;
 namespace http = leash::http;
 namespace net = leash::http::detail;
 using http_test::eventually;
+using http_test::os_threads;
 
 namespace {
 
@@ -87,17 +88,6 @@ std::size_t tasks_waiting_for_body() {
   std::size_t n = 0;
   for (const auto& t : leash::live_tasks()) {
     n += t.blocked_in != nullptr && std::string_view(t.blocked_in) == body_wait ? 1 : 0;
-  }
-  return n;
-}
-
-// The process's OS threads now.
-std::size_t os_threads() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d))
-      n += e->d_name[0] != '.' ? 1 : 0;
-    ::closedir(d);
   }
   return n;
 }
@@ -237,7 +227,7 @@ TEST_CASE("a body moved out of a coroutine handler and read after it returned is
     });
     // The handler returns only once the moved body's read waits for the client.
     while (tasks_waiting_for_body() == 0)
-      co_await leash::this_task::async_sleep_for(1ms);
+      co_await leash::this_task::async_checkpoint();  // lets the reader run
   });
   const net::socket s = dial(srv.port());
   send(s, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
@@ -264,11 +254,12 @@ TEST_CASE("a coroutine handler is cancelled with \"client disconnected\" when it
   leash::nursery n;
   std::promise<std::pair<leash::stop_reason, std::string>> seen;
   std::atomic<int> entered{0};
+  leash::channel<int> never;  // nothing is ever sent
   http::server srv(n, [&](http::server_request& req, http::response_writer&) -> leash::coro<> {
     if (req.method() == "POST") CHECK(co_await req.body().async_read_all(8) == "abc");
     try {
       ++entered;
-      co_await leash::this_task::async_sleep_for(1h);
+      (void)co_await never.async_recv();  // until the client's leaving cancels it
     } catch (const leash::cancelled& e) {
       seen.set_value({e.reason(), e.message()});
       throw;
@@ -294,9 +285,10 @@ TEST_CASE("a coroutine handler is cancelled with \"client disconnected\" when it
 
 TEST_CASE("a coroutine handler's own deadline is answered 504") {
   leash::nursery n;
-  http::server srv(n, [](http::server_request&, http::response_writer& w) -> leash::coro<> {
+  leash::channel<int> never;  // nothing is ever sent: only the deadline ends the wait
+  http::server srv(n, [&](http::server_request&, http::response_writer& w) -> leash::coro<> {
     leash::cancel_scope deadline(5ms);
-    co_await leash::this_task::async_sleep_for(1h);
+    (void)co_await never.async_recv();
     co_await w.async_write("never");
   });
   CHECK(status_line(exchange(srv.port(), get_close)) == "HTTP/1.1 504 Gateway Timeout");

@@ -26,6 +26,7 @@ using namespace std::chrono_literals;
 namespace http = leash::http;
 namespace io = leash::io;
 using http_test::eventually;
+using http_test::os_threads;
 
 namespace {
 
@@ -52,17 +53,6 @@ const std::string hello_request = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n";
 
 void hello(http::server_request&, http::response_writer& w) {
   w.write("hello");
-}
-
-// The process's OS threads now.
-std::size_t os_threads() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d))
-      n += e->d_name[0] != '.' ? 1 : 0;
-    ::closedir(d);
-  }
-  return n;
 }
 
 // Raises the soft RLIMIT_NOFILE to the hard limit for its lifetime; restores

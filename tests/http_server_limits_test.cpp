@@ -27,6 +27,7 @@ namespace http = leash::http;
 namespace net = leash::http::detail;
 using http_test::eventually;
 using http_test::get;
+using http_test::os_threads;
 
 namespace {
 
@@ -492,17 +493,6 @@ namespace {
 struct restore_runtime {
   ~restore_runtime() { leash::runtime::configure({}); }
 };
-
-// The process's OS threads now.
-std::size_t os_threads() {
-  std::size_t n = 0;
-  if (DIR* d = ::opendir("/proc/self/task")) {
-    while (dirent* e = ::readdir(d))
-      n += e->d_name[0] != '.' ? 1 : 0;
-    ::closedir(d);
-  }
-  return n;
-}
 
 // Opens `count` keep-alive connections that each made one request and got
 // its answer; the status lines of the answers go to `statuses`.

@@ -23,6 +23,7 @@ using http_test::fd_count;
 using http_test::get;
 using http_test::ms_since;
 using http_test::tasks_running;
+using http_test::unclosed_count;
 
 namespace {
 
@@ -51,15 +52,6 @@ http_test::raw_server::script answer_with(std::string response) {
       c.write(response);
   };
 }
-
-struct unclosed_count {
-  std::atomic<int> seen{0};
-  leash::unclosed_handler previous;
-  unclosed_count() {
-    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle&) { ++seen; });
-  }
-  ~unclosed_count() { leash::set_unclosed_handler(previous); }
-};
 
 // 25 requests parked in the handler until all arrived, then released; each
 // response is handled by `use`. Checks the counts the way Go's

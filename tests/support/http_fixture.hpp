@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -14,6 +15,7 @@
 #include <leash/http/transport.hpp>
 #include <leash/io/reactor.hpp>
 #include <leash/leak_check.hpp>
+#include <leash/must_close.hpp>
 #include <leash/runtime.hpp>
 #include <mutex>
 #include <string>
@@ -28,19 +30,40 @@ namespace http_test {
 using leash_test::eventually;  // for fd counts, stats and other states with no event
 using leash_test::scaled;
 
-// Open file descriptors of this process.
-// Open fds of the process. The I/O reactor is started first: its two fds
-// (epoll set, wake-up) are opened once per process at first use and kept.
-inline int fd_count() {
-  (void)leash::io::detail::reactor::instance();
+// Entries of the /proc directory `path` (not counting "." and "..").
+inline int proc_entries(const char* path) {
   int n = 0;
-  if (DIR* d = ::opendir("/proc/self/fd")) {
+  if (DIR* d = ::opendir(path)) {
     while (dirent* e = ::readdir(d))
       n += e->d_name[0] != '.' ? 1 : 0;
     ::closedir(d);
   }
-  return n - 1;  // the directory stream's own fd
+  return n;
 }
+
+// Open fds of the process. The I/O reactor is started first: its two fds
+// (epoll set, wake-up) are opened once per process at first use and kept.
+inline int fd_count() {
+  (void)leash::io::detail::reactor::instance();
+  return proc_entries("/proc/self/fd") - 1;  // the directory stream's own fd
+}
+
+// The process's OS threads now.
+inline std::size_t os_threads() {
+  return static_cast<std::size_t>(proc_entries("/proc/self/task"));
+}
+
+// Counts the must-close handles reported unclosed while it lives.
+struct unclosed_count {
+  std::atomic<int> seen{0};
+  leash::unclosed_handler previous;
+  unclosed_count() {
+    previous = leash::set_unclosed_handler([this](const leash::unclosed_handle&) { ++seen; });
+  }
+  unclosed_count(const unclosed_count&) = delete;
+  unclosed_count& operator=(const unclosed_count&) = delete;
+  ~unclosed_count() { leash::set_unclosed_handler(previous); }
+};
 
 // Tasks of either kind (threads, coroutines) and tickers running now: what
 // a leaked connection or reaper would leave behind.

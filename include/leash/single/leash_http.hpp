@@ -5980,6 +5980,18 @@ class server {
     listener_ = io::socket(fd.release());
   }
 
+  // Clears a pointer that shutdown() reads under `mutex` when the scope that
+  // published it ends, however it ends.
+  template <class T>
+  struct unpublish {
+    std::mutex& mutex;
+    T*& published;
+    ~unpublish() {
+      std::lock_guard lock(mutex);
+      published = nullptr;
+    }
+  };
+
   // The accept task: the connections' nursery, the watcher of clients that
   // leave, the accept loop; then the last connections' end.
   coro<void> serve() {
@@ -6003,13 +6015,7 @@ class server {
   coro<void> serve_in(nursery& conns) {
     // shutdown() reaches `conns` only until this body ends, before the
     // nursery is joined and destroyed.
-    struct unpublish {
-      server& self;
-      ~unpublish() {
-        std::lock_guard lock(self.mutex_);
-        self.conns_ = nullptr;
-      }
-    } published{*this};
+    const unpublish<nursery> published{mutex_, conns_};
     conns.spawn(options_.name + " watcher", [this] { return watcher_.run(); });
     {
       std::lock_guard lock(mutex_);
@@ -6028,13 +6034,7 @@ class server {
   // Accepts connections and spawns their tasks until shutdown() cancels it.
   coro<void> accept_loop(nursery& conns) {
     cancel_scope accepting;
-    struct unpublish {
-      server& self;
-      ~unpublish() {
-        std::lock_guard lock(self.mutex_);
-        self.accepting_ = nullptr;
-      }
-    } published{*this};
+    const unpublish<cancel_scope> published{mutex_, accepting_};
     {
       std::lock_guard lock(mutex_);
       if (stopping_) co_return;
