@@ -35,6 +35,15 @@
 //     sides use sequentially consistent counters (Dekker): a poster
 //     increments `queued_` then reads `parked_`, a parker increments
 //     `parked_` then reads `queued_`.
+//   - An I/O driver (the reactor) has no thread of its own: one idle worker
+//     at a time parks in it instead of on the condition variable (tokio's
+//     park on the driver, Go's blocking netpoll in findRunnable), so the
+//     thread that sees a socket ready runs the task it readies, with no
+//     second wake-up. A post wakes that worker through the driver when no
+//     other one is parked. Busy workers poll it without blocking every
+//     `driver_poll_interval` slices (tokio's event_interval), and a worker
+//     that leaves the driver wakes a parked one to take it over, so a long
+//     slice never keeps readiness from an idle worker.
 //
 //
 // A worker is a slot (queue, runnext) owned by one thread at a time. A
@@ -119,6 +128,22 @@ struct scheduler_figures {
   std::uint64_t handoffs = 0;     // slots handed to another thread so far
 };
 
+// An event source that idle workers wait in (the reactor). Only one worker
+// at a time calls wait() and dispatch(); wake() may come from any thread.
+class io_driver {
+ public:
+  // Collects the events that are ready: blocks until there is one or wake()
+  // was called when `block`, else returns at once.
+  virtual void wait(bool block) noexcept = 0;
+  // Makes the tasks the collected events wait for ready (posts them).
+  virtual void dispatch() noexcept = 0;
+  // Makes a blocking wait() in progress, or the next one, return.
+  virtual void wake() noexcept = 0;
+
+ protected:
+  ~io_driver() = default;
+};
+
 class scheduler {
  public:
   static scheduler& instance() {
@@ -154,6 +179,14 @@ class scheduler {
 
   std::size_t workers() const noexcept { return count_; }
 
+  // Makes idle workers wait in `d` from now on; once, for the process's
+  // immortal driver.
+  void attach(io_driver* d) {
+    driver_.store(d, std::memory_order_seq_cst);
+    std::lock_guard lock(idle_mutex_);
+    idle_.notify_one();  // a parked worker takes it
+  }
+
  private:
   friend class blocking_region;
 
@@ -174,6 +207,10 @@ class scheduler {
   // frames and records at least, so that trimming (about 0.15 s per GB freed,
   // on an idle worker) stays rare.
   static constexpr std::uint64_t burst_slices = 100'000;
+  // Slices a busy worker runs between looks at the I/O driver (tokio's
+  // event_interval): a readiness waits at most this many slices while every
+  // worker is busy, and the look (one epoll_wait) stays a small share.
+  static constexpr std::uint32_t driver_poll_interval = 61;
 
   // The slot's runnext is touched only by the thread that owns the slot (a
   // hand-off passes it under idle_mutex_), so readying a partner there takes
@@ -185,6 +222,7 @@ class scheduler {
     sched_item* runnext = nullptr;       // owner only
     int runnext_streak = 0;              // owner only
     std::uint64_t slices = 0;            // owner only: run since the owner last went idle
+    std::uint32_t until_driver_poll = driver_poll_interval;  // owner only
   };
 
   // A thread in the spare pool; lives on its stack.
@@ -270,10 +308,19 @@ class scheduler {
     wake_one();
   }
 
+  // A worker parked on the condition variable if there is one, else the one
+  // waiting in the driver. The driver's waiter counts itself in parked_ only
+  // after it set in_driver_, so a poster that sees it parked sees it there.
   void wake_one() {
     if (parked_.load(std::memory_order_seq_cst) == 0) return;
-    std::lock_guard lock(idle_mutex_);
-    idle_.notify_one();
+    {
+      std::lock_guard lock(idle_mutex_);
+      if (cv_parked_ != 0) {
+        idle_.notify_one();
+        return;
+      }
+    }
+    if (in_driver_.load(std::memory_order_seq_cst)) driver_.load(std::memory_order_acquire)->wake();
   }
 
   // An idle slot owner looks for work a while before it parks (Go's spinning
@@ -355,13 +402,69 @@ class scheduler {
     return nullptr;
   }
 
-  // Parks until something is queued or exit began; false: leave.
+  // Parks until something is queued or exit began: in the I/O driver when
+  // nobody else waits there, else on the condition variable until the
+  // driver is free again. False: leave.
   bool park() {
+    if (!exiting_.load(std::memory_order_seq_cst) && wait_in_driver(true)) return true;
     std::unique_lock lock(idle_mutex_);
+    ++cv_parked_;
     parked_.fetch_add(1, std::memory_order_seq_cst);
-    idle_.wait(lock, [&] { return queued_.load(std::memory_order_seq_cst) != 0 || stopping_; });
+    idle_.wait(lock, [&] {
+      return queued_.load(std::memory_order_seq_cst) != 0 || stopping_ ||
+             (driver_free() && !exiting_.load(std::memory_order_seq_cst));
+    });
     parked_.fetch_sub(1, std::memory_order_seq_cst);
+    --cv_parked_;
     return queued_.load(std::memory_order_seq_cst) != 0 || !stopping_;
+  }
+
+  bool driver_free() const noexcept {
+    return driver_.load(std::memory_order_seq_cst) != nullptr &&
+           !driver_held_.load(std::memory_order_seq_cst);
+  }
+
+  // Takes the driver if nobody holds it, collects its events (blocking only
+  // when `block` and nothing is queued), gives it back, and posts the tasks
+  // they ready, which land in this worker's runnext and queue. False: held
+  // by another worker (or none attached).
+  bool wait_in_driver(bool block) {
+    io_driver* const d = driver_.load(std::memory_order_acquire);
+    if (d == nullptr || driver_held_.load(std::memory_order_relaxed) ||
+        driver_held_.exchange(true, std::memory_order_seq_cst)) {
+      return false;
+    }
+    if (block) {
+      in_driver_.store(true, std::memory_order_seq_cst);
+      parked_.fetch_add(1, std::memory_order_seq_cst);  // then look: see wake_one
+      block =
+          queued_.load(std::memory_order_seq_cst) == 0 && !exiting_.load(std::memory_order_seq_cst);
+    }
+    d->wait(block);
+    if (in_driver_.load(std::memory_order_relaxed)) {
+      in_driver_.store(false, std::memory_order_seq_cst);
+      parked_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+    d->dispatch();
+    release_driver();
+    return true;
+  }
+
+  // Gives the driver back; a worker parked meanwhile takes it over, so
+  // readiness is still seen while this one runs a long slice.
+  void release_driver() {
+    driver_held_.store(false, std::memory_order_seq_cst);
+    if (parked_.load(std::memory_order_seq_cst) == 0) return;  // then see driver_free()
+    std::lock_guard lock(idle_mutex_);
+    if (cv_parked_ != 0) idle_.notify_one();
+  }
+
+  // Between slices: every driver_poll_interval slices, a look at the driver
+  // that does not block, unless another worker waits in it.
+  void poll_driver_between_slices(worker& w) {
+    if (--w.until_driver_poll != 0) return;
+    w.until_driver_poll = driver_poll_interval;
+    wait_in_driver(false);
   }
 
   // The life of every scheduler thread: owns a slot, runs it until it hands
@@ -386,6 +489,7 @@ class scheduler {
         ++w.slices;
         item->run_slice();
         if (current_worker_ != &w) return true;  // handed off while blocked in the slice
+        poll_driver_between_slices(w);
         continue;
       }
       if (queued_.load(std::memory_order_seq_cst) != 0) {
@@ -460,6 +564,8 @@ class scheduler {
   }
 
   void shutdown() {
+    exiting_.store(true, std::memory_order_seq_cst);  // then wake: see wait_in_driver
+    if (io_driver* d = driver_.load(std::memory_order_acquire)) d->wake();
     std::unique_lock lock(idle_mutex_);
     stopping_ = true;
     idle_.notify_all();
@@ -477,11 +583,16 @@ class scheduler {
   std::atomic<std::uint64_t> slices_since_release_{0};  // see release_memory_after_burst
   std::atomic<std::uint64_t> handoffs_{0};              // for figures()
   std::atomic<bool> stopped_{false};                    // every thread has left (exit)
+  std::atomic<bool> exiting_{false};                    // stopping_, readable without the lock
+  std::atomic<io_driver*> driver_{nullptr};             // see attach()
+  std::atomic<bool> driver_held_{false};                // a worker waits in or polls the driver
+  std::atomic<bool> in_driver_{false};                  // ... and may block there (counted parked)
   mutable std::mutex idle_mutex_;
   std::condition_variable idle_;    // parked slot owners wait here
   std::condition_variable exited_;  // shutdown waits here for threads to leave
   std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
   std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
+  std::size_t cv_parked_ = 0;       // slot owners waiting on idle_; guarded by idle_mutex_
   bool stopping_ = false;           // guarded by idle_mutex_
   static inline constinit thread_local worker* current_worker_ = nullptr;
   static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()

@@ -431,11 +431,14 @@ class io_error : public error {
 //
 // A socket that a coroutine task waits on costs no thread: the task tries the
 // system call, and when it would block it suspends on the socket's readiness
-// for that direction. One poller thread blocks in the backend (epoll_wait);
-// when the kernel reports a socket ready it posts the waiting task to the
-// scheduler, which retries the call. Design after Go's netpoller
-// (runtime/netpoll.go, pollDesc rg/wg) and tokio's I/O driver
-// (runtime/io/scheduled_io.rs): docs/design.md#event-driven-io.
+// for that direction. The reactor has no thread of its own: it is the
+// scheduler's I/O driver, and an idle worker blocks in the backend
+// (epoll_wait); when the kernel reports a socket ready, that worker posts the
+// waiting task to itself and runs it, which retries the call. Busy workers
+// look at it between slices. Design after Go's netpoller (runtime/netpoll.go,
+// pollDesc rg/wg; findRunnable) and tokio's I/O driver
+// (runtime/io/scheduled_io.rs; the worker's park on the driver):
+// docs/design.md#event-driven-io.
 //
 //   - Each fd is registered once, edge-triggered, for in|out|rdhup, when its
 //     socket is made, and deregistered when it is closed.
@@ -444,22 +447,22 @@ class io_error : public error {
 //     awaiter. A readiness that arrives before the task suspends leaves the
 //     slot ready, and the task's attempt to suspend then finds it and retries
 //     instead (Go's pdReady): nothing is lost between EAGAIN and the suspend.
-//   - Whoever takes the awaiter out of the slot (the poller with a readiness,
+//   - Whoever takes the awaiter out of the slot (the driver with a readiness,
 //     the stop hook of the task's ambient scope with a cancel, close() with
 //     an error) is the only one to resume it. The task is posted by the last
 //     of that wake-up and the end of its own await_suspend (a gate of two),
 //     so neither races with the registration and the task is posted once.
 //   - Deadlines are the ambient scope's: a deadline stops the scope, whose
 //     stop hook cancels the wait. No per-operation timer.
-//   - Poll descriptors are recycled, never freed: an event the poller read
+//   - Poll descriptors are recycled, never freed: an event the driver read
 //     just before its fd was closed may mark a reused descriptor ready, which
 //     costs its next waiter one retried system call and nothing else.
 //
-// The backend is a class with four operations (add, remove, poll, wake); an
-// io_uring or kqueue backend would implement the same (docs/io.md).
+// The backend is a class with five operations (add, remove, wait, dispatch,
+// wake); an io_uring or kqueue backend would implement the same (docs/io.md).
 //
-// Guarantees. Thread-safe: every function here. The poller thread starts on
-// first use and is stopped at exit.
+// Guarantees. Thread-safe: every function here. The reactor starts on first
+// use and adds no thread.
 
 #if !defined(__linux__)
 #error "leash/io: only Linux (epoll) is supported so far"
@@ -476,7 +479,7 @@ class io_error : public error {
 #include <mutex>
 #include <string>
 #include <system_error>
-#include <thread>
+#include <utility>
 #include <vector>
 
 namespace leash::inline v0::io {
@@ -674,7 +677,7 @@ struct poll_desc {
 };
 
 // The epoll backend. Another backend (io_uring's poll operations, kqueue)
-// provides the same four operations with the same contracts.
+// provides the same five operations with the same contracts.
 class epoll_backend {
  public:
   epoll_backend() {
@@ -714,25 +717,31 @@ class epoll_backend {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, &ev);
   }
 
-  // Blocks until some fd is ready or wake() was called; calls
-  // on_ready(desc, readable, writable) for each ready fd.
+  // Collects the fds that are ready: blocks until there is one or wake() was
+  // called when `block`, else returns at once. One caller at a time (it owns
+  // the collected events until dispatch()).
+  void wait(bool block) noexcept {
+    collected_ = ::epoll_wait(epoll_fd_, events_, batch, block ? -1 : 0);
+  }
+
+  // Calls on_ready(desc, readable, writable) for each fd the last wait()
+  // collected.
   template <class F>
-  void poll(F&& on_ready) {
-    epoll_event events[batch];
-    const int n = ::epoll_wait(epoll_fd_, events, batch, -1);
+  void dispatch(F&& on_ready) {
+    const int n = std::exchange(collected_, 0);
     for (int i = 0; i < n; ++i) {
-      auto* d = static_cast<poll_desc*>(events[i].data.ptr);
+      auto* d = static_cast<poll_desc*>(events_[i].data.ptr);
       if (d == nullptr) {
         drain_wake();
         continue;
       }
-      const std::uint32_t e = events[i].events;
+      const std::uint32_t e = events_[i].events;
       const bool failed = (e & (EPOLLERR | EPOLLHUP)) != 0;
       on_ready(d, failed || (e & (EPOLLIN | EPOLLRDHUP)) != 0, failed || (e & EPOLLOUT) != 0);
     }
   }
 
-  // Makes a poll in progress (or the next one) return.
+  // Makes a blocking wait() in progress (or the next one) return.
   void wake() noexcept {
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
@@ -749,17 +758,18 @@ class epoll_backend {
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
+  epoll_event events_[batch] = {};  // what the last wait() collected
+  int collected_ = 0;               // how many (negative: the wait failed, EINTR)
 };
 
 using backend = epoll_backend;
 
-// The process's reactor: a backend, the poller thread that runs it, and the
-// poll descriptors. Immortal; the poller thread is stopped at exit.
-class reactor {
+// The process's reactor: a backend and the poll descriptors, attached to the
+// scheduler as the driver its idle workers wait in. Immortal.
+class reactor final : public leash::detail::io_driver {
  public:
   static reactor& instance() {
-    static auto* r = new reactor;  // immortal: no static-destruction-order crash
-    static exit_guard guard{r};
+    static auto* r = make();  // immortal: no static-destruction-order crash
     return *r;
   }
 
@@ -789,32 +799,25 @@ class reactor {
   // Fds registered now.
   std::size_t registered() const noexcept { return registered_.load(std::memory_order_relaxed); }
 
-  // Poller threads running now: 1 once the reactor is in use, else 0.
-  static std::size_t poller_threads() noexcept { return pollers_.load(std::memory_order_relaxed); }
+  // The scheduler's side (io_driver): called by one worker at a time.
+  void wait(bool block) noexcept override { backend_.wait(block); }
+  void dispatch() noexcept override {
+    backend_.dispatch([](poll_desc* d, bool readable, bool writable) {
+      if (readable) d->read.set_ready();
+      if (writable) d->write.set_ready();
+    });
+  }
+  void wake() noexcept override { backend_.wake(); }
 
  private:
-  struct exit_guard {
-    reactor* r;
-    ~exit_guard() { r->shutdown(); }
-  };
-
-  reactor() : poller_([this] { run(); }) { pollers_.fetch_add(1, std::memory_order_relaxed); }
-
-  void run() {
-    while (!stopping_.load(std::memory_order_acquire)) {
-      backend_.poll([](poll_desc* d, bool readable, bool writable) {
-        if (readable) d->read.set_ready();
-        if (writable) d->write.set_ready();
-      });
-    }
+  static reactor* make() {
+    auto* r = new reactor;
+    leash::detail::scheduler::instance().attach(r);
+    return r;
   }
 
-  void shutdown() {
-    stopping_.store(true, std::memory_order_release);
-    backend_.wake();
-    if (poller_.joinable()) poller_.join();
-    pollers_.fetch_sub(1, std::memory_order_relaxed);
-  }
+  reactor() = default;
+  ~reactor() = default;
 
   poll_desc* take_desc() {
     {
@@ -834,20 +837,12 @@ class reactor {
   }
 
   backend backend_;
-  std::atomic<bool> stopping_{false};
   std::atomic<std::size_t> registered_{0};
   std::mutex mutex_;
   poll_desc* free_ = nullptr;  // guarded by mutex_
-  static inline std::atomic<std::size_t> pollers_{0};
-  std::thread poller_;  // declared last: started once everything else exists
 };
 
 }  // namespace detail
-
-// Poller threads running (0 before the first socket, then 1).
-inline std::size_t poller_threads() noexcept {
-  return detail::reactor::poller_threads();
-}
 
 }  // namespace leash::inline v0::io
 
