@@ -500,3 +500,19 @@ TEST_CASE("the proxy's periodic flusher has ended when the proxy's coroutine ret
   CHECK(r.body.read_all(10) == "b");
   CHECK(tasks_after == tasks_before);
 }
+
+TEST_CASE("the proxy serves as std::ref, std::cref and by value") {
+  leash::nursery n;
+  http::server upstream(n, [](http::server_request& req, http::response_writer& w) {
+    w.write(std::string(req.target()));
+  });
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+  http::server by_ref(n, std::ref(proxy));
+  http::server by_cref(n, std::cref(proxy));
+  http::server by_value(n, proxy);
+  http::transport t;
+  for (const http::server* front : {&by_ref, &by_cref, &by_value}) {
+    CHECK(t.round_trip(get(front->port(), "/x")).body.read_all(10) == "/x");
+  }
+}

@@ -1,15 +1,22 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/http/reverse_proxy.hpp: a server handler that forwards through a transport.
+// leash/http/reverse_proxy.hpp: a coroutine server handler that forwards through a transport.
 // Prevents: httputil.ReverseProxy's flushLoop, a time.Ticker goroutine that
 // outlived its response and flushed a finished ResponseWriter (a panic); here
-// the flusher is a scoped leash::ticker, stopped and joined before the
-// response is finished.
+// the periodic flush is a scoped tick in the proxy's own select, ended before
+// the response is finished.
 //
 //   leash::http::transport upstream;
 //   leash::http::reverse_proxy proxy(upstream, {.host = "127.0.0.1", .port = 8081,
 //                                               .flush_interval = 100ms});
 //   leash::nursery n;
-//   leash::http::server front(n, std::ref(proxy));
+//   leash::http::server front(n, std::ref(proxy));  // or std::cref(proxy), or a copy
+//
+// The proxy is a coroutine handler, coro<void>(server_request&,
+// response_writer&): the server awaits it on the connection's task, and it
+// waits for the upstream, for the client's body and for the client to take
+// the response with no thread (transport::async_round_trip, body async_read
+// both ways, response_writer::async_write / async_flush). A coroutine
+// handler of one's own may `co_await proxy(req, w)`.
 //
 // Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
 // TE, Trailer, Transfer-Encoding, Upgrade, every field the Connection header
@@ -26,17 +33,20 @@
 // at once. The request body streams upstream as the client sends it (nothing
 // buffered whole): with its Content-Length, or chunked when it came chunked;
 // a client body that breaks HTTP is answered 400 by the server, not 502. The
-// response body is copied as it arrives and flushed every flush_interval by
-// a ticker, or after every read for text/event-stream, for a body of unknown
-// length, or when flush_interval is negative. An upstream that fails before
-// its head is answered 502; one that fails mid-body aborts the client's
+// response body is copied as it arrives and flushed every flush_interval, or
+// after every read for text/event-stream, for a body of unknown length, or
+// when flush_interval is zero or negative. An upstream that fails before its
+// head is answered 502; one that fails mid-body aborts the client's
 // connection (the client sees a truncated response, never a clean end). A
-// client that goes away cancels the upstream request.
+// client that goes away cancels the upstream request (the server cancels
+// the handler's scope).
 //
-// Guarantees. Blocks: the handler, for the upstream exchange. Cancelled: by
-// the server (shutdown) and by the client going away. Throws: nothing to the
-// server for a client that left; the upstream's error after an abort. The
-// proxy object is stateless per request and thread-safe.
+// Guarantees. Blocks: no thread; the coroutine suspends for the upstream
+// exchange and the client. Cancelled: by the server's shutdown and by the
+// client going away (the server's cancel of the handler's scope), and by
+// any scope of the awaiting coroutine. Throws: cancelled; the upstream's
+// error after an abort; the client's body error (answered 400). The proxy
+// object is stateless per request and thread-safe.
 #pragma once
 
 #include "../detail/config.hpp"
