@@ -5,6 +5,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <latch>
+#include <leash/channel.hpp>
 #include <leash/http/reverse_proxy.hpp>
 #include <leash/nursery.hpp>
 #include <string>
@@ -171,14 +173,14 @@ TEST_CASE("a client that goes away cancels the upstream request") {
   });
   http::transport to_upstream;
   http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
-  http::server front(n, [&](http::server_request& req, http::response_writer& w) {
-    // Counted however the call ends: the proxy may return (it saw the client
-    // go first) or throw cancelled (the server cancelled the handler first).
+  http::server front(n, [&](http::server_request& req, http::response_writer& w) -> leash::coro<> {
+    // Counted however the call ends: the server cancels the handler's scope
+    // when its client leaves, and the proxy's await throws cancelled.
     struct count_on_exit {
       std::atomic<int>& count;
       ~count_on_exit() { ++count; }
     } counted{proxied};
-    proxy(req, w);
+    co_await proxy(req, w);
   });
   {
     namespace net = http::detail;
@@ -395,5 +397,122 @@ TEST_CASE("an upstream's duplicate Content-Length reaches the client as one fiel
     CHECK(reply.find("Content-Length: 7\r\n") != std::string::npos);
     CHECK(reply.find("ontent-Length", reply.find("ontent-Length") + 1) == std::string::npos);
     CHECK(reply.substr(reply.size() - 7) == "proxied");
+  }
+}
+
+namespace {
+
+namespace net = http::detail;
+
+// Threads that may start while proxied requests wait (coroutine workers,
+// spare threads of a hand-off, the timer thread), not one per request.
+constexpr std::size_t thread_slack = 16;
+
+// Everything `s` receives until the server closes it (or 10 s passed).
+std::string read_to_eof(const net::socket& s) {
+  std::string out;
+  char buf[4096];
+  std::size_t got = 0;
+  const auto deadline = leash::detail::deadline_after(10s);
+  while (net::read_some(s.fd(), buf, sizeof buf, got, deadline, {}) == net::read_status::data)
+    out.append(buf, got);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("200 proxied requests waiting on a slow upstream hold no thread each") {
+  constexpr int clients = 200;
+  const int fds = http_test::fd_count();
+  const std::size_t tasks = http_test::tasks_running();
+  {
+    std::latch arrived(clients);  // every request reached the upstream
+    leash::channel<int> release;  // closed: every upstream answer goes
+    leash::nursery n;
+    // A coroutine upstream: its waiting answers hold no thread either.
+    http::server upstream(
+        n, [&](http::server_request& req, http::response_writer& w) -> leash::coro<> {
+          if (req.target() != "/warm") {
+            arrived.count_down();
+            (void)co_await release.async_recv();
+          }
+          co_await w.async_write("released");
+        });
+    http::transport to_upstream;
+    http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+    http::server front(n, std::cref(proxy));
+    // One request first, so that what starts once per process (workers, the
+    // reactor, the timer thread, the transports' reapers) runs before counting.
+    REQUIRE(http_test::exchange_raw(front.port(),
+                                    "GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .ends_with("released"));
+    const std::size_t threads = http_test::os_threads();
+    std::vector<net::socket> socks;
+    for (int i = 0; i < clients; ++i) {
+      socks.push_back(net::dial("127.0.0.1", front.port(), net::clock::time_point::max(), {}));
+      net::write_all(socks.back().fd(), "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                     net::clock::time_point::max(), {});
+    }
+    arrived.wait();
+    const std::size_t waiting_threads = http_test::os_threads();
+    INFO("threads before: " << threads << ", while " << clients
+                            << " requests wait: " << waiting_threads);
+    CHECK(waiting_threads <= threads + thread_slack);
+    release.close();
+    int answered = 0;
+    for (const auto& s : socks)
+      answered += read_to_eof(s).ends_with("released") ? 1 : 0;
+    CHECK(answered == clients);
+  }
+  CHECK(eventually([&] { return http_test::fd_count() == fds; }));
+  CHECK(eventually([&] { return http_test::tasks_running() == tasks; }));
+}
+
+TEST_CASE("the proxy's periodic flusher has ended when the proxy's coroutine returns") {
+  http_test::gate gate(100);
+  leash::nursery n;
+  // The second byte is written only once the client holds the first, which
+  // only a tick of the flusher can have sent (the length is known).
+  http::server upstream(n, [&](http::server_request& req, http::response_writer& w) {
+    w.headers().set("Content-Length", "2");
+    w.write("a");
+    w.flush();
+    if (req.target() == "/slow") gate.arrive_and_wait();
+    w.write("b");
+  });
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port(), .flush_interval = 1ms});
+  std::atomic<std::size_t> tasks_before{0};
+  std::atomic<std::size_t> tasks_after{0};
+  http::server front(n, [&](http::server_request& req, http::response_writer& w) -> leash::coro<> {
+    tasks_before = http_test::tasks_running();
+    co_await proxy(req, w);
+    tasks_after = http_test::tasks_running();  // before the server finishes the response
+  });
+  http::transport t;
+  // The first exchange starts what lives on (pooled connections and their tasks).
+  REQUIRE(t.round_trip(get(front.port())).body.read_all(10) == "ab");
+  http::response r = t.round_trip(get(front.port(), "/slow"));
+  char first = 0;
+  CHECK(r.body.read(std::span<char>(&first, 1)) == 1);
+  CHECK(first == 'a');
+  gate.open();
+  CHECK(r.body.read_all(10) == "b");
+  CHECK(tasks_after == tasks_before);
+}
+
+TEST_CASE("the proxy serves as std::ref, std::cref and by value") {
+  leash::nursery n;
+  http::server upstream(n, [](http::server_request& req, http::response_writer& w) {
+    w.write(std::string(req.target()));
+  });
+  http::transport to_upstream;
+  http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
+  http::server by_ref(n, std::ref(proxy));
+  http::server by_cref(n, std::cref(proxy));
+  http::server by_value(n, proxy);
+  http::transport t;
+  for (const http::server* front : {&by_ref, &by_cref, &by_value}) {
+    CHECK(t.round_trip(get(front->port(), "/x")).body.read_all(10) == "/x");
   }
 }

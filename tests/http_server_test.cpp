@@ -281,9 +281,9 @@ TEST_CASE("a proxy call cut by the handler's deadline answers 504, not an empty 
   });
   http::transport to_upstream;
   http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
-  http::server front(n, [&](http::server_request& req, http::response_writer& w) {
+  http::server front(n, [&](http::server_request& req, http::response_writer& w) -> leash::coro<> {
     leash::cancel_scope scope(50ms);
-    proxy(req, w);
+    co_await proxy(req, w);
   });
   http::transport t;
   http::response r = t.round_trip(get(front.port()));

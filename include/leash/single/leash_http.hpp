@@ -4370,17 +4370,24 @@ class response_writer {
 
 }  // namespace leash::inline v0::http
 // ---- leash/http/reverse_proxy.hpp ----
-// leash/http/reverse_proxy.hpp: a server handler that forwards through a transport.
+// leash/http/reverse_proxy.hpp: a coroutine server handler that forwards through a transport.
 // Prevents: httputil.ReverseProxy's flushLoop, a time.Ticker goroutine that
 // outlived its response and flushed a finished ResponseWriter (a panic); here
-// the flusher is a scoped leash::ticker, stopped and joined before the
-// response is finished.
+// the periodic flush is a scoped tick in the proxy's own select, ended before
+// the response is finished.
 //
 //   leash::http::transport upstream;
 //   leash::http::reverse_proxy proxy(upstream, {.host = "127.0.0.1", .port = 8081,
 //                                               .flush_interval = 100ms});
 //   leash::nursery n;
-//   leash::http::server front(n, std::ref(proxy));
+//   leash::http::server front(n, std::ref(proxy));  // or std::cref(proxy), or a copy
+//
+// The proxy is a coroutine handler, coro<void>(server_request&,
+// response_writer&): the server awaits it on the connection's task, and it
+// waits for the upstream, for the client's body and for the client to take
+// the response with no thread (transport::async_round_trip, body async_read
+// both ways, response_writer::async_write / async_flush). A coroutine
+// handler of one's own may `co_await proxy(req, w)`.
 //
 // Per request: hop-by-hop fields (RFC 9110 7.6.1: Connection, Keep-Alive,
 // TE, Trailer, Transfer-Encoding, Upgrade, every field the Connection header
@@ -4397,17 +4404,20 @@ class response_writer {
 // at once. The request body streams upstream as the client sends it (nothing
 // buffered whole): with its Content-Length, or chunked when it came chunked;
 // a client body that breaks HTTP is answered 400 by the server, not 502. The
-// response body is copied as it arrives and flushed every flush_interval by
-// a ticker, or after every read for text/event-stream, for a body of unknown
-// length, or when flush_interval is negative. An upstream that fails before
-// its head is answered 502; one that fails mid-body aborts the client's
+// response body is copied as it arrives and flushed every flush_interval, or
+// after every read for text/event-stream, for a body of unknown length, or
+// when flush_interval is zero or negative. An upstream that fails before its
+// head is answered 502; one that fails mid-body aborts the client's
 // connection (the client sees a truncated response, never a clean end). A
-// client that goes away cancels the upstream request.
+// client that goes away cancels the upstream request (the server cancels
+// the handler's scope).
 //
-// Guarantees. Blocks: the handler, for the upstream exchange. Cancelled: by
-// the server (shutdown) and by the client going away. Throws: nothing to the
-// server for a client that left; the upstream's error after an abort. The
-// proxy object is stateless per request and thread-safe.
+// Guarantees. Blocks: no thread; the coroutine suspends for the upstream
+// exchange and the client. Cancelled: by the server's shutdown and by the
+// client going away (the server's cancel of the handler's scope), and by
+// any scope of the awaiting coroutine. Throws: cancelled; the upstream's
+// error after an abort; the client's body error (answered 400). The proxy
+// object is stateless per request and thread-safe.
 
 #include <chrono>
 #include <cstdint>
@@ -6276,6 +6286,16 @@ class downstream_source final : public body_source {
       throw;
     }
   }
+  // read() with no thread (the server's request body waits on the reactor).
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> async_read(
+      std::span<std::byte> out) override {
+    try {
+      co_return co_await body_.async_read(out);
+    } catch (...) {
+      *failed_ = true;
+      throw;
+    }
+  }
   void close(bool) override { (void)body_.try_close(); }
 
  private:
@@ -6285,14 +6305,17 @@ class downstream_source final : public body_source {
 
 }  // namespace detail
 
-// A handler (usable by http::server) that forwards each request to one
-// upstream through `upstream`. See the header comment.
+// A coroutine handler (usable by http::server) that forwards each request
+// to one upstream through `upstream`. See the header comment.
 class reverse_proxy {
  public:
   reverse_proxy(transport& upstream, proxy_options options)
       : upstream_(&upstream), options_(std::move(options)) {}
 
-  void operator()(server_request& req, response_writer& w) const {
+  // Forwards one request; awaited by the server on the connection's task.
+  // `req` and `w` must outlive the returned coro (the server's do).
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> operator()(server_request& req,
+                                                                response_writer& w) const {
     request out{options_.host, options_.port,
                 detail::upstream_head(req, options_.trust_forwarded_for)};
     // The transport sends the body as soon as the head (it never waits for a
@@ -6306,83 +6329,129 @@ class reverse_proxy {
           std::make_unique<detail::downstream_source>(std::move(req.body()), body_failed));
       out.stream_length = length;
     }
-
-    bool client_gone = false;
-    std::exception_ptr upstream_failure;
-    // The watcher and the exchange share a nursery: a client that leaves
-    // cancels the exchange; the exchange ending cancels the watcher.
-    leash::run_nursery([&](nursery& n) {
-      n.spawn("reverse_proxy client watch", [&] {
-        if (w.wait_client_gone(this_task::stop_token())) {
-          client_gone = true;
-          n.cancel("reverse_proxy: the client went away");
-        }
-      });
-      try {
-        forward(out, w, body_failed);
-      } catch (const cancelled&) {
-        if (!n.stop_requested()) upstream_failure = std::current_exception();
-      } catch (...) {
-        upstream_failure = std::current_exception();
-      }
-      n.cancel();  // stops the watcher
-    });
-    if (client_gone) return;
-    if (upstream_failure) std::rethrow_exception(upstream_failure);
+    // A client that leaves needs no watcher here: the server cancels the
+    // handler's scope, which ends every wait below, the upstream's included.
+    co_await forward(out, w, body_failed);
   }
 
  private:
+  // What one read of the upstream's body takes at most.
+  static constexpr std::size_t copy_chunk = 16 * 1024;
+
   // `body_failed`: set when reading the client's body failed (then the
   // error is rethrown for the server to answer, not turned into a 502).
-  void forward(const request& out, response_writer& w, const bool& body_failed) const {
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> forward(const request& out, response_writer& w,
+                                                             const bool& body_failed) const {
     response r;
+    std::optional<std::string> unreachable;  // the upstream's error before its head
     try {
-      r = upstream_->round_trip(out);
+      r = co_await upstream_->async_round_trip(out);
     } catch (const http::error& e) {
       if (body_failed) throw;
+      unreachable = e.what();
+    }
+    if (unreachable) {
       w.set_status(502);
       w.headers().set("Content-Type", "text/plain");
-      w.write(std::string(e.what()) + "\n");
-      return;
+      co_await w.async_write(*unreachable + "\n");
+      co_return;
     }
+    std::exception_ptr failure;
+    bool head_sent = false;
+    try {
+      const bool immediate = start_response(r, w);
+      co_await w.async_flush();  // the head reaches the client now, whatever the upstream does
+      head_sent = true;
+      if (immediate) {
+        co_await copy_flushing_each(r.body, w);
+      } else {
+        co_await copy_flushing_periodically(r.body, w);
+      }
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    if (!failure) co_return;
+    if (head_sent) w.abort();  // never end a broken response cleanly
+    (void)r.body.try_close();  // the upstream connection goes; nothing is reported unclosed
+    std::rethrow_exception(failure);
+  }
+
+  // Sets the client's status and fields from `r`; true when every read of
+  // the body is to be flushed at once (text/event-stream, unknown length,
+  // or a flush_interval that is not positive).
+  bool start_response(const response& r, response_writer& w) const {
     w.set_status(r.status());
     detail::copy_end_to_end(r.head.headers, w.headers());
     const std::optional<std::uint64_t> length = detail::parsed_length(r.head.headers);
     if (length) w.headers().set("Content-Length", std::to_string(*length));
     const auto type = r.head.headers.get("content-type");
-    const bool immediate = options_.flush_interval.count() < 0 || !length ||
-                           (type && type->substr(0, 17) == "text/event-stream");
-    w.flush();  // the head reaches the client now, whatever the upstream does next
-    try {
-      if (immediate) {
-        copy(r.body, w, true);
-      } else {
-        std::exception_ptr flush_failure;
-        {
-          // Scoped: stopped and joined before this block ends, so no flush can
-          // touch the writer after the response is finished.
-          ticker flusher(options_.flush_interval, [&] {
-            try {
-              w.flush();
-            } catch (...) {
-              if (!flush_failure) flush_failure = std::current_exception();
-            }
-          });
-          copy(r.body, w, false);
-        }
-        if (flush_failure) std::rethrow_exception(flush_failure);
-      }
-    } catch (...) {
-      w.abort();  // never end a broken response cleanly
-      throw;
+    return options_.flush_interval.count() <= 0 || !length ||
+           (type && type->substr(0, 17) == "text/event-stream");
+  }
+
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER static coro<void> copy_flushing_each(body& b,
+                                                                               response_writer& w) {
+    std::string buf(copy_chunk, '\0');  // on the heap: the frame stays small
+    while (std::size_t n = co_await b.async_read(std::span<char>(buf))) {
+      co_await w.async_write(std::string_view(buf.data(), n));
+      co_await w.async_flush();
     }
   }
 
-  static void copy(body& b, response_writer& w, bool flush_each) {
-    char buf[16 * 1024];
-    while (std::size_t n = b.read(std::span<char>(buf))) {
-      w.write(std::string_view(buf, n));
-      if (flush_each) w.flush();
+  // The flusher is scoped, which is why this proxy exists: Go's flushLoop
+  // outlived its response and flushed a finished writer. The writer makes a
+  // second sender wait for the first on a thread, so copy and flush take
+  // turns in this one task: a select between the next piece of the body and
+  // the next tick. A body read cannot be a select case, so a child task reads
+  // the body into an unbuffered channel. The nursery joins the reader and the
+  // tick timer dies before this returns: nothing flushes after the response.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> copy_flushing_periodically(
+      body& b, response_writer& w) const {
+    channel<std::string> pieces;  // unbuffered: the reader is one piece ahead at most
+    co_await run_nursery({.name = "reverse_proxy copy"}, [&](nursery& n) {
+      n.spawn("reverse_proxy body reader", [&] { return read_pieces(b, pieces); });
+      return write_with_ticks(pieces, w);
+    });
+  }
+
+  // Sends each piece of `b` on `pieces`, and closes it at the body's end.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER static coro<void> read_pieces(
+      body& b, channel<std::string>& pieces) {
+    for (;;) {
+      std::string piece(copy_chunk, '\0');
+      const std::size_t n = co_await b.async_read(std::span<char>(piece));
+      if (n == 0) break;
+      piece.resize(n);
+      co_await pieces.async_send(std::move(piece));
+    }
+    pieces.close();
+  }
+
+  // Writes the pieces as they come and flushes on every tick with bytes
+  // written since the last flush, until `pieces` is closed.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> write_with_ticks(channel<std::string>& pieces,
+                                                                      response_writer& w) const {
+    timer_channel ticks = leash::tick(options_.flush_interval);
+    bool unflushed = false;
+    for (;;) {
+      std::optional<std::string> piece;
+      bool ended = false;
+      bool tick = false;
+      co_await async_select(on_recv(pieces,
+                                    [&](std::optional<std::string> p) {
+                                      ended = !p;
+                                      piece = std::move(p);
+                                    }),
+                            on_recv(ticks, [&] { tick = true; }));
+      if (ended) co_return;
+      if (piece) {
+        co_await w.async_write(*piece);
+        unflushed = true;
+      }
+      if (tick && unflushed) {
+        co_await w.async_flush();
+        unflushed = false;
+      }
     }
   }
 
