@@ -269,8 +269,9 @@ TEST_CASE("a stuttering stream: short steps and want::read with bytes buffered, 
   serve_through_streams(plain_handler, true);
 }
 
-TEST_CASE("a stuttering stream: short steps and want::read with bytes buffered, coroutine "
-          "handler") {
+TEST_CASE(
+    "a stuttering stream: short steps and want::read with bytes buffered, coroutine "
+    "handler") {
   serve_through_streams(coro_handler, true);
 }
 

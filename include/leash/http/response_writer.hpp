@@ -164,9 +164,9 @@ class response_writer {
   // it uses of the writer.
   friend class detail::server_connection;
 
-  // A writer on the connection `sock`, whose bytes go through `bytes`, for a response to a request that said
-  // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
-  // body); `keep_alive`: the connection may carry another request after it.
+  // A writer on the connection `sock`, whose bytes go through `bytes`, for a response to a request
+  // that said HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked body);
+  // `keep_alive`: the connection may carry another request after it.
   response_writer(io::socket& sock, stream& bytes, std::stop_token token, bool head_request,
                   bool http10, bool keep_alive, std::chrono::milliseconds write_timeout)
       : sock_(&sock),

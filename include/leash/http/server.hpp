@@ -49,6 +49,9 @@
 // disconnected"), with no thread per handler. At max_connections the accept
 // loop waits until a connection ends; a failed accept is counted and, out
 // of fds or memory, followed by a short rest.
+// server_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the server's own.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -499,8 +502,9 @@ class server_connection {
   // The writer of `req`'s response: keep-alive when the client asked for it
   // and the server is not shutting down.
   response_writer make_writer(const parsed_request& head, const server_request& req) {
-    return response_writer(socket_, bytes(), token_, req.method() == "HEAD", head.version.minor == 0,
-                           head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
+    return response_writer(socket_, bytes(), token_, req.method() == "HEAD",
+                           head.version.minor == 0, head.keep_alive && !env_.stopping.load(),
+                           env_.options.write_timeout);
   }
 
   // The request body's stream, over buf_ from `head_end` on. An HTTP/1.1

@@ -22,6 +22,9 @@
 // "Connection: close", the body was not delimited by close, and no error
 // happened. Closing a body early drains a short tail (<= drain_limit, within
 // drain_timeout) so the connection is reused; otherwise it is closed.
+// transport_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a dialed connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the transport's own.
 //
 // Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
 // Cancelled: by the ambient or an explicit token; the stop callback only

@@ -155,7 +155,8 @@ struct connection {
   read_status fill(clock::time_point deadline, const std::stop_token& token) {
     begin = end = 0;
     std::size_t got = 0;
-    const read_status st = read_some(bytes(), fd(), buffer.get(), buffer_size, got, deadline, token);
+    const read_status st =
+        read_some(bytes(), fd(), buffer.get(), buffer_size, got, deadline, token);
     end = got;
     return st;
   }
@@ -177,9 +178,9 @@ struct connection {
   }
 
   connection_socket sock;
-  plain_stream plain;                      // the bytes without wrap_connection
+  plain_stream plain;                       // the bytes without wrap_connection
   std::unique_ptr<checked_stream> wrapped;  // wrap_connection's stream, if any
-  std::string key;  // "host:port": the pool's bucket
+  std::string key;                          // "host:port": the pool's bucket
   std::unique_ptr<char[]> buffer;
   std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
   std::size_t end = 0;

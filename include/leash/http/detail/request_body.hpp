@@ -48,7 +48,8 @@ namespace leash::inline v0::http::detail {
 // end_read with `reading_` set; it holds the mutex only while it parses and
 // takes bytes the stream already has (step()), never while it waits for the
 // client (a blocking read polls, a coroutine read awaits the socket's
-// readiness, in the direction the stream's step asks for). The first read calls the 100-continue hook outside the lock.
+// readiness, in the direction the stream's step asks for). The first read calls the 100-continue
+// hook outside the lock.
 class request_stream {
  public:
   // `buf` holds the bytes received after the head; the stream consumes them
@@ -298,9 +299,9 @@ class request_stream {
   }
 
   // buf_ is used up: takes what the stream has without waiting (nullopt
-  // when nothing yet, with what it waits for in `wait`). A Content-Length body goes straight into dst[0,
-  // size) and the body byte count is returned; a chunked one is appended to
-  // buf_ for the decoder. Throws truncated_body at an early EOF, io_error.
+  // when nothing yet, with what it waits for in `wait`). A Content-Length body goes straight into
+  // dst[0, size) and the body byte count is returned; a chunked one is appended to buf_ for the
+  // decoder. Throws truncated_body at an early EOF, io_error.
   std::optional<std::size_t> receive(char* dst, std::size_t size, want& wait) {
     buf_->clear();
     begin_ = 0;

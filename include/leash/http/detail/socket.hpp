@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
+// leash/http/detail/socket.hpp: RAII sockets, dialing, and stop-aware waits
+// (the reads and writes that use them are in stream_io.hpp).
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
 // and cancelled by a stop token; called from a coroutine task, it hands the

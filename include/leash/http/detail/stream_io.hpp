@@ -110,10 +110,14 @@ class checked_stream final : public stream {
 };
 
 // A write step that took nothing and waits for nothing: the peer is gone.
-[[noreturn]] inline void throw_write_stalled() { throw_errno("write", EPIPE); }
+[[noreturn]] inline void throw_write_stalled() {
+  throw_errno("write", EPIPE);
+}
 
 // The poll() events of a want.
-inline short poll_events(want w) noexcept { return w == want::write ? POLLOUT : POLLIN; }
+inline short poll_events(want w) noexcept {
+  return w == want::write ? POLLOUT : POLLIN;
+}
 
 // Reads up to `size` bytes of `s` (over `fd`) into `out` before `deadline`;
 // `got` is the count. Throws the stream's errors, or cancelled when `token`
