@@ -60,9 +60,11 @@
 #include "../io/socket.hpp"
 #include "detail/chars.hpp"
 #include "detail/socket.hpp"
+#include "detail/stream_io.hpp"
 #include "errors.hpp"
 #include "message.hpp"
 #include "request_writer.hpp"
+#include "stream.hpp"
 
 namespace leash::inline v0::http {
 
@@ -162,12 +164,13 @@ class response_writer {
   // it uses of the writer.
   friend class detail::server_connection;
 
-  // A writer on the connection `sock` for a response to a request that said
-  // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
-  // body); `keep_alive`: the connection may carry another request after it.
-  response_writer(io::socket& sock, std::stop_token token, bool head_request, bool http10,
-                  bool keep_alive, std::chrono::milliseconds write_timeout)
+  // A writer on the connection `sock`, whose bytes go through `bytes`, for a response to a request
+  // that said HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked body);
+  // `keep_alive`: the connection may carry another request after it.
+  response_writer(io::socket& sock, stream& bytes, std::stop_token token, bool head_request,
+                  bool http10, bool keep_alive, std::chrono::milliseconds write_timeout)
       : sock_(&sock),
+        stream_(&bytes),
         fd_(sock.native_handle()),
         token_(std::move(token)),
         head_request_(head_request),
@@ -248,7 +251,7 @@ class response_writer {
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {
     try {
-      detail::write_all(fd_, out, leash::detail::deadline_after(write_timeout_), token_);
+      detail::write_all(*stream_, fd_, out, leash::detail::deadline_after(write_timeout_), token_);
     } catch (const timeout&) {
       aborted_ = true;
       throw_write_timed_out();
@@ -280,18 +283,17 @@ class response_writer {
   // Sends `out` within write_timeout: what the socket takes at once, then
   // the rest as the client reads.
   coro<void> send_bytes_async(std::string_view out) {
-    out.remove_prefix(detail::send_now(fd_, out));
+    out.remove_prefix(detail::send_now(*stream_, out));
     if (out.empty()) co_return;
     cancel_scope limit(write_timeout_);
     try {
-      co_await sock_->async_write_all(std::as_bytes(std::span(out.data(), out.size())));
+      co_await detail::async_write_all(*stream_, io::socket_access::desc(*sock_), out,
+                                       "io::async_write_all");
     } catch (const cancelled&) {
       if (limit.reason() != stop_reason::deadline_exceeded) throw;
       const std::lock_guard lock(mutex_);
       aborted_ = true;
       throw_write_timed_out();
-    } catch (const io::io_error& e) {
-      throw io_error("write", e.code());
     }
   }
 
@@ -467,6 +469,7 @@ class response_writer {
   std::condition_variable turn_;  // a send in flight ended
   bool sending_ = false;          // an async send is in flight, with no lock held
   io::socket* sock_;
+  stream* stream_;  // the connection's bytes (plain TCP, or the user's adapter)
   int fd_;
   std::stop_token token_;
   bool head_request_;

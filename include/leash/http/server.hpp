@@ -49,6 +49,9 @@
 // disconnected"), with no thread per handler. At max_connections the accept
 // loop waits until a connection ends; a failed accept is counted and, out
 // of fds or memory, followed by a short rest.
+// server_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the server's own.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -86,9 +89,11 @@
 #include "detail/request_body.hpp"
 #include "detail/request_parser.hpp"
 #include "detail/socket.hpp"
+#include "detail/stream_io.hpp"
 #include "errors.hpp"
 #include "message.hpp"
 #include "response_writer.hpp"
+#include "stream.hpp"
 #include "values.hpp"
 
 namespace leash::inline v0::http {
@@ -176,6 +181,12 @@ struct server_options {
   std::size_t drain_limit = 64 * 1024;  // unread request body bytes dropped to reuse the connection
   ms drain_timeout{100};                // how long that drain may take
   std::string name = "http::server";
+  // Wraps each accepted connection's fd in a stream (TLS: see stream.hpp);
+  // unset: plain TCP. Called once per connection on its task, before its
+  // first read; must not block (a handshake happens in the stream's steps).
+  // A throw or a null stream closes that connection, counted in
+  // server_stats::wrap_failures; the server goes on.
+  std::function<std::unique_ptr<stream>(int fd)> wrap_connection = nullptr;
 };
 
 // Counters of a server (a snapshot).
@@ -192,6 +203,7 @@ struct server_stats {
   // Connections answered 503 and closed because no task could be started for
   // them (out of memory).
   std::uint64_t connections_refused = 0;
+  std::uint64_t wrap_failures = 0;  // connections closed because wrap_connection failed
 };
 
 namespace detail {
@@ -227,6 +239,7 @@ struct connection_counters {
   std::atomic<std::uint64_t> write_timeouts{0};      // connections ended by write_timeout
   std::atomic<std::uint64_t> header_timeouts{0};     // connections ended by header_timeout
   std::atomic<std::uint64_t> client_disconnects{0};  // handlers cancelled: their client left
+  std::atomic<std::uint64_t> wrap_failures{0};       // wrap_connection threw or gave nothing
 };
 
 // A server's handler: a plain function, called on the connection's task
@@ -256,12 +269,15 @@ struct connection_env {
 // wait. Not copyable.
 class server_connection {
  public:
-  // Takes over `s`; call from the connection's task.
+  // Takes over `s`, wrapped by the server's wrap_connection when it has
+  // one; call from the connection's task. Throws what the wrapping threw.
   server_connection(const connection_env& env, io::socket s)
       : env_(env),
         socket_(std::move(s)),
         token_(this_task::stop_token()),
-        peer_(peer_address_of(fd())) {}
+        peer_(peer_address_of(fd())),
+        plain_(fd()),
+        wrapped_(wrap(env, fd())) {}
 
   server_connection(const server_connection&) = delete;
   server_connection& operator=(const server_connection&) = delete;
@@ -273,6 +289,7 @@ class server_connection {
   coro<void> run() {
     for (bool first = true; co_await serve_request(first); first = false) {
     }
+    if (wrapped_) co_await close_stream();
   }
 
  private:
@@ -330,6 +347,26 @@ class server_connection {
   };
 
   int fd() const noexcept { return socket_.native_handle(); }
+
+  // The connection's bytes: the user's stream, or plain TCP.
+  stream& bytes() noexcept { return wrapped_ ? static_cast<stream&>(*wrapped_) : plain_; }
+
+  // The stream of the server's wrap_connection for `fd`, or null without
+  // one. A failure is counted and thrown.
+  static std::unique_ptr<checked_stream> wrap(const connection_env& env, int fd) {
+    if (!env.options.wrap_connection) return nullptr;
+    try {
+      std::unique_ptr<stream> s = env.options.wrap_connection(fd);
+      if (s == nullptr) {
+        throw io_error("leash::http::server: wrap_connection gave no stream",
+                       std::make_error_code(std::errc::invalid_argument));
+      }
+      return std::make_unique<checked_stream>(std::move(s));
+    } catch (...) {
+      ++env.counters.wrap_failures;
+      throw;
+    }
+  }
 
   // Reads, handles and answers one request; true when the connection then
   // waits for the next one.
@@ -414,34 +451,40 @@ class server_connection {
     const bool idle = buf_.empty();
     for (;;) {
       if (idle && env_.idle_end.stop_requested()) co_return read_status::eof;
-      if (const std::optional<read_status> st = try_read()) co_return *st;
+      want wait = want::read;
+      if (const std::optional<read_status> st = try_read(wait)) co_return *st;
       if (idle) buf_.shrink_to_fit();
-      if (!co_await wait_readable(deadline, idle)) {
+      if (!co_await wait_ready(deadline, idle, wait)) {
         co_return idle&& env_.idle_end.stop_requested() ? read_status::eof : read_status::timed_out;
       }
     }
   }
 
-  // One read into buf_'s end without waiting; nullopt when nothing is there yet.
-  std::optional<read_status> try_read() {
+  // One read into buf_'s end without waiting; nullopt when nothing is
+  // there yet, with what the stream waits for in `wait`.
+  std::optional<read_status> try_read(want& wait) {
     const std::size_t old = buf_.size();
     buf_.resize(old + read_chunk);
-    const ssize_t n = ::recv(fd(), buf_.data() + old, read_chunk, 0);
-    buf_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
-    if (n > 0) return read_status::data;
-    if (n == 0) return read_status::eof;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
-    throw_errno("read", errno);
+    step st;
+    do {
+      st = bytes().read({buf_.data() + old, read_chunk});
+    } while (st.bytes == 0 && st.wait == want::read && bytes().has_buffered());
+    buf_.resize(old + st.bytes);
+    if (st.bytes > 0) return read_status::data;
+    if (st.wait == want::nothing) return read_status::eof;
+    wait = st.wait;
+    return std::nullopt;
   }
 
-  // Waits until the socket may be read; false when `deadline` passed or,
-  // `idle`, the server began its shutdown. A cancel of the connection's
-  // task throws cancelled.
-  coro<bool> wait_readable(clock::time_point deadline, bool idle) {
+  // Waits until the socket is ready as `wait` says; false when `deadline`
+  // passed or, `idle`, the server began its shutdown. A cancel of the
+  // connection's task throws cancelled.
+  coro<bool> wait_ready(clock::time_point deadline, bool idle, want wait) {
     cancel_scope shutting_down(idle ? env_.idle_end : std::stop_token{});
     cancel_scope timer(deadline);
+    io::detail::poll_desc& desc = io::socket_access::desc(socket_);
     try {
-      co_await io::detail::slot_awaiter(io::socket_access::desc(socket_).read,
+      co_await io::detail::slot_awaiter(wait == want::write ? desc.write : desc.read,
                                         "http::server: waiting for a request");
     } catch (const cancelled&) {
       if (token_.stop_requested()) throw;
@@ -459,8 +502,9 @@ class server_connection {
   // The writer of `req`'s response: keep-alive when the client asked for it
   // and the server is not shutting down.
   response_writer make_writer(const parsed_request& head, const server_request& req) {
-    return response_writer(socket_, token_, req.method() == "HEAD", head.version.minor == 0,
-                           head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
+    return response_writer(socket_, bytes(), token_, req.method() == "HEAD",
+                           head.version.minor == 0, head.keep_alive && !env_.stopping.load(),
+                           env_.options.write_timeout);
   }
 
   // The request body's stream, over buf_ from `head_end` on. An HTTP/1.1
@@ -475,7 +519,7 @@ class server_connection {
     }
     const server_options& o = env_.options;
     return std::make_shared<request_stream>(
-        socket_, buf_, head_end,
+        socket_, bytes(), buf_, head_end,
         head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
         parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
   }
@@ -579,11 +623,11 @@ class server_connection {
     const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
                             response_writer::reason_phrase(status) +
                             "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    const std::size_t sent = send_now(fd(), out);
+    const std::size_t sent = send_now(bytes(), out);
     if (sent < out.size()) {
       cancel_scope limit(env_.options.write_timeout);
-      const std::string_view unsent = std::string_view(out).substr(sent);
-      co_await socket_.async_write_all(std::as_bytes(std::span(unsent.data(), unsent.size())));
+      co_await async_write_all(bytes(), io::socket_access::desc(socket_),
+                               std::string_view(out).substr(sent), "io::async_write_all");
     }
     co_await linger_close();
   }
@@ -591,12 +635,13 @@ class server_connection {
   // Ends the connection without a reset that could destroy the last
   // response (Go's closeWriteAndWait): closing with unread request bytes
   // would send a reset that can destroy the reply before the client reads
-  // it. Reads and drops up to linger_reads reads for at most linger_time.
+  // it. Reads and drops up to linger_reads reads for at most linger_time,
+  // through the stream (a TLS peer's records are read and dropped whole).
   coro<void> linger_close() {
-    ::shutdown(fd(), SHUT_WR);
     buf_.clear();
     cancel_scope limit(linger_time);
     try {
+      co_await close_write();
       for (int i = 0; i < linger_reads; ++i) {
         if (co_await read_more(clock::time_point::max()) != read_status::data) break;
         buf_.clear();
@@ -605,6 +650,34 @@ class server_connection {
       if (token_.stop_requested()) throw;
     } catch (const std::exception&) {
       // a reset: the client is gone; nothing to linger for
+    }
+  }
+
+  // Ends the write side in order, once: the stream's shutdown (a TLS
+  // close_notify; nothing for plain TCP), then the fd's. Throws the
+  // stream's errors, or cancelled.
+  coro<void> close_write() {
+    if (std::exchange(write_closed_, true)) co_return;
+    try {
+      co_await async_shutdown(bytes(), io::socket_access::desc(socket_),
+                              "http::server: closing a connection");
+    } catch (...) {
+      ::shutdown(fd(), SHUT_WR);
+      throw;
+    }
+    ::shutdown(fd(), SHUT_WR);
+  }
+
+  // The orderly end of a user's stream when the connection ends (a TLS
+  // close_notify), within linger_time; a peer gone meanwhile does not matter.
+  coro<void> close_stream() {
+    cancel_scope limit(linger_time);
+    try {
+      co_await close_write();
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+    } catch (const std::exception&) {
+      // the peer is gone: nothing to tell it
     }
   }
 
@@ -632,6 +705,9 @@ class server_connection {
   std::stop_token token_;  // the connection task's
   std::string peer_;       // "ip:port" of the client
   std::string buf_;        // bytes read and not yet consumed; the next head starts it
+  plain_stream plain_;     // the connection's bytes without wrap_connection
+  std::unique_ptr<checked_stream> wrapped_;  // wrap_connection's stream, if the server has one
+  bool write_closed_ = false;                // close_write() ran
 };
 
 }  // namespace detail
@@ -710,6 +786,7 @@ class server {
     st.header_timeouts = counters_.header_timeouts.load();
     st.client_disconnects = counters_.client_disconnects.load();
     st.connections_refused = connections_refused_.load();
+    st.wrap_failures = counters_.wrap_failures.load();
     return st;
   }
 

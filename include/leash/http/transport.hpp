@@ -22,6 +22,9 @@
 // "Connection: close", the body was not delimited by close, and no error
 // happened. Closing a body early drains a short tail (<= drain_limit, within
 // drain_timeout) so the connection is reused; otherwise it is closed.
+// transport_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a dialed connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the transport's own.
 //
 // Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
 // Cancelled: by the ambient or an explicit token; the stop callback only
@@ -47,6 +50,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -65,6 +69,7 @@
 #include "message.hpp"
 #include "request_writer.hpp"
 #include "response_parser.hpp"
+#include "stream.hpp"
 
 namespace leash::inline v0::http {
 
@@ -86,6 +91,12 @@ struct transport_options {
   std::size_t drain_limit = 64 * 1024;  // unread body bytes close() may drain to reuse
   ms drain_timeout{100};                // how long close() may spend draining
   bool disable_keep_alives = false;     // every request gets its own connection
+  // Wraps each dialed connection's fd in a stream (TLS: see stream.hpp),
+  // given the request's host (for SNI and certificate checks); unset: plain
+  // TCP. Called once per dial, on the dialing caller; must not block (a
+  // handshake happens in the stream's steps). A throw fails that round trip
+  // with the exception; a null stream fails it with io_error.
+  std::function<std::unique_ptr<stream>(int fd, const std::string& host)> wrap_connection = nullptr;
 };
 
 // What round_trip sends: `body` with a Content-Length, or `stream`.
@@ -146,7 +157,7 @@ class connection_body final : public body_source {
               static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.body_remaining()));
           std::size_t got = 0;
           char* dst = reinterpret_cast<char*>(out.data());
-          if (read_some(c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
+          if (read_some(c_->bytes(), c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
               read_status::eof) {
             p.finish_eof();  // throws truncated_body
           }
@@ -310,14 +321,14 @@ inline constexpr std::size_t stream_chunk = 16 * 1024;
 // Sends the stream of `r` after its head. Blocks; cancellable; throws
 // invalid_request when the stream's length differs from stream_length, and
 // the stream's and the socket's errors.
-inline void send_stream(int fd, const request& r, const std::stop_token& token) {
+inline void send_stream(connection& c, const request& r, const std::stop_token& token) {
   char buf[stream_chunk];
   stream_framer framer(r);
   while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
-    write_all(fd, framer.next({buf, n}), clock::time_point::max(), token);
+    write_all(c.bytes(), c.fd(), framer.next({buf, n}), clock::time_point::max(), token);
   }
   if (const std::string_view tail = framer.finish(); !tail.empty()) {
-    write_all(fd, tail, clock::time_point::max(), token);
+    write_all(c.bytes(), c.fd(), tail, clock::time_point::max(), token);
   }
 }
 
@@ -504,6 +515,7 @@ class transport {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
       auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       return c;
     } catch (...) {
@@ -533,6 +545,7 @@ class transport {
       const int one = 1;  // as the blocking dial: requests are small writes
       ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       co_return c;
     } catch (...) {
@@ -623,8 +636,8 @@ class transport {
     start_exchange(*c, req);
     std::exception_ptr send_failure;
     try {
-      detail::write_all(c->fd(), pl.wire, detail::clock::time_point::max(), token);
-      if (pl.streaming) detail::send_stream(c->fd(), req, token);
+      detail::write_all(c->bytes(), c->fd(), pl.wire, detail::clock::time_point::max(), token);
+      if (pl.streaming) detail::send_stream(*c, req, token);
     } catch (const io_error&) {
       c->request_close = true;
       send_failure = std::current_exception();

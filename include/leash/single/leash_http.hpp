@@ -39,7 +39,8 @@
 // leash/http.hpp: the HTTP worked example, all of it (Linux: epoll, eventfd).
 //
 // Not included by leash.hpp, which stays portable. Plain http:// HTTP/1.1:
-// TLS, HTTP/2, proxies, redirects, cookies and gzip are out of scope.
+// HTTP/2, proxies, redirects, cookies and gzip are out of scope; TLS comes
+// from the application, as an http::stream (stream.hpp).
 
 // ---- leash/http/client.hpp ----
 // leash/http/client.hpp: requests by URL over a transport.
@@ -343,6 +344,9 @@ class io_error : public error {
 // "Connection: close", the body was not delimited by close, and no error
 // happened. Closing a body early drains a short tail (<= drain_limit, within
 // drain_timeout) so the connection is reused; otherwise it is closed.
+// transport_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a dialed connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the transport's own.
 //
 // Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
 // Cancelled: by the ambient or an explicit token; the stop callback only
@@ -365,6 +369,7 @@ class io_error : public error {
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -1247,7 +1252,9 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 // ---- leash/http/detail/pool.hpp ----
 // leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
 //
-// A connection is a socket, its read buffer and its response parser. A
+// A connection is a socket, its stream (plain TCP, or the transport's
+// wrap_connection adapter over the socket), its read buffer and its
+// response parser. A
 // coroutine task waits on its socket with no thread (async_fill,
 // async_write): that needs the fd registered with the reactor, as an
 // io::socket. A connection dialed by a thread caller is registered on its
@@ -1267,6 +1274,7 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -2344,8 +2352,84 @@ class response_parser {
 };
 
 }  // namespace leash::inline v0::http
+// ---- leash/http/stream.hpp ----
+// leash/http/stream.hpp: the bytes of one connection, as the server and the
+// transport read and write them; the hook that brings TLS (or any other byte
+// stream over a socket) without leash depending on a TLS library.
+//
+// A stream does non-blocking steps; leash does every wait, deadline and
+// cancel. A step that cannot go on says what it waits for (want::read: the
+// socket must become readable; want::write: writable), and leash calls it
+// again once the socket's fd is ready that way: with poll() for a thread
+// caller, through the reactor for a coroutine task. One adapter serves both.
+// This is the shape of OpenSSL's non-blocking API (SSL_ERROR_WANT_READ /
+// WANT_WRITE; the handshake runs inside the first read or write) and of
+// memory-BIO TLS engines.
+//
+//   server_options o;
+//   o.wrap_connection = [&](int fd) { return std::make_unique<my_tls>(ctx, fd, server_side); };
+//   transport_options t;
+//   t.wrap_connection = [&](int fd, const std::string& host) {
+//     return std::make_unique<my_tls>(ctx, fd, host);   // host: for SNI, verification
+//   };
+//
+// Contract. Every member returns at once, never waiting for the peer.
+// leash owns the fd: it closes it, shuts it down on a cancel, and polls it;
+// the adapter owns only its own state. A write that returned a want (with a
+// short count) is called again with the unsent rest of the same bytes before
+// any other write, unless the connection is abandoned (a timeout, a cancel,
+// an error). read and write may be called at the same time from two
+// threads (a request body read while a ticker flushes the response): an
+// engine that is not thread-safe (OpenSSL) takes a mutex of its own for a
+// step, which never waits. Errors: throw (http::io_error for a broken
+// stream); the connection is then closed without shutdown().
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+
+namespace leash::inline v0::http {
+
+// What a non-blocking step needs before it can go on.
+enum class want : unsigned char {
+  nothing,  // nothing: the step is done (a read with no bytes: end of stream)
+  read,     // call again once the socket is readable
+  write,    // call again once the socket is writable
+};
+
+// The result of one step: bytes read or taken, and what it waits for.
+struct step {
+  std::size_t bytes = 0;
+  want wait = want::nothing;
+};
+
+// One connection's bytes (see the header comment).
+class stream {
+ public:
+  virtual ~stream() = default;
+
+  // Reads up to into.size() bytes. bytes > 0: that many were read (wait is
+  // ignored). bytes == 0: `wait` says what it waits for; want::nothing is
+  // the end of the stream. Never blocks; throws on a broken stream.
+  virtual step read(std::span<char> into) = 0;
+  // Takes up to data.size() bytes; a short count or none with `wait` set
+  // says what the rest waits for. Never blocks; throws on a broken stream.
+  virtual step write(std::string_view data) = 0;
+  // Ends the write side in order (a TLS close_notify); call again while it
+  // returns a want. leash then shuts down or closes the fd. Called once per
+  // orderly end of a connection, never after a step threw. Never blocks.
+  virtual want shutdown() = 0;
+  // True while bytes already taken from the socket wait to be read (a TLS
+  // record decrypted in part): leash reads again before it waits for the
+  // socket to become readable, and a pooled connection with such bytes is
+  // not reused.
+  virtual bool has_buffered() const { return false; }
+};
+
+}  // namespace leash::inline v0::http
 // ---- leash/http/detail/socket.hpp ----
-// leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
+// leash/http/detail/socket.hpp: RAII sockets, dialing, and stop-aware waits
+// (the reads and writes that use them are in stream_io.hpp).
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
 // and cancelled by a stop token; called from a coroutine task, it hands the
@@ -2585,92 +2669,250 @@ inline int system_somaxconn() noexcept {
   return value > 0 && value <= (1 << 24) ? value : SOMAXCONN;
 }
 
-// Writes all of `data` before `deadline`. Throws io_error, timeout, or
-// cancelled when `token` stops (the fd is then shut down).
-inline void write_all(int fd, std::string_view data, clock::time_point deadline,
-                      const std::stop_token& token) {
-  leash::detail::throw_if_stopped(token);
-  int err = 0;
-  bool timed_out = false;
-  {
-    stop_guard guard(token, fd);
-    while (!data.empty()) {
-      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        data.remove_prefix(static_cast<std::size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (poll_until(fd, POLLOUT, deadline)) continue;
-        timed_out = true;
-        break;
-      }
-      err = n < 0 ? errno : EPIPE;
-      break;
+// How a read before a deadline ended (stream_io.hpp's read_some).
+enum class read_status { data, eof, timed_out };
+
+}  // namespace leash::inline v0::http::detail
+// ---- leash/http/detail/stream_io.hpp ----
+// leash/http/detail/stream_io.hpp: the plain TCP stream, and the waits
+// around a stream's non-blocking steps.
+//
+// A step that returns a want is retried once the fd is ready in the
+// direction it asks for: a thread caller polls (bounded by a deadline,
+// cancelled by a stop token through stop_guard, as every socket wait), a
+// coroutine task awaits the socket's reactor slot (its ambient scope
+// cancels). A read that wants the socket readable while the stream still
+// has bytes buffered is retried without waiting.
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace leash::inline v0::http::detail {
+
+// Plain TCP: recv/send on the non-blocking fd, EAGAIN as a want. The fd is
+// leash's; shutdown() leaves the fd's own shutdown to leash.
+class plain_stream final : public stream {
+ public:
+  explicit plain_stream(int fd) noexcept : fd_(fd) {}
+
+  step read(std::span<char> into) override {
+    for (;;) {
+      const ssize_t n = ::recv(fd_, into.data(), into.size(), MSG_DONTWAIT);
+      if (n >= 0) return {static_cast<std::size_t>(n), want::nothing};
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return {0, want::read};
+      throw_errno("read", errno);
     }
   }
-  leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
-  if (timed_out) throw timeout("write");
-  if (err != 0) throw_errno("write", err);
-}
 
-// Sends what the socket takes of `data` now, without waiting; returns the
-// count. Throws io_error.
-inline std::size_t send_now(int fd, std::string_view data) {
-  std::size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n =
-        ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
+  step write(std::string_view data) override {
+    for (;;) {
+      const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) return {static_cast<std::size_t>(n), want::nothing};
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return {0, want::write};
       throw_errno("write", n < 0 ? errno : EPIPE);
     }
   }
-  return sent;
+
+  want shutdown() override { return want::nothing; }
+
+ private:
+  int fd_;
+};
+
+// A user's stream, kept from being called again once a step threw: the
+// connection is broken, and a later error answer, pooling check or
+// shutdown() must not touch the adapter's failed state (OpenSSL forbids
+// SSL_shutdown after a fatal error). Reads and writes may come from two
+// threads, so the mark is atomic.
+class checked_stream final : public stream {
+ public:
+  explicit checked_stream(std::unique_ptr<stream> inner) noexcept : inner_(std::move(inner)) {}
+
+  step read(std::span<char> into) override {
+    return guarded([&] { return inner_->read(into); });
+  }
+  step write(std::string_view data) override {
+    return guarded([&] { return inner_->write(data); });
+  }
+  // Nothing to end once a step threw.
+  want shutdown() override {
+    if (failed()) return want::nothing;
+    return guarded([&] { return inner_->shutdown(); });
+  }
+  bool has_buffered() const override { return !failed() && inner_->has_buffered(); }
+
+  // A step threw: the stream is broken.
+  bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+
+ private:
+  template <class F>
+  auto guarded(F step_once) -> decltype(step_once()) {
+    if (failed()) {
+      throw io_error("stream", std::make_error_code(std::errc::connection_aborted));
+    }
+    try {
+      return step_once();
+    } catch (...) {
+      failed_.store(true, std::memory_order_release);
+      throw;
+    }
+  }
+
+  std::unique_ptr<stream> inner_;
+  std::atomic<bool> failed_{false};
+};
+
+// A write step that took nothing and waits for nothing: the peer is gone.
+[[noreturn]] inline void throw_write_stalled() {
+  throw_errno("write", EPIPE);
 }
 
-enum class read_status { data, eof, timed_out };
+// The poll() events of a want.
+inline short poll_events(want w) noexcept {
+  return w == want::write ? POLLOUT : POLLIN;
+}
 
-// Reads up to `size` bytes into `out` before `deadline`. Returns the count
-// (0 with eof at end of stream). Throws io_error, or cancelled when `token`
+// Reads up to `size` bytes of `s` (over `fd`) into `out` before `deadline`;
+// `got` is the count. Throws the stream's errors, or cancelled when `token`
 // stops (the fd is then shut down).
-inline read_status read_some(int fd, char* out, std::size_t size, std::size_t& got,
+inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std::size_t& got,
                              clock::time_point deadline, const std::stop_token& token) {
   got = 0;
   leash::detail::throw_if_stopped(token);
   read_status status = read_status::eof;
-  int err = 0;
   {
     stop_guard guard(token, fd);
     for (;;) {
-      const ssize_t n = ::recv(fd, out, size, 0);
-      if (n > 0) {
-        got = static_cast<std::size_t>(n);
+      const step st = s.read({out, size});
+      if (st.bytes > 0) {
+        got = st.bytes;
         status = read_status::data;
         break;
       }
-      if (n == 0) break;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (poll_until(fd, POLLIN, deadline)) continue;
+      if (st.wait == want::nothing) break;
+      if (st.wait == want::read && s.has_buffered()) continue;
+      if (!poll_until(fd, poll_events(st.wait), deadline)) {
         status = read_status::timed_out;
         break;
       }
-      err = errno;
-      break;
     }
   }
   // Checked after the guard died: a stop that raced a successful read still
   // shut the fd down, so the result is dropped and the connection is dead.
   leash::detail::throw_if_stopped(token);
-  if (err != 0) throw_errno("read", err);
   return status;
+}
+
+// Writes all of `data` to `s` (over `fd`) before `deadline`. Throws the
+// stream's errors, timeout, or cancelled when `token` stops (the fd is then
+// shut down).
+inline void write_all(stream& s, int fd, std::string_view data, clock::time_point deadline,
+                      const std::stop_token& token) {
+  leash::detail::throw_if_stopped(token);
+  bool timed_out = false;
+  {
+    stop_guard guard(token, fd);
+    while (!data.empty()) {
+      const step st = s.write(data);
+      data.remove_prefix(st.bytes);
+      if (data.empty()) break;
+      if (st.bytes > 0) continue;
+      if (st.wait == want::nothing) throw_write_stalled();
+      if (!poll_until(fd, poll_events(st.wait), deadline)) {
+        timed_out = true;
+        break;
+      }
+    }
+  }
+  leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
+  if (timed_out) throw timeout("write");
+}
+
+// Writes what `s` takes of `data` now, without waiting; returns the count.
+// Throws the stream's errors.
+inline std::size_t send_now(stream& s, std::string_view data) {
+  std::size_t sent = 0;
+  while (sent < data.size()) {
+    const step st = s.write(data.substr(sent));
+    sent += st.bytes;
+    if (st.bytes == 0 && st.wait == want::nothing) throw_write_stalled();
+    if (st.bytes == 0) break;
+  }
+  return sent;
+}
+
+// read_some() and write_all() on a plain TCP fd.
+inline read_status read_some(int fd, char* out, std::size_t size, std::size_t& got,
+                             clock::time_point deadline, const std::stop_token& token) {
+  plain_stream s(fd);
+  return read_some(s, fd, out, size, got, deadline, token);
+}
+inline void write_all(int fd, std::string_view data, clock::time_point deadline,
+                      const std::stop_token& token) {
+  plain_stream s(fd);
+  write_all(s, fd, data, deadline, token);
+}
+
+// co_await: waits until the socket of `d` is ready for what `w` asks. Throws
+// io_error when the socket was closed meanwhile, cancelled when the task's
+// ambient scope stops.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_wait(io::detail::poll_desc& d,
+                                                                     want w, const char* what) {
+  io::detail::ready_slot& slot = w == want::write ? d.write : d.read;
+  if (co_await io::detail::slot_awaiter(slot, what) == io::detail::wake_reason::closed) {
+    throw io_error(std::string(what) + ": the socket was closed while waiting",
+                   std::make_error_code(std::errc::bad_file_descriptor));
+  }
+}
+
+// co_await: reads up to into.size() bytes of `s`, waiting on `d` as its
+// steps ask; 0 at the end of stream.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<std::size_t> async_read_some(
+    stream& s, io::detail::poll_desc& d, std::span<char> into, const char* what) {
+  for (;;) {
+    const step st = s.read(into);
+    if (st.bytes > 0 || st.wait == want::nothing) co_return st.bytes;
+    if (st.wait == want::read && s.has_buffered()) continue;
+    co_await async_wait(d, st.wait, what);
+  }
+}
+
+// co_await: writes all of `data` to `s`, waiting on `d` as its steps ask.
+// If it is cancelled or fails part way, a prefix may have been sent.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_write_all(stream& s,
+                                                                          io::detail::poll_desc& d,
+                                                                          std::string_view data,
+                                                                          const char* what) {
+  while (!data.empty()) {
+    const step st = s.write(data);
+    data.remove_prefix(st.bytes);
+    if (data.empty() || st.bytes > 0) continue;
+    if (st.wait == want::nothing) throw_write_stalled();
+    co_await async_wait(d, st.wait, what);
+  }
+}
+
+// co_await: the stream's orderly end of its write side, waiting on `d` as
+// its steps ask.
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_shutdown(stream& s,
+                                                                         io::detail::poll_desc& d,
+                                                                         const char* what) {
+  for (want w = s.shutdown(); w != want::nothing; w = s.shutdown()) {
+    co_await async_wait(d, w, what);
+  }
 }
 
 }  // namespace leash::inline v0::http::detail
@@ -2711,19 +2953,17 @@ class connection_socket {
 
   int fd() const noexcept { return evented_.is_open() ? evented_.native_handle() : plain_.fd(); }
 
-  // The registered socket, registering the fd on first use: socket cannot
-  // release its fd, so a duplicate is adopted and the original closed.
-  // Throws http::io_error.
+  // The registered socket, registering the fd on first use. The fd keeps
+  // its number (a wrapping stream holds it); when the registration fails
+  // the fd is closed (fd() is -1 then) and the connection is dead. Throws
+  // http::io_error.
   io::socket& evented() {
     if (evented_.is_open()) return evented_;
-    const int fd = ::fcntl(plain_.fd(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) throw_errno("dup", errno);
     try {
-      evented_ = io::socket(fd);  // closes fd on failure
+      evented_ = io::socket(plain_.release());  // closes the fd on failure
     } catch (const io::io_error& e) {
       throw http_io_error(e);
     }
-    plain_.close();
     return evented_;
   }
 
@@ -2738,9 +2978,48 @@ struct connection {
 
   template <class Socket>
   connection(Socket s, std::string k, parser_limits limits)
-      : sock(std::move(s)), key(std::move(k)), buffer(new char[buffer_size]), parser(limits) {}
+      : sock(std::move(s)),
+        plain(sock.fd()),
+        key(std::move(k)),
+        buffer(new char[buffer_size]),
+        parser(limits) {}
+
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  // A user's stream ends its write side in order (a TLS close_notify) before
+  // the fd closes: one step, never waiting; skipped after a failed step.
+  ~connection() {
+    if (wrapped == nullptr || wrapped->failed() || fd() < 0) return;
+    try {
+      (void)wrapped->shutdown();
+    } catch (...) {
+      // the peer is gone: nothing to tell it
+    }
+  }
 
   int fd() const noexcept { return sock.fd(); }
+
+  // The connection's bytes: the user's stream, or plain TCP.
+  stream& bytes() noexcept { return wrapped ? static_cast<stream&>(*wrapped) : plain; }
+
+  // Wraps the connection in the stream `wrap` gives for it (dialed to
+  // `host`). Throws what `wrap` throws, io_error for a null stream.
+  void wrap_with(const std::function<std::unique_ptr<stream>(int, const std::string&)>& wrap,
+                 const std::string& host) {
+    std::unique_ptr<stream> s = wrap(fd(), host);
+    if (s == nullptr) {
+      throw io_error("leash::http::transport: wrap_connection gave no stream",
+                     std::make_error_code(std::errc::invalid_argument));
+    }
+    wrapped = std::make_unique<checked_stream>(std::move(s));
+  }
+
+  // True when the idle connection may carry another request: nothing came
+  // (no byte, EOF or error on the fd, no byte the stream holds).
+  bool idle_alive() const noexcept {
+    return !(wrapped != nullptr && wrapped->has_buffered()) && detail::idle_alive(fd());
+  }
 
   std::size_t buffered() const noexcept { return end - begin; }
   std::span<const char> pending(std::size_t max) const noexcept {
@@ -2750,7 +3029,8 @@ struct connection {
   read_status fill(clock::time_point deadline, const std::stop_token& token) {
     begin = end = 0;
     std::size_t got = 0;
-    const read_status st = read_some(fd(), buffer.get(), buffer_size, got, deadline, token);
+    const read_status st =
+        read_some(bytes(), fd(), buffer.get(), buffer_size, got, deadline, token);
     end = got;
     return st;
   }
@@ -2759,26 +3039,22 @@ struct connection {
   // cancels (its deadlines are the timeouts). false at the end of stream.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
     begin = end = 0;
-    try {
-      end = co_await sock.evented().async_read_some(
-          std::as_writable_bytes(std::span(buffer.get(), buffer_size)));
-    } catch (const io::io_error& e) {
-      throw http_io_error(e);
-    }
+    io::socket& s = sock.evented();
+    end = co_await async_read_some(bytes(), io::socket_access::desc(s),
+                                   std::span(buffer.get(), buffer_size), "io::async_read_some");
     co_return end != 0;
   }
 
   // Writes all of `data` from a coroutine task; throws http::io_error.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
-    try {
-      co_await sock.evented().async_write_all(std::as_bytes(std::span(data)));
-    } catch (const io::io_error& e) {
-      throw http_io_error(e);
-    }
+    io::socket& s = sock.evented();
+    co_await async_write_all(bytes(), io::socket_access::desc(s), data, "io::async_write_all");
   }
 
   connection_socket sock;
-  std::string key;  // "host:port": the pool's bucket
+  plain_stream plain;                       // the bytes without wrap_connection
+  std::unique_ptr<checked_stream> wrapped;  // wrap_connection's stream, if any
+  std::string key;                          // "host:port": the pool's bucket
   std::unique_ptr<char[]> buffer;
   std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
   std::size_t end = 0;
@@ -2810,7 +3086,7 @@ class pool {
         std::unique_ptr<connection> c = std::move(h.idle.back());
         h.idle.pop_back();
         --idle_total_;
-        if (idle_alive(c->fd())) {
+        if (c->idle_alive()) {
           ++reuses_;
           return c;
         }
@@ -3197,6 +3473,12 @@ struct transport_options {
   std::size_t drain_limit = 64 * 1024;  // unread body bytes close() may drain to reuse
   ms drain_timeout{100};                // how long close() may spend draining
   bool disable_keep_alives = false;     // every request gets its own connection
+  // Wraps each dialed connection's fd in a stream (TLS: see stream.hpp),
+  // given the request's host (for SNI and certificate checks); unset: plain
+  // TCP. Called once per dial, on the dialing caller; must not block (a
+  // handshake happens in the stream's steps). A throw fails that round trip
+  // with the exception; a null stream fails it with io_error.
+  std::function<std::unique_ptr<stream>(int fd, const std::string& host)> wrap_connection = nullptr;
 };
 
 // What round_trip sends: `body` with a Content-Length, or `stream`.
@@ -3257,7 +3539,7 @@ class connection_body final : public body_source {
               static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), p.body_remaining()));
           std::size_t got = 0;
           char* dst = reinterpret_cast<char*>(out.data());
-          if (read_some(c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
+          if (read_some(c_->bytes(), c_->fd(), dst, want, got, clock::time_point::max(), stop) ==
               read_status::eof) {
             p.finish_eof();  // throws truncated_body
           }
@@ -3421,14 +3703,14 @@ inline constexpr std::size_t stream_chunk = 16 * 1024;
 // Sends the stream of `r` after its head. Blocks; cancellable; throws
 // invalid_request when the stream's length differs from stream_length, and
 // the stream's and the socket's errors.
-inline void send_stream(int fd, const request& r, const std::stop_token& token) {
+inline void send_stream(connection& c, const request& r, const std::stop_token& token) {
   char buf[stream_chunk];
   stream_framer framer(r);
   while (std::size_t n = r.stream.read(std::span<char>(buf), token)) {
-    write_all(fd, framer.next({buf, n}), clock::time_point::max(), token);
+    write_all(c.bytes(), c.fd(), framer.next({buf, n}), clock::time_point::max(), token);
   }
   if (const std::string_view tail = framer.finish(); !tail.empty()) {
-    write_all(fd, tail, clock::time_point::max(), token);
+    write_all(c.bytes(), c.fd(), tail, clock::time_point::max(), token);
   }
 }
 
@@ -3615,6 +3897,7 @@ class transport {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
       auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       return c;
     } catch (...) {
@@ -3644,6 +3927,7 @@ class transport {
       const int one = 1;  // as the blocking dial: requests are small writes
       ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<detail::connection>(std::move(s), key, limits());
+      if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       co_return c;
     } catch (...) {
@@ -3734,8 +4018,8 @@ class transport {
     start_exchange(*c, req);
     std::exception_ptr send_failure;
     try {
-      detail::write_all(c->fd(), pl.wire, detail::clock::time_point::max(), token);
-      if (pl.streaming) detail::send_stream(c->fd(), req, token);
+      detail::write_all(c->bytes(), c->fd(), pl.wire, detail::clock::time_point::max(), token);
+      if (pl.streaming) detail::send_stream(*c, req, token);
     } catch (const io_error&) {
       c->request_close = true;
       send_failure = std::current_exception();
@@ -4047,12 +4331,13 @@ class response_writer {
   // it uses of the writer.
   friend class detail::server_connection;
 
-  // A writer on the connection `sock` for a response to a request that said
-  // HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked
-  // body); `keep_alive`: the connection may carry another request after it.
-  response_writer(io::socket& sock, std::stop_token token, bool head_request, bool http10,
-                  bool keep_alive, std::chrono::milliseconds write_timeout)
+  // A writer on the connection `sock`, whose bytes go through `bytes`, for a response to a request
+  // that said HEAD (`head_request`: no body is sent) or HTTP/1.0 (`http10`: no chunked body);
+  // `keep_alive`: the connection may carry another request after it.
+  response_writer(io::socket& sock, stream& bytes, std::stop_token token, bool head_request,
+                  bool http10, bool keep_alive, std::chrono::milliseconds write_timeout)
       : sock_(&sock),
+        stream_(&bytes),
         fd_(sock.native_handle()),
         token_(std::move(token)),
         head_request_(head_request),
@@ -4133,7 +4418,7 @@ class response_writer {
   // Writes `out` within write_timeout; a stalled client aborts the response.
   void send_bytes_locked(std::string_view out) {
     try {
-      detail::write_all(fd_, out, leash::detail::deadline_after(write_timeout_), token_);
+      detail::write_all(*stream_, fd_, out, leash::detail::deadline_after(write_timeout_), token_);
     } catch (const timeout&) {
       aborted_ = true;
       throw_write_timed_out();
@@ -4165,18 +4450,17 @@ class response_writer {
   // Sends `out` within write_timeout: what the socket takes at once, then
   // the rest as the client reads.
   coro<void> send_bytes_async(std::string_view out) {
-    out.remove_prefix(detail::send_now(fd_, out));
+    out.remove_prefix(detail::send_now(*stream_, out));
     if (out.empty()) co_return;
     cancel_scope limit(write_timeout_);
     try {
-      co_await sock_->async_write_all(std::as_bytes(std::span(out.data(), out.size())));
+      co_await detail::async_write_all(*stream_, io::socket_access::desc(*sock_), out,
+                                       "io::async_write_all");
     } catch (const cancelled&) {
       if (limit.reason() != stop_reason::deadline_exceeded) throw;
       const std::lock_guard lock(mutex_);
       aborted_ = true;
       throw_write_timed_out();
-    } catch (const io::io_error& e) {
-      throw io_error("write", e.code());
     }
   }
 
@@ -4352,6 +4636,7 @@ class response_writer {
   std::condition_variable turn_;  // a send in flight ended
   bool sending_ = false;          // an async send is in flight, with no lock held
   io::socket* sock_;
+  stream* stream_;  // the connection's bytes (plain TCP, or the user's adapter)
   int fd_;
   std::stop_token token_;
   bool head_request_;
@@ -4480,6 +4765,9 @@ class response_writer {
 // disconnected"), with no thread per handler. At max_connections the accept
 // loop waits until a connection ends; a failed accept is counted and, out
 // of fds or memory, followed by a short rest.
+// server_options::wrap_connection brings TLS (or any byte stream): every
+// byte of a connection then goes through the user's http::stream
+// (stream.hpp), whose waits are the server's own.
 //
 // Guarantees. Blocks: shutdown() and the destructor, until every connection
 // task ended. Cancelled: a cancelled `n` cancels every connection (handlers
@@ -4695,18 +4983,21 @@ namespace leash::inline v0::http::detail {
 //
 // One read at a time (body_source's contract) runs between begin_read and
 // end_read with `reading_` set; it holds the mutex only while it parses and
-// takes bytes the socket already has (step()), never while it waits for the
-// client (a blocking read polls, a coroutine read awaits the socket's read
-// readiness). The first read calls the 100-continue hook outside the lock.
+// takes bytes the stream already has (step()), never while it waits for the
+// client (a blocking read polls, a coroutine read awaits the socket's
+// readiness, in the direction the stream's step asks for). The first read calls the 100-continue
+// hook outside the lock.
 class request_stream {
  public:
   // `buf` holds the bytes received after the head; the stream consumes them
   // from `buf[begin]` on, and leaves what follows the body (detach()).
-  // `sock` is the connection's socket; it outlives every read (detach()
-  // waits for a read in progress).
-  request_stream(io::socket& sock, std::string& buf, std::size_t begin, body_framing framing,
-                 std::uint64_t length, parser_limits limits, std::function<void()> on_first_read)
+  // `sock` is the connection's socket and `bytes` its stream; they outlive
+  // every read (detach() waits for a read in progress).
+  request_stream(io::socket& sock, stream& bytes, std::string& buf, std::size_t begin,
+                 body_framing framing, std::uint64_t length, parser_limits limits,
+                 std::function<void()> on_first_read)
       : socket_(&sock),
+        stream_(&bytes),
         buf_(&buf),
         begin_(begin),
         parser_(limits),
@@ -4726,11 +5017,12 @@ class request_stream {
     try {
       run_first_read_hook();
       for (;;) {
-        if (const std::optional<std::size_t> n = handler_step(out)) {
+        want wait = want::read;
+        if (const std::optional<std::size_t> n = handler_step(out, wait)) {
           end_read(nullptr);
           return *n;
         }
-        wait_blocking(clock::time_point::max(), stop);
+        wait_blocking(clock::time_point::max(), stop, wait);
       }
     } catch (...) {
       end_read(std::current_exception());
@@ -4747,11 +5039,12 @@ class request_stream {
     try {
       run_first_read_hook();
       for (;;) {
-        if (const std::optional<std::size_t> got = handler_step(out)) {
+        want wait = want::read;
+        if (const std::optional<std::size_t> got = handler_step(out, wait)) {
           n = *got;
           break;
         }
-        co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+        co_await io::detail::slot_awaiter(slot_for(wait),
                                           "http::server: waiting for a request body");
       }
     } catch (...) {
@@ -4774,7 +5067,7 @@ class request_stream {
   // is left. A read still in progress (a body moved out of the handler) is
   // woken, and awaited (after a hand-off of the worker: it may need one to
   // finish); the body is then `broken`. A coroutine read is woken through
-  // the socket's read readiness (it re-checks detached_ and leaves); a
+  // the readiness it waits for (it re-checks detached_ and leaves); a
   // blocking one by shutting the connection down, which ends it. A
   // body still unread that asked for 100-continue is `broken`: its client
   // may never send it.
@@ -4784,7 +5077,7 @@ class request_stream {
     if (reading_) {
       broken_ = true;
       if (reading_async_) {
-        io::socket_access::desc(*socket_).read.set_ready();
+        slot_for(waiting_for_).set_ready();
       } else {
         ::shutdown(fd(), SHUT_RDWR);
       }
@@ -4814,12 +5107,13 @@ class request_stream {
     try {
       for (;;) {
         std::optional<std::size_t> n;
+        want wait = want::read;
         {
           std::lock_guard lock(mutex_);
-          n = step(std::span(tmp.get(), drain_chunk));
+          n = step(std::span(tmp.get(), drain_chunk), wait);
         }
         if (!n) {
-          co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+          co_await io::detail::slot_awaiter(slot_for(wait),
                                             "http::server: draining a request body");
           continue;
         }
@@ -4857,6 +5151,12 @@ class request_stream {
   static constexpr std::size_t drain_chunk = 16 * 1024;
 
   int fd() const noexcept { return io::socket_access::fd(*socket_); }
+
+  // The reactor slot of the socket's readiness that `w` waits for.
+  io::detail::ready_slot& slot_for(want w) const noexcept {
+    io::detail::poll_desc& d = io::socket_access::desc(*socket_);
+    return w == want::write ? d.write : d.read;
+  }
 
   // Starts the handler's read (`async`: a coroutine read): throws
   // body_closed after detach() or an earlier failure.
@@ -4902,22 +5202,25 @@ class request_stream {
   }
 
   // One step of the handler's read; throws body_closed once detached.
-  std::optional<std::size_t> handler_step(std::span<std::byte> out) {
+  // Notes what a read that must wait waits for (detach() wakes it there).
+  std::optional<std::size_t> handler_step(std::span<std::byte> out, want& wait) {
     std::lock_guard lock(mutex_);
     if (detached_) throw body_closed("leash::http::server: request body read after the handler");
-    return step(out);
+    std::optional<std::size_t> n = step(out, wait);
+    waiting_for_ = wait;
+    return n;
   }
 
   // The parsing work of one read, without waiting: decodes body bytes from
   // buf_ and from what the socket already has into `out`. Returns their
   // count (0 at the end), or nullopt when it needs more bytes from the
-  // client (wait until the socket is readable, then step again).
-  std::optional<std::size_t> step(std::span<std::byte> out) {
+  // client (wait until the socket is ready as `wait` says, then step again).
+  std::optional<std::size_t> step(std::span<std::byte> out, want& wait) {
     char* dst = reinterpret_cast<char*>(out.data());
     for (;;) {
       if (parser_.complete()) return 0;
       if (begin_ == buf_->size()) {
-        const std::optional<std::size_t> got = receive(dst, out.size());
+        const std::optional<std::size_t> got = receive(dst, out.size(), wait);
         if (!got || parser_.framing() == body_framing::content_length) return got;
         continue;
       }
@@ -4932,41 +5235,42 @@ class request_stream {
     }
   }
 
-  // buf_ is used up: takes what the socket has without waiting (nullopt
-  // when nothing yet). A Content-Length body goes straight into dst[0,
-  // size) and the body byte count is returned; a chunked one is appended to
-  // buf_ for the decoder. Throws truncated_body at an early EOF, io_error.
-  std::optional<std::size_t> receive(char* dst, std::size_t size) {
+  // buf_ is used up: takes what the stream has without waiting (nullopt
+  // when nothing yet, with what it waits for in `wait`). A Content-Length body goes straight into
+  // dst[0, size) and the body byte count is returned; a chunked one is appended to buf_ for the
+  // decoder. Throws truncated_body at an early EOF, io_error.
+  std::optional<std::size_t> receive(char* dst, std::size_t size, want& wait) {
     buf_->clear();
     begin_ = 0;
     const bool direct = parser_.framing() == body_framing::content_length;
     char tmp[chunk_read];
     char* into = direct ? dst : tmp;
-    const std::size_t want =
+    const std::size_t room =
         direct ? static_cast<std::size_t>(std::min<std::uint64_t>(size, parser_.body_remaining()))
                : sizeof tmp;
     for (;;) {
-      const ssize_t n = ::recv(fd(), into, want, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
-      if (n < 0) throw_errno("read", errno);
-      if (n == 0) parser_.finish_eof();  // throws truncated_body
-      const auto got = static_cast<std::size_t>(n);
-      if (direct) return parser_.feed({dst, got}).body.size();
-      buf_->append(tmp, got);
-      return got;
+      const http::step st = stream_->read({into, room});
+      if (st.bytes == 0 && st.wait == want::read && stream_->has_buffered()) continue;
+      if (st.bytes == 0 && st.wait != want::nothing) {
+        wait = st.wait;
+        return std::nullopt;
+      }
+      if (st.bytes == 0) parser_.finish_eof();  // throws truncated_body
+      if (direct) return parser_.feed({dst, st.bytes}).body.size();
+      buf_->append(tmp, st.bytes);
+      return st.bytes;
     }
   }
 
-  // A blocking read's wait until the socket is readable: throws timeout
-  // after `deadline`, cancelled when `stop` stops (which shuts the
+  // A blocking read's wait until the socket is ready as `wait` says: throws
+  // timeout after `deadline`, cancelled when `stop` stops (which shuts the
   // connection down to end the poll).
-  void wait_blocking(clock::time_point deadline, const std::stop_token& stop) {
+  void wait_blocking(clock::time_point deadline, const std::stop_token& stop, want wait) {
     leash::detail::throw_if_stopped(stop);
     bool ready = false;
     {
       stop_guard guard(stop, fd());
-      ready = poll_until(fd(), POLLIN, deadline);
+      ready = poll_until(fd(), poll_events(wait), deadline);
     }
     leash::detail::throw_if_stopped(stop);
     if (!ready) throw timeout("request body");
@@ -4975,12 +5279,14 @@ class request_stream {
   mutable std::mutex mutex_;           // guards everything below; never held while a read waits
   std::condition_variable read_done_;  // reading_ became false
   io::socket* socket_;
+  stream* stream_;     // the connection's bytes (plain TCP, or the user's adapter)
   std::string* buf_;   // the connection's read buffer; not touched once detached
   std::size_t begin_;  // unconsumed bytes are (*buf_)[begin_, size)
   response_parser parser_;
   std::function<void()> on_first_read_;  // the 100-continue hook, until it ran
   bool reading_ = false;                 // a read is between begin_read and end_read
   bool reading_async_ = false;           // ... and it is a coroutine read
+  want waiting_for_ = want::read;        // ... that waits for this readiness
   bool detached_ = false;                // the handler returned: reads throw body_closed
   bool broken_ = false;                  // a read threw: the connection cannot be reused
   bool malformed_ = false;               // ... with a protocol_error
@@ -5373,6 +5679,12 @@ struct server_options {
   std::size_t drain_limit = 64 * 1024;  // unread request body bytes dropped to reuse the connection
   ms drain_timeout{100};                // how long that drain may take
   std::string name = "http::server";
+  // Wraps each accepted connection's fd in a stream (TLS: see stream.hpp);
+  // unset: plain TCP. Called once per connection on its task, before its
+  // first read; must not block (a handshake happens in the stream's steps).
+  // A throw or a null stream closes that connection, counted in
+  // server_stats::wrap_failures; the server goes on.
+  std::function<std::unique_ptr<stream>(int fd)> wrap_connection = nullptr;
 };
 
 // Counters of a server (a snapshot).
@@ -5389,6 +5701,7 @@ struct server_stats {
   // Connections answered 503 and closed because no task could be started for
   // them (out of memory).
   std::uint64_t connections_refused = 0;
+  std::uint64_t wrap_failures = 0;  // connections closed because wrap_connection failed
 };
 
 namespace detail {
@@ -5424,6 +5737,7 @@ struct connection_counters {
   std::atomic<std::uint64_t> write_timeouts{0};      // connections ended by write_timeout
   std::atomic<std::uint64_t> header_timeouts{0};     // connections ended by header_timeout
   std::atomic<std::uint64_t> client_disconnects{0};  // handlers cancelled: their client left
+  std::atomic<std::uint64_t> wrap_failures{0};       // wrap_connection threw or gave nothing
 };
 
 // A server's handler: a plain function, called on the connection's task
@@ -5453,12 +5767,15 @@ struct connection_env {
 // wait. Not copyable.
 class server_connection {
  public:
-  // Takes over `s`; call from the connection's task.
+  // Takes over `s`, wrapped by the server's wrap_connection when it has
+  // one; call from the connection's task. Throws what the wrapping threw.
   server_connection(const connection_env& env, io::socket s)
       : env_(env),
         socket_(std::move(s)),
         token_(this_task::stop_token()),
-        peer_(peer_address_of(fd())) {}
+        peer_(peer_address_of(fd())),
+        plain_(fd()),
+        wrapped_(wrap(env, fd())) {}
 
   server_connection(const server_connection&) = delete;
   server_connection& operator=(const server_connection&) = delete;
@@ -5470,6 +5787,7 @@ class server_connection {
   coro<void> run() {
     for (bool first = true; co_await serve_request(first); first = false) {
     }
+    if (wrapped_) co_await close_stream();
   }
 
  private:
@@ -5527,6 +5845,26 @@ class server_connection {
   };
 
   int fd() const noexcept { return socket_.native_handle(); }
+
+  // The connection's bytes: the user's stream, or plain TCP.
+  stream& bytes() noexcept { return wrapped_ ? static_cast<stream&>(*wrapped_) : plain_; }
+
+  // The stream of the server's wrap_connection for `fd`, or null without
+  // one. A failure is counted and thrown.
+  static std::unique_ptr<checked_stream> wrap(const connection_env& env, int fd) {
+    if (!env.options.wrap_connection) return nullptr;
+    try {
+      std::unique_ptr<stream> s = env.options.wrap_connection(fd);
+      if (s == nullptr) {
+        throw io_error("leash::http::server: wrap_connection gave no stream",
+                       std::make_error_code(std::errc::invalid_argument));
+      }
+      return std::make_unique<checked_stream>(std::move(s));
+    } catch (...) {
+      ++env.counters.wrap_failures;
+      throw;
+    }
+  }
 
   // Reads, handles and answers one request; true when the connection then
   // waits for the next one.
@@ -5611,34 +5949,40 @@ class server_connection {
     const bool idle = buf_.empty();
     for (;;) {
       if (idle && env_.idle_end.stop_requested()) co_return read_status::eof;
-      if (const std::optional<read_status> st = try_read()) co_return *st;
+      want wait = want::read;
+      if (const std::optional<read_status> st = try_read(wait)) co_return *st;
       if (idle) buf_.shrink_to_fit();
-      if (!co_await wait_readable(deadline, idle)) {
+      if (!co_await wait_ready(deadline, idle, wait)) {
         co_return idle&& env_.idle_end.stop_requested() ? read_status::eof : read_status::timed_out;
       }
     }
   }
 
-  // One read into buf_'s end without waiting; nullopt when nothing is there yet.
-  std::optional<read_status> try_read() {
+  // One read into buf_'s end without waiting; nullopt when nothing is
+  // there yet, with what the stream waits for in `wait`.
+  std::optional<read_status> try_read(want& wait) {
     const std::size_t old = buf_.size();
     buf_.resize(old + read_chunk);
-    const ssize_t n = ::recv(fd(), buf_.data() + old, read_chunk, 0);
-    buf_.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
-    if (n > 0) return read_status::data;
-    if (n == 0) return read_status::eof;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return std::nullopt;
-    throw_errno("read", errno);
+    step st;
+    do {
+      st = bytes().read({buf_.data() + old, read_chunk});
+    } while (st.bytes == 0 && st.wait == want::read && bytes().has_buffered());
+    buf_.resize(old + st.bytes);
+    if (st.bytes > 0) return read_status::data;
+    if (st.wait == want::nothing) return read_status::eof;
+    wait = st.wait;
+    return std::nullopt;
   }
 
-  // Waits until the socket may be read; false when `deadline` passed or,
-  // `idle`, the server began its shutdown. A cancel of the connection's
-  // task throws cancelled.
-  coro<bool> wait_readable(clock::time_point deadline, bool idle) {
+  // Waits until the socket is ready as `wait` says; false when `deadline`
+  // passed or, `idle`, the server began its shutdown. A cancel of the
+  // connection's task throws cancelled.
+  coro<bool> wait_ready(clock::time_point deadline, bool idle, want wait) {
     cancel_scope shutting_down(idle ? env_.idle_end : std::stop_token{});
     cancel_scope timer(deadline);
+    io::detail::poll_desc& desc = io::socket_access::desc(socket_);
     try {
-      co_await io::detail::slot_awaiter(io::socket_access::desc(socket_).read,
+      co_await io::detail::slot_awaiter(wait == want::write ? desc.write : desc.read,
                                         "http::server: waiting for a request");
     } catch (const cancelled&) {
       if (token_.stop_requested()) throw;
@@ -5656,8 +6000,9 @@ class server_connection {
   // The writer of `req`'s response: keep-alive when the client asked for it
   // and the server is not shutting down.
   response_writer make_writer(const parsed_request& head, const server_request& req) {
-    return response_writer(socket_, token_, req.method() == "HEAD", head.version.minor == 0,
-                           head.keep_alive && !env_.stopping.load(), env_.options.write_timeout);
+    return response_writer(socket_, bytes(), token_, req.method() == "HEAD",
+                           head.version.minor == 0, head.keep_alive && !env_.stopping.load(),
+                           env_.options.write_timeout);
   }
 
   // The request body's stream, over buf_ from `head_end` on. An HTTP/1.1
@@ -5672,7 +6017,7 @@ class server_connection {
     }
     const server_options& o = env_.options;
     return std::make_shared<request_stream>(
-        socket_, buf_, head_end,
+        socket_, bytes(), buf_, head_end,
         head.chunked ? body_framing::chunked : body_framing::content_length, head.content_length,
         parser_limits{o.max_header_bytes, o.max_header_fields, 0}, std::move(on_first_read));
   }
@@ -5776,11 +6121,11 @@ class server_connection {
     const std::string out = "HTTP/1.1 " + std::to_string(status) + " " +
                             response_writer::reason_phrase(status) +
                             "\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    const std::size_t sent = send_now(fd(), out);
+    const std::size_t sent = send_now(bytes(), out);
     if (sent < out.size()) {
       cancel_scope limit(env_.options.write_timeout);
-      const std::string_view unsent = std::string_view(out).substr(sent);
-      co_await socket_.async_write_all(std::as_bytes(std::span(unsent.data(), unsent.size())));
+      co_await async_write_all(bytes(), io::socket_access::desc(socket_),
+                               std::string_view(out).substr(sent), "io::async_write_all");
     }
     co_await linger_close();
   }
@@ -5788,12 +6133,13 @@ class server_connection {
   // Ends the connection without a reset that could destroy the last
   // response (Go's closeWriteAndWait): closing with unread request bytes
   // would send a reset that can destroy the reply before the client reads
-  // it. Reads and drops up to linger_reads reads for at most linger_time.
+  // it. Reads and drops up to linger_reads reads for at most linger_time,
+  // through the stream (a TLS peer's records are read and dropped whole).
   coro<void> linger_close() {
-    ::shutdown(fd(), SHUT_WR);
     buf_.clear();
     cancel_scope limit(linger_time);
     try {
+      co_await close_write();
       for (int i = 0; i < linger_reads; ++i) {
         if (co_await read_more(clock::time_point::max()) != read_status::data) break;
         buf_.clear();
@@ -5802,6 +6148,34 @@ class server_connection {
       if (token_.stop_requested()) throw;
     } catch (const std::exception&) {
       // a reset: the client is gone; nothing to linger for
+    }
+  }
+
+  // Ends the write side in order, once: the stream's shutdown (a TLS
+  // close_notify; nothing for plain TCP), then the fd's. Throws the
+  // stream's errors, or cancelled.
+  coro<void> close_write() {
+    if (std::exchange(write_closed_, true)) co_return;
+    try {
+      co_await async_shutdown(bytes(), io::socket_access::desc(socket_),
+                              "http::server: closing a connection");
+    } catch (...) {
+      ::shutdown(fd(), SHUT_WR);
+      throw;
+    }
+    ::shutdown(fd(), SHUT_WR);
+  }
+
+  // The orderly end of a user's stream when the connection ends (a TLS
+  // close_notify), within linger_time; a peer gone meanwhile does not matter.
+  coro<void> close_stream() {
+    cancel_scope limit(linger_time);
+    try {
+      co_await close_write();
+    } catch (const cancelled&) {
+      if (token_.stop_requested()) throw;
+    } catch (const std::exception&) {
+      // the peer is gone: nothing to tell it
     }
   }
 
@@ -5829,6 +6203,9 @@ class server_connection {
   std::stop_token token_;  // the connection task's
   std::string peer_;       // "ip:port" of the client
   std::string buf_;        // bytes read and not yet consumed; the next head starts it
+  plain_stream plain_;     // the connection's bytes without wrap_connection
+  std::unique_ptr<checked_stream> wrapped_;  // wrap_connection's stream, if the server has one
+  bool write_closed_ = false;                // close_write() ran
 };
 
 }  // namespace detail
@@ -5907,6 +6284,7 @@ class server {
     st.header_timeouts = counters_.header_timeouts.load();
     st.client_disconnects = counters_.client_disconnects.load();
     st.connections_refused = connections_refused_.load();
+    st.wrap_failures = counters_.wrap_failures.load();
     return st;
   }
 

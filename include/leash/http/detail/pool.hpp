@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: BSL-1.0
 // leash/http/detail/pool.hpp: the transport's connections and keep-alive pool.
 //
-// A connection is a socket, its read buffer and its response parser. A
+// A connection is a socket, its stream (plain TCP, or the transport's
+// wrap_connection adapter over the socket), its read buffer and its
+// response parser. A
 // coroutine task waits on its socket with no thread (async_fill,
 // async_write): that needs the fd registered with the reactor, as an
 // io::socket. A connection dialed by a thread caller is registered on its
@@ -22,6 +24,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,7 +39,9 @@
 #include "../../detail/wait.hpp"
 #include "../../io/socket.hpp"
 #include "../response_parser.hpp"
+#include "../stream.hpp"
 #include "socket.hpp"
+#include "stream_io.hpp"
 
 namespace leash::inline v0::http {
 
@@ -74,19 +79,17 @@ class connection_socket {
 
   int fd() const noexcept { return evented_.is_open() ? evented_.native_handle() : plain_.fd(); }
 
-  // The registered socket, registering the fd on first use: socket cannot
-  // release its fd, so a duplicate is adopted and the original closed.
-  // Throws http::io_error.
+  // The registered socket, registering the fd on first use. The fd keeps
+  // its number (a wrapping stream holds it); when the registration fails
+  // the fd is closed (fd() is -1 then) and the connection is dead. Throws
+  // http::io_error.
   io::socket& evented() {
     if (evented_.is_open()) return evented_;
-    const int fd = ::fcntl(plain_.fd(), F_DUPFD_CLOEXEC, 0);
-    if (fd < 0) throw_errno("dup", errno);
     try {
-      evented_ = io::socket(fd);  // closes fd on failure
+      evented_ = io::socket(plain_.release());  // closes the fd on failure
     } catch (const io::io_error& e) {
       throw http_io_error(e);
     }
-    plain_.close();
     return evented_;
   }
 
@@ -101,9 +104,48 @@ struct connection {
 
   template <class Socket>
   connection(Socket s, std::string k, parser_limits limits)
-      : sock(std::move(s)), key(std::move(k)), buffer(new char[buffer_size]), parser(limits) {}
+      : sock(std::move(s)),
+        plain(sock.fd()),
+        key(std::move(k)),
+        buffer(new char[buffer_size]),
+        parser(limits) {}
+
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  // A user's stream ends its write side in order (a TLS close_notify) before
+  // the fd closes: one step, never waiting; skipped after a failed step.
+  ~connection() {
+    if (wrapped == nullptr || wrapped->failed() || fd() < 0) return;
+    try {
+      (void)wrapped->shutdown();
+    } catch (...) {
+      // the peer is gone: nothing to tell it
+    }
+  }
 
   int fd() const noexcept { return sock.fd(); }
+
+  // The connection's bytes: the user's stream, or plain TCP.
+  stream& bytes() noexcept { return wrapped ? static_cast<stream&>(*wrapped) : plain; }
+
+  // Wraps the connection in the stream `wrap` gives for it (dialed to
+  // `host`). Throws what `wrap` throws, io_error for a null stream.
+  void wrap_with(const std::function<std::unique_ptr<stream>(int, const std::string&)>& wrap,
+                 const std::string& host) {
+    std::unique_ptr<stream> s = wrap(fd(), host);
+    if (s == nullptr) {
+      throw io_error("leash::http::transport: wrap_connection gave no stream",
+                     std::make_error_code(std::errc::invalid_argument));
+    }
+    wrapped = std::make_unique<checked_stream>(std::move(s));
+  }
+
+  // True when the idle connection may carry another request: nothing came
+  // (no byte, EOF or error on the fd, no byte the stream holds).
+  bool idle_alive() const noexcept {
+    return !(wrapped != nullptr && wrapped->has_buffered()) && detail::idle_alive(fd());
+  }
 
   std::size_t buffered() const noexcept { return end - begin; }
   std::span<const char> pending(std::size_t max) const noexcept {
@@ -113,7 +155,8 @@ struct connection {
   read_status fill(clock::time_point deadline, const std::stop_token& token) {
     begin = end = 0;
     std::size_t got = 0;
-    const read_status st = read_some(fd(), buffer.get(), buffer_size, got, deadline, token);
+    const read_status st =
+        read_some(bytes(), fd(), buffer.get(), buffer_size, got, deadline, token);
     end = got;
     return st;
   }
@@ -122,26 +165,22 @@ struct connection {
   // cancels (its deadlines are the timeouts). false at the end of stream.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
     begin = end = 0;
-    try {
-      end = co_await sock.evented().async_read_some(
-          std::as_writable_bytes(std::span(buffer.get(), buffer_size)));
-    } catch (const io::io_error& e) {
-      throw http_io_error(e);
-    }
+    io::socket& s = sock.evented();
+    end = co_await async_read_some(bytes(), io::socket_access::desc(s),
+                                   std::span(buffer.get(), buffer_size), "io::async_read_some");
     co_return end != 0;
   }
 
   // Writes all of `data` from a coroutine task; throws http::io_error.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
-    try {
-      co_await sock.evented().async_write_all(std::as_bytes(std::span(data)));
-    } catch (const io::io_error& e) {
-      throw http_io_error(e);
-    }
+    io::socket& s = sock.evented();
+    co_await async_write_all(bytes(), io::socket_access::desc(s), data, "io::async_write_all");
   }
 
   connection_socket sock;
-  std::string key;  // "host:port": the pool's bucket
+  plain_stream plain;                       // the bytes without wrap_connection
+  std::unique_ptr<checked_stream> wrapped;  // wrap_connection's stream, if any
+  std::string key;                          // "host:port": the pool's bucket
   std::unique_ptr<char[]> buffer;
   std::size_t begin = 0;  // unconsumed bytes are buffer[begin, end)
   std::size_t end = 0;
@@ -173,7 +212,7 @@ class pool {
         std::unique_ptr<connection> c = std::move(h.idle.back());
         h.idle.pop_back();
         --idle_total_;
-        if (idle_alive(c->fd())) {
+        if (c->idle_alive()) {
           ++reuses_;
           return c;
         }

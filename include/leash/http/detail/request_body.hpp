@@ -37,6 +37,7 @@
 #include "../errors.hpp"
 #include "../response_parser.hpp"
 #include "socket.hpp"
+#include "stream_io.hpp"
 
 namespace leash::inline v0::http::detail {
 
@@ -45,18 +46,21 @@ namespace leash::inline v0::http::detail {
 //
 // One read at a time (body_source's contract) runs between begin_read and
 // end_read with `reading_` set; it holds the mutex only while it parses and
-// takes bytes the socket already has (step()), never while it waits for the
-// client (a blocking read polls, a coroutine read awaits the socket's read
-// readiness). The first read calls the 100-continue hook outside the lock.
+// takes bytes the stream already has (step()), never while it waits for the
+// client (a blocking read polls, a coroutine read awaits the socket's
+// readiness, in the direction the stream's step asks for). The first read calls the 100-continue
+// hook outside the lock.
 class request_stream {
  public:
   // `buf` holds the bytes received after the head; the stream consumes them
   // from `buf[begin]` on, and leaves what follows the body (detach()).
-  // `sock` is the connection's socket; it outlives every read (detach()
-  // waits for a read in progress).
-  request_stream(io::socket& sock, std::string& buf, std::size_t begin, body_framing framing,
-                 std::uint64_t length, parser_limits limits, std::function<void()> on_first_read)
+  // `sock` is the connection's socket and `bytes` its stream; they outlive
+  // every read (detach() waits for a read in progress).
+  request_stream(io::socket& sock, stream& bytes, std::string& buf, std::size_t begin,
+                 body_framing framing, std::uint64_t length, parser_limits limits,
+                 std::function<void()> on_first_read)
       : socket_(&sock),
+        stream_(&bytes),
         buf_(&buf),
         begin_(begin),
         parser_(limits),
@@ -76,11 +80,12 @@ class request_stream {
     try {
       run_first_read_hook();
       for (;;) {
-        if (const std::optional<std::size_t> n = handler_step(out)) {
+        want wait = want::read;
+        if (const std::optional<std::size_t> n = handler_step(out, wait)) {
           end_read(nullptr);
           return *n;
         }
-        wait_blocking(clock::time_point::max(), stop);
+        wait_blocking(clock::time_point::max(), stop, wait);
       }
     } catch (...) {
       end_read(std::current_exception());
@@ -97,11 +102,12 @@ class request_stream {
     try {
       run_first_read_hook();
       for (;;) {
-        if (const std::optional<std::size_t> got = handler_step(out)) {
+        want wait = want::read;
+        if (const std::optional<std::size_t> got = handler_step(out, wait)) {
           n = *got;
           break;
         }
-        co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+        co_await io::detail::slot_awaiter(slot_for(wait),
                                           "http::server: waiting for a request body");
       }
     } catch (...) {
@@ -124,7 +130,7 @@ class request_stream {
   // is left. A read still in progress (a body moved out of the handler) is
   // woken, and awaited (after a hand-off of the worker: it may need one to
   // finish); the body is then `broken`. A coroutine read is woken through
-  // the socket's read readiness (it re-checks detached_ and leaves); a
+  // the readiness it waits for (it re-checks detached_ and leaves); a
   // blocking one by shutting the connection down, which ends it. A
   // body still unread that asked for 100-continue is `broken`: its client
   // may never send it.
@@ -134,7 +140,7 @@ class request_stream {
     if (reading_) {
       broken_ = true;
       if (reading_async_) {
-        io::socket_access::desc(*socket_).read.set_ready();
+        slot_for(waiting_for_).set_ready();
       } else {
         ::shutdown(fd(), SHUT_RDWR);
       }
@@ -164,12 +170,13 @@ class request_stream {
     try {
       for (;;) {
         std::optional<std::size_t> n;
+        want wait = want::read;
         {
           std::lock_guard lock(mutex_);
-          n = step(std::span(tmp.get(), drain_chunk));
+          n = step(std::span(tmp.get(), drain_chunk), wait);
         }
         if (!n) {
-          co_await io::detail::slot_awaiter(io::socket_access::desc(*socket_).read,
+          co_await io::detail::slot_awaiter(slot_for(wait),
                                             "http::server: draining a request body");
           continue;
         }
@@ -207,6 +214,12 @@ class request_stream {
   static constexpr std::size_t drain_chunk = 16 * 1024;
 
   int fd() const noexcept { return io::socket_access::fd(*socket_); }
+
+  // The reactor slot of the socket's readiness that `w` waits for.
+  io::detail::ready_slot& slot_for(want w) const noexcept {
+    io::detail::poll_desc& d = io::socket_access::desc(*socket_);
+    return w == want::write ? d.write : d.read;
+  }
 
   // Starts the handler's read (`async`: a coroutine read): throws
   // body_closed after detach() or an earlier failure.
@@ -252,22 +265,25 @@ class request_stream {
   }
 
   // One step of the handler's read; throws body_closed once detached.
-  std::optional<std::size_t> handler_step(std::span<std::byte> out) {
+  // Notes what a read that must wait waits for (detach() wakes it there).
+  std::optional<std::size_t> handler_step(std::span<std::byte> out, want& wait) {
     std::lock_guard lock(mutex_);
     if (detached_) throw body_closed("leash::http::server: request body read after the handler");
-    return step(out);
+    std::optional<std::size_t> n = step(out, wait);
+    waiting_for_ = wait;
+    return n;
   }
 
   // The parsing work of one read, without waiting: decodes body bytes from
   // buf_ and from what the socket already has into `out`. Returns their
   // count (0 at the end), or nullopt when it needs more bytes from the
-  // client (wait until the socket is readable, then step again).
-  std::optional<std::size_t> step(std::span<std::byte> out) {
+  // client (wait until the socket is ready as `wait` says, then step again).
+  std::optional<std::size_t> step(std::span<std::byte> out, want& wait) {
     char* dst = reinterpret_cast<char*>(out.data());
     for (;;) {
       if (parser_.complete()) return 0;
       if (begin_ == buf_->size()) {
-        const std::optional<std::size_t> got = receive(dst, out.size());
+        const std::optional<std::size_t> got = receive(dst, out.size(), wait);
         if (!got || parser_.framing() == body_framing::content_length) return got;
         continue;
       }
@@ -282,41 +298,42 @@ class request_stream {
     }
   }
 
-  // buf_ is used up: takes what the socket has without waiting (nullopt
-  // when nothing yet). A Content-Length body goes straight into dst[0,
-  // size) and the body byte count is returned; a chunked one is appended to
-  // buf_ for the decoder. Throws truncated_body at an early EOF, io_error.
-  std::optional<std::size_t> receive(char* dst, std::size_t size) {
+  // buf_ is used up: takes what the stream has without waiting (nullopt
+  // when nothing yet, with what it waits for in `wait`). A Content-Length body goes straight into
+  // dst[0, size) and the body byte count is returned; a chunked one is appended to buf_ for the
+  // decoder. Throws truncated_body at an early EOF, io_error.
+  std::optional<std::size_t> receive(char* dst, std::size_t size, want& wait) {
     buf_->clear();
     begin_ = 0;
     const bool direct = parser_.framing() == body_framing::content_length;
     char tmp[chunk_read];
     char* into = direct ? dst : tmp;
-    const std::size_t want =
+    const std::size_t room =
         direct ? static_cast<std::size_t>(std::min<std::uint64_t>(size, parser_.body_remaining()))
                : sizeof tmp;
     for (;;) {
-      const ssize_t n = ::recv(fd(), into, want, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
-      if (n < 0) throw_errno("read", errno);
-      if (n == 0) parser_.finish_eof();  // throws truncated_body
-      const auto got = static_cast<std::size_t>(n);
-      if (direct) return parser_.feed({dst, got}).body.size();
-      buf_->append(tmp, got);
-      return got;
+      const http::step st = stream_->read({into, room});
+      if (st.bytes == 0 && st.wait == want::read && stream_->has_buffered()) continue;
+      if (st.bytes == 0 && st.wait != want::nothing) {
+        wait = st.wait;
+        return std::nullopt;
+      }
+      if (st.bytes == 0) parser_.finish_eof();  // throws truncated_body
+      if (direct) return parser_.feed({dst, st.bytes}).body.size();
+      buf_->append(tmp, st.bytes);
+      return st.bytes;
     }
   }
 
-  // A blocking read's wait until the socket is readable: throws timeout
-  // after `deadline`, cancelled when `stop` stops (which shuts the
+  // A blocking read's wait until the socket is ready as `wait` says: throws
+  // timeout after `deadline`, cancelled when `stop` stops (which shuts the
   // connection down to end the poll).
-  void wait_blocking(clock::time_point deadline, const std::stop_token& stop) {
+  void wait_blocking(clock::time_point deadline, const std::stop_token& stop, want wait) {
     leash::detail::throw_if_stopped(stop);
     bool ready = false;
     {
       stop_guard guard(stop, fd());
-      ready = poll_until(fd(), POLLIN, deadline);
+      ready = poll_until(fd(), poll_events(wait), deadline);
     }
     leash::detail::throw_if_stopped(stop);
     if (!ready) throw timeout("request body");
@@ -325,12 +342,14 @@ class request_stream {
   mutable std::mutex mutex_;           // guards everything below; never held while a read waits
   std::condition_variable read_done_;  // reading_ became false
   io::socket* socket_;
+  stream* stream_;     // the connection's bytes (plain TCP, or the user's adapter)
   std::string* buf_;   // the connection's read buffer; not touched once detached
   std::size_t begin_;  // unconsumed bytes are (*buf_)[begin_, size)
   response_parser parser_;
   std::function<void()> on_first_read_;  // the 100-continue hook, until it ran
   bool reading_ = false;                 // a read is between begin_read and end_read
   bool reading_async_ = false;           // ... and it is a coroutine read
+  want waiting_for_ = want::read;        // ... that waits for this readiness
   bool detached_ = false;                // the handler returned: reads throw body_closed
   bool broken_ = false;                  // a read threw: the connection cannot be reused
   bool malformed_ = false;               // ... with a protocol_error

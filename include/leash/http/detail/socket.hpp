@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// leash/http/detail/socket.hpp: RAII sockets and stop-aware socket I/O.
+// leash/http/detail/socket.hpp: RAII sockets, dialing, and stop-aware waits
+// (the reads and writes that use them are in stream_io.hpp).
 //
 // Every wait here is a poll() on one non-blocking fd, bounded by a deadline
 // and cancelled by a stop token; called from a coroutine task, it hands the
@@ -244,92 +245,7 @@ inline int system_somaxconn() noexcept {
   return value > 0 && value <= (1 << 24) ? value : SOMAXCONN;
 }
 
-// Writes all of `data` before `deadline`. Throws io_error, timeout, or
-// cancelled when `token` stops (the fd is then shut down).
-inline void write_all(int fd, std::string_view data, clock::time_point deadline,
-                      const std::stop_token& token) {
-  leash::detail::throw_if_stopped(token);
-  int err = 0;
-  bool timed_out = false;
-  {
-    stop_guard guard(token, fd);
-    while (!data.empty()) {
-      const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n > 0) {
-        data.remove_prefix(static_cast<std::size_t>(n));
-        continue;
-      }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        if (poll_until(fd, POLLOUT, deadline)) continue;
-        timed_out = true;
-        break;
-      }
-      err = n < 0 ? errno : EPIPE;
-      break;
-    }
-  }
-  leash::detail::throw_if_stopped(token);  // after the guard died (see read_some)
-  if (timed_out) throw timeout("write");
-  if (err != 0) throw_errno("write", err);
-}
-
-// Sends what the socket takes of `data` now, without waiting; returns the
-// count. Throws io_error.
-inline std::size_t send_now(int fd, std::string_view data) {
-  std::size_t sent = 0;
-  while (sent < data.size()) {
-    const ssize_t n =
-        ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
-      throw_errno("write", n < 0 ? errno : EPIPE);
-    }
-  }
-  return sent;
-}
-
+// How a read before a deadline ended (stream_io.hpp's read_some).
 enum class read_status { data, eof, timed_out };
-
-// Reads up to `size` bytes into `out` before `deadline`. Returns the count
-// (0 with eof at end of stream). Throws io_error, or cancelled when `token`
-// stops (the fd is then shut down).
-inline read_status read_some(int fd, char* out, std::size_t size, std::size_t& got,
-                             clock::time_point deadline, const std::stop_token& token) {
-  got = 0;
-  leash::detail::throw_if_stopped(token);
-  read_status status = read_status::eof;
-  int err = 0;
-  {
-    stop_guard guard(token, fd);
-    for (;;) {
-      const ssize_t n = ::recv(fd, out, size, 0);
-      if (n > 0) {
-        got = static_cast<std::size_t>(n);
-        status = read_status::data;
-        break;
-      }
-      if (n == 0) break;
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        if (poll_until(fd, POLLIN, deadline)) continue;
-        status = read_status::timed_out;
-        break;
-      }
-      err = errno;
-      break;
-    }
-  }
-  // Checked after the guard died: a stop that raced a successful read still
-  // shut the fd down, so the result is dropped and the connection is dead.
-  leash::detail::throw_if_stopped(token);
-  if (err != 0) throw_errno("read", err);
-  return status;
-}
 
 }  // namespace leash::inline v0::http::detail
