@@ -246,7 +246,7 @@ bool hold_idle_connections(http::server& origin) {
         static_cast<unsigned long long>(fd_margin));
   }
   const http::server_stats at_start = origin.stats();
-  // First, as they also start the coroutine workers and the poller that "before" should count.
+  // First, as they also start the coroutine workers that "before" should count.
   const std::vector<double> fresh_before = time_fresh_requests(origin.port());
   settle(origin, at_start.connections);
   std::printf("   %-14s %7s %11s %6s   %s\n", "", "threads", "resident", "conns",
