@@ -383,3 +383,90 @@ TEST_CASE("runtime stats count the hand-offs of blocking calls in coroutine task
   CHECK(after.coro_workers == workers());
   CHECK(after.coro_handoffs > before.coro_handoffs);
 }
+
+namespace {
+
+// A call leash cannot see into: blocks on the gate's condition variable.
+coro<void> call_blocked_on_gate(gate& g, std::latch& started, completion& done) {
+  leash::detail::scheduler::instance().call_may_block([&] {
+    started.count_down();
+    g.wait();
+  });
+  done.arrive();
+  co_return;
+}
+
+// A lent call that blocks in a leash call (the blocking recv).
+coro<void> call_blocked_in_recv(leash::channel<int>& ch, std::latch& started,
+                                completion& received) {
+  leash::detail::scheduler::instance().call_may_block([&] {
+    started.count_down();
+    ch.recv();
+  });
+  received.arrive();
+  co_return;
+}
+
+}  // namespace
+
+TEST_CASE("every worker in a call_may_block blocked where leash cannot see: another task runs") {
+  const std::size_t count = workers();
+  gate g;
+  std::latch started(as_count(count));
+  completion done(count);
+  leash::nursery n({.name = "call_may_block"});
+  for (std::size_t i = 0; i < count; ++i) {
+    n.spawn([&]() -> coro<void> { return call_blocked_on_gate(g, started, done); });
+  }
+  started.wait();
+  n.spawn("opener", [&]() -> coro<void> { return open_gate(g); });
+  CHECK(done.finished([&] { g.open(); }));
+  n.wait();
+}
+
+TEST_CASE("every worker in a call_may_block blocked in recv(): another task runs and sends") {
+  const std::size_t count = workers();
+  leash::channel<int> ch;
+  std::latch started(as_count(count));
+  completion received(count);
+  leash::nursery n({.name = "call_may_block recv"});
+  for (std::size_t i = 0; i < count; ++i) {
+    n.spawn([&]() -> coro<void> { return call_blocked_in_recv(ch, started, received); });
+  }
+  started.wait();
+  n.spawn("sender", [&]() -> coro<void> { return send_each(ch, count); });
+  CHECK(received.finished([&] { n.cancel(); }));
+  n.wait();
+}
+
+TEST_CASE("a call_may_block that does not block keeps its worker: no hand-off") {
+  constexpr int calls = 1000;
+  const auto before = leash::runtime::stats().coro_handoffs;
+  int sum = 0;
+  leash::nursery n;
+  n.spawn([&]() -> coro<void> {
+    for (int i = 0; i < calls; ++i)
+      leash::detail::scheduler::instance().call_may_block([&] { ++sum; });
+    co_return;
+  });
+  n.wait();
+  CHECK(sum == calls);
+  // The monitor may take the slot of one call that ran across two of its
+  // looks (a preempted thread), never one per call.
+  CHECK(leash::runtime::stats().coro_handoffs - before < 10);
+}
+
+TEST_CASE("call_may_block rethrows f's exception and gives the worker back") {
+  leash::nursery n;
+  auto t = n.spawn([]() -> coro<int> {
+    try {
+      leash::detail::scheduler::instance().call_may_block(
+          [] { throw backend_error("lent call failed"); });
+    } catch (const backend_error&) {
+    }
+    co_await leash::this_task::async_checkpoint();  // still a coroutine task on a worker
+    co_return 7;
+  });
+  CHECK(t.get() == 7);
+  n.wait();
+}

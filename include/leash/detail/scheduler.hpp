@@ -58,6 +58,15 @@
 // be had, the caller keeps its slot and simply blocks. So blocking calls in
 // coroutine tasks cost threads, never stall the other tasks.
 //
+// A call that may block where leash cannot see it (a plain HTTP handler that
+// takes a std::mutex or queries a database) runs through call_may_block: the
+// thread keeps its slot lent, not handed off, so a call that does not block
+// costs no thread switch. The slot goes to another thread when the call
+// opens a blocking_region, or when a monitor thread finds the same call
+// still running one to two `retake_tick`s later (Go's sysmon retaking a P
+// from a goroutine in a system call). While lent, the slot's runnext waits;
+// its queue can be stolen.
+//
 // Shutdown: the scheduler is immortal (no static-destruction-order hazard);
 // at exit its idle workers and spares are woken and leave, waited for at
 // most `exit_wait`. An item posted after every thread left runs on the
@@ -179,6 +188,25 @@ class scheduler {
 
   std::size_t workers() const noexcept { return count_; }
 
+  // Calls f(), which may block in calls leash cannot see. On a worker the
+  // slot is lent meanwhile (see the top of this file); anywhere else it is a
+  // plain call. f's exception propagates.
+  template <class F>
+  void call_may_block(F&& f) {
+    worker* const w = current_worker_;
+    if (w == nullptr) {
+      f();
+      return;
+    }
+    struct lend_guard {
+      scheduler& s;
+      worker& w;
+      std::uint64_t word;
+      ~lend_guard() { s.end_lend(w, word); }
+    } guard{*this, *w, lend(*w)};
+    f();
+  }
+
   // Makes idle workers wait in `d` from now on; once, for the process's
   // immortal driver.
   void attach(io_driver* d) {
@@ -207,6 +235,13 @@ class scheduler {
   // frames and records at least, so that trimming (about 0.15 s per GB freed,
   // on an idle worker) stays rare.
   static constexpr std::uint64_t burst_slices = 100'000;
+  // How often the monitor looks at lent slots: a call lent for two looks in
+  // a row (one to two ticks) has its slot retaken. Short enough that tasks
+  // behind a blocked call wait about as long as a scheduling quantum; long
+  // enough that a call that merely computes for a while is rarely taken.
+  static constexpr std::chrono::milliseconds retake_tick{1};
+  // Idle looks after which the monitor sleeps until the next lend.
+  static constexpr int monitor_idle_ticks = 100;
   // Slices a busy worker runs between looks at the I/O driver (tokio's
   // event_interval): a readiness waits at most this many slices while every
   // worker is busy, and the look (one epoll_wait) stays a small share.
@@ -223,7 +258,13 @@ class scheduler {
     int runnext_streak = 0;              // owner only
     std::uint64_t slices = 0;            // owner only: run since the owner last went idle
     std::uint32_t until_driver_poll = driver_poll_interval;  // owner only
+    // The lend of the slot: (epoch << 2) | lend_state. The epoch tells a
+    // late return from a lend that was retaken from one of a later lend.
+    std::atomic<std::uint64_t> lend_word{0};
   };
+
+  enum lend_state : std::uint64_t { not_lent = 0, lent = 1, retaken = 2 };
+  static constexpr std::uint64_t lend_state_mask = 3;
 
   // A thread in the spare pool; lives on its stack.
   struct spare {
@@ -532,29 +573,152 @@ class scheduler {
   // or a new thread. Keeps it when exit began or no thread can be started.
   void hand_off() noexcept {
     worker* const w = current_worker_;
+    current_worker_ = nullptr;               // before the slot's new owner may run
+    if (!give_slot(w)) current_worker_ = w;  // block holding the slot
+  }
+
+  // Gives `w` to a spare or a new thread; false when exit began or no
+  // thread can be started.
+  bool give_slot(worker* w) noexcept {
     {
       std::lock_guard lock(idle_mutex_);
-      if (stopping_) return;
-      if (!spares_.empty()) {
-        spare* s = spares_.back();
-        spares_.pop_back();
-        current_worker_ = nullptr;  // before the slot's new owner may run
+      if (stopping_) return false;
+      if (spare* s = take_spare_locked()) {
         s->slot = w;
         s->wake.notify_one();  // under the lock: the spare is still waiting
         handoffs_.fetch_add(1, std::memory_order_relaxed);
-        return;
+        return true;
       }
     }
-    current_worker_ = nullptr;
-    if (!start_thread(w)) {
-      current_worker_ = w;  // block holding the slot, as without a hand-off
+    if (!start_thread(w)) return false;
+    handoffs_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  spare* take_spare_locked() noexcept {
+    if (spares_.empty()) return nullptr;
+    spare* s = spares_.back();
+    spares_.pop_back();
+    return s;
+  }
+
+  // Lends this thread's slot for a call_may_block; returns the lend's word.
+  std::uint64_t lend(worker& w) {
+    const std::uint64_t word =
+        (((w.lend_word.load(std::memory_order_relaxed) >> 2) + 1) << 2) | lent;
+    w.lend_word.store(word, std::memory_order_seq_cst);  // then look: see monitor_main
+    current_worker_ = nullptr;                           // posts from the call go the foreign way
+    lent_slot_ = &w;
+    if (monitor_asleep_.load(std::memory_order_seq_cst)) wake_monitor();
+    return word;
+  }
+
+  // The lent call returned: the slot is this thread's again unless it was
+  // retaken (then this thread finishes its slice and becomes a spare).
+  void end_lend(worker& w, std::uint64_t word) noexcept {
+    lent_slot_ = nullptr;
+    const std::uint64_t back = (word & ~lend_state_mask) | not_lent;
+    if (w.lend_word.compare_exchange_strong(word, back, std::memory_order_acq_rel)) {
+      current_worker_ = &w;
+    }
+  }
+
+  // A lent call is about to block in a leash call: its slot goes to another
+  // thread now, unless the monitor took it already.
+  void retake_own_lend() noexcept {
+    worker* const w = lent_slot_;
+    std::uint64_t word = w->lend_word.load(std::memory_order_acquire);
+    if ((word & lend_state_mask) != lent) return;
+    const std::uint64_t taken = (word & ~lend_state_mask) | retaken;
+    if (!w->lend_word.compare_exchange_strong(word, taken, std::memory_order_acq_rel)) return;
+    // Only this thread could end the lend, so the slot waits for the taker.
+    if (!give_slot(w)) w->lend_word.store(word, std::memory_order_release);
+  }
+
+  void wake_monitor() {
+    std::lock_guard lock(idle_mutex_);
+    if (!monitor_started_) {
+      monitor_started_ = true;
+      try {
+        std::thread([this] { monitor_main(); }).detach();
+      } catch (...) {  // no thread: lent calls keep their slots, as before a hand-off
+        monitor_started_ = false;
+      }
       return;
     }
-    handoffs_.fetch_add(1, std::memory_order_relaxed);
+    monitor_wake_.notify_one();
+  }
+
+  // The monitor: every retake_tick, retakes the slot of each call lent
+  // since its last look; sleeps after monitor_idle_ticks looks with none.
+  void monitor_main() {
+    std::vector<std::uint64_t> seen(count_, 0);
+    std::unique_lock lock(idle_mutex_);
+    monitor_asleep_.store(false, std::memory_order_seq_cst);
+    int idle = 0;
+    while (!stopping_) {
+      if (idle >= monitor_idle_ticks) {
+        monitor_asleep_.store(true, std::memory_order_seq_cst);  // then look: see lend()
+        if (!any_lent()) monitor_wake_.wait(lock);
+        monitor_asleep_.store(false, std::memory_order_seq_cst);
+        idle = 0;
+        continue;
+      }
+      monitor_wake_.wait_for(lock, retake_tick);
+      idle = retake_long_lends(seen, lock) ? 0 : idle + 1;
+    }
+  }
+
+  bool any_lent() const noexcept {
+    for (const auto& w : workers_) {
+      if ((w->lend_word.load(std::memory_order_seq_cst) & lend_state_mask) == lent) return true;
+    }
+    return false;
+  }
+
+  // One look of the monitor (idle_mutex_ held); true when a call was lent.
+  bool retake_long_lends(std::vector<std::uint64_t>& seen, std::unique_lock<std::mutex>& lock) {
+    bool any = false;
+    for (std::size_t i = 0; i < count_ && !stopping_; ++i) {
+      worker& w = *workers_[i];
+      std::uint64_t word = w.lend_word.load(std::memory_order_acquire);
+      if ((word & lend_state_mask) != lent) continue;
+      any = true;
+      if (std::exchange(seen[i], word) != word) continue;  // lent since the last look
+      if (spares_.empty()) {  // a thread to take it first; retaken at a later look
+        lock.unlock();
+        start_spare();
+        lock.lock();
+        continue;
+      }
+      const std::uint64_t taken = (word & ~lend_state_mask) | retaken;
+      if (!w.lend_word.compare_exchange_strong(word, taken, std::memory_order_acq_rel)) continue;
+      spare* s = take_spare_locked();
+      s->slot = &w;
+      s->wake.notify_one();
+      handoffs_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return any;
+  }
+
+  // Starts a thread that waits as a spare before it owns anything.
+  void start_spare() noexcept {
+    {
+      std::lock_guard lock(idle_mutex_);
+      ++alive_;
+    }
+    try {
+      std::thread([this] { thread_main(wait_as_spare()); }).detach();
+    } catch (...) {  // no thread now: the monitor tries again at its next look
+      std::lock_guard lock(idle_mutex_);
+      --alive_;
+    }
   }
 
   // True on a thread that owns a worker slot (a thread-local read).
   static bool on_worker() noexcept { return current_worker_ != nullptr; }
+  // True on a thread in a call_may_block on a worker.
+  static bool lending() noexcept { return lent_slot_ != nullptr; }
 
   std::size_t index_of(const worker& w) const {
     for (std::size_t i = 0; i < count_; ++i) {
@@ -569,6 +733,7 @@ class scheduler {
     std::unique_lock lock(idle_mutex_);
     stopping_ = true;
     idle_.notify_all();
+    monitor_wake_.notify_all();
     for (spare* s : spares_)
       s->wake.notify_one();
     exited_.wait_for(lock, exit_wait, [&] { return alive_ == 0; });
@@ -590,13 +755,17 @@ class scheduler {
   mutable std::mutex idle_mutex_;
   std::condition_variable idle_;    // parked slot owners wait here
   std::condition_variable exited_;  // shutdown waits here for threads to leave
-  std::vector<spare*> spares_;      // the spare pool, guarded by idle_mutex_
-  std::size_t alive_ = 0;           // threads of the scheduler; guarded by idle_mutex_
-  std::size_t cv_parked_ = 0;       // slot owners waiting on idle_; guarded by idle_mutex_
-  bool stopping_ = false;           // guarded by idle_mutex_
+  std::condition_variable monitor_wake_;
+  bool monitor_started_ = false;            // guarded by idle_mutex_
+  std::atomic<bool> monitor_asleep_{true};  // until started: the first lend starts it
+  std::vector<spare*> spares_;              // the spare pool, guarded by idle_mutex_
+  std::size_t alive_ = 0;                   // threads of the scheduler; guarded by idle_mutex_
+  std::size_t cv_parked_ = 0;               // slot owners waiting on idle_; guarded by idle_mutex_
+  bool stopping_ = false;                   // guarded by idle_mutex_
   static inline constinit thread_local worker* current_worker_ = nullptr;
-  static inline std::atomic<std::size_t> requested_workers_{0};  // see configure()
-  static inline std::atomic<scheduler*> started_{nullptr};       // for figures()
+  static inline constinit thread_local worker* lent_slot_ = nullptr;  // see call_may_block
+  static inline std::atomic<std::size_t> requested_workers_{0};       // see configure()
+  static inline std::atomic<scheduler*> started_{nullptr};            // for figures()
 };
 
 // Marks where a blocking call really blocks (parks on a condition variable):
@@ -609,7 +778,12 @@ class blocking_region {
  public:
   // will_block: false when the caller found it need not block after all.
   explicit blocking_region(bool will_block = true) noexcept {
-    if (will_block && scheduler::on_worker()) scheduler::instance().hand_off();
+    if (!will_block) return;
+    if (scheduler::on_worker()) {
+      scheduler::instance().hand_off();
+    } else if (scheduler::lending()) {
+      scheduler::instance().retake_own_lend();
+    }
   }
   blocking_region(const blocking_region&) = delete;
   blocking_region& operator=(const blocking_region&) = delete;

@@ -574,10 +574,9 @@ class server_connection {
     if (env_.handler.coroutine) {
       co_await env_.handler.coroutine(req, w);
     } else {
-      // A plain handler may block in anything (a lock, a database): the
-      // worker goes on with other tasks on another thread meanwhile.
-      const leash::detail::blocking_region blocking;
-      env_.handler.plain(req, w);
+      // A plain handler may block in anything (a lock, a database): if it
+      // does, the worker goes on with other tasks on another thread.
+      leash::detail::scheduler::instance().call_may_block([&] { env_.handler.plain(req, w); });
     }
   }
 
