@@ -12,7 +12,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <latch>
 #include <leash.hpp>
@@ -26,6 +25,7 @@
 #include <vector>
 
 #include "support/eventually.hpp"
+#include "support/fds.hpp"
 
 using namespace std::chrono_literals;
 using leash::coro;
@@ -49,10 +49,7 @@ std::size_t registered_fds() {
 }
 
 std::size_t open_fds() {
-  std::size_t count = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
-    ++count;
-  return count;
+  return static_cast<std::size_t>(leash_test::open_fds());
 }
 
 std::size_t process_threads() {

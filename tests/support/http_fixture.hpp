@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "eventually.hpp"
+#include "fds.hpp"
 #include "sanitizer.hpp"
 
 namespace http_test {
@@ -41,11 +42,12 @@ inline int proc_entries(const char* path) {
   return n;
 }
 
-// Open fds of the process. The I/O reactor is started first: its two fds
-// (epoll set, wake-up) are opened once per process at first use and kept.
+// Open fds of the process (leash_test::open_fds). The I/O reactor is
+// started first: its two fds (epoll set, wake-up) are opened once per process
+// at first use and kept.
 inline int fd_count() {
   (void)leash::io::detail::reactor::instance();
-  return proc_entries("/proc/self/fd") - 1;  // the directory stream's own fd
+  return leash_test::open_fds();
 }
 
 // The process's OS threads now.
