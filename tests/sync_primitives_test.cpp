@@ -179,18 +179,21 @@ TEST_CASE("semaphore: a nursery deadline ends a blocked acquire with deadline_ex
 }
 
 TEST_CASE("semaphore: an acquire cancelled while a permit is released loses no permit") {
-  // Each round: one permit, held; a waiter (thread or coroutine) acquires,
-  // while another task releases the permit and this thread cancels the scope.
-  // Whichever wins, the permit ends up back: exactly one is available.
+  // Each round: one permit, held; a waiter (thread or coroutine) is queued in
+  // acquire; then a racer task releases the permit while this thread cancels
+  // the scope, both let go at once. Whichever wins, the permit ends up back:
+  // exactly one is available, none lost and none duplicated.
   constexpr int rounds = scaled(2000);
-  int got = 0, stopped = 0;
+  int acquired_by[2] = {0, 0};  // per waiter kind: thread, coroutine
+  int cancelled_by[2] = {0, 0};
   for (int round = 0; round < rounds; ++round) {
+    const int kind = round % 2;
     leash::semaphore sem(1);
     std::optional<leash::semaphore::permit> held = sem.acquire();
-    std::atomic<bool> acquired{false};
+    std::atomic<bool> acquired{false}, racer_ready{false}, go{false};
     {
       leash::nursery n;
-      if (round % 2 == 0) {
+      if (kind == 0) {
         n.spawn([&] {
           auto p = sem.acquire();
           acquired = true;
@@ -201,19 +204,30 @@ TEST_CASE("semaphore: an acquire cancelled while a permit is released loses no p
           acquired = true;
         });
       }
-      n.spawn([&] { held.reset(); });
+      n.spawn([&] {
+        racer_ready = true;
+        while (!go.load()) {
+        }
+        held.reset();
+      });
+      wait_blocked(kind == 0 ? sem_recv : sem_async);
+      while (!racer_ready.load()) {
+      }
+      go = true;
       n.cancel();
       try {
         n.wait();
       } catch (const leash::cancelled&) {
       }
     }
-    (acquired ? got : stopped) += 1;
+    ++(acquired ? acquired_by : cancelled_by)[kind];
     REQUIRE(sem.available() == 1);
     REQUIRE(drain(sem) == 1);
   }
-  MESSAGE("acquired " << got << ", cancelled " << stopped);
-  CHECK(got + stopped == rounds);
+  MESSAGE("thread waiters: acquired " << acquired_by[0] << ", cancelled " << cancelled_by[0]
+                                      << "; coroutine waiters: acquired " << acquired_by[1]
+                                      << ", cancelled " << cancelled_by[1]);
+  CHECK(acquired_by[0] + acquired_by[1] + cancelled_by[0] + cancelled_by[1] == rounds);
 }
 
 TEST_CASE("semaphore: a stop that comes after the permit was handed over loses") {
