@@ -55,6 +55,8 @@ SCENARIOS=(
   "chan_mpmc_c1    -                     -                  ns_per_op,cpu_ns_per_op        ratio"
   "chan_mpmc_c1024 -                     -                  ns_per_op,cpu_ns_per_op        ratio"
   "chan_select2    -                     -                  ns_per_op,cpu_ns_per_op        ratio"
+  "sem_uncontended bench_semaphore       semaphore.go       ns_per_op,cpu_ns_per_op        ratio"
+  "sem_contended_8 -                     -                  ns_per_op,cpu_ns_per_op        ratio"
 )
 # primary_metric may be a comma-separated list: one summary line each.
 # A "-" binary or Go file: the scenario's lines come from the row above that
