@@ -138,9 +138,9 @@ TEST_CASE("a timed recv and advance() inside virtual_time") {
 TEST_CASE("a forgotten close() before a range-for is a deadlock naming both thread tasks") {
   leash::virtual_time vt;
   std::string report;
+  leash::channel<int> ch;  // outlives the tasks: a deadlock cancels the body first
   try {
     vt.run([&](leash::nursery& n) {
-      leash::channel<int> ch;
       n.spawn("producer", [&] {
         for (int i = 0; i < 3; ++i)
           ch.send(i);
@@ -250,4 +250,31 @@ TEST_CASE("a task in a raw read() keeps the virtual clock still: no jump, no dea
   ::close(fds[1]);
   CHECK(read_at == 0s);
   CHECK(slept_at == 1h);
+}
+
+TEST_CASE("a select with only disabled cases is a deadlock naming the tasks and the select") {
+  leash::virtual_time vt;
+  std::string report;
+  leash::channel<int> a, b;
+  int thread_line = 0, coro_line = 0;
+  try {
+    vt.run([&](leash::nursery& n) {
+      thread_line = __LINE__ + 1;
+      n.spawn("thread", [&] {
+        leash::select(leash::on_recv(a, [](std::optional<int>) {}).when(false),
+                      leash::on_recv(b, [](std::optional<int>) {}).when(false));
+      });
+      coro_line = __LINE__ + 1;
+      n.spawn("coroutine", [&]() -> leash::coro<void> {
+        co_await leash::async_select(leash::on_recv(a, [](std::optional<int>) {}).when(false));
+      });
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  CHECK(contains(report, "\"thread\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(thread_line) + " blocked in select"));
+  CHECK(contains(report, "\"coroutine\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(coro_line) + " blocked in async_select"));
 }
