@@ -533,7 +533,10 @@ class nursery final : private detail::nursery_node {
       }
     } catch (...) {
       record->keep_alive.reset();
-      if (record->vclock != nullptr) record->vclock->leave(record.get());
+      if (record->vclock != nullptr) {
+        record->vclock->retire(record.get());
+        record->vclock->leave();
+      }
       lock.lock();
       unlink(record.get());
       --running_;
@@ -588,6 +591,7 @@ class nursery final : private detail::nursery_node {
         failures_.push_back(record);
       }
     }
+    if (record->vclock != nullptr) record->vclock->retire(record.get());
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -676,7 +680,7 @@ inline void detail::task_record::run() noexcept {
   current_task = nullptr;
   detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
-  if (vc != nullptr) vc->leave(this);  // compared only: the record may be gone
+  if (vc != nullptr) vc->leave();
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
@@ -745,7 +749,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   leave_slice();
   if (finished) {
     n.task_finished(std::move(r.keep_alive));
-    if (vc != nullptr) vc->leave(&r);  // compared only: the record may be gone
+    if (vc != nullptr) vc->leave();
   }
   return again;
 }

@@ -196,9 +196,9 @@ class virtual_clock {
     ++members_;
   }
 
-  // The task ended: `t` is only compared, it may be gone. The last touch of
-  // the clock by the leaving thread.
-  void leave(const task_identity* t) noexcept {
+  // The task `t` is ending (it is not blocked): it leaves the list of
+  // members reports and wakes look at, while it still lives.
+  void retire(const task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
     for (auto it = members_list_.begin(); it != members_list_.end(); ++it) {
       if (*it == t) {
@@ -206,6 +206,11 @@ class virtual_clock {
         break;
       }
     }
+  }
+
+  // A retired task ended: the last touch of the clock by its thread.
+  void leave() noexcept {
+    std::lock_guard lock(mutex_);
     --members_;
     changed_.notify_all();
   }
