@@ -840,6 +840,14 @@ class deadline_exceeded : public cancelled {
   using cancelled::cancelled;
 };
 
+// Every task of a virtual_time scope is blocked in a leash call that no timer
+// can wake: the scope's tasks are cancelled and virtual_time::run throws this.
+// what() lists each blocked task, its spawn site and the call it waits in.
+class deadlock : public error {
+ public:
+  using error::error;
+};
+
 // A send on a closed channel (or a chosen select send case whose channel is
 // closed). The value passed to send stays the caller's: it was not moved.
 class channel_closed : public error {
@@ -1001,11 +1009,22 @@ class sched_item {
   ~sched_item() = default;
 };
 
+// Told before a coroutine task of a virtual_time scope is posted, so its
+// clock counts it as running before anyone can see the wake.
+class post_listener {
+ public:
+  virtual void on_post() noexcept = 0;
+
+ protected:
+  ~post_listener() = default;
+};
+
 // A suspended coroutine task: an awaitable stores where to continue in
 // `resume_at` before it lets anyone post the task.
 class resumable : public sched_item {
  public:
   std::coroutine_handle<> resume_at;
+  post_listener* post_hook = nullptr;  // set for the tasks of a virtual_time scope
 
  protected:
   ~resumable() = default;  // owned by the task record that derives from it
@@ -1678,6 +1697,7 @@ class blocking_region {
 // scheduler's queues; a wake-up that cannot be recorded would strand the
 // task, so running out of memory there terminates.
 inline void post_resumable(resumable* task) noexcept {
+  if (task->post_hook != nullptr) task->post_hook->on_post();
   try {
     scheduler::instance().post(task);
   } catch (...) {
@@ -2121,16 +2141,19 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <new>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 // ---- leash/detail/timer.hpp ----
 // leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
@@ -2390,6 +2413,8 @@ inline std::chrono::steady_clock::rep blocked_clock_now() noexcept {
   return std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
+class virtual_clock;
+
 // Identity of a running task, shared by the nursery's records and the leak
 // check. Blocking calls note what they block in, for reports.
 struct task_identity {
@@ -2400,6 +2425,14 @@ struct task_identity {
   std::chrono::steady_clock::time_point started{};
   std::atomic<const char*> blocked_in{nullptr};
   std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+  // The virtual_time scope the task runs in, or null (real time). The fields
+  // after it are guarded by that clock's mutex.
+  virtual_clock* vclock = nullptr;
+  bool vt_coroutine = false;            // counted by posts and slices, not by thread waits
+  bool vt_blocked = false;              // counted in the clock's blocked tasks
+  bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
+  const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
+  int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -2410,6 +2443,284 @@ struct task_identity {
 
 // The task whose body runs on this thread, if any.
 inline thread_local task_identity* current_task = nullptr;
+
+// The clock a virtual_time scope being opened on this thread hands to the
+// scope's root state and body (see virtual_time::run).
+inline thread_local virtual_clock* opening_vclock = nullptr;
+
+// The virtual clock of the code running on this thread, or null (real time).
+inline virtual_clock* current_vclock() noexcept {
+  if (current_task != nullptr) return current_task->vclock;
+  return opening_vclock;
+}
+
+// The task running on this thread if it belongs to a virtual_time scope.
+inline task_identity* vt_member() noexcept {
+  task_identity* t = current_task;
+  return t != nullptr && t->vclock != nullptr ? t : nullptr;
+}
+
+// Told once when every task of a virtual_time scope is blocked and no timer
+// is pending.
+class deadlock_sink {
+ public:
+  virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+
+ protected:
+  ~deadlock_sink() = default;
+};
+
+// The clock of a virtual_time scope: its own time, its own timer queue, and
+// the count of its member tasks and of those blocked in leash calls. When
+// every member is blocked, its driver thread jumps the time to the earliest
+// timer and fires it; with no timer pending it reports a deadlock.
+//
+// Exactness rests on one rule: whoever wakes a member records the wake
+// (wake(), notify(), a coroutine's post) before the wake can be seen, so a
+// woken member never counts as blocked while its waker goes on to block. A
+// thread wait counts itself blocked only under the clock's mutex and only if
+// no wake is pending, checked against the state it waits for.
+class virtual_clock {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  virtual_clock() : now_(clock::now()) {
+    driver_ = std::thread([this] { drive(); });
+  }
+
+  // Waits until no member task is left, then stops the driver.
+  ~virtual_clock() {
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return members_ == 0; });
+      stopping_ = true;
+      changed_.notify_all();
+    }
+    driver_.join();
+  }
+  virtual_clock(const virtual_clock&) = delete;
+  virtual_clock& operator=(const virtual_clock&) = delete;
+
+  clock::time_point now() const {
+    std::lock_guard lock(mutex_);
+    return now_;
+  }
+
+  // Waits until every member task has left (after its nursery joined it).
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return members_ == 0; });
+  }
+
+  void set_sink(deadlock_sink* sink) noexcept {
+    std::lock_guard lock(mutex_);
+    sink_ = sink;
+  }
+
+  timer_handle schedule(clock::time_point when, timer_client* client) {
+    std::lock_guard lock(mutex_);
+    const timer_handle h{when, next_id_++};
+    timers_.emplace(std::pair{when, h.id}, client);
+    return h;
+  }
+
+  // As timer_service::cancel: waits for a callback that runs now.
+  void cancel(timer_handle& h) noexcept {
+    if (h.id == 0) return;
+    std::unique_lock lock(mutex_);
+    if (timers_.erase(std::pair{h.when, h.id}) == 0 &&
+        firing_thread_ != std::this_thread::get_id()) {
+      changed_.wait(lock, [&] { return firing_ != h.id; });
+    }
+    h.id = 0;
+  }
+
+  // Moves the time forward by d, firing the timers due meanwhile in order.
+  void advance(clock::duration d) {
+    std::unique_lock lock(mutex_);
+    const clock::time_point target = now_ + d;
+    while (!timers_.empty() && timers_.begin()->first.first <= target)
+      fire_first(lock);
+    if (target > now_) now_ = target;
+  }
+
+  // A task starts as a member (a coroutine task: posted once already).
+  void join(task_identity* t, bool coroutine) {
+    std::lock_guard lock(mutex_);
+    t->vt_coroutine = coroutine;
+    t->vt_runnable = coroutine ? 1 : 0;
+    t->vt_blocked = false;
+    t->vt_wake_pending = false;
+    members_list_.push_back(t);
+    ++members_;
+  }
+
+  // The task `t` is ending (it is not blocked): it leaves the list of
+  // members reports and wakes look at, while it still lives.
+  void retire(const task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    for (auto it = members_list_.begin(); it != members_list_.end(); ++it) {
+      if (*it == t) {
+        members_list_.erase(it);
+        break;
+      }
+    }
+  }
+
+  // A retired task ended: the last touch of the clock by its thread.
+  void leave() noexcept {
+    std::lock_guard lock(mutex_);
+    --members_;
+    changed_.notify_all();
+  }
+
+  // A thread wait of `t` on `on` counts as blocked unless a wake is pending.
+  // The caller checked, under the lock its wakers change the state under,
+  // that it must wait.
+  void block(task_identity* t, const void* on) {
+    std::lock_guard lock(mutex_);
+    if (std::exchange(t->vt_wake_pending, false) || t->vt_blocked) return;
+    t->vt_blocked = true;
+    t->vt_waiting_on = on;
+    ++blocked_;
+    if (all_blocked_locked()) changed_.notify_all();
+  }
+
+  // The end of a thread wait of `t`, by the task itself.
+  void end_wait(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    t->vt_wake_pending = false;
+    unblock_locked(t);
+  }
+
+  // A waker's record, before its wake of `t`'s current thread wait can be seen.
+  void wake(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (!unblock_locked(t)) t->vt_wake_pending = true;
+  }
+
+  // Records the wake of every member thread blocked on `on` (a notify_all).
+  void notify(const void* on) noexcept {
+    std::lock_guard lock(mutex_);
+    for (task_identity* t : members_list_) {
+      if (t->vt_blocked && t->vt_waiting_on == on) unblock_locked(t);
+    }
+  }
+
+  // A coroutine member was posted to run / one of its slices ended suspended.
+  void coro_posted(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      t->vt_blocked = false;
+      --blocked_;
+    }
+  }
+  void coro_suspended(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+      t->vt_blocked = true;
+      t->vt_waiting_on = nullptr;
+      ++blocked_;
+      if (all_blocked_locked()) changed_.notify_all();
+    }
+  }
+
+ private:
+  bool all_blocked_locked() const noexcept { return members_ != 0 && blocked_ == members_; }
+
+  bool unblock_locked(task_identity* t) noexcept {
+    if (!t->vt_blocked || t->vt_coroutine) return false;
+    t->vt_blocked = false;
+    t->vt_waiting_on = nullptr;
+    --blocked_;
+    return true;
+  }
+
+  // Fires the earliest timer, unlocked, at its time.
+  void fire_first(std::unique_lock<std::mutex>& lock) {
+    auto first = timers_.begin();
+    if (first->first.first > now_) now_ = first->first.first;
+    timer_client* client = first->second;
+    firing_ = first->first.second;
+    firing_thread_ = std::this_thread::get_id();
+    timers_.erase(first);
+    lock.unlock();
+    client->on_timer();
+    lock.lock();
+    firing_ = 0;
+    firing_thread_ = {};
+    changed_.notify_all();
+  }
+
+  // The driver: the jumps, and the deadlock report.
+  void drive() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
+      if (stopping_) return;
+      if (!timers_.empty()) {
+        fire_first(lock);
+        continue;
+      }
+      deadlock_sink* sink = sink_;
+      std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+      lock.unlock();
+      if (sink != nullptr) sink->on_deadlock(error);
+      lock.lock();
+      // Reported once per standstill: wait until a task moves again.
+      changed_.wait(lock, [&] { return stopping_ || !all_blocked_locked() || !timers_.empty(); });
+    }
+  }
+
+  std::string describe_locked() const {
+    std::string s =
+        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
+        "and no task of the scope can wake:";
+    for (const task_identity* t : members_list_) {
+      const char* what = t->blocked_in.load(std::memory_order_acquire);
+      s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
+           (what != nullptr ? what : "(unknown)");
+    }
+    return s;
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // members, blocked tasks or a firing changed
+  clock::time_point now_;
+  std::map<std::pair<clock::time_point, std::uint64_t>, timer_client*> timers_;
+  std::uint64_t next_id_ = 1;
+  std::uint64_t firing_ = 0;  // id whose callback runs now, 0 if none
+  std::thread::id firing_thread_;
+  std::vector<task_identity*> members_list_;
+  std::size_t members_ = 0;
+  std::size_t blocked_ = 0;
+  deadlock_sink* sink_ = nullptr;
+  bool stopping_ = false;
+  std::thread driver_;
+};
+
+// Now on the clock of the code running on this thread: virtual inside a
+// virtual_time scope, steady_clock's otherwise.
+inline std::chrono::steady_clock::time_point now_for(virtual_clock* vc) {
+  return vc != nullptr ? vc->now() : std::chrono::steady_clock::now();
+}
+inline std::chrono::steady_clock::time_point now_for_current_task() {
+  return now_for(current_vclock());
+}
+
+// Registers a timer on `vc`, or on the shared timer thread when null.
+inline timer_handle schedule_timer(virtual_clock* vc, std::chrono::steady_clock::time_point when,
+                                   timer_client* client) {
+  return vc != nullptr ? vc->schedule(when, client)
+                       : timer_service::instance().schedule(when, client);
+}
+inline void cancel_timer(virtual_clock* vc, timer_handle& h) noexcept {
+  if (vc != nullptr) {
+    vc->cancel(h);
+  } else {
+    timer_service::instance().cancel(h);
+  }
+}
 
 // Marks the current task as blocked in `what` for the scope's lifetime.
 class blocked_scope {
@@ -2475,24 +2786,25 @@ class cancel_state final : public timer_client {
         deadline_(
             std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
+        vclock_(current_vclock()),
         // The extra link is the last member: if its token is already stopped,
         // the callback runs right here and every other member must exist.
         parent_link_(this),
         extra_link_(std::move(extra), forward{this}) {
     if (parent_ != nullptr) parent_->add_hook(parent_link_);  // may request stop at once
     if (deadline == clock::time_point::max()) return;
-    if (deadline <= clock::now()) {
+    if (deadline <= now_for(vclock_)) {
       request(stop_reason::deadline_exceeded);
     } else if ((parent == nullptr || deadline < parent->deadline_) && !stop_requested()) {
       // A deadline later than an ancestor's can never fire first: no timer.
-      timer_ = timer_service::instance().schedule(deadline, this);
+      timer_ = schedule_timer(vclock_, deadline, this);
     }
   }
 
   // Unregisters the timer and the parent link (each waits for a callback in
   // progress); the extra link unregisters itself as a member.
   ~cancel_state() {
-    timer_service::instance().cancel(timer_);
+    cancel_timer(vclock_, timer_);
     if (parent_ != nullptr) parent_->remove_hook(parent_link_);
   }
 
@@ -2508,6 +2820,8 @@ class cancel_state final : public timer_client {
   cancel_state* parent() const noexcept { return parent_; }
   clock::time_point deadline() const noexcept { return deadline_; }
   const std::string& name() const noexcept { return name_; }
+  // The virtual clock of the scope's tasks, or null (real time).
+  virtual_clock* vclock() const noexcept { return vclock_; }
 
   // Requests stop for `reason` unless already stopped; true if this call won.
   // Safe from any thread, including stop callbacks and the timer thread.
@@ -2688,6 +3002,7 @@ class cancel_state final : public timer_client {
   std::exception_ptr cause_;
   timer_handle timer_;
   std::thread::id owner_thread_;  // the thread that created the scope
+  virtual_clock* vclock_;         // its deadline's clock: the creating task's (null: real time)
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
   // Hooks of waits on this state's token and of child states (see fire_hooks).
@@ -3038,11 +3353,84 @@ enum class wait_status { ready, stopped, timeout };
 // deadlock on a held mutex. Because of that unlock, ready() may have become
 // false again by the time this returns ready: a caller that consumes what it
 // waited for (a slot under a limit) must re-check in a loop.
+// wait_until for a task of a virtual_time scope: the deadline is on its
+// clock, and the wait counts as blocked there. Whoever makes ready() true must
+// call its clock's notify(&cv) (after the change, under the lock or before
+// anything else it does).
+template <class Ready>
+wait_status wait_until_virtual(task_identity& me, std::unique_lock<std::mutex>& lock,
+                               std::condition_variable& cv, const std::stop_token& token,
+                               clock::time_point deadline, Ready ready) {
+  const blocking_region blocking;
+  virtual_clock& vc = *me.vclock;
+  std::mutex& mutex = *lock.mutex();
+  struct expiry final : timer_client {
+    expiry(std::mutex& m, std::condition_variable& c, virtual_clock& v) noexcept
+        : mutex(m), cv(c), vc(v) {}
+    void on_timer() noexcept override {
+      std::lock_guard guard(mutex);
+      due = true;
+      vc.notify(&cv);
+      cv.notify_all();
+    }
+    std::mutex& mutex;
+    std::condition_variable& cv;
+    virtual_clock& vc;
+    bool due = false;  // guarded by mutex
+  } expiring(mutex, cv, vc);
+  auto wake = [&](auto fired) {
+    std::lock_guard guard(mutex);
+    fired();
+    vc.notify(&cv);
+    cv.notify_all();
+  };
+  wait_status status;
+  lock.unlock();
+  {
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        expiring.due = true;
+      } else {
+        timer = vc.schedule(deadline, &expiring);
+      }
+    }
+    {
+      stop_hook<decltype(wake)> on_stop(token, wake);
+      lock.lock();
+      for (;;) {
+        if (ready()) {
+          status = wait_status::ready;
+          break;
+        }
+        if (token.stop_requested()) {
+          status = wait_status::stopped;
+          break;
+        }
+        if (expiring.due) {
+          status = wait_status::timeout;
+          break;
+        }
+        vc.block(&me, &cv);
+        cv.wait(lock);
+      }
+      lock.unlock();
+      vc.end_wait(&me);
+    }
+    vc.cancel(timer);
+  }
+  lock.lock();
+  if (status != wait_status::ready && ready()) status = wait_status::ready;
+  return status;
+}
+
 template <class Ready>
 wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  if (task_identity* me = vt_member())
+    return wait_until_virtual(*me, lock, cv, token, deadline, ready);
   const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
@@ -3102,7 +3490,7 @@ wait_status wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv
 // now + d, saturating: a huge timeout means "no deadline", never an overflow.
 template <class Rep, class Period>
 clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
-  const auto now = clock::now();
+  const auto now = now_for_current_task();
   if (d <= d.zero()) return now;
   const auto room = clock::time_point::max() - now;
   // Compared in double seconds: d's own representation may not hold `room`.
@@ -3219,6 +3607,16 @@ inline void checkpoint() {
   checkpoint(stop_token());
 }
 
+// Clock::now(), on the virtual clock for steady_clock in a virtual_time scope.
+template <class Clock>
+typename Clock::time_point clock_now() {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return detail::now_for_current_task();
+  } else {
+    return Clock::now();
+  }
+}
+
 // Sleeps until `deadline`. Blocks; cancellable; throws cancelled.
 template <class Clock, class Duration>
 void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
@@ -3231,7 +3629,7 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
   for (;;) {
     // Compare before subtracting (time_point::min() would overflow); convert
     // per round: a non-steady clock may be adjusted while we sleep.
-    const auto now = Clock::now();
+    const auto now = clock_now<Clock>();
     if (deadline <= now) return;
     const auto left = deadline - now;
     const auto status =
@@ -3285,14 +3683,15 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   bool await_ready() {
     task_ = &current_coroutine_task("async_sleep");
     state_ = ambient;
-    return stopped() || when_ <= std::chrono::steady_clock::now();
+    vclock_ = current_vclock();
+    return stopped() || when_ <= now_for(vclock_);
   }
 
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
     // Both registrations happen before this side arrives: whichever event
     // fires first claims, and only the last arrival posts the task.
-    timer_ = timer_service::instance().schedule(when_, this);
+    timer_ = schedule_timer(vclock_, when_, this);
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
@@ -3302,7 +3701,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   void await_resume() {
     if (timer_.id != 0) {
       if (identity_ != nullptr) identity_->note_blocked(nullptr);
-      timer_service::instance().cancel(timer_);
+      cancel_timer(vclock_, timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
       if (wakeup_.claimed_by() != by_stop) return;
     } else if (!stopped()) {
@@ -3333,6 +3732,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   std::chrono::steady_clock::time_point when_;
   resumable* task_ = nullptr;
   cancel_state* state_ = nullptr;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
   task_identity* identity_ = nullptr;
   timer_handle timer_;
   wakeup_gate wakeup_;
@@ -3347,6 +3747,7 @@ class checkpoint_awaiter {
   }
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
+    if (task_->post_hook != nullptr) task_->post_hook->on_post();
     scheduler::instance().yield(task_);
   }
   void await_resume() const { throw_if_stopped(ambient_token_ref()); }
@@ -3368,7 +3769,7 @@ detail::sleep_awaiter async_sleep_until(const std::chrono::time_point<Clock, Dur
   if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
     return detail::sleep_awaiter(std::chrono::time_point_cast<detail::clock::duration>(tp));
   } else {
-    return detail::sleep_awaiter(detail::deadline_after(tp - Clock::now()));
+    return detail::sleep_awaiter(detail::deadline_after(tp - this_task::clock_now<Clock>()));
   }
 }
 
@@ -4636,7 +5037,7 @@ class waiter {
   enum class outcome { fired, stopped, timed_out };
 
   // A waiter for a thread, which waits in wait().
-  waiter() noexcept = default;
+  waiter() noexcept : member_(vt_member()) {}
   // A waiter for the coroutine task `task`, which suspends instead: see
   // async_wait.
   explicit waiter(resumable& task) noexcept : task_(&task) {}
@@ -4669,6 +5070,7 @@ class waiter {
   // waiter needs to leave (and the parker lives as long as its thread).
   void fire(std::uint32_t index) noexcept {
     const std::uint32_t done = fired | (index << index_shift);
+    if (member_ != nullptr) member_->vclock->wake(member_);  // before the wake can be seen
     if (task_ != nullptr) {
       state_.store(done, std::memory_order_release);
       arrive();
@@ -4694,6 +5096,7 @@ class waiter {
   // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
   // happened first wins over a stop or a deadline.
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
+    if (member_ != nullptr) return wait_virtual(token, deadline);
     // Spin phase (see spin_slots): a partner on another CPU usually answers
     // sooner than a futex wake would. First a quick look (quick_pauses) that
     // needs no slot: a running partner answers within it, and the shared slot
@@ -4825,6 +5228,7 @@ class waiter {
     // return (see stop_hook_node for fired()).
     template <class Fired>
     void operator()(Fired mark_fired) const noexcept {
+      if (self->member_ != nullptr) self->member_->vclock->wake(self->member_);
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
       mark_fired();
@@ -4856,12 +5260,63 @@ class waiter {
     return decode(s);
   }
 
+  // A virtual_time member's deadline, on its virtual clock.
+  struct virtual_deadline final : timer_client {
+    explicit virtual_deadline(waiter* w) noexcept : self(w) {}
+    void on_timer() noexcept override {
+      self->member_->vclock->wake(self->member_);
+      std::lock_guard lock(self->parker_->mutex);
+      if (self->give_up(timed_out)) self->parker_->cv.notify_one();
+    }
+    waiter* self;
+  };
+
+  // wait() for a task of a virtual_time scope: parks at once (no spinning:
+  // a partner's answer is a matter of ordering, not of speed), counted by its
+  // clock as blocked, with the deadline on that clock.
+  outcome wait_virtual(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;
+    virtual_clock& vc = *member_->vclock;
+    parker_ = &parker::of_this_thread();
+    virtual_deadline expiry(this);
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        give_up(timed_out);
+      } else {
+        timer = vc.schedule(deadline, &expiry);
+      }
+    }
+    std::optional<stop_hook<on_stop>> stop_link;
+    if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
+    std::uint32_t s;
+    {
+      std::unique_lock lock(parker_->mutex);
+      s = state_.load(std::memory_order_acquire);
+      while (!terminal(s) && (s & parked_bit) == 0) {
+        state_.compare_exchange_weak(s, s | parked_bit, std::memory_order_acq_rel);
+      }
+      // A waker records its wake before it changes state_, so a wait that
+      // still sees `waiting` here is either woken later or blocked for good.
+      if (!terminal(state_.load(std::memory_order_acquire))) vc.block(member_, this);
+      while (!terminal(s = state_.load(std::memory_order_acquire)))
+        parker_->cv.wait(lock);
+    }
+    vc.end_wait(member_);
+    stop_link.reset();
+    vc.cancel(timer);
+    return decode(s);
+  }
+
   std::atomic<std::uint32_t> state_{waiting};  // status | parked bit | fired index
   // The owning thread's parker, set before it parks; once parked, state_ is
   // read and written under its mutex.
   parker* parker_ = nullptr;
   resumable* const task_ = nullptr;  // coroutine mode: the suspended task
-  std::atomic<int> gate_{2};         // coroutine mode: arrivals left (see arrive)
+  // Thread mode in a virtual_time scope: the waiting task, whose clock every
+  // waker tells first.
+  task_identity* const member_ = nullptr;
+  std::atomic<int> gate_{2};  // coroutine mode: arrivals left (see arrive)
 };
 
 // Suspends a coroutine task on a coroutine-mode waiter until a partner fires
@@ -5649,7 +6104,9 @@ class channel {
   static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
-    if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
+    if (deadline != clock::time_point::max() && deadline <= detail::now_for_current_task()) {
+      return step::timed_out;
+    }
     queue.push_back(&node);
     return step::queued;
   }
@@ -7111,6 +7568,7 @@ class task_record : public job, public task_identity {
     {
       std::lock_guard lock(mutex_);
       done_ = true;
+      if (vclock != nullptr) vclock->notify(&cv_);
       cv_.notify_all();
       list = std::exchange(waiters_, nullptr);
       for (done_waiter* w = list; w != nullptr; w = w->next_)
@@ -7262,9 +7720,12 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro_task_driver drive_task(task_
 // ambient scope chain (cancel scopes and nurseries opened in the task's
 // frames) belongs to the task: a slice that ends with the task suspended
 // saves it, and the next slice, on whichever worker, reinstalls it.
-class coro_task_base : public resumable {
+class coro_task_base : public resumable, private post_listener {
  public:
   void run_slice() noexcept override;  // defined below the nursery
+
+  // Makes posts of this task known to its virtual clock (see virtual_clock).
+  void listen_to_posts() noexcept { post_hook = this; }
 
  protected:
   ~coro_task_base() = default;
@@ -7289,6 +7750,11 @@ class coro_task_base : public resumable {
       std::this_thread::yield();
   }
   void leave_slice() noexcept { in_slice_.store(false, std::memory_order_release); }
+
+  void on_post() noexcept override {
+    task_record& r = record();
+    r.vclock->coro_posted(&r);
+  }
 
   // Touched only inside enter_slice() / leave_slice().
   bool started_ = false;
@@ -7542,8 +8008,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
       closed_ = true;
     }
     detail::registry::instance().remove(this);
@@ -7594,8 +8059,7 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
     }
     closed_ = true;
     report(lock);
@@ -7660,6 +8124,22 @@ class nursery final : private detail::nursery_node {
     }
   }
 
+  // Under the lock: waits until every task ended. A task of a virtual_time
+  // scope counts as blocked meanwhile (task_finished records the wake).
+  void wait_joined(std::unique_lock<std::mutex>& lock) {
+    const detail::blocking_region blocking(running_ != 0);
+    detail::task_identity* const me = detail::vt_member();
+    if (me == nullptr) {
+      changed_.wait(lock, [&] { return running_ == 0; });
+      return;
+    }
+    while (running_ != 0) {
+      me->vclock->block(me, &changed_);
+      changed_.wait(lock);
+    }
+    me->vclock->end_wait(me);
+  }
+
   // Under the lock: true, and no more spawns, once every task ended (what
   // wait() does when it wakes).
   bool close_if_joined_locked() noexcept {
@@ -7719,6 +8199,7 @@ class nursery final : private detail::nursery_node {
       auto record = std::allocate_shared<record_type>(detail::frame_cache_allocator<record_type>(),
                                                       std::forward<F>(f));
       detail::sched_item* item = record.get();
+      if (state_.vclock() != nullptr) record->listen_to_posts();
       return launch<value>(std::move(record), std::move(name), site, try_only, item);
     } else {
       auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
@@ -7736,6 +8217,7 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
       if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
@@ -7788,6 +8270,7 @@ class nursery final : private detail::nursery_node {
     live_ = record.get();
     ++running_;
     record->keep_alive = record;
+    if (record->vclock != nullptr) record->vclock->join(record.get(), on_scheduler != nullptr);
     lock.unlock();
     try {
       if (on_scheduler != nullptr) {
@@ -7797,6 +8280,10 @@ class nursery final : private detail::nursery_node {
       }
     } catch (...) {
       record->keep_alive.reset();
+      if (record->vclock != nullptr) {
+        record->vclock->retire(record.get());
+        record->vclock->leave();
+      }
       lock.lock();
       unlink(record.get());
       --running_;
@@ -7851,6 +8338,7 @@ class nursery final : private detail::nursery_node {
         failures_.push_back(record);
       }
     }
+    if (record->vclock != nullptr) record->vclock->retire(record.get());
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -7863,7 +8351,10 @@ class nursery final : private detail::nursery_node {
       if (stopped_while_running) cut_short_ = true;
       // Only wait() (all ended) and spawners at the limit wait here: a mass
       // cancel must not wake the waiting thread once per task.
-      if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
+      if (running_ == 0 || limit_waiters_ != 0) {
+        if (detail::virtual_clock* vc = state_.vclock()) vc->notify(&changed_);
+        changed_.notify_all();
+      }
       joiner = take_joiner_locked();
     }
     // Posting touches only the joining task, which may destroy the nursery.
@@ -7934,7 +8425,9 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
+  detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
+  if (vc != nullptr) vc->leave();
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
@@ -7998,8 +8491,13 @@ inline bool detail::coro_task_base::slice() noexcept {
   current_resumable = saved_resumable;
   tls_task_finished = saved_finished;
   const bool again = !finished && std::exchange(rerun_, false);
+  virtual_clock* const vc = r.vclock;
+  if (vc != nullptr && !finished) vc->coro_suspended(&r);  // one per slice, as one per post
   leave_slice();
-  if (finished) n.task_finished(std::move(r.keep_alive));
+  if (finished) {
+    n.task_finished(std::move(r.keep_alive));
+    if (vc != nullptr) vc->leave();
+  }
   return again;
 }
 
@@ -8708,12 +9206,13 @@ class select_suspension final : private timer_client {
   bool await_suspend(std::coroutine_handle<> h) {
     current_resumable->resume_at = h;
     if (deadline_ != select_case::clock::time_point::max()) {
-      timer_ = timer_service::instance().schedule(deadline_, this);
+      vclock_ = current_vclock();
+      timer_ = schedule_timer(vclock_, deadline_, this);
     }
     return wait_.suspend();
   }
   waiter::outcome await_resume() noexcept {
-    if (timer_.id != 0) timer_service::instance().cancel(timer_);
+    if (timer_.id != 0) cancel_timer(vclock_, timer_);
     return wait_.resumed();
   }
 
@@ -8725,6 +9224,7 @@ class select_suspension final : private timer_client {
   waiter& waiter_;
   select_case::clock::time_point deadline_;
   async_wait wait_;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
   timer_handle timer_;
 };
 
@@ -9675,3 +10175,178 @@ auto on_recv(timer_channel& t, F fn) {
 #define LEASH_VERSION \
   (LEASH_VERSION_MAJOR * 10000 + LEASH_VERSION_MINOR * 100 + LEASH_VERSION_PATCH)
 #define LEASH_VERSION_STRING "0.1.0"
+// ---- leash/virtual_time.hpp ----
+// leash/virtual_time.hpp: a virtual clock and deadlock detection, for tests.
+// Prevents: tests of timeouts that sleep for real (slow, and flaky under load)
+// and tests that hang forever on a forgotten close().
+//
+//   leash::virtual_time vt;
+//   vt.run([&](leash::nursery& n) {
+//     leash::channel<int> ch;
+//     n.spawn([&] { leash::fail_after(1h, [&] { ch.recv(); }); });  // deadline_exceeded...
+//   });                                                              // ...after 1 h of vt.now()
+//
+// Model (Go's testing/synctest bubble). run(body) runs body(nursery&) as the
+// first task of a nursery; every task spawned inside it, transitively (thread
+// and coroutine tasks, nested nurseries), is a member of the scope and reads
+// time from its virtual clock: deadlines, sleeps and timeouts of leash calls.
+// The clock stands still while any member runs. When every member is blocked
+// in a leash call, it jumps to the earliest pending timer and fires it; when
+// no timer is pending either, nothing can ever wake them: the scope's tasks
+// are cancelled and run() throws leash::deadlock, whose what() lists every
+// task, its spawn site and the call it is blocked in.
+//
+// A member blocked outside leash (a raw read(), a std::mutex) counts as
+// running: the clock waits for it, and it is never part of a deadlock. Mark
+// such a wait with this_task::external_wait to name it in live_tasks().
+// Tasks outside the scope keep real time; a member woken by one of them is
+// woken as usual, but while it waits the scope may see a deadlock.
+//
+// Guarantees. Blocks: run() until every member ended. Throws: what the body's
+// nursery throws (the body's exception first), leash::deadlock as above,
+// usage_error for a run() inside a virtual_time scope. Thread-safe: now() from
+// any thread; advance() from a member task.
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace leash::inline v0 {
+
+class virtual_time final : private detail::deadlock_sink {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  [[nodiscard]] virtual_time() = default;
+  virtual_time(const virtual_time&) = delete;
+  virtual_time& operator=(const virtual_time&) = delete;
+  ~virtual_time() = default;
+
+  // Runs body(nursery&) as a task of a new nursery on the virtual clock (a
+  // coroutine task if body returns leash::coro) and waits for every task of
+  // it. Returns the body's value. Throws leash::deadlock when every task is
+  // blocked for good, otherwise what the nursery throws.
+  template <class F>
+  auto run(F&& body, source_location site = source_location::current()) {
+    if (detail::current_vclock() != nullptr) {
+      throw usage_error("leash::virtual_time: run() inside a virtual_time scope");
+    }
+    detail::cancel_state root = open_root();
+    detail::ambient_guard installed(&root, "leash::virtual_time");
+    clock_.set_sink(this);
+    root_guard forget(*this, root);
+    std::optional<nursery> n;
+    auto first = spawn_body(n, body, site);
+    try {
+      n->wait();
+    } catch (...) {
+      n.reset();
+      clock_.wait_idle();
+      rethrow_deadlock();
+      throw;
+    }
+    n.reset();
+    clock_.wait_idle();
+    rethrow_deadlock();
+    return first.get();
+  }
+
+  // The virtual time now: the real time at construction plus every jump.
+  clock::time_point now() const { return clock_.now(); }
+
+  // Moves the virtual time forward by d, firing the timers due meanwhile in
+  // order, on this thread. For a member task.
+  template <class Rep, class Period>
+  void advance(std::chrono::duration<Rep, Period> d) {
+    clock_.advance(std::chrono::ceil<clock::duration>(d));
+  }
+
+ private:
+  // The scope's root state: every member's scopes descend from it, so a
+  // deadlock stops them all.
+  detail::cancel_state open_root() {
+    struct opening {
+      explicit opening(detail::virtual_clock* vc) noexcept { detail::opening_vclock = vc; }
+      ~opening() { detail::opening_vclock = nullptr; }
+    } open(&clock_);
+    return detail::cancel_state(detail::ambient, {}, clock::time_point::max(), "virtual_time");
+  }
+
+  // Makes `root` the state a deadlock stops, until destroyed.
+  class root_guard {
+   public:
+    root_guard(virtual_time& vt, detail::cancel_state& root) : vt_(vt) {
+      std::lock_guard lock(vt_.mutex_);
+      vt_.root_ = &root;
+    }
+    ~root_guard() {
+      std::lock_guard lock(vt_.mutex_);
+      vt_.root_ = nullptr;
+    }
+    root_guard(const root_guard&) = delete;
+    root_guard& operator=(const root_guard&) = delete;
+
+   private:
+    virtual_time& vt_;
+  };
+
+  // Opens the scope's nursery in `n` and spawns the body into it, both on
+  // the virtual clock.
+  template <class F>
+  auto spawn_body(std::optional<nursery>& n, F& body, source_location site) {
+    struct opening {
+      explicit opening(detail::virtual_clock* vc) noexcept { detail::opening_vclock = vc; }
+      ~opening() { detail::opening_vclock = nullptr; }
+    } open(&clock_);
+    n.emplace(nursery_options{.name = "virtual_time"}, site);
+    nursery& scope = *n;
+    return scope.spawn(
+        "virtual_time::run", [&body, &scope] { return std::invoke(body, scope); }, site);
+  }
+
+  void rethrow_deadlock() {
+    std::exception_ptr e;
+    {
+      std::lock_guard lock(mutex_);
+      e = deadlock_;
+    }
+    if (e) std::rethrow_exception(e);
+  }
+
+  // On the clock's driver thread: stops every member with the report as cause.
+  void on_deadlock(std::exception_ptr error) noexcept override {
+    std::lock_guard lock(mutex_);
+    if (deadlock_ == nullptr) deadlock_ = error;
+    if (root_ != nullptr) {
+      root_->request(stop_reason::cancelled, "leash::virtual_time: deadlock", nullptr, error);
+    }
+  }
+
+  detail::virtual_clock clock_;  // first: destroyed last, once no member is left
+  std::mutex mutex_;             // guards the two below
+  detail::cancel_state* root_ = nullptr;
+  std::exception_ptr deadlock_;
+};
+
+namespace this_task {
+
+// Marks a wait outside leash (a raw read(), a foreign library's blocking call)
+// for reports: live_tasks() shows the task as blocked in `what`. Inside a
+// virtual_time scope such a wait already counts as running, so the clock does
+// not jump and no deadlock is reported while it lasts.
+class [[nodiscard]] external_wait {
+ public:
+  explicit external_wait(const char* what = "this_task::external_wait") noexcept : blocked_(what) {}
+  external_wait(const external_wait&) = delete;
+  external_wait& operator=(const external_wait&) = delete;
+  ~external_wait() = default;
+
+ private:
+  detail::blocked_scope blocked_;
+};
+
+}  // namespace this_task
+}  // namespace leash::inline v0
