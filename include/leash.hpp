@@ -24,3 +24,4 @@
 #include "leash/ticker.hpp"
 #include "leash/timer_channel.hpp"
 #include "leash/version.hpp"
+#include "leash/virtual_time.hpp"

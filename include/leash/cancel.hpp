@@ -147,6 +147,16 @@ inline void checkpoint() {
   checkpoint(stop_token());
 }
 
+// Clock::now(), on the virtual clock for steady_clock in a virtual_time scope.
+template <class Clock>
+typename Clock::time_point clock_now() {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return detail::now_for_current_task();
+  } else {
+    return Clock::now();
+  }
+}
+
 // Sleeps until `deadline`. Blocks; cancellable; throws cancelled.
 template <class Clock, class Duration>
 void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
@@ -159,7 +169,7 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
   for (;;) {
     // Compare before subtracting (time_point::min() would overflow); convert
     // per round: a non-steady clock may be adjusted while we sleep.
-    const auto now = Clock::now();
+    const auto now = clock_now<Clock>();
     if (deadline <= now) return;
     const auto left = deadline - now;
     const auto status =
@@ -213,14 +223,15 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   bool await_ready() {
     task_ = &current_coroutine_task("async_sleep");
     state_ = ambient;
-    return stopped() || when_ <= std::chrono::steady_clock::now();
+    vclock_ = current_vclock();
+    return stopped() || when_ <= now_for(vclock_);
   }
 
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
     // Both registrations happen before this side arrives: whichever event
     // fires first claims, and only the last arrival posts the task.
-    timer_ = timer_service::instance().schedule(when_, this);
+    timer_ = schedule_timer(vclock_, when_, this);
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
@@ -230,7 +241,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   void await_resume() {
     if (timer_.id != 0) {
       if (identity_ != nullptr) identity_->note_blocked(nullptr);
-      timer_service::instance().cancel(timer_);
+      cancel_timer(vclock_, timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
       if (wakeup_.claimed_by() != by_stop) return;
     } else if (!stopped()) {
@@ -261,6 +272,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   std::chrono::steady_clock::time_point when_;
   resumable* task_ = nullptr;
   cancel_state* state_ = nullptr;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
   task_identity* identity_ = nullptr;
   timer_handle timer_;
   wakeup_gate wakeup_;
@@ -275,6 +287,7 @@ class checkpoint_awaiter {
   }
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
+    if (task_->post_hook != nullptr) task_->post_hook->on_post();
     scheduler::instance().yield(task_);
   }
   void await_resume() const { throw_if_stopped(ambient_token_ref()); }
@@ -296,7 +309,7 @@ detail::sleep_awaiter async_sleep_until(const std::chrono::time_point<Clock, Dur
   if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
     return detail::sleep_awaiter(std::chrono::time_point_cast<detail::clock::duration>(tp));
   } else {
-    return detail::sleep_awaiter(detail::deadline_after(tp - Clock::now()));
+    return detail::sleep_awaiter(detail::deadline_after(tp - this_task::clock_now<Clock>()));
   }
 }
 

@@ -688,7 +688,9 @@ class channel {
   static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
-    if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
+    if (deadline != clock::time_point::max() && deadline <= detail::now_for_current_task()) {
+      return step::timed_out;
+    }
     queue.push_back(&node);
     return step::queued;
   }

@@ -151,6 +151,14 @@ class deadline_exceeded : public cancelled {
   using cancelled::cancelled;
 };
 
+// Every task of a virtual_time scope is blocked in a leash call that no timer
+// can wake: the scope's tasks are cancelled and virtual_time::run throws this.
+// what() lists each blocked task, its spawn site and the call it waits in.
+class deadlock : public error {
+ public:
+  using error::error;
+};
+
 // A send on a closed channel (or a chosen select send case whose channel is
 // closed). The value passed to send stays the caller's: it was not moved.
 class channel_closed : public error {

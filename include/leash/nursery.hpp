@@ -261,8 +261,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
       closed_ = true;
     }
     detail::registry::instance().remove(this);
@@ -313,8 +312,7 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
     }
     closed_ = true;
     report(lock);
@@ -379,6 +377,22 @@ class nursery final : private detail::nursery_node {
     }
   }
 
+  // Under the lock: waits until every task ended. A task of a virtual_time
+  // scope counts as blocked meanwhile (task_finished records the wake).
+  void wait_joined(std::unique_lock<std::mutex>& lock) {
+    const detail::blocking_region blocking(running_ != 0);
+    detail::task_identity* const me = detail::vt_member();
+    if (me == nullptr) {
+      changed_.wait(lock, [&] { return running_ == 0; });
+      return;
+    }
+    while (running_ != 0) {
+      me->vclock->block(me, &changed_);
+      changed_.wait(lock);
+    }
+    me->vclock->end_wait(me);
+  }
+
   // Under the lock: true, and no more spawns, once every task ended (what
   // wait() does when it wakes).
   bool close_if_joined_locked() noexcept {
@@ -438,6 +452,7 @@ class nursery final : private detail::nursery_node {
       auto record = std::allocate_shared<record_type>(detail::frame_cache_allocator<record_type>(),
                                                       std::forward<F>(f));
       detail::sched_item* item = record.get();
+      if (state_.vclock() != nullptr) record->listen_to_posts();
       return launch<value>(std::move(record), std::move(name), site, try_only, item);
     } else {
       auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
@@ -455,6 +470,7 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
       if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
@@ -507,6 +523,7 @@ class nursery final : private detail::nursery_node {
     live_ = record.get();
     ++running_;
     record->keep_alive = record;
+    if (record->vclock != nullptr) record->vclock->join(record.get(), on_scheduler != nullptr);
     lock.unlock();
     try {
       if (on_scheduler != nullptr) {
@@ -516,6 +533,10 @@ class nursery final : private detail::nursery_node {
       }
     } catch (...) {
       record->keep_alive.reset();
+      if (record->vclock != nullptr) {
+        record->vclock->retire(record.get());
+        record->vclock->leave();
+      }
       lock.lock();
       unlink(record.get());
       --running_;
@@ -570,6 +591,7 @@ class nursery final : private detail::nursery_node {
         failures_.push_back(record);
       }
     }
+    if (record->vclock != nullptr) record->vclock->retire(record.get());
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -582,7 +604,10 @@ class nursery final : private detail::nursery_node {
       if (stopped_while_running) cut_short_ = true;
       // Only wait() (all ended) and spawners at the limit wait here: a mass
       // cancel must not wake the waiting thread once per task.
-      if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
+      if (running_ == 0 || limit_waiters_ != 0) {
+        if (detail::virtual_clock* vc = state_.vclock()) vc->notify(&changed_);
+        changed_.notify_all();
+      }
       joiner = take_joiner_locked();
     }
     // Posting touches only the joining task, which may destroy the nursery.
@@ -653,7 +678,9 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
+  detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
+  if (vc != nullptr) vc->leave();
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
@@ -717,8 +744,13 @@ inline bool detail::coro_task_base::slice() noexcept {
   current_resumable = saved_resumable;
   tls_task_finished = saved_finished;
   const bool again = !finished && std::exchange(rerun_, false);
+  virtual_clock* const vc = r.vclock;
+  if (vc != nullptr && !finished) vc->coro_suspended(&r);  // one per slice, as one per post
   leave_slice();
-  if (finished) n.task_finished(std::move(r.keep_alive));
+  if (finished) {
+    n.task_finished(std::move(r.keep_alive));
+    if (vc != nullptr) vc->leave();
+  }
   return again;
 }
 

@@ -464,12 +464,13 @@ class select_suspension final : private timer_client {
   bool await_suspend(std::coroutine_handle<> h) {
     current_resumable->resume_at = h;
     if (deadline_ != select_case::clock::time_point::max()) {
-      timer_ = timer_service::instance().schedule(deadline_, this);
+      vclock_ = current_vclock();
+      timer_ = schedule_timer(vclock_, deadline_, this);
     }
     return wait_.suspend();
   }
   waiter::outcome await_resume() noexcept {
-    if (timer_.id != 0) timer_service::instance().cancel(timer_);
+    if (timer_.id != 0) cancel_timer(vclock_, timer_);
     return wait_.resumed();
   }
 
@@ -481,6 +482,7 @@ class select_suspension final : private timer_client {
   waiter& waiter_;
   select_case::clock::time_point deadline_;
   async_wait wait_;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
   timer_handle timer_;
 };
 

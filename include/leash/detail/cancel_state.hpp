@@ -17,18 +17,22 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <new>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "../errors.hpp"
+#include "source_location.hpp"
 #include "spin.hpp"
 #include "timer.hpp"
 
@@ -50,6 +54,8 @@ inline std::chrono::steady_clock::rep blocked_clock_now() noexcept {
   return std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
+class virtual_clock;
+
 // Identity of a running task, shared by the nursery's records and the leak
 // check. Blocking calls note what they block in, for reports.
 struct task_identity {
@@ -60,6 +66,14 @@ struct task_identity {
   std::chrono::steady_clock::time_point started{};
   std::atomic<const char*> blocked_in{nullptr};
   std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+  // The virtual_time scope the task runs in, or null (real time). The fields
+  // after it are guarded by that clock's mutex.
+  virtual_clock* vclock = nullptr;
+  bool vt_coroutine = false;            // counted by posts and slices, not by thread waits
+  bool vt_blocked = false;              // counted in the clock's blocked tasks
+  bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
+  const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
+  int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -70,6 +84,284 @@ struct task_identity {
 
 // The task whose body runs on this thread, if any.
 inline thread_local task_identity* current_task = nullptr;
+
+// The clock a virtual_time scope being opened on this thread hands to the
+// scope's root state and body (see virtual_time::run).
+inline thread_local virtual_clock* opening_vclock = nullptr;
+
+// The virtual clock of the code running on this thread, or null (real time).
+inline virtual_clock* current_vclock() noexcept {
+  if (current_task != nullptr) return current_task->vclock;
+  return opening_vclock;
+}
+
+// The task running on this thread if it belongs to a virtual_time scope.
+inline task_identity* vt_member() noexcept {
+  task_identity* t = current_task;
+  return t != nullptr && t->vclock != nullptr ? t : nullptr;
+}
+
+// Told once when every task of a virtual_time scope is blocked and no timer
+// is pending.
+class deadlock_sink {
+ public:
+  virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+
+ protected:
+  ~deadlock_sink() = default;
+};
+
+// The clock of a virtual_time scope: its own time, its own timer queue, and
+// the count of its member tasks and of those blocked in leash calls. When
+// every member is blocked, its driver thread jumps the time to the earliest
+// timer and fires it; with no timer pending it reports a deadlock.
+//
+// Exactness rests on one rule: whoever wakes a member records the wake
+// (wake(), notify(), a coroutine's post) before the wake can be seen, so a
+// woken member never counts as blocked while its waker goes on to block. A
+// thread wait counts itself blocked only under the clock's mutex and only if
+// no wake is pending, checked against the state it waits for.
+class virtual_clock {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  virtual_clock() : now_(clock::now()) {
+    driver_ = std::thread([this] { drive(); });
+  }
+
+  // Waits until no member task is left, then stops the driver.
+  ~virtual_clock() {
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return members_ == 0; });
+      stopping_ = true;
+      changed_.notify_all();
+    }
+    driver_.join();
+  }
+  virtual_clock(const virtual_clock&) = delete;
+  virtual_clock& operator=(const virtual_clock&) = delete;
+
+  clock::time_point now() const {
+    std::lock_guard lock(mutex_);
+    return now_;
+  }
+
+  // Waits until every member task has left (after its nursery joined it).
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return members_ == 0; });
+  }
+
+  void set_sink(deadlock_sink* sink) noexcept {
+    std::lock_guard lock(mutex_);
+    sink_ = sink;
+  }
+
+  timer_handle schedule(clock::time_point when, timer_client* client) {
+    std::lock_guard lock(mutex_);
+    const timer_handle h{when, next_id_++};
+    timers_.emplace(std::pair{when, h.id}, client);
+    return h;
+  }
+
+  // As timer_service::cancel: waits for a callback that runs now.
+  void cancel(timer_handle& h) noexcept {
+    if (h.id == 0) return;
+    std::unique_lock lock(mutex_);
+    if (timers_.erase(std::pair{h.when, h.id}) == 0 &&
+        firing_thread_ != std::this_thread::get_id()) {
+      changed_.wait(lock, [&] { return firing_ != h.id; });
+    }
+    h.id = 0;
+  }
+
+  // Moves the time forward by d, firing the timers due meanwhile in order.
+  void advance(clock::duration d) {
+    std::unique_lock lock(mutex_);
+    const clock::time_point target = now_ + d;
+    while (!timers_.empty() && timers_.begin()->first.first <= target)
+      fire_first(lock);
+    if (target > now_) now_ = target;
+  }
+
+  // A task starts as a member (a coroutine task: posted once already).
+  void join(task_identity* t, bool coroutine) {
+    std::lock_guard lock(mutex_);
+    t->vt_coroutine = coroutine;
+    t->vt_runnable = coroutine ? 1 : 0;
+    t->vt_blocked = false;
+    t->vt_wake_pending = false;
+    members_list_.push_back(t);
+    ++members_;
+  }
+
+  // The task `t` is ending (it is not blocked): it leaves the list of
+  // members reports and wakes look at, while it still lives.
+  void retire(const task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    for (auto it = members_list_.begin(); it != members_list_.end(); ++it) {
+      if (*it == t) {
+        members_list_.erase(it);
+        break;
+      }
+    }
+  }
+
+  // A retired task ended: the last touch of the clock by its thread.
+  void leave() noexcept {
+    std::lock_guard lock(mutex_);
+    --members_;
+    changed_.notify_all();
+  }
+
+  // A thread wait of `t` on `on` counts as blocked unless a wake is pending.
+  // The caller checked, under the lock its wakers change the state under,
+  // that it must wait.
+  void block(task_identity* t, const void* on) {
+    std::lock_guard lock(mutex_);
+    if (std::exchange(t->vt_wake_pending, false) || t->vt_blocked) return;
+    t->vt_blocked = true;
+    t->vt_waiting_on = on;
+    ++blocked_;
+    if (all_blocked_locked()) changed_.notify_all();
+  }
+
+  // The end of a thread wait of `t`, by the task itself.
+  void end_wait(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    t->vt_wake_pending = false;
+    unblock_locked(t);
+  }
+
+  // A waker's record, before its wake of `t`'s current thread wait can be seen.
+  void wake(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (!unblock_locked(t)) t->vt_wake_pending = true;
+  }
+
+  // Records the wake of every member thread blocked on `on` (a notify_all).
+  void notify(const void* on) noexcept {
+    std::lock_guard lock(mutex_);
+    for (task_identity* t : members_list_) {
+      if (t->vt_blocked && t->vt_waiting_on == on) unblock_locked(t);
+    }
+  }
+
+  // A coroutine member was posted to run / one of its slices ended suspended.
+  void coro_posted(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      t->vt_blocked = false;
+      --blocked_;
+    }
+  }
+  void coro_suspended(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+      t->vt_blocked = true;
+      t->vt_waiting_on = nullptr;
+      ++blocked_;
+      if (all_blocked_locked()) changed_.notify_all();
+    }
+  }
+
+ private:
+  bool all_blocked_locked() const noexcept { return members_ != 0 && blocked_ == members_; }
+
+  bool unblock_locked(task_identity* t) noexcept {
+    if (!t->vt_blocked || t->vt_coroutine) return false;
+    t->vt_blocked = false;
+    t->vt_waiting_on = nullptr;
+    --blocked_;
+    return true;
+  }
+
+  // Fires the earliest timer, unlocked, at its time.
+  void fire_first(std::unique_lock<std::mutex>& lock) {
+    auto first = timers_.begin();
+    if (first->first.first > now_) now_ = first->first.first;
+    timer_client* client = first->second;
+    firing_ = first->first.second;
+    firing_thread_ = std::this_thread::get_id();
+    timers_.erase(first);
+    lock.unlock();
+    client->on_timer();
+    lock.lock();
+    firing_ = 0;
+    firing_thread_ = {};
+    changed_.notify_all();
+  }
+
+  // The driver: the jumps, and the deadlock report.
+  void drive() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
+      if (stopping_) return;
+      if (!timers_.empty()) {
+        fire_first(lock);
+        continue;
+      }
+      deadlock_sink* sink = sink_;
+      std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+      lock.unlock();
+      if (sink != nullptr) sink->on_deadlock(error);
+      lock.lock();
+      // Reported once per standstill: wait until a task moves again.
+      changed_.wait(lock, [&] { return stopping_ || !all_blocked_locked() || !timers_.empty(); });
+    }
+  }
+
+  std::string describe_locked() const {
+    std::string s =
+        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
+        "and no task of the scope can wake:";
+    for (const task_identity* t : members_list_) {
+      const char* what = t->blocked_in.load(std::memory_order_acquire);
+      s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
+           (what != nullptr ? what : "(unknown)");
+    }
+    return s;
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // members, blocked tasks or a firing changed
+  clock::time_point now_;
+  std::map<std::pair<clock::time_point, std::uint64_t>, timer_client*> timers_;
+  std::uint64_t next_id_ = 1;
+  std::uint64_t firing_ = 0;  // id whose callback runs now, 0 if none
+  std::thread::id firing_thread_;
+  std::vector<task_identity*> members_list_;
+  std::size_t members_ = 0;
+  std::size_t blocked_ = 0;
+  deadlock_sink* sink_ = nullptr;
+  bool stopping_ = false;
+  std::thread driver_;
+};
+
+// Now on the clock of the code running on this thread: virtual inside a
+// virtual_time scope, steady_clock's otherwise.
+inline std::chrono::steady_clock::time_point now_for(virtual_clock* vc) {
+  return vc != nullptr ? vc->now() : std::chrono::steady_clock::now();
+}
+inline std::chrono::steady_clock::time_point now_for_current_task() {
+  return now_for(current_vclock());
+}
+
+// Registers a timer on `vc`, or on the shared timer thread when null.
+inline timer_handle schedule_timer(virtual_clock* vc, std::chrono::steady_clock::time_point when,
+                                   timer_client* client) {
+  return vc != nullptr ? vc->schedule(when, client)
+                       : timer_service::instance().schedule(when, client);
+}
+inline void cancel_timer(virtual_clock* vc, timer_handle& h) noexcept {
+  if (vc != nullptr) {
+    vc->cancel(h);
+  } else {
+    timer_service::instance().cancel(h);
+  }
+}
 
 // Marks the current task as blocked in `what` for the scope's lifetime.
 class blocked_scope {
@@ -135,24 +427,25 @@ class cancel_state final : public timer_client {
         deadline_(
             std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
+        vclock_(current_vclock()),
         // The extra link is the last member: if its token is already stopped,
         // the callback runs right here and every other member must exist.
         parent_link_(this),
         extra_link_(std::move(extra), forward{this}) {
     if (parent_ != nullptr) parent_->add_hook(parent_link_);  // may request stop at once
     if (deadline == clock::time_point::max()) return;
-    if (deadline <= clock::now()) {
+    if (deadline <= now_for(vclock_)) {
       request(stop_reason::deadline_exceeded);
     } else if ((parent == nullptr || deadline < parent->deadline_) && !stop_requested()) {
       // A deadline later than an ancestor's can never fire first: no timer.
-      timer_ = timer_service::instance().schedule(deadline, this);
+      timer_ = schedule_timer(vclock_, deadline, this);
     }
   }
 
   // Unregisters the timer and the parent link (each waits for a callback in
   // progress); the extra link unregisters itself as a member.
   ~cancel_state() {
-    timer_service::instance().cancel(timer_);
+    cancel_timer(vclock_, timer_);
     if (parent_ != nullptr) parent_->remove_hook(parent_link_);
   }
 
@@ -168,6 +461,8 @@ class cancel_state final : public timer_client {
   cancel_state* parent() const noexcept { return parent_; }
   clock::time_point deadline() const noexcept { return deadline_; }
   const std::string& name() const noexcept { return name_; }
+  // The virtual clock of the scope's tasks, or null (real time).
+  virtual_clock* vclock() const noexcept { return vclock_; }
 
   // Requests stop for `reason` unless already stopped; true if this call won.
   // Safe from any thread, including stop callbacks and the timer thread.
@@ -348,6 +643,7 @@ class cancel_state final : public timer_client {
   std::exception_ptr cause_;
   timer_handle timer_;
   std::thread::id owner_thread_;  // the thread that created the scope
+  virtual_clock* vclock_;         // its deadline's clock: the creating task's (null: real time)
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
   // Hooks of waits on this state's token and of child states (see fire_hooks).

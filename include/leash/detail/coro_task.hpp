@@ -103,9 +103,12 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro_task_driver drive_task(task_
 // ambient scope chain (cancel scopes and nurseries opened in the task's
 // frames) belongs to the task: a slice that ends with the task suspended
 // saves it, and the next slice, on whichever worker, reinstalls it.
-class coro_task_base : public resumable {
+class coro_task_base : public resumable, private post_listener {
  public:
   void run_slice() noexcept override;  // defined below the nursery
+
+  // Makes posts of this task known to its virtual clock (see virtual_clock).
+  void listen_to_posts() noexcept { post_hook = this; }
 
  protected:
   ~coro_task_base() = default;
@@ -130,6 +133,11 @@ class coro_task_base : public resumable {
       std::this_thread::yield();
   }
   void leave_slice() noexcept { in_slice_.store(false, std::memory_order_release); }
+
+  void on_post() noexcept override {
+    task_record& r = record();
+    r.vclock->coro_posted(&r);
+  }
 
   // Touched only inside enter_slice() / leave_slice().
   bool started_ = false;

@@ -117,11 +117,22 @@ class sched_item {
   ~sched_item() = default;
 };
 
+// Told before a coroutine task of a virtual_time scope is posted, so its
+// clock counts it as running before anyone can see the wake.
+class post_listener {
+ public:
+  virtual void on_post() noexcept = 0;
+
+ protected:
+  ~post_listener() = default;
+};
+
 // A suspended coroutine task: an awaitable stores where to continue in
 // `resume_at` before it lets anyone post the task.
 class resumable : public sched_item {
  public:
   std::coroutine_handle<> resume_at;
+  post_listener* post_hook = nullptr;  // set for the tasks of a virtual_time scope
 
  protected:
   ~resumable() = default;  // owned by the task record that derives from it
@@ -794,6 +805,7 @@ class blocking_region {
 // scheduler's queues; a wake-up that cannot be recorded would strand the
 // task, so running out of memory there terminates.
 inline void post_resumable(resumable* task) noexcept {
+  if (task->post_hook != nullptr) task->post_hook->on_post();
   try {
     scheduler::instance().post(task);
   } catch (...) {

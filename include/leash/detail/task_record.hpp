@@ -134,6 +134,7 @@ class task_record : public job, public task_identity {
     {
       std::lock_guard lock(mutex_);
       done_ = true;
+      if (vclock != nullptr) vclock->notify(&cv_);
       cv_.notify_all();
       list = std::exchange(waiters_, nullptr);
       for (done_waiter* w = list; w != nullptr; w = w->next_)

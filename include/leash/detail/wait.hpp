@@ -35,11 +35,84 @@ enum class wait_status { ready, stopped, timeout };
 // deadlock on a held mutex. Because of that unlock, ready() may have become
 // false again by the time this returns ready: a caller that consumes what it
 // waited for (a slot under a limit) must re-check in a loop.
+// wait_until for a task of a virtual_time scope: the deadline is on its
+// clock, and the wait counts as blocked there. Whoever makes ready() true must
+// call its clock's notify(&cv) (after the change, under the lock or before
+// anything else it does).
+template <class Ready>
+wait_status wait_until_virtual(task_identity& me, std::unique_lock<std::mutex>& lock,
+                               std::condition_variable& cv, const std::stop_token& token,
+                               clock::time_point deadline, Ready ready) {
+  const blocking_region blocking;
+  virtual_clock& vc = *me.vclock;
+  std::mutex& mutex = *lock.mutex();
+  struct expiry final : timer_client {
+    expiry(std::mutex& m, std::condition_variable& c, virtual_clock& v) noexcept
+        : mutex(m), cv(c), vc(v) {}
+    void on_timer() noexcept override {
+      std::lock_guard guard(mutex);
+      due = true;
+      vc.notify(&cv);
+      cv.notify_all();
+    }
+    std::mutex& mutex;
+    std::condition_variable& cv;
+    virtual_clock& vc;
+    bool due = false;  // guarded by mutex
+  } expiring(mutex, cv, vc);
+  auto wake = [&](auto fired) {
+    std::lock_guard guard(mutex);
+    fired();
+    vc.notify(&cv);
+    cv.notify_all();
+  };
+  wait_status status;
+  lock.unlock();
+  {
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        expiring.due = true;
+      } else {
+        timer = vc.schedule(deadline, &expiring);
+      }
+    }
+    {
+      stop_hook<decltype(wake)> on_stop(token, wake);
+      lock.lock();
+      for (;;) {
+        if (ready()) {
+          status = wait_status::ready;
+          break;
+        }
+        if (token.stop_requested()) {
+          status = wait_status::stopped;
+          break;
+        }
+        if (expiring.due) {
+          status = wait_status::timeout;
+          break;
+        }
+        vc.block(&me, &cv);
+        cv.wait(lock);
+      }
+      lock.unlock();
+      vc.end_wait(&me);
+    }
+    vc.cancel(timer);
+  }
+  lock.lock();
+  if (status != wait_status::ready && ready()) status = wait_status::ready;
+  return status;
+}
+
 template <class Ready>
 wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  if (task_identity* me = vt_member())
+    return wait_until_virtual(*me, lock, cv, token, deadline, ready);
   const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
@@ -99,7 +172,7 @@ wait_status wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv
 // now + d, saturating: a huge timeout means "no deadline", never an overflow.
 template <class Rep, class Period>
 clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
-  const auto now = clock::now();
+  const auto now = now_for_current_task();
   if (d <= d.zero()) return now;
   const auto room = clock::time_point::max() - now;
   // Compared in double seconds: d's own representation may not hold `room`.

@@ -132,7 +132,7 @@ class waiter {
   enum class outcome { fired, stopped, timed_out };
 
   // A waiter for a thread, which waits in wait().
-  waiter() noexcept = default;
+  waiter() noexcept : member_(vt_member()) {}
   // A waiter for the coroutine task `task`, which suspends instead: see
   // async_wait.
   explicit waiter(resumable& task) noexcept : task_(&task) {}
@@ -165,6 +165,7 @@ class waiter {
   // waiter needs to leave (and the parker lives as long as its thread).
   void fire(std::uint32_t index) noexcept {
     const std::uint32_t done = fired | (index << index_shift);
+    if (member_ != nullptr) member_->vclock->wake(member_);  // before the wake can be seen
     if (task_ != nullptr) {
       state_.store(done, std::memory_order_release);
       arrive();
@@ -190,6 +191,7 @@ class waiter {
   // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
   // happened first wins over a stop or a deadline.
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
+    if (member_ != nullptr) return wait_virtual(token, deadline);
     // Spin phase (see spin_slots): a partner on another CPU usually answers
     // sooner than a futex wake would. First a quick look (quick_pauses) that
     // needs no slot: a running partner answers within it, and the shared slot
@@ -321,6 +323,7 @@ class waiter {
     // return (see stop_hook_node for fired()).
     template <class Fired>
     void operator()(Fired mark_fired) const noexcept {
+      if (self->member_ != nullptr) self->member_->vclock->wake(self->member_);
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
       mark_fired();
@@ -352,12 +355,63 @@ class waiter {
     return decode(s);
   }
 
+  // A virtual_time member's deadline, on its virtual clock.
+  struct virtual_deadline final : timer_client {
+    explicit virtual_deadline(waiter* w) noexcept : self(w) {}
+    void on_timer() noexcept override {
+      self->member_->vclock->wake(self->member_);
+      std::lock_guard lock(self->parker_->mutex);
+      if (self->give_up(timed_out)) self->parker_->cv.notify_one();
+    }
+    waiter* self;
+  };
+
+  // wait() for a task of a virtual_time scope: parks at once (no spinning:
+  // a partner's answer is a matter of ordering, not of speed), counted by its
+  // clock as blocked, with the deadline on that clock.
+  outcome wait_virtual(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;
+    virtual_clock& vc = *member_->vclock;
+    parker_ = &parker::of_this_thread();
+    virtual_deadline expiry(this);
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        give_up(timed_out);
+      } else {
+        timer = vc.schedule(deadline, &expiry);
+      }
+    }
+    std::optional<stop_hook<on_stop>> stop_link;
+    if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
+    std::uint32_t s;
+    {
+      std::unique_lock lock(parker_->mutex);
+      s = state_.load(std::memory_order_acquire);
+      while (!terminal(s) && (s & parked_bit) == 0) {
+        state_.compare_exchange_weak(s, s | parked_bit, std::memory_order_acq_rel);
+      }
+      // A waker records its wake before it changes state_, so a wait that
+      // still sees `waiting` here is either woken later or blocked for good.
+      if (!terminal(state_.load(std::memory_order_acquire))) vc.block(member_, this);
+      while (!terminal(s = state_.load(std::memory_order_acquire)))
+        parker_->cv.wait(lock);
+    }
+    vc.end_wait(member_);
+    stop_link.reset();
+    vc.cancel(timer);
+    return decode(s);
+  }
+
   std::atomic<std::uint32_t> state_{waiting};  // status | parked bit | fired index
   // The owning thread's parker, set before it parks; once parked, state_ is
   // read and written under its mutex.
   parker* parker_ = nullptr;
   resumable* const task_ = nullptr;  // coroutine mode: the suspended task
-  std::atomic<int> gate_{2};         // coroutine mode: arrivals left (see arrive)
+  // Thread mode in a virtual_time scope: the waiting task, whose clock every
+  // waker tells first.
+  task_identity* const member_ = nullptr;
+  std::atomic<int> gate_{2};  // coroutine mode: arrivals left (see arrive)
 };
 
 // Suspends a coroutine task on a coroutine-mode waiter until a partner fires

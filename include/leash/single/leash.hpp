@@ -840,6 +840,14 @@ class deadline_exceeded : public cancelled {
   using cancelled::cancelled;
 };
 
+// Every task of a virtual_time scope is blocked in a leash call that no timer
+// can wake: the scope's tasks are cancelled and virtual_time::run throws this.
+// what() lists each blocked task, its spawn site and the call it waits in.
+class deadlock : public error {
+ public:
+  using error::error;
+};
+
 // A send on a closed channel (or a chosen select send case whose channel is
 // closed). The value passed to send stays the caller's: it was not moved.
 class channel_closed : public error {
@@ -1001,11 +1009,22 @@ class sched_item {
   ~sched_item() = default;
 };
 
+// Told before a coroutine task of a virtual_time scope is posted, so its
+// clock counts it as running before anyone can see the wake.
+class post_listener {
+ public:
+  virtual void on_post() noexcept = 0;
+
+ protected:
+  ~post_listener() = default;
+};
+
 // A suspended coroutine task: an awaitable stores where to continue in
 // `resume_at` before it lets anyone post the task.
 class resumable : public sched_item {
  public:
   std::coroutine_handle<> resume_at;
+  post_listener* post_hook = nullptr;  // set for the tasks of a virtual_time scope
 
  protected:
   ~resumable() = default;  // owned by the task record that derives from it
@@ -1678,6 +1697,7 @@ class blocking_region {
 // scheduler's queues; a wake-up that cannot be recorded would strand the
 // task, so running out of memory there terminates.
 inline void post_resumable(resumable* task) noexcept {
+  if (task->post_hook != nullptr) task->post_hook->on_post();
   try {
     scheduler::instance().post(task);
   } catch (...) {
@@ -2121,16 +2141,19 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <new>
 #include <stop_token>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 // ---- leash/detail/timer.hpp ----
 // leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
@@ -2390,6 +2413,8 @@ inline std::chrono::steady_clock::rep blocked_clock_now() noexcept {
   return std::chrono::steady_clock::now().time_since_epoch().count();
 }
 
+class virtual_clock;
+
 // Identity of a running task, shared by the nursery's records and the leak
 // check. Blocking calls note what they block in, for reports.
 struct task_identity {
@@ -2400,6 +2425,14 @@ struct task_identity {
   std::chrono::steady_clock::time_point started{};
   std::atomic<const char*> blocked_in{nullptr};
   std::atomic<std::chrono::steady_clock::rep> blocked_since{0};
+  // The virtual_time scope the task runs in, or null (real time). The fields
+  // after it are guarded by that clock's mutex.
+  virtual_clock* vclock = nullptr;
+  bool vt_coroutine = false;            // counted by posts and slices, not by thread waits
+  bool vt_blocked = false;              // counted in the clock's blocked tasks
+  bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
+  const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
+  int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -2410,6 +2443,284 @@ struct task_identity {
 
 // The task whose body runs on this thread, if any.
 inline thread_local task_identity* current_task = nullptr;
+
+// The clock a virtual_time scope being opened on this thread hands to the
+// scope's root state and body (see virtual_time::run).
+inline thread_local virtual_clock* opening_vclock = nullptr;
+
+// The virtual clock of the code running on this thread, or null (real time).
+inline virtual_clock* current_vclock() noexcept {
+  if (current_task != nullptr) return current_task->vclock;
+  return opening_vclock;
+}
+
+// The task running on this thread if it belongs to a virtual_time scope.
+inline task_identity* vt_member() noexcept {
+  task_identity* t = current_task;
+  return t != nullptr && t->vclock != nullptr ? t : nullptr;
+}
+
+// Told once when every task of a virtual_time scope is blocked and no timer
+// is pending.
+class deadlock_sink {
+ public:
+  virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+
+ protected:
+  ~deadlock_sink() = default;
+};
+
+// The clock of a virtual_time scope: its own time, its own timer queue, and
+// the count of its member tasks and of those blocked in leash calls. When
+// every member is blocked, its driver thread jumps the time to the earliest
+// timer and fires it; with no timer pending it reports a deadlock.
+//
+// Exactness rests on one rule: whoever wakes a member records the wake
+// (wake(), notify(), a coroutine's post) before the wake can be seen, so a
+// woken member never counts as blocked while its waker goes on to block. A
+// thread wait counts itself blocked only under the clock's mutex and only if
+// no wake is pending, checked against the state it waits for.
+class virtual_clock {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  virtual_clock() : now_(clock::now()) {
+    driver_ = std::thread([this] { drive(); });
+  }
+
+  // Waits until no member task is left, then stops the driver.
+  ~virtual_clock() {
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return members_ == 0; });
+      stopping_ = true;
+      changed_.notify_all();
+    }
+    driver_.join();
+  }
+  virtual_clock(const virtual_clock&) = delete;
+  virtual_clock& operator=(const virtual_clock&) = delete;
+
+  clock::time_point now() const {
+    std::lock_guard lock(mutex_);
+    return now_;
+  }
+
+  // Waits until every member task has left (after its nursery joined it).
+  void wait_idle() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return members_ == 0; });
+  }
+
+  void set_sink(deadlock_sink* sink) noexcept {
+    std::lock_guard lock(mutex_);
+    sink_ = sink;
+  }
+
+  timer_handle schedule(clock::time_point when, timer_client* client) {
+    std::lock_guard lock(mutex_);
+    const timer_handle h{when, next_id_++};
+    timers_.emplace(std::pair{when, h.id}, client);
+    return h;
+  }
+
+  // As timer_service::cancel: waits for a callback that runs now.
+  void cancel(timer_handle& h) noexcept {
+    if (h.id == 0) return;
+    std::unique_lock lock(mutex_);
+    if (timers_.erase(std::pair{h.when, h.id}) == 0 &&
+        firing_thread_ != std::this_thread::get_id()) {
+      changed_.wait(lock, [&] { return firing_ != h.id; });
+    }
+    h.id = 0;
+  }
+
+  // Moves the time forward by d, firing the timers due meanwhile in order.
+  void advance(clock::duration d) {
+    std::unique_lock lock(mutex_);
+    const clock::time_point target = now_ + d;
+    while (!timers_.empty() && timers_.begin()->first.first <= target)
+      fire_first(lock);
+    if (target > now_) now_ = target;
+  }
+
+  // A task starts as a member (a coroutine task: posted once already).
+  void join(task_identity* t, bool coroutine) {
+    std::lock_guard lock(mutex_);
+    t->vt_coroutine = coroutine;
+    t->vt_runnable = coroutine ? 1 : 0;
+    t->vt_blocked = false;
+    t->vt_wake_pending = false;
+    members_list_.push_back(t);
+    ++members_;
+  }
+
+  // The task `t` is ending (it is not blocked): it leaves the list of
+  // members reports and wakes look at, while it still lives.
+  void retire(const task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    for (auto it = members_list_.begin(); it != members_list_.end(); ++it) {
+      if (*it == t) {
+        members_list_.erase(it);
+        break;
+      }
+    }
+  }
+
+  // A retired task ended: the last touch of the clock by its thread.
+  void leave() noexcept {
+    std::lock_guard lock(mutex_);
+    --members_;
+    changed_.notify_all();
+  }
+
+  // A thread wait of `t` on `on` counts as blocked unless a wake is pending.
+  // The caller checked, under the lock its wakers change the state under,
+  // that it must wait.
+  void block(task_identity* t, const void* on) {
+    std::lock_guard lock(mutex_);
+    if (std::exchange(t->vt_wake_pending, false) || t->vt_blocked) return;
+    t->vt_blocked = true;
+    t->vt_waiting_on = on;
+    ++blocked_;
+    if (all_blocked_locked()) changed_.notify_all();
+  }
+
+  // The end of a thread wait of `t`, by the task itself.
+  void end_wait(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    t->vt_wake_pending = false;
+    unblock_locked(t);
+  }
+
+  // A waker's record, before its wake of `t`'s current thread wait can be seen.
+  void wake(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (!unblock_locked(t)) t->vt_wake_pending = true;
+  }
+
+  // Records the wake of every member thread blocked on `on` (a notify_all).
+  void notify(const void* on) noexcept {
+    std::lock_guard lock(mutex_);
+    for (task_identity* t : members_list_) {
+      if (t->vt_blocked && t->vt_waiting_on == on) unblock_locked(t);
+    }
+  }
+
+  // A coroutine member was posted to run / one of its slices ended suspended.
+  void coro_posted(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      t->vt_blocked = false;
+      --blocked_;
+    }
+  }
+  void coro_suspended(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+      t->vt_blocked = true;
+      t->vt_waiting_on = nullptr;
+      ++blocked_;
+      if (all_blocked_locked()) changed_.notify_all();
+    }
+  }
+
+ private:
+  bool all_blocked_locked() const noexcept { return members_ != 0 && blocked_ == members_; }
+
+  bool unblock_locked(task_identity* t) noexcept {
+    if (!t->vt_blocked || t->vt_coroutine) return false;
+    t->vt_blocked = false;
+    t->vt_waiting_on = nullptr;
+    --blocked_;
+    return true;
+  }
+
+  // Fires the earliest timer, unlocked, at its time.
+  void fire_first(std::unique_lock<std::mutex>& lock) {
+    auto first = timers_.begin();
+    if (first->first.first > now_) now_ = first->first.first;
+    timer_client* client = first->second;
+    firing_ = first->first.second;
+    firing_thread_ = std::this_thread::get_id();
+    timers_.erase(first);
+    lock.unlock();
+    client->on_timer();
+    lock.lock();
+    firing_ = 0;
+    firing_thread_ = {};
+    changed_.notify_all();
+  }
+
+  // The driver: the jumps, and the deadlock report.
+  void drive() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
+      if (stopping_) return;
+      if (!timers_.empty()) {
+        fire_first(lock);
+        continue;
+      }
+      deadlock_sink* sink = sink_;
+      std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+      lock.unlock();
+      if (sink != nullptr) sink->on_deadlock(error);
+      lock.lock();
+      // Reported once per standstill: wait until a task moves again.
+      changed_.wait(lock, [&] { return stopping_ || !all_blocked_locked() || !timers_.empty(); });
+    }
+  }
+
+  std::string describe_locked() const {
+    std::string s =
+        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
+        "and no task of the scope can wake:";
+    for (const task_identity* t : members_list_) {
+      const char* what = t->blocked_in.load(std::memory_order_acquire);
+      s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
+           (what != nullptr ? what : "(unknown)");
+    }
+    return s;
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;  // members, blocked tasks or a firing changed
+  clock::time_point now_;
+  std::map<std::pair<clock::time_point, std::uint64_t>, timer_client*> timers_;
+  std::uint64_t next_id_ = 1;
+  std::uint64_t firing_ = 0;  // id whose callback runs now, 0 if none
+  std::thread::id firing_thread_;
+  std::vector<task_identity*> members_list_;
+  std::size_t members_ = 0;
+  std::size_t blocked_ = 0;
+  deadlock_sink* sink_ = nullptr;
+  bool stopping_ = false;
+  std::thread driver_;
+};
+
+// Now on the clock of the code running on this thread: virtual inside a
+// virtual_time scope, steady_clock's otherwise.
+inline std::chrono::steady_clock::time_point now_for(virtual_clock* vc) {
+  return vc != nullptr ? vc->now() : std::chrono::steady_clock::now();
+}
+inline std::chrono::steady_clock::time_point now_for_current_task() {
+  return now_for(current_vclock());
+}
+
+// Registers a timer on `vc`, or on the shared timer thread when null.
+inline timer_handle schedule_timer(virtual_clock* vc, std::chrono::steady_clock::time_point when,
+                                   timer_client* client) {
+  return vc != nullptr ? vc->schedule(when, client)
+                       : timer_service::instance().schedule(when, client);
+}
+inline void cancel_timer(virtual_clock* vc, timer_handle& h) noexcept {
+  if (vc != nullptr) {
+    vc->cancel(h);
+  } else {
+    timer_service::instance().cancel(h);
+  }
+}
 
 // Marks the current task as blocked in `what` for the scope's lifetime.
 class blocked_scope {
@@ -2475,24 +2786,25 @@ class cancel_state final : public timer_client {
         deadline_(
             std::min(deadline, parent != nullptr ? parent->deadline_ : clock::time_point::max())),
         owner_thread_(std::this_thread::get_id()),
+        vclock_(current_vclock()),
         // The extra link is the last member: if its token is already stopped,
         // the callback runs right here and every other member must exist.
         parent_link_(this),
         extra_link_(std::move(extra), forward{this}) {
     if (parent_ != nullptr) parent_->add_hook(parent_link_);  // may request stop at once
     if (deadline == clock::time_point::max()) return;
-    if (deadline <= clock::now()) {
+    if (deadline <= now_for(vclock_)) {
       request(stop_reason::deadline_exceeded);
     } else if ((parent == nullptr || deadline < parent->deadline_) && !stop_requested()) {
       // A deadline later than an ancestor's can never fire first: no timer.
-      timer_ = timer_service::instance().schedule(deadline, this);
+      timer_ = schedule_timer(vclock_, deadline, this);
     }
   }
 
   // Unregisters the timer and the parent link (each waits for a callback in
   // progress); the extra link unregisters itself as a member.
   ~cancel_state() {
-    timer_service::instance().cancel(timer_);
+    cancel_timer(vclock_, timer_);
     if (parent_ != nullptr) parent_->remove_hook(parent_link_);
   }
 
@@ -2508,6 +2820,8 @@ class cancel_state final : public timer_client {
   cancel_state* parent() const noexcept { return parent_; }
   clock::time_point deadline() const noexcept { return deadline_; }
   const std::string& name() const noexcept { return name_; }
+  // The virtual clock of the scope's tasks, or null (real time).
+  virtual_clock* vclock() const noexcept { return vclock_; }
 
   // Requests stop for `reason` unless already stopped; true if this call won.
   // Safe from any thread, including stop callbacks and the timer thread.
@@ -2688,6 +3002,7 @@ class cancel_state final : public timer_client {
   std::exception_ptr cause_;
   timer_handle timer_;
   std::thread::id owner_thread_;  // the thread that created the scope
+  virtual_clock* vclock_;         // its deadline's clock: the creating task's (null: real time)
   // A cancelled carrying cause_ was thrown on owner_thread_ (see delivered_cause).
   mutable std::atomic<bool> delivered_{false};
   // Hooks of waits on this state's token and of child states (see fire_hooks).
@@ -3038,11 +3353,84 @@ enum class wait_status { ready, stopped, timeout };
 // deadlock on a held mutex. Because of that unlock, ready() may have become
 // false again by the time this returns ready: a caller that consumes what it
 // waited for (a slot under a limit) must re-check in a loop.
+// wait_until for a task of a virtual_time scope: the deadline is on its
+// clock, and the wait counts as blocked there. Whoever makes ready() true must
+// call its clock's notify(&cv) (after the change, under the lock or before
+// anything else it does).
+template <class Ready>
+wait_status wait_until_virtual(task_identity& me, std::unique_lock<std::mutex>& lock,
+                               std::condition_variable& cv, const std::stop_token& token,
+                               clock::time_point deadline, Ready ready) {
+  const blocking_region blocking;
+  virtual_clock& vc = *me.vclock;
+  std::mutex& mutex = *lock.mutex();
+  struct expiry final : timer_client {
+    expiry(std::mutex& m, std::condition_variable& c, virtual_clock& v) noexcept
+        : mutex(m), cv(c), vc(v) {}
+    void on_timer() noexcept override {
+      std::lock_guard guard(mutex);
+      due = true;
+      vc.notify(&cv);
+      cv.notify_all();
+    }
+    std::mutex& mutex;
+    std::condition_variable& cv;
+    virtual_clock& vc;
+    bool due = false;  // guarded by mutex
+  } expiring(mutex, cv, vc);
+  auto wake = [&](auto fired) {
+    std::lock_guard guard(mutex);
+    fired();
+    vc.notify(&cv);
+    cv.notify_all();
+  };
+  wait_status status;
+  lock.unlock();
+  {
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        expiring.due = true;
+      } else {
+        timer = vc.schedule(deadline, &expiring);
+      }
+    }
+    {
+      stop_hook<decltype(wake)> on_stop(token, wake);
+      lock.lock();
+      for (;;) {
+        if (ready()) {
+          status = wait_status::ready;
+          break;
+        }
+        if (token.stop_requested()) {
+          status = wait_status::stopped;
+          break;
+        }
+        if (expiring.due) {
+          status = wait_status::timeout;
+          break;
+        }
+        vc.block(&me, &cv);
+        cv.wait(lock);
+      }
+      lock.unlock();
+      vc.end_wait(&me);
+    }
+    vc.cancel(timer);
+  }
+  lock.lock();
+  if (status != wait_status::ready && ready()) status = wait_status::ready;
+  return status;
+}
+
 template <class Ready>
 wait_status wait_until(std::unique_lock<std::mutex>& lock, std::condition_variable& cv,
                        const std::stop_token& token, clock::time_point deadline, Ready ready) {
   if (ready()) return wait_status::ready;
   if (token.stop_requested()) return wait_status::stopped;
+  if (task_identity* me = vt_member())
+    return wait_until_virtual(*me, lock, cv, token, deadline, ready);
   const blocking_region blocking;  // a coroutine task's worker goes to another thread
   std::mutex& mutex = *lock.mutex();
   auto wait_once = [&] {
@@ -3102,7 +3490,7 @@ wait_status wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv
 // now + d, saturating: a huge timeout means "no deadline", never an overflow.
 template <class Rep, class Period>
 clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
-  const auto now = clock::now();
+  const auto now = now_for_current_task();
   if (d <= d.zero()) return now;
   const auto room = clock::time_point::max() - now;
   // Compared in double seconds: d's own representation may not hold `room`.
@@ -3219,6 +3607,16 @@ inline void checkpoint() {
   checkpoint(stop_token());
 }
 
+// Clock::now(), on the virtual clock for steady_clock in a virtual_time scope.
+template <class Clock>
+typename Clock::time_point clock_now() {
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    return detail::now_for_current_task();
+  } else {
+    return Clock::now();
+  }
+}
+
 // Sleeps until `deadline`. Blocks; cancellable; throws cancelled.
 template <class Clock, class Duration>
 void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
@@ -3231,7 +3629,7 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
   for (;;) {
     // Compare before subtracting (time_point::min() would overflow); convert
     // per round: a non-steady clock may be adjusted while we sleep.
-    const auto now = Clock::now();
+    const auto now = clock_now<Clock>();
     if (deadline <= now) return;
     const auto left = deadline - now;
     const auto status =
@@ -3285,14 +3683,15 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   bool await_ready() {
     task_ = &current_coroutine_task("async_sleep");
     state_ = ambient;
-    return stopped() || when_ <= std::chrono::steady_clock::now();
+    vclock_ = current_vclock();
+    return stopped() || when_ <= now_for(vclock_);
   }
 
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
     // Both registrations happen before this side arrives: whichever event
     // fires first claims, and only the last arrival posts the task.
-    timer_ = timer_service::instance().schedule(when_, this);
+    timer_ = schedule_timer(vclock_, when_, this);
     identity_ = current_task;
     if (identity_ != nullptr) identity_->note_blocked("this_task::async_sleep");
     if (state_ != nullptr) state_->add_hook(*this);
@@ -3302,7 +3701,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   void await_resume() {
     if (timer_.id != 0) {
       if (identity_ != nullptr) identity_->note_blocked(nullptr);
-      timer_service::instance().cancel(timer_);
+      cancel_timer(vclock_, timer_);
       if (state_ != nullptr) state_->remove_hook(*this);
       if (wakeup_.claimed_by() != by_stop) return;
     } else if (!stopped()) {
@@ -3333,6 +3732,7 @@ class sleep_awaiter final : private timer_client, private stop_hook_node {
   std::chrono::steady_clock::time_point when_;
   resumable* task_ = nullptr;
   cancel_state* state_ = nullptr;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
   task_identity* identity_ = nullptr;
   timer_handle timer_;
   wakeup_gate wakeup_;
@@ -3347,6 +3747,7 @@ class checkpoint_awaiter {
   }
   void await_suspend(std::coroutine_handle<> h) {
     task_->resume_at = h;
+    if (task_->post_hook != nullptr) task_->post_hook->on_post();
     scheduler::instance().yield(task_);
   }
   void await_resume() const { throw_if_stopped(ambient_token_ref()); }
@@ -3368,7 +3769,7 @@ detail::sleep_awaiter async_sleep_until(const std::chrono::time_point<Clock, Dur
   if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
     return detail::sleep_awaiter(std::chrono::time_point_cast<detail::clock::duration>(tp));
   } else {
-    return detail::sleep_awaiter(detail::deadline_after(tp - Clock::now()));
+    return detail::sleep_awaiter(detail::deadline_after(tp - this_task::clock_now<Clock>()));
   }
 }
 
@@ -4636,7 +5037,7 @@ class waiter {
   enum class outcome { fired, stopped, timed_out };
 
   // A waiter for a thread, which waits in wait().
-  waiter() noexcept = default;
+  waiter() noexcept : member_(vt_member()) {}
   // A waiter for the coroutine task `task`, which suspends instead: see
   // async_wait.
   explicit waiter(resumable& task) noexcept : task_(&task) {}
@@ -4669,6 +5070,7 @@ class waiter {
   // waiter needs to leave (and the parker lives as long as its thread).
   void fire(std::uint32_t index) noexcept {
     const std::uint32_t done = fired | (index << index_shift);
+    if (member_ != nullptr) member_->vclock->wake(member_);  // before the wake can be seen
     if (task_ != nullptr) {
       state_.store(done, std::memory_order_release);
       arrive();
@@ -4694,6 +5096,7 @@ class waiter {
   // Waits until fired, `token` is stopped, or `deadline` passes. A claim that
   // happened first wins over a stop or a deadline.
   outcome wait(const std::stop_token& token, clock::time_point deadline) {
+    if (member_ != nullptr) return wait_virtual(token, deadline);
     // Spin phase (see spin_slots): a partner on another CPU usually answers
     // sooner than a futex wake would. First a quick look (quick_pauses) that
     // needs no slot: a running partner answers within it, and the shared slot
@@ -4825,6 +5228,7 @@ class waiter {
     // return (see stop_hook_node for fired()).
     template <class Fired>
     void operator()(Fired mark_fired) const noexcept {
+      if (self->member_ != nullptr) self->member_->vclock->wake(self->member_);
       std::lock_guard lock(self->parker_->mutex);
       if (self->give_up(stopped)) self->parker_->cv.notify_one();
       mark_fired();
@@ -4856,12 +5260,63 @@ class waiter {
     return decode(s);
   }
 
+  // A virtual_time member's deadline, on its virtual clock.
+  struct virtual_deadline final : timer_client {
+    explicit virtual_deadline(waiter* w) noexcept : self(w) {}
+    void on_timer() noexcept override {
+      self->member_->vclock->wake(self->member_);
+      std::lock_guard lock(self->parker_->mutex);
+      if (self->give_up(timed_out)) self->parker_->cv.notify_one();
+    }
+    waiter* self;
+  };
+
+  // wait() for a task of a virtual_time scope: parks at once (no spinning:
+  // a partner's answer is a matter of ordering, not of speed), counted by its
+  // clock as blocked, with the deadline on that clock.
+  outcome wait_virtual(const std::stop_token& token, clock::time_point deadline) {
+    const blocking_region blocking;
+    virtual_clock& vc = *member_->vclock;
+    parker_ = &parker::of_this_thread();
+    virtual_deadline expiry(this);
+    timer_handle timer;
+    if (deadline != clock::time_point::max()) {
+      if (deadline <= vc.now()) {
+        give_up(timed_out);
+      } else {
+        timer = vc.schedule(deadline, &expiry);
+      }
+    }
+    std::optional<stop_hook<on_stop>> stop_link;
+    if (token.stop_possible()) stop_link.emplace(token, on_stop{this});  // may run inline
+    std::uint32_t s;
+    {
+      std::unique_lock lock(parker_->mutex);
+      s = state_.load(std::memory_order_acquire);
+      while (!terminal(s) && (s & parked_bit) == 0) {
+        state_.compare_exchange_weak(s, s | parked_bit, std::memory_order_acq_rel);
+      }
+      // A waker records its wake before it changes state_, so a wait that
+      // still sees `waiting` here is either woken later or blocked for good.
+      if (!terminal(state_.load(std::memory_order_acquire))) vc.block(member_, this);
+      while (!terminal(s = state_.load(std::memory_order_acquire)))
+        parker_->cv.wait(lock);
+    }
+    vc.end_wait(member_);
+    stop_link.reset();
+    vc.cancel(timer);
+    return decode(s);
+  }
+
   std::atomic<std::uint32_t> state_{waiting};  // status | parked bit | fired index
   // The owning thread's parker, set before it parks; once parked, state_ is
   // read and written under its mutex.
   parker* parker_ = nullptr;
   resumable* const task_ = nullptr;  // coroutine mode: the suspended task
-  std::atomic<int> gate_{2};         // coroutine mode: arrivals left (see arrive)
+  // Thread mode in a virtual_time scope: the waiting task, whose clock every
+  // waker tells first.
+  task_identity* const member_ = nullptr;
+  std::atomic<int> gate_{2};  // coroutine mode: arrivals left (see arrive)
 };
 
 // Suspends a coroutine task on a coroutine-mode waiter until a partner fires
@@ -5649,7 +6104,9 @@ class channel {
   static step enqueue_or_give_up(detail::wait_queue<T>& queue, detail::wait_node<T>& node,
                                  const std::stop_token& token, clock::time_point deadline) {
     if (token.stop_requested()) return step::stopped;
-    if (deadline != clock::time_point::max() && deadline <= clock::now()) return step::timed_out;
+    if (deadline != clock::time_point::max() && deadline <= detail::now_for_current_task()) {
+      return step::timed_out;
+    }
     queue.push_back(&node);
     return step::queued;
   }
@@ -5975,997 +6432,6 @@ class [[nodiscard]] cursor {
   must_close<detail::cursor_stream<Row>> handle_;
   std::optional<Row> current_;  // the row a range-for iterator points at
 };
-
-}  // namespace leash::inline v0
-// ---- leash/event.hpp ----
-// leash/event.hpp: a one-time signal many tasks can wait for, Go's
-// close(done) on a chan struct{}.
-// Prevents: a waiter that cannot be cancelled, and a hand-rolled flag plus
-// condition variable that misses the wake-up.
-//
-//   leash::event ready;
-//   leash::run_nursery([&](leash::nursery& n) {
-//     for (int i = 0; i < 4; ++i) n.spawn([&] { ready.wait(); work(); });
-//     load_config();
-//     ready.set();                              // releases every waiter at once
-//   });
-//
-// Built on an unbuffered channel that set() closes: wait is a receive that
-// ends when the channel is closed, so a select can wait for it (on_set).
-//
-// Guarantees. Blocks: wait, wait_for. Cancelled: by the ambient token or an
-// explicit one; a wait on an event already set returns even when stopped.
-// Throws: cancelled / deadline_exceeded, usage_error (async_wait outside a
-// coroutine task). Thread-safe: every member, from any number of threads and
-// coroutine tasks. Ordering: set() happens-before every wait that returns
-// because of it. Never allocates.
-
-#include <chrono>
-#include <functional>
-#include <optional>
-#include <stop_token>
-#include <type_traits>
-#include <utility>
-
-// ---- leash/detail/recv_adapter.hpp ----
-// leash/detail/recv_adapter.hpp: a channel receive under another component's
-// name, for the primitives built on a channel (semaphore, event, oneshot).
-//
-// The awaitable forms of those primitives are a channel's async_recv with the
-// result converted (a token into a permit, nullopt into "set"); this adapter
-// keeps the channel's cancellation and matching rules untouched and only
-// changes the name a misuse is reported under.
-
-#include <coroutine>
-#include <optional>
-#include <string>
-#include <utility>
-
-namespace leash::inline v0::detail {
-
-// Throws usage_error naming `what` (e.g. "semaphore::async_acquire") when the
-// caller is not a coroutine task.
-inline void require_coroutine_task_for(const char* what) {
-  if (current_resumable == nullptr) {
-    throw usage_error(std::string("leash::") + what +
-                      ": only inside a coroutine task (nursery::spawn of a function returning "
-                      "leash::coro); use the blocking form elsewhere");
-  }
-}
-
-// co_await of a channel<T>'s async_recv whose result goes through `Finish`
-// (called with the std::optional<T> received). Await it at once, as the
-// channel's own awaitable.
-template <class T, class Finish>
-class [[nodiscard]] recv_adapter {
- public:
-  recv_adapter(channel<T>& ch, const char* what, Finish finish) noexcept
-      : inner_(ch.async_recv()), what_(what), finish_(std::move(finish)) {}
-  recv_adapter(const recv_adapter&) = delete;
-  recv_adapter& operator=(const recv_adapter&) = delete;
-
-  bool await_ready() {
-    require_coroutine_task_for(what_);
-    return inner_.await_ready();
-  }
-  bool await_suspend(std::coroutine_handle<> h) { return inner_.await_suspend(h); }
-  decltype(auto) await_resume() { return finish_(inner_.await_resume()); }
-
- private:
-  typename channel<T>::recv_awaitable inner_;
-  const char* what_;
-  Finish finish_;
-};
-
-}  // namespace leash::inline v0::detail
-// ---- leash/select.hpp ----
-// leash/select.hpp: wait on several channel operations at once, as Go's select.
-// Prevents: a goroutine stuck in a receive that can never be served, because
-// it could not also wait for "done" or a timeout.
-//
-//   std::size_t fired = leash::select(
-//       leash::on_recv(jobs, [&](std::optional<job> j) { if (j) run(*j); }),
-//       leash::on_send(results, r, [&] { ++sent; }),
-//       leash::on_after(100ms, [&] { idle(); }));
-//
-// Semantics (Go's):
-//   - Among the cases ready at the moment select looks, one is chosen
-//     uniformly at random (select_biased: the first in argument order). Only
-//     the chosen case has any effect.
-//   - A send case references the caller's value (an lvalue, or an rvalue such
-//     as std::move(p)) and moves from it only when it delivers it: a losing
-//     case, or one chosen on a closed channel (which throws channel_closed),
-//     leaves it as it was. Cases are therefore temporaries of the select
-//     expression: build them inside the select call.
-//   - A receive callback takes the value (T, const T&, T&&), or
-//     std::optional<T> (by value, const& or &&), or nothing; any other shape
-//     is a compile error, never a value dropped. A receive case on a closed,
-//     drained channel is ready: an optional callback gets nullopt, a T
-//     callback makes select throw channel_closed.
-//   - `.when(false)` disables a case (Go's nil channel). A select with no
-//     enabled case blocks until cancelled.
-//   - The same channel may appear in several cases. A send and a receive case
-//     of one select never match each other.
-//   - A timer channel case (on_recv(after(d), fn), on_recv(tick(p), fn)) is
-//     a receive case of std::chrono::steady_clock::time_point with the same
-//     shapes; the channel is never closed, so an optional callback always
-//     gets a value.
-//   - on_after(d) fires if nothing else did within d; it arms no timer (the
-//     wait itself has the deadline), so nothing is left behind. Its callback
-//     takes nothing or the time point it fired at.
-//   - try_select never blocks: it returns nullopt when no case was ready
-//     (Go's default).
-//   - The callback of the chosen case runs after the operation completed,
-//     outside every lock; select returns the case's index.
-//   - select(range) takes a random-access range of cases of one type: fan-in
-//     over N channels, e.g. `std::vector<leash::recv_case<int>>` built with
-//     on_recv(ch) (no callback; read the value with take()).
-//
-// Guarantees. Blocks: select, select_biased. Cancelled: by the ambient token or
-// an explicit first argument; a case that was already matched wins over the
-// stop. Throws: cancelled, channel_closed, whatever a callback throws.
-// Allocates: nothing (the variadic form) or, for a range of more than 64
-// distinct channels, one array of lock pointers.
-
-#include <algorithm>
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <coroutine>
-#include <cstddef>
-#include <cstdint>
-#include <functional>
-#include <iterator>
-#include <limits>
-#include <optional>
-#include <stop_token>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-namespace leash::inline v0 {
-namespace detail {
-
-// What the select engine needs from a case; every case type implements it.
-class select_case {
- public:
-  using clock = std::chrono::steady_clock;
-
-  // The lock of the case's channel, nullptr for on_after.
-  virtual spinlock* lock() const noexcept = 0;
-  // Without any lock: tries to complete the case through its channel's
-  // lock-free buffer alone (see run_select's fast path).
-  virtual lock_free_result try_lock_free() noexcept { return lock_free_result::ask_lock; }
-  // With every lock held: could the case complete now?
-  virtual bool ready_locked(clock::time_point now) const noexcept = 0;
-  // With every lock held: does the channel's buffer have a value (receive)
-  // or room (send)? The one part of readiness that lock-free operations
-  // change without the lock.
-  virtual bool buffer_ready_locked() const noexcept { return false; }
-  // With every lock held: completes the case. False if it turned out not ready
-  // (the partner it counted on was stopped meanwhile). The returned
-  // `partner` list must be fired (fire_all) once the locks are released.
-  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
-  // With every lock held: queues the case's node for `w`.
-  virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
-  // With every lock held: removes the node queued by enqueue_locked.
-  virtual void dequeue_locked() noexcept {}
-  // After waiting: removes the node if still queued (takes the lock).
-  virtual void dequeue() noexcept = 0;
-  // After the case fired: true if its channel woke it to try again (the
-  // buffer changed) rather than completing it.
-  virtual bool woken_to_retry() const noexcept { return false; }
-  // After the case fired, outside every lock: runs its callback.
-  virtual void finish() = 0;
-  // on_after's deadline; max for channel cases.
-  virtual clock::time_point deadline() const noexcept { return clock::time_point::max(); }
-
-  bool enabled = true;
-
- protected:
-  ~select_case() = default;
-};
-
-template <class T>
-concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>>;
-
-// The callback of a receive case without one: the value stays in the case.
-struct keep_value {};
-
-// The callback shapes a receive case accepts, in the order it tries them: a
-// callback that can take std::optional<T> gets it (nullopt: closed), one that
-// takes the value gets it, and one without parameters is only told. Both are
-// passed as rvalues (is_invocable with a non-reference type tests exactly
-// that), so T& and std::optional<T>& parameters are rejected.
-template <class F, class T>
-concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T>>;
-template <class F, class T>
-concept recv_takes_value = std::is_invocable_v<F&, T>;
-template <class F, class T>
-concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, T> ||
-    recv_takes_value<F, T> || std::is_invocable_v<F&>;
-
-// What select throws when a receive case whose callback takes T (not
-// std::optional<T>) is chosen on a closed, drained channel: there is no value
-// to pass, and dropping the case silently would hide the end of the channel.
-[[noreturn]] inline void throw_recv_on_closed() {
-  throw channel_closed(
-      "leash::select: a receive case's channel is closed and its callback takes a value; "
-      "take std::optional<T> to be told of the close");
-}
-
-// Where a send case's value lives (Stored: T&, T&& or T). The caller's object
-// of the channel's type, lvalue or rvalue, is referenced and moved from only
-// when the case delivers it; anything else (a const object, another type) is
-// converted into the case when the case is built.
-template <class T, class Stored>
-class send_value;
-template <class T>
-class send_value<T, T&> {
- public:
-  explicit send_value(T& v) noexcept : item_(&v) {}
-  T& get() noexcept { return *item_; }
-
- private:
-  T* item_;
-};
-// An rvalue argument is referenced too, so the case may be neither copied nor
-// moved: it cannot be kept past the full-expression that made it (and with
-// it, the temporary it may reference).
-template <class T>
-class send_value<T, T&&> {
- public:
-  explicit send_value(T&& v) noexcept : item_(&v) {}
-  send_value(const send_value&) = delete;
-  send_value& operator=(const send_value&) = delete;
-  T& get() noexcept { return *item_; }
-
- private:
-  T* item_;
-};
-template <class T>
-class send_value<T, T> {
- public:
-  template <class V>
-  explicit send_value(V&& v) : item_(std::forward<V>(v)) {}
-  T& get() noexcept { return item_; }
-
- private:
-  T item_;
-};
-
-// Marsaglia's xorshift64 shift triple: one of the triples with the full
-// period 2^64 - 1.
-inline constexpr int xorshift_a = 13, xorshift_b = 7, xorshift_c = 17;
-
-// A fast per-thread generator for the random choice among ready cases.
-inline std::uint64_t random_next() noexcept {
-  thread_local std::uint64_t state = [] {
-    std::uint64_t seed = reinterpret_cast<std::uintptr_t>(&state) ^
-                         static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
-    return seed | 1;
-  }();
-  state ^= state << xorshift_a;
-  state ^= state >> xorshift_b;
-  state ^= state << xorshift_c;
-  return state;
-}
-
-// The distinct channel locks of a select, in address order: locking every
-// select's channels in one global order is what makes it deadlock-free.
-template <std::size_t Inline>
-class lock_set {
- public:
-  template <class At>
-  lock_set(std::size_t n, At at) {
-    spinlock** out = inline_.data();
-    if (n > Inline) {
-      heap_.resize(n);
-      out = heap_.data();
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      const select_case& c = at(i);
-      if (c.enabled && c.lock() != nullptr) out[size_++] = c.lock();
-    }
-    // Insertion sort: a select has a handful of channels, usually two or three.
-    std::less<spinlock*> before;
-    for (std::size_t i = 1; i < size_; ++i) {
-      for (std::size_t j = i; j > 0 && before(out[j], out[j - 1]); --j)
-        std::swap(out[j], out[j - 1]);
-    }
-    size_ = static_cast<std::size_t>(std::unique(out, out + size_) - out);
-    locks_ = out;
-  }
-  void lock() noexcept {
-    for (std::size_t i = 0; i < size_; ++i)
-      locks_[i]->lock();
-  }
-  void unlock() noexcept {
-    for (std::size_t i = size_; i-- > 0;)
-      locks_[i]->unlock();
-  }
-
- private:
-  std::array<spinlock*, Inline> inline_{};
-  std::vector<spinlock*> heap_;
-  spinlock** locks_ = nullptr;
-  std::size_t size_ = 0;
-};
-
-// How a select chooses among ready cases.
-enum class select_mode { random, biased };
-
-// The fast path of a select whose cases are all on buffered channels (the
-// common fan-in): Go's poll order, without locks. The cases are tried in a
-// random order (argument order for select_biased) through the channels'
-// lock-free buffers, and the first that completes is the choice: the first
-// ready case of a uniformly random order is a uniformly random ready case.
-// Returns that case's index, or nullopt when the locked path must decide (a
-// case this path cannot judge, none ready, more than lock_free_max_cases).
-// A fan-in select has few cases; the order array then fits on the stack, and
-// a larger select is served by the locked path, which scales with its cases.
-inline constexpr std::size_t lock_free_max_cases = 8;
-
-template <class At>
-std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode mode) {
-  if (n == 0 || n > lock_free_max_cases) return std::nullopt;
-  std::array<std::uint8_t, lock_free_max_cases> order;
-  for (std::size_t i = 0; i < n; ++i) {
-    order[i] = static_cast<std::uint8_t>(i);
-    if (mode != select_mode::biased) {  // Fisher-Yates, drawing as it goes
-      const std::size_t j = random_next() % (i + 1);
-      std::swap(order[i], order[j]);
-    }
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    select_case& c = at(order[i]);
-    if (!c.enabled) continue;
-    switch (c.try_lock_free()) {
-      case lock_free_result::done:
-        return order[i];
-      case lock_free_result::not_ready:
-        break;
-      case lock_free_result::ask_lock:
-        return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
-
-// "No case": an index no select has.
-inline constexpr std::size_t no_case = std::numeric_limits<std::size_t>::max();
-
-// The earliest deadline among the enabled on_after cases, and its case's
-// index (time_point::max() and no_case when there is none).
-template <class At>
-std::pair<select_case::clock::time_point, std::size_t> earliest_deadline(std::size_t n, At at) {
-  std::pair<select_case::clock::time_point, std::size_t> earliest{
-      select_case::clock::time_point::max(), no_case};
-  for (std::size_t i = 0; i < n; ++i) {
-    const select_case& c = at(i);
-    if (c.enabled && c.deadline() < earliest.first) earliest = {c.deadline(), i};
-  }
-  return earliest;
-}
-
-// Step 1, every lock held: the ready case to complete, or no_case. Random
-// among the ready ones, or the first in argument order.
-template <class At>
-std::size_t poll_locked(std::size_t n, At at, select_mode mode,
-                        select_case::clock::time_point now) {
-  std::size_t chosen = no_case;
-  std::uint64_t ready = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const select_case& c = at(i);
-    if (!c.enabled || !c.ready_locked(now)) continue;
-    if (mode == select_mode::biased) return i;
-    // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
-    if (random_next() % ++ready == 0) chosen = i;
-  }
-  return chosen;
-}
-
-// Step 2, every lock held: queues a node for `w` in every enabled channel case.
-template <class At>
-void enqueue_all_locked(std::size_t n, At at, waiter& w) {
-  for (std::size_t i = 0; i < n; ++i) {
-    select_case& c = at(i);
-    if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
-  }
-}
-
-// Step 3, every lock held, nodes queued: the handshake with lock-free buffer
-// operations (channel.hpp). A value or room that arrived in a buffer before
-// the nodes were queued means go round again. Only the buffers: the rest of
-// readiness cannot change while every lock is held, and this select's own
-// nodes (now queued) must not count as partners.
-template <class At>
-bool buffers_ready_locked(std::size_t n, At at) {
-  for (std::size_t i = 0; i < n; ++i) {
-    const select_case& c = at(i);
-    if (c.enabled && c.buffer_ready_locked()) return true;
-  }
-  return false;
-}
-
-// Step 4: removes the nodes queued in step 2, with every lock held
-// (dequeue_all_locked) or after the wait, taking each lock (dequeue_all).
-template <class At>
-void dequeue_all_locked(std::size_t n, At at) {
-  for (std::size_t i = 0; i < n; ++i) {
-    select_case& c = at(i);
-    if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
-  }
-}
-template <class At>
-void dequeue_all(std::size_t n, At at) {
-  for (std::size_t i = 0; i < n; ++i) {
-    select_case& c = at(i);
-    if (c.enabled && c.lock() != nullptr) c.dequeue();
-  }
-}
-
-// What one pass of the engine did.
-struct select_step {
-  enum kind_t {
-    chosen,   // case `index` completed: run its callback
-    retry,    // go round again (a partner vanished, a buffer changed, a retry wake-up)
-    queued,   // a node waits in every channel: wait, then select_after_wait
-    stopped,  // the token stopped before any case could complete
-    none,     // nothing was ready and the select may not wait (try_select)
-  } kind;
-  std::size_t index = no_case;
-};
-
-// One pass under every lock: complete a ready case (poll), or else, when `w`
-// is given and the token has not stopped, queue a node for `w` in every
-// channel (enqueue) and look at the buffers once more (recheck).
-template <std::size_t Inline, class At>
-select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inline>& locks,
-                           bool timed, const std::stop_token& token, waiter* w) {
-  using case_clock = select_case::clock;
-  locks.lock();
-  const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
-  if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
-    fire_link* partner = nullptr;
-    const bool done = at(chosen).complete_locked(partner);
-    locks.unlock();
-    fire_all(partner);
-    return done ? select_step{select_step::chosen, chosen} : select_step{select_step::retry};
-  }
-  select_step::kind_t kind = select_step::queued;
-  if (w == nullptr) {
-    kind = select_step::none;
-  } else if (token.stop_requested()) {
-    kind = select_step::stopped;
-  } else {
-    enqueue_all_locked(n, at, *w);
-    if (buffers_ready_locked(n, at)) {
-      dequeue_all_locked(n, at);
-      kind = select_step::retry;
-    }
-  }
-  locks.unlock();
-  return {kind};
-}
-
-// After the wait for the nodes queued by select_attempt: removes them all
-// (dequeue) and says what the wait chose.
-template <class At>
-select_step select_after_wait(std::size_t n, At at, waiter::outcome o, const waiter& w,
-                              std::size_t deadline_case) {
-  dequeue_all(n, at);
-  switch (o) {
-    case waiter::outcome::fired: {
-      const std::size_t k = w.fired_index();
-      if (at(k).woken_to_retry()) return {select_step::retry};
-      return {select_step::chosen, k};
-    }
-    case waiter::outcome::timed_out:
-      return {select_step::chosen, deadline_case};
-    case waiter::outcome::stopped:
-      break;
-  }
-  return {select_step::stopped};
-}
-
-// The engine: Go's select. Each pass polls every enabled case under all
-// locks and completes one ready case, or queues a node in every channel and
-// waits for a partner, a stop or the earliest on_after deadline. Without
-// `may_wait` (try_select) it returns nullopt instead of waiting.
-template <std::size_t Inline, class At>
-std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode, bool may_wait,
-                                      const std::stop_token& token) {
-  if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
-    at(*k).finish();
-    return *k;
-  }
-  lock_set<Inline> locks(n, at);
-  const auto [deadline, deadline_case] = earliest_deadline(n, at);
-  const bool timed = deadline != select_case::clock::time_point::max();
-  for (;;) {
-    waiter w;
-    select_step step = select_attempt(n, at, mode, locks, timed, token, may_wait ? &w : nullptr);
-    if (step.kind == select_step::queued) {
-      waiter::outcome o;
-      {
-        channel_wait_scope blocked("select");
-        o = w.wait(token, deadline);
-      }
-      step = select_after_wait(n, at, o, w, deadline_case);
-    }
-    switch (step.kind) {
-      case select_step::chosen:
-        at(step.index).finish();
-        return step.index;
-      case select_step::none:
-        return std::nullopt;
-      case select_step::stopped:
-        throw_cancelled(token);
-      default:
-        break;  // retry
-    }
-  }
-}
-
-// The coroutine engine's wait: suspends the task until a node fires, the
-// ambient state stops or `deadline` passes.
-class select_suspension final : private timer_client {
- public:
-  select_suspension(waiter& w, select_case::clock::time_point deadline) noexcept
-      : waiter_(w), deadline_(deadline), wait_(w, ambient, "async_select") {}
-  bool await_ready() const noexcept { return false; }
-  bool await_suspend(std::coroutine_handle<> h) {
-    current_resumable->resume_at = h;
-    if (deadline_ != select_case::clock::time_point::max()) {
-      timer_ = timer_service::instance().schedule(deadline_, this);
-    }
-    return wait_.suspend();
-  }
-  waiter::outcome await_resume() noexcept {
-    if (timer_.id != 0) timer_service::instance().cancel(timer_);
-    return wait_.resumed();
-  }
-
- private:
-  void on_timer() noexcept override {
-    if (waiter_.abandon(waiter::outcome::timed_out)) waiter_.arrive();
-  }
-
-  waiter& waiter_;
-  select_case::clock::time_point deadline_;
-  async_wait wait_;
-  timer_handle timer_;
-};
-
-// The coroutine engine, after a first pass found nothing ready: run_select's
-// loop, waiting by suspension. Cancelled by the task's ambient state.
-template <std::size_t Inline, class At>
-LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> run_select_async(std::size_t n, At at,
-                                                                           select_mode mode) {
-  lock_set<Inline> locks(n, at);
-  const auto [deadline, deadline_case] = earliest_deadline(n, at);
-  const bool timed = deadline != select_case::clock::time_point::max();
-  for (;;) {
-    waiter w(*current_resumable);
-    select_step step = select_attempt(n, at, mode, locks, timed, ambient_token_ref(), &w);
-    if (step.kind == select_step::queued) {
-      const waiter::outcome o = co_await select_suspension(w, deadline);
-      step = select_after_wait(n, at, o, w, deadline_case);
-    }
-    if (step.kind == select_step::chosen) {
-      at(step.index).finish();
-      co_return step.index;
-    }
-    if (step.kind == select_step::stopped) ambient->throw_cancelled();
-  }
-}
-
-// What async_select returns: the cases (temporaries of the co_await
-// expression, which live until it ends) and the engine's state.
-template <class... Cases>
-class [[nodiscard]] select_awaitable {
- public:
-  select_awaitable(select_mode mode, Cases&... cases) noexcept
-      : mode_(mode), cases_{static_cast<select_case*>(&cases)...} {}
-  select_awaitable(const select_awaitable&) = delete;
-  select_awaitable& operator=(const select_awaitable&) = delete;
-
-  // A first pass, without waiting: a ready case completes here, no frame made.
-  bool await_ready() {
-    if (current_resumable == nullptr) {
-      throw usage_error(
-          "leash::async_select: only inside a coroutine task (nursery::spawn of a function "
-          "returning leash::coro); use select elsewhere");
-    }
-    chosen_ = run_select<inline_locks>(cases_.size(), at(), mode_, false, std::stop_token());
-    return chosen_.has_value();
-  }
-  void await_suspend(std::coroutine_handle<> h) {
-    slow_.emplace(coro_access::release(run_select_async<inline_locks>(cases_.size(), at(), mode_)));
-    slow_->await_suspend(h);
-  }
-  std::size_t await_resume() { return slow_ ? slow_->await_resume() : *chosen_; }
-
- private:
-  // The lock set's inline size: one slot per case (at least one).
-  static constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
-  auto at() noexcept {
-    return [cases = cases_.data()](std::size_t i) -> select_case& { return *cases[i]; };
-  }
-
-  select_mode mode_;
-  std::array<select_case*, sizeof...(Cases)> cases_;
-  std::optional<std::size_t> chosen_;
-  std::optional<coro_awaiter<std::size_t>> slow_;
-};
-
-template <class... Cases>
-std::optional<std::size_t> select_pack(select_mode mode, bool may_wait,
-                                       const std::stop_token& token, Cases&... cases) {
-  // The lock set's inline size: one slot per case (at least one).
-  constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
-  std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
-  return run_select<inline_locks>(
-      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, may_wait, token);
-}
-
-// Lock pointers a select(range) holds without allocating: a fan-in over more
-// distinct channels than this allocates one array per call (documented).
-inline constexpr std::size_t range_inline_locks = 64;
-
-template <class R>
-std::optional<std::size_t> select_range(select_mode mode, bool may_wait,
-                                        const std::stop_token& token, R& cases) {
-  auto first = std::ranges::begin(cases);
-  return run_select<range_inline_locks>(
-      static_cast<std::size_t>(std::ranges::size(cases)),
-      [&](std::size_t i) -> select_case& {
-        return first[static_cast<std::iter_difference_t<decltype(first)>>(i)];
-      },
-      mode, may_wait, token);
-}
-
-// A sized random-access range of one case type: std::ranges::random_access_range
-// and sized_range spelled with <iterator> alone (which provides ranges::begin,
-// end and size), so that select.hpp does not include the whole of <ranges>.
-template <class R>
-concept sized_random_access = requires(R& r) {
-  { std::ranges::begin(r) } -> std::random_access_iterator;
-  std::ranges::end(r);
-  std::ranges::size(r);
-};
-template <class R>
-concept select_case_range = sized_random_access<R> &&
-    select_case_type<std::iter_value_t<decltype(std::ranges::begin(std::declval<R&>()))>>;
-
-}  // namespace detail
-
-// Base of the case types: `.when(false)` disables a case (Go's nil channel).
-template <class Derived>
-class case_base : public detail::select_case {
- public:
-  Derived& when(bool enabled_) & noexcept {
-    enabled = enabled_;
-    return static_cast<Derived&>(*this);
-  }
-  Derived&& when(bool enabled_) && noexcept {
-    enabled = enabled_;
-    return static_cast<Derived&&>(*this);
-  }
-
- protected:
-  ~case_base() = default;  // cases are values: never destroyed through this base
-};
-
-// A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
-// and drained), the value (T, const T&, T&&; closed: select throws
-// channel_closed) or nothing; without fn the value stays in the case (take()).
-template <class T, class F = detail::keep_value>
-class recv_case final : public case_base<recv_case<T, F>> {
-  static_assert(detail::recv_callback<F, T>,
-                "leash::on_recv: the callback must be callable as f(T), f(const T&), f(T&&), "
-                "f(std::optional<T>) (by value, const& or &&) or f(), with T the channel's value "
-                "type; T& and std::optional<T>& cannot bind the value a receive delivers");
-
- public:
-  recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
-
-  // The value received when this case fired (nullopt: closed); moves it out.
-  std::optional<T> take() noexcept { return std::move(value_); }
-
- private:
-  using access = detail::channel_access<T>;
-  using clock = detail::select_case::clock;
-
-  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
-  detail::lock_free_result try_lock_free() noexcept override {
-    value_.reset();
-    return access::recv_lock_free(*channel_, value_);
-  }
-  bool ready_locked(clock::time_point) const noexcept override {
-    return access::recv_ready_locked(*channel_);
-  }
-  bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
-  bool complete_locked(detail::fire_link*& partner) noexcept override {
-    value_.reset();
-    return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
-  }
-  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    value_.reset();
-    node_ = detail::wait_node<T>(w, index, value_);
-    access::recv_queue(*channel_).push_back(&node_);
-  }
-  void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
-  void dequeue() noexcept override {
-    access::dequeue(*channel_, access::recv_queue(*channel_), node_);
-  }
-  bool woken_to_retry() const noexcept override { return node_.retry; }
-  void finish() override {
-    if constexpr (std::is_same_v<F, detail::keep_value>) {
-      return;  // the value stays for take()
-    } else if constexpr (detail::recv_takes_optional<F, T>) {
-      std::invoke(fn_, std::move(value_));
-    } else if constexpr (detail::recv_takes_value<F, T>) {
-      if (!value_) detail::throw_recv_on_closed();
-      std::invoke(fn_, std::move(*value_));
-    } else if constexpr (std::is_invocable_v<F&>) {
-      std::invoke(fn_);
-    }
-  }
-
-  channel<T>* channel_;
-  F fn_;
-  std::optional<T> value_;
-  detail::wait_node<T> node_;
-};
-
-// A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
-// is referenced and moved from only if this case delivers it; a const or
-// converted value is stored in the case (Stored: T&, T&& or T). A case
-// referencing an rvalue can be neither copied nor moved.
-template <class T, class Stored, class F>
-class send_case final : public case_base<send_case<T, Stored, F>> {
- public:
-  template <class V>
-  send_case(channel<T>& ch, V&& value, F fn)
-      : channel_(&ch), value_(std::forward<V>(value)), fn_(std::move(fn)) {}
-
- private:
-  using access = detail::channel_access<T>;
-  using clock = detail::select_case::clock;
-
-  T& item() noexcept { return value_.get(); }
-
-  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
-  detail::lock_free_result try_lock_free() noexcept override {
-    closed_ = false;
-    return access::send_lock_free(*channel_, item());
-  }
-  bool ready_locked(clock::time_point) const noexcept override {
-    return access::send_ready_locked(*channel_);
-  }
-  bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
-  bool complete_locked(detail::fire_link*& partner) noexcept override {
-    const channel_status st = access::send_locked(*channel_, item(), partner);
-    closed_ = st == channel_status::closed;
-    return st != channel_status::full;
-  }
-  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
-    node_ = detail::wait_node<T>(w, index, item());
-    access::send_queue(*channel_).push_back(&node_);
-  }
-  void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
-  void dequeue() noexcept override {
-    access::dequeue(*channel_, access::send_queue(*channel_), node_);
-  }
-  bool woken_to_retry() const noexcept override { return node_.retry; }
-  void finish() override {
-    if (closed_ || node_.closed) throw channel_closed();
-    std::invoke(fn_);
-  }
-
-  channel<T>* channel_;
-  detail::send_value<T, Stored> value_;
-  F fn_;
-  bool closed_ = false;
-  detail::wait_node<T> node_;
-};
-
-// A timeout case: fires when nothing else did within the duration. Arms no
-// timer; the select's own wait carries the deadline.
-template <class F>
-class after_case final : public case_base<after_case<F>> {
-  static_assert(std::is_invocable_v<F&> ||
-                    std::is_invocable_v<F&, std::chrono::steady_clock::time_point>,
-                "leash::on_after: the callback must be callable as f() or "
-                "f(std::chrono::steady_clock::time_point) (by value or const&)");
-
- public:
-  after_case(std::chrono::steady_clock::time_point deadline, F fn)
-      : deadline_(deadline), fn_(std::move(fn)) {}
-
- private:
-  using clock = detail::select_case::clock;
-
-  detail::spinlock* lock() const noexcept override { return nullptr; }
-  bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
-  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
-  void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
-  void dequeue() noexcept override {}
-  void finish() override {
-    if constexpr (std::is_invocable_v<F&>) {
-      std::invoke(fn_);
-    } else if constexpr (std::is_invocable_v<F&, clock::time_point>) {
-      std::invoke(fn_, clock::now());  // the moment it fired: at or after the deadline
-    }
-  }
-  clock::time_point deadline() const noexcept override { return deadline_; }
-
-  clock::time_point deadline_;
-  F fn_;
-};
-
-// A receive case on `ch`; fn(std::optional<T>), fn(T) or fn() runs if it is
-// chosen (the shapes recv_case lists).
-template <class T, class F>
-recv_case<T, F> on_recv(channel<T>& ch, F fn) {
-  return recv_case<T, F>(ch, std::move(fn));
-}
-// A receive case without callback: read the value with take().
-template <class T>
-recv_case<T> on_recv(channel<T>& ch) {
-  return recv_case<T>(ch, detail::keep_value{});
-}
-
-// A send case of `value` on `ch`; fn() runs if it is chosen. `value` of type T
-// (an lvalue or std::move(x)) stays the caller's unless the case delivers it,
-// so the case must not outlive it: build the case inside the select call.
-template <class T, class V, class F>
-requires std::is_same_v<V, T&> || std::is_same_v<V, T> || std::is_constructible_v<T, V&&>
-auto on_send(channel<T>& ch, V&& value, F fn) {
-  using stored = std::conditional_t<std::is_same_v<V, T&>, T&,
-                                    std::conditional_t<std::is_same_v<V, T>, T&&, T>>;
-  return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
-}
-
-// A case that fires after `d` if nothing else fired first; fn() or
-// fn(time_point) runs then.
-template <class Rep, class Period, class F>
-after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
-  return after_case<F>(detail::deadline_after(d), std::move(fn));
-}
-
-// Waits until one case can proceed, completes it, runs its callback and
-// returns its index; random among ready cases. Blocks; cancellable; throws
-// cancelled, channel_closed (a chosen send on a closed channel).
-template <detail::select_case_type... Cases>
-std::size_t select(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::random, true, token, cases...);
-}
-template <detail::select_case_type... Cases>
-std::size_t select(Cases&&... cases) {
-  return select(detail::ambient_token_ref(), cases...);
-}
-
-// select, but the first ready case in argument order wins (priorities).
-template <detail::select_case_type... Cases>
-std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
-  return *detail::select_pack(detail::select_mode::biased, true, token, cases...);
-}
-template <detail::select_case_type... Cases>
-std::size_t select_biased(Cases&&... cases) {
-  return select_biased(detail::ambient_token_ref(), cases...);
-}
-
-// Completes a ready case if there is one (random among them) and returns its
-// index; nullopt if none was ready (Go's default). Never blocks.
-template <detail::select_case_type... Cases>
-std::optional<std::size_t> try_select(Cases&&... cases) {
-  return detail::select_pack(detail::select_mode::random, false, std::stop_token(), cases...);
-}
-
-// co_await async_select(cases...), in a coroutine task: select that suspends
-// the task instead of blocking its thread. Same choice, results, errors and
-// callbacks; cancelled by the task's ambient scope, which reaches a suspended
-// select at once. The cases may share channels with threads and with other
-// coroutine tasks in any role. Throws usage_error outside a coroutine task.
-template <detail::select_case_type... Cases>
-detail::select_awaitable<std::remove_reference_t<Cases>...> async_select(Cases&&... cases) {
-  return {detail::select_mode::random, cases...};
-}
-
-// async_select, but the first ready case in argument order wins.
-template <detail::select_case_type... Cases>
-detail::select_awaitable<std::remove_reference_t<Cases>...> async_select_biased(Cases&&... cases) {
-  return {detail::select_mode::biased, cases...};
-}
-
-// The dynamic forms, over a random-access range of cases of one type.
-template <detail::select_case_range R>
-std::size_t select(const std::stop_token& token, R&& cases) {
-  return *detail::select_range(detail::select_mode::random, true, token, cases);
-}
-template <detail::select_case_range R>
-std::size_t select(R&& cases) {
-  return select(detail::ambient_token_ref(), cases);
-}
-template <detail::select_case_range R>
-std::optional<std::size_t> try_select(R&& cases) {
-  return detail::select_range(detail::select_mode::random, false, std::stop_token(), cases);
-}
-
-}  // namespace leash::inline v0
-
-namespace leash::inline v0 {
-namespace detail {
-// The element type of an event's channel; no value is ever sent.
-struct event_signal {};
-}  // namespace detail
-
-class event {
- public:
-  event() = default;
-  event(const event&) = delete;
-  event& operator=(const event&) = delete;
-
-  // Sets the event and wakes every waiter. Idempotent: true only for the call
-  // that set it. Never blocks.
-  bool set() noexcept { return signal_.close(); }
-
-  // Snapshot: whether set() was called.
-  bool is_set() const noexcept { return signal_.closed(); }
-
-  // Waits until the event is set. Blocks; cancellable; throws cancelled.
-  void wait() { wait(detail::ambient_token_ref()); }
-  void wait(const std::stop_token& token) { (void)signal_.recv(token); }
-
-  // wait, giving up after `timeout`: true if the event is set. Blocks;
-  // cancellable; throws cancelled.
-  template <class Rep, class Period>
-  bool wait_for(std::chrono::duration<Rep, Period> timeout) {
-    return wait_for(timeout, detail::ambient_token_ref());
-  }
-  template <class Rep, class Period>
-  bool wait_for(std::chrono::duration<Rep, Period> timeout, const std::stop_token& token) {
-    return signal_.try_recv_for(timeout, token).status == channel_status::closed;
-  }
-
-  // co_await ev.async_wait(), in a coroutine task: wait() that suspends the
-  // task, not its thread; cancelled by the task's ambient scope. Throws
-  // usage_error outside a coroutine task.
-  auto async_wait() noexcept {
-    return detail::recv_adapter(signal_, "event::async_wait", ignore_result{});
-  }
-
- private:
-  template <class F>
-  friend auto on_set(event& ev, F fn);
-
-  struct ignore_result {
-    void operator()(std::optional<detail::event_signal>&&) const noexcept {}
-  };
-
-  channel<detail::event_signal> signal_;  // unbuffered, never sent on: closed means set
-};
-
-namespace detail {
-// on_set's callback as a receive case sees it: called with no value.
-template <class F>
-struct set_callback {
-  F fn;
-  void operator()() { std::invoke(fn); }
-};
-}  // namespace detail
-
-// A select case that fires once `ev` is set: fn() runs if it is chosen. Any
-// select form accepts it; an event already set is a ready case.
-template <class F>
-auto on_set(event& ev, F fn) {
-  static_assert(std::is_invocable_v<F&>, "leash::on_set: the callback must be callable as f()");
-  return recv_case<detail::event_signal, detail::set_callback<F>>(
-      ev.signal_, detail::set_callback<F>{std::move(fn)});
-}
 
 }  // namespace leash::inline v0
 // ---- leash/leak_check.hpp ----
@@ -8102,6 +7568,7 @@ class task_record : public job, public task_identity {
     {
       std::lock_guard lock(mutex_);
       done_ = true;
+      if (vclock != nullptr) vclock->notify(&cv_);
       cv_.notify_all();
       list = std::exchange(waiters_, nullptr);
       for (done_waiter* w = list; w != nullptr; w = w->next_)
@@ -8253,9 +7720,12 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro_task_driver drive_task(task_
 // ambient scope chain (cancel scopes and nurseries opened in the task's
 // frames) belongs to the task: a slice that ends with the task suspended
 // saves it, and the next slice, on whichever worker, reinstalls it.
-class coro_task_base : public resumable {
+class coro_task_base : public resumable, private post_listener {
  public:
   void run_slice() noexcept override;  // defined below the nursery
+
+  // Makes posts of this task known to its virtual clock (see virtual_clock).
+  void listen_to_posts() noexcept { post_hook = this; }
 
  protected:
   ~coro_task_base() = default;
@@ -8280,6 +7750,11 @@ class coro_task_base : public resumable {
       std::this_thread::yield();
   }
   void leave_slice() noexcept { in_slice_.store(false, std::memory_order_release); }
+
+  void on_post() noexcept override {
+    task_record& r = record();
+    r.vclock->coro_posted(&r);
+  }
 
   // Touched only inside enter_slice() / leave_slice().
   bool started_ = false;
@@ -8533,8 +8008,7 @@ class nursery final : private detail::nursery_node {
     }
     {
       std::unique_lock lock(mutex_);
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
       closed_ = true;
     }
     detail::registry::instance().remove(this);
@@ -8585,8 +8059,7 @@ class nursery final : private detail::nursery_node {
     std::unique_lock lock(mutex_);
     {
       detail::blocked_scope blocked("nursery::wait");
-      const detail::blocking_region blocking(running_ != 0);
-      changed_.wait(lock, [&] { return running_ == 0; });
+      wait_joined(lock);
     }
     closed_ = true;
     report(lock);
@@ -8651,6 +8124,22 @@ class nursery final : private detail::nursery_node {
     }
   }
 
+  // Under the lock: waits until every task ended. A task of a virtual_time
+  // scope counts as blocked meanwhile (task_finished records the wake).
+  void wait_joined(std::unique_lock<std::mutex>& lock) {
+    const detail::blocking_region blocking(running_ != 0);
+    detail::task_identity* const me = detail::vt_member();
+    if (me == nullptr) {
+      changed_.wait(lock, [&] { return running_ == 0; });
+      return;
+    }
+    while (running_ != 0) {
+      me->vclock->block(me, &changed_);
+      changed_.wait(lock);
+    }
+    me->vclock->end_wait(me);
+  }
+
   // Under the lock: true, and no more spawns, once every task ended (what
   // wait() does when it wakes).
   bool close_if_joined_locked() noexcept {
@@ -8710,6 +8199,7 @@ class nursery final : private detail::nursery_node {
       auto record = std::allocate_shared<record_type>(detail::frame_cache_allocator<record_type>(),
                                                       std::forward<F>(f));
       detail::sched_item* item = record.get();
+      if (state_.vclock() != nullptr) record->listen_to_posts();
       return launch<value>(std::move(record), std::move(name), site, try_only, item);
     } else {
       auto record = std::make_shared<detail::task_impl<result, fn_type>>(std::forward<F>(f));
@@ -8727,6 +8217,7 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
       if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
@@ -8779,6 +8270,7 @@ class nursery final : private detail::nursery_node {
     live_ = record.get();
     ++running_;
     record->keep_alive = record;
+    if (record->vclock != nullptr) record->vclock->join(record.get(), on_scheduler != nullptr);
     lock.unlock();
     try {
       if (on_scheduler != nullptr) {
@@ -8788,6 +8280,10 @@ class nursery final : private detail::nursery_node {
       }
     } catch (...) {
       record->keep_alive.reset();
+      if (record->vclock != nullptr) {
+        record->vclock->retire(record.get());
+        record->vclock->leave();
+      }
       lock.lock();
       unlink(record.get());
       --running_;
@@ -8842,6 +8338,7 @@ class nursery final : private detail::nursery_node {
         failures_.push_back(record);
       }
     }
+    if (record->vclock != nullptr) record->vclock->retire(record.get());
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -8854,7 +8351,10 @@ class nursery final : private detail::nursery_node {
       if (stopped_while_running) cut_short_ = true;
       // Only wait() (all ended) and spawners at the limit wait here: a mass
       // cancel must not wake the waiting thread once per task.
-      if (running_ == 0 || limit_waiters_ != 0) changed_.notify_all();
+      if (running_ == 0 || limit_waiters_ != 0) {
+        if (detail::virtual_clock* vc = state_.vclock()) vc->notify(&changed_);
+        changed_.notify_all();
+      }
       joiner = take_joiner_locked();
     }
     // Posting touches only the joining task, which may destroy the nursery.
@@ -8925,7 +8425,9 @@ inline void detail::task_record::run() noexcept {
   }
   ambient = nullptr;
   current_task = nullptr;
+  detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
+  if (vc != nullptr) vc->leave();
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
@@ -8989,8 +8491,13 @@ inline bool detail::coro_task_base::slice() noexcept {
   current_resumable = saved_resumable;
   tls_task_finished = saved_finished;
   const bool again = !finished && std::exchange(rerun_, false);
+  virtual_clock* const vc = r.vclock;
+  if (vc != nullptr && !finished) vc->coro_suspended(&r);  // one per slice, as one per post
   leave_slice();
-  if (finished) n.task_finished(std::move(r.keep_alive));
+  if (finished) {
+    n.task_finished(std::move(r.keep_alive));
+    if (vc != nullptr) vc->leave();
+  }
   return again;
 }
 
@@ -9198,175 +8705,6 @@ auto run_nursery(Options options, F&& body, source_location site = source_locati
 }
 
 }  // namespace leash::inline v0
-// ---- leash/oneshot.hpp ----
-// leash/oneshot.hpp: one value from one sender to one receiver, Go's
-// make(chan T, 1) used for a single reply.
-// Prevents: a receiver waiting forever for a reply whose sender failed: a
-// sender handle that is destroyed without sending closes the oneshot, and the
-// receiver gets nullopt.
-//
-//   leash::oneshot<int> reply;
-//   leash::run_nursery([&](leash::nursery& n) {
-//     n.spawn([tx = reply.sender()]() mutable { tx.send(compute()); });
-//     std::optional<int> v = reply.recv();   // nullopt: the sender gave up
-//   });
-//
-//   call                    before a send            after send(v)            after close()
-//   send(v)                 delivers v; closes       throws usage_error       throws usage_error
-//   close()                 closes; true             false                    false
-//   recv / async_recv       waits                    v, then nullopt          nullopt
-//
-// Built on a channel of capacity 1 that send() fills and then closes, so a
-// select can wait for the value (on_recv) and every wait has the channel's
-// cancellation.
-//
-// Guarantees. Blocks: recv, try_recv_for. Cancelled: by the ambient token or
-// an explicit one; a stop that races the value's arrival loses, and the value
-// is delivered. Throws: cancelled / deadline_exceeded, usage_error (a second
-// send, a second sender(), async_recv outside a coroutine task). Thread-safe:
-// every member. Ordering: send happens-before the recv that takes the value.
-// Allocates: one slot at construction, nothing after.
-
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <optional>
-#include <stop_token>
-#include <string>
-#include <utility>
-
-namespace leash::inline v0 {
-
-template <class T>
-class oneshot {
- public:
-  class sender_handle;
-
-  oneshot() : value_(capacity) {}
-  oneshot(const oneshot&) = delete;
-  oneshot& operator=(const oneshot&) = delete;
-
-  // Delivers `value` and closes: the receiver gets it, later receives get
-  // nullopt. Never blocks. Throws usage_error after a send or close().
-  void send(T value) {
-    finish("send");
-    (void)value_.try_send(std::move(value));  // room: the one slot is free until now
-    value_.close();
-  }
-
-  // Closes without a value: the receiver gets nullopt. False if the oneshot
-  // was already sent on or closed. Never blocks.
-  bool close() noexcept {
-    if (done_.exchange(true, std::memory_order_acq_rel)) return false;
-    value_.close();
-    return true;
-  }
-
-  // The sending side as an RAII handle: a handle destroyed without sending
-  // calls close(). Give it to the task that must answer. Throws usage_error
-  // when called twice.
-  sender_handle sender() {
-    if (sender_taken_.exchange(true, std::memory_order_acq_rel)) {
-      throw usage_error("leash::oneshot: sender() called twice (one sender per oneshot)");
-    }
-    return sender_handle(*this);
-  }
-
-  // The value, waiting for it; nullopt when the oneshot was closed without
-  // one, or the value was already taken. Blocks; cancellable; throws cancelled.
-  std::optional<T> recv() { return value_.recv(); }
-  std::optional<T> recv(const std::stop_token& token) { return value_.recv(token); }
-
-  // The value if it is there: status ok, empty (not sent yet) or closed.
-  recv_result<T> try_recv() { return value_.try_recv(); }
-
-  // recv, giving up after `timeout`: status ok, closed or timeout. Blocks;
-  // cancellable; throws cancelled.
-  template <class Rep, class Period>
-  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout) {
-    return value_.try_recv_for(timeout);
-  }
-  template <class Rep, class Period>
-  recv_result<T> try_recv_for(std::chrono::duration<Rep, Period> timeout,
-                              const std::stop_token& token) {
-    return value_.try_recv_for(timeout, token);
-  }
-
-  // co_await os.async_recv(), in a coroutine task: recv() that suspends the
-  // task, not its thread; cancelled by the task's ambient scope. Throws
-  // usage_error outside a coroutine task.
-  auto async_recv() noexcept {
-    return detail::recv_adapter(value_, "oneshot::async_recv", pass_through{});
-  }
-
-  // Snapshot: whether send() or close() was called.
-  bool closed() const noexcept { return value_.closed(); }
-
- private:
-  template <class U, class F>
-  friend recv_case<U, F> on_recv(oneshot<U>& os, F fn);
-
-  static constexpr std::size_t capacity = 1;  // the one value, so send never waits
-
-  struct pass_through {
-    std::optional<T> operator()(std::optional<T>&& v) const noexcept { return std::move(v); }
-  };
-
-  // Marks the oneshot used by `what`; throws usage_error if it already was.
-  void finish(const char* what) {
-    if (done_.exchange(true, std::memory_order_acq_rel)) {
-      throw usage_error(std::string("leash::oneshot: ") + what +
-                        " after a send or close (one value per oneshot)");
-    }
-  }
-
-  channel<T> value_;
-  std::atomic<bool> done_{false};          // send() or close() was called
-  std::atomic<bool> sender_taken_{false};  // sender() was called
-};
-
-// The sending side of a oneshot; move-only. Destroyed without sending (the
-// task returned early or threw), it closes the oneshot.
-template <class T>
-class oneshot<T>::sender_handle {
- public:
-  sender_handle(sender_handle&& other) noexcept : os_(std::exchange(other.os_, nullptr)) {}
-  sender_handle& operator=(sender_handle&& other) noexcept {
-    if (this != &other) {
-      abandon();
-      os_ = std::exchange(other.os_, nullptr);
-    }
-    return *this;
-  }
-  ~sender_handle() { abandon(); }
-
-  // oneshot::send through this handle; it then holds nothing. Throws
-  // usage_error on a handle that holds nothing (sent, or moved from).
-  void send(T value) {
-    if (os_ == nullptr) {
-      throw usage_error("leash::oneshot: send through a sender that already sent or was moved");
-    }
-    std::exchange(os_, nullptr)->send(std::move(value));
-  }
-
- private:
-  friend class oneshot;
-  explicit sender_handle(oneshot& os) noexcept : os_(&os) {}
-  void abandon() noexcept {
-    if (oneshot* os = std::exchange(os_, nullptr)) os->close();
-  }
-  oneshot* os_;
-};
-
-// A select case that receives the oneshot's value: fn takes std::optional<T>
-// (nullopt: closed without a value), T (closed: select throws
-// channel_closed), or nothing, as on_recv on a channel.
-template <class T, class F>
-recv_case<T, F> on_recv(oneshot<T>& os, F fn) {
-  return recv_case<T, F>(os.value_, std::move(fn));
-}
-
-}  // namespace leash::inline v0
 // ---- leash/runtime.hpp ----
 // leash/runtime.hpp: where leash tasks run, and what that costs.
 // Prevents: 10 000 sleeping goroutines leaving tens of MB that Go never
@@ -9408,202 +8746,843 @@ inline runtime_stats stats() {
 }
 
 }  // namespace leash::inline v0::runtime
-// ---- leash/semaphore.hpp ----
-// leash/semaphore.hpp: a counting semaphore whose permits are RAII values,
-// Go's golang.org/x/sync/semaphore (weight 1) or a buffered chan struct{}.
-// Prevents: a permit lost for good when the task holding it fails or is
-// cancelled, and an acquire nobody can cancel.
+// ---- leash/select.hpp ----
+// leash/select.hpp: wait on several channel operations at once, as Go's select.
+// Prevents: a goroutine stuck in a receive that can never be served, because
+// it could not also wait for "done" or a timeout.
 //
-//   leash::semaphore slots(4);                 // at most 4 fetches at once
-//   leash::run_nursery([&](leash::nursery& n) {
-//     for (auto& url : urls)
-//       n.spawn([&] {
-//         leash::semaphore::permit p = slots.acquire();   // released by ~permit
-//         fetch(url);
-//       });
-//   });
+//   std::size_t fired = leash::select(
+//       leash::on_recv(jobs, [&](std::optional<job> j) { if (j) run(*j); }),
+//       leash::on_send(results, r, [&] { ++sent; }),
+//       leash::on_after(100ms, [&] { idle(); }));
 //
-// Built on a channel of capacity N holding N tokens: acquire receives a
-// token, a permit's destruction sends it back. So an acquire has the
-// channel's guarantees, and a select can wait for a permit (on_acquire).
+// Semantics (Go's):
+//   - Among the cases ready at the moment select looks, one is chosen
+//     uniformly at random (select_biased: the first in argument order). Only
+//     the chosen case has any effect.
+//   - A send case references the caller's value (an lvalue, or an rvalue such
+//     as std::move(p)) and moves from it only when it delivers it: a losing
+//     case, or one chosen on a closed channel (which throws channel_closed),
+//     leaves it as it was. Cases are therefore temporaries of the select
+//     expression: build them inside the select call.
+//   - A receive callback takes the value (T, const T&, T&&), or
+//     std::optional<T> (by value, const& or &&), or nothing; any other shape
+//     is a compile error, never a value dropped. A receive case on a closed,
+//     drained channel is ready: an optional callback gets nullopt, a T
+//     callback makes select throw channel_closed.
+//   - `.when(false)` disables a case (Go's nil channel). A select with no
+//     enabled case blocks until cancelled.
+//   - The same channel may appear in several cases. A send and a receive case
+//     of one select never match each other.
+//   - A timer channel case (on_recv(after(d), fn), on_recv(tick(p), fn)) is
+//     a receive case of std::chrono::steady_clock::time_point with the same
+//     shapes; the channel is never closed, so an optional callback always
+//     gets a value.
+//   - on_after(d) fires if nothing else did within d; it arms no timer (the
+//     wait itself has the deadline), so nothing is left behind. Its callback
+//     takes nothing or the time point it fired at.
+//   - try_select never blocks: it returns nullopt when no case was ready
+//     (Go's default).
+//   - The callback of the chosen case runs after the operation completed,
+//     outside every lock; select returns the case's index.
+//   - select(range) takes a random-access range of cases of one type: fan-in
+//     over N channels, e.g. `std::vector<leash::recv_case<int>>` built with
+//     on_recv(ch) (no callback; read the value with take()).
 //
-// Guarantees. Blocks: acquire, try_acquire_for. Cancelled: by the ambient
-// token or an explicit one; a cancelled acquire takes no permit, and an
-// acquire that was already handed a permit when the stop came returns it
-// (the permit is never lost: the count stays exact). Throws: cancelled /
-// deadline_exceeded, usage_error (async_acquire outside a coroutine task).
-// Thread-safe: every member, from any number of threads and coroutine tasks.
-// Ordering: a released permit goes to the longest-waiting acquirer (the
-// channel's FIFO wait queue); a release happens-before the acquire that takes
-// its permit. Allocates: one buffer of N slots at construction, nothing after.
+// Guarantees. Blocks: select, select_biased. Cancelled: by the ambient token or
+// an explicit first argument; a case that was already matched wins over the
+// stop. Throws: cancelled, channel_closed, whatever a callback throws.
+// Allocates: nothing (the variadic form) or, for a range of more than 64
+// distinct channels, one array of lock pointers.
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
-#include <cstdio>
-#include <exception>
+#include <cstdint>
 #include <functional>
+#include <iterator>
+#include <limits>
 #include <optional>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace leash::inline v0 {
 namespace detail {
-// One permit as it travels through a semaphore's channel.
-struct semaphore_token {};
-template <class F>
-struct permit_callback;
-}  // namespace detail
 
-class semaphore {
+// What the select engine needs from a case; every case type implements it.
+class select_case {
  public:
-  // One permit of a semaphore; move-only. Gives the permit back when destroyed
-  // or released; a moved-from or released permit holds nothing.
-  class permit {
-   public:
-    permit() noexcept = default;  // holds nothing
-    permit(permit&& other) noexcept : sem_(std::exchange(other.sem_, nullptr)) {}
-    permit& operator=(permit&& other) noexcept {
-      if (this != &other) {
-        release();
-        sem_ = std::exchange(other.sem_, nullptr);
-      }
-      return *this;
-    }
-    ~permit() { release(); }
+  using clock = std::chrono::steady_clock;
 
-    // Gives the permit back now; does nothing if it holds none.
-    void release() noexcept {
-      if (semaphore* s = std::exchange(sem_, nullptr)) s->give_back();
-    }
+  // The lock of the case's channel, nullptr for on_after.
+  virtual spinlock* lock() const noexcept = 0;
+  // Without any lock: tries to complete the case through its channel's
+  // lock-free buffer alone (see run_select's fast path).
+  virtual lock_free_result try_lock_free() noexcept { return lock_free_result::ask_lock; }
+  // With every lock held: could the case complete now?
+  virtual bool ready_locked(clock::time_point now) const noexcept = 0;
+  // With every lock held: does the channel's buffer have a value (receive)
+  // or room (send)? The one part of readiness that lock-free operations
+  // change without the lock.
+  virtual bool buffer_ready_locked() const noexcept { return false; }
+  // With every lock held: completes the case. False if it turned out not ready
+  // (the partner it counted on was stopped meanwhile). The returned
+  // `partner` list must be fired (fire_all) once the locks are released.
+  virtual bool complete_locked(fire_link*& partner) noexcept = 0;
+  // With every lock held: queues the case's node for `w`.
+  virtual void enqueue_locked(waiter& w, std::uint32_t index) noexcept = 0;
+  // With every lock held: removes the node queued by enqueue_locked.
+  virtual void dequeue_locked() noexcept {}
+  // After waiting: removes the node if still queued (takes the lock).
+  virtual void dequeue() noexcept = 0;
+  // After the case fired: true if its channel woke it to try again (the
+  // buffer changed) rather than completing it.
+  virtual bool woken_to_retry() const noexcept { return false; }
+  // After the case fired, outside every lock: runs its callback.
+  virtual void finish() = 0;
+  // on_after's deadline; max for channel cases.
+  virtual clock::time_point deadline() const noexcept { return clock::time_point::max(); }
 
-    bool held() const noexcept { return sem_ != nullptr; }
-    explicit operator bool() const noexcept { return held(); }
+  bool enabled = true;
 
-   private:
-    friend class semaphore;
-    explicit permit(semaphore& s) noexcept : sem_(&s) {}
-    semaphore* sem_ = nullptr;
-  };
+ protected:
+  ~select_case() = default;
+};
 
-  // A semaphore of `permits` permits, all available. Throws usage_error for 0
-  // (nothing could ever be acquired).
-  explicit semaphore(std::size_t permits) : tokens_(checked(permits)) {
-    for (std::size_t i = 0; i < permits; ++i)
-      (void)tokens_.try_send(detail::semaphore_token{});  // room: capacity is `permits`
-  }
+template <class T>
+concept select_case_type = std::is_base_of_v<select_case, std::remove_cvref_t<T>>;
 
-  // Precondition: every permit was released (a permit outliving its semaphore
-  // would write to freed memory); checked, and a violation terminates.
-  ~semaphore() {
-    if (tokens_.size() != tokens_.capacity()) {
-      std::fputs("leash::semaphore: destroyed while a permit is still held\n", stderr);
-      std::terminate();
-    }
-  }
+// The callback of a receive case without one: the value stays in the case.
+struct keep_value {};
 
-  semaphore(const semaphore&) = delete;
-  semaphore& operator=(const semaphore&) = delete;
+// The callback shapes a receive case accepts, in the order it tries them: a
+// callback that can take std::optional<T> gets it (nullopt: closed), one that
+// takes the value gets it, and one without parameters is only told. Both are
+// passed as rvalues (is_invocable with a non-reference type tests exactly
+// that), so T& and std::optional<T>& parameters are rejected.
+template <class F, class T>
+concept recv_takes_optional = std::is_invocable_v<F&, std::optional<T>>;
+template <class F, class T>
+concept recv_takes_value = std::is_invocable_v<F&, T>;
+template <class F, class T>
+concept recv_callback = std::is_same_v<F, keep_value> || recv_takes_optional<F, T> ||
+    recv_takes_value<F, T> || std::is_invocable_v<F&>;
 
-  // Takes a permit, waiting for one. Blocks; cancellable; throws cancelled.
-  permit acquire() { return acquire(detail::ambient_token_ref()); }
-  permit acquire(const std::stop_token& token) {
-    (void)tokens_.recv(token);  // never nullopt: the channel is never closed
-    return make_permit();
-  }
+// What select throws when a receive case whose callback takes T (not
+// std::optional<T>) is chosen on a closed, drained channel: there is no value
+// to pass, and dropping the case silently would hide the end of the channel.
+[[noreturn]] inline void throw_recv_on_closed() {
+  throw channel_closed(
+      "leash::select: a receive case's channel is closed and its callback takes a value; "
+      "take std::optional<T> to be told of the close");
+}
 
-  // Takes a permit if one is available now. Never blocks.
-  std::optional<permit> try_acquire() {
-    if (!tokens_.try_recv()) return std::nullopt;
-    return make_permit();
-  }
-
-  // acquire, giving up after `timeout` (nullopt). Blocks; cancellable; throws
-  // cancelled.
-  template <class Rep, class Period>
-  std::optional<permit> try_acquire_for(std::chrono::duration<Rep, Period> timeout) {
-    return try_acquire_for(timeout, detail::ambient_token_ref());
-  }
-  template <class Rep, class Period>
-  std::optional<permit> try_acquire_for(std::chrono::duration<Rep, Period> timeout,
-                                        const std::stop_token& token) {
-    if (!tokens_.try_recv_for(timeout, token)) return std::nullopt;
-    return make_permit();
-  }
-
-  // co_await sem.async_acquire(), in a coroutine task: acquire() that
-  // suspends the task, not its thread; cancelled by the task's ambient scope.
-  // Throws usage_error outside a coroutine task.
-  auto async_acquire() noexcept {
-    return detail::recv_adapter(tokens_, "semaphore::async_acquire", to_permit{this});
-  }
-
-  // Snapshots: permits available now, and the number it was made with.
-  std::size_t available() const noexcept { return tokens_.size(); }
-  std::size_t capacity() const noexcept { return tokens_.capacity(); }
+// Where a send case's value lives (Stored: T&, T&& or T). The caller's object
+// of the channel's type, lvalue or rvalue, is referenced and moved from only
+// when the case delivers it; anything else (a const object, another type) is
+// converted into the case when the case is built.
+template <class T, class Stored>
+class send_value;
+template <class T>
+class send_value<T, T&> {
+ public:
+  explicit send_value(T& v) noexcept : item_(&v) {}
+  T& get() noexcept { return *item_; }
 
  private:
-  template <class F>
-  friend struct detail::permit_callback;
-  template <class F>
-  friend auto on_acquire(semaphore& sem, F fn);
+  T* item_;
+};
+// An rvalue argument is referenced too, so the case may be neither copied nor
+// moved: it cannot be kept past the full-expression that made it (and with
+// it, the temporary it may reference).
+template <class T>
+class send_value<T, T&&> {
+ public:
+  explicit send_value(T&& v) noexcept : item_(&v) {}
+  send_value(const send_value&) = delete;
+  send_value& operator=(const send_value&) = delete;
+  T& get() noexcept { return *item_; }
 
-  // The awaitable's result: the token received becomes a permit.
-  struct to_permit {
-    semaphore* sem;
-    permit operator()(std::optional<detail::semaphore_token>&&) const noexcept;
-  };
+ private:
+  T* item_;
+};
+template <class T>
+class send_value<T, T> {
+ public:
+  template <class V>
+  explicit send_value(V&& v) : item_(std::forward<V>(v)) {}
+  T& get() noexcept { return item_; }
 
-  // A permit for a token just received.
-  permit make_permit() noexcept;
+ private:
+  T item_;
+};
 
-  static std::size_t checked(std::size_t permits) {
-    if (permits == 0) throw usage_error("leash::semaphore: needs at least one permit");
-    return permits;
+// Marsaglia's xorshift64 shift triple: one of the triples with the full
+// period 2^64 - 1.
+inline constexpr int xorshift_a = 13, xorshift_b = 7, xorshift_c = 17;
+
+// A fast per-thread generator for the random choice among ready cases.
+inline std::uint64_t random_next() noexcept {
+  thread_local std::uint64_t state = [] {
+    std::uint64_t seed = reinterpret_cast<std::uintptr_t>(&state) ^
+                         static_cast<std::uint64_t>(clock::now().time_since_epoch().count());
+    return seed | 1;
+  }();
+  state ^= state << xorshift_a;
+  state ^= state >> xorshift_b;
+  state ^= state << xorshift_c;
+  return state;
+}
+
+// The distinct channel locks of a select, in address order: locking every
+// select's channels in one global order is what makes it deadlock-free.
+template <std::size_t Inline>
+class lock_set {
+ public:
+  template <class At>
+  lock_set(std::size_t n, At at) {
+    spinlock** out = inline_.data();
+    if (n > Inline) {
+      heap_.resize(n);
+      out = heap_.data();
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const select_case& c = at(i);
+      if (c.enabled && c.lock() != nullptr) out[size_++] = c.lock();
+    }
+    // Insertion sort: a select has a handful of channels, usually two or three.
+    std::less<spinlock*> before;
+    for (std::size_t i = 1; i < size_; ++i) {
+      for (std::size_t j = i; j > 0 && before(out[j], out[j - 1]); --j)
+        std::swap(out[j], out[j - 1]);
+    }
+    size_ = static_cast<std::size_t>(std::unique(out, out + size_) - out);
+    locks_ = out;
+  }
+  void lock() noexcept {
+    for (std::size_t i = 0; i < size_; ++i)
+      locks_[i]->lock();
+  }
+  void unlock() noexcept {
+    for (std::size_t i = size_; i-- > 0;)
+      locks_[i]->unlock();
   }
 
-  // A permit's token goes back. Never blocks and never fails: at most
-  // capacity tokens exist, so the buffer has room, or a waiter takes it.
-  void give_back() noexcept {
-    if (tokens_.try_send(detail::semaphore_token{}) != channel_status::ok) {
-      std::fputs("leash::semaphore: a permit was released twice\n", stderr);
-      std::terminate();
+ private:
+  std::array<spinlock*, Inline> inline_{};
+  std::vector<spinlock*> heap_;
+  spinlock** locks_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// How a select chooses among ready cases.
+enum class select_mode { random, biased };
+
+// The fast path of a select whose cases are all on buffered channels (the
+// common fan-in): Go's poll order, without locks. The cases are tried in a
+// random order (argument order for select_biased) through the channels'
+// lock-free buffers, and the first that completes is the choice: the first
+// ready case of a uniformly random order is a uniformly random ready case.
+// Returns that case's index, or nullopt when the locked path must decide (a
+// case this path cannot judge, none ready, more than lock_free_max_cases).
+// A fan-in select has few cases; the order array then fits on the stack, and
+// a larger select is served by the locked path, which scales with its cases.
+inline constexpr std::size_t lock_free_max_cases = 8;
+
+template <class At>
+std::optional<std::size_t> try_lock_free_cases(std::size_t n, At at, select_mode mode) {
+  if (n == 0 || n > lock_free_max_cases) return std::nullopt;
+  std::array<std::uint8_t, lock_free_max_cases> order;
+  for (std::size_t i = 0; i < n; ++i) {
+    order[i] = static_cast<std::uint8_t>(i);
+    if (mode != select_mode::biased) {  // Fisher-Yates, drawing as it goes
+      const std::size_t j = random_next() % (i + 1);
+      std::swap(order[i], order[j]);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(order[i]);
+    if (!c.enabled) continue;
+    switch (c.try_lock_free()) {
+      case lock_free_result::done:
+        return order[i];
+      case lock_free_result::not_ready:
+        break;
+      case lock_free_result::ask_lock:
+        return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+// "No case": an index no select has.
+inline constexpr std::size_t no_case = std::numeric_limits<std::size_t>::max();
+
+// The earliest deadline among the enabled on_after cases, and its case's
+// index (time_point::max() and no_case when there is none).
+template <class At>
+std::pair<select_case::clock::time_point, std::size_t> earliest_deadline(std::size_t n, At at) {
+  std::pair<select_case::clock::time_point, std::size_t> earliest{
+      select_case::clock::time_point::max(), no_case};
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.deadline() < earliest.first) earliest = {c.deadline(), i};
+  }
+  return earliest;
+}
+
+// Step 1, every lock held: the ready case to complete, or no_case. Random
+// among the ready ones, or the first in argument order.
+template <class At>
+std::size_t poll_locked(std::size_t n, At at, select_mode mode,
+                        select_case::clock::time_point now) {
+  std::size_t chosen = no_case;
+  std::uint64_t ready = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (!c.enabled || !c.ready_locked(now)) continue;
+    if (mode == select_mode::biased) return i;
+    // Reservoir sampling: each of the k ready cases is kept with chance 1/k.
+    if (random_next() % ++ready == 0) chosen = i;
+  }
+  return chosen;
+}
+
+// Step 2, every lock held: queues a node for `w` in every enabled channel case.
+template <class At>
+void enqueue_all_locked(std::size_t n, At at, waiter& w) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.enqueue_locked(w, static_cast<std::uint32_t>(i));
+  }
+}
+
+// Step 3, every lock held, nodes queued: the handshake with lock-free buffer
+// operations (channel.hpp). A value or room that arrived in a buffer before
+// the nodes were queued means go round again. Only the buffers: the rest of
+// readiness cannot change while every lock is held, and this select's own
+// nodes (now queued) must not count as partners.
+template <class At>
+bool buffers_ready_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const select_case& c = at(i);
+    if (c.enabled && c.buffer_ready_locked()) return true;
+  }
+  return false;
+}
+
+// Step 4: removes the nodes queued in step 2, with every lock held
+// (dequeue_all_locked) or after the wait, taking each lock (dequeue_all).
+template <class At>
+void dequeue_all_locked(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue_locked();
+  }
+}
+template <class At>
+void dequeue_all(std::size_t n, At at) {
+  for (std::size_t i = 0; i < n; ++i) {
+    select_case& c = at(i);
+    if (c.enabled && c.lock() != nullptr) c.dequeue();
+  }
+}
+
+// What one pass of the engine did.
+struct select_step {
+  enum kind_t {
+    chosen,   // case `index` completed: run its callback
+    retry,    // go round again (a partner vanished, a buffer changed, a retry wake-up)
+    queued,   // a node waits in every channel: wait, then select_after_wait
+    stopped,  // the token stopped before any case could complete
+    none,     // nothing was ready and the select may not wait (try_select)
+  } kind;
+  std::size_t index = no_case;
+};
+
+// One pass under every lock: complete a ready case (poll), or else, when `w`
+// is given and the token has not stopped, queue a node for `w` in every
+// channel (enqueue) and look at the buffers once more (recheck).
+template <std::size_t Inline, class At>
+select_step select_attempt(std::size_t n, At at, select_mode mode, lock_set<Inline>& locks,
+                           bool timed, const std::stop_token& token, waiter* w) {
+  using case_clock = select_case::clock;
+  locks.lock();
+  const case_clock::time_point now = timed ? case_clock::now() : case_clock::time_point{};
+  if (const std::size_t chosen = poll_locked(n, at, mode, now); chosen != no_case) {
+    fire_link* partner = nullptr;
+    const bool done = at(chosen).complete_locked(partner);
+    locks.unlock();
+    fire_all(partner);
+    return done ? select_step{select_step::chosen, chosen} : select_step{select_step::retry};
+  }
+  select_step::kind_t kind = select_step::queued;
+  if (w == nullptr) {
+    kind = select_step::none;
+  } else if (token.stop_requested()) {
+    kind = select_step::stopped;
+  } else {
+    enqueue_all_locked(n, at, *w);
+    if (buffers_ready_locked(n, at)) {
+      dequeue_all_locked(n, at);
+      kind = select_step::retry;
+    }
+  }
+  locks.unlock();
+  return {kind};
+}
+
+// After the wait for the nodes queued by select_attempt: removes them all
+// (dequeue) and says what the wait chose.
+template <class At>
+select_step select_after_wait(std::size_t n, At at, waiter::outcome o, const waiter& w,
+                              std::size_t deadline_case) {
+  dequeue_all(n, at);
+  switch (o) {
+    case waiter::outcome::fired: {
+      const std::size_t k = w.fired_index();
+      if (at(k).woken_to_retry()) return {select_step::retry};
+      return {select_step::chosen, k};
+    }
+    case waiter::outcome::timed_out:
+      return {select_step::chosen, deadline_case};
+    case waiter::outcome::stopped:
+      break;
+  }
+  return {select_step::stopped};
+}
+
+// The engine: Go's select. Each pass polls every enabled case under all
+// locks and completes one ready case, or queues a node in every channel and
+// waits for a partner, a stop or the earliest on_after deadline. Without
+// `may_wait` (try_select) it returns nullopt instead of waiting.
+template <std::size_t Inline, class At>
+std::optional<std::size_t> run_select(std::size_t n, At at, select_mode mode, bool may_wait,
+                                      const std::stop_token& token) {
+  if (std::optional<std::size_t> k = try_lock_free_cases(n, at, mode)) {
+    at(*k).finish();
+    return *k;
+  }
+  lock_set<Inline> locks(n, at);
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
+  for (;;) {
+    waiter w;
+    select_step step = select_attempt(n, at, mode, locks, timed, token, may_wait ? &w : nullptr);
+    if (step.kind == select_step::queued) {
+      waiter::outcome o;
+      {
+        channel_wait_scope blocked("select");
+        o = w.wait(token, deadline);
+      }
+      step = select_after_wait(n, at, o, w, deadline_case);
+    }
+    switch (step.kind) {
+      case select_step::chosen:
+        at(step.index).finish();
+        return step.index;
+      case select_step::none:
+        return std::nullopt;
+      case select_step::stopped:
+        throw_cancelled(token);
+      default:
+        break;  // retry
+    }
+  }
+}
+
+// The coroutine engine's wait: suspends the task until a node fires, the
+// ambient state stops or `deadline` passes.
+class select_suspension final : private timer_client {
+ public:
+  select_suspension(waiter& w, select_case::clock::time_point deadline) noexcept
+      : waiter_(w), deadline_(deadline), wait_(w, ambient, "async_select") {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    current_resumable->resume_at = h;
+    if (deadline_ != select_case::clock::time_point::max()) {
+      vclock_ = current_vclock();
+      timer_ = schedule_timer(vclock_, deadline_, this);
+    }
+    return wait_.suspend();
+  }
+  waiter::outcome await_resume() noexcept {
+    if (timer_.id != 0) cancel_timer(vclock_, timer_);
+    return wait_.resumed();
+  }
+
+ private:
+  void on_timer() noexcept override {
+    if (waiter_.abandon(waiter::outcome::timed_out)) waiter_.arrive();
+  }
+
+  waiter& waiter_;
+  select_case::clock::time_point deadline_;
+  async_wait wait_;
+  virtual_clock* vclock_ = nullptr;  // the timer's clock (null: real time)
+  timer_handle timer_;
+};
+
+// The coroutine engine, after a first pass found nothing ready: run_select's
+// loop, waiting by suspension. Cancelled by the task's ambient state.
+template <std::size_t Inline, class At>
+LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::size_t> run_select_async(std::size_t n, At at,
+                                                                           select_mode mode) {
+  lock_set<Inline> locks(n, at);
+  const auto [deadline, deadline_case] = earliest_deadline(n, at);
+  const bool timed = deadline != select_case::clock::time_point::max();
+  for (;;) {
+    waiter w(*current_resumable);
+    select_step step = select_attempt(n, at, mode, locks, timed, ambient_token_ref(), &w);
+    if (step.kind == select_step::queued) {
+      const waiter::outcome o = co_await select_suspension(w, deadline);
+      step = select_after_wait(n, at, o, w, deadline_case);
+    }
+    if (step.kind == select_step::chosen) {
+      at(step.index).finish();
+      co_return step.index;
+    }
+    if (step.kind == select_step::stopped) ambient->throw_cancelled();
+  }
+}
+
+// What async_select returns: the cases (temporaries of the co_await
+// expression, which live until it ends) and the engine's state.
+template <class... Cases>
+class [[nodiscard]] select_awaitable {
+ public:
+  select_awaitable(select_mode mode, Cases&... cases) noexcept
+      : mode_(mode), cases_{static_cast<select_case*>(&cases)...} {}
+  select_awaitable(const select_awaitable&) = delete;
+  select_awaitable& operator=(const select_awaitable&) = delete;
+
+  // A first pass, without waiting: a ready case completes here, no frame made.
+  bool await_ready() {
+    if (current_resumable == nullptr) {
+      throw usage_error(
+          "leash::async_select: only inside a coroutine task (nursery::spawn of a function "
+          "returning leash::coro); use select elsewhere");
+    }
+    chosen_ = run_select<inline_locks>(cases_.size(), at(), mode_, false, std::stop_token());
+    return chosen_.has_value();
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    slow_.emplace(coro_access::release(run_select_async<inline_locks>(cases_.size(), at(), mode_)));
+    slow_->await_suspend(h);
+  }
+  std::size_t await_resume() { return slow_ ? slow_->await_resume() : *chosen_; }
+
+ private:
+  // The lock set's inline size: one slot per case (at least one).
+  static constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
+  auto at() noexcept {
+    return [cases = cases_.data()](std::size_t i) -> select_case& { return *cases[i]; };
+  }
+
+  select_mode mode_;
+  std::array<select_case*, sizeof...(Cases)> cases_;
+  std::optional<std::size_t> chosen_;
+  std::optional<coro_awaiter<std::size_t>> slow_;
+};
+
+template <class... Cases>
+std::optional<std::size_t> select_pack(select_mode mode, bool may_wait,
+                                       const std::stop_token& token, Cases&... cases) {
+  // The lock set's inline size: one slot per case (at least one).
+  constexpr std::size_t inline_locks = sizeof...(Cases) == 0 ? 1 : sizeof...(Cases);
+  std::array<select_case*, sizeof...(Cases)> all{static_cast<select_case*>(&cases)...};
+  return run_select<inline_locks>(
+      all.size(), [&](std::size_t i) -> select_case& { return *all[i]; }, mode, may_wait, token);
+}
+
+// Lock pointers a select(range) holds without allocating: a fan-in over more
+// distinct channels than this allocates one array per call (documented).
+inline constexpr std::size_t range_inline_locks = 64;
+
+template <class R>
+std::optional<std::size_t> select_range(select_mode mode, bool may_wait,
+                                        const std::stop_token& token, R& cases) {
+  auto first = std::ranges::begin(cases);
+  return run_select<range_inline_locks>(
+      static_cast<std::size_t>(std::ranges::size(cases)),
+      [&](std::size_t i) -> select_case& {
+        return first[static_cast<std::iter_difference_t<decltype(first)>>(i)];
+      },
+      mode, may_wait, token);
+}
+
+// A sized random-access range of one case type: std::ranges::random_access_range
+// and sized_range spelled with <iterator> alone (which provides ranges::begin,
+// end and size), so that select.hpp does not include the whole of <ranges>.
+template <class R>
+concept sized_random_access = requires(R& r) {
+  { std::ranges::begin(r) } -> std::random_access_iterator;
+  std::ranges::end(r);
+  std::ranges::size(r);
+};
+template <class R>
+concept select_case_range = sized_random_access<R> &&
+    select_case_type<std::iter_value_t<decltype(std::ranges::begin(std::declval<R&>()))>>;
+
+}  // namespace detail
+
+// Base of the case types: `.when(false)` disables a case (Go's nil channel).
+template <class Derived>
+class case_base : public detail::select_case {
+ public:
+  Derived& when(bool enabled_) & noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&>(*this);
+  }
+  Derived&& when(bool enabled_) && noexcept {
+    enabled = enabled_;
+    return static_cast<Derived&&>(*this);
+  }
+
+ protected:
+  ~case_base() = default;  // cases are values: never destroyed through this base
+};
+
+// A receive case: on_recv(ch, fn). fn takes std::optional<T> (nullopt: closed
+// and drained), the value (T, const T&, T&&; closed: select throws
+// channel_closed) or nothing; without fn the value stays in the case (take()).
+template <class T, class F = detail::keep_value>
+class recv_case final : public case_base<recv_case<T, F>> {
+  static_assert(detail::recv_callback<F, T>,
+                "leash::on_recv: the callback must be callable as f(T), f(const T&), f(T&&), "
+                "f(std::optional<T>) (by value, const& or &&) or f(), with T the channel's value "
+                "type; T& and std::optional<T>& cannot bind the value a receive delivers");
+
+ public:
+  recv_case(channel<T>& ch, F fn) : channel_(&ch), fn_(std::move(fn)) {}
+
+  // The value received when this case fired (nullopt: closed); moves it out.
+  std::optional<T> take() noexcept { return std::move(value_); }
+
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  detail::lock_free_result try_lock_free() noexcept override {
+    value_.reset();
+    return access::recv_lock_free(*channel_, value_);
+  }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::recv_ready_locked(*channel_);
+  }
+  bool buffer_ready_locked() const noexcept override { return access::buffer_has_value(*channel_); }
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
+    value_.reset();
+    return access::recv_locked(*channel_, value_, partner) != channel_status::empty;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    value_.reset();
+    node_ = detail::wait_node<T>(w, index, value_);
+    access::recv_queue(*channel_).push_back(&node_);
+  }
+  void dequeue_locked() noexcept override { access::recv_queue(*channel_).remove(&node_); }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::recv_queue(*channel_), node_);
+  }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
+  void finish() override {
+    if constexpr (std::is_same_v<F, detail::keep_value>) {
+      return;  // the value stays for take()
+    } else if constexpr (detail::recv_takes_optional<F, T>) {
+      std::invoke(fn_, std::move(value_));
+    } else if constexpr (detail::recv_takes_value<F, T>) {
+      if (!value_) detail::throw_recv_on_closed();
+      std::invoke(fn_, std::move(*value_));
+    } else if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
     }
   }
 
-  channel<detail::semaphore_token> tokens_;
+  channel<T>* channel_;
+  F fn_;
+  std::optional<T> value_;
+  detail::wait_node<T> node_;
 };
 
-inline semaphore::permit semaphore::make_permit() noexcept {
-  return permit(*this);
-}
+// A send case: on_send(ch, value, fn). A `value` of type T, lvalue or rvalue,
+// is referenced and moved from only if this case delivers it; a const or
+// converted value is stored in the case (Stored: T&, T&& or T). A case
+// referencing an rvalue can be neither copied nor moved.
+template <class T, class Stored, class F>
+class send_case final : public case_base<send_case<T, Stored, F>> {
+ public:
+  template <class V>
+  send_case(channel<T>& ch, V&& value, F fn)
+      : channel_(&ch), value_(std::forward<V>(value)), fn_(std::move(fn)) {}
 
-inline semaphore::permit semaphore::to_permit::operator()(
-    std::optional<detail::semaphore_token>&&) const noexcept {
-  return sem->make_permit();  // never nullopt: the channel is never closed
-}
+ private:
+  using access = detail::channel_access<T>;
+  using clock = detail::select_case::clock;
 
-namespace detail {
-// on_acquire's callback as a receive case sees it: takes the token and hands
-// the user's callback a permit, which gives it back if the callback throws.
-template <class F>
-struct permit_callback {
-  semaphore* sem;
-  F fn;
-  void operator()(semaphore_token) { std::invoke(fn, sem->make_permit()); }
+  T& item() noexcept { return value_.get(); }
+
+  detail::spinlock* lock() const noexcept override { return &access::lock(*channel_); }
+  detail::lock_free_result try_lock_free() noexcept override {
+    closed_ = false;
+    return access::send_lock_free(*channel_, item());
+  }
+  bool ready_locked(clock::time_point) const noexcept override {
+    return access::send_ready_locked(*channel_);
+  }
+  bool buffer_ready_locked() const noexcept override { return access::buffer_has_room(*channel_); }
+  bool complete_locked(detail::fire_link*& partner) noexcept override {
+    const channel_status st = access::send_locked(*channel_, item(), partner);
+    closed_ = st == channel_status::closed;
+    return st != channel_status::full;
+  }
+  void enqueue_locked(detail::waiter& w, std::uint32_t index) noexcept override {
+    node_ = detail::wait_node<T>(w, index, item());
+    access::send_queue(*channel_).push_back(&node_);
+  }
+  void dequeue_locked() noexcept override { access::send_queue(*channel_).remove(&node_); }
+  void dequeue() noexcept override {
+    access::dequeue(*channel_, access::send_queue(*channel_), node_);
+  }
+  bool woken_to_retry() const noexcept override { return node_.retry; }
+  void finish() override {
+    if (closed_ || node_.closed) throw channel_closed();
+    std::invoke(fn_);
+  }
+
+  channel<T>* channel_;
+  detail::send_value<T, Stored> value_;
+  F fn_;
+  bool closed_ = false;
+  detail::wait_node<T> node_;
 };
-}  // namespace detail
 
-// A select case that takes a permit of `sem`: fn(semaphore::permit) runs with
-// it if the case is chosen. Any select form accepts it (select, try_select,
-// async_select, ...); a case that loses takes no permit.
+// A timeout case: fires when nothing else did within the duration. Arms no
+// timer; the select's own wait carries the deadline.
 template <class F>
-auto on_acquire(semaphore& sem, F fn) {
-  static_assert(std::is_invocable_v<F&, semaphore::permit>,
-                "leash::on_acquire: the callback must be callable as f(semaphore::permit) (by "
-                "value or &&)");
-  return recv_case<detail::semaphore_token, detail::permit_callback<F>>(
-      sem.tokens_, detail::permit_callback<F>{&sem, std::move(fn)});
+class after_case final : public case_base<after_case<F>> {
+  static_assert(std::is_invocable_v<F&> ||
+                    std::is_invocable_v<F&, std::chrono::steady_clock::time_point>,
+                "leash::on_after: the callback must be callable as f() or "
+                "f(std::chrono::steady_clock::time_point) (by value or const&)");
+
+ public:
+  after_case(std::chrono::steady_clock::time_point deadline, F fn)
+      : deadline_(deadline), fn_(std::move(fn)) {}
+
+ private:
+  using clock = detail::select_case::clock;
+
+  detail::spinlock* lock() const noexcept override { return nullptr; }
+  bool ready_locked(clock::time_point now) const noexcept override { return deadline_ <= now; }
+  bool complete_locked(detail::fire_link*&) noexcept override { return true; }
+  void enqueue_locked(detail::waiter&, std::uint32_t) noexcept override {}
+  void dequeue() noexcept override {}
+  void finish() override {
+    if constexpr (std::is_invocable_v<F&>) {
+      std::invoke(fn_);
+    } else if constexpr (std::is_invocable_v<F&, clock::time_point>) {
+      std::invoke(fn_, clock::now());  // the moment it fired: at or after the deadline
+    }
+  }
+  clock::time_point deadline() const noexcept override { return deadline_; }
+
+  clock::time_point deadline_;
+  F fn_;
+};
+
+// A receive case on `ch`; fn(std::optional<T>), fn(T) or fn() runs if it is
+// chosen (the shapes recv_case lists).
+template <class T, class F>
+recv_case<T, F> on_recv(channel<T>& ch, F fn) {
+  return recv_case<T, F>(ch, std::move(fn));
+}
+// A receive case without callback: read the value with take().
+template <class T>
+recv_case<T> on_recv(channel<T>& ch) {
+  return recv_case<T>(ch, detail::keep_value{});
+}
+
+// A send case of `value` on `ch`; fn() runs if it is chosen. `value` of type T
+// (an lvalue or std::move(x)) stays the caller's unless the case delivers it,
+// so the case must not outlive it: build the case inside the select call.
+template <class T, class V, class F>
+requires std::is_same_v<V, T&> || std::is_same_v<V, T> || std::is_constructible_v<T, V&&>
+auto on_send(channel<T>& ch, V&& value, F fn) {
+  using stored = std::conditional_t<std::is_same_v<V, T&>, T&,
+                                    std::conditional_t<std::is_same_v<V, T>, T&&, T>>;
+  return send_case<T, stored, F>(ch, std::forward<V>(value), std::move(fn));
+}
+
+// A case that fires after `d` if nothing else fired first; fn() or
+// fn(time_point) runs then.
+template <class Rep, class Period, class F>
+after_case<F> on_after(std::chrono::duration<Rep, Period> d, F fn) {
+  return after_case<F>(detail::deadline_after(d), std::move(fn));
+}
+
+// Waits until one case can proceed, completes it, runs its callback and
+// returns its index; random among ready cases. Blocks; cancellable; throws
+// cancelled, channel_closed (a chosen send on a closed channel).
+template <detail::select_case_type... Cases>
+std::size_t select(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::random, true, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select(Cases&&... cases) {
+  return select(detail::ambient_token_ref(), cases...);
+}
+
+// select, but the first ready case in argument order wins (priorities).
+template <detail::select_case_type... Cases>
+std::size_t select_biased(const std::stop_token& token, Cases&&... cases) {
+  return *detail::select_pack(detail::select_mode::biased, true, token, cases...);
+}
+template <detail::select_case_type... Cases>
+std::size_t select_biased(Cases&&... cases) {
+  return select_biased(detail::ambient_token_ref(), cases...);
+}
+
+// Completes a ready case if there is one (random among them) and returns its
+// index; nullopt if none was ready (Go's default). Never blocks.
+template <detail::select_case_type... Cases>
+std::optional<std::size_t> try_select(Cases&&... cases) {
+  return detail::select_pack(detail::select_mode::random, false, std::stop_token(), cases...);
+}
+
+// co_await async_select(cases...), in a coroutine task: select that suspends
+// the task instead of blocking its thread. Same choice, results, errors and
+// callbacks; cancelled by the task's ambient scope, which reaches a suspended
+// select at once. The cases may share channels with threads and with other
+// coroutine tasks in any role. Throws usage_error outside a coroutine task.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select(Cases&&... cases) {
+  return {detail::select_mode::random, cases...};
+}
+
+// async_select, but the first ready case in argument order wins.
+template <detail::select_case_type... Cases>
+detail::select_awaitable<std::remove_reference_t<Cases>...> async_select_biased(Cases&&... cases) {
+  return {detail::select_mode::biased, cases...};
+}
+
+// The dynamic forms, over a random-access range of cases of one type.
+template <detail::select_case_range R>
+std::size_t select(const std::stop_token& token, R&& cases) {
+  return *detail::select_range(detail::select_mode::random, true, token, cases);
+}
+template <detail::select_case_range R>
+std::size_t select(R&& cases) {
+  return select(detail::ambient_token_ref(), cases);
+}
+template <detail::select_case_range R>
+std::optional<std::size_t> try_select(R&& cases) {
+  return detail::select_range(detail::select_mode::random, false, std::stop_token(), cases);
 }
 
 }  // namespace leash::inline v0
@@ -10196,3 +10175,178 @@ auto on_recv(timer_channel& t, F fn) {
 #define LEASH_VERSION \
   (LEASH_VERSION_MAJOR * 10000 + LEASH_VERSION_MINOR * 100 + LEASH_VERSION_PATCH)
 #define LEASH_VERSION_STRING "0.1.0"
+// ---- leash/virtual_time.hpp ----
+// leash/virtual_time.hpp: a virtual clock and deadlock detection, for tests.
+// Prevents: tests of timeouts that sleep for real (slow, and flaky under load)
+// and tests that hang forever on a forgotten close().
+//
+//   leash::virtual_time vt;
+//   vt.run([&](leash::nursery& n) {
+//     leash::channel<int> ch;
+//     n.spawn([&] { leash::fail_after(1h, [&] { ch.recv(); }); });  // deadline_exceeded...
+//   });                                                              // ...after 1 h of vt.now()
+//
+// Model (Go's testing/synctest bubble). run(body) runs body(nursery&) as the
+// first task of a nursery; every task spawned inside it, transitively (thread
+// and coroutine tasks, nested nurseries), is a member of the scope and reads
+// time from its virtual clock: deadlines, sleeps and timeouts of leash calls.
+// The clock stands still while any member runs. When every member is blocked
+// in a leash call, it jumps to the earliest pending timer and fires it; when
+// no timer is pending either, nothing can ever wake them: the scope's tasks
+// are cancelled and run() throws leash::deadlock, whose what() lists every
+// task, its spawn site and the call it is blocked in.
+//
+// A member blocked outside leash (a raw read(), a std::mutex) counts as
+// running: the clock waits for it, and it is never part of a deadlock. Mark
+// such a wait with this_task::external_wait to name it in live_tasks().
+// Tasks outside the scope keep real time; a member woken by one of them is
+// woken as usual, but while it waits the scope may see a deadlock.
+//
+// Guarantees. Blocks: run() until every member ended. Throws: what the body's
+// nursery throws (the body's exception first), leash::deadlock as above,
+// usage_error for a run() inside a virtual_time scope. Thread-safe: now() from
+// any thread; advance() from a member task.
+
+#include <chrono>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace leash::inline v0 {
+
+class virtual_time final : private detail::deadlock_sink {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  [[nodiscard]] virtual_time() = default;
+  virtual_time(const virtual_time&) = delete;
+  virtual_time& operator=(const virtual_time&) = delete;
+  ~virtual_time() = default;
+
+  // Runs body(nursery&) as a task of a new nursery on the virtual clock (a
+  // coroutine task if body returns leash::coro) and waits for every task of
+  // it. Returns the body's value. Throws leash::deadlock when every task is
+  // blocked for good, otherwise what the nursery throws.
+  template <class F>
+  auto run(F&& body, source_location site = source_location::current()) {
+    if (detail::current_vclock() != nullptr) {
+      throw usage_error("leash::virtual_time: run() inside a virtual_time scope");
+    }
+    detail::cancel_state root = open_root();
+    detail::ambient_guard installed(&root, "leash::virtual_time");
+    clock_.set_sink(this);
+    root_guard forget(*this, root);
+    std::optional<nursery> n;
+    auto first = spawn_body(n, body, site);
+    try {
+      n->wait();
+    } catch (...) {
+      n.reset();
+      clock_.wait_idle();
+      rethrow_deadlock();
+      throw;
+    }
+    n.reset();
+    clock_.wait_idle();
+    rethrow_deadlock();
+    return first.get();
+  }
+
+  // The virtual time now: the real time at construction plus every jump.
+  clock::time_point now() const { return clock_.now(); }
+
+  // Moves the virtual time forward by d, firing the timers due meanwhile in
+  // order, on this thread. For a member task.
+  template <class Rep, class Period>
+  void advance(std::chrono::duration<Rep, Period> d) {
+    clock_.advance(std::chrono::ceil<clock::duration>(d));
+  }
+
+ private:
+  // The scope's root state: every member's scopes descend from it, so a
+  // deadlock stops them all.
+  detail::cancel_state open_root() {
+    struct opening {
+      explicit opening(detail::virtual_clock* vc) noexcept { detail::opening_vclock = vc; }
+      ~opening() { detail::opening_vclock = nullptr; }
+    } open(&clock_);
+    return detail::cancel_state(detail::ambient, {}, clock::time_point::max(), "virtual_time");
+  }
+
+  // Makes `root` the state a deadlock stops, until destroyed.
+  class root_guard {
+   public:
+    root_guard(virtual_time& vt, detail::cancel_state& root) : vt_(vt) {
+      std::lock_guard lock(vt_.mutex_);
+      vt_.root_ = &root;
+    }
+    ~root_guard() {
+      std::lock_guard lock(vt_.mutex_);
+      vt_.root_ = nullptr;
+    }
+    root_guard(const root_guard&) = delete;
+    root_guard& operator=(const root_guard&) = delete;
+
+   private:
+    virtual_time& vt_;
+  };
+
+  // Opens the scope's nursery in `n` and spawns the body into it, both on
+  // the virtual clock.
+  template <class F>
+  auto spawn_body(std::optional<nursery>& n, F& body, source_location site) {
+    struct opening {
+      explicit opening(detail::virtual_clock* vc) noexcept { detail::opening_vclock = vc; }
+      ~opening() { detail::opening_vclock = nullptr; }
+    } open(&clock_);
+    n.emplace(nursery_options{.name = "virtual_time"}, site);
+    nursery& scope = *n;
+    return scope.spawn(
+        "virtual_time::run", [&body, &scope] { return std::invoke(body, scope); }, site);
+  }
+
+  void rethrow_deadlock() {
+    std::exception_ptr e;
+    {
+      std::lock_guard lock(mutex_);
+      e = deadlock_;
+    }
+    if (e) std::rethrow_exception(e);
+  }
+
+  // On the clock's driver thread: stops every member with the report as cause.
+  void on_deadlock(std::exception_ptr error) noexcept override {
+    std::lock_guard lock(mutex_);
+    if (deadlock_ == nullptr) deadlock_ = error;
+    if (root_ != nullptr) {
+      root_->request(stop_reason::cancelled, "leash::virtual_time: deadlock", nullptr, error);
+    }
+  }
+
+  detail::virtual_clock clock_;  // first: destroyed last, once no member is left
+  std::mutex mutex_;             // guards the two below
+  detail::cancel_state* root_ = nullptr;
+  std::exception_ptr deadlock_;
+};
+
+namespace this_task {
+
+// Marks a wait outside leash (a raw read(), a foreign library's blocking call)
+// for reports: live_tasks() shows the task as blocked in `what`. Inside a
+// virtual_time scope such a wait already counts as running, so the clock does
+// not jump and no deadlock is reported while it lasts.
+class [[nodiscard]] external_wait {
+ public:
+  explicit external_wait(const char* what = "this_task::external_wait") noexcept : blocked_(what) {}
+  external_wait(const external_wait&) = delete;
+  external_wait& operator=(const external_wait&) = delete;
+  ~external_wait() = default;
+
+ private:
+  detail::blocked_scope blocked_;
+};
+
+}  // namespace this_task
+}  // namespace leash::inline v0

@@ -1,0 +1,280 @@
+// Tests for leash/virtual_time.hpp: the virtual clock of a scope, its jumps
+// when every task is blocked, and the deadlock report.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <latch>
+#include <leash.hpp>
+#include <leash/virtual_time.hpp>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// The real time a test took, for the log: the figure is never asserted.
+struct real_time_note {
+  const char* what;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  ~real_time_note() {
+    const auto took =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
+    MESSAGE(std::string(what) << ": " << took.count() << " ms of real time");
+  }
+};
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("a 1 h fail_after around a thread task blocked on a channel ends 1 h later") {
+  real_time_note note{"1 h fail_after, thread task"};
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  bool exceeded = false;
+  vt.run([&](leash::nursery& n) {
+    n.spawn([&] {
+      leash::channel<int> ch;
+      try {
+        leash::fail_after(1h, [&] { (void)ch.recv(); });
+      } catch (const leash::deadline_exceeded&) {
+        exceeded = true;
+      }
+    });
+  });
+  CHECK(exceeded);
+  CHECK(vt.now() - start == 1h);
+}
+
+TEST_CASE("a 1 h fail_after around a coroutine task blocked on a channel ends 1 h later") {
+  real_time_note note{"1 h fail_after, coroutine task"};
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  bool exceeded = false;
+  vt.run([&](leash::nursery& n) -> leash::coro<void> {
+    n.spawn([&]() -> leash::coro<void> {
+      leash::channel<int> ch;
+      try {
+        co_await leash::fail_after(1h,
+                                   [&]() -> leash::coro<void> { (void)co_await ch.async_recv(); });
+      } catch (const leash::deadline_exceeded&) {
+        exceeded = true;
+      }
+    });
+    co_return;
+  });
+  CHECK(exceeded);
+  CHECK(vt.now() - start == 1h);
+}
+
+TEST_CASE("sleeps of thread and coroutine tasks end in virtual time, in order") {
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  leash::channel<int> order(3);
+  std::chrono::steady_clock::duration slept_thread{}, slept_coro{};
+  vt.run([&](leash::nursery& n) {
+    n.spawn([&] {
+      leash::this_task::sleep_for(3h);
+      slept_thread = vt.now() - start;
+      order.send(3);
+    });
+    n.spawn([&]() -> leash::coro<void> {
+      co_await leash::this_task::async_sleep_for(2h);
+      slept_coro = vt.now() - start;
+      co_await order.async_send(2);
+    });
+    leash::this_task::sleep_for(1h);
+    order.send(1);
+  });
+  CHECK(slept_thread == 3h);
+  CHECK(slept_coro == 2h);
+  CHECK(order.recv() == 1);
+  CHECK(order.recv() == 2);
+  CHECK(order.recv() == 3);
+  CHECK(vt.now() - start == 3h);
+}
+
+TEST_CASE("a nursery timeout and move_on_after inside virtual_time") {
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  bool moved_on = false;
+  bool nursery_exceeded = false;
+  vt.run([&](leash::nursery&) {
+    moved_on = !leash::move_on_after(10min, [] { leash::this_task::sleep_for(1h); });
+    CHECK(vt.now() - start == 10min);
+    try {
+      leash::run_nursery({.timeout = 30min}, [](leash::nursery& inner) {
+        inner.spawn([] {
+          leash::channel<int> never;
+          (void)never.recv();
+        });
+      });
+    } catch (const leash::deadline_exceeded&) {
+      nursery_exceeded = true;
+    }
+  });
+  CHECK(moved_on);
+  CHECK(nursery_exceeded);
+  CHECK(vt.now() - start == 40min);
+}
+
+TEST_CASE("a timed recv and advance() inside virtual_time") {
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  vt.run([&](leash::nursery&) {
+    leash::channel<int> ch;
+    CHECK(ch.try_recv_for(5s).status == leash::channel_status::timeout);
+    CHECK(vt.now() - start == 5s);
+    vt.advance(1min);
+    CHECK(vt.now() - start == 65s);
+  });
+}
+
+TEST_CASE("a forgotten close() before a range-for is a deadlock naming both thread tasks") {
+  leash::virtual_time vt;
+  std::string report;
+  leash::channel<int> ch;  // outlives the tasks: a deadlock cancels the body first
+  try {
+    vt.run([&](leash::nursery& n) {
+      n.spawn("producer", [&] {
+        for (int i = 0; i < 3; ++i)
+          ch.send(i);
+        // ch.close() forgotten
+      });
+      const int consumer_line = __LINE__ + 1;
+      auto consumer = n.spawn("consumer", [&] {
+        int sum = 0;
+        for (int v : ch)
+          sum += v;
+        return sum;
+      });
+      (void)consumer_line;
+      (void)consumer.get();
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report, "leash::virtual_time: deadlock"));
+  CHECK(contains(report, "\"consumer\" spawned at"));
+  CHECK(contains(report, "\"virtual_time::run\" spawned at"));
+  CHECK(contains(report, "task::get"));
+  CHECK(contains(report, "recv"));
+}
+
+TEST_CASE("a two-task channel cycle is a deadlock naming both tasks and their lines") {
+  leash::virtual_time vt;
+  std::string report;
+  int a_line = 0, b_line = 0;
+  leash::channel<int> ab, ba;  // outlive the tasks: the body returns at once
+  try {
+    vt.run([&](leash::nursery& n) {
+      a_line = __LINE__ + 1;
+      n.spawn("a", [&] { ab.send(ba.recv().value_or(0)); });
+      b_line = __LINE__ + 1;
+      n.spawn("b", [&] { ba.send(ab.recv().value_or(0)); });
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  CHECK(
+      contains(report, "\"a\" spawned at " + std::string(__FILE__) + ":" + std::to_string(a_line)));
+  CHECK(
+      contains(report, "\"b\" spawned at " + std::string(__FILE__) + ":" + std::to_string(b_line)));
+  CHECK(contains(report, "channel<int>::recv"));
+}
+
+TEST_CASE("a two-task cycle of coroutine tasks is a deadlock naming both") {
+  leash::virtual_time vt;
+  std::string report;
+  int a_line = 0, b_line = 0;
+  leash::channel<int> ab, ba;  // outlive the tasks: the body returns at once
+  try {
+    vt.run([&](leash::nursery& n) -> leash::coro<void> {
+      a_line = __LINE__ + 1;
+      n.spawn("a", [&]() -> leash::coro<void> {
+        co_await ab.async_send((co_await ba.async_recv()).value_or(0));
+      });
+      b_line = __LINE__ + 1;
+      n.spawn("b", [&]() -> leash::coro<void> {
+        co_await ba.async_send((co_await ab.async_recv()).value_or(0));
+      });
+      co_return;
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  CHECK(
+      contains(report, "\"a\" spawned at " + std::string(__FILE__) + ":" + std::to_string(a_line)));
+  CHECK(
+      contains(report, "\"b\" spawned at " + std::string(__FILE__) + ":" + std::to_string(b_line)));
+}
+
+TEST_CASE("a task in a raw read() keeps the virtual clock still: no jump, no deadlock") {
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  std::latch reading(1);
+  std::thread writer([&] {
+    reading.wait();
+    const char c = 'x';
+    CHECK(::write(fds[1], &c, 1) == 1);
+  });
+  std::chrono::steady_clock::duration read_at{}, slept_at{};
+  vt.run([&](leash::nursery& n) {
+    n.spawn([&] {
+      leash::this_task::sleep_for(1h);
+      slept_at = vt.now() - start;
+    });
+    n.spawn([&] {
+      reading.count_down();
+      char c = 0;
+      {
+        leash::this_task::external_wait outside("read(pipe)");
+        CHECK(::read(fds[0], &c, 1) == 1);
+      }
+      read_at = vt.now() - start;
+    });
+  });
+  writer.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  CHECK(read_at == 0s);
+  CHECK(slept_at == 1h);
+}
+
+TEST_CASE("a select with only disabled cases is a deadlock naming the tasks and the select") {
+  leash::virtual_time vt;
+  std::string report;
+  leash::channel<int> a, b;
+  int thread_line = 0, coro_line = 0;
+  try {
+    vt.run([&](leash::nursery& n) {
+      thread_line = __LINE__ + 1;
+      n.spawn("thread", [&] {
+        leash::select(leash::on_recv(a, [](std::optional<int>) {}).when(false),
+                      leash::on_recv(b, [](std::optional<int>) {}).when(false));
+      });
+      coro_line = __LINE__ + 1;
+      n.spawn("coroutine", [&]() -> leash::coro<void> {
+        co_await leash::async_select(leash::on_recv(a, [](std::optional<int>) {}).when(false));
+      });
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  CHECK(contains(report, "\"thread\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(thread_line) + " blocked in select"));
+  CHECK(contains(report, "\"coroutine\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(coro_line) + " blocked in async_select"));
+}
