@@ -4,10 +4,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <latch>
 #include <leash.hpp>
 #include <leash/virtual_time.hpp>
+#include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
 
@@ -277,4 +280,209 @@ TEST_CASE("a select with only disabled cases is a deadlock naming the tasks and 
                              std::to_string(thread_line) + " blocked in select"));
   CHECK(contains(report, "\"coroutine\" spawned at " + std::string(__FILE__) + ":" +
                              std::to_string(coro_line) + " blocked in async_select"));
+}
+
+namespace {
+
+// A real-time bound on a test body that must end in virtual time: if it has
+// not ended after `limit` of real time, the body's scope is cancelled, so a
+// timer left on real time fails the test's checks instead of hanging it.
+class watchdog {
+ public:
+  explicit watchdog(std::chrono::seconds limit)
+      : thread_([this, limit] {
+          std::unique_lock lock(mutex_);
+          if (!cv_.wait_for(lock, limit, [&] { return done_; })) source_.request_stop();
+        }) {}
+  ~watchdog() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  watchdog(const watchdog&) = delete;
+  watchdog& operator=(const watchdog&) = delete;
+
+  std::stop_token token() const { return source_.get_token(); }
+
+ private:
+  std::stop_source source_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;  // last: starts once the rest exists
+};
+
+// Long enough for any machine to run the tests in virtual time.
+constexpr auto watchdog_limit = std::chrono::seconds(60);
+
+constexpr int ticker_ticks = 1000;
+
+// Counts a ticker's ticks and those that were not exactly on time.
+struct tick_count {
+  std::chrono::steady_clock::time_point start;
+  int ticks = 0;
+  int off = 0;  // late, missed ticks before them, or off the grid start + k * 1 s
+  void on(const leash::tick_info& tick) {
+    ++ticks;
+    if (tick.started != tick.scheduled || tick.missed != 0 ||
+        tick.scheduled - start != ticks * std::chrono::seconds(1)) {
+      ++off;
+    }
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a 1 s ticker of a thread task delivers 1000 ticks on time in 1000 s of virtual time") {
+  real_time_note note{"1000 ticks, thread task"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  tick_count count{vt.now()};
+  vt.run([&](leash::nursery&) {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> done(1);
+    leash::ticker t(1s, [&](const leash::tick_info& tick) {
+      count.on(tick);
+      if (count.ticks == ticker_ticks) (void)done.try_send(0);
+    });
+    (void)done.recv();
+  });
+  CHECK(count.ticks == ticker_ticks);
+  CHECK(count.off == 0);
+  CHECK(vt.now() - count.start == ticker_ticks * 1s);
+}
+
+TEST_CASE("a 1 s ticker of a coroutine task delivers 1000 ticks on time in 1000 s") {
+  real_time_note note{"1000 ticks, coroutine task"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  tick_count count{vt.now()};
+  vt.run([&](leash::nursery&) -> leash::coro<void> {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> done(1);
+    leash::ticker t(1s, [&](const leash::tick_info& tick) {
+      count.on(tick);
+      if (count.ticks == ticker_ticks) (void)done.try_send(0);
+    });
+    (void)co_await done.async_recv();
+  });
+  CHECK(count.ticks == ticker_ticks);
+  CHECK(count.off == 0);
+  CHECK(vt.now() - count.start == ticker_ticks * 1s);
+}
+
+TEST_CASE("a 1 s ticker running in a nursery delivers 1000 ticks on time in 1000 s") {
+  real_time_note note{"1000 ticks, ticker in a nursery"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  tick_count count{vt.now()};
+  vt.run([&](leash::nursery&) {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> done(1);
+    leash::nursery n;
+    leash::ticker t(n, 1s, [&](const leash::tick_info& tick) {
+      count.on(tick);
+      if (count.ticks == ticker_ticks) (void)done.try_send(0);
+    });
+    (void)done.recv();
+    t.stop();
+  });
+  CHECK(count.ticks == ticker_ticks);
+  CHECK(count.off == 0);
+  CHECK(vt.now() - count.start == ticker_ticks * 1s);
+}
+
+TEST_CASE("after(1h) in a select beside a silent channel fires at exactly +1 h") {
+  real_time_note note{"after(1h) in a select"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  std::chrono::steady_clock::time_point fired{};
+  bool fired_case = false;
+  vt.run([&](leash::nursery&) {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> silent;
+    auto give_up = leash::after(1h);
+    leash::select(leash::on_recv(silent, [](int) {}),
+                  leash::on_recv(give_up, [&](const std::chrono::steady_clock::time_point& t) {
+                    fired = t;
+                    fired_case = true;
+                  }));
+  });
+  CHECK(fired_case);
+  CHECK(fired - start == 1h);
+  CHECK(vt.now() - start == 1h);
+}
+
+TEST_CASE("after(1h) in a select of a coroutine task fires at exactly +1 h") {
+  real_time_note note{"after(1h) in a select, coroutine task"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  std::chrono::steady_clock::time_point fired{};
+  vt.run([&](leash::nursery&) -> leash::coro<void> {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> silent;
+    auto give_up = leash::after(1h);
+    (void)co_await leash::async_select(
+        leash::on_recv(silent, [](int) {}),
+        leash::on_recv(give_up,
+                       [&](const std::chrono::steady_clock::time_point& t) { fired = t; }));
+  });
+  CHECK(fired - start == 1h);
+  CHECK(vt.now() - start == 1h);
+}
+
+TEST_CASE("tick(1s) received 10 times in a select loop gives 10 ticks 1 s apart") {
+  real_time_note note{"tick(1s) in a select loop"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  constexpr int rounds = 10;
+  int off = 0;
+  int received = 0;
+  vt.run([&](leash::nursery&) {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> silent;
+    auto ticks = leash::tick(1s);
+    for (int i = 1; i <= rounds; ++i) {
+      leash::select(leash::on_recv(silent, [](int) {}),
+                    leash::on_recv(ticks, [&](const std::chrono::steady_clock::time_point& t) {
+                      ++received;
+                      if (t - start != i * 1s || vt.now() != t) ++off;
+                    }));
+    }
+  });
+  CHECK(received == rounds);
+  CHECK(off == 0);
+  CHECK(vt.now() - start == rounds * 1s);
+}
+
+TEST_CASE("tick(1s) in an async_select loop of a coroutine task gives 10 ticks 1 s apart") {
+  real_time_note note{"tick(1s) in an async_select loop"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  constexpr int rounds = 10;
+  int off = 0;
+  int received = 0;
+  vt.run([&](leash::nursery&) -> leash::coro<void> {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> silent;
+    auto ticks = leash::tick(1s);
+    for (int i = 1; i <= rounds; ++i) {
+      (void)co_await leash::async_select(
+          leash::on_recv(silent, [](int) {}),
+          leash::on_recv(ticks, [&](const std::chrono::steady_clock::time_point& t) {
+            ++received;
+            if (t - start != i * 1s || vt.now() != t) ++off;
+          }));
+    }
+  });
+  CHECK(received == rounds);
+  CHECK(off == 0);
+  CHECK(vt.now() - start == rounds * 1s);
 }

@@ -415,8 +415,11 @@ class nursery final : private detail::nursery_node {
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
+  // The chain ends at a task no nursery runs (a ticker's loop on a virtual
+  // clock).
   bool runs_current_task() const noexcept {
-    for (const detail::task_identity* t = detail::current_task; t != nullptr;
+    for (const detail::task_identity* t = detail::current_task;
+         t != nullptr && t->owner_nursery != nullptr;
          t = static_cast<const nursery*>(t->owner_nursery)->parent_task_ptr_) {
       if (t->owner_nursery == this) return true;
     }

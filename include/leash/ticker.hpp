@@ -25,6 +25,10 @@
 // machine overloaded) fires once for what it overslept, under every policy;
 // tick_info::missed counts the ticks dropped.
 //
+// Inside a virtual_time scope the ticker runs on the scope's clock (the one
+// of the task that creates it): ticks fall on the virtual grid, and the
+// callback runs with the clock stopped, as a member of the scope.
+//
 // Guarantees. Blocks: stop(), reset() of a stopped ticker, and the destructor,
 // until a running callback returned. After stop() returns no callback runs and
 // none will start; after reset(p) returns nothing fires on the old schedule.
@@ -189,27 +193,67 @@ class tick_callback_impl final : public tick_callback {
 // One run of a ticker's loop: from start to stop (or failure). Shared by the
 // ticker and the loop's thread; holds no user code, so whichever side lets go
 // last may destroy it.
+//
+// On a virtual clock the loop must count with it: a loop the clock did not
+// know would look running to nobody, so the clock would jump (or report a
+// deadlock) while the loop waits for its next tick on a timer the clock never
+// fires, and while a callback runs. A loop in a nursery of the scope is a
+// member task already; a loop on its own thread joins the clock as a member
+// of its own (enlist(), on the creating thread, before anyone can block), so
+// its waits and its callbacks' leash calls count as any member's do.
 class ticker_core final : public job {
  public:
   using clock = std::chrono::steady_clock;
 
-  ticker_core(tick_callback* fn, tick_schedule schedule, std::stop_token parent, std::string name)
+  // vclock: the creating task's clock, or null (real time).
+  ticker_core(tick_callback* fn, tick_schedule schedule, std::stop_token parent, std::string name,
+              virtual_clock* vclock)
       : fn_(fn),
+        vclock_(vclock),
         schedule_(schedule),
         state_(nullptr, std::move(parent), clock::time_point::max(), std::move(name)) {}
+
+  // The ticker's now: virtual on a virtual clock.
+  clock::time_point now() const { return now_for(vclock_); }
+
+  // On a virtual clock, makes the loop that runs as a job (not a nursery
+  // task) a member of the clock from now on, named for reports.
+  void enlist(std::string name, source_location site) {
+    if (vclock_ == nullptr) return;
+    member_.id = next_id();
+    member_.name = std::move(name);
+    member_.site = site;
+    member_.started = clock::now();
+    member_.vclock = vclock_;
+    vclock_->join(&member_, false);
+    enlisted_ = true;
+  }
+
+  // The job never ran (its submission failed): the member leaves.
+  void unlist() noexcept {
+    if (!enlisted_) return;
+    vclock_->retire(&member_);
+    vclock_->leave();
+  }
 
   // The loop. Runs on a runtime thread (a job, or a nursery task).
   void run() noexcept override {
     std::shared_ptr<ticker_core> self = std::move(keep_alive);  // may be the last owner
+    task_identity* const saved_task = current_task;
+    if (enlisted_) current_task = &member_;
     {
       ambient_guard installed(&state_, "leash::ticker");  // callbacks see the ticker's token
       loop();
     }
+    current_task = saved_task;
     object_registry::instance().remove(registry_id);
-    std::lock_guard lock(mutex_);
-    exited_ = true;
-    loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
-    changed_.notify_all();
+    {
+      std::lock_guard lock(mutex_);
+      exited_ = true;
+      loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
+      changed_.notify_all();
+    }
+    unlist();  // the clock's last touch by this thread: it outlives its members
   }
 
   // Stops the loop; unless called from the loop's own thread (a callback),
@@ -218,7 +262,7 @@ class ticker_core final : public job {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
-      changed_.notify_all();
+      notify_locked();
     }
     // Unlocked: the stop callbacks (a waiting loop's wake-up) take mutex_.
     state_.request(stop_reason::cancelled, "the ticker was stopped");
@@ -235,9 +279,9 @@ class ticker_core final : public job {
   bool reset(clock::duration period) {
     std::lock_guard lock(mutex_);
     if (stopping_ || exited_) return false;
-    schedule_.reset(period, clock::now());
+    schedule_.reset(period, now());
     ++generation_;
-    changed_.notify_all();
+    notify_locked();
     return true;
   }
 
@@ -284,9 +328,10 @@ class ticker_core final : public job {
     for (;;) {
       if (stopping_ || token.stop_requested()) break;
       const std::uint64_t generation = generation_;
-      const clock::time_point now = clock::now();
+      const clock::time_point now = this->now();
       if (now < schedule_.deadline()) {
         // leash's stop-aware wait: wakes for stop(), reset(), or the parent token.
+        const blocked_scope blocked("ticker: waiting for the next tick");
         const wait_status status = wait_until(lock, changed_, token, schedule_.deadline(), [&] {
           return stopping_ || generation_ != generation;
         });
@@ -313,11 +358,20 @@ class ticker_core final : public job {
         stopping_ = true;
         break;
       }
-      if (generation_ == generation) schedule_.done(clock::now());  // else reset() moved it
+      if (generation_ == generation) schedule_.done(this->now());  // else reset() moved it
     }
   }
 
+  // Under mutex_: wakes a loop waiting for its tick, on its clock first.
+  void notify_locked() {
+    if (vclock_ != nullptr) vclock_->notify(&changed_);
+    changed_.notify_all();
+  }
+
   tick_callback* fn_;                // owned by the ticker; not touched after exited_
+  virtual_clock* const vclock_;      // the schedule's clock (null: real time)
+  task_identity member_;             // the loop on a virtual clock, as a job (see enlist)
+  bool enlisted_ = false;            // member_ joined vclock_; set before the loop starts
   mutable std::mutex mutex_;         // guards everything below
   std::condition_variable changed_;  // stop, reset, exit
   tick_schedule schedule_;
@@ -432,9 +486,11 @@ class ticker {
   void start(clock::duration period) {
     const std::stop_token parent =
         nursery_ != nullptr ? nursery_->token() : this_task::stop_token();
+    detail::virtual_clock* const vclock = detail::current_vclock();  // the one ambient check
     auto core = std::make_shared<detail::ticker_core>(
-        fn_.get(), detail::tick_schedule(options_.policy, period, clock::now(), options_.first),
-        parent, options_.name);
+        fn_.get(),
+        detail::tick_schedule(options_.policy, period, detail::now_for(vclock), options_.first),
+        parent, options_.name, vclock);
     core->registry_id = detail::object_registry::instance().add(detail::object_snapshot::ticker,
                                                                 options_.name, site_);
     // Published before the loop starts: a callback may call stop() or reset() at once.
@@ -443,6 +499,7 @@ class ticker {
     try {
       if (nursery_ == nullptr) {
         core->keep_alive = core;  // the job owns itself until its loop ends
+        core->enlist("ticker " + options_.name, site_);
         detail::thread_cache::instance().submit(core.get(), "ticker " + options_.name);
       } else {  // the task's callable owns the core
         task<void> t = nursery_->spawn(
@@ -455,6 +512,7 @@ class ticker {
         if (t.done()) core->never_started();  // a cancelled nursery did not run it
       }
     } catch (...) {
+      core->unlist();
       core->keep_alive.reset();
       detail::object_registry::instance().remove(core->registry_id);
       core_ = std::move(previous);

@@ -15,8 +15,13 @@
 // on the grid start + k*p; the channel holds one value, so a slow reader drops
 // ticks instead of queuing them (Go's behaviour). Neither is ever closed.
 //
+// Inside a virtual_time scope the timer runs on the scope's clock (the one of
+// the task that created the channel): it fires when the clock reaches it, and
+// delivers that virtual time point.
+//
 // Guarantees. Blocks: recv (cancellable; throws cancelled). The timer callback
-// runs on leash's shared timer thread and never blocks. Thread-safe: recv and
+// runs on leash's shared timer thread (a virtual clock's driver inside a
+// virtual_time scope) and never blocks. Thread-safe: recv and
 // try_recv from any thread; construct and destroy on one. After the destructor
 // returns, the timer thread no longer touches the object.
 #pragma once
@@ -30,6 +35,7 @@
 
 #include "cancel.hpp"
 #include "channel.hpp"
+#include "detail/cancel_state.hpp"
 #include "detail/timer.hpp"
 #include "errors.hpp"
 #include "select.hpp"
@@ -47,7 +53,7 @@ class timer_channel final : detail::timer_client {
       stopped_ = true;  // a callback running now will not re-arm
       h = handle_;
     }
-    detail::timer_service::instance().cancel(h);  // waits for a running callback
+    detail::cancel_timer(vclock_, h);  // waits for a running callback
   }
   timer_channel(const timer_channel&) = delete;
   timer_channel& operator=(const timer_channel&) = delete;
@@ -67,13 +73,16 @@ class timer_channel final : detail::timer_client {
   template <class Rep, class Period>
   friend timer_channel tick(std::chrono::duration<Rep, Period>);
 
-  timer_channel(clock::time_point first, clock::duration period) : period_(period) {
+  timer_channel(clock::time_point first, clock::duration period)
+      : period_(period), vclock_(detail::current_vclock()) {
     std::lock_guard lock(mutex_);
-    handle_ = detail::timer_service::instance().schedule(first, this);
+    handle_ = detail::schedule_timer(vclock_, first, this);
   }
 
+  // A virtual clock's firing is recorded as a wake of the receiver by the
+  // channel, before the clock can see every task blocked again.
   void on_timer() noexcept override {
-    const clock::time_point now = clock::now();
+    const clock::time_point now = detail::now_for(vclock_);
     channel_.try_send(now);  // full: the reader is slow, the tick is dropped
     if (period_ == clock::duration::zero()) return;
     std::lock_guard lock(mutex_);
@@ -81,10 +90,11 @@ class timer_channel final : detail::timer_client {
     // Skip missed ticks: the next one lands on the grid, after now.
     clock::time_point next = handle_.when + period_;
     if (next <= now) next += ((now - next) / period_ + 1) * period_;
-    handle_ = detail::timer_service::instance().schedule(next, this);
+    handle_ = detail::schedule_timer(vclock_, next, this);
   }
 
-  const clock::duration period_;  // zero: one-shot
+  const clock::duration period_;         // zero: one-shot
+  detail::virtual_clock* const vclock_;  // the creating task's clock (null: real time)
   leash::channel<clock::time_point> channel_{1};
   std::mutex mutex_;  // guards handle_ and stopped_ against the timer thread
   detail::timer_handle handle_;
