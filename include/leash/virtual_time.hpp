@@ -12,7 +12,8 @@
 // Model (Go's testing/synctest bubble). run(body) runs body(nursery&) as the
 // first task of a nursery; every task spawned inside it, transitively (thread
 // and coroutine tasks, nested nurseries), is a member of the scope and reads
-// time from its virtual clock: deadlines, sleeps and timeouts of leash calls.
+// time from its virtual clock: deadlines, sleeps and timeouts of leash calls,
+// tickers and timer channels.
 // The clock stands still while any member runs. When every member is blocked
 // in a leash call, it jumps to the earliest pending timer and fires it; when
 // no timer is pending either, nothing can ever wake them: the scope's tasks

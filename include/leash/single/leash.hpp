@@ -9155,8 +9155,11 @@ class nursery final : private detail::nursery_node {
 
   // True if the calling thread runs one of this nursery's tasks, directly or
   // in a nursery nested inside one: waiting for them would wait for itself.
+  // The chain ends at a task no nursery runs (a ticker's loop on a virtual
+  // clock).
   bool runs_current_task() const noexcept {
-    for (const detail::task_identity* t = detail::current_task; t != nullptr;
+    for (const detail::task_identity* t = detail::current_task;
+         t != nullptr && t->owner_nursery != nullptr;
          t = static_cast<const nursery*>(t->owner_nursery)->parent_task_ptr_) {
       if (t->owner_nursery == this) return true;
     }
@@ -10134,6 +10137,10 @@ auto on_acquire(semaphore& sem, F fn) {
 // machine overloaded) fires once for what it overslept, under every policy;
 // tick_info::missed counts the ticks dropped.
 //
+// Inside a virtual_time scope the ticker runs on the scope's clock (the one
+// of the task that creates it): ticks fall on the virtual grid, and the
+// callback runs with the clock stopped, as a member of the scope.
+//
 // Guarantees. Blocks: stop(), reset() of a stopped ticker, and the destructor,
 // until a running callback returned. After stop() returns no callback runs and
 // none will start; after reset(p) returns nothing fires on the old schedule.
@@ -10287,27 +10294,67 @@ class tick_callback_impl final : public tick_callback {
 // One run of a ticker's loop: from start to stop (or failure). Shared by the
 // ticker and the loop's thread; holds no user code, so whichever side lets go
 // last may destroy it.
+//
+// On a virtual clock the loop must count with it: a loop the clock did not
+// know would look running to nobody, so the clock would jump (or report a
+// deadlock) while the loop waits for its next tick on a timer the clock never
+// fires, and while a callback runs. A loop in a nursery of the scope is a
+// member task already; a loop on its own thread joins the clock as a member
+// of its own (enlist(), on the creating thread, before anyone can block), so
+// its waits and its callbacks' leash calls count as any member's do.
 class ticker_core final : public job {
  public:
   using clock = std::chrono::steady_clock;
 
-  ticker_core(tick_callback* fn, tick_schedule schedule, std::stop_token parent, std::string name)
+  // vclock: the creating task's clock, or null (real time).
+  ticker_core(tick_callback* fn, tick_schedule schedule, std::stop_token parent, std::string name,
+              virtual_clock* vclock)
       : fn_(fn),
+        vclock_(vclock),
         schedule_(schedule),
         state_(nullptr, std::move(parent), clock::time_point::max(), std::move(name)) {}
+
+  // The ticker's now: virtual on a virtual clock.
+  clock::time_point now() const { return now_for(vclock_); }
+
+  // On a virtual clock, makes the loop that runs as a job (not a nursery
+  // task) a member of the clock from now on, named for reports.
+  void enlist(std::string name, source_location site) {
+    if (vclock_ == nullptr) return;
+    member_.id = next_id();
+    member_.name = std::move(name);
+    member_.site = site;
+    member_.started = clock::now();
+    member_.vclock = vclock_;
+    vclock_->join(&member_, false);
+    enlisted_ = true;
+  }
+
+  // The job never ran (its submission failed): the member leaves.
+  void unlist() noexcept {
+    if (!enlisted_) return;
+    vclock_->retire(&member_);
+    vclock_->leave();
+  }
 
   // The loop. Runs on a runtime thread (a job, or a nursery task).
   void run() noexcept override {
     std::shared_ptr<ticker_core> self = std::move(keep_alive);  // may be the last owner
+    task_identity* const saved_task = current_task;
+    if (enlisted_) current_task = &member_;
     {
       ambient_guard installed(&state_, "leash::ticker");  // callbacks see the ticker's token
       loop();
     }
+    current_task = saved_task;
     object_registry::instance().remove(registry_id);
-    std::lock_guard lock(mutex_);
-    exited_ = true;
-    loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
-    changed_.notify_all();
+    {
+      std::lock_guard lock(mutex_);
+      exited_ = true;
+      loop_thread_ = {};  // the thread goes back to the cache: it may run another ticker
+      changed_.notify_all();
+    }
+    unlist();  // the clock's last touch by this thread: it outlives its members
   }
 
   // Stops the loop; unless called from the loop's own thread (a callback),
@@ -10316,7 +10363,7 @@ class ticker_core final : public job {
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
-      changed_.notify_all();
+      notify_locked();
     }
     // Unlocked: the stop callbacks (a waiting loop's wake-up) take mutex_.
     state_.request(stop_reason::cancelled, "the ticker was stopped");
@@ -10333,9 +10380,9 @@ class ticker_core final : public job {
   bool reset(clock::duration period) {
     std::lock_guard lock(mutex_);
     if (stopping_ || exited_) return false;
-    schedule_.reset(period, clock::now());
+    schedule_.reset(period, now());
     ++generation_;
-    changed_.notify_all();
+    notify_locked();
     return true;
   }
 
@@ -10382,9 +10429,10 @@ class ticker_core final : public job {
     for (;;) {
       if (stopping_ || token.stop_requested()) break;
       const std::uint64_t generation = generation_;
-      const clock::time_point now = clock::now();
+      const clock::time_point now = this->now();
       if (now < schedule_.deadline()) {
         // leash's stop-aware wait: wakes for stop(), reset(), or the parent token.
+        const blocked_scope blocked("ticker: waiting for the next tick");
         const wait_status status = wait_until(lock, changed_, token, schedule_.deadline(), [&] {
           return stopping_ || generation_ != generation;
         });
@@ -10411,11 +10459,20 @@ class ticker_core final : public job {
         stopping_ = true;
         break;
       }
-      if (generation_ == generation) schedule_.done(clock::now());  // else reset() moved it
+      if (generation_ == generation) schedule_.done(this->now());  // else reset() moved it
     }
   }
 
+  // Under mutex_: wakes a loop waiting for its tick, on its clock first.
+  void notify_locked() {
+    if (vclock_ != nullptr) vclock_->notify(&changed_);
+    changed_.notify_all();
+  }
+
   tick_callback* fn_;                // owned by the ticker; not touched after exited_
+  virtual_clock* const vclock_;      // the schedule's clock (null: real time)
+  task_identity member_;             // the loop on a virtual clock, as a job (see enlist)
+  bool enlisted_ = false;            // member_ joined vclock_; set before the loop starts
   mutable std::mutex mutex_;         // guards everything below
   std::condition_variable changed_;  // stop, reset, exit
   tick_schedule schedule_;
@@ -10530,9 +10587,11 @@ class ticker {
   void start(clock::duration period) {
     const std::stop_token parent =
         nursery_ != nullptr ? nursery_->token() : this_task::stop_token();
+    detail::virtual_clock* const vclock = detail::current_vclock();  // the one ambient check
     auto core = std::make_shared<detail::ticker_core>(
-        fn_.get(), detail::tick_schedule(options_.policy, period, clock::now(), options_.first),
-        parent, options_.name);
+        fn_.get(),
+        detail::tick_schedule(options_.policy, period, detail::now_for(vclock), options_.first),
+        parent, options_.name, vclock);
     core->registry_id = detail::object_registry::instance().add(detail::object_snapshot::ticker,
                                                                 options_.name, site_);
     // Published before the loop starts: a callback may call stop() or reset() at once.
@@ -10541,6 +10600,7 @@ class ticker {
     try {
       if (nursery_ == nullptr) {
         core->keep_alive = core;  // the job owns itself until its loop ends
+        core->enlist("ticker " + options_.name, site_);
         detail::thread_cache::instance().submit(core.get(), "ticker " + options_.name);
       } else {  // the task's callable owns the core
         task<void> t = nursery_->spawn(
@@ -10553,6 +10613,7 @@ class ticker {
         if (t.done()) core->never_started();  // a cancelled nursery did not run it
       }
     } catch (...) {
+      core->unlist();
       core->keep_alive.reset();
       detail::object_registry::instance().remove(core->registry_id);
       core_ = std::move(previous);
@@ -10586,8 +10647,13 @@ class ticker {
 // on the grid start + k*p; the channel holds one value, so a slow reader drops
 // ticks instead of queuing them (Go's behaviour). Neither is ever closed.
 //
+// Inside a virtual_time scope the timer runs on the scope's clock (the one of
+// the task that created the channel): it fires when the clock reaches it, and
+// delivers that virtual time point.
+//
 // Guarantees. Blocks: recv (cancellable; throws cancelled). The timer callback
-// runs on leash's shared timer thread and never blocks. Thread-safe: recv and
+// runs on leash's shared timer thread (a virtual clock's driver inside a
+// virtual_time scope) and never blocks. Thread-safe: recv and
 // try_recv from any thread; construct and destroy on one. After the destructor
 // returns, the timer thread no longer touches the object.
 
@@ -10609,7 +10675,7 @@ class timer_channel final : detail::timer_client {
       stopped_ = true;  // a callback running now will not re-arm
       h = handle_;
     }
-    detail::timer_service::instance().cancel(h);  // waits for a running callback
+    detail::cancel_timer(vclock_, h);  // waits for a running callback
   }
   timer_channel(const timer_channel&) = delete;
   timer_channel& operator=(const timer_channel&) = delete;
@@ -10629,13 +10695,16 @@ class timer_channel final : detail::timer_client {
   template <class Rep, class Period>
   friend timer_channel tick(std::chrono::duration<Rep, Period>);
 
-  timer_channel(clock::time_point first, clock::duration period) : period_(period) {
+  timer_channel(clock::time_point first, clock::duration period)
+      : period_(period), vclock_(detail::current_vclock()) {
     std::lock_guard lock(mutex_);
-    handle_ = detail::timer_service::instance().schedule(first, this);
+    handle_ = detail::schedule_timer(vclock_, first, this);
   }
 
+  // A virtual clock's firing is recorded as a wake of the receiver by the
+  // channel, before the clock can see every task blocked again.
   void on_timer() noexcept override {
-    const clock::time_point now = clock::now();
+    const clock::time_point now = detail::now_for(vclock_);
     channel_.try_send(now);  // full: the reader is slow, the tick is dropped
     if (period_ == clock::duration::zero()) return;
     std::lock_guard lock(mutex_);
@@ -10643,10 +10712,11 @@ class timer_channel final : detail::timer_client {
     // Skip missed ticks: the next one lands on the grid, after now.
     clock::time_point next = handle_.when + period_;
     if (next <= now) next += ((now - next) / period_ + 1) * period_;
-    handle_ = detail::timer_service::instance().schedule(next, this);
+    handle_ = detail::schedule_timer(vclock_, next, this);
   }
 
-  const clock::duration period_;  // zero: one-shot
+  const clock::duration period_;         // zero: one-shot
+  detail::virtual_clock* const vclock_;  // the creating task's clock (null: real time)
   leash::channel<clock::time_point> channel_{1};
   std::mutex mutex_;  // guards handle_ and stopped_ against the timer thread
   detail::timer_handle handle_;
@@ -10710,7 +10780,8 @@ auto on_recv(timer_channel& t, F fn) {
 // Model (Go's testing/synctest bubble). run(body) runs body(nursery&) as the
 // first task of a nursery; every task spawned inside it, transitively (thread
 // and coroutine tasks, nested nurseries), is a member of the scope and reads
-// time from its virtual clock: deadlines, sleeps and timeouts of leash calls.
+// time from its virtual clock: deadlines, sleeps and timeouts of leash calls,
+// tickers and timer channels.
 // The clock stands still while any member runs. When every member is blocked
 // in a leash call, it jumps to the earliest pending timer and fires it; when
 // no timer is pending either, nothing can ever wake them: the scope's tasks
