@@ -486,3 +486,26 @@ TEST_CASE("tick(1s) in an async_select loop of a coroutine task gives 10 ticks 1
   CHECK(off == 0);
   CHECK(vt.now() - start == rounds * 1s);
 }
+
+TEST_CASE("a ticker's callback in virtual time may run a nursery whose task sleeps") {
+  real_time_note note{"ticker callback with a nursery"};
+  watchdog dog(watchdog_limit);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  constexpr int rounds = 3;
+  int ticks = 0;
+  vt.run([&](leash::nursery&) {
+    leash::cancel_scope bounded(dog.token());
+    leash::channel<int> done(1);
+    leash::ticker t(1s, [&] {
+      {
+        leash::nursery n;
+        n.spawn([] { leash::this_task::sleep_for(100ms); });
+      }
+      if (++ticks == rounds) (void)done.try_send(0);
+    });
+    (void)done.recv();
+  });
+  CHECK(ticks == rounds);
+  CHECK(vt.now() - start == rounds * 1s + 100ms);
+}
