@@ -10330,7 +10330,8 @@ class ticker_core final : public job {
     enlisted_ = true;
   }
 
-  // The job never ran (its submission failed): the member leaves.
+  // The member leaves the clock: at the loop's end, or when the job could not
+  // be submitted.
   void unlist() noexcept {
     if (!enlisted_) return;
     vclock_->retire(&member_);
