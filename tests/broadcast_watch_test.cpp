@@ -287,6 +287,25 @@ TEST_CASE("broadcast: on_recv is a select case beside a channel, thread and coro
   CHECK(from_channel == 9);
 }
 
+TEST_CASE("broadcast: a select case stays ready while values are unread, after a lag too") {
+  leash::broadcast<int> b(2);
+  auto rx = b.subscribe();
+  for (int v = 0; v < 5; ++v)
+    b.send(v);
+  std::vector<leash::broadcast_result<int>> got;
+  auto take = [&](leash::broadcast_result<int> r) { got.push_back(std::move(r)); };
+  // Each case fired leaves the next one ready: the lag, then 3, then 4.
+  CHECK(leash::try_select(leash::on_recv(rx, take)) == 0);
+  CHECK(leash::try_select(leash::on_recv(rx, take)) == 0);
+  CHECK(leash::try_select(leash::on_recv(rx, take)) == 0);
+  CHECK_FALSE(leash::try_select(leash::on_recv(rx, take)).has_value());
+  REQUIRE(got.size() == 3);
+  CHECK(got[0].lagged());
+  CHECK(got[0].missed == 3);
+  CHECK(*got[1].value == 3);
+  CHECK(*got[2].value == 4);
+}
+
 TEST_CASE("broadcast: stress, thread and coroutine receivers, every value read or counted lagged") {
   constexpr int sent = scaled(300000);
   constexpr int receivers = 8;

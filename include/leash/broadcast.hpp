@@ -171,29 +171,39 @@ class broadcast {
     slots_.erase(std::find(slots_.begin(), slots_.end(), &s));
   }
 
-  // The next result for `s`, or nullopt: nothing new and not closed.
+  // The next result for `s`, or nullopt: nothing new and not closed. Keeps
+  // doorbell.hpp's contract: the doorbell holds a token exactly while `s` has
+  // values unread (a waiter that took the token may have left some) or the
+  // broadcast is closed.
   std::optional<broadcast_result<T>> poll(detail::broadcast_slot& s) {
     std::lock_guard lock(mutex_);
+    std::optional<broadcast_result<T>> r = take(s);
+    if (s.next < sent_) {
+      (void)s.bell.try_send(detail::broadcast_bell{});  // full: already rung
+    } else if (!closed_) {
+      (void)s.bell.try_recv();
+    }
+    return r;
+  }
+
+  // poll's result, under the mutex: a lag, the next value, closed, or nullopt.
+  std::optional<broadcast_result<T>> take(detail::broadcast_slot& s) {
     broadcast_result<T> r;
     const std::uint64_t oldest = sent_ > ring_.size() ? sent_ - ring_.size() : 0;
     if (s.next < oldest) {
       r.status = broadcast_status::lagged;
       r.missed = oldest - s.next;
       s.next = oldest;
-      return r;
-    }
-    if (s.next < sent_) {
+    } else if (s.next < sent_) {
       r.status = broadcast_status::ok;
       r.value = ring_[s.next % ring_.size()];
       ++s.next;
     } else if (closed_) {
       r.status = broadcast_status::closed;
-      return r;
+    } else {
+      return std::nullopt;
     }
-    // Nothing unread left: empty the doorbell (see doorbell.hpp's contract).
-    if (s.next == sent_) (void)s.bell.try_recv();
-    if (r.ok()) return r;
-    return std::nullopt;
+    return r;
   }
 
   mutable std::mutex mutex_;

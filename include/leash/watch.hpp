@@ -146,9 +146,9 @@ class watch {
     if (s.seen != version_) {
       s.seen = version_;
       if (!closed_) (void)s.bell.try_recv();  // all seen: see doorbell.hpp's contract
-      return std::optional<T>(value_);
+      return std::optional<std::optional<T>>(std::in_place, value_);
     }
-    if (closed_) return std::optional<T>();
+    if (closed_) return std::optional<std::optional<T>>(std::in_place);  // closed
     (void)s.bell.try_recv();
     return std::nullopt;
   }

@@ -10,8 +10,9 @@
 //
 // The contract a receiver keeps (Rx, through bell_access):
 //   - poll() takes the next result under the shared mutex, or returns nullopt
-//     when there is nothing yet; when it leaves the receiver with nothing
-//     unread (and not closed) it empties the doorbell, under that mutex.
+//     when there is nothing yet; then, under that mutex, it empties the
+//     doorbell when the receiver has nothing unread (and it is not closed),
+//     and rings it when something is still unread.
 //   - the sender rings (try_send) every doorbell under that mutex after it
 //     published; close() closes every doorbell.
 // So a doorbell holds a token exactly when poll() has a result, and a receive

@@ -6316,8 +6316,9 @@ struct channel_access {
 //
 // The contract a receiver keeps (Rx, through bell_access):
 //   - poll() takes the next result under the shared mutex, or returns nullopt
-//     when there is nothing yet; when it leaves the receiver with nothing
-//     unread (and not closed) it empties the doorbell, under that mutex.
+//     when there is nothing yet; then, under that mutex, it empties the
+//     doorbell when the receiver has nothing unread (and it is not closed),
+//     and rings it when something is still unread.
 //   - the sender rings (try_send) every doorbell under that mutex after it
 //     published; close() closes every doorbell.
 // So a doorbell holds a token exactly when poll() has a result, and a receive
@@ -7446,29 +7447,39 @@ class broadcast {
     slots_.erase(std::find(slots_.begin(), slots_.end(), &s));
   }
 
-  // The next result for `s`, or nullopt: nothing new and not closed.
+  // The next result for `s`, or nullopt: nothing new and not closed. Keeps
+  // doorbell.hpp's contract: the doorbell holds a token exactly while `s` has
+  // values unread (a waiter that took the token may have left some) or the
+  // broadcast is closed.
   std::optional<broadcast_result<T>> poll(detail::broadcast_slot& s) {
     std::lock_guard lock(mutex_);
+    std::optional<broadcast_result<T>> r = take(s);
+    if (s.next < sent_) {
+      (void)s.bell.try_send(detail::broadcast_bell{});  // full: already rung
+    } else if (!closed_) {
+      (void)s.bell.try_recv();
+    }
+    return r;
+  }
+
+  // poll's result, under the mutex: a lag, the next value, closed, or nullopt.
+  std::optional<broadcast_result<T>> take(detail::broadcast_slot& s) {
     broadcast_result<T> r;
     const std::uint64_t oldest = sent_ > ring_.size() ? sent_ - ring_.size() : 0;
     if (s.next < oldest) {
       r.status = broadcast_status::lagged;
       r.missed = oldest - s.next;
       s.next = oldest;
-      return r;
-    }
-    if (s.next < sent_) {
+    } else if (s.next < sent_) {
       r.status = broadcast_status::ok;
       r.value = ring_[s.next % ring_.size()];
       ++s.next;
     } else if (closed_) {
       r.status = broadcast_status::closed;
-      return r;
+    } else {
+      return std::nullopt;
     }
-    // Nothing unread left: empty the doorbell (see doorbell.hpp's contract).
-    if (s.next == sent_) (void)s.bell.try_recv();
-    if (r.ok()) return r;
-    return std::nullopt;
+    return r;
   }
 
   mutable std::mutex mutex_;
@@ -11433,9 +11444,9 @@ class watch {
     if (s.seen != version_) {
       s.seen = version_;
       if (!closed_) (void)s.bell.try_recv();  // all seen: see doorbell.hpp's contract
-      return std::optional<T>(value_);
+      return std::optional<std::optional<T>>(std::in_place, value_);
     }
-    if (closed_) return std::optional<T>();
+    if (closed_) return std::optional<std::optional<T>>(std::in_place);  // closed
     (void)s.bell.try_recv();
     return std::nullopt;
   }
