@@ -97,6 +97,10 @@ struct broadcast_bell {};
 struct broadcast_slot {
   channel<broadcast_bell> bell{doorbell_capacity};
   std::uint64_t next = 0;  // sequence number of the next value to read
+  // Whether this side put a token in the doorbell that poll() has not yet
+  // accounted for; guarded by the broadcast's mutex. Saves a channel
+  // operation per send and per read while a receiver is behind.
+  bool rung = false;
 };
 }  // namespace detail
 
@@ -123,7 +127,7 @@ class broadcast {
     ring_[sent_ % ring_.size()] = std::move(value);
     ++sent_;
     for (detail::broadcast_slot* s : slots_)
-      (void)s->bell.try_send(detail::broadcast_bell{});  // full: already rung
+      ring(*s);
     return slots_.size();
   }
 
@@ -173,17 +177,26 @@ class broadcast {
 
   // The next result for `s`, or nullopt: nothing new and not closed. Keeps
   // doorbell.hpp's contract: the doorbell holds a token exactly while `s` has
-  // values unread (a waiter that took the token may have left some) or the
-  // broadcast is closed.
-  std::optional<broadcast_result<T>> poll(detail::broadcast_slot& s) {
+  // values unread or the broadcast is closed. `after_bell`: the caller took
+  // the token, which may have left values unread.
+  std::optional<broadcast_result<T>> poll(detail::broadcast_slot& s, bool after_bell) {
     std::lock_guard lock(mutex_);
+    if (after_bell) s.rung = false;
     std::optional<broadcast_result<T>> r = take(s);
     if (s.next < sent_) {
-      (void)s.bell.try_send(detail::broadcast_bell{});  // full: already rung
-    } else if (!closed_) {
+      ring(s);
+    } else if (s.rung && !closed_) {
       (void)s.bell.try_recv();
+      s.rung = false;
     }
     return r;
+  }
+
+  // Under the mutex: puts a token in `s`'s doorbell unless one is there.
+  static void ring(detail::broadcast_slot& s) {
+    if (s.rung) return;
+    (void)s.bell.try_send(detail::broadcast_bell{});  // room: rung is false; closed: ignored
+    s.rung = true;
   }
 
   // poll's result, under the mutex: a lag, the next value, closed, or nullopt.
@@ -242,7 +255,7 @@ class broadcast_receiver {
   // recv if that needs no waiting; status empty otherwise. Never blocks.
   broadcast_result<T> try_recv() {
     check("try_recv");
-    if (auto r = poll_()) return std::move(*r);
+    if (auto r = poll_(false)) return std::move(*r);
     return {};
   }
 
@@ -274,7 +287,9 @@ class broadcast_receiver {
     owner_ = nullptr;
   }
 
-  std::optional<broadcast_result<T>> poll_() { return owner_->poll(*slot_); }
+  std::optional<broadcast_result<T>> poll_(bool after_bell) {
+    return owner_->poll(*slot_, after_bell);
+  }
   channel<detail::broadcast_bell>& bell_() {
     check("wait");
     return slot_->bell;

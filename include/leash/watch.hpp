@@ -232,7 +232,7 @@ class watch_receiver {
     owner_ = nullptr;
   }
 
-  std::optional<std::optional<T>> poll_() { return owner_->poll(*slot_); }
+  std::optional<std::optional<T>> poll_(bool) { return owner_->poll(*slot_); }
   channel<detail::watch_bell>& bell_() {
     check("wait");
     return slot_->bell;

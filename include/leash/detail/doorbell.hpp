@@ -41,9 +41,10 @@ inline constexpr std::size_t doorbell_capacity = 1;
 // What receivers make visible to the helpers below: poll(), bell() and the
 // component name for messages (`Rx::component`, e.g. "broadcast").
 struct bell_access {
+  // `after_bell`: the caller just took a token from the doorbell.
   template <class Rx>
-  static auto poll(Rx& rx) {
-    return rx.poll_();
+  static auto poll(Rx& rx, bool after_bell = false) {
+    return rx.poll_(after_bell);
   }
   template <class Rx>
   static auto& bell(Rx& rx) {
@@ -54,7 +55,7 @@ struct bell_access {
 // The result after the doorbell rang: poll() must have one (see the contract).
 template <class Rx>
 auto bell_result(Rx& rx) {
-  auto r = bell_access::poll(rx);
+  auto r = bell_access::poll(rx, true);
   if (!r) {
     throw usage_error(std::string("leash::") + Rx::component +
                       ": one receiver used by two tasks at once (subscribe one per task)");
