@@ -8,6 +8,7 @@
 #include "leash/detail/config.hpp"
 
 #include "leash/body.hpp"
+#include "leash/broadcast.hpp"
 #include "leash/cancel.hpp"
 #include "leash/channel.hpp"
 #include "leash/coro.hpp"
@@ -25,3 +26,4 @@
 #include "leash/timer_channel.hpp"
 #include "leash/version.hpp"
 #include "leash/virtual_time.hpp"
+#include "leash/watch.hpp"

@@ -4704,6 +4704,63 @@ class [[nodiscard]] body {
 }
 
 }  // namespace leash::inline v0
+// ---- leash/broadcast.hpp ----
+// leash/broadcast.hpp: every value to every receiver, tokio's broadcast
+// channel. Go has none: the fan-out goroutine copying into one channel per
+// receiver is its stand-in.
+// Prevents: a fan-out where one slow receiver blocks the sender and every
+// other receiver; here the slow one is told how many values it missed.
+//
+//   leash::broadcast<event> events(1024);        // keeps the last 1024 values
+//   auto rx = events.subscribe();                // before the values it wants
+//   leash::run_nursery([&](leash::nursery& n) {
+//     n.spawn([rx = std::move(rx)]() mutable {
+//       for (auto r = rx.recv(); !r.closed(); r = rx.recv()) {
+//         if (r.lagged()) log_missed(r.missed); else handle(*r.value);
+//       }
+//     });
+//     events.send(ev);                           // never blocks
+//     events.close();                            // rx drains, then sees closed
+//   });
+//
+// A receiver gets, in order, every value sent after it subscribed. The
+// broadcast keeps the last `capacity` values in a ring; a receiver that falls
+// further behind than that gets one `lagged` result saying how many values it
+// lost (`missed`), then continues from the oldest value kept. After close(), a
+// receiver gets the values it has not read yet, then `closed`, forever.
+//
+//   result of recv     status     value     missed
+//   the next value     ok         set       0
+//   fell behind        lagged     nullopt   how many values were overwritten
+//   closed, drained    closed     nullopt   0
+//   (try_recv only)    empty      nullopt   0  (nothing new yet)
+//
+// Built on leash/detail/doorbell.hpp: the values sit in one ring under a
+// mutex, and each receiver waits on its own channel of capacity 1 that a send
+// rings, so its waits are channel receives (cancellation, coroutines, select).
+//
+// Guarantees. Blocks: receiver::recv only; send never. Cancelled: by the
+// ambient token or an explicit one; a cancelled recv loses no value (it is
+// there for the next recv). Throws: cancelled / deadline_exceeded,
+// channel_closed (send after close), usage_error (capacity 0, a moved-from
+// receiver, async_recv outside a coroutine task, one receiver used by two
+// tasks at once). Thread-safe: every broadcast member; a receiver belongs to
+// one task at a time. Ordering: a send happens-before the recv that returns
+// its value. The broadcast must outlive its receivers. Allocates: the ring at
+// construction, one receiver state per subscribe; send copies each value once
+// per receiver that reads it (T must be copyable).
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
 // ---- leash/channel.hpp ----
 // leash/channel.hpp: a closable MPMC channel, Go's chan for OS threads.
 // Prevents: goroutines blocked forever on a channel nobody will serve (every
@@ -6247,274 +6304,35 @@ struct channel_access {
 
 }  // namespace detail
 }  // namespace leash::inline v0
-// ---- leash/cursor.hpp ----
-// leash/cursor.hpp: a row-by-row result that must be closed (a database cursor).
-// Prevents: the Go Mongo cursor opened with Next() and never closed (and the
-// `rows.Err()` nobody checks): server-side cursors and connections pile up.
+// ---- leash/detail/doorbell.hpp ----
+// leash/detail/doorbell.hpp: the waiting part of a receiver whose values live
+// in shared state (broadcast, watch): a channel of capacity 1 per receiver,
+// rung by the sender after it published, read by the receiver to wait.
 //
-//   leash::cursor<user> users = db.query("SELECT ...");   // opens a statement
-//   for (const user& u : users) {
-//     if (u.banned) break;          // early exit: the statement is still closed
-//   }                               // (by ~cursor, which reports the forgotten close)
-//   std::vector<user> all = db.query("...").collect();    // reads all, then closes
+// The values stay under the shared state's mutex; the channel carries only
+// "something new". A receiver has to poll that state, and when it finds
+// nothing, wait on its doorbell. Every wait is therefore a channel receive,
+// with the channel's cancellation, coroutine suspension and select cases.
 //
-// A cursor is a must_close handle (leash/must_close.hpp) over a cursor_source:
-// a statement, a server-side cursor. Exhausting it closes it; an error from
-// the source is thrown by next() after the rows that came before it, and
-// closes it too. There is no separate err() to forget.
-//
-//   state      next()                        close()              destructor
-//   open       a row; nullopt = exhausted    closes the source    closes it, reports
-//              (closes it); error: closes,
-//              throws
-//   exhausted  nullopt                       nothing              nothing
-//   closed     nullopt                       nothing              nothing
-//
-// Guarantees. Blocks: as long as the source's next() does. Throws: the
-// source's errors from next(); the source's close error from the call that
-// closed it (close(), or the next() that reached the end). Thread-safe: no; a
-// cursor is used by one thread at a time.
+// The contract a receiver keeps (Rx, through bell_access):
+//   - poll() takes the next result under the shared mutex, or returns nullopt
+//     when there is nothing yet; then, under that mutex, it empties the
+//     doorbell when the receiver has nothing unread (and it is not closed),
+//     and rings it when something is still unread.
+//   - the sender rings (try_send) every doorbell under that mutex after it
+//     published; close() closes every doorbell.
+// So a doorbell holds a token exactly when poll() has a result, and a receive
+// on it that returns means poll() will: no spurious wake-ups, and a select
+// case on the doorbell is ready exactly when the receiver is. This holds for
+// one task using the receiver at a time; a second one breaks it, which
+// bell_result reports as a usage_error.
 
-#include <cstddef>
-#include <exception>
-#include <iterator>
-#include <memory>
-#include <optional>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-namespace leash::inline v0 {
-
-// Where a cursor's rows come from. leash calls close() exactly once.
-template <class Row>
-class cursor_source {
- public:
-  virtual ~cursor_source() = default;
-  // The next row, or nullopt after the last one. Throws the source's errors.
-  virtual std::optional<Row> next() = 0;
-  // Releases the source (finalizes the statement). May throw: the close error.
-  virtual void close() = 0;
-};
-
-namespace detail {
-
-// A cursor_source from two callables: next() -> std::optional<Row>, close().
-template <class Row, class Next, class Close>
-class function_cursor_source final : public cursor_source<Row> {
- public:
-  function_cursor_source(Next next, Close close)
-      : next_(std::move(next)), close_(std::move(close)) {}
-  std::optional<Row> next() override { return next_(); }
-  void close() override { close_(); }
-
- private:
-  Next next_;
-  Close close_;
-};
-
-// The resource inside a cursor's must_close handle.
-template <class Row>
-class cursor_stream {
- public:
-  static constexpr const char* must_close_name = "leash::cursor";
-
-  explicit cursor_stream(std::unique_ptr<cursor_source<Row>> source) : source_(std::move(source)) {}
-
-  void close() {
-    if (done_) return;
-    done_ = true;
-    source_->close();
-  }
-  // Exhausted or failed: the source closed itself by reaching its end.
-  bool closed() const noexcept { return done_; }
-
-  cursor_source<Row>& source() { return *source_; }
-
- private:
-  std::unique_ptr<cursor_source<Row>> source_;
-  bool done_ = false;  // the source is closed (or being closed)
-};
-
-}  // namespace detail
-
-// A must-close sequence of rows. See the table above.
-template <class Row>
-class [[nodiscard]] cursor {
- public:
-  using value_type = Row;
-
-  // An empty cursor: yields nothing.
-  cursor() = default;
-
-  // Owns `source`; `site` is reported if the cursor is dropped open.
-  [[nodiscard]] explicit cursor(std::unique_ptr<cursor_source<Row>> source,
-                                source_location site = source_location::current())
-      : handle_(detail::cursor_stream<Row>(std::move(source)), site) {}
-
-  // A cursor over two callables: next() -> std::optional<Row>, and close().
-  template <class Next, class Close>
-  requires std::is_invocable_r_v<std::optional<Row>, Next&>&&
-      std::is_invocable_v<Close&> [[nodiscard]] cursor(
-          Next next, Close close, source_location site = source_location::current())
-      : cursor(std::make_unique<detail::function_cursor_source<Row, Next, Close>>(std::move(next),
-                                                                                  std::move(close)),
-               site) {}
-
-  // The next row, or nullopt once exhausted (which closes the cursor and
-  // throws the source's close error, if any) or closed. A source error closes
-  // the cursor (its close error is dropped) and is thrown.
-  std::optional<Row> next() {
-    if (!handle_.is_open()) return std::nullopt;
-    std::optional<Row> row;
-    try {
-      row = handle_->source().next();
-    } catch (...) {
-      (void)handle_.try_close();  // the source's error is the one to report
-      throw;
-    }
-    if (!row) handle_.close();  // exhausted: reaching the end is closing
-    return row;
-  }
-
-  // Reads every remaining row, then closes the cursor (exhausting it).
-  std::vector<Row> collect() {
-    std::vector<Row> rows;
-    while (std::optional<Row> row = next())
-      rows.push_back(std::move(*row));
-    return rows;
-  }
-
-  // Closes the cursor early; later calls do nothing. Throws the close error
-  // (closed anyway).
-  void close() { handle_.close(); }
-  // close() that returns the error instead of throwing it.
-  std::exception_ptr try_close() noexcept { return handle_.try_close(); }
-
-  // True once exhausted, closed or empty.
-  bool closed() const noexcept { return !handle_.is_open(); }
-  // The line that opened the cursor.
-  const source_location& site() const noexcept { return handle_.site(); }
-
-  // Range-for support: an input range that calls next(). Breaking out of the
-  // loop leaves the cursor open (close it, or its destructor will).
-  class iterator {
-   public:
-    using iterator_concept = std::input_iterator_tag;
-    using value_type = Row;
-    using difference_type = std::ptrdiff_t;
-
-    iterator() = default;
-    Row& operator*() const { return *c_->current_; }
-    Row* operator->() const { return &*c_->current_; }
-    iterator& operator++() {
-      c_->current_ = c_->next();
-      return *this;
-    }
-    void operator++(int) { ++*this; }
-    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
-
-   private:
-    friend class cursor;
-    explicit iterator(cursor* c) : c_(c) {}
-    bool at_end() const { return !c_->current_.has_value(); }
-    cursor* c_ = nullptr;
-  };
-
-  // Fetches the first row.
-  iterator begin() {
-    current_ = next();
-    return iterator(this);
-  }
-  std::default_sentinel_t end() const noexcept { return {}; }
-
- private:
-  must_close<detail::cursor_stream<Row>> handle_;
-  std::optional<Row> current_;  // the row a range-for iterator points at
-};
-
-}  // namespace leash::inline v0
-// ---- leash/event.hpp ----
-// leash/event.hpp: a one-time signal many tasks can wait for, Go's
-// close(done) on a chan struct{}.
-// Prevents: a waiter that cannot be cancelled, and a hand-rolled flag plus
-// condition variable that misses the wake-up.
-//
-//   leash::event ready;
-//   leash::run_nursery([&](leash::nursery& n) {
-//     for (int i = 0; i < 4; ++i) n.spawn([&] { ready.wait(); work(); });
-//     load_config();
-//     ready.set();                              // releases every waiter at once
-//   });
-//
-// Built on an unbuffered channel that set() closes: wait is a receive that
-// ends when the channel is closed, so a select can wait for it (on_set).
-//
-// Guarantees. Blocks: wait, wait_for. Cancelled: by the ambient token or an
-// explicit one; a wait on an event already set returns even when stopped.
-// Throws: cancelled / deadline_exceeded, usage_error (async_wait outside a
-// coroutine task). Thread-safe: every member, from any number of threads and
-// coroutine tasks. Ordering: set() happens-before every wait that returns
-// because of it. Never allocates.
-
-#include <chrono>
+#include <coroutine>
 #include <functional>
 #include <optional>
 #include <stop_token>
-#include <type_traits>
 #include <utility>
 
-// ---- leash/detail/recv_adapter.hpp ----
-// leash/detail/recv_adapter.hpp: a channel receive under another component's
-// name, for the primitives built on a channel (semaphore, event, oneshot).
-//
-// The awaitable forms of those primitives are a channel's async_recv with the
-// result converted (a token into a permit, nullopt into "set"); this adapter
-// keeps the channel's cancellation and matching rules untouched and only
-// changes the name a misuse is reported under.
-
-#include <coroutine>
-#include <optional>
-#include <string>
-#include <utility>
-
-namespace leash::inline v0::detail {
-
-// Throws usage_error naming `what` (e.g. "semaphore::async_acquire") when the
-// caller is not a coroutine task.
-inline void require_coroutine_task_for(const char* what) {
-  if (current_resumable == nullptr) {
-    throw usage_error(std::string("leash::") + what +
-                      ": only inside a coroutine task (nursery::spawn of a function returning "
-                      "leash::coro); use the blocking form elsewhere");
-  }
-}
-
-// co_await of a channel<T>'s async_recv whose result goes through `Finish`
-// (called with the std::optional<T> received). Await it at once, as the
-// channel's own awaitable.
-template <class T, class Finish>
-class [[nodiscard]] recv_adapter {
- public:
-  recv_adapter(channel<T>& ch, const char* what, Finish finish) noexcept
-      : inner_(ch.async_recv()), what_(what), finish_(std::move(finish)) {}
-  recv_adapter(const recv_adapter&) = delete;
-  recv_adapter& operator=(const recv_adapter&) = delete;
-
-  bool await_ready() {
-    require_coroutine_task_for(what_);
-    return inner_.await_ready();
-  }
-  bool await_suspend(std::coroutine_handle<> h) { return inner_.await_suspend(h); }
-  decltype(auto) await_resume() { return finish_(inner_.await_resume()); }
-
- private:
-  typename channel<T>::recv_awaitable inner_;
-  const char* what_;
-  Finish finish_;
-};
-
-}  // namespace leash::inline v0::detail
 // ---- leash/select.hpp ----
 // leash/select.hpp: wait on several channel operations at once, as Go's select.
 // Prevents: a goroutine stuck in a receive that can never be served, because
@@ -7355,6 +7173,637 @@ std::optional<std::size_t> try_select(R&& cases) {
 }
 
 }  // namespace leash::inline v0
+// ---- leash/detail/recv_adapter.hpp ----
+// leash/detail/recv_adapter.hpp: a channel receive under another component's
+// name, for the primitives built on a channel (semaphore, event, oneshot).
+//
+// The awaitable forms of those primitives are a channel's async_recv with the
+// result converted (a token into a permit, nullopt into "set"); this adapter
+// keeps the channel's cancellation and matching rules untouched and only
+// changes the name a misuse is reported under.
+
+#include <coroutine>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace leash::inline v0::detail {
+
+// Throws usage_error naming `what` (e.g. "semaphore::async_acquire") when the
+// caller is not a coroutine task.
+inline void require_coroutine_task_for(const char* what) {
+  if (current_resumable == nullptr) {
+    throw usage_error(std::string("leash::") + what +
+                      ": only inside a coroutine task (nursery::spawn of a function returning "
+                      "leash::coro); use the blocking form elsewhere");
+  }
+}
+
+// co_await of a channel<T>'s async_recv whose result goes through `Finish`
+// (called with the std::optional<T> received). Await it at once, as the
+// channel's own awaitable.
+template <class T, class Finish>
+class [[nodiscard]] recv_adapter {
+ public:
+  recv_adapter(channel<T>& ch, const char* what, Finish finish) noexcept
+      : inner_(ch.async_recv()), what_(what), finish_(std::move(finish)) {}
+  recv_adapter(const recv_adapter&) = delete;
+  recv_adapter& operator=(const recv_adapter&) = delete;
+
+  bool await_ready() {
+    require_coroutine_task_for(what_);
+    return inner_.await_ready();
+  }
+  bool await_suspend(std::coroutine_handle<> h) { return inner_.await_suspend(h); }
+  decltype(auto) await_resume() { return finish_(inner_.await_resume()); }
+
+ private:
+  typename channel<T>::recv_awaitable inner_;
+  const char* what_;
+  Finish finish_;
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0::detail {
+
+// The capacity of a doorbell: one "something new", however many values.
+inline constexpr std::size_t doorbell_capacity = 1;
+
+// What receivers make visible to the helpers below: poll(), bell() and the
+// component name for messages (`Rx::component`, e.g. "broadcast").
+struct bell_access {
+  // `after_bell`: the caller just took a token from the doorbell.
+  template <class Rx>
+  static auto poll(Rx& rx, bool after_bell = false) {
+    return rx.poll_(after_bell);
+  }
+  template <class Rx>
+  static auto& bell(Rx& rx) {
+    return rx.bell_();
+  }
+};
+
+// The result after the doorbell rang: poll() must have one (see the contract).
+template <class Rx>
+auto bell_result(Rx& rx) {
+  auto r = bell_access::poll(rx, true);
+  if (!r) {
+    throw usage_error(std::string("leash::") + Rx::component +
+                      ": one receiver used by two tasks at once (subscribe one per task)");
+  }
+  return std::move(*r);
+}
+
+// The blocking wait: polls, and waits on the doorbell while nothing is there.
+template <class Rx>
+auto bell_wait(Rx& rx, const std::stop_token& token) {
+  if (auto r = bell_access::poll(rx)) return std::move(*r);
+  (void)bell_access::bell(rx).recv(token);  // throws cancelled; nullopt once closed
+  return bell_result(rx);
+}
+
+// The awaitable wait: bell_wait that suspends the coroutine task instead.
+template <class Rx>
+class [[nodiscard]] bell_awaitable {
+ public:
+  using result_type = decltype(*bell_access::poll(std::declval<Rx&>()));
+
+  bell_awaitable(Rx& rx, const char* what) noexcept
+      : rx_(&rx), inner_(bell_access::bell(rx).async_recv()), what_(what) {}
+  bell_awaitable(const bell_awaitable&) = delete;
+  bell_awaitable& operator=(const bell_awaitable&) = delete;
+
+  bool await_ready() {
+    require_coroutine_task_for(what_);
+    result_ = bell_access::poll(*rx_);
+    return result_.has_value() || inner_.await_ready();
+  }
+  bool await_suspend(std::coroutine_handle<> h) { return inner_.await_suspend(h); }
+  auto await_resume() {
+    if (result_) return std::move(*result_);
+    (void)inner_.await_resume();  // throws cancelled
+    return bell_result(*rx_);
+  }
+
+ private:
+  using bell_channel = std::remove_reference_t<decltype(bell_access::bell(std::declval<Rx&>()))>;
+
+  Rx* rx_;
+  typename bell_channel::recv_awaitable inner_;
+  const char* what_;
+  std::optional<std::remove_cvref_t<result_type>> result_;
+};
+
+// A select case on a receiver: a receive case on its doorbell whose callback
+// gets the receiver's result (fn(result)) or nothing (fn()).
+template <class Rx, class Bell, class F>
+class bell_case final : public case_base<bell_case<Rx, Bell, F>> {
+ public:
+  bell_case(Rx& rx, F fn)
+      : rx_(&rx), inner_(bell_access::bell(rx), keep_value{}), fn_(std::move(fn)) {}
+
+ private:
+  using clock = select_case::clock;
+
+  select_case& inner() noexcept { return inner_; }
+  const select_case& inner() const noexcept { return inner_; }
+
+  spinlock* lock() const noexcept override { return inner().lock(); }
+  lock_free_result try_lock_free() noexcept override { return inner().try_lock_free(); }
+  bool ready_locked(clock::time_point now) const noexcept override {
+    return inner().ready_locked(now);
+  }
+  bool buffer_ready_locked() const noexcept override { return inner().buffer_ready_locked(); }
+  bool complete_locked(fire_link*& partner) noexcept override {
+    return inner().complete_locked(partner);
+  }
+  void enqueue_locked(waiter& w, std::uint32_t index) noexcept override {
+    inner().enqueue_locked(w, index);
+  }
+  void dequeue_locked() noexcept override { inner().dequeue_locked(); }
+  void dequeue() noexcept override { inner().dequeue(); }
+  bool woken_to_retry() const noexcept override { return inner().woken_to_retry(); }
+  void finish() override {
+    auto r = bell_result(*rx_);
+    if constexpr (std::is_invocable_v<F&, decltype(std::move(r))>) {
+      std::invoke(fn_, std::move(r));
+    } else {
+      std::invoke(fn_);
+    }
+  }
+
+  Rx* rx_;
+  recv_case<Bell> inner_;
+  F fn_;
+};
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+
+enum class broadcast_status {
+  ok,      // value holds the next value
+  lagged,  // missed values were overwritten before this receiver read them
+  closed,  // closed, and every value was read
+  empty,   // try_recv only: nothing new yet
+};
+
+// What a broadcast receiver's recv returns (see the table in the header).
+template <class T>
+struct broadcast_result {
+  broadcast_status status = broadcast_status::empty;
+  std::optional<T> value;    // the value, when ok
+  std::uint64_t missed = 0;  // when lagged: how many values this receiver lost
+
+  bool ok() const noexcept { return status == broadcast_status::ok; }
+  bool lagged() const noexcept { return status == broadcast_status::lagged; }
+  bool closed() const noexcept { return status == broadcast_status::closed; }
+  bool empty() const noexcept { return status == broadcast_status::empty; }
+};
+
+template <class T>
+class broadcast_receiver;
+
+namespace detail {
+// The element type of a broadcast receiver's doorbell: "something new".
+struct broadcast_bell {};
+
+// One receiver's position and doorbell; owned by the receiver, listed in the
+// broadcast (under its mutex) so that send can ring it.
+struct broadcast_slot {
+  channel<broadcast_bell> bell{doorbell_capacity};
+  std::uint64_t next = 0;  // sequence number of the next value to read
+  // Whether this side put a token in the doorbell that poll() has not yet
+  // accounted for; guarded by the broadcast's mutex. Saves a channel
+  // operation per send and per read while a receiver is behind.
+  bool rung = false;
+};
+}  // namespace detail
+
+template <class T>
+class broadcast {
+  static_assert(std::is_copy_constructible_v<T>,
+                "leash::broadcast: T must be copyable (every receiver gets a copy)");
+
+ public:
+  using receiver = broadcast_receiver<T>;
+
+  // A broadcast keeping the last `capacity` values. Throws usage_error for 0.
+  explicit broadcast(std::size_t capacity) : ring_(checked(capacity)) {}
+  broadcast(const broadcast&) = delete;
+  broadcast& operator=(const broadcast&) = delete;
+
+  // Publishes `value` to every receiver subscribed now; returns how many.
+  // Never blocks: when the ring is full the oldest value is overwritten, and
+  // receivers that had not read it get lagged. Throws channel_closed after
+  // close().
+  std::size_t send(T value) {
+    std::lock_guard lock(mutex_);
+    if (closed_) throw channel_closed("leash::broadcast: send after close");
+    ring_[sent_ % ring_.size()] = std::move(value);
+    ++sent_;
+    for (detail::broadcast_slot* s : slots_)
+      ring(*s);
+    return slots_.size();
+  }
+
+  // Ends every receiver's stream after the values it has not read. True for
+  // the call that closed. Never blocks.
+  bool close() noexcept {
+    std::lock_guard lock(mutex_);
+    if (closed_) return false;
+    closed_ = true;
+    for (detail::broadcast_slot* s : slots_)
+      s->bell.close();
+    return true;
+  }
+
+  // A receiver of every value sent from now on. After close() it is closed.
+  receiver subscribe() { return receiver(*this); }
+
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+  std::size_t capacity() const noexcept { return ring_.size(); }
+  // Snapshot: how many receivers are subscribed.
+  std::size_t receiver_count() const {
+    std::lock_guard lock(mutex_);
+    return slots_.size();
+  }
+
+ private:
+  friend class broadcast_receiver<T>;
+
+  static std::size_t checked(std::size_t capacity) {
+    if (capacity == 0) throw usage_error("leash::broadcast: capacity must be at least 1");
+    return capacity;
+  }
+
+  void attach(detail::broadcast_slot& s) {
+    std::lock_guard lock(mutex_);
+    s.next = sent_;
+    if (closed_) s.bell.close();
+    slots_.push_back(&s);
+  }
+  void detach(detail::broadcast_slot& s) noexcept {
+    std::lock_guard lock(mutex_);
+    slots_.erase(std::find(slots_.begin(), slots_.end(), &s));
+  }
+
+  // The next result for `s`, or nullopt: nothing new and not closed. Keeps
+  // doorbell.hpp's contract: the doorbell holds a token exactly while `s` has
+  // values unread or the broadcast is closed. `after_bell`: the caller took
+  // the token, which may have left values unread.
+  std::optional<broadcast_result<T>> poll(detail::broadcast_slot& s, bool after_bell) {
+    std::lock_guard lock(mutex_);
+    if (after_bell) s.rung = false;
+    std::optional<broadcast_result<T>> r = take(s);
+    if (s.next < sent_) {
+      ring(s);
+    } else if (s.rung && !closed_) {
+      (void)s.bell.try_recv();
+      s.rung = false;
+    }
+    return r;
+  }
+
+  // Under the mutex: puts a token in `s`'s doorbell unless one is there.
+  static void ring(detail::broadcast_slot& s) {
+    if (s.rung) return;
+    (void)s.bell.try_send(detail::broadcast_bell{});  // room: rung is false; closed: ignored
+    s.rung = true;
+  }
+
+  // poll's result, under the mutex: a lag, the next value, closed, or nullopt.
+  std::optional<broadcast_result<T>> take(detail::broadcast_slot& s) {
+    broadcast_result<T> r;
+    const std::uint64_t oldest = sent_ > ring_.size() ? sent_ - ring_.size() : 0;
+    if (s.next < oldest) {
+      r.status = broadcast_status::lagged;
+      r.missed = oldest - s.next;
+      s.next = oldest;
+    } else if (s.next < sent_) {
+      r.status = broadcast_status::ok;
+      r.value = ring_[s.next % ring_.size()];
+      ++s.next;
+    } else if (closed_) {
+      r.status = broadcast_status::closed;
+    } else {
+      return std::nullopt;
+    }
+    return r;
+  }
+
+  mutable std::mutex mutex_;
+  std::vector<std::optional<T>> ring_;  // value number k at k % capacity
+  std::uint64_t sent_ = 0;              // how many values were sent
+  bool closed_ = false;
+  std::vector<detail::broadcast_slot*> slots_;
+};
+
+// A broadcast's receiving side; move-only. Subscribed while it lives (the
+// broadcast must outlive it); one task uses it at a time.
+template <class T>
+class broadcast_receiver {
+ public:
+  static constexpr const char* component = "broadcast";
+
+  broadcast_receiver(broadcast_receiver&& other) noexcept = default;
+  broadcast_receiver& operator=(broadcast_receiver&& other) noexcept {
+    if (this != &other) {
+      unsubscribe();
+      owner_ = std::exchange(other.owner_, nullptr);
+      slot_ = std::move(other.slot_);
+    }
+    return *this;
+  }
+  ~broadcast_receiver() { unsubscribe(); }
+
+  // The next result: ok with a value, lagged, or closed. Blocks while there
+  // is nothing new; cancellable; throws cancelled.
+  broadcast_result<T> recv() { return recv(detail::ambient_token_ref()); }
+  broadcast_result<T> recv(const std::stop_token& token) {
+    check("recv");
+    return detail::bell_wait(*this, token);
+  }
+
+  // recv if that needs no waiting; status empty otherwise. Never blocks.
+  broadcast_result<T> try_recv() {
+    check("try_recv");
+    if (auto r = poll_(false)) return std::move(*r);
+    return {};
+  }
+
+  // co_await rx.async_recv(), in a coroutine task: recv() that suspends the
+  // task, not its thread; cancelled by the task's ambient scope. Throws
+  // usage_error outside a coroutine task.
+  auto async_recv() {
+    check("async_recv");
+    return detail::bell_awaitable<broadcast_receiver>(*this, "broadcast::async_recv");
+  }
+
+ private:
+  friend class broadcast<T>;
+  friend struct detail::bell_access;
+
+  explicit broadcast_receiver(broadcast<T>& owner)
+      : owner_(&owner), slot_(std::make_unique<detail::broadcast_slot>()) {
+    owner.attach(*slot_);
+  }
+
+  void check(const char* what) const {
+    if (!slot_) {
+      throw usage_error(std::string("leash::broadcast: ") + what + " on a moved-from receiver");
+    }
+  }
+  void unsubscribe() noexcept {
+    if (slot_) owner_->detach(*slot_);
+    slot_.reset();
+    owner_ = nullptr;
+  }
+
+  std::optional<broadcast_result<T>> poll_(bool after_bell) {
+    return owner_->poll(*slot_, after_bell);
+  }
+  channel<detail::broadcast_bell>& bell_() {
+    check("wait");
+    return slot_->bell;
+  }
+
+  broadcast<T>* owner_;
+  std::unique_ptr<detail::broadcast_slot> slot_;
+};
+
+// A select case that receives from a broadcast receiver: fn(broadcast_result<T>)
+// (ok, lagged or closed) or fn() runs if it is chosen. Ready when recv would
+// not wait.
+template <class T, class F>
+auto on_recv(broadcast_receiver<T>& rx, F fn) {
+  static_assert(std::is_invocable_v<F&, broadcast_result<T>> || std::is_invocable_v<F&>,
+                "leash::on_recv: a broadcast receiver's callback must be callable as "
+                "f(leash::broadcast_result<T>) or f()");
+  return detail::bell_case<broadcast_receiver<T>, detail::broadcast_bell, F>(rx, std::move(fn));
+}
+
+}  // namespace leash::inline v0
+// ---- leash/cursor.hpp ----
+// leash/cursor.hpp: a row-by-row result that must be closed (a database cursor).
+// Prevents: the Go Mongo cursor opened with Next() and never closed (and the
+// `rows.Err()` nobody checks): server-side cursors and connections pile up.
+//
+//   leash::cursor<user> users = db.query("SELECT ...");   // opens a statement
+//   for (const user& u : users) {
+//     if (u.banned) break;          // early exit: the statement is still closed
+//   }                               // (by ~cursor, which reports the forgotten close)
+//   std::vector<user> all = db.query("...").collect();    // reads all, then closes
+//
+// A cursor is a must_close handle (leash/must_close.hpp) over a cursor_source:
+// a statement, a server-side cursor. Exhausting it closes it; an error from
+// the source is thrown by next() after the rows that came before it, and
+// closes it too. There is no separate err() to forget.
+//
+//   state      next()                        close()              destructor
+//   open       a row; nullopt = exhausted    closes the source    closes it, reports
+//              (closes it); error: closes,
+//              throws
+//   exhausted  nullopt                       nothing              nothing
+//   closed     nullopt                       nothing              nothing
+//
+// Guarantees. Blocks: as long as the source's next() does. Throws: the
+// source's errors from next(); the source's close error from the call that
+// closed it (close(), or the next() that reached the end). Thread-safe: no; a
+// cursor is used by one thread at a time.
+
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace leash::inline v0 {
+
+// Where a cursor's rows come from. leash calls close() exactly once.
+template <class Row>
+class cursor_source {
+ public:
+  virtual ~cursor_source() = default;
+  // The next row, or nullopt after the last one. Throws the source's errors.
+  virtual std::optional<Row> next() = 0;
+  // Releases the source (finalizes the statement). May throw: the close error.
+  virtual void close() = 0;
+};
+
+namespace detail {
+
+// A cursor_source from two callables: next() -> std::optional<Row>, close().
+template <class Row, class Next, class Close>
+class function_cursor_source final : public cursor_source<Row> {
+ public:
+  function_cursor_source(Next next, Close close)
+      : next_(std::move(next)), close_(std::move(close)) {}
+  std::optional<Row> next() override { return next_(); }
+  void close() override { close_(); }
+
+ private:
+  Next next_;
+  Close close_;
+};
+
+// The resource inside a cursor's must_close handle.
+template <class Row>
+class cursor_stream {
+ public:
+  static constexpr const char* must_close_name = "leash::cursor";
+
+  explicit cursor_stream(std::unique_ptr<cursor_source<Row>> source) : source_(std::move(source)) {}
+
+  void close() {
+    if (done_) return;
+    done_ = true;
+    source_->close();
+  }
+  // Exhausted or failed: the source closed itself by reaching its end.
+  bool closed() const noexcept { return done_; }
+
+  cursor_source<Row>& source() { return *source_; }
+
+ private:
+  std::unique_ptr<cursor_source<Row>> source_;
+  bool done_ = false;  // the source is closed (or being closed)
+};
+
+}  // namespace detail
+
+// A must-close sequence of rows. See the table above.
+template <class Row>
+class [[nodiscard]] cursor {
+ public:
+  using value_type = Row;
+
+  // An empty cursor: yields nothing.
+  cursor() = default;
+
+  // Owns `source`; `site` is reported if the cursor is dropped open.
+  [[nodiscard]] explicit cursor(std::unique_ptr<cursor_source<Row>> source,
+                                source_location site = source_location::current())
+      : handle_(detail::cursor_stream<Row>(std::move(source)), site) {}
+
+  // A cursor over two callables: next() -> std::optional<Row>, and close().
+  template <class Next, class Close>
+  requires std::is_invocable_r_v<std::optional<Row>, Next&>&&
+      std::is_invocable_v<Close&> [[nodiscard]] cursor(
+          Next next, Close close, source_location site = source_location::current())
+      : cursor(std::make_unique<detail::function_cursor_source<Row, Next, Close>>(std::move(next),
+                                                                                  std::move(close)),
+               site) {}
+
+  // The next row, or nullopt once exhausted (which closes the cursor and
+  // throws the source's close error, if any) or closed. A source error closes
+  // the cursor (its close error is dropped) and is thrown.
+  std::optional<Row> next() {
+    if (!handle_.is_open()) return std::nullopt;
+    std::optional<Row> row;
+    try {
+      row = handle_->source().next();
+    } catch (...) {
+      (void)handle_.try_close();  // the source's error is the one to report
+      throw;
+    }
+    if (!row) handle_.close();  // exhausted: reaching the end is closing
+    return row;
+  }
+
+  // Reads every remaining row, then closes the cursor (exhausting it).
+  std::vector<Row> collect() {
+    std::vector<Row> rows;
+    while (std::optional<Row> row = next())
+      rows.push_back(std::move(*row));
+    return rows;
+  }
+
+  // Closes the cursor early; later calls do nothing. Throws the close error
+  // (closed anyway).
+  void close() { handle_.close(); }
+  // close() that returns the error instead of throwing it.
+  std::exception_ptr try_close() noexcept { return handle_.try_close(); }
+
+  // True once exhausted, closed or empty.
+  bool closed() const noexcept { return !handle_.is_open(); }
+  // The line that opened the cursor.
+  const source_location& site() const noexcept { return handle_.site(); }
+
+  // Range-for support: an input range that calls next(). Breaking out of the
+  // loop leaves the cursor open (close it, or its destructor will).
+  class iterator {
+   public:
+    using iterator_concept = std::input_iterator_tag;
+    using value_type = Row;
+    using difference_type = std::ptrdiff_t;
+
+    iterator() = default;
+    Row& operator*() const { return *c_->current_; }
+    Row* operator->() const { return &*c_->current_; }
+    iterator& operator++() {
+      c_->current_ = c_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
+
+   private:
+    friend class cursor;
+    explicit iterator(cursor* c) : c_(c) {}
+    bool at_end() const { return !c_->current_.has_value(); }
+    cursor* c_ = nullptr;
+  };
+
+  // Fetches the first row.
+  iterator begin() {
+    current_ = next();
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  must_close<detail::cursor_stream<Row>> handle_;
+  std::optional<Row> current_;  // the row a range-for iterator points at
+};
+
+}  // namespace leash::inline v0
+// ---- leash/event.hpp ----
+// leash/event.hpp: a one-time signal many tasks can wait for, Go's
+// close(done) on a chan struct{}.
+// Prevents: a waiter that cannot be cancelled, and a hand-rolled flag plus
+// condition variable that misses the wake-up.
+//
+//   leash::event ready;
+//   leash::run_nursery([&](leash::nursery& n) {
+//     for (int i = 0; i < 4; ++i) n.spawn([&] { ready.wait(); work(); });
+//     load_config();
+//     ready.set();                              // releases every waiter at once
+//   });
+//
+// Built on an unbuffered channel that set() closes: wait is a receive that
+// ends when the channel is closed, so a select can wait for it (on_set).
+//
+// Guarantees. Blocks: wait, wait_for. Cancelled: by the ambient token or an
+// explicit one; a wait on an event already set returns even when stopped.
+// Throws: cancelled / deadline_exceeded, usage_error (async_wait outside a
+// coroutine task). Thread-safe: every member, from any number of threads and
+// coroutine tasks. Ordering: set() happens-before every wait that returns
+// because of it. Never allocates.
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
 
 namespace leash::inline v0 {
 namespace detail {
@@ -10942,4 +11391,251 @@ class [[nodiscard]] external_wait {
 };
 
 }  // namespace this_task
+}  // namespace leash::inline v0
+// ---- leash/watch.hpp ----
+// leash/watch.hpp: the latest value of something, and a wake-up when it
+// changes: tokio's watch channel, Go's mutex-guarded value plus a
+// 1-buffered "dirty" channel per reader.
+// Prevents: a reader that polls for changes, and one that queues every
+// intermediate state when it only needs the newest.
+//
+//   leash::watch<config> current(load());
+//   auto rx = current.subscribe();
+//   leash::run_nursery([&](leash::nursery& n) {
+//     n.spawn([rx = std::move(rx)]() mutable {
+//       apply(rx.get());                          // the value now
+//       while (std::optional<config> c = rx.changed()) apply(*c);  // nullopt: closed
+//     });
+//     current.send(reload());                     // never blocks
+//     current.close();
+//   });
+//
+// send replaces the value; each receiver's changed() waits for a value newer
+// than the last one it saw, returns the latest (values sent in between are
+// skipped) and marks it seen, so each send wakes a receiver at most once and
+// a receiver never sees an older value after a newer one. subscribe() marks
+// the current value seen. After close(), changed() still returns a value the
+// receiver has not seen, then nullopt forever; get() keeps working.
+//
+// Built on leash/detail/doorbell.hpp: the value sits under a mutex, and each
+// receiver waits on its own channel of capacity 1 that a send rings, so its
+// waits are channel receives (cancellation, coroutines, select).
+//
+// Guarantees. Blocks: receiver::changed only; send never. Cancelled: by the
+// ambient token or an explicit one; a cancelled changed() marks nothing seen.
+// Throws: cancelled / deadline_exceeded, channel_closed (send after close),
+// usage_error (a moved-from receiver, async_changed outside a coroutine task,
+// one receiver used by two tasks at once). Thread-safe: every watch member; a
+// receiver belongs to one task at a time. Ordering: a send happens-before the
+// changed() or get() that returns its value. The watch must outlive its
+// receivers. Allocates: one receiver state per subscribe; get() and changed()
+// copy the value (T must be copyable).
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace leash::inline v0 {
+
+template <class T>
+class watch_receiver;
+
+namespace detail {
+// The element type of a watch receiver's doorbell: "changed".
+struct watch_bell {};
+
+// One receiver's last seen version and doorbell; owned by the receiver,
+// listed in the watch (under its mutex) so that send can ring it.
+struct watch_slot {
+  channel<watch_bell> bell{doorbell_capacity};
+  std::uint64_t seen = 0;  // the version this receiver last returned
+};
+}  // namespace detail
+
+template <class T>
+class watch {
+  static_assert(std::is_copy_constructible_v<T>,
+                "leash::watch: T must be copyable (readers get copies of the value)");
+
+ public:
+  using receiver = watch_receiver<T>;
+
+  explicit watch(T initial) : value_(std::move(initial)) {}
+  watch(const watch&) = delete;
+  watch& operator=(const watch&) = delete;
+
+  // Replaces the value and wakes every receiver. Never blocks. Throws
+  // channel_closed after close().
+  void send(T value) {
+    std::lock_guard lock(mutex_);
+    if (closed_) throw channel_closed("leash::watch: send after close");
+    value_ = std::move(value);
+    ++version_;
+    for (detail::watch_slot* s : slots_)
+      (void)s->bell.try_send(detail::watch_bell{});  // full: already rung
+  }
+
+  // Ends every receiver's waits (after a value it has not seen). True for the
+  // call that closed. Never blocks.
+  bool close() noexcept {
+    std::lock_guard lock(mutex_);
+    if (closed_) return false;
+    closed_ = true;
+    for (detail::watch_slot* s : slots_)
+      s->bell.close();
+    return true;
+  }
+
+  // A copy of the current value.
+  T get() const {
+    std::lock_guard lock(mutex_);
+    return value_;
+  }
+  // How many times send() replaced the value.
+  std::uint64_t version() const {
+    std::lock_guard lock(mutex_);
+    return version_;
+  }
+  bool closed() const {
+    std::lock_guard lock(mutex_);
+    return closed_;
+  }
+
+  // A receiver that has seen the current value: changed() waits for the next.
+  receiver subscribe() { return receiver(*this); }
+
+ private:
+  friend class watch_receiver<T>;
+
+  void attach(detail::watch_slot& s) {
+    std::lock_guard lock(mutex_);
+    s.seen = version_;
+    if (closed_) s.bell.close();
+    slots_.push_back(&s);
+  }
+  void detach(detail::watch_slot& s) noexcept {
+    std::lock_guard lock(mutex_);
+    slots_.erase(std::find(slots_.begin(), slots_.end(), &s));
+  }
+
+  // changed()'s result for `s` (the latest value, or nullopt: closed), or
+  // nullopt when there is nothing unseen and the watch is open.
+  std::optional<std::optional<T>> poll(detail::watch_slot& s) {
+    std::lock_guard lock(mutex_);
+    if (s.seen != version_) {
+      s.seen = version_;
+      if (!closed_) (void)s.bell.try_recv();  // all seen: see doorbell.hpp's contract
+      return std::optional<std::optional<T>>(std::in_place, value_);
+    }
+    if (closed_) return std::optional<std::optional<T>>(std::in_place);  // closed
+    (void)s.bell.try_recv();
+    return std::nullopt;
+  }
+
+  bool unseen(const detail::watch_slot& s) const {
+    std::lock_guard lock(mutex_);
+    return s.seen != version_;
+  }
+
+  mutable std::mutex mutex_;
+  T value_;
+  std::uint64_t version_ = 0;
+  bool closed_ = false;
+  std::vector<detail::watch_slot*> slots_;
+};
+
+// A watch's receiving side; move-only. Subscribed while it lives (the watch
+// must outlive it); one task uses it at a time.
+template <class T>
+class watch_receiver {
+ public:
+  static constexpr const char* component = "watch";
+
+  watch_receiver(watch_receiver&& other) noexcept = default;
+  watch_receiver& operator=(watch_receiver&& other) noexcept {
+    if (this != &other) {
+      unsubscribe();
+      owner_ = std::exchange(other.owner_, nullptr);
+      slot_ = std::move(other.slot_);
+    }
+    return *this;
+  }
+  ~watch_receiver() { unsubscribe(); }
+
+  // A copy of the current value; marks nothing seen.
+  T get() const {
+    check("get");
+    return owner_->get();
+  }
+
+  // Snapshot: whether a value newer than the last one seen was sent.
+  bool has_changed() const {
+    check("has_changed");
+    return owner_->unseen(*slot_);
+  }
+
+  // Waits for a value newer than the last one seen, marks it seen and returns
+  // it; nullopt once the watch is closed and the latest value was seen.
+  // Blocks; cancellable; throws cancelled.
+  std::optional<T> changed() { return changed(detail::ambient_token_ref()); }
+  std::optional<T> changed(const std::stop_token& token) {
+    check("changed");
+    return detail::bell_wait(*this, token);
+  }
+
+  // co_await rx.async_changed(), in a coroutine task: changed() that suspends
+  // the task, not its thread; cancelled by the task's ambient scope. Throws
+  // usage_error outside a coroutine task.
+  auto async_changed() {
+    check("async_changed");
+    return detail::bell_awaitable<watch_receiver>(*this, "watch::async_changed");
+  }
+
+ private:
+  friend class watch<T>;
+  friend struct detail::bell_access;
+
+  explicit watch_receiver(watch<T>& owner)
+      : owner_(&owner), slot_(std::make_unique<detail::watch_slot>()) {
+    owner.attach(*slot_);
+  }
+
+  void check(const char* what) const {
+    if (!slot_) {
+      throw usage_error(std::string("leash::watch: ") + what + " on a moved-from receiver");
+    }
+  }
+  void unsubscribe() noexcept {
+    if (slot_) owner_->detach(*slot_);
+    slot_.reset();
+    owner_ = nullptr;
+  }
+
+  std::optional<std::optional<T>> poll_(bool) { return owner_->poll(*slot_); }
+  channel<detail::watch_bell>& bell_() {
+    check("wait");
+    return slot_->bell;
+  }
+
+  watch<T>* owner_;
+  std::unique_ptr<detail::watch_slot> slot_;
+};
+
+// A select case that fires when the watch changed (changed() would not wait):
+// fn(std::optional<T>) gets what changed() returns (nullopt: closed), or fn()
+// runs; either way the value is marked seen.
+template <class T, class F>
+auto on_changed(watch_receiver<T>& rx, F fn) {
+  static_assert(std::is_invocable_v<F&, std::optional<T>> || std::is_invocable_v<F&>,
+                "leash::on_changed: the callback must be callable as f(std::optional<T>) or f()");
+  return detail::bell_case<watch_receiver<T>, detail::watch_bell, F>(rx, std::move(fn));
+}
+
 }  // namespace leash::inline v0
