@@ -19,6 +19,7 @@
 #include "leash/must_close.hpp"
 #include "leash/nursery.hpp"
 #include "leash/oneshot.hpp"
+#include "leash/policies.hpp"
 #include "leash/runtime.hpp"
 #include "leash/select.hpp"
 #include "leash/semaphore.hpp"

@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "detail/source_location.hpp"
 
@@ -165,6 +166,49 @@ class channel_closed : public error {
  public:
   channel_closed() : error("leash::channel: send on closed channel") {}
   explicit channel_closed(const std::string& message) : error(message) {}
+};
+
+// Several tasks failed together: every task of a race, fewer successes than
+// first_n needed, or rethrow_failures over all_settled's outcomes. Holds each
+// failure, in the order they happened, with the task's name and spawn site;
+// what() lists them all.
+class failures : public error {
+ public:
+  struct entry {
+    std::exception_ptr error;
+    std::string task_name;
+    source_location site;
+  };
+
+  failures(std::string context, std::vector<entry> entries)
+      : error(describe(context, entries)), entries_(std::move(entries)) {}
+
+  const std::vector<entry>& entries() const noexcept { return entries_; }
+  std::size_t size() const noexcept { return entries_.size(); }
+
+ private:
+  static std::string describe(const std::string& context, const std::vector<entry>& entries) {
+    std::string s = context + ": " + std::to_string(entries.size()) +
+                    (entries.size() == 1 ? " task failed" : " tasks failed");
+    for (const entry& e : entries) {
+      s += "\n  task \"" + e.task_name + "\"";
+      if (!e.site.empty()) s += " spawned at " + to_string(e.site);
+      s += ": " + message_of(e.error);
+    }
+    return s;
+  }
+
+  static std::string message_of(const std::exception_ptr& p) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "a non-standard exception";
+    }
+  }
+
+  std::vector<entry> entries_;
 };
 
 // A failure nobody read: a supervisor task's exception never fetched through
