@@ -24,27 +24,46 @@ struct counted {
   ~counted() { --live; }
 };
 
-// A task that blocks in recv until cancelled, and records that it was.
-int blocked_until_cancelled(leash::channel<int>& never, std::atomic<bool>& saw_cancelled) {
-  try {
-    (void)never.recv();
-  } catch (const leash::cancelled&) {
-    saw_cancelled = true;
-    throw;
-  }
-  return -1;
-}
+// The task that loses: it says it started, blocks in recv until cancelled,
+// and records that it was. The winners wait for `started`, so the policy
+// cannot be over before the loser's body runs.
+struct loser {
+  leash::channel<int> never{0};
+  leash::event started;
+  std::atomic<bool> saw_cancelled{false};
 
-coro<int> async_blocked_until_cancelled(leash::channel<int>& never,
-                                        std::atomic<bool>& saw_cancelled) {
-  try {
-    (void)co_await never.async_recv();
-  } catch (const leash::cancelled&) {
-    saw_cancelled = true;
-    throw;
+  int blocked_until_cancelled() {
+    started.set();
+    try {
+      (void)never.recv();
+    } catch (const leash::cancelled&) {
+      saw_cancelled = true;
+      throw;
+    }
+    return -1;
   }
-  co_return -1;
-}
+
+  coro<int> async_blocked_until_cancelled() {
+    started.set();
+    try {
+      (void)co_await never.async_recv();
+    } catch (const leash::cancelled&) {
+      saw_cancelled = true;
+      throw;
+    }
+    co_return -1;
+  }
+
+  int after_start(int v) {
+    started.wait();
+    return v;
+  }
+
+  coro<int> async_after_start(int v) {
+    co_await started.async_wait();
+    co_return v;
+  }
+};
 
 int fails(const char* what) {
   throw std::runtime_error(what);
@@ -62,12 +81,11 @@ auto in_coroutine_task(F body) {
 }  // namespace
 
 TEST_CASE("race: the first value wins and the other task sees cancelled") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
+  loser l;
   const int v =
-      leash::race([&] { return blocked_until_cancelled(never, saw_cancelled); }, [] { return 7; });
+      leash::race([&] { return l.blocked_until_cancelled(); }, [&] { return l.after_start(7); });
   CHECK(v == 7);
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 }
 
 TEST_CASE("race: two values at once, exactly one survives the race") {
@@ -142,28 +160,34 @@ TEST_CASE("all_settled: every outcome, in argument order, nothing cancelled") {
 }
 
 TEST_CASE("first_n: the first two of three, the third cancelled") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
+  loser l;
   auto v = leash::first_n(
-      2, [] { return 1; }, [&] { return blocked_until_cancelled(never, saw_cancelled); },
-      [] { return 3; });
+      2, [&] { return l.after_start(1); }, [&] { return l.blocked_until_cancelled(); },
+      [&] { return l.after_start(3); });
   REQUIRE(v.size() == 2);
   CHECK(v[0] + v[1] == 4);
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 }
 
 TEST_CASE("first_n: too few can succeed, failures at once and the rest cancelled") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
+  loser l;
   try {
     (void)leash::first_n(
-        2, [] { return fails("one"); }, [] { return fails("two"); },
-        [&] { return blocked_until_cancelled(never, saw_cancelled); });
+        2,
+        [&] {
+          l.started.wait();
+          return fails("one");
+        },
+        [&] {
+          l.started.wait();
+          return fails("two");
+        },
+        [&] { return l.blocked_until_cancelled(); });
     FAIL("first_n returned");
   } catch (const leash::failures& e) {
     CHECK(e.size() == 2);
   }
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 }
 
 TEST_CASE("first_n: a count of 0 or above the callables is a usage_error") {
@@ -172,33 +196,24 @@ TEST_CASE("first_n: a count of 0 or above the callables is a usage_error") {
 }
 
 TEST_CASE("race: an enclosing cancel ends it with cancelled") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
-  std::latch started(1);
+  loser l;
   leash::nursery outer;
-  auto t = outer.spawn([&] {
-    return leash::race([&] {
-      started.count_down();
-      return blocked_until_cancelled(never, saw_cancelled);
-    });
-  });
-  started.wait();  // recv throws cancelled whether the stop comes before it or during it
+  auto t = outer.spawn([&] { return leash::race([&] { return l.blocked_until_cancelled(); }); });
+  l.started.wait();  // recv throws cancelled whether the stop comes before it or during it
   outer.cancel();
   outer.wait();
   CHECK_THROWS_AS(t.get(), leash::cancelled);
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 }
 
 TEST_CASE("async_race: the first value wins and the other coroutine task sees cancelled") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
+  loser l;
   const int v = in_coroutine_task([&]() -> coro<int> {
-    co_return co_await leash::async_race(
-        [&] { return async_blocked_until_cancelled(never, saw_cancelled); },
-        []() -> coro<int> { co_return 7; });
+    co_return co_await leash::async_race([&] { return l.async_blocked_until_cancelled(); },
+                                         [&] { return l.async_after_start(7); });
   });
   CHECK(v == 7);
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 }
 
 TEST_CASE("async_race: two values at once, exactly one survives the race") {
@@ -238,17 +253,15 @@ TEST_CASE("async_race: every coroutine task failed, failures lists each one") {
 }
 
 TEST_CASE("async_first_n and async_all_settled in a coroutine task") {
-  leash::channel<int> never(0);
-  std::atomic<bool> saw_cancelled{false};
+  loser l;
   auto v = in_coroutine_task([&]() -> coro<std::vector<int>> {
     co_return co_await leash::async_first_n(
-        2, []() -> coro<int> { co_return 1; },
-        [&] { return async_blocked_until_cancelled(never, saw_cancelled); },
-        []() -> coro<int> { co_return 3; });
+        2, [&] { return l.async_after_start(1); },
+        [&] { return l.async_blocked_until_cancelled(); }, [&] { return l.async_after_start(3); });
   });
   REQUIRE(v.size() == 2);
   CHECK(v[0] + v[1] == 4);
-  CHECK(saw_cancelled.load());
+  CHECK(l.saw_cancelled.load());
 
   auto out = in_coroutine_task([]() -> coro<std::vector<leash::outcome<int>>> {
     co_return co_await leash::async_all_settled([]() -> coro<int> { co_return fails("x"); },

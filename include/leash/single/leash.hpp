@@ -10539,8 +10539,11 @@ class first_values {
     if (enough) scope_->cancel(std::string(context_) + ": enough tasks succeeded");
   }
 
-  // A cancelled after the policy stopped its nursery is no failure.
+  // A cancelled after the policy stopped its nursery is no failure. Once
+  // enough values came, no failure matters: it is dropped unexamined (a
+  // rethrow to classify it would cost each cancelled loser a second throw).
   void fail(std::exception_ptr e, std::string task_name) {
+    if (enough()) return;
     try {
       std::rethrow_exception(e);
     } catch (const cancelled&) {
@@ -10554,6 +10557,11 @@ class first_values {
       impossible = failures_.size() == tasks_ - wanted_ + 1;
     }
     if (impossible) scope_->cancel(std::string(context_) + ": too few tasks can succeed");
+  }
+
+  bool enough() {
+    std::lock_guard lock(mutex_);
+    return values_.size() == wanted_;
   }
 
   // After every task ended: the values, or failures listing every one.
