@@ -52,6 +52,26 @@ inline long status_kb(const char* field) {
   return -1;
 }
 
+// One run's cost per operation, wall and CPU (user+sys of the process).
+struct result {
+  double wall_ns, cpu_ns;
+};
+
+// Runs run() `runs` times and prints the medians as one line
+// "BENCH <scenario> <impl> ns_per_op=... cpu_ns_per_op=... runs=...".
+template <class Run>
+void report(const std::string& scenario, const char* impl, long runs, Run run) {
+  std::vector<double> wall, cpu;
+  for (long r = 0; r < runs; ++r) {
+    const result x = run();
+    wall.push_back(x.wall_ns);
+    cpu.push_back(x.cpu_ns);
+  }
+  std::printf("BENCH %s %s ns_per_op=%.1f cpu_ns_per_op=%.1f runs=%ld\n", scenario.c_str(), impl,
+              median(wall), median(cpu), runs);
+  std::fflush(stdout);
+}
+
 // "-n 1000" style integer flag, or the default.
 inline long flag(int argc, char** argv, const char* name, long fallback) {
   for (int i = 1; i + 1 < argc; ++i) {

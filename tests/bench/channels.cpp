@@ -34,6 +34,9 @@
 
 namespace {
 
+using bench::report;
+using bench::result;
+
 // The baseline: what one writes with the standard library alone.
 template <class T>
 class mutex_queue {
@@ -65,10 +68,6 @@ class mutex_queue {
   std::condition_variable not_empty_, not_full_;
 };
 
-struct result {
-  double wall_ns, cpu_ns;
-};
-
 // Runs `workers` bodies on their own threads: each warms up, then all wait for
 // the start signal; the clock runs from the signal until every body returned.
 result timed(const std::vector<std::function<void()>>& warm,
@@ -93,19 +92,6 @@ result timed(const std::vector<std::function<void()>>& warm,
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return {wall * 1e9 / static_cast<double>(ops),
           (bench::cpu_seconds() - c0) * 1e9 / static_cast<double>(ops)};
-}
-
-template <class Run>
-void report(const std::string& scenario, const char* impl, long runs, Run run) {
-  std::vector<double> wall, cpu;
-  for (long r = 0; r < runs; ++r) {
-    const result x = run();
-    wall.push_back(x.wall_ns);
-    cpu.push_back(x.cpu_ns);
-  }
-  std::printf("BENCH %s %s ns_per_op=%.1f cpu_ns_per_op=%.1f runs=%ld\n", scenario.c_str(), impl,
-              bench::median(wall), bench::median(cpu), runs);
-  std::fflush(stdout);
 }
 
 constexpr long warm_items = 1000;

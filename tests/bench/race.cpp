@@ -20,24 +20,10 @@
 
 namespace {
 
+using bench::report;
+using bench::result;
+
 constexpr long warm_races = 200;  // before the clock starts: threads and frames cached
-
-struct result {
-  double wall_ns, cpu_ns;
-};
-
-template <class Run>
-void report(const std::string& scenario, const char* impl, long runs, Run run) {
-  std::vector<double> wall, cpu;
-  for (long r = 0; r < runs; ++r) {
-    const result x = run();
-    wall.push_back(x.wall_ns);
-    cpu.push_back(x.cpu_ns);
-  }
-  std::printf("BENCH %s %s ns_per_op=%.1f cpu_ns_per_op=%.1f runs=%ld\n", scenario.c_str(), impl,
-              bench::median(wall), bench::median(cpu), runs);
-  std::fflush(stdout);
-}
 
 // Times body(n) after body(warm_races); per race.
 template <class Body>

@@ -25,27 +25,13 @@
 
 namespace {
 
+using bench::report;
+using bench::result;
+
 constexpr std::size_t permits = 4;      // fewer than the contended tasks: they wait for each other
 constexpr int contended_tasks = 8;      // the "8-way" of the scenario's name
 constexpr long warm_pairs = 1000;       // per task, before the clock starts
 constexpr std::ptrdiff_t std_max = 64;  // std::counting_semaphore's compile-time bound
-
-struct result {
-  double wall_ns, cpu_ns;
-};
-
-template <class Run>
-void report(const std::string& scenario, const char* impl, long runs, Run run) {
-  std::vector<double> wall, cpu;
-  for (long r = 0; r < runs; ++r) {
-    const result x = run();
-    wall.push_back(x.wall_ns);
-    cpu.push_back(x.cpu_ns);
-  }
-  std::printf("BENCH %s %s ns_per_op=%.1f cpu_ns_per_op=%.1f runs=%ld\n", scenario.c_str(), impl,
-              bench::median(wall), bench::median(cpu), runs);
-  std::fflush(stdout);
-}
 
 // Runs `tasks` copies of body(k) on their own threads: body(warm_pairs) first,
 // then all wait for the start; the clock runs until every body(per_task) returned.
