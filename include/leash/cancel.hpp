@@ -133,7 +133,9 @@ class cancel_scope {
 namespace this_task {
 
 // The ambient stop token: the innermost scope's or nursery's on this thread,
-// or a token that never stops outside any scope.
+// or a token that never stops outside any scope. Directly in a task's body it
+// is the nursery's token, which task<T>::cancel() does not stop; the blocking
+// calls and checkpoint() below without a token see that cancel too.
 inline std::stop_token stop_token() noexcept {
   return detail::ambient_token();
 }
@@ -142,9 +144,10 @@ inline std::stop_token stop_token() noexcept {
 inline void checkpoint(const std::stop_token& token) {
   detail::throw_if_stopped(token);
 }
-// Throws leash::cancelled if the ambient token is stopped.
+// Throws leash::cancelled if the ambient scope is stopped (including by
+// task<T>::cancel() of the running task).
 inline void checkpoint() {
-  checkpoint(stop_token());
+  checkpoint(detail::ambient_token_ref());
 }
 
 // Clock::now(), on the virtual clock for steady_clock in a virtual_time scope.
@@ -179,7 +182,7 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
 }
 template <class Clock, class Duration>
 void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-  sleep_until(deadline, stop_token());
+  sleep_until(deadline, detail::ambient_token_ref());
 }
 
 // Sleeps for `d`. Blocks; cancellable; throws cancelled.
@@ -189,7 +192,7 @@ void sleep_for(std::chrono::duration<Rep, Period> d, const std::stop_token& toke
 }
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
-  sleep_for(d, stop_token());
+  sleep_for(d, detail::ambient_token_ref());
 }
 
 }  // namespace this_task

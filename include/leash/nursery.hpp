@@ -167,7 +167,7 @@ class task {
   // Waits until the task finished (blocks; cancellable by the ambient or the
   // given token), then returns its value or rethrows its exception. A task
   // spawned into a cancelled nursery throws cancelled.
-  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
+  std::add_lvalue_reference_t<T> get() { return get(detail::ambient_token_ref()); }
   std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
     detail::task_result<T>& r = record();
     if (detail::current_task == &r) {
@@ -192,6 +192,18 @@ class task {
     return detail::task_awaiter<T>(state_);
   }
 
+  // Cancels this task alone: its blocking leash calls (and co_await points)
+  // throw cancelled, and the scopes and nurseries opened inside it are
+  // cancelled as by a parent; a task not started yet does not run its body.
+  // The nursery and the other tasks go on: a cancelled that ends the task is
+  // a quiet end, and get() / co_await then throw cancelled with reason()
+  // cancelled and this message. A task that catches it and returns a value
+  // gives that value. The std::stop_token the task's callable received (the
+  // nursery's) does not see this cancel. Never blocks; thread-safe and
+  // idempotent (the first message wins); a no-op once the task finished.
+  // Throws usage_error on an empty handle.
+  void cancel(std::string message = {}) { record("cancel()").cancel(std::move(message)); }
+
   // True once the task has finished (a snapshot).
   bool done() const { return state_ != nullptr && state_->done(); }
   bool valid() const noexcept { return state_ != nullptr; }
@@ -202,8 +214,10 @@ class task {
   friend class nursery;
   explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
 
-  detail::task_result<T>& record() const {
-    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
+  detail::task_result<T>& record(const char* what = "get()") const {
+    if (state_ == nullptr) {
+      throw usage_error(std::string("leash::task: ") + what + " on an empty task handle");
+    }
     return *state_;
   }
 
@@ -492,7 +506,7 @@ class nursery final : private detail::nursery_node {
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
     if (running_ >= options_.limit && !state_.stop_requested()) {
-      const std::stop_token token = this_task::stop_token();
+      const std::stop_token token = detail::ambient_token_ref();
       detail::blocked_scope blocked("nursery::spawn (at limit)");
       // A loop: several spawners may wake for one free slot.
       while (running_ >= options_.limit && !state_.stop_requested()) {
@@ -670,16 +684,22 @@ inline void detail::task_record::run() noexcept {
   std::shared_ptr<task_record> self = std::move(keep_alive);
   nursery& n = *owner;
   current_task = this;
-  ambient = &n.state_;
+  ambient = open_scope(n.state_, self.use_count() - 1);
   try {
+    if (ambient == nullptr) {
+      ambient = &scope();
+      discard();
+      scope().throw_cancelled();
+    }
     invoke(n.state_.token());
   } catch (const cancelled&) {
     error = std::current_exception();
-    quiet = n.state_.stop_requested();
+    settle_cancelled(n.state_);
   } catch (...) {
     error = std::current_exception();
   }
   ambient = nullptr;
+  close_scope();
   current_task = nullptr;
   detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
@@ -687,8 +707,8 @@ inline void detail::task_record::run() noexcept {
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
-// thread's current task and the task's ambient state (its nursery's at the
-// first slice, then whatever scope it was suspended in), resumes the task
+// thread's current task and the task's ambient state (its own scope under its
+// nursery's at the first slice, then whatever scope it was suspended in), resumes the task
 // until it suspends or ends, saves its ambient state, and restores both of
 // this thread's. After leave_slice() the task may already run on another
 // worker: nothing of it is touched then.
@@ -716,13 +736,18 @@ inline bool detail::coro_task_base::slice() noexcept {
   bool* const saved_finished = tls_task_finished;
   bool finished = false;
   current_task = &r;
-  ambient = started_ ? ambient_ : &n.state_;
+  ambient = ambient_;
   current_resumable = this;
   tls_task_finished = &finished;
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
+    ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
     try {
+      if (ambient == nullptr) {
+        ambient = &r.scope();
+        r.scope().throw_cancelled();
+      }
       h = begin(n.state_.token());
     } catch (...) {
       r.error = std::current_exception();
@@ -736,7 +761,7 @@ inline bool detail::coro_task_base::slice() noexcept {
       try {
         std::rethrow_exception(r.error);
       } catch (const cancelled&) {
-        r.quiet = n.state_.stop_requested();
+        r.settle_cancelled(n.state_);
       } catch (...) {
       }
     }
@@ -751,6 +776,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   if (vc != nullptr && !finished) vc->coro_suspended(&r);  // one per slice, as one per post
   leave_slice();
   if (finished) {
+    r.close_scope();
     n.task_finished(std::move(r.keep_alive));
     if (vc != nullptr) vc->leave();
   }

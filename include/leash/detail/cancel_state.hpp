@@ -452,8 +452,10 @@ class cancel_state final : public timer_client {
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
 
-  std::stop_token token() const noexcept { return token_; }
-  // The token without a copy: copying one changes the reference count of the
+  // A task scope hands out its parent's token (see make_task_scope).
+  std::stop_token token() const noexcept { return task_scope_ ? parent_->token() : token_; }
+  // This state's own token without a copy, even for a task scope (what
+  // blocking calls wait on): copying one changes the reference count of the
   // stop state, two atomic read-modify-writes on a cache line that every task
   // of a nursery shares. Valid while this state lives.
   const std::stop_token& token_ref() const noexcept { return token_; }
@@ -522,8 +524,23 @@ class cancel_state final : public timer_client {
       std::this_thread::yield();
   }
 
-  // none until a request completed publishing.
+  // Makes this state the scope of one task (task<T>::cancel): call before it
+  // is used. Invisible unless the task itself is cancelled: token() is the
+  // parent's (the task's callable and this_task::stop_token() keep seeing
+  // the nursery's token), and a stop from the parent reports the parent's
+  // reason, not `parent`. Blocking calls still wait on token_ref(), so they
+  // see both stops.
+  void make_task_scope() noexcept { task_scope_ = true; }
+
+  // none until a request completed publishing. A task scope stopped by its
+  // parent reports the parent's reason.
   stop_reason reason() const noexcept {
+    const stop_reason r = own_reason();
+    return r == stop_reason::parent && task_scope_ ? parent_->reason() : r;
+  }
+
+  // The reason this state itself recorded: parent when a parent stopped it.
+  stop_reason own_reason() const noexcept {
     const int r = reason_.load(std::memory_order_acquire);
     return r == claiming ? stop_reason::none : static_cast<stop_reason>(r);
   }
@@ -531,12 +548,12 @@ class cancel_state final : public timer_client {
   // The root cause: follows parent reasons up to the scope that was stopped
   // directly. An explicit parent token says nothing more: cancelled.
   stop_reason origin_reason() const noexcept {
-    const stop_reason r = origin().reason();
+    const stop_reason r = origin().own_reason();
     return r == stop_reason::parent ? stop_reason::cancelled : r;
   }
 
   std::exception_ptr cause() const noexcept {
-    return reason() == stop_reason::none ? nullptr : cause_;
+    return own_reason() == stop_reason::none ? nullptr : cause_;
   }
 
   // What a blocking call reports when this state's token is stopped.
@@ -622,8 +639,8 @@ class cancel_state final : public timer_client {
   // unstopped, or being stopped right now (its details not yet written).
   const cancel_state& origin() const noexcept {
     const cancel_state* s = this;
-    while (s->reason() == stop_reason::parent && s->parent_ != nullptr &&
-           s->parent_->reason() != stop_reason::none)
+    while (s->own_reason() == stop_reason::parent && s->parent_ != nullptr &&
+           s->parent_->own_reason() != stop_reason::none)
       s = s->parent_;
     return *s;
   }
@@ -634,6 +651,7 @@ class cancel_state final : public timer_client {
   const std::stop_token token_ = source_.get_token();
   cancel_state* parent_;
   std::string name_;
+  bool task_scope_ = false;     // see make_task_scope
   clock::time_point deadline_;  // effective: min(own, parent's)
   std::atomic<int> reason_{static_cast<int>(stop_reason::none)};
   // Written once by the winning request before reason_ is published.

@@ -6,6 +6,10 @@
 // has run (then destroys it on the task's thread, so captures die promptly),
 // the outcome, and a completion flag that get() can wait on cancellably and
 // that suspended coroutines (co_await on a task handle) are woken by.
+//
+// While the task runs, the record also holds the task's own scope: a child
+// of the nursery's state installed as the task's ambient scope, so that
+// task<T>::cancel() stops this task alone (see cancel_state::make_task_scope).
 #pragma once
 
 #include <atomic>
@@ -16,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -76,6 +81,72 @@ class task_record : public job, public task_identity {
 
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
+  // Destroys the callable without running it (the task was cancelled first).
+  virtual void discard() noexcept {}
+
+  // task<T>::cancel(): stops the task's own scope if it runs, or makes its
+  // body not run if it has not started. Thread-safe and idempotent (the first
+  // message wins); a no-op once the task ended. The flag is set before the
+  // lock, so a stop hook that cancels this task again returns at once.
+  void cancel(std::string message) {
+    if (cancel_requested_.exchange(true, std::memory_order_acq_rel)) return;
+    std::lock_guard lock(scope_mutex_);
+    if (scope_live_) {
+      scope_->request(stop_reason::cancelled, std::move(message));
+    } else if (!scope_closed_) {
+      pending_cancel_.emplace(std::move(message));
+    }
+  }
+
+  // As the task starts, on its thread (current_task set): opens the task's
+  // scope under the nursery's state, unless no handle can cancel the task
+  // (`handles` is the record's use count less the running task's own
+  // reference: a spawn whose handle was dropped pays nothing). Returns the
+  // task's ambient scope, or null if the task was cancelled before it
+  // started: its body is not to run (the scope, stopped, is scope()).
+  cancel_state* open_scope(cancel_state& nursery_state, long handles) {
+    if (handles == 0) {
+      // The last handle is gone; its drop (a release decrement) happened
+      // after any cancel() made through it, which this fence makes visible.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (!cancel_requested_.load(std::memory_order_relaxed)) return &nursery_state;
+    }
+    scope_.emplace(&nursery_state, std::stop_token{}, cancel_state::clock::time_point::max());
+    scope_->make_task_scope();
+    std::lock_guard lock(scope_mutex_);
+    scope_live_ = true;
+    if (!pending_cancel_) return &*scope_;
+    scope_->request(stop_reason::cancelled, std::move(*pending_cancel_));
+    pending_cancel_.reset();
+    return nullptr;
+  }
+
+  cancel_state& scope() noexcept { return *scope_; }
+
+  // After the body, with `error` set to a cancelled that ended it: quiet when
+  // the nursery was stopped or the task's own cancel() won; for the latter,
+  // the outcome becomes that cancel (reason cancelled, its message) whichever
+  // scope inside the task threw it.
+  void settle_cancelled(const cancel_state& nursery_state) {
+    quiet = nursery_state.stop_requested();
+    if (!scope_ || scope_->own_reason() != stop_reason::cancelled) return;
+    quiet = true;
+    try {
+      scope_->throw_cancelled();
+    } catch (const cancelled&) {
+      error = std::current_exception();
+    }
+  }
+
+  // As the task ends, before it tells its nursery: later cancels are no-ops.
+  void close_scope() noexcept {
+    {
+      std::lock_guard lock(scope_mutex_);
+      scope_live_ = false;
+      scope_closed_ = true;
+    }
+    scope_.reset();
+  }
 
   bool done() const {
     std::lock_guard lock(mutex_);
@@ -161,6 +232,15 @@ class task_record : public job, public task_identity {
   std::condition_variable cv_;
   bool done_ = false;
   done_waiter* waiters_ = nullptr;  // coroutines suspended until done_
+
+  // The task's own scope (see open_scope). scope_mutex_ keeps it alive for a
+  // cancel() that stops it, so the stop's hooks run under it.
+  std::atomic<bool> cancel_requested_{false};
+  std::mutex scope_mutex_;
+  bool scope_live_ = false;                    // guarded by scope_mutex_
+  bool scope_closed_ = false;                  // guarded by scope_mutex_
+  std::optional<std::string> pending_cancel_;  // guarded by scope_mutex_: before the start
+  std::optional<cancel_state> scope_;          // engaged while the task runs
 };
 
 template <class T>
@@ -176,6 +256,8 @@ class task_impl final : public task_result<T> {
  public:
   explicit task_impl(F&& f) : fn_(std::move(f)) {}
   explicit task_impl(const F& f) : fn_(f) {}
+
+  void discard() noexcept override { fn_.reset(); }
 
   void invoke(const std::stop_token& token) override {
     // Destroy the callable on the task's thread, as soon as it has run.

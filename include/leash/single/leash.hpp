@@ -2855,8 +2855,10 @@ class cancel_state final : public timer_client {
   cancel_state(const cancel_state&) = delete;
   cancel_state& operator=(const cancel_state&) = delete;
 
-  std::stop_token token() const noexcept { return token_; }
-  // The token without a copy: copying one changes the reference count of the
+  // A task scope hands out its parent's token (see make_task_scope).
+  std::stop_token token() const noexcept { return task_scope_ ? parent_->token() : token_; }
+  // This state's own token without a copy, even for a task scope (what
+  // blocking calls wait on): copying one changes the reference count of the
   // stop state, two atomic read-modify-writes on a cache line that every task
   // of a nursery shares. Valid while this state lives.
   const std::stop_token& token_ref() const noexcept { return token_; }
@@ -2925,8 +2927,23 @@ class cancel_state final : public timer_client {
       std::this_thread::yield();
   }
 
-  // none until a request completed publishing.
+  // Makes this state the scope of one task (task<T>::cancel): call before it
+  // is used. Invisible unless the task itself is cancelled: token() is the
+  // parent's (the task's callable and this_task::stop_token() keep seeing
+  // the nursery's token), and a stop from the parent reports the parent's
+  // reason, not `parent`. Blocking calls still wait on token_ref(), so they
+  // see both stops.
+  void make_task_scope() noexcept { task_scope_ = true; }
+
+  // none until a request completed publishing. A task scope stopped by its
+  // parent reports the parent's reason.
   stop_reason reason() const noexcept {
+    const stop_reason r = own_reason();
+    return r == stop_reason::parent && task_scope_ ? parent_->reason() : r;
+  }
+
+  // The reason this state itself recorded: parent when a parent stopped it.
+  stop_reason own_reason() const noexcept {
     const int r = reason_.load(std::memory_order_acquire);
     return r == claiming ? stop_reason::none : static_cast<stop_reason>(r);
   }
@@ -2934,12 +2951,12 @@ class cancel_state final : public timer_client {
   // The root cause: follows parent reasons up to the scope that was stopped
   // directly. An explicit parent token says nothing more: cancelled.
   stop_reason origin_reason() const noexcept {
-    const stop_reason r = origin().reason();
+    const stop_reason r = origin().own_reason();
     return r == stop_reason::parent ? stop_reason::cancelled : r;
   }
 
   std::exception_ptr cause() const noexcept {
-    return reason() == stop_reason::none ? nullptr : cause_;
+    return own_reason() == stop_reason::none ? nullptr : cause_;
   }
 
   // What a blocking call reports when this state's token is stopped.
@@ -3025,8 +3042,8 @@ class cancel_state final : public timer_client {
   // unstopped, or being stopped right now (its details not yet written).
   const cancel_state& origin() const noexcept {
     const cancel_state* s = this;
-    while (s->reason() == stop_reason::parent && s->parent_ != nullptr &&
-           s->parent_->reason() != stop_reason::none)
+    while (s->own_reason() == stop_reason::parent && s->parent_ != nullptr &&
+           s->parent_->own_reason() != stop_reason::none)
       s = s->parent_;
     return *s;
   }
@@ -3037,6 +3054,7 @@ class cancel_state final : public timer_client {
   const std::stop_token token_ = source_.get_token();
   cancel_state* parent_;
   std::string name_;
+  bool task_scope_ = false;     // see make_task_scope
   clock::time_point deadline_;  // effective: min(own, parent's)
   std::atomic<int> reason_{static_cast<int>(stop_reason::none)};
   // Written once by the winning request before reason_ is published.
@@ -3637,7 +3655,9 @@ class cancel_scope {
 namespace this_task {
 
 // The ambient stop token: the innermost scope's or nursery's on this thread,
-// or a token that never stops outside any scope.
+// or a token that never stops outside any scope. Directly in a task's body it
+// is the nursery's token, which task<T>::cancel() does not stop; the blocking
+// calls and checkpoint() below without a token see that cancel too.
 inline std::stop_token stop_token() noexcept {
   return detail::ambient_token();
 }
@@ -3646,9 +3666,10 @@ inline std::stop_token stop_token() noexcept {
 inline void checkpoint(const std::stop_token& token) {
   detail::throw_if_stopped(token);
 }
-// Throws leash::cancelled if the ambient token is stopped.
+// Throws leash::cancelled if the ambient scope is stopped (including by
+// task<T>::cancel() of the running task).
 inline void checkpoint() {
-  checkpoint(stop_token());
+  checkpoint(detail::ambient_token_ref());
 }
 
 // Clock::now(), on the virtual clock for steady_clock in a virtual_time scope.
@@ -3683,7 +3704,7 @@ void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline,
 }
 template <class Clock, class Duration>
 void sleep_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-  sleep_until(deadline, stop_token());
+  sleep_until(deadline, detail::ambient_token_ref());
 }
 
 // Sleeps for `d`. Blocks; cancellable; throws cancelled.
@@ -3693,7 +3714,7 @@ void sleep_for(std::chrono::duration<Rep, Period> d, const std::stop_token& toke
 }
 template <class Rep, class Period>
 void sleep_for(std::chrono::duration<Rep, Period> d) {
-  sleep_for(d, stop_token());
+  sleep_for(d, detail::ambient_token_ref());
 }
 
 }  // namespace this_task
@@ -8312,6 +8333,10 @@ class leak_check {
 // has run (then destroys it on the task's thread, so captures die promptly),
 // the outcome, and a completion flag that get() can wait on cancellably and
 // that suspended coroutines (co_await on a task handle) are woken by.
+//
+// While the task runs, the record also holds the task's own scope: a child
+// of the nursery's state installed as the task's ambient scope, so that
+// task<T>::cancel() stops this task alone (see cancel_state::make_task_scope).
 
 #include <atomic>
 #include <condition_variable>
@@ -8321,6 +8346,7 @@ class leak_check {
 #include <mutex>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -8996,6 +9022,72 @@ class task_record : public job, public task_identity {
 
   // Runs the callable and stores its value; exceptions propagate to run().
   virtual void invoke(const std::stop_token& token) = 0;
+  // Destroys the callable without running it (the task was cancelled first).
+  virtual void discard() noexcept {}
+
+  // task<T>::cancel(): stops the task's own scope if it runs, or makes its
+  // body not run if it has not started. Thread-safe and idempotent (the first
+  // message wins); a no-op once the task ended. The flag is set before the
+  // lock, so a stop hook that cancels this task again returns at once.
+  void cancel(std::string message) {
+    if (cancel_requested_.exchange(true, std::memory_order_acq_rel)) return;
+    std::lock_guard lock(scope_mutex_);
+    if (scope_live_) {
+      scope_->request(stop_reason::cancelled, std::move(message));
+    } else if (!scope_closed_) {
+      pending_cancel_.emplace(std::move(message));
+    }
+  }
+
+  // As the task starts, on its thread (current_task set): opens the task's
+  // scope under the nursery's state, unless no handle can cancel the task
+  // (`handles` is the record's use count less the running task's own
+  // reference: a spawn whose handle was dropped pays nothing). Returns the
+  // task's ambient scope, or null if the task was cancelled before it
+  // started: its body is not to run (the scope, stopped, is scope()).
+  cancel_state* open_scope(cancel_state& nursery_state, long handles) {
+    if (handles == 0) {
+      // The last handle is gone; its drop (a release decrement) happened
+      // after any cancel() made through it, which this fence makes visible.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (!cancel_requested_.load(std::memory_order_relaxed)) return &nursery_state;
+    }
+    scope_.emplace(&nursery_state, std::stop_token{}, cancel_state::clock::time_point::max());
+    scope_->make_task_scope();
+    std::lock_guard lock(scope_mutex_);
+    scope_live_ = true;
+    if (!pending_cancel_) return &*scope_;
+    scope_->request(stop_reason::cancelled, std::move(*pending_cancel_));
+    pending_cancel_.reset();
+    return nullptr;
+  }
+
+  cancel_state& scope() noexcept { return *scope_; }
+
+  // After the body, with `error` set to a cancelled that ended it: quiet when
+  // the nursery was stopped or the task's own cancel() won; for the latter,
+  // the outcome becomes that cancel (reason cancelled, its message) whichever
+  // scope inside the task threw it.
+  void settle_cancelled(const cancel_state& nursery_state) {
+    quiet = nursery_state.stop_requested();
+    if (!scope_ || scope_->own_reason() != stop_reason::cancelled) return;
+    quiet = true;
+    try {
+      scope_->throw_cancelled();
+    } catch (const cancelled&) {
+      error = std::current_exception();
+    }
+  }
+
+  // As the task ends, before it tells its nursery: later cancels are no-ops.
+  void close_scope() noexcept {
+    {
+      std::lock_guard lock(scope_mutex_);
+      scope_live_ = false;
+      scope_closed_ = true;
+    }
+    scope_.reset();
+  }
 
   bool done() const {
     std::lock_guard lock(mutex_);
@@ -9081,6 +9173,15 @@ class task_record : public job, public task_identity {
   std::condition_variable cv_;
   bool done_ = false;
   done_waiter* waiters_ = nullptr;  // coroutines suspended until done_
+
+  // The task's own scope (see open_scope). scope_mutex_ keeps it alive for a
+  // cancel() that stops it, so the stop's hooks run under it.
+  std::atomic<bool> cancel_requested_{false};
+  std::mutex scope_mutex_;
+  bool scope_live_ = false;                    // guarded by scope_mutex_
+  bool scope_closed_ = false;                  // guarded by scope_mutex_
+  std::optional<std::string> pending_cancel_;  // guarded by scope_mutex_: before the start
+  std::optional<cancel_state> scope_;          // engaged while the task runs
 };
 
 template <class T>
@@ -9096,6 +9197,8 @@ class task_impl final : public task_result<T> {
  public:
   explicit task_impl(F&& f) : fn_(std::move(f)) {}
   explicit task_impl(const F& f) : fn_(f) {}
+
+  void discard() noexcept override { fn_.reset(); }
 
   void invoke(const std::stop_token& token) override {
     // Destroy the callable on the task's thread, as soon as it has run.
@@ -9400,7 +9503,7 @@ class task {
   // Waits until the task finished (blocks; cancellable by the ambient or the
   // given token), then returns its value or rethrows its exception. A task
   // spawned into a cancelled nursery throws cancelled.
-  std::add_lvalue_reference_t<T> get() { return get(this_task::stop_token()); }
+  std::add_lvalue_reference_t<T> get() { return get(detail::ambient_token_ref()); }
   std::add_lvalue_reference_t<T> get(const std::stop_token& token) {
     detail::task_result<T>& r = record();
     if (detail::current_task == &r) {
@@ -9425,6 +9528,18 @@ class task {
     return detail::task_awaiter<T>(state_);
   }
 
+  // Cancels this task alone: its blocking leash calls (and co_await points)
+  // throw cancelled, and the scopes and nurseries opened inside it are
+  // cancelled as by a parent; a task not started yet does not run its body.
+  // The nursery and the other tasks go on: a cancelled that ends the task is
+  // a quiet end, and get() / co_await then throw cancelled with reason()
+  // cancelled and this message. A task that catches it and returns a value
+  // gives that value. The std::stop_token the task's callable received (the
+  // nursery's) does not see this cancel. Never blocks; thread-safe and
+  // idempotent (the first message wins); a no-op once the task finished.
+  // Throws usage_error on an empty handle.
+  void cancel(std::string message = {}) { record("cancel()").cancel(std::move(message)); }
+
   // True once the task has finished (a snapshot).
   bool done() const { return state_ != nullptr && state_->done(); }
   bool valid() const noexcept { return state_ != nullptr; }
@@ -9435,8 +9550,10 @@ class task {
   friend class nursery;
   explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
 
-  detail::task_result<T>& record() const {
-    if (state_ == nullptr) throw usage_error("leash::task: get() on an empty task handle");
+  detail::task_result<T>& record(const char* what = "get()") const {
+    if (state_ == nullptr) {
+      throw usage_error(std::string("leash::task: ") + what + " on an empty task handle");
+    }
     return *state_;
   }
 
@@ -9725,7 +9842,7 @@ class nursery final : private detail::nursery_node {
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
     if (running_ >= options_.limit && !state_.stop_requested()) {
-      const std::stop_token token = this_task::stop_token();
+      const std::stop_token token = detail::ambient_token_ref();
       detail::blocked_scope blocked("nursery::spawn (at limit)");
       // A loop: several spawners may wake for one free slot.
       while (running_ >= options_.limit && !state_.stop_requested()) {
@@ -9903,16 +10020,22 @@ inline void detail::task_record::run() noexcept {
   std::shared_ptr<task_record> self = std::move(keep_alive);
   nursery& n = *owner;
   current_task = this;
-  ambient = &n.state_;
+  ambient = open_scope(n.state_, self.use_count() - 1);
   try {
+    if (ambient == nullptr) {
+      ambient = &scope();
+      discard();
+      scope().throw_cancelled();
+    }
     invoke(n.state_.token());
   } catch (const cancelled&) {
     error = std::current_exception();
-    quiet = n.state_.stop_requested();
+    settle_cancelled(n.state_);
   } catch (...) {
     error = std::current_exception();
   }
   ambient = nullptr;
+  close_scope();
   current_task = nullptr;
   detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
@@ -9920,8 +10043,8 @@ inline void detail::task_record::run() noexcept {
 }
 
 // One slice of a coroutine task, on a worker: installs the task as this
-// thread's current task and the task's ambient state (its nursery's at the
-// first slice, then whatever scope it was suspended in), resumes the task
+// thread's current task and the task's ambient state (its own scope under its
+// nursery's at the first slice, then whatever scope it was suspended in), resumes the task
 // until it suspends or ends, saves its ambient state, and restores both of
 // this thread's. After leave_slice() the task may already run on another
 // worker: nothing of it is touched then.
@@ -9949,13 +10072,18 @@ inline bool detail::coro_task_base::slice() noexcept {
   bool* const saved_finished = tls_task_finished;
   bool finished = false;
   current_task = &r;
-  ambient = started_ ? ambient_ : &n.state_;
+  ambient = ambient_;
   current_resumable = this;
   tls_task_finished = &finished;
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
+    ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
     try {
+      if (ambient == nullptr) {
+        ambient = &r.scope();
+        r.scope().throw_cancelled();
+      }
       h = begin(n.state_.token());
     } catch (...) {
       r.error = std::current_exception();
@@ -9969,7 +10097,7 @@ inline bool detail::coro_task_base::slice() noexcept {
       try {
         std::rethrow_exception(r.error);
       } catch (const cancelled&) {
-        r.quiet = n.state_.stop_requested();
+        r.settle_cancelled(n.state_);
       } catch (...) {
       }
     }
@@ -9984,6 +10112,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   if (vc != nullptr && !finished) vc->coro_suspended(&r);  // one per slice, as one per post
   leave_slice();
   if (finished) {
+    r.close_scope();
     n.task_finished(std::move(r.keep_alive));
     if (vc != nullptr) vc->leave();
   }
