@@ -356,6 +356,29 @@ TEST_CASE("a coroutine task cancelled before its first slice does not run its bo
   n.wait();
 }
 
+TEST_CASE("a task cancelled and its handle dropped before it starts still does not finish") {
+  // With no handle left at its start a task opens no scope of its own; the
+  // cancel made before must still hold. A body that began before the cancel
+  // meets it at its checkpoint.
+  constexpr int rounds = 200;
+  std::atomic<int> finished{0};
+  leash::nursery n;
+  auto outer = n.spawn([&]() -> coro<void> {
+    for (int i = 0; i < rounds; ++i) {
+      {
+        auto child = n.spawn([&]() -> coro<void> {
+          co_await leash::this_task::async_checkpoint();
+          finished.fetch_add(1);
+        });
+        child.cancel("dropped");
+      }
+      co_await leash::this_task::async_checkpoint();  // lets the child start
+    }
+  });
+  CHECK_NOTHROW(n.wait());
+  CHECK(finished.load() == 0);
+}
+
 // ---------------------------------------------------------------------------
 // Concurrency.
 
