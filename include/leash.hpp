@@ -11,6 +11,7 @@
 #include "leash/broadcast.hpp"
 #include "leash/cancel.hpp"
 #include "leash/channel.hpp"
+#include "leash/context_value.hpp"
 #include "leash/coro.hpp"
 #include "leash/cursor.hpp"
 #include "leash/errors.hpp"

@@ -542,6 +542,7 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     if (record->vclock != nullptr) record->vclock->join(record.get(), on_scheduler != nullptr);
     lock.unlock();
+    record->context = detail::capture_context();
     try {
       if (on_scheduler != nullptr) {
         detail::scheduler::instance().post(on_scheduler);
@@ -685,6 +686,8 @@ inline void detail::task_record::run() noexcept {
   nursery& n = *owner;
   current_task = this;
   ambient = open_scope(n.state_, self.use_count() - 1);
+  const context_state saved_context =
+      std::exchange(tls_context, context_state{context.get(), nullptr});
   try {
     if (ambient == nullptr) {
       ambient = &scope();
@@ -701,6 +704,8 @@ inline void detail::task_record::run() noexcept {
   ambient = nullptr;
   close_scope();
   current_task = nullptr;
+  tls_context = saved_context;
+  context.reset();
   detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
   if (vc != nullptr) vc->leave();
@@ -739,6 +744,8 @@ inline bool detail::coro_task_base::slice() noexcept {
   ambient = ambient_;
   current_resumable = this;
   tls_task_finished = &finished;
+  const context_state saved_context =
+      std::exchange(tls_context, started_ ? context_ : context_state{r.context.get(), nullptr});
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
@@ -767,6 +774,8 @@ inline bool detail::coro_task_base::slice() noexcept {
     }
   }
   ambient_ = ambient;
+  context_ = std::exchange(tls_context, saved_context);
+  if (finished) r.context.reset();
   current_task = saved_task;
   ambient = saved_ambient;
   current_resumable = saved_resumable;

@@ -142,6 +142,7 @@ class coro_task_base : public resumable, private post_listener {
   // Touched only inside enter_slice() / leave_slice().
   bool started_ = false;
   cancel_state* ambient_ = nullptr;  // the task's innermost scope while it is suspended
+  context_state context_;            // the task's context while it is suspended
   bool rerun_ = false;               // posted inline from inside its own slice
   std::atomic<bool> in_slice_{false};
 };

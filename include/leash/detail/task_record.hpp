@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "cancel_state.hpp"
+#include "context.hpp"
 #include "registry.hpp"
 #include "thread_cache.hpp"
 #include "wait.hpp"
@@ -221,6 +222,7 @@ class task_record : public job, public task_identity {
   task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
   task_record* next = nullptr;
   std::shared_ptr<task_record> keep_alive;  // set while the task runs
+  context_ref context;  // the spawner's context, captured at admission; released at the end
 
   // Outcome, written before mark_done().
   std::exception_ptr error;

@@ -7653,6 +7653,297 @@ auto on_recv(broadcast_receiver<T>& rx, F fn) {
 }
 
 }  // namespace leash::inline v0
+// ---- leash/context_value.hpp ----
+// leash/context_value.hpp: task-local values inherited by the tasks spawned
+// below (request ids, trace spans, deadlines across layers).
+//
+//   inline leash::context_value<std::string> request_id;  // a key: a global or a static
+//
+//   auto bound = request_id.bind("req-42");  // for this task (or plain thread) until `bound` dies
+//   n.spawn([] { use(*request_id.get()); }); // a task sees what was bound where it was spawned
+//   request_id.get();                        // const std::string*, or nullptr when unbound
+//   request_id.value_or("none");             // a copy, or the fallback
+//
+// Each task has a context: the values bound where it was spawned (captured
+// at spawn, shared, never copied) plus those it binds itself. A thread task
+// sees its context while it runs; a coroutine task's context belongs to the
+// task, so it survives suspension and moves with the task between workers.
+// A plain thread (not a task) has a context of its own. A binding shadows an
+// earlier one of the same key until it ends; a child's binding is invisible to
+// its parent and siblings.
+//
+// Bindings end innermost first (they are scoped objects, so that is the
+// natural order). Ending one while a later binding of the same task is still
+// alive throws usage_error (the later one then restores the context as it was
+// before both); ending one on another thread or task than the one that made
+// it terminates with a message, since that task's context would dangle.
+//
+// A bound value is shared by every task that captured it, possibly on several
+// threads at once: get() gives const access only, and T's const members must
+// be safe to call concurrently. The context_value must outlive its bindings
+// and the tasks that captured them (declare it at namespace scope or static).
+
+#include <cstdio>
+#include <exception>
+#include <type_traits>
+#include <utility>
+
+// ---- leash/detail/context.hpp ----
+// leash/detail/context.hpp: the untyped machinery of context_value: a task's
+// context as a persistent list, and the thread's current context.
+//
+// A context is an immutable singly linked list of (key, value) nodes, newest
+// first, shared by reference count: a task captures its spawner's context by
+// taking one reference to the head node (nothing when the context is empty),
+// and a binding prepends a node whose tail is the context it was made in.
+// So capture never copies values, a binding never disturbs what a child
+// already captured, and a value dies with the last binding and the last task
+// that reach its node.
+
+#include <atomic>
+#include <cstddef>
+#include <utility>
+
+namespace leash::inline v0::detail {
+
+class context_node {
+ public:
+  context_node(const void* key, context_node* tail) noexcept : key_(key), tail_(tail) {}
+  context_node(const context_node&) = delete;
+  context_node& operator=(const context_node&) = delete;
+
+  const void* key() const noexcept { return key_; }
+  const context_node* tail() const noexcept { return tail_; }
+  context_node* tail() noexcept { return tail_; }
+
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // Frees the node, and the tail it held, when this was the last reference.
+  // A loop rather than recursion: a long context frees in constant stack.
+  static void release(context_node* n) noexcept {
+    while (n != nullptr && n->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      context_node* const tail = n->tail_;
+      delete n;
+      n = tail;
+    }
+  }
+
+ protected:
+  // The tail's reference passes to the node: the caller has taken one for it.
+  virtual ~context_node() = default;
+
+ private:
+  const void* key_;  // the context_value the node binds
+  context_node* tail_;
+  std::atomic<std::size_t> refs_{1};
+};
+
+// An owning reference to a context (its head node), or the empty context.
+class context_ref {
+ public:
+  context_ref() noexcept = default;
+  // Adopts a reference the caller already holds.
+  explicit context_ref(context_node* adopted) noexcept : node_(adopted) {}
+  context_ref(context_ref&& other) noexcept : node_(std::exchange(other.node_, nullptr)) {}
+  context_ref& operator=(context_ref&& other) noexcept {
+    context_node::release(std::exchange(node_, std::exchange(other.node_, nullptr)));
+    return *this;
+  }
+  context_ref(const context_ref&) = delete;
+  context_ref& operator=(const context_ref&) = delete;
+  ~context_ref() { context_node::release(node_); }
+
+  // Takes a new reference to `n` (null: the empty context, no count touched).
+  static context_ref share(context_node* n) noexcept {
+    if (n != nullptr) n->add_ref();
+    return context_ref(n);
+  }
+  context_node* get() const noexcept { return node_; }
+  void reset() noexcept { context_node::release(std::exchange(node_, nullptr)); }
+
+ private:
+  context_node* node_ = nullptr;
+};
+
+class context_binding_base;
+
+// A running context: its head, and the innermost binding made in it (they
+// differ once a binding's node is shadowed by a child's capture; the binding
+// list is what checks that bindings end innermost first). Neither pointer
+// owns: the head is owned by the bindings and by the task's captured context.
+struct context_state {
+  context_node* head = nullptr;
+  context_binding_base* innermost = nullptr;
+};
+
+// This thread's current context: a plain thread's own, or the context of the
+// task that runs on it (installed by the task's run or slice).
+inline constinit thread_local context_state tls_context{};
+
+// What a spawn captures: the spawner's context, one reference (or none).
+inline context_ref capture_context() noexcept {
+  return context_ref::share(tls_context.head);
+}
+
+}  // namespace leash::inline v0::detail
+
+namespace leash::inline v0 {
+namespace detail {
+class context_binding_base;
+template <class T>
+class context_node_of;
+}  // namespace detail
+
+template <class T>
+class context_value {
+  static_assert(std::is_object_v<T> && !std::is_const_v<T>,
+                "leash::context_value: T must be a non-const object type");
+
+ public:
+  class binding;
+
+  constexpr context_value() noexcept = default;
+  context_value(const context_value&) = delete;
+  context_value& operator=(const context_value&) = delete;
+
+  // Binds a T made from `args` in the current task (or plain thread) until
+  // the returned binding is destroyed; tasks spawned meanwhile keep it.
+  template <class... Args>
+  [[nodiscard]] binding bind(Args&&... args) {
+    return binding(*this, std::forward<Args>(args)...);
+  }
+
+  // The innermost value bound in the current context, or nullptr. Valid while
+  // the binding that made it, or the task that captured it, lives.
+  const T* get() const noexcept;
+
+  // A copy of the current value, or `fallback` when none is bound.
+  template <class U>
+  T value_or(U&& fallback) const {
+    const T* v = get();
+    return v != nullptr ? *v : static_cast<T>(std::forward<U>(fallback));
+  }
+};
+
+namespace detail {
+
+// Prepends a node to this thread's current context for its lifetime, and
+// checks that bindings of one context end innermost first.
+class context_binding_base {
+ public:
+  context_binding_base(const context_binding_base&) = delete;
+  context_binding_base& operator=(const context_binding_base&) = delete;
+
+ protected:
+  // Installs `node` (whose tail is the current head, already counted).
+  explicit context_binding_base(context_node* node) noexcept
+      : node_(node),
+        restore_(tls_context.head),
+        below_(tls_context.innermost),
+        uncaught_(std::uncaught_exceptions()) {
+    tls_context = context_state{node, this};
+  }
+
+  // Not noexcept: ending out of order throws usage_error (unless an exception
+  // is already propagating: then it only repairs the context).
+  ~context_binding_base() noexcept(false) {
+    if (tls_context.innermost == this) {
+      tls_context = context_state{restore_, below_};
+      context_node::release(node_);
+      return;
+    }
+    end_out_of_order();
+  }
+
+  const context_node* node() const noexcept { return node_; }
+
+ private:
+  void end_out_of_order() {
+    context_binding_base* const above = find_above();
+    if (above == nullptr) terminate_foreign();
+    // The later binding takes over this one's restore: when it ends, the
+    // context is as it was before both. Its node keeps this node alive.
+    above->restore_ = restore_;
+    above->below_ = below_;
+    context_node::release(node_);
+    if (std::uncaught_exceptions() > uncaught_) return;
+    throw usage_error(
+        "leash::context_value: a binding ended while a binding made after it in the same task is "
+        "still alive; bindings must end innermost first");
+  }
+
+  // The binding made right after this one in the current context, or null
+  // when this one is not in it (it belongs to another thread or task).
+  context_binding_base* find_above() const noexcept {
+    for (context_binding_base* b = tls_context.innermost; b != nullptr; b = b->below_) {
+      if (b->below_ == this) return b;
+    }
+    return nullptr;
+  }
+
+  [[noreturn]] static void terminate_foreign() noexcept {
+    std::fputs(
+        "leash::context_value: a binding ended on another thread or task than the one that made "
+        "it; a binding must end in the task (or plain thread) that made it\n",
+        stderr);
+    std::terminate();
+  }
+
+  context_node* node_;           // owned: one reference
+  context_node* restore_;        // the head to restore at the end
+  context_binding_base* below_;  // the binding made before this one, or null
+  int uncaught_;                 // std::uncaught_exceptions() when bound
+};
+
+template <class T>
+class context_node_of final : public context_node {
+ public:
+  template <class... Args>
+  context_node_of(const void* key, context_node* tail, Args&&... args)
+      : context_node(key, tail), value(std::forward<Args>(args)...) {}
+
+  const T value;
+};
+
+// A new node of `key` in front of the current context, counting its tail.
+template <class T, class... Args>
+context_node* make_context_node(const void* key, Args&&... args) {
+  context_node* const tail = tls_context.head;
+  auto* node = new context_node_of<T>(key, tail, std::forward<Args>(args)...);
+  if (tail != nullptr) tail->add_ref();  // after the value's constructor: it may throw
+  return node;
+}
+
+}  // namespace detail
+
+// A value bound in the current context; scoped: neither copied nor moved.
+template <class T>
+class context_value<T>::binding : private detail::context_binding_base {
+ public:
+  binding(const binding&) = delete;
+  binding& operator=(const binding&) = delete;
+  ~binding() noexcept(false) = default;
+
+  // The bound value.
+  const T& value() const noexcept {
+    return static_cast<const detail::context_node_of<T>*>(node())->value;
+  }
+
+ private:
+  friend class context_value<T>;
+  template <class... Args>
+  explicit binding(const context_value& key, Args&&... args)
+      : context_binding_base(detail::make_context_node<T>(&key, std::forward<Args>(args)...)) {}
+};
+
+template <class T>
+const T* context_value<T>::get() const noexcept {
+  for (const detail::context_node* n = detail::tls_context.head; n != nullptr; n = n->tail()) {
+    if (n->key() == this) return &static_cast<const detail::context_node_of<T>*>(n)->value;
+  }
+  return nullptr;
+}
+
+}  // namespace leash::inline v0
 // ---- leash/cursor.hpp ----
 // leash/cursor.hpp: a row-by-row result that must be closed (a database cursor).
 // Prevents: the Go Mongo cursor opened with Next() and never closed (and the
@@ -9162,6 +9453,7 @@ class task_record : public job, public task_identity {
   task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
   task_record* next = nullptr;
   std::shared_ptr<task_record> keep_alive;  // set while the task runs
+  context_ref context;  // the spawner's context, captured at admission; released at the end
 
   // Outcome, written before mark_done().
   std::exception_ptr error;
@@ -9348,6 +9640,7 @@ class coro_task_base : public resumable, private post_listener {
   // Touched only inside enter_slice() / leave_slice().
   bool started_ = false;
   cancel_state* ambient_ = nullptr;  // the task's innermost scope while it is suspended
+  context_state context_;            // the task's context while it is suspended
   bool rerun_ = false;               // posted inline from inside its own slice
   std::atomic<bool> in_slice_{false};
 };
@@ -9878,6 +10171,7 @@ class nursery final : private detail::nursery_node {
     record->keep_alive = record;
     if (record->vclock != nullptr) record->vclock->join(record.get(), on_scheduler != nullptr);
     lock.unlock();
+    record->context = detail::capture_context();
     try {
       if (on_scheduler != nullptr) {
         detail::scheduler::instance().post(on_scheduler);
@@ -10021,6 +10315,8 @@ inline void detail::task_record::run() noexcept {
   nursery& n = *owner;
   current_task = this;
   ambient = open_scope(n.state_, self.use_count() - 1);
+  const context_state saved_context =
+      std::exchange(tls_context, context_state{context.get(), nullptr});
   try {
     if (ambient == nullptr) {
       ambient = &scope();
@@ -10037,6 +10333,8 @@ inline void detail::task_record::run() noexcept {
   ambient = nullptr;
   close_scope();
   current_task = nullptr;
+  tls_context = saved_context;
+  context.reset();
   detail::virtual_clock* const vc = vclock;
   n.task_finished(std::move(self));
   if (vc != nullptr) vc->leave();
@@ -10075,6 +10373,8 @@ inline bool detail::coro_task_base::slice() noexcept {
   ambient = ambient_;
   current_resumable = this;
   tls_task_finished = &finished;
+  const context_state saved_context =
+      std::exchange(tls_context, started_ ? context_ : context_state{r.context.get(), nullptr});
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
@@ -10103,6 +10403,8 @@ inline bool detail::coro_task_base::slice() noexcept {
     }
   }
   ambient_ = ambient;
+  context_ = std::exchange(tls_context, saved_context);
+  if (finished) r.context.reset();
   current_task = saved_task;
   ambient = saved_ambient;
   current_resumable = saved_resumable;
