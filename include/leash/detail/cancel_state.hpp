@@ -626,10 +626,12 @@ class cancel_state final : public timer_client {
   // counts as a soft stop too, so code that waits for the soft one also
   // wakes when cancelled.
   bool soft_stop_requested() const noexcept {
+    // An ancestor's hard stop counts before it reached this state: the soft
+    // token's callbacks run before the hooks that pass the hard stop down.
     for (const cancel_state* s = this; s != nullptr; s = s->parent_) {
-      if (s->soft_requested_.load(std::memory_order_acquire)) return true;
+      if (s->soft_requested_.load(std::memory_order_acquire) || s->stop_requested()) return true;
     }
-    return stop_requested();
+    return false;
   }
 
   // A token that stops on a soft or hard stop of this state or an ancestor.
