@@ -68,6 +68,9 @@ inline event& soft_stop_event() {
     return never;
   }
   soft_stop& block = ambient->soft_stop_block();
+  if (soft_stop_extension* made = block.extension()) {
+    return static_cast<soft_stop_signal&>(*made).get();
+  }
   std::lock_guard lock(soft_stop_creation());
   auto& ext = block.extension_locked(
       [](std::stop_token soft) { return std::make_unique<soft_stop_signal>(std::move(soft)); });

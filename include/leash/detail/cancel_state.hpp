@@ -783,8 +783,15 @@ class soft_stop final : private timer_client {
   // soft_stop_creation().
   template <class Make>
   soft_stop_extension& extension_locked(Make make) {
-    if (extension_ == nullptr) extension_ = make(token());
+    if (extension_ == nullptr) {
+      extension_ = make(token());
+      published_.store(extension_.get(), std::memory_order_release);
+    }
     return *extension_;
+  }
+  // The extension if it was made already (no lock), or null.
+  soft_stop_extension* extension() const noexcept {
+    return published_.load(std::memory_order_acquire);
   }
 
  private:
@@ -815,6 +822,7 @@ class soft_stop final : private timer_client {
   std::stop_callback<forward> hard_link_;
   std::optional<std::stop_callback<forward>> parent_link_;  // the parent block's soft stop
   std::unique_ptr<soft_stop_extension> extension_;          // guarded by soft_stop_creation()
+  std::atomic<soft_stop_extension*> published_{nullptr};    // extension_, once made
   std::mutex mutex_;                                        // guards the fields below
   clock::time_point grace_end_ = clock::time_point::max();
   std::string message_;
