@@ -24,6 +24,7 @@
 #include "leash/runtime.hpp"
 #include "leash/select.hpp"
 #include "leash/semaphore.hpp"
+#include "leash/shutdown.hpp"
 #include "leash/ticker.hpp"
 #include "leash/timer_channel.hpp"
 #include "leash/version.hpp"

@@ -162,6 +162,49 @@ TEST_CASE("shutdown cancels a handler still running at the grace deadline") {
   CHECK(srv.stats().connections == 0);
 }
 
+TEST_CASE("a handler sees the shutdown as a soft stop and finishes within the grace") {
+  leash::nursery n;
+  http_test::gate gate(2);
+  leash::channel<int> go;  // the test lets the handler look once the shutdown began
+  std::atomic<bool> asked_not_cancelled{false};
+  http::server srv(n, [&](http::server_request&, http::response_writer& w) {
+    gate.arrive_and_wait();
+    (void)go.recv();
+    asked_not_cancelled =
+        leash::this_task::soft_stop_requested() && !leash::this_task::stop_token().stop_requested();
+    w.write("finished");
+  });
+  const std::uint16_t port = srv.port();
+  http::transport t;
+  std::atomic<bool> shut{false};
+  leash::run_nursery([&](leash::nursery& clients) {
+    clients.spawn([&] {
+      http::response r = t.round_trip(get(port));
+      CHECK(r.body.read_all(100) == "finished");
+    });
+    gate.wait_arrived(1);
+    gate.open();
+    clients.spawn([&] {
+      srv.shutdown(1h);  // returns as soon as the handler finished
+      shut = true;
+    });
+    CHECK(eventually([&] {  // a refused connect: the shutdown began
+      try {
+        http::detail::socket s =
+            http::detail::dial("127.0.0.1", port, http::detail::clock::time_point::max(), {});
+        return false;
+      } catch (const http::io_error&) {
+        return true;
+      }
+    }));
+    go.send(1);
+  });
+  CHECK(shut);
+  CHECK(asked_not_cancelled);
+  CHECK(srv.stats().requests == 1);
+  CHECK(srv.stats().connections == 0);
+}
+
 TEST_CASE("flush() streams: the client reads the first part while the handler still runs") {
   leash::nursery n;
   http_test::gate gate(2);

@@ -113,6 +113,24 @@ class cancel_scope {
     if (state_.stop_requested()) state_.throw_cancelled();
   }
 
+  // Two-phase cancellation: asks the code inside the scope to finish (a
+  // soft stop, see this_task::soft_stop_requested) and cancels it hard once
+  // `grace` passed, with reason cancelled and the message
+  // "leash::cancel_scope: grace of <grace> elapsed", unless the scope
+  // stopped before. A second call can only shorten the grace; a zero or
+  // negative grace cancels at once. Never blocks; from any thread.
+  template <class Rep, class Period>
+  void cancel_after_grace(std::chrono::duration<Rep, Period> grace) {
+    state_.stop_after_grace(detail::grace_duration(grace), "leash::cancel_scope", "grace");
+  }
+
+  // Whether a soft stop reached the scope (its own, an enclosing scope's or
+  // nursery's, or a hard stop).
+  bool soft_stop_requested() const noexcept { return state_.soft_stop_requested(); }
+  // A token that stops when soft_stop_requested() becomes true. Valid while
+  // the scope lives.
+  std::stop_token soft_stop_token() { return state_.soft_stop_token(); }
+
  private:
   cancel_scope(detail::cancel_state* parent, std::stop_token extra, clock::time_point deadline)
       : state_(parent, std::move(extra), deadline), installed_(&state_, "leash::cancel_scope") {}
@@ -138,6 +156,24 @@ namespace this_task {
 // calls and checkpoint() below without a token see that cancel too.
 inline std::stop_token stop_token() noexcept {
   return detail::ambient_token();
+}
+
+// Whether the code running here was asked to finish: a soft stop
+// (nursery::shutdown, cancel_scope::cancel_after_grace) of its innermost
+// scope or of any enclosing one up to a shielded scope, or a hard stop.
+// Leash's blocking calls ignore a soft stop; poll this (or wait for
+// soft_stop_token()) to wind down before the grace ends. False outside any
+// scope. Never blocks, never allocates.
+inline bool soft_stop_requested() noexcept {
+  return detail::ambient != nullptr && detail::ambient->soft_stop_requested();
+}
+
+// A token that stops when soft_stop_requested() becomes true, to pass to
+// one's own waits or stop callbacks. Valid while the innermost scope lives;
+// a token that never stops outside any scope. Allocates on its first use in
+// a scope.
+inline std::stop_token soft_stop_token() {
+  return detail::ambient != nullptr ? detail::ambient->soft_stop_token() : std::stop_token{};
 }
 
 // Throws leash::cancelled if `token` is stopped.

@@ -347,6 +347,17 @@ class nursery final : private detail::nursery_node {
     state_.request(stop_reason::cancelled, std::move(message));
   }
 
+  // Asks every task to finish (a soft stop, see
+  // this_task::soft_stop_requested), then cancels hard once `grace` passed,
+  // with reason cancelled and the message "leash::nursery: shutdown grace of
+  // <grace> elapsed". Tasks that finish in time end quietly. Never blocks:
+  // wait() joins as usual. A later call only shortens the grace; zero is
+  // cancel(). See cancel_scope::cancel_after_grace.
+  template <class Rep, class Period>
+  void shutdown(std::chrono::duration<Rep, Period> grace) {
+    state_.stop_after_grace(detail::grace_duration(grace), "leash::nursery", "shutdown grace");
+  }
+
   std::stop_token token() const noexcept { return state_.token(); }
   bool stop_requested() const noexcept { return state_.stop_requested(); }
   stop_reason reason() const noexcept { return state_.reason(); }

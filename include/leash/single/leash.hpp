@@ -2191,8 +2191,10 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <ctime>
 #include <exception>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -2816,6 +2818,49 @@ class stop_hook_node {
   std::atomic<bool> fired_{false};
 };
 
+class cancel_state;
+class soft_stop;
+
+// Something a higher layer builds on a state's soft stop and keeps with it
+// (the event that select waits on): destroyed with the state.
+class soft_stop_extension {
+ public:
+  virtual ~soft_stop_extension() = default;
+};
+
+// Guards the lazy creation of soft_stop blocks and their extensions. Taken
+// only when code first asks for a soft stop token, an event or a grace
+// timer: never by spawns, blocking calls or a plain polling of the flag.
+inline std::mutex& soft_stop_creation() {
+  static auto* m = new std::mutex;  // immortal: scopes may die during static destruction
+  return *m;
+}
+
+// A grace as the clock's duration: negative is zero, too long is max().
+template <class Rep, class Period>
+std::chrono::steady_clock::duration grace_duration(std::chrono::duration<Rep, Period> grace) {
+  using duration = std::chrono::steady_clock::duration;
+  if (grace <= grace.zero()) return duration::zero();
+  // Compared in double seconds: grace's own representation may not hold max().
+  if (std::chrono::duration<double>(grace) >= std::chrono::duration<double>(duration::max())) {
+    return duration::max();
+  }
+  return std::chrono::ceil<duration>(grace);
+}
+
+// "2s", "150ms", "1h": the largest unit that states `d` exactly.
+inline std::string describe_grace(std::chrono::steady_clock::duration d) {
+  using namespace std::chrono;
+  const auto in = [&](auto unit, const char* suffix) { return std::to_string(d / unit) + suffix; };
+  if (d == d.zero()) return "0s";
+  if (d % hours(1) == d.zero()) return in(hours(1), "h");
+  if (d % minutes(1) == d.zero()) return in(minutes(1), "min");
+  if (d % seconds(1) == d.zero()) return in(seconds(1), "s");
+  if (d % milliseconds(1) == d.zero()) return in(milliseconds(1), "ms");
+  if (d % microseconds(1) == d.zero()) return in(microseconds(1), "us");
+  return in(nanoseconds(1), "ns");
+}
+
 class cancel_state final : public timer_client {
  public:
   using clock = std::chrono::steady_clock;
@@ -2848,6 +2893,7 @@ class cancel_state final : public timer_client {
   // Unregisters the timer and the parent link (each waits for a callback in
   // progress); the extra link unregisters itself as a member.
   ~cancel_state() {
+    delete_soft_stop();
     cancel_timer(vclock_, timer_);
     if (parent_ != nullptr) parent_->remove_hook(parent_link_);
   }
@@ -2994,7 +3040,37 @@ class cancel_state final : public timer_client {
 
   void on_timer() noexcept override { request(stop_reason::deadline_exceeded); }
 
+  // Soft stop: a polite request to finish, seen by this state's tasks and
+  // by every state below it (not across a shielded scope). Blocking calls
+  // ignore it; only the hard stop (request) makes them throw. A hard stop
+  // counts as a soft stop too, so code that waits for the soft one also
+  // wakes when cancelled.
+  bool soft_stop_requested() const noexcept {
+    // An ancestor's hard stop counts before it reached this state: the soft
+    // token's callbacks run before the hooks that pass the hard stop down.
+    for (const cancel_state* s = this; s != nullptr; s = s->parent_) {
+      if (s->soft_requested_.load(std::memory_order_acquire) || s->stop_requested()) return true;
+    }
+    return false;
+  }
+
+  // A token that stops on a soft or hard stop of this state or an ancestor.
+  // Valid while this state lives. Allocates on first use (up the chain).
+  std::stop_token soft_stop_token();
+
+  // Requests a soft stop now and a hard stop (reason cancelled, with the
+  // message "<who>: <what> of <grace> elapsed") once `grace` passed on the
+  // state's clock, unless it stopped before. A later call only shortens the
+  // grace; a zero grace is a hard stop at once. Never blocks.
+  void stop_after_grace(clock::duration grace, const char* who, const char* what);
+
+  // The block behind soft_stop_token(), created on first use.
+  soft_stop& soft_stop_block();
+
  private:
+  soft_stop* soft_stop_block_locked();
+  void delete_soft_stop() noexcept;
+
   struct forward {
     cancel_state* self;
     void operator()() const noexcept { self->request(stop_reason::parent); }
@@ -3071,9 +3147,150 @@ class cancel_state final : public timer_client {
   spinlock hooks_lock_;  // held for a link or unlink only: cheaper than a mutex per suspension
   stop_hook_node* hooks_ = nullptr;  // guarded by hooks_lock_
   bool hooks_fired_ = false;         // guarded by hooks_lock_; set once, never cleared
+  // Set by stop_after_grace; read by soft_stop_requested of this state's descendants.
+  std::atomic<bool> soft_requested_{false};
+  // The soft stop token and grace timer, created on first use under
+  // soft_stop_creation() and never replaced until the state dies.
+  std::atomic<soft_stop*> soft_{nullptr};
   parent_hook parent_link_;
   std::stop_callback<forward> extra_link_;
 };
+
+// What a state allocates once a soft stop token or a grace is asked for: a
+// stop source stopped by the state's soft or hard stop and by its parent's
+// block, and the timer that turns the soft stop into a hard one.
+class soft_stop final : private timer_client {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  soft_stop(cancel_state& owner, soft_stop* parent)
+      : owner_(owner), vclock_(owner.vclock()), hard_link_(owner.token(), forward{&source_}) {
+    if (parent != nullptr) parent_link_.emplace(parent->source_.get_token(), forward{&source_});
+  }
+
+  // Unregisters the grace timer (waiting for a callback in progress) and
+  // every link; the extension goes first, as it listens to the source.
+  ~soft_stop() {
+    extension_.reset();
+    timer_handle pending;
+    {
+      std::lock_guard lock(mutex_);
+      pending = std::exchange(timer_, timer_handle{});
+    }
+    cancel_timer(vclock_, pending);
+  }
+  soft_stop(const soft_stop&) = delete;
+  soft_stop& operator=(const soft_stop&) = delete;
+
+  std::stop_token token() const noexcept { return source_.get_token(); }
+  void request() noexcept { source_.request_stop(); }
+
+  // The hard stop at `when`, unless one is armed for no later; `message`
+  // is what the hard stop will say.
+  void arm(clock::time_point when, std::string message) {
+    timer_handle replaced;
+    {
+      std::lock_guard lock(mutex_);
+      if (when >= grace_end_) return;
+      grace_end_ = when;
+      message_ = std::move(message);
+      replaced = std::exchange(timer_, schedule_timer(vclock_, when, this));
+    }
+    // Unlocked: a callback of the replaced timer that runs now takes the lock.
+    cancel_timer(vclock_, replaced);
+  }
+
+  // The extension made by make() on first use; the caller holds
+  // soft_stop_creation().
+  template <class Make>
+  soft_stop_extension& extension_locked(Make make) {
+    if (extension_ == nullptr) {
+      extension_ = make(token());
+      published_.store(extension_.get(), std::memory_order_release);
+    }
+    return *extension_;
+  }
+  // The extension if it was made already (no lock), or null.
+  soft_stop_extension* extension() const noexcept {
+    return published_.load(std::memory_order_acquire);
+  }
+
+ private:
+  struct forward {
+    std::stop_source* source;
+    void operator()() const noexcept { source->request_stop(); }
+  };
+
+  void on_timer() noexcept override {
+    std::string message;
+    {
+      std::lock_guard lock(mutex_);
+      try {
+        message = message_;
+      } catch (...) {
+        // Out of memory: the hard stop matters more than its message.
+      }
+    }
+    owner_.request(stop_reason::cancelled, std::move(message));
+  }
+
+  cancel_state& owner_;
+  virtual_clock* vclock_;  // the owner's clock: the grace runs in virtual time there
+  std::stop_source source_;
+  // The owner's hard stop, as a standard callback rather than a hook: the
+  // token's callbacks run before its hooks wake any waiter, so a task woken
+  // by the hard stop already finds the soft token stopped.
+  std::stop_callback<forward> hard_link_;
+  std::optional<std::stop_callback<forward>> parent_link_;  // the parent block's soft stop
+  std::unique_ptr<soft_stop_extension> extension_;          // guarded by soft_stop_creation()
+  std::atomic<soft_stop_extension*> published_{nullptr};    // extension_, once made
+  std::mutex mutex_;                                        // guards the fields below
+  clock::time_point grace_end_ = clock::time_point::max();
+  std::string message_;
+  timer_handle timer_;
+};
+
+inline soft_stop& cancel_state::soft_stop_block() {
+  if (soft_stop* b = soft_.load(std::memory_order_acquire)) return *b;
+  std::lock_guard lock(soft_stop_creation());
+  return *soft_stop_block_locked();
+}
+
+// Ancestors first, so that each block links to its parent's. The flag is
+// read after the block is published (both sequentially consistent), so a
+// concurrent stop_after_grace either sees the block or is seen here.
+inline soft_stop* cancel_state::soft_stop_block_locked() {
+  if (soft_stop* b = soft_.load(std::memory_order_acquire)) return b;
+  soft_stop* up = parent_ != nullptr ? parent_->soft_stop_block_locked() : nullptr;
+  auto* b = new soft_stop(*this, up);
+  soft_.store(b);
+  if (soft_requested_.load()) b->request();
+  return b;
+}
+
+inline std::stop_token cancel_state::soft_stop_token() {
+  return soft_stop_block().token();
+}
+
+inline void cancel_state::stop_after_grace(clock::duration grace, const char* who,
+                                           const char* what) {
+  soft_requested_.store(true);
+  if (soft_stop* b = soft_.load()) b->request();
+  std::string message =
+      std::string(who) + ": " + what + " of " + describe_grace(grace) + " elapsed";
+  const clock::time_point now = now_for(vclock_);
+  if (grace == grace.zero()) {
+    request(stop_reason::cancelled, std::move(message));
+  } else if (!stop_requested()) {
+    const clock::time_point end =
+        grace >= clock::time_point::max() - now ? clock::time_point::max() : now + grace;
+    if (end != clock::time_point::max()) soft_stop_block().arm(end, std::move(message));
+  }
+}
+
+inline void cancel_state::delete_soft_stop() noexcept {
+  delete soft_.load(std::memory_order_acquire);
+}
 
 // The innermost cancel scope or nursery of this thread, or nullptr.
 inline thread_local cancel_state* ambient = nullptr;
@@ -3635,6 +3852,24 @@ class cancel_scope {
     if (state_.stop_requested()) state_.throw_cancelled();
   }
 
+  // Two-phase cancellation: asks the code inside the scope to finish (a
+  // soft stop, see this_task::soft_stop_requested) and cancels it hard once
+  // `grace` passed, with reason cancelled and the message
+  // "leash::cancel_scope: grace of <grace> elapsed", unless the scope
+  // stopped before. A second call can only shorten the grace; a zero or
+  // negative grace cancels at once. Never blocks; from any thread.
+  template <class Rep, class Period>
+  void cancel_after_grace(std::chrono::duration<Rep, Period> grace) {
+    state_.stop_after_grace(detail::grace_duration(grace), "leash::cancel_scope", "grace");
+  }
+
+  // Whether a soft stop reached the scope (its own, an enclosing scope's or
+  // nursery's, or a hard stop).
+  bool soft_stop_requested() const noexcept { return state_.soft_stop_requested(); }
+  // A token that stops when soft_stop_requested() becomes true. Valid while
+  // the scope lives.
+  std::stop_token soft_stop_token() { return state_.soft_stop_token(); }
+
  private:
   cancel_scope(detail::cancel_state* parent, std::stop_token extra, clock::time_point deadline)
       : state_(parent, std::move(extra), deadline), installed_(&state_, "leash::cancel_scope") {}
@@ -3660,6 +3895,24 @@ namespace this_task {
 // calls and checkpoint() below without a token see that cancel too.
 inline std::stop_token stop_token() noexcept {
   return detail::ambient_token();
+}
+
+// Whether the code running here was asked to finish: a soft stop
+// (nursery::shutdown, cancel_scope::cancel_after_grace) of its innermost
+// scope or of any enclosing one up to a shielded scope, or a hard stop.
+// Leash's blocking calls ignore a soft stop; poll this (or wait for
+// soft_stop_token()) to wind down before the grace ends. False outside any
+// scope. Never blocks, never allocates.
+inline bool soft_stop_requested() noexcept {
+  return detail::ambient != nullptr && detail::ambient->soft_stop_requested();
+}
+
+// A token that stops when soft_stop_requested() becomes true, to pass to
+// one's own waits or stop callbacks. Valid while the innermost scope lives;
+// a token that never stops outside any scope. Allocates on its first use in
+// a scope.
+inline std::stop_token soft_stop_token() {
+  return detail::ambient != nullptr ? detail::ambient->soft_stop_token() : std::stop_token{};
 }
 
 // Throws leash::cancelled if `token` is stopped.
@@ -9976,6 +10229,17 @@ class nursery final : private detail::nursery_node {
     state_.request(stop_reason::cancelled, std::move(message));
   }
 
+  // Asks every task to finish (a soft stop, see
+  // this_task::soft_stop_requested), then cancels hard once `grace` passed,
+  // with reason cancelled and the message "leash::nursery: shutdown grace of
+  // <grace> elapsed". Tasks that finish in time end quietly. Never blocks:
+  // wait() joins as usual. A later call only shortens the grace; zero is
+  // cancel(). See cancel_scope::cancel_after_grace.
+  template <class Rep, class Period>
+  void shutdown(std::chrono::duration<Rep, Period> grace) {
+    state_.stop_after_grace(detail::grace_duration(grace), "leash::nursery", "shutdown grace");
+  }
+
   std::stop_token token() const noexcept { return state_.token(); }
   bool stop_requested() const noexcept { return state_.stop_requested(); }
   stop_reason reason() const noexcept { return state_.reason(); }
@@ -11422,6 +11686,104 @@ auto on_acquire(semaphore& sem, F fn) {
                 "value or &&)");
   return recv_case<detail::semaphore_token, detail::permit_callback<F>>(
       sem.tokens_, detail::permit_callback<F>{&sem, std::move(fn)});
+}
+
+}  // namespace leash::inline v0
+// ---- leash/shutdown.hpp ----
+// leash/shutdown.hpp: waiting for a soft stop, the first phase of a
+// two-phase cancellation (nursery::shutdown, cancel_scope::cancel_after_grace).
+// Prevents: a graceful shutdown that is either a flag nobody can wait on, or
+// a cancel that cuts in-flight work short with no chance to finish it.
+//
+//   leash::run_nursery([&](leash::nursery& n) {
+//     n.spawn([&] {
+//       for (;;) {
+//         leash::select(leash::on_recv(jobs, [&](job j) { run(j); }),
+//                       leash::on_soft_stop([] {}));    // asked to finish: stop taking jobs
+//         if (leash::this_task::soft_stop_requested()) return;
+//       }
+//     });
+//     ...
+//     n.shutdown(2s);   // polite now, cancelled hard in 2 s if still running
+//   });
+//
+// Model. A soft stop is a request, not a cancellation: leash's blocking calls
+// ignore it and go on. Code sees it by polling this_task::soft_stop_requested(),
+// through this_task::soft_stop_token() (a std::stop_token for its own waits),
+// by waiting for it here, or in a select. It reaches every task of the scope
+// that requested it and of every scope and nursery nested in it, up to a
+// shielded scope. A hard stop counts as a soft stop too.
+//
+// Guarantees. Blocks: wait_for_soft_stop. Cancelled: by the hard stop of the
+// ambient scope, which may also end the wait normally (it implies a soft
+// stop). Throws: cancelled, usage_error (async form outside a coroutine
+// task), std::bad_alloc on the first use in a scope. Thread-safe: from any
+// task of the scope. Outside every scope a soft stop never comes.
+
+#include <memory>
+#include <mutex>
+#include <stop_token>
+#include <utility>
+
+namespace leash::inline v0 {
+namespace detail {
+
+// The event set by a state's soft stop: the only extension of a soft_stop block.
+class soft_stop_signal final : public soft_stop_extension {
+ public:
+  explicit soft_stop_signal(std::stop_token soft) : link_(std::move(soft), setter{&event_}) {}
+  event& get() noexcept { return event_; }
+
+ private:
+  struct setter {
+    event* ev;
+    void operator()() const noexcept { ev->set(); }
+  };
+  event event_;
+  std::stop_callback<setter> link_;  // after event_: a stopped token sets it at once
+};
+
+// The soft stop event of the ambient scope (one that is never set outside
+// every scope).
+inline event& soft_stop_event() {
+  if (ambient == nullptr) {
+    static event& never = *new event;  // immortal: waits during static destruction
+    return never;
+  }
+  soft_stop& block = ambient->soft_stop_block();
+  if (soft_stop_extension* made = block.extension()) {
+    return static_cast<soft_stop_signal&>(*made).get();
+  }
+  std::lock_guard lock(soft_stop_creation());
+  auto& ext = block.extension_locked(
+      [](std::stop_token soft) { return std::make_unique<soft_stop_signal>(std::move(soft)); });
+  return static_cast<soft_stop_signal&>(ext).get();
+}
+
+}  // namespace detail
+
+namespace this_task {
+
+// Waits until soft_stop_requested() is true. Blocks; a hard stop either
+// ends it normally or throws cancelled.
+inline void wait_for_soft_stop() {
+  detail::soft_stop_event().wait();
+}
+
+// co_await async_wait_for_soft_stop(): wait_for_soft_stop() that suspends
+// the coroutine task, not its thread. Throws usage_error outside a
+// coroutine task.
+inline auto async_wait_for_soft_stop() {
+  return detail::soft_stop_event().async_wait();
+}
+
+}  // namespace this_task
+
+// A select case that fires once the ambient scope was asked to stop softly:
+// fn() runs if it is chosen. Ready at once if the soft stop came already.
+template <class F>
+auto on_soft_stop(F fn) {
+  return on_set(detail::soft_stop_event(), std::move(fn));
 }
 
 }  // namespace leash::inline v0

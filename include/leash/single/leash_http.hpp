@@ -6240,15 +6240,20 @@ class server {
   std::uint16_t port() const noexcept { return port_; }
 
   // Stops accepting, closes idle keep-alive connections, lets in-flight
-  // requests finish until `grace` passed, then cancels the rest; returns once
-  // every connection task ended. Later calls only wait. Blocks; not
-  // cancellable (it is the cleanup).
+  // requests finish until `grace` passed (their handlers see
+  // this_task::soft_stop_requested()), then cancels the rest (nursery::
+  // shutdown of the connections); returns once every connection task ended.
+  // A later call waits, and may shorten the grace. Blocks; not cancellable
+  // (it is the cleanup).
   template <class Rep, class Period>
   void shutdown(std::chrono::duration<Rep, Period> grace) {
-    const auto deadline = leash::detail::deadline_after(grace);
     const leash::detail::blocking_region blocking;
     {
       std::unique_lock lock(mutex_);
+      // Handlers see a soft stop at once (before a connect is refused) and
+      // are cancelled when the grace ends, on the connections' clock; a
+      // later call can only shorten it.
+      if (conns_ != nullptr) conns_->shutdown(grace);
       if (!stopping_) {
         stopping_ = true;
         ::shutdown(listener_.native_handle(), SHUT_RDWR);  // refuses new connects
@@ -6258,9 +6263,7 @@ class server {
     drain_.request_stop();  // wakes connections waiting for a next request
     {
       std::unique_lock lock(mutex_);
-      if (!done_cv_.wait_until(lock, deadline, [&] { return done_; }) && conns_ != nullptr) {
-        conns_->cancel("http::server: shutdown grace period over");
-      }
+      done_cv_.wait(lock, [&] { return done_; });
     }
     if (task_.valid()) {
       try {
