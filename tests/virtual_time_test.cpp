@@ -171,6 +171,42 @@ TEST_CASE("a forgotten close() before a range-for is a deadlock naming both thre
   CHECK(contains(report, "recv"));
 }
 
+TEST_CASE("a forgotten close() before an async_recv loop is a deadlock naming both coroutines") {
+  leash::virtual_time vt;
+  std::string report;
+  int body_line = 0, consumer_line = 0;
+  leash::channel<int> ch;  // outlives the tasks: a deadlock cancels the body first
+  try {
+    body_line = __LINE__ + 1;
+    vt.run([&](leash::nursery& n) -> leash::coro<void> {
+      n.spawn("producer", [&]() -> leash::coro<void> {
+        for (int i = 0; i < 3; ++i)
+          co_await ch.async_send(i);
+        // ch.close() forgotten
+      });
+      consumer_line = __LINE__ + 1;
+      auto consumer = n.spawn("consumer", [&]() -> leash::coro<int> {
+        int sum = 0;
+        while (auto v = co_await ch.async_recv())
+          sum += *v;
+        co_return sum;
+      });
+      (void)co_await consumer;
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report, "leash::virtual_time: deadlock"));
+  CHECK(contains(report, "\"consumer\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(consumer_line) +
+                             " blocked in channel<int>::async_recv"));
+  CHECK(contains(report, "\"virtual_time::run\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(body_line) + " blocked in task::co_await"));
+  CHECK_FALSE(contains(report, "\"producer\""));
+}
+
 TEST_CASE("a two-task channel cycle is a deadlock naming both tasks and their lines") {
   leash::virtual_time vt;
   std::string report;
