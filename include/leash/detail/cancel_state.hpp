@@ -34,6 +34,7 @@
 #include "../errors.hpp"
 #include "source_location.hpp"
 #include "spin.hpp"
+#include "thread_census.hpp"
 #include "timer.hpp"
 
 namespace leash::inline v0::detail {
@@ -106,6 +107,9 @@ inline task_identity* vt_member() noexcept {
 class deadlock_sink {
  public:
   virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+  // A real-time clock's standstill is a deadlock only if nothing outside
+  // its members can end it: asked unlocked, before on_deadlock.
+  virtual bool nothing_outside() noexcept { return true; }
 
  protected:
   ~deadlock_sink() = default;
@@ -125,8 +129,14 @@ class virtual_clock {
  public:
   using clock = std::chrono::steady_clock;
 
-  virtual_clock() : now_(clock::now()) {
-    driver_ = std::thread([this] { drive(); });
+  // real_time: a deadlock watch outside virtual time (deadlock_watch.hpp):
+  // now() is steady_clock's, timers fire when due, and a standstill with no
+  // timer pending is reported only once the sink confirms nothing_outside().
+  explicit virtual_clock(bool real_time = false) : now_(clock::now()), real_time_(real_time) {
+    driver_ = std::thread([this] {
+      const thread_census::member counted;
+      drive();
+    });
   }
 
   // Waits until no member task is left, then stops the driver.
@@ -143,6 +153,7 @@ class virtual_clock {
   virtual_clock& operator=(const virtual_clock&) = delete;
 
   clock::time_point now() const {
+    if (real_time_) return clock::now();
     std::lock_guard lock(mutex_);
     return now_;
   }
@@ -162,6 +173,7 @@ class virtual_clock {
     std::lock_guard lock(mutex_);
     const timer_handle h{when, next_id_++};
     timers_.emplace(std::pair{when, h.id}, client);
+    if (real_time_) changed_.notify_all();  // the driver may sleep until a later one
     return h;
   }
 
@@ -252,6 +264,7 @@ class virtual_clock {
   void coro_posted(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
     if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      ++wakes_;
       t->vt_blocked = false;
       --blocked_;
     }
@@ -271,6 +284,7 @@ class virtual_clock {
 
   bool unblock_locked(task_identity* t) noexcept {
     if (!t->vt_blocked || t->vt_coroutine) return false;
+    ++wakes_;
     t->vt_blocked = false;
     t->vt_waiting_on = nullptr;
     --blocked_;
@@ -295,6 +309,7 @@ class virtual_clock {
 
   // The driver: the jumps, and the deadlock report.
   void drive() {
+    if (real_time_) return drive_real_time();
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
@@ -313,10 +328,65 @@ class virtual_clock {
     }
   }
 
+  // A watch's check that failed because something outside was still
+  // settling (a finished task's thread going idle, a plain thread exiting)
+  // is repeated this often while the standstill lasts.
+  static constexpr std::chrono::milliseconds recheck_interval{10};
+
+  // The real-time driver: fires timers when due; at a standstill with none
+  // pending, reports a deadlock once nothing outside can end it either.
+  void drive_real_time() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (!timers_.empty() && timers_.begin()->first.first <= clock::now()) {
+        fire_first(lock);
+        continue;
+      }
+      const bool standstill = !reported_ && sink_ != nullptr && all_blocked_locked();
+      if (standstill && timers_.empty() && confirm_deadlock(lock)) continue;
+      clock::time_point until =
+          timers_.empty() ? clock::time_point::max() : timers_.begin()->first.first;
+      if (standstill && timers_.empty()) until = clock::now() + recheck_interval;
+      const std::uint64_t wakes = wakes_;
+      const std::size_t blocked = blocked_, timers = timers_.size();
+      auto moved = [&] {
+        return stopping_ || wakes_ != wakes || blocked_ != blocked || timers_.size() != timers;
+      };
+      if (until == clock::time_point::max()) {
+        changed_.wait(lock, moved);
+      } else {
+        changed_.wait_until(lock, until, moved);
+      }
+    }
+  }
+
+  // Asks the sink, unlocked, whether anything outside can end the
+  // standstill; reports the deadlock if not and no member moved meanwhile.
+  bool confirm_deadlock(std::unique_lock<std::mutex>& lock) {
+    const std::uint64_t wakes = wakes_;
+    deadlock_sink* sink = sink_;
+    lock.unlock();
+    const bool nothing_outside = sink->nothing_outside();
+    lock.lock();
+    if (!nothing_outside || stopping_ || wakes_ != wakes || !all_blocked_locked() ||
+        !timers_.empty()) {
+      return false;
+    }
+    reported_ = true;
+    std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+    lock.unlock();
+    sink->on_deadlock(error);
+    lock.lock();
+    return true;
+  }
+
   std::string describe_locked() const {
     std::string s =
-        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
-        "and no task of the scope can wake:";
+        real_time_
+            ? "leash::nursery: deadlock: every task is blocked in a leash call that no timer, no "
+              "task and no other thread can wake:"
+            : "leash::virtual_time: deadlock: every task is blocked in a leash call that no "
+              "timer and no task of the scope can wake:";
     for (const task_identity* t : members_list_) {
       const char* what = t->blocked_in.load(std::memory_order_acquire);
       s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
@@ -337,6 +407,9 @@ class virtual_clock {
   std::size_t blocked_ = 0;
   deadlock_sink* sink_ = nullptr;
   bool stopping_ = false;
+  const bool real_time_;
+  std::uint64_t wakes_ = 0;  // member wakes so far: an unchanged count means none moved
+  bool reported_ = false;    // real time: the deadlock was reported (once)
   std::thread driver_;
 };
 
