@@ -75,6 +75,7 @@ struct task_identity {
   bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
   const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
   int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
+  int vt_external = 0;  // coroutine task: waits outside leash (a socket): it counts as running
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -260,6 +261,19 @@ class virtual_clock {
     }
   }
 
+  // A coroutine member starts / ends a wait outside leash (a socket's
+  // readiness), in a slice: while it lasts the member counts as running even
+  // when suspended, as a thread blocked in a raw read() does, since only the
+  // outside world can end it.
+  void external_begin(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    ++t->vt_external;
+  }
+  void external_end(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    --t->vt_external;
+  }
+
   // A coroutine member was posted to run / one of its slices ended suspended.
   void coro_posted(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
@@ -271,7 +285,7 @@ class virtual_clock {
   }
   void coro_suspended(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
-    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+    if (--t->vt_runnable == 0 && !t->vt_blocked && t->vt_external == 0) {
       t->vt_blocked = true;
       t->vt_waiting_on = nullptr;
       ++blocked_;
