@@ -28,6 +28,7 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -347,6 +348,11 @@ class virtual_clock {
   // is repeated this often while the standstill lasts.
   static constexpr std::chrono::milliseconds recheck_interval{10};
 
+  // What changes when a member wakes, blocks, joins or leaves, or a timer
+  // is added or fired: equal readings mean nothing moved in between.
+  using progress = std::tuple<std::uint64_t, std::size_t, std::size_t, std::size_t>;
+  progress progress_locked() const noexcept { return {wakes_, members_, blocked_, timers_.size()}; }
+
   // The real-time driver: fires timers when due; at a standstill with none
   // pending, reports a deadlock once nothing outside can end it either.
   void drive_real_time() {
@@ -361,11 +367,8 @@ class virtual_clock {
       clock::time_point until =
           timers_.empty() ? clock::time_point::max() : timers_.begin()->first.first;
       if (standstill && timers_.empty()) until = clock::now() + recheck_interval;
-      const std::uint64_t wakes = wakes_;
-      const std::size_t blocked = blocked_, timers = timers_.size();
-      auto moved = [&] {
-        return stopping_ || wakes_ != wakes || blocked_ != blocked || timers_.size() != timers;
-      };
+      const progress seen = progress_locked();
+      auto moved = [&] { return stopping_ || progress_locked() != seen; };
       if (until == clock::time_point::max()) {
         changed_.wait(lock, moved);
       } else {
@@ -377,15 +380,12 @@ class virtual_clock {
   // Asks the sink, unlocked, whether anything outside can end the
   // standstill; reports the deadlock if not and no member moved meanwhile.
   bool confirm_deadlock(std::unique_lock<std::mutex>& lock) {
-    const std::uint64_t wakes = wakes_;
+    const progress seen = progress_locked();
     deadlock_sink* sink = sink_;
     lock.unlock();
     const bool nothing_outside = sink->nothing_outside();
     lock.lock();
-    if (!nothing_outside || stopping_ || wakes_ != wakes || !all_blocked_locked() ||
-        !timers_.empty()) {
-      return false;
-    }
+    if (!nothing_outside || stopping_ || progress_locked() != seen) return false;
     reported_ = true;
     std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
     lock.unlock();
