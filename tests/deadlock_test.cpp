@@ -16,6 +16,35 @@ using namespace std::chrono_literals;
 
 namespace {
 
+// ThreadSanitizer's runtime runs a thread of its own, one leash cannot
+// account for, so detection never fires under it: the cases that expect a
+// report are skipped there (the others still run).
+#if defined(__SANITIZE_THREAD__)
+constexpr bool under_tsan = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool under_tsan = true;
+#else
+constexpr bool under_tsan = false;
+#endif
+#else
+constexpr bool under_tsan = false;
+#endif
+
+// A missed deadlock would hang the case: this ends the process instead
+// (SIGALRM's default action), without a thread or timer that would itself
+// keep the watch from reporting.
+class hang_guard {
+ public:
+  hang_guard() { ::alarm(hang_limit_seconds); }
+  ~hang_guard() { ::alarm(0); }
+  hang_guard(const hang_guard&) = delete;
+  hang_guard& operator=(const hang_guard&) = delete;
+
+ private:
+  static constexpr unsigned hang_limit_seconds = 120;  // far beyond any machine's run
+};
+
 // Turns detection on (or off) for one test case; runtime::configure is
 // process-wide, so the destructor turns it off again.
 class detection {
@@ -79,7 +108,9 @@ bool blocked(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("detect_deadlocks: a forgotten close() before a range-for, thread tasks") {
+TEST_CASE("detect_deadlocks: a forgotten close() before a range-for, thread tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
   const detection on(true);
   leash::channel<int> ch;  // outlives the tasks
   int owner_line = 0, consumer_line = 0;
@@ -107,7 +138,9 @@ TEST_CASE("detect_deadlocks: a forgotten close() before a range-for, thread task
   CHECK_FALSE(contains(report, "\"producer\""));
 }
 
-TEST_CASE("detect_deadlocks: a forgotten close() before an async_recv loop, coroutine tasks") {
+TEST_CASE("detect_deadlocks: a forgotten close() before an async_recv loop, coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
   const detection on(true);
   leash::channel<int> ch;
   int owner_line = 0, consumer_line = 0;
@@ -133,7 +166,8 @@ TEST_CASE("detect_deadlocks: a forgotten close() before an async_recv loop, coro
   CHECK_FALSE(contains(report, "\"producer\""));
 }
 
-TEST_CASE("detect_deadlocks: a two-task channel cycle, thread tasks") {
+TEST_CASE("detect_deadlocks: a two-task channel cycle, thread tasks" * doctest::skip(under_tsan)) {
+  const hang_guard guard;
   const detection on(true);
   leash::channel<int> ab, ba;
   int a_line = 0, b_line = 0;
@@ -149,7 +183,9 @@ TEST_CASE("detect_deadlocks: a two-task channel cycle, thread tasks") {
   CHECK(contains(report, line_of("b", b_line, "channel<int>::recv")));
 }
 
-TEST_CASE("detect_deadlocks: a two-task channel cycle, coroutine tasks") {
+TEST_CASE("detect_deadlocks: a two-task channel cycle, coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
   const detection on(true);
   leash::channel<int> ab, ba;
   int a_line = 0, b_line = 0;
@@ -169,7 +205,9 @@ TEST_CASE("detect_deadlocks: a two-task channel cycle, coroutine tasks") {
   CHECK(contains(report, line_of("b", b_line, "channel<int>::async_recv")));
 }
 
-TEST_CASE("detect_deadlocks: a select with only disabled cases, thread and coroutine tasks") {
+TEST_CASE("detect_deadlocks: a select with only disabled cases, thread and coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
   const detection on(true);
   leash::channel<int> a, b;
   int thread_line = 0, coro_line = 0;
