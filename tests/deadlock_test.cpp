@@ -228,6 +228,32 @@ TEST_CASE("detect_deadlocks: a select with only disabled cases, thread and corou
   CHECK(contains(report, line_of("coroutine", coro_line, "async_select")));
 }
 
+TEST_CASE(
+    "detect_deadlocks: a deadlock found as the destructor joins goes to the unobserved handler" *
+    doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  std::string report;
+  auto previous = leash::set_unobserved_failure_handler([&](const leash::unobserved_failure& f) {
+    try {
+      std::rethrow_exception(f.error);
+    } catch (const leash::deadlock& e) {
+      report = e.what();
+    } catch (...) {
+    }
+  });
+  leash::channel<int> ch;
+  int consumer_line = 0;
+  {
+    leash::nursery n;
+    consumer_line = __LINE__ + 1;
+    n.spawn("consumer", [&] { (void)ch.recv(); });
+  }  // no wait(): the destructor joins
+  leash::set_unobserved_failure_handler(std::move(previous));
+  MESSAGE(report);
+  CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::recv")));
+}
+
 TEST_CASE("detect_deadlocks: a channel a plain thread sends on later is no deadlock") {
   const detection on(true);
   leash::channel<int> ch;
