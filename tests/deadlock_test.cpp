@@ -254,6 +254,26 @@ TEST_CASE(
   CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::recv")));
 }
 
+TEST_CASE("detect_deadlocks: pending sleeps and deadlines are no deadlock, and fire in real time") {
+  const detection on(true);
+  leash::channel<int> ch, never;
+  int got = 0;
+  bool moved_on = false;
+  CHECK_NOTHROW(leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("sleeper", [&] {
+      leash::this_task::sleep_for(5ms);
+      ch.send(1);
+    });
+    n.spawn("receiver", [&] { got = ch.recv().value_or(0); });
+    n.spawn("deadline", [&] {
+      leash::move_on_after(5ms, [&] { (void)never.recv(); });
+      moved_on = true;
+    });
+  }));
+  CHECK(got == 1);
+  CHECK(moved_on);
+}
+
 TEST_CASE("detect_deadlocks: a channel a plain thread sends on later is no deadlock") {
   const detection on(true);
   leash::channel<int> ch;
