@@ -1,6 +1,7 @@
 // Tests for leash/virtual_time.hpp: the virtual clock of a scope, its jumps
 // when every task is blocked, and the deadlock report.
 #include <doctest/doctest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -8,6 +9,7 @@
 #include <cstdio>
 #include <latch>
 #include <leash.hpp>
+#include <leash/io/socket.hpp>
 #include <leash/virtual_time.hpp>
 #include <mutex>
 #include <stop_token>
@@ -31,6 +33,14 @@ struct real_time_note {
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
+}
+
+// True once live_tasks() shows the task `name` blocked in `what`.
+bool blocked_in(const std::string& name, const std::string& what) {
+  for (const auto& t : leash::live_tasks()) {
+    if (t.name == name && t.blocked_in != nullptr && what == t.blocked_in) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -171,6 +181,42 @@ TEST_CASE("a forgotten close() before a range-for is a deadlock naming both thre
   CHECK(contains(report, "recv"));
 }
 
+TEST_CASE("a forgotten close() before an async_recv loop is a deadlock naming both coroutines") {
+  leash::virtual_time vt;
+  std::string report;
+  int body_line = 0, consumer_line = 0;
+  leash::channel<int> ch;  // outlives the tasks: a deadlock cancels the body first
+  try {
+    body_line = __LINE__ + 1;
+    vt.run([&](leash::nursery& n) -> leash::coro<void> {
+      n.spawn("producer", [&]() -> leash::coro<void> {
+        for (int i = 0; i < 3; ++i)
+          co_await ch.async_send(i);
+        // ch.close() forgotten
+      });
+      consumer_line = __LINE__ + 1;
+      auto consumer = n.spawn("consumer", [&]() -> leash::coro<int> {
+        int sum = 0;
+        while (auto v = co_await ch.async_recv())
+          sum += *v;
+        co_return sum;
+      });
+      (void)co_await consumer;
+    });
+  } catch (const leash::deadlock& e) {
+    report = e.what();
+  }
+  MESSAGE(report);
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report, "leash::virtual_time: deadlock"));
+  CHECK(contains(report, "\"consumer\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(consumer_line) +
+                             " blocked in channel<int>::async_recv"));
+  CHECK(contains(report, "\"virtual_time::run\" spawned at " + std::string(__FILE__) + ":" +
+                             std::to_string(body_line) + " blocked in task::co_await"));
+  CHECK_FALSE(contains(report, "\"producer\""));
+}
+
 TEST_CASE("a two-task channel cycle is a deadlock naming both tasks and their lines") {
   leash::virtual_time vt;
   std::string report;
@@ -251,6 +297,36 @@ TEST_CASE("a task in a raw read() keeps the virtual clock still: no jump, no dea
   writer.join();
   ::close(fds[0]);
   ::close(fds[1]);
+  CHECK(read_at == 0s);
+  CHECK(slept_at == 1h);
+}
+
+TEST_CASE("a coroutine task waiting on a socket keeps the virtual clock still: no jump") {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds) == 0);
+  leash::io::socket a(fds[0]);
+  leash::io::detail::unique_fd b(fds[1]);
+  leash::virtual_time vt;
+  const auto start = vt.now();
+  std::thread writer([&] {
+    while (!blocked_in("reader", "io::async_read_some"))
+      std::this_thread::yield();
+    const char c = 'x';
+    CHECK(::write(b.get(), &c, 1) == 1);
+  });
+  std::chrono::steady_clock::duration read_at{}, slept_at{};
+  CHECK_NOTHROW(vt.run([&](leash::nursery& n) {
+    n.spawn("sleeper", [&] {
+      leash::this_task::sleep_for(1h);
+      slept_at = vt.now() - start;
+    });
+    n.spawn("reader", [&]() -> leash::coro<void> {
+      std::byte buf[1];
+      CHECK(co_await a.async_read_some(buf) == 1);
+      read_at = vt.now() - start;
+    });
+  }));
+  writer.join();
   CHECK(read_at == 0s);
   CHECK(slept_at == 1h);
 }

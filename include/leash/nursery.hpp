@@ -61,6 +61,7 @@
 #include "coro.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/coro_task.hpp"
+#include "detail/deadlock_watch.hpp"
 #include "detail/registry.hpp"
 #include "detail/scheduler.hpp"
 #include "detail/task_record.hpp"
@@ -252,8 +253,11 @@ class nursery final : private detail::nursery_node {
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
         parent_task_ptr_(detail::current_task),
         uncaught_(detail::uncaught_exceptions()),
-        state_(detail::ambient, {}, deadline_of(options_), options_.name),
+        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site)),
+        state_(detail::watch_opening(watch_.get()).parent(), {}, deadline_of(options_),
+               options_.name),
         installed_(&state_, "leash::nursery") {
+    if (watch_ != nullptr) watch_->attach(state_);
     detail::registry::instance().add(this);
   }
 
@@ -273,12 +277,21 @@ class nursery final : private detail::nursery_node {
     if (detail::uncaught_exceptions() > uncaught_) {
       state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
     }
+    bool waited = false;
     {
       std::unique_lock lock(mutex_);
+      waited = closed_;
       wait_joined(lock);
       closed_ = true;
     }
     detail::registry::instance().remove(this);
+    if (watch_ != nullptr) {
+      watch_->detach();
+      // Found while the destructor joined: nobody else will hear of it.
+      if (!waited && watch_->found()) {
+        detail::report_unobserved({watch_->found(), "(deadlock)", site_, options_.name});
+      }
+    }
     const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
       if (f->observed.load(std::memory_order_relaxed)) continue;
@@ -330,6 +343,9 @@ class nursery final : private detail::nursery_node {
     }
     closed_ = true;
     report(lock);
+    if (watch_ != nullptr) {
+      if (std::exception_ptr found = watch_->found()) std::rethrow_exception(found);
+    }
   }
 
  private:
@@ -406,7 +422,7 @@ class nursery final : private detail::nursery_node {
   // scope counts as blocked meanwhile (task_finished records the wake).
   void wait_joined(std::unique_lock<std::mutex>& lock) {
     const detail::blocking_region blocking(running_ != 0);
-    detail::task_identity* const me = detail::vt_member();
+    detail::task_identity* const me = waiting_member();
     if (me == nullptr) {
       changed_.wait(lock, [&] { return running_ == 0; });
       return;
@@ -416,6 +432,13 @@ class nursery final : private detail::nursery_node {
       changed_.wait(lock);
     }
     me->vclock->end_wait(me);
+  }
+
+  // The member of a virtual_time scope, or the owner of a deadlock watch,
+  // that waits here (it counts as blocked meanwhile), if any.
+  detail::task_identity* waiting_member() noexcept {
+    if (detail::task_identity* t = detail::vt_member()) return t;
+    return watch_ != nullptr ? watch_->owner_here() : nullptr;
   }
 
   // Under the lock: true, and no more spawns, once every task ended (what
@@ -678,6 +701,9 @@ class nursery final : private detail::nursery_node {
   // The task whose body opened this nursery (it outlives the nursery), or null.
   const detail::task_identity* parent_task_ptr_;
   int uncaught_;  // detail::uncaught_exceptions() at construction
+  // runtime_options::detect_deadlocks: the watch of a nursery opened on a
+  // plain thread, or null. Declared before state_, whose timer it may hold.
+  std::unique_ptr<detail::deadlock_watch> watch_;
   detail::cancel_state state_;
   detail::ambient_guard installed_;
 

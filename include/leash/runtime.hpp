@@ -22,6 +22,7 @@
 
 #include "detail/scheduler.hpp"
 #include "detail/thread_cache.hpp"
+#include "detail/thread_census.hpp"
 #include "runtime_options.hpp"
 
 namespace leash::inline v0::runtime {
@@ -30,6 +31,7 @@ namespace leash::inline v0::runtime {
 // with; max_idle applies to the next thread that becomes idle; coro_workers
 // only before the first coroutine task starts the workers.
 inline void configure(const runtime_options& options) {
+  detail::detect_deadlocks_enabled.store(options.detect_deadlocks, std::memory_order_relaxed);
   detail::thread_cache::instance().configure(options);
   detail::scheduler::configure(options.coro_workers);
 }

@@ -33,6 +33,15 @@ struct runtime_options {
   // process may run on (its affinity mask: taskset counts).
   // Read when the first coroutine task starts them: set it before that.
   std::size_t coro_workers = 0;
+  // Deadlock detection outside virtual time, for tests: a nursery opened on
+  // a plain thread fails with leash::deadlock when it and every task in it
+  // are blocked in leash calls that nothing can wake. Since anyone may hold a
+  // reference to a channel, it is reported only when the whole process is
+  // idle: every nursery is this one or nested in it, no timer or ticker is
+  // pending, and no thread exists but leash's and the nursery's owner. Never
+  // a false report; a deadlock beside other activity goes unseen. Read when
+  // a nursery opens.
+  bool detect_deadlocks = false;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.

@@ -20,8 +20,9 @@
 // are cancelled and run() throws leash::deadlock, whose what() lists every
 // task, its spawn site and the call it is blocked in.
 //
-// A member blocked outside leash (a raw read(), a std::mutex) counts as
-// running: the clock waits for it, and it is never part of a deadlock. Mark
+// A member blocked outside leash (a raw read(), a std::mutex, a coroutine
+// task waiting on a socket) counts as running: the clock waits for it, and
+// it is never part of a deadlock. Mark
 // such a wait with this_task::external_wait to name it in live_tasks().
 // Tasks outside the scope keep real time; a member woken by one of them is
 // woken as usual, but while it waits the scope may see a deadlock.

@@ -30,12 +30,14 @@
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "../errors.hpp"
 #include "source_location.hpp"
 #include "spin.hpp"
+#include "thread_census.hpp"
 #include "timer.hpp"
 
 namespace leash::inline v0::detail {
@@ -76,6 +78,7 @@ struct task_identity {
   bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
   const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
   int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
+  int vt_external = 0;  // coroutine task: waits outside leash (a socket): it counts as running
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -108,6 +111,9 @@ inline task_identity* vt_member() noexcept {
 class deadlock_sink {
  public:
   virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+  // A real-time clock's standstill is a deadlock only if nothing outside
+  // its members can end it: asked unlocked, before on_deadlock.
+  virtual bool nothing_outside() noexcept { return true; }
 
  protected:
   ~deadlock_sink() = default;
@@ -127,8 +133,14 @@ class virtual_clock {
  public:
   using clock = std::chrono::steady_clock;
 
-  virtual_clock() : now_(clock::now()) {
-    driver_ = std::thread([this] { drive(); });
+  // real_time: a deadlock watch outside virtual time (deadlock_watch.hpp):
+  // now() is steady_clock's, timers fire when due, and a standstill with no
+  // timer pending is reported only once the sink confirms nothing_outside().
+  explicit virtual_clock(bool real_time = false) : now_(clock::now()), real_time_(real_time) {
+    driver_ = std::thread([this] {
+      const thread_census::member counted;
+      drive();
+    });
   }
 
   // Waits until no member task is left, then stops the driver.
@@ -145,6 +157,7 @@ class virtual_clock {
   virtual_clock& operator=(const virtual_clock&) = delete;
 
   clock::time_point now() const {
+    if (real_time_) return clock::now();
     std::lock_guard lock(mutex_);
     return now_;
   }
@@ -164,6 +177,7 @@ class virtual_clock {
     std::lock_guard lock(mutex_);
     const timer_handle h{when, next_id_++};
     timers_.emplace(std::pair{when, h.id}, client);
+    if (real_time_) changed_.notify_all();  // the driver may sleep until a later one
     return h;
   }
 
@@ -250,17 +264,31 @@ class virtual_clock {
     }
   }
 
+  // A coroutine member starts / ends a wait outside leash (a socket's
+  // readiness), in a slice: while it lasts the member counts as running even
+  // when suspended, as a thread blocked in a raw read() does, since only the
+  // outside world can end it.
+  void external_begin(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    ++t->vt_external;
+  }
+  void external_end(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    --t->vt_external;
+  }
+
   // A coroutine member was posted to run / one of its slices ended suspended.
   void coro_posted(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
     if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      ++wakes_;
       t->vt_blocked = false;
       --blocked_;
     }
   }
   void coro_suspended(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
-    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+    if (--t->vt_runnable == 0 && !t->vt_blocked && t->vt_external == 0) {
       t->vt_blocked = true;
       t->vt_waiting_on = nullptr;
       ++blocked_;
@@ -273,6 +301,7 @@ class virtual_clock {
 
   bool unblock_locked(task_identity* t) noexcept {
     if (!t->vt_blocked || t->vt_coroutine) return false;
+    ++wakes_;
     t->vt_blocked = false;
     t->vt_waiting_on = nullptr;
     --blocked_;
@@ -297,6 +326,7 @@ class virtual_clock {
 
   // The driver: the jumps, and the deadlock report.
   void drive() {
+    if (real_time_) return drive_real_time();
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
@@ -315,10 +345,64 @@ class virtual_clock {
     }
   }
 
+  // A watch's check that failed because something outside was still
+  // settling (a finished task's thread going idle, a plain thread exiting)
+  // is repeated this often while the standstill lasts.
+  static constexpr std::chrono::milliseconds recheck_interval{10};
+
+  // What changes when a member wakes, blocks, joins or leaves, or a timer
+  // is added or fired: equal readings mean nothing moved in between.
+  using progress = std::tuple<std::uint64_t, std::size_t, std::size_t, std::size_t>;
+  progress progress_locked() const noexcept { return {wakes_, members_, blocked_, timers_.size()}; }
+
+  // The real-time driver: fires timers when due; at a standstill with none
+  // pending, reports a deadlock once nothing outside can end it either.
+  void drive_real_time() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (!timers_.empty() && timers_.begin()->first.first <= clock::now()) {
+        fire_first(lock);
+        continue;
+      }
+      const bool standstill = !reported_ && sink_ != nullptr && all_blocked_locked();
+      if (standstill && timers_.empty() && confirm_deadlock(lock)) continue;
+      clock::time_point until =
+          timers_.empty() ? clock::time_point::max() : timers_.begin()->first.first;
+      if (standstill && timers_.empty()) until = clock::now() + recheck_interval;
+      const progress seen = progress_locked();
+      auto moved = [&] { return stopping_ || progress_locked() != seen; };
+      if (until == clock::time_point::max()) {
+        changed_.wait(lock, moved);
+      } else {
+        changed_.wait_until(lock, until, moved);
+      }
+    }
+  }
+
+  // Asks the sink, unlocked, whether anything outside can end the
+  // standstill; reports the deadlock if not and no member moved meanwhile.
+  bool confirm_deadlock(std::unique_lock<std::mutex>& lock) {
+    const progress seen = progress_locked();
+    deadlock_sink* sink = sink_;
+    lock.unlock();
+    const bool nothing_outside = sink->nothing_outside();
+    lock.lock();
+    if (!nothing_outside || stopping_ || progress_locked() != seen) return false;
+    reported_ = true;
+    std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+    lock.unlock();
+    sink->on_deadlock(error);
+    lock.lock();
+    return true;
+  }
+
   std::string describe_locked() const {
     std::string s =
-        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
-        "and no task of the scope can wake:";
+        real_time_
+            ? "leash::nursery: deadlock: every task is blocked in a leash call that no timer, no "
+              "task and no other thread can wake:"
+            : "leash::virtual_time: deadlock: every task is blocked in a leash call that no "
+              "timer and no task of the scope can wake:";
     for (const task_identity* t : members_list_) {
       const char* what = t->blocked_in.load(std::memory_order_acquire);
       s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
@@ -339,6 +423,9 @@ class virtual_clock {
   std::size_t blocked_ = 0;
   deadlock_sink* sink_ = nullptr;
   bool stopping_ = false;
+  const bool real_time_;
+  std::uint64_t wakes_ = 0;  // member wakes so far: an unchanged count means none moved
+  bool reported_ = false;    // real time: the deadlock was reported (once)
   std::thread driver_;
 };
 

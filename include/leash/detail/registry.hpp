@@ -18,6 +18,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../errors.hpp"
@@ -73,6 +74,7 @@ class registry {
 
   void add(nursery_node* n) noexcept {
     std::lock_guard lock(mutex_);
+    ++added_;
     n->next_ = head_;
     if (head_ != nullptr) head_->prev_ = n;
     head_ = n;
@@ -96,6 +98,16 @@ class registry {
     return out;
   }
 
+  // For a deadlock check: true when every nursery runs on `vc`, and how many
+  // were ever added (a change means one was opened meanwhile).
+  std::pair<bool, std::uint64_t> all_on(const virtual_clock* vc) const {
+    std::lock_guard lock(mutex_);
+    for (nursery_node* n = head_; n != nullptr; n = n->next_) {
+      if (n->state().vclock() != vc) return {false, added_};
+    }
+    return {true, added_};
+  }
+
   // Called whenever a task ends; wakes leak checks, if any are waiting.
   void task_ended() noexcept { leak_signal::instance().notify(); }
 
@@ -114,6 +126,7 @@ class registry {
 
   mutable std::mutex mutex_;
   nursery_node* head_ = nullptr;
+  std::uint64_t added_ = 0;  // guarded by mutex_
 };
 
 // What a leak check knows about a live ticker, an open must-close handle, or
@@ -140,6 +153,7 @@ class object_registry {
     object_snapshot o{kind, next_id(), std::move(name), site, std::chrono::steady_clock::now()};
     const std::uint64_t id = o.id;
     std::lock_guard lock(mutex_);
+    ++added_;
     objects_.emplace(id, std::move(o));
     return id;
   }
@@ -151,6 +165,16 @@ class object_registry {
       objects_.erase(id);
     }
     leak_signal::instance().notify();
+  }
+
+  // For a deadlock check: true when no ticker lives, and how many objects
+  // were ever added (a change means one was started meanwhile).
+  std::pair<bool, std::uint64_t> no_tickers() const {
+    std::lock_guard lock(mutex_);
+    for (const auto& entry : objects_) {
+      if (entry.second.kind == object_snapshot::ticker) return {false, added_};
+    }
+    return {true, added_};
   }
 
   std::vector<object_snapshot> snapshot() const {
@@ -167,6 +191,7 @@ class object_registry {
 
   mutable std::mutex mutex_;
   std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
+  std::uint64_t added_ = 0;                           // guarded by mutex_
 };
 
 // Marks a thread blocked in a channel call or select. A task's blocking call

@@ -95,6 +95,7 @@
 #include "../errors.hpp"
 #include "frame_allocator.hpp"
 #include "spin.hpp"
+#include "thread_census.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -316,7 +317,10 @@ class scheduler {
       ++alive_;
     }
     try {
-      std::thread([this, w] { thread_main(w); }).detach();
+      std::thread([this, w] {
+        const thread_census::member counted;
+        thread_main(w);
+      }).detach();
       return true;
     } catch (...) {  // std::system_error, std::bad_alloc
       std::lock_guard lock(idle_mutex_);
@@ -651,7 +655,10 @@ class scheduler {
     if (!monitor_started_) {
       monitor_started_ = true;
       try {
-        std::thread([this] { monitor_main(); }).detach();
+        std::thread([this] {
+          const thread_census::member counted;
+          monitor_main();
+        }).detach();
       } catch (...) {  // no thread: lent calls keep their slots, as before a hand-off
         monitor_started_ = false;
       }
@@ -719,7 +726,10 @@ class scheduler {
       ++alive_;
     }
     try {
-      std::thread([this] { thread_main(wait_as_spare()); }).detach();
+      std::thread([this] {
+        const thread_census::member counted;
+        thread_main(wait_as_spare());
+      }).detach();
     } catch (...) {  // no thread now: the monitor tries again at its next look
       std::lock_guard lock(idle_mutex_);
       --alive_;

@@ -40,6 +40,7 @@
 #include "../errors.hpp"
 #include "../runtime_options.hpp"
 #include "spin.hpp"
+#include "thread_census.hpp"
 #include "thread_limits.hpp"
 #include "timer.hpp"
 
@@ -113,7 +114,10 @@ class thread_cache {
       return;
     }
     try {
-      std::thread([this, j] { work(j); }).detach();
+      std::thread([this, j] {
+        const thread_census::member counted;
+        work(j);
+      }).detach();
     } catch (const std::system_error& e) {
       std::lock_guard lock(mutex_);
       --alive_;

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "leak_signal.hpp"
+#include "thread_census.hpp"
 
 namespace leash::inline v0::detail {
 
@@ -84,6 +85,13 @@ class timer_service {
     return entries_.size();
   }
 
+  // For a deadlock check: true when no timer is pending or firing, and how
+  // many were ever scheduled (a change means one was added meanwhile).
+  std::pair<bool, std::uint64_t> quiet() const {
+    std::lock_guard lock(mutex_);
+    return {entries_.empty() && firing_ == 0, next_id_};
+  }
+
   // The pending entries (id, due time), for leak checks.
   std::vector<timer_handle> snapshot() const {
     std::lock_guard lock(mutex_);
@@ -105,7 +113,10 @@ class timer_service {
   // Starts the timer thread. If that throws (no thread can be created),
   // running_ stays false and the next schedule() tries again.
   void start_locked() {
-    std::thread t([this] { run(); });
+    std::thread t([this] {
+      const thread_census::member counted;
+      run();
+    });
     if (thread_.joinable()) thread_.detach();
     thread_ = std::move(t);
     running_ = true;

@@ -199,6 +199,9 @@ class slot_awaiter final : private leash::detail::stop_hook_node {
     armed_ = true;
     identity_ = leash::detail::current_task;
     if (identity_ != nullptr) identity_->note_blocked(what_);
+    if (identity_ != nullptr && identity_->vclock != nullptr) {
+      identity_->vclock->external_begin(identity_);  // before the task can be posted
+    }
     if (state_ != nullptr) state_->add_hook(*this);  // runs on_stop at once if stopped
     return gate_.fetch_sub(1, std::memory_order_acq_rel) != 1;
   }
@@ -206,6 +209,9 @@ class slot_awaiter final : private leash::detail::stop_hook_node {
   wake_reason await_resume() {
     if (!armed_) return wake_reason::ready;
     if (identity_ != nullptr) identity_->note_blocked(nullptr);
+    if (identity_ != nullptr && identity_->vclock != nullptr) {
+      identity_->vclock->external_end(identity_);
+    }
     if (state_ != nullptr) state_->remove_hook(*this);
     if (result_ == wake_reason::stopped) state_->throw_cancelled();
     return result_;

@@ -1031,6 +1031,111 @@ class spinlock {
 };
 
 }  // namespace leash::inline v0::detail
+// ---- leash/detail/thread_census.hpp ----
+// leash/detail/thread_census.hpp: the count of OS threads leash itself runs.
+//
+// A deadlock check outside virtual time (runtime_options::detect_deadlocks)
+// must know that no thread exists that leash cannot see: a plain thread may
+// hold a reference to a channel and send on it later. The OS tells how many
+// threads the process has; this census tells how many of them are leash's.
+//
+// Every thread leash starts counts itself from the first line of its
+// function to the last, so a counted thread is always one the OS lists too
+// (it may list a thread a moment before it counts, or after it stopped
+// counting: the check then sees one thread too many and gives up). Each
+// change bumps a generation, so two equal readings mean the set of counted
+// threads did not change in between.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+namespace leash::inline v0::detail {
+
+// runtime_options::detect_deadlocks, read by every nursery opened on a
+// plain thread (see deadlock_watch.hpp).
+inline std::atomic<bool> detect_deadlocks_enabled{false};
+
+class thread_census {
+ public:
+  struct reading {
+    std::size_t threads = 0;
+    std::uint64_t generation = 0;
+    bool operator==(const reading&) const = default;
+  };
+
+  static thread_census& instance() {
+    static auto* c = new thread_census;  // immortal: threads leave during static destruction
+    return *c;
+  }
+
+  reading read() const {
+    std::lock_guard lock(mutex_);
+    return {threads_, generation_};
+  }
+
+  // True on a thread that counts itself now.
+  static bool counted() noexcept { return counted_; }
+
+  // Counts the running thread for its lifetime: the first and last object of
+  // a leash thread's function.
+  class member {
+   public:
+    member() noexcept { instance().change(true); }
+    ~member() { instance().change(false); }
+    member(const member&) = delete;
+    member& operator=(const member&) = delete;
+  };
+
+ private:
+  thread_census() = default;
+
+  void change(bool joins) noexcept {
+    std::lock_guard lock(mutex_);
+    joins ? ++threads_ : --threads_;
+    ++generation_;
+    counted_ = joins;
+  }
+
+  mutable std::mutex mutex_;
+  std::size_t threads_ = 0;       // guarded by mutex_
+  std::uint64_t generation_ = 0;  // guarded by mutex_
+  static inline thread_local bool counted_ = false;
+};
+
+// How many threads the OS lists for this process, or 0 when it cannot tell
+// (then no check passes).
+inline std::size_t os_thread_count() noexcept {
+#if defined(__linux__)
+  std::FILE* f = std::fopen("/proc/self/stat", "r");
+  if (f == nullptr) return 0;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // Fields after the command name, which may hold spaces and parentheses:
+  // state is the 3rd field, num_threads the 20th.
+  const char* p = nullptr;
+  for (const char* c = buf; *c != '\0'; ++c)
+    if (*c == ')') p = c;
+  if (p == nullptr) return 0;
+  // The 18th space after it precedes num_threads (fields 3 to 20).
+  constexpr int spaces_before_num_threads = 18;
+  for (int i = 0; i < spaces_before_num_threads && p != nullptr; ++i)
+    p = std::strchr(p + 1, ' ');
+  if (p == nullptr) return 0;
+  unsigned long count = 0;
+  if (std::sscanf(p + 1, "%lu", &count) != 1) return 0;
+  return count;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace leash::inline v0::detail
 
 namespace leash::inline v0::detail {
 
@@ -1252,7 +1357,10 @@ class scheduler {
       ++alive_;
     }
     try {
-      std::thread([this, w] { thread_main(w); }).detach();
+      std::thread([this, w] {
+        const thread_census::member counted;
+        thread_main(w);
+      }).detach();
       return true;
     } catch (...) {  // std::system_error, std::bad_alloc
       std::lock_guard lock(idle_mutex_);
@@ -1587,7 +1695,10 @@ class scheduler {
     if (!monitor_started_) {
       monitor_started_ = true;
       try {
-        std::thread([this] { monitor_main(); }).detach();
+        std::thread([this] {
+          const thread_census::member counted;
+          monitor_main();
+        }).detach();
       } catch (...) {  // no thread: lent calls keep their slots, as before a hand-off
         monitor_started_ = false;
       }
@@ -1655,7 +1766,10 @@ class scheduler {
       ++alive_;
     }
     try {
-      std::thread([this] { thread_main(wait_as_spare()); }).detach();
+      std::thread([this] {
+        const thread_census::member counted;
+        thread_main(wait_as_spare());
+      }).detach();
     } catch (...) {  // no thread now: the monitor tries again at its next look
       std::lock_guard lock(idle_mutex_);
       --alive_;
@@ -2198,6 +2312,7 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -2346,6 +2461,13 @@ class timer_service {
     return entries_.size();
   }
 
+  // For a deadlock check: true when no timer is pending or firing, and how
+  // many were ever scheduled (a change means one was added meanwhile).
+  std::pair<bool, std::uint64_t> quiet() const {
+    std::lock_guard lock(mutex_);
+    return {entries_.empty() && firing_ == 0, next_id_};
+  }
+
   // The pending entries (id, due time), for leak checks.
   std::vector<timer_handle> snapshot() const {
     std::lock_guard lock(mutex_);
@@ -2367,7 +2489,10 @@ class timer_service {
   // Starts the timer thread. If that throws (no thread can be created),
   // running_ stays false and the next schedule() tries again.
   void start_locked() {
-    std::thread t([this] { run(); });
+    std::thread t([this] {
+      const thread_census::member counted;
+      run();
+    });
     if (thread_.joinable()) thread_.detach();
     thread_ = std::move(t);
     running_ = true;
@@ -2479,6 +2604,7 @@ struct task_identity {
   bool vt_wake_pending = false;         // a waker committed to waking its current thread wait
   const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
   int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
+  int vt_external = 0;  // coroutine task: waits outside leash (a socket): it counts as running
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
@@ -2511,6 +2637,9 @@ inline task_identity* vt_member() noexcept {
 class deadlock_sink {
  public:
   virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
+  // A real-time clock's standstill is a deadlock only if nothing outside
+  // its members can end it: asked unlocked, before on_deadlock.
+  virtual bool nothing_outside() noexcept { return true; }
 
  protected:
   ~deadlock_sink() = default;
@@ -2530,8 +2659,14 @@ class virtual_clock {
  public:
   using clock = std::chrono::steady_clock;
 
-  virtual_clock() : now_(clock::now()) {
-    driver_ = std::thread([this] { drive(); });
+  // real_time: a deadlock watch outside virtual time (deadlock_watch.hpp):
+  // now() is steady_clock's, timers fire when due, and a standstill with no
+  // timer pending is reported only once the sink confirms nothing_outside().
+  explicit virtual_clock(bool real_time = false) : now_(clock::now()), real_time_(real_time) {
+    driver_ = std::thread([this] {
+      const thread_census::member counted;
+      drive();
+    });
   }
 
   // Waits until no member task is left, then stops the driver.
@@ -2548,6 +2683,7 @@ class virtual_clock {
   virtual_clock& operator=(const virtual_clock&) = delete;
 
   clock::time_point now() const {
+    if (real_time_) return clock::now();
     std::lock_guard lock(mutex_);
     return now_;
   }
@@ -2567,6 +2703,7 @@ class virtual_clock {
     std::lock_guard lock(mutex_);
     const timer_handle h{when, next_id_++};
     timers_.emplace(std::pair{when, h.id}, client);
+    if (real_time_) changed_.notify_all();  // the driver may sleep until a later one
     return h;
   }
 
@@ -2653,17 +2790,31 @@ class virtual_clock {
     }
   }
 
+  // A coroutine member starts / ends a wait outside leash (a socket's
+  // readiness), in a slice: while it lasts the member counts as running even
+  // when suspended, as a thread blocked in a raw read() does, since only the
+  // outside world can end it.
+  void external_begin(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    ++t->vt_external;
+  }
+  void external_end(task_identity* t) noexcept {
+    std::lock_guard lock(mutex_);
+    --t->vt_external;
+  }
+
   // A coroutine member was posted to run / one of its slices ended suspended.
   void coro_posted(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
     if (t->vt_runnable++ == 0 && t->vt_blocked) {
+      ++wakes_;
       t->vt_blocked = false;
       --blocked_;
     }
   }
   void coro_suspended(task_identity* t) noexcept {
     std::lock_guard lock(mutex_);
-    if (--t->vt_runnable == 0 && !t->vt_blocked) {
+    if (--t->vt_runnable == 0 && !t->vt_blocked && t->vt_external == 0) {
       t->vt_blocked = true;
       t->vt_waiting_on = nullptr;
       ++blocked_;
@@ -2676,6 +2827,7 @@ class virtual_clock {
 
   bool unblock_locked(task_identity* t) noexcept {
     if (!t->vt_blocked || t->vt_coroutine) return false;
+    ++wakes_;
     t->vt_blocked = false;
     t->vt_waiting_on = nullptr;
     --blocked_;
@@ -2700,6 +2852,7 @@ class virtual_clock {
 
   // The driver: the jumps, and the deadlock report.
   void drive() {
+    if (real_time_) return drive_real_time();
     std::unique_lock lock(mutex_);
     for (;;) {
       changed_.wait(lock, [&] { return stopping_ || all_blocked_locked(); });
@@ -2718,10 +2871,64 @@ class virtual_clock {
     }
   }
 
+  // A watch's check that failed because something outside was still
+  // settling (a finished task's thread going idle, a plain thread exiting)
+  // is repeated this often while the standstill lasts.
+  static constexpr std::chrono::milliseconds recheck_interval{10};
+
+  // What changes when a member wakes, blocks, joins or leaves, or a timer
+  // is added or fired: equal readings mean nothing moved in between.
+  using progress = std::tuple<std::uint64_t, std::size_t, std::size_t, std::size_t>;
+  progress progress_locked() const noexcept { return {wakes_, members_, blocked_, timers_.size()}; }
+
+  // The real-time driver: fires timers when due; at a standstill with none
+  // pending, reports a deadlock once nothing outside can end it either.
+  void drive_real_time() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      if (!timers_.empty() && timers_.begin()->first.first <= clock::now()) {
+        fire_first(lock);
+        continue;
+      }
+      const bool standstill = !reported_ && sink_ != nullptr && all_blocked_locked();
+      if (standstill && timers_.empty() && confirm_deadlock(lock)) continue;
+      clock::time_point until =
+          timers_.empty() ? clock::time_point::max() : timers_.begin()->first.first;
+      if (standstill && timers_.empty()) until = clock::now() + recheck_interval;
+      const progress seen = progress_locked();
+      auto moved = [&] { return stopping_ || progress_locked() != seen; };
+      if (until == clock::time_point::max()) {
+        changed_.wait(lock, moved);
+      } else {
+        changed_.wait_until(lock, until, moved);
+      }
+    }
+  }
+
+  // Asks the sink, unlocked, whether anything outside can end the
+  // standstill; reports the deadlock if not and no member moved meanwhile.
+  bool confirm_deadlock(std::unique_lock<std::mutex>& lock) {
+    const progress seen = progress_locked();
+    deadlock_sink* sink = sink_;
+    lock.unlock();
+    const bool nothing_outside = sink->nothing_outside();
+    lock.lock();
+    if (!nothing_outside || stopping_ || progress_locked() != seen) return false;
+    reported_ = true;
+    std::exception_ptr error = std::make_exception_ptr(deadlock(describe_locked()));
+    lock.unlock();
+    sink->on_deadlock(error);
+    lock.lock();
+    return true;
+  }
+
   std::string describe_locked() const {
     std::string s =
-        "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
-        "and no task of the scope can wake:";
+        real_time_
+            ? "leash::nursery: deadlock: every task is blocked in a leash call that no timer, no "
+              "task and no other thread can wake:"
+            : "leash::virtual_time: deadlock: every task is blocked in a leash call that no "
+              "timer and no task of the scope can wake:";
     for (const task_identity* t : members_list_) {
       const char* what = t->blocked_in.load(std::memory_order_acquire);
       s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
@@ -2742,6 +2949,9 @@ class virtual_clock {
   std::size_t blocked_ = 0;
   deadlock_sink* sink_ = nullptr;
   bool stopping_ = false;
+  const bool real_time_;
+  std::uint64_t wakes_ = 0;  // member wakes so far: an unchanged count means none moved
+  bool reported_ = false;    // real time: the deadlock was reported (once)
   std::thread driver_;
 };
 
@@ -3410,6 +3620,7 @@ class ambient_guard {
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace leash::inline v0::detail {
@@ -3461,6 +3672,7 @@ class registry {
 
   void add(nursery_node* n) noexcept {
     std::lock_guard lock(mutex_);
+    ++added_;
     n->next_ = head_;
     if (head_ != nullptr) head_->prev_ = n;
     head_ = n;
@@ -3484,6 +3696,16 @@ class registry {
     return out;
   }
 
+  // For a deadlock check: true when every nursery runs on `vc`, and how many
+  // were ever added (a change means one was opened meanwhile).
+  std::pair<bool, std::uint64_t> all_on(const virtual_clock* vc) const {
+    std::lock_guard lock(mutex_);
+    for (nursery_node* n = head_; n != nullptr; n = n->next_) {
+      if (n->state().vclock() != vc) return {false, added_};
+    }
+    return {true, added_};
+  }
+
   // Called whenever a task ends; wakes leak checks, if any are waiting.
   void task_ended() noexcept { leak_signal::instance().notify(); }
 
@@ -3502,6 +3724,7 @@ class registry {
 
   mutable std::mutex mutex_;
   nursery_node* head_ = nullptr;
+  std::uint64_t added_ = 0;  // guarded by mutex_
 };
 
 // What a leak check knows about a live ticker, an open must-close handle, or
@@ -3528,6 +3751,7 @@ class object_registry {
     object_snapshot o{kind, next_id(), std::move(name), site, std::chrono::steady_clock::now()};
     const std::uint64_t id = o.id;
     std::lock_guard lock(mutex_);
+    ++added_;
     objects_.emplace(id, std::move(o));
     return id;
   }
@@ -3539,6 +3763,16 @@ class object_registry {
       objects_.erase(id);
     }
     leak_signal::instance().notify();
+  }
+
+  // For a deadlock check: true when no ticker lives, and how many objects
+  // were ever added (a change means one was started meanwhile).
+  std::pair<bool, std::uint64_t> no_tickers() const {
+    std::lock_guard lock(mutex_);
+    for (const auto& entry : objects_) {
+      if (entry.second.kind == object_snapshot::ticker) return {false, added_};
+    }
+    return {true, added_};
   }
 
   std::vector<object_snapshot> snapshot() const {
@@ -3555,6 +3789,7 @@ class object_registry {
 
   mutable std::mutex mutex_;
   std::map<std::uint64_t, object_snapshot> objects_;  // guarded by mutex_
+  std::uint64_t added_ = 0;                           // guarded by mutex_
 };
 
 // Marks a thread blocked in a channel call or select. A task's blocking call
@@ -8965,6 +9200,15 @@ struct runtime_options {
   // process may run on (its affinity mask: taskset counts).
   // Read when the first coroutine task starts them: set it before that.
   std::size_t coro_workers = 0;
+  // Deadlock detection outside virtual time, for tests: a nursery opened on
+  // a plain thread fails with leash::deadlock when it and every task in it
+  // are blocked in leash calls that nothing can wake. Since anyone may hold a
+  // reference to a channel, it is reported only when the whole process is
+  // idle: every nursery is this one or nested in it, no timer or ticker is
+  // pending, and no thread exists but leash's and the nursery's owner. Never
+  // a false report; a deadlock beside other activity goes unseen. Read when
+  // a nursery opens.
+  bool detect_deadlocks = false;
 };
 
 // A snapshot of the runtime's counters; see runtime::stats.
@@ -9149,7 +9393,10 @@ class thread_cache {
       return;
     }
     try {
-      std::thread([this, j] { work(j); }).detach();
+      std::thread([this, j] {
+        const thread_census::member counted;
+        work(j);
+      }).detach();
     } catch (const std::system_error& e) {
       std::lock_guard lock(mutex_);
       --alive_;
@@ -9949,6 +10196,181 @@ class coro_task_impl final : public task_result<T>, public coro_task_base, priva
 };
 
 }  // namespace leash::inline v0::detail
+// ---- leash/detail/deadlock_watch.hpp ----
+// leash/detail/deadlock_watch.hpp: deadlock detection outside virtual time
+// (runtime_options::detect_deadlocks).
+//
+// A nursery opened on a plain thread (not inside a task) while the option is
+// on gets a watch: a virtual_clock in real-time mode that its tasks, the
+// tasks nested in them and their timers join, exactly as the members of a
+// virtual_time scope do, plus the thread that opened the nursery, which
+// counts as blocked while it waits in the nursery's wait() or destructor.
+// So the clock knows, exactly, when every member is blocked in a leash call
+// and no timer of theirs is pending.
+//
+// That alone proves nothing: a channel is shared by reference, so anyone may
+// hold it. Nothing else can end the standstill only if nothing else can run
+// leash-visible code at all (Go's "all goroutines are asleep", for the whole
+// process, checked per scope). nothing_outside() confirms that:
+//   - every nursery of the process is on this watch's clock (so every leash
+//     task, thread or coroutine, is a member, blocked);
+//   - no ticker lives and no timer of the shared timer thread is pending or
+//     firing (a deadline of an outer scope, a timer channel);
+//   - the OS lists no thread besides leash's own (thread_census) and the
+//     watch's owner: no plain thread that could send later;
+// with the creation counters of nurseries, tickers, timers and leash threads
+// unchanged from before the first look to after the last, so nothing could
+// appear between two looks, and the clock checks afterwards that no member
+// was woken meanwhile. Anything it cannot see makes it give up, so a
+// deadlock may be missed, but one is never reported falsely.
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace leash::inline v0::detail {
+
+class deadlock_watch final : private deadlock_sink {
+ public:
+  // A watch for a nursery opened here, if the option is on and this is a
+  // plain thread: the option's whole cost when off is this one branch.
+  static std::unique_ptr<deadlock_watch> open_if_enabled(const std::string& nursery_name,
+                                                         source_location site) {
+    if (!detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
+    if (current_task != nullptr || current_vclock() != nullptr) return nullptr;
+    return std::make_unique<deadlock_watch>(nursery_name, site);
+  }
+
+  deadlock_watch(const std::string& nursery_name, source_location site)
+      : owner_thread_(std::this_thread::get_id()), owner_counted_(thread_census::counted()) {
+    owner_.id = next_id();
+    owner_.name = (nursery_name.empty() ? std::string("nursery") : nursery_name) + " owner";
+    owner_.site = site;
+    owner_.vclock = &clock_;
+    owner_.blocked_in.store("nursery::wait", std::memory_order_relaxed);
+    clock_.join(&owner_, false);
+    clock_.set_sink(this);
+    opened_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // After the nursery joined every task: the owner leaves last.
+  ~deadlock_watch() {
+    clock_.retire(&owner_);
+    clock_.leave();
+  }
+  deadlock_watch(const deadlock_watch&) = delete;
+  deadlock_watch& operator=(const deadlock_watch&) = delete;
+
+  virtual_clock& clock() noexcept { return clock_; }
+
+  // The owner's identity when called by the thread that opened the nursery
+  // (it counts as blocked in the nursery's join), else null.
+  task_identity* owner_here() noexcept {
+    return std::this_thread::get_id() == owner_thread_ ? &owner_ : nullptr;
+  }
+
+  // The state a deadlock stops: the nursery's, until detach().
+  void attach(cancel_state& s) {
+    std::lock_guard lock(mutex_);
+    target_ = &s;
+  }
+  void detach() noexcept {
+    std::lock_guard lock(mutex_);
+    target_ = nullptr;
+  }
+
+  // The deadlock found, or null.
+  std::exception_ptr found() const {
+    std::lock_guard lock(mutex_);
+    return error_;
+  }
+
+  // For tests: watches opened so far, and checks that found something
+  // outside the watch that could still end a standstill.
+  static std::uint64_t opened() noexcept { return opened_.load(std::memory_order_relaxed); }
+  static std::uint64_t gave_up() noexcept { return gave_up_.load(std::memory_order_relaxed); }
+
+ private:
+  // What nothing_outside() reads twice; equal readings mean nothing of
+  // these kinds was created between them.
+  struct counters {
+    thread_census::reading threads;
+    std::uint64_t nurseries = 0, objects = 0, timers = 0;
+    bool quiet = false;  // every nursery on this clock, no ticker, no timer
+    bool operator==(const counters&) const = default;
+  };
+
+  counters read_counters() const {
+    counters c;
+    c.threads = thread_census::instance().read();
+    const auto [all_ours, nurseries] = registry::instance().all_on(&clock_);
+    const auto [no_tickers, objects] = object_registry::instance().no_tickers();
+    const auto [no_timers, timers] = timer_service::instance().quiet();
+    c.nurseries = nurseries;
+    c.objects = objects;
+    c.timers = timers;
+    c.quiet = all_ours && no_tickers && no_timers;
+    return c;
+  }
+
+  bool nothing_outside() noexcept override {
+    try {
+      const counters before = read_counters();
+      const std::size_t os_threads = os_thread_count();
+      const counters after = read_counters();
+      const std::size_t expected = after.threads.threads + (owner_counted_ ? 0 : 1);
+      const bool ok = before.quiet && before == after && os_threads == expected;
+      if (!ok) gave_up_.fetch_add(1, std::memory_order_relaxed);
+      return ok;
+    } catch (...) {  // out of memory: give up
+      return false;
+    }
+  }
+
+  void on_deadlock(std::exception_ptr error) noexcept override {
+    std::lock_guard lock(mutex_);
+    error_ = error;
+    if (target_ != nullptr) {
+      target_->request(stop_reason::cancelled, "leash::nursery: deadlock", nullptr, error);
+    }
+  }
+
+  static inline std::atomic<std::uint64_t> opened_{0};
+  static inline std::atomic<std::uint64_t> gave_up_{0};
+
+  const std::thread::id owner_thread_;
+  const bool owner_counted_;  // the owner is itself a leash thread
+  task_identity owner_;
+  mutable std::mutex mutex_;  // guards the two below
+  cancel_state* target_ = nullptr;
+  std::exception_ptr error_;
+  virtual_clock clock_{true};  // last: its driver stops before the rest goes
+};
+
+// Makes current_vclock() the watch's clock on this thread while a nursery's
+// state is built: a temporary in the state's initializer, so it lasts
+// exactly that long. parent() is the ambient state, the state's parent.
+class watch_opening {
+ public:
+  explicit watch_opening(deadlock_watch* w) noexcept : previous_(opening_vclock) {
+    if (w != nullptr) opening_vclock = &w->clock();
+  }
+  ~watch_opening() { opening_vclock = previous_; }
+  watch_opening(const watch_opening&) = delete;
+  watch_opening& operator=(const watch_opening&) = delete;
+
+  cancel_state* parent() const noexcept { return ambient; }
+
+ private:
+  virtual_clock* previous_;
+};
+
+}  // namespace leash::inline v0::detail
 
 namespace leash::inline v0 {
 
@@ -10134,8 +10556,11 @@ class nursery final : private detail::nursery_node {
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
         parent_task_ptr_(detail::current_task),
         uncaught_(detail::uncaught_exceptions()),
-        state_(detail::ambient, {}, deadline_of(options_), options_.name),
+        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site)),
+        state_(detail::watch_opening(watch_.get()).parent(), {}, deadline_of(options_),
+               options_.name),
         installed_(&state_, "leash::nursery") {
+    if (watch_ != nullptr) watch_->attach(state_);
     detail::registry::instance().add(this);
   }
 
@@ -10155,12 +10580,21 @@ class nursery final : private detail::nursery_node {
     if (detail::uncaught_exceptions() > uncaught_) {
       state_.request(stop_reason::cancelled, "the nursery's scope is unwinding with an exception");
     }
+    bool waited = false;
     {
       std::unique_lock lock(mutex_);
+      waited = closed_;
       wait_joined(lock);
       closed_ = true;
     }
     detail::registry::instance().remove(this);
+    if (watch_ != nullptr) {
+      watch_->detach();
+      // Found while the destructor joined: nobody else will hear of it.
+      if (!waited && watch_->found()) {
+        detail::report_unobserved({watch_->found(), "(deadlock)", site_, options_.name});
+      }
+    }
     const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
       if (f->observed.load(std::memory_order_relaxed)) continue;
@@ -10212,6 +10646,9 @@ class nursery final : private detail::nursery_node {
     }
     closed_ = true;
     report(lock);
+    if (watch_ != nullptr) {
+      if (std::exception_ptr found = watch_->found()) std::rethrow_exception(found);
+    }
   }
 
  private:
@@ -10288,7 +10725,7 @@ class nursery final : private detail::nursery_node {
   // scope counts as blocked meanwhile (task_finished records the wake).
   void wait_joined(std::unique_lock<std::mutex>& lock) {
     const detail::blocking_region blocking(running_ != 0);
-    detail::task_identity* const me = detail::vt_member();
+    detail::task_identity* const me = waiting_member();
     if (me == nullptr) {
       changed_.wait(lock, [&] { return running_ == 0; });
       return;
@@ -10298,6 +10735,13 @@ class nursery final : private detail::nursery_node {
       changed_.wait(lock);
     }
     me->vclock->end_wait(me);
+  }
+
+  // The member of a virtual_time scope, or the owner of a deadlock watch,
+  // that waits here (it counts as blocked meanwhile), if any.
+  detail::task_identity* waiting_member() noexcept {
+    if (detail::task_identity* t = detail::vt_member()) return t;
+    return watch_ != nullptr ? watch_->owner_here() : nullptr;
   }
 
   // Under the lock: true, and no more spawns, once every task ended (what
@@ -10560,6 +11004,9 @@ class nursery final : private detail::nursery_node {
   // The task whose body opened this nursery (it outlives the nursery), or null.
   const detail::task_identity* parent_task_ptr_;
   int uncaught_;  // detail::uncaught_exceptions() at construction
+  // runtime_options::detect_deadlocks: the watch of a nursery opened on a
+  // plain thread, or null. Declared before state_, whose timer it may hold.
+  std::unique_ptr<detail::deadlock_watch> watch_;
   detail::cancel_state state_;
   detail::ambient_guard installed_;
 
@@ -11474,6 +11921,7 @@ namespace leash::inline v0::runtime {
 // with; max_idle applies to the next thread that becomes idle; coro_workers
 // only before the first coroutine task starts the workers.
 inline void configure(const runtime_options& options) {
+  detail::detect_deadlocks_enabled.store(options.detect_deadlocks, std::memory_order_relaxed);
   detail::thread_cache::instance().configure(options);
   detail::scheduler::configure(options.coro_workers);
 }
@@ -12466,8 +12914,9 @@ auto on_recv(timer_channel& t, F fn) {
 // are cancelled and run() throws leash::deadlock, whose what() lists every
 // task, its spawn site and the call it is blocked in.
 //
-// A member blocked outside leash (a raw read(), a std::mutex) counts as
-// running: the clock waits for it, and it is never part of a deadlock. Mark
+// A member blocked outside leash (a raw read(), a std::mutex, a coroutine
+// task waiting on a socket) counts as running: the clock waits for it, and
+// it is never part of a deadlock. Mark
 // such a wait with this_task::external_wait to name it in live_tasks().
 // Tasks outside the scope keep real time; a member woken by one of them is
 // woken as usual, but while it waits the scope may see a deadlock.

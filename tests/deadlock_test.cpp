@@ -1,0 +1,379 @@
+// Tests for runtime_options::detect_deadlocks: deadlock detection outside
+// virtual time, its report, and the cases it must leave alone.
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <latch>
+#include <leash.hpp>
+#include <leash/ticker.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+// ThreadSanitizer's runtime runs a thread of its own, one leash cannot
+// account for, so detection never fires under it: the cases that expect a
+// report are skipped there (the others still run).
+#if defined(__SANITIZE_THREAD__)
+constexpr bool under_tsan = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool under_tsan = true;
+#else
+constexpr bool under_tsan = false;
+#endif
+#else
+constexpr bool under_tsan = false;
+#endif
+
+// A missed deadlock would hang the case: this ends the process instead
+// (SIGALRM's default action), without a thread or timer that would itself
+// keep the watch from reporting.
+class hang_guard {
+ public:
+  hang_guard() { ::alarm(hang_limit_seconds); }
+  ~hang_guard() { ::alarm(0); }
+  hang_guard(const hang_guard&) = delete;
+  hang_guard& operator=(const hang_guard&) = delete;
+
+ private:
+  static constexpr unsigned hang_limit_seconds = 120;  // far beyond any machine's run
+};
+
+// Turns detection on (or off) for one test case; runtime::configure is
+// process-wide, so the destructor turns it off again.
+class detection {
+ public:
+  explicit detection(bool on) { leash::runtime::configure(options(on)); }
+  ~detection() { leash::runtime::configure(options(false)); }
+  detection(const detection&) = delete;
+  detection& operator=(const detection&) = delete;
+
+ private:
+  static leash::runtime_options options(bool on) {
+    leash::runtime_options o;
+    o.detect_deadlocks = on;
+    return o;
+  }
+};
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// The what() of the leash::deadlock that f throws, or "" if none.
+template <class F>
+std::string deadlock_of(F f) {
+  try {
+    f();
+  } catch (const leash::deadlock& e) {
+    MESSAGE(std::string(e.what()));
+    return e.what();
+  }
+  return {};
+}
+
+// `task "name" spawned at <this file>:line blocked in what`, as the report
+// spells a line.
+std::string line_of(const std::string& name, int line, const std::string& what) {
+  return "task \"" + name + "\" spawned at " + __FILE__ + ":" + std::to_string(line) +
+         " blocked in " + what;
+}
+
+// Checks that found something outside a watch that could still end a
+// standstill, so far.
+std::uint64_t gave_up() {
+  return leash::detail::deadlock_watch::gave_up();
+}
+
+// Waits until a watch's check has given up since `before`: the watch saw
+// the standstill and declined to report it.
+void await_check_gave_up(std::uint64_t before) {
+  while (gave_up() == before)
+    std::this_thread::yield();
+}
+
+// True once live_tasks() shows a task named `name` blocked in a call.
+bool blocked(const std::string& name) {
+  for (const auto& t : leash::live_tasks()) {
+    if (t.name == name && t.blocked_in != nullptr) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("detect_deadlocks: a forgotten close() before a range-for, thread tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  leash::channel<int> ch;  // outlives the tasks
+  int owner_line = 0, consumer_line = 0;
+  const std::string report = deadlock_of([&] {
+    owner_line = __LINE__ + 1;
+    leash::run_nursery([&](leash::nursery& n) {
+      n.spawn("producer", [&] {
+        for (int i = 0; i < 3; ++i)
+          ch.send(i);
+        // ch.close() forgotten
+      });
+      consumer_line = __LINE__ + 1;
+      n.spawn("consumer", [&] {
+        int sum = 0;
+        for (int v : ch)
+          sum += v;
+        (void)sum;
+      });
+    });
+  });
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report, "leash::nursery: deadlock"));
+  CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::recv")));
+  CHECK(contains(report, line_of("nursery owner", owner_line, "nursery::wait")));
+  CHECK_FALSE(contains(report, "\"producer\""));
+}
+
+TEST_CASE("detect_deadlocks: a forgotten close() before an async_recv loop, coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  leash::channel<int> ch;
+  int owner_line = 0, consumer_line = 0;
+  const std::string report = deadlock_of([&] {
+    owner_line = __LINE__ + 1;
+    leash::run_nursery([&](leash::nursery& n) {
+      n.spawn("producer", [&]() -> leash::coro<void> {
+        for (int i = 0; i < 3; ++i)
+          co_await ch.async_send(i);
+        // ch.close() forgotten
+      });
+      consumer_line = __LINE__ + 1;
+      n.spawn("consumer", [&]() -> leash::coro<void> {
+        int sum = 0;
+        while (auto v = co_await ch.async_recv())
+          sum += *v;
+      });
+    });
+  });
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::async_recv")));
+  CHECK(contains(report, line_of("nursery owner", owner_line, "nursery::wait")));
+  CHECK_FALSE(contains(report, "\"producer\""));
+}
+
+TEST_CASE("detect_deadlocks: a two-task channel cycle, thread tasks" * doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  leash::channel<int> ab, ba;
+  int a_line = 0, b_line = 0;
+  const std::string report = deadlock_of([&] {
+    leash::run_nursery([&](leash::nursery& n) {
+      a_line = __LINE__ + 1;
+      n.spawn("a", [&] { ab.send(ba.recv().value_or(0)); });
+      b_line = __LINE__ + 1;
+      n.spawn("b", [&] { ba.send(ab.recv().value_or(0)); });
+    });
+  });
+  CHECK(contains(report, line_of("a", a_line, "channel<int>::recv")));
+  CHECK(contains(report, line_of("b", b_line, "channel<int>::recv")));
+}
+
+TEST_CASE("detect_deadlocks: a two-task channel cycle, coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  leash::channel<int> ab, ba;
+  int a_line = 0, b_line = 0;
+  const std::string report = deadlock_of([&] {
+    leash::run_nursery([&](leash::nursery& n) {
+      a_line = __LINE__ + 1;
+      n.spawn("a", [&]() -> leash::coro<void> {
+        co_await ab.async_send((co_await ba.async_recv()).value_or(0));
+      });
+      b_line = __LINE__ + 1;
+      n.spawn("b", [&]() -> leash::coro<void> {
+        co_await ba.async_send((co_await ab.async_recv()).value_or(0));
+      });
+    });
+  });
+  CHECK(contains(report, line_of("a", a_line, "channel<int>::async_recv")));
+  CHECK(contains(report, line_of("b", b_line, "channel<int>::async_recv")));
+}
+
+TEST_CASE("detect_deadlocks: a select with only disabled cases, thread and coroutine tasks" *
+          doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  leash::channel<int> a, b;
+  int thread_line = 0, coro_line = 0;
+  const std::string report = deadlock_of([&] {
+    leash::run_nursery([&](leash::nursery& n) {
+      thread_line = __LINE__ + 1;
+      n.spawn("thread", [&] {
+        leash::select(leash::on_recv(a, [](std::optional<int>) {}).when(false),
+                      leash::on_recv(b, [](std::optional<int>) {}).when(false));
+      });
+      coro_line = __LINE__ + 1;
+      n.spawn("coroutine", [&]() -> leash::coro<void> {
+        co_await leash::async_select(leash::on_recv(a, [](std::optional<int>) {}).when(false));
+      });
+    });
+  });
+  CHECK(contains(report, line_of("thread", thread_line, "select")));
+  CHECK(contains(report, line_of("coroutine", coro_line, "async_select")));
+}
+
+TEST_CASE(
+    "detect_deadlocks: a deadlock found as the destructor joins goes to the unobserved handler" *
+    doctest::skip(under_tsan)) {
+  const hang_guard guard;
+  const detection on(true);
+  std::string report;
+  auto previous = leash::set_unobserved_failure_handler([&](const leash::unobserved_failure& f) {
+    try {
+      std::rethrow_exception(f.error);
+    } catch (const leash::deadlock& e) {
+      report = e.what();
+    } catch (...) {
+    }
+  });
+  leash::channel<int> ch;
+  int consumer_line = 0;
+  {
+    leash::nursery n;
+    consumer_line = __LINE__ + 1;
+    n.spawn("consumer", [&] { (void)ch.recv(); });
+  }  // no wait(): the destructor joins
+  leash::set_unobserved_failure_handler(std::move(previous));
+  MESSAGE(report);
+  CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::recv")));
+}
+
+TEST_CASE("detect_deadlocks: pending sleeps and deadlines are no deadlock, and fire in real time") {
+  const detection on(true);
+  leash::channel<int> ch, never;
+  int got = 0;
+  bool moved_on = false;
+  CHECK_NOTHROW(leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("sleeper", [&] {
+      leash::this_task::sleep_for(5ms);
+      ch.send(1);
+    });
+    n.spawn("receiver", [&] { got = ch.recv().value_or(0); });
+    n.spawn("deadline", [&] {
+      leash::move_on_after(5ms, [&] { (void)never.recv(); });
+      moved_on = true;
+    });
+  }));
+  CHECK(got == 1);
+  CHECK(moved_on);
+}
+
+TEST_CASE("detect_deadlocks: a channel a plain thread sends on later is no deadlock") {
+  const detection on(true);
+  leash::channel<int> ch;
+  const std::uint64_t before = gave_up();
+  std::thread sender([&] {
+    await_check_gave_up(before);  // the watch saw the standstill, and this thread
+    ch.send(42);
+  });
+  int got = 0;
+  CHECK_NOTHROW(leash::run_nursery(
+      [&](leash::nursery& n) { n.spawn("receiver", [&] { got = ch.recv().value_or(0); }); }));
+  sender.join();
+  CHECK(got == 42);
+}
+
+TEST_CASE("detect_deadlocks: a channel fed by a ticker is no deadlock") {
+  const detection on(true);
+  leash::channel<int> ch;
+  leash::ticker feeder(1ms, [&] { (void)ch.try_send(1); });
+  int got = 0;
+  CHECK_NOTHROW(leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("receiver", [&] {
+      for (int i = 0; i < 3; ++i)
+        got += ch.recv().value_or(0);
+    });
+  }));
+  CHECK(got == 3);
+}
+
+TEST_CASE("detect_deadlocks: a channel fed by a task of another nursery is no deadlock") {
+  const detection on(true);
+  leash::channel<int> ch;
+  const std::uint64_t before = gave_up();
+  std::thread other([&] {
+    leash::run_nursery([&](leash::nursery& m) {
+      m.spawn("feeder", [&] {
+        await_check_gave_up(before);
+        ch.send(7);
+      });
+    });
+  });
+  int got = 0;
+  CHECK_NOTHROW(leash::run_nursery(
+      [&](leash::nursery& n) { n.spawn("receiver", [&] { got = ch.recv().value_or(0); }); }));
+  other.join();
+  CHECK(got == 7);
+}
+
+TEST_CASE("detect_deadlocks: a task in a raw read() is never part of a deadlock") {
+  const detection on(true);
+  leash::channel<int> ch;
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  std::thread writer([&] {
+    while (!blocked("reader") || !blocked("receiver"))
+      std::this_thread::yield();
+    const char c = 'x';
+    CHECK(::write(fds[1], &c, 1) == 1);
+  });
+  int got = 0;
+  CHECK_NOTHROW(leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("reader", [&] {
+      char c = 0;
+      {
+        leash::this_task::external_wait outside("read(pipe)");
+        CHECK(::read(fds[0], &c, 1) == 1);
+      }
+      ch.send(c);
+    });
+    n.spawn("receiver", [&] { got = ch.recv().value_or(0); });
+  }));
+  writer.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  CHECK(got == 'x');
+}
+
+TEST_CASE("detect_deadlocks off: no nursery is watched") {
+  const detection off(false);
+  const std::uint64_t opened = leash::detail::deadlock_watch::opened();
+  leash::channel<int> ch;
+  std::thread closer([&] {
+    while (!blocked("consumer"))
+      std::this_thread::yield();
+    ch.close();
+  });
+  CHECK_NOTHROW(leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("consumer", [&] {
+      for (int v : ch)
+        (void)v;
+    });
+  }));
+  closer.join();
+  CHECK(leash::detail::deadlock_watch::opened() == opened);
+}
+
+TEST_CASE("detect_deadlocks on: a nursery opened inside a task shares its parent's watch") {
+  const detection on(true);
+  const std::uint64_t opened = leash::detail::deadlock_watch::opened();
+  leash::run_nursery(
+      [&](leash::nursery& n) { n.spawn([&] { leash::run_nursery([](leash::nursery&) {}); }); });
+  CHECK(leash::detail::deadlock_watch::opened() == opened + 1);
+}
