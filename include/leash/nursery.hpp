@@ -264,6 +264,7 @@ class nursery final : private detail::nursery_node {
       wait_joined(lock);
       closed_ = true;
     }
+    cancel_reporter_.unlink(state_, mutex_);
     detail::registry::instance().remove(this);
     const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
@@ -473,6 +474,9 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->parent_id = detail::current_task != nullptr ? detail::current_task->id : 0;
+    record->nursery_id = id_;
+    record->coroutine = on_scheduler != nullptr;
     record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
@@ -488,6 +492,8 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
              detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
+    if (detail::observing()) [[unlikely]]
+      cancel_reporter_.link(state_);
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -518,9 +524,11 @@ class nursery final : private detail::nursery_node {
         record->error = std::current_exception();
       }
       record->quiet = true;
+      report_stillborn(*record);
       record->mark_done();
       return true;
     }
+    record->report(detail::event_kind::spawn);  // under the lock: before any cancel event
     record->next = live_;
     if (live_ != nullptr) live_->prev = record.get();
     live_ = record.get();
@@ -542,6 +550,9 @@ class nursery final : private detail::nursery_node {
       }
       lock.lock();
       unlink(record.get());
+      lock.unlock();
+      record->report_finish(std::current_exception());
+      lock.lock();
       --running_;
       changed_.notify_all();
       detail::resumable* const joiner = take_joiner_locked();
@@ -556,6 +567,66 @@ class nursery final : private detail::nursery_node {
     if (closed_) {
       throw usage_error("leash::nursery \"" + options_.name + "\": spawn after wait() returned");
     }
+  }
+
+  // Reports a stop of the nursery to the observer as a cancel event of every
+  // running task. Linked to the nursery's scope at the first spawn made while
+  // an observer is set, so a nursery pays nothing without one.
+  class cancel_reporter final : private detail::stop_hook_node {
+   public:
+    explicit cancel_reporter(nursery& n) noexcept : n_(n) {}
+    ~cancel_reporter() override = default;
+    cancel_reporter(const cancel_reporter&) = delete;
+    cancel_reporter& operator=(const cancel_reporter&) = delete;
+
+    // May run on_stop at once (the scope stopped already): call unlocked.
+    void link(detail::cancel_state& s) noexcept {
+      if (!linked_.exchange(true, std::memory_order_relaxed)) s.add_hook(*this, true);
+    }
+
+    // Before the nursery's members die: waits for an on_stop in progress,
+    // then for its release of the nursery's lock.
+    void unlink(detail::cancel_state& s, std::mutex& m) noexcept {
+      if (!linked_.load(std::memory_order_relaxed)) return;
+      s.remove_hook(*this);
+      const std::lock_guard lock(m);
+    }
+
+   private:
+    // Under the lock, so no task finishes (or is spawned) meanwhile: its
+    // cancel event falls between its spawn and finish events.
+    void on_stop() noexcept override {
+      const std::lock_guard lock(n_.mutex_);
+      n_.report_cancels_locked();
+      fired();
+    }
+
+    nursery& n_;
+    std::atomic<bool> linked_{false};
+  };
+
+  void report_cancels_locked() const noexcept {
+    if (live_ == nullptr || !detail::observing()) return;
+    try {
+      const cancel_info why = state_.info();
+      for (const detail::task_record* r = live_; r != nullptr; r = r->next)
+        r->report_cancel(why);
+    } catch (...) {
+      // Out of memory copying the reason: the cancel events are lost, not the stop.
+    }
+  }
+
+  // A task spawned into a stopped nursery: spawned, cancelled and finished,
+  // never started.
+  void report_stillborn(const detail::task_record& r) const noexcept {
+    if (!detail::observing()) return;
+    r.report(detail::event_kind::spawn);
+    try {
+      r.report_cancel(state_.info());
+    } catch (...) {
+      // Out of memory copying the reason: only the cancel event is lost.
+    }
+    r.report_finish(r.error);
   }
 
   void unlink(detail::task_record* r) noexcept {
@@ -595,6 +666,7 @@ class nursery final : private detail::nursery_node {
       }
     }
     if (record->vclock != nullptr) record->vclock->retire(record.get());
+    record->report_finish(record->error);  // after the unlink: after any cancel event
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -664,6 +736,7 @@ class nursery final : private detail::nursery_node {
   std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
   detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
   std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
+  cancel_reporter cancel_reporter_{*this};
 };
 
 inline void detail::task_record::run() noexcept {
@@ -671,6 +744,7 @@ inline void detail::task_record::run() noexcept {
   nursery& n = *owner;
   current_task = this;
   ambient = &n.state_;
+  report(event_kind::start);
   try {
     invoke(n.state_.token());
   } catch (const cancelled&) {
@@ -722,6 +796,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
+    r.report(event_kind::start);
     try {
       h = begin(n.state_.token());
     } catch (...) {

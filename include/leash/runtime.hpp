@@ -22,6 +22,7 @@
 
 #include "detail/scheduler.hpp"
 #include "detail/thread_cache.hpp"
+#include "observer.hpp"
 #include "runtime_options.hpp"
 
 namespace leash::inline v0::runtime {
@@ -43,6 +44,15 @@ inline runtime_stats stats() {
   s.coro_spare_threads = f.spare_threads;
   s.coro_handoffs = f.handoffs;
   return s;
+}
+
+// Installs `next` (nullptr: none) as the process's task observer and returns
+// the previous one. Returns only once no callback of the previous observer
+// runs or can still start: the caller may destroy it then. Blocks: until the
+// callbacks in progress return. Throws usage_error from inside a callback.
+// See observer.hpp for the events and the callbacks' contract.
+inline observer* set_observer(observer* next) {
+  return detail::observers.replace(next);
 }
 
 }  // namespace leash::inline v0::runtime
