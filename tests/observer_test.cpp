@@ -124,7 +124,8 @@ const std::vector<event_kind> full_life = {event_kind::spawn, event_kind::start,
 
 }  // namespace
 
-TEST_CASE("a thread task reports spawn, start, block, unblock, finish; ids match live_tasks()") {
+TEST_CASE(
+    "a thread task reports spawn, start, block, unblock, finish with the ids of live_tasks()") {
   recorder rec;
   observing on(rec);
   leash::channel<int> ch;
@@ -167,7 +168,7 @@ TEST_CASE("a coroutine task reports the same events: start at its first slice, b
   }
 }
 
-TEST_CASE("cancel events carry the reason; the finish outcome says cancelled or exception") {
+TEST_CASE("cancel events carry the reason and the finish outcome says cancelled or exception") {
   recorder rec;
   observing on(rec);
   leash::channel<int> ch;
@@ -208,7 +209,7 @@ TEST_CASE("cancel events carry the reason; the finish outcome says cancelled or 
 }
 
 TEST_CASE(
-    "parent ids: the spawning task's id, 0 from a plain thread; nursery ids as live_tasks()") {
+    "parent ids: the spawning task's id, 0 from a plain thread, nursery ids as live_tasks()") {
   recorder rec;
   observing on(rec);
   std::uint64_t parent_nursery_seen = 0;

@@ -492,7 +492,8 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
              detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
-    if (detail::observing()) [[unlikely]]
+    const bool observing = detail::observing();          // the spawn site's one check
+    if (observing) [[unlikely]]
       cancel_reporter_.link(state_);
     std::unique_lock lock(mutex_);
     throw_if_closed();
@@ -528,7 +529,9 @@ class nursery final : private detail::nursery_node {
       record->mark_done();
       return true;
     }
-    record->report(detail::event_kind::spawn);  // under the lock: before any cancel event
+    // Under the lock: before any cancel event.
+    if (observing) [[unlikely]]
+      record->report(detail::event_kind::spawn);
     record->next = live_;
     if (live_ != nullptr) live_->prev = record.get();
     live_ = record.get();

@@ -14,8 +14,10 @@
 //   ... a burst of tasks ...
 //   auto s = leash::runtime::stats();  // threads_alive, threads_idle, peak_threads, ...
 //
-// Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
-// called from any thread at any time; stats() is a snapshot.
+// Guarantees. Blocks: no call blocks on tasks; set_observer waits for the
+// previous observer's callbacks in progress. Thread-safe: each may be called
+// from any thread at any time (set_observer: not from inside a callback);
+// stats() is a snapshot.
 #pragma once
 
 #include "detail/config.hpp"
