@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "support/blocked.hpp"
+#include "support/child_process.hpp"
 
 using leash::coro;
 using leash::detail::event_kind;
@@ -401,4 +402,10 @@ TEST_CASE("events of many tasks on many threads are counted exactly") {
   CHECK(t.starts.load() == total);
   CHECK(t.finishes.load() == total);
   CHECK(t.blocks.load() == t.unblocks.load());
+}
+
+TEST_CASE("a callback that throws ends the process with a message naming it (child process)") {
+  const auto r = leash_test::run_child(std::string(LEASH_DEATH_CASES) + " observer_throws");
+  CHECK(r.signalled);
+  CHECK(r.output.find("leash::observer: on_start threw (tracer broke)") != std::string::npos);
 }
