@@ -59,6 +59,7 @@
 
 #include "cancel.hpp"
 #include "coro.hpp"
+#include "detail/cancel_reporter.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/coro_task.hpp"
 #include "detail/registry.hpp"
@@ -264,7 +265,7 @@ class nursery final : private detail::nursery_node {
       wait_joined(lock);
       closed_ = true;
     }
-    cancel_reporter_.unlink(state_, mutex_);
+    cancel_reporter_.unlink();
     detail::registry::instance().remove(this);
     const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
@@ -494,7 +495,7 @@ class nursery final : private detail::nursery_node {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     const bool observing = detail::observing();          // the spawn site's one check
     if (observing) [[unlikely]]
-      cancel_reporter_.link(state_);
+      cancel_reporter_.link();
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -525,7 +526,7 @@ class nursery final : private detail::nursery_node {
         record->error = std::current_exception();
       }
       record->quiet = true;
-      report_stillborn(*record);
+      detail::report_stillborn(*record, state_);
       record->mark_done();
       return true;
     }
@@ -570,66 +571,6 @@ class nursery final : private detail::nursery_node {
     if (closed_) {
       throw usage_error("leash::nursery \"" + options_.name + "\": spawn after wait() returned");
     }
-  }
-
-  // Reports a stop of the nursery to the observer as a cancel event of every
-  // running task. Linked to the nursery's scope at the first spawn made while
-  // an observer is set, so a nursery pays nothing without one.
-  class cancel_reporter final : private detail::stop_hook_node {
-   public:
-    explicit cancel_reporter(nursery& n) noexcept : n_(n) {}
-    ~cancel_reporter() override = default;
-    cancel_reporter(const cancel_reporter&) = delete;
-    cancel_reporter& operator=(const cancel_reporter&) = delete;
-
-    // May run on_stop at once (the scope stopped already): call unlocked.
-    void link(detail::cancel_state& s) noexcept {
-      if (!linked_.exchange(true, std::memory_order_relaxed)) s.add_hook(*this, true);
-    }
-
-    // Before the nursery's members die: waits for an on_stop in progress,
-    // then for its release of the nursery's lock.
-    void unlink(detail::cancel_state& s, std::mutex& m) noexcept {
-      if (!linked_.load(std::memory_order_relaxed)) return;
-      s.remove_hook(*this);
-      const std::lock_guard lock(m);
-    }
-
-   private:
-    // Under the lock, so no task finishes (or is spawned) meanwhile: its
-    // cancel event falls between its spawn and finish events.
-    void on_stop() noexcept override {
-      const std::lock_guard lock(n_.mutex_);
-      n_.report_cancels_locked();
-      fired();
-    }
-
-    nursery& n_;
-    std::atomic<bool> linked_{false};
-  };
-
-  void report_cancels_locked() const noexcept {
-    if (live_ == nullptr || !detail::observing()) return;
-    try {
-      const cancel_info why = state_.info();
-      for (const detail::task_record* r = live_; r != nullptr; r = r->next)
-        r->report_cancel(why);
-    } catch (...) {
-      // Out of memory copying the reason: the cancel events are lost, not the stop.
-    }
-  }
-
-  // A task spawned into a stopped nursery: spawned, cancelled and finished,
-  // never started.
-  void report_stillborn(const detail::task_record& r) const noexcept {
-    if (!detail::observing()) return;
-    r.report(detail::event_kind::spawn);
-    try {
-      r.report_cancel(state_.info());
-    } catch (...) {
-      // Out of memory copying the reason: only the cancel event is lost.
-    }
-    r.report_finish(r.error);
   }
 
   void unlink(detail::task_record* r) noexcept {
@@ -738,8 +679,8 @@ class nursery final : private detail::nursery_node {
   bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
   std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
   detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
-  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
-  cancel_reporter cancel_reporter_{*this};
+  std::vector<std::shared_ptr<detail::task_record>> failures_;      // in order
+  detail::cancel_reporter cancel_reporter_{mutex_, live_, state_};  // for observers
 };
 
 inline void detail::task_record::run() noexcept {

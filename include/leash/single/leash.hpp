@@ -8547,24 +8547,19 @@ class leak_check {
 #include <utility>
 #include <vector>
 
-// ---- leash/detail/coro_task.hpp ----
-// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+// ---- leash/detail/cancel_reporter.hpp ----
+// leash/detail/cancel_reporter.hpp: a nursery's stop, told to the observer
+// as a cancel event of each of its running tasks.
 //
-// A callable that returns coro<T>, spawned into a nursery, becomes a
-// coro_task_impl: a task record (the same outcome, handle and failure rules
-// as a thread task) that is also a resumable item of the scheduler. Its
-// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
-// the coroutine on a worker with the task's ambient scope installed.
+// The reporter is a lead hook on the nursery's scope (it runs before the
+// hooks that wake the tasks' waits, so no task can finish first) and walks
+// the running tasks under the nursery's lock, which a task's spawn and finish
+// also take: each cancel event falls between the task's spawn and finish
+// events. It is linked at the first spawn made while an observer is set, so
+// a nursery pays nothing without one.
 
 #include <atomic>
-#include <coroutine>
-#include <exception>
-#include <functional>
-#include <optional>
-#include <stop_token>
-#include <thread>
-#include <type_traits>
-#include <utility>
+#include <mutex>
 
 // ---- leash/detail/task_record.hpp ----
 // leash/detail/task_record.hpp: the shared state of one spawned task.
@@ -9389,6 +9384,91 @@ class task_impl final : public task_result<T> {
 
 namespace leash::inline v0::detail {
 
+// Cancel events for the tasks on the list starting at `live` (linked through
+// task_record::next), with the reason `state` stopped for. Under the lock
+// that guards the list.
+inline void report_cancels(const task_record* live, const cancel_state& state) noexcept {
+  if (live == nullptr || !observing()) return;
+  try {
+    const cancel_info why = state.info();
+    for (const task_record* r = live; r != nullptr; r = r->next)
+      r->report_cancel(why);
+  } catch (...) {
+    // Out of memory copying the reason: the cancel events are lost, not the stop.
+  }
+}
+
+// A task spawned into a stopped nursery: spawned, cancelled and finished,
+// never started.
+inline void report_stillborn(const task_record& r, const cancel_state& state) noexcept {
+  if (!observing()) return;
+  r.report(event_kind::spawn);
+  try {
+    r.report_cancel(state.info());
+  } catch (...) {
+    // Out of memory copying the reason: only the cancel event is lost.
+  }
+  r.report_finish(r.error);
+}
+
+class cancel_reporter final : private stop_hook_node {
+ public:
+  // The nursery's lock, its list of running tasks and its scope.
+  cancel_reporter(std::mutex& lock, task_record* const& live, cancel_state& state) noexcept
+      : lock_(lock), live_(live), state_(state) {}
+  ~cancel_reporter() override = default;
+  cancel_reporter(const cancel_reporter&) = delete;
+  cancel_reporter& operator=(const cancel_reporter&) = delete;
+
+  // Once per nursery. May run on_stop at once (the scope stopped already):
+  // call without the nursery's lock.
+  void link() noexcept {
+    if (!linked_.exchange(true, std::memory_order_relaxed)) state_.add_hook(*this, true);
+  }
+
+  // Before the nursery's members die: waits for an on_stop in progress, then
+  // for its release of the nursery's lock.
+  void unlink() noexcept {
+    if (!linked_.load(std::memory_order_relaxed)) return;
+    state_.remove_hook(*this);
+    const std::lock_guard wait_for_release(lock_);
+  }
+
+ private:
+  void on_stop() noexcept override {
+    const std::lock_guard lock(lock_);
+    report_cancels(live_, state_);
+    fired();  // inside the lock: unlink() takes it after seeing this
+  }
+
+  std::mutex& lock_;
+  task_record* const& live_;  // guarded by lock_
+  cancel_state& state_;
+  std::atomic<bool> linked_{false};
+};
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/coro_task.hpp ----
+// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+//
+// A callable that returns coro<T>, spawned into a nursery, becomes a
+// coro_task_impl: a task record (the same outcome, handle and failure rules
+// as a thread task) that is also a resumable item of the scheduler. Its
+// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
+// the coroutine on a worker with the task's ambient scope installed.
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+namespace leash::inline v0::detail {
+
 // Whether a task's callable returns a coro, and the coro's value type.
 template <class R>
 struct coro_result {
@@ -9759,7 +9839,7 @@ class nursery final : private detail::nursery_node {
       wait_joined(lock);
       closed_ = true;
     }
-    cancel_reporter_.unlink(state_, mutex_);
+    cancel_reporter_.unlink();
     detail::registry::instance().remove(this);
     const bool unwinding = detail::uncaught_exceptions() > uncaught_;
     for (const auto& f : failures_) {
@@ -9989,7 +10069,7 @@ class nursery final : private detail::nursery_node {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
     const bool observing = detail::observing();          // the spawn site's one check
     if (observing) [[unlikely]]
-      cancel_reporter_.link(state_);
+      cancel_reporter_.link();
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -10020,7 +10100,7 @@ class nursery final : private detail::nursery_node {
         record->error = std::current_exception();
       }
       record->quiet = true;
-      report_stillborn(*record);
+      detail::report_stillborn(*record, state_);
       record->mark_done();
       return true;
     }
@@ -10065,66 +10145,6 @@ class nursery final : private detail::nursery_node {
     if (closed_) {
       throw usage_error("leash::nursery \"" + options_.name + "\": spawn after wait() returned");
     }
-  }
-
-  // Reports a stop of the nursery to the observer as a cancel event of every
-  // running task. Linked to the nursery's scope at the first spawn made while
-  // an observer is set, so a nursery pays nothing without one.
-  class cancel_reporter final : private detail::stop_hook_node {
-   public:
-    explicit cancel_reporter(nursery& n) noexcept : n_(n) {}
-    ~cancel_reporter() override = default;
-    cancel_reporter(const cancel_reporter&) = delete;
-    cancel_reporter& operator=(const cancel_reporter&) = delete;
-
-    // May run on_stop at once (the scope stopped already): call unlocked.
-    void link(detail::cancel_state& s) noexcept {
-      if (!linked_.exchange(true, std::memory_order_relaxed)) s.add_hook(*this, true);
-    }
-
-    // Before the nursery's members die: waits for an on_stop in progress,
-    // then for its release of the nursery's lock.
-    void unlink(detail::cancel_state& s, std::mutex& m) noexcept {
-      if (!linked_.load(std::memory_order_relaxed)) return;
-      s.remove_hook(*this);
-      const std::lock_guard lock(m);
-    }
-
-   private:
-    // Under the lock, so no task finishes (or is spawned) meanwhile: its
-    // cancel event falls between its spawn and finish events.
-    void on_stop() noexcept override {
-      const std::lock_guard lock(n_.mutex_);
-      n_.report_cancels_locked();
-      fired();
-    }
-
-    nursery& n_;
-    std::atomic<bool> linked_{false};
-  };
-
-  void report_cancels_locked() const noexcept {
-    if (live_ == nullptr || !detail::observing()) return;
-    try {
-      const cancel_info why = state_.info();
-      for (const detail::task_record* r = live_; r != nullptr; r = r->next)
-        r->report_cancel(why);
-    } catch (...) {
-      // Out of memory copying the reason: the cancel events are lost, not the stop.
-    }
-  }
-
-  // A task spawned into a stopped nursery: spawned, cancelled and finished,
-  // never started.
-  void report_stillborn(const detail::task_record& r) const noexcept {
-    if (!detail::observing()) return;
-    r.report(detail::event_kind::spawn);
-    try {
-      r.report_cancel(state_.info());
-    } catch (...) {
-      // Out of memory copying the reason: only the cancel event is lost.
-    }
-    r.report_finish(r.error);
   }
 
   void unlink(detail::task_record* r) noexcept {
@@ -10233,8 +10253,8 @@ class nursery final : private detail::nursery_node {
   bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
   std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
   detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
-  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
-  cancel_reporter cancel_reporter_{*this};
+  std::vector<std::shared_ptr<detail::task_record>> failures_;      // in order
+  detail::cancel_reporter cancel_reporter_{mutex_, live_, state_};  // for observers
 };
 
 inline void detail::task_record::run() noexcept {
