@@ -19,6 +19,7 @@
 #include "leash/leak_check.hpp"
 #include "leash/must_close.hpp"
 #include "leash/nursery.hpp"
+#include "leash/observer.hpp"
 #include "leash/oneshot.hpp"
 #include "leash/policies.hpp"
 #include "leash/runtime.hpp"

@@ -59,6 +59,7 @@
 
 #include "cancel.hpp"
 #include "coro.hpp"
+#include "detail/cancel_reporter.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/coro_task.hpp"
 #include "detail/deadlock_watch.hpp"
@@ -284,6 +285,7 @@ class nursery final : private detail::nursery_node {
       wait_joined(lock);
       closed_ = true;
     }
+    cancel_reporter_.unlink();
     detail::registry::instance().remove(this);
     if (watch_ != nullptr) {
       watch_->detach();
@@ -521,6 +523,9 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->parent_id = detail::current_task != nullptr ? detail::current_task->id : 0;
+    record->nursery_id = id_;
+    record->coroutine = on_scheduler != nullptr;
     record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
@@ -536,6 +541,9 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
              detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
+    const bool observing = detail::observing();          // the spawn site's one check
+    if (observing) [[unlikely]]
+      cancel_reporter_.link();
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -566,9 +574,13 @@ class nursery final : private detail::nursery_node {
         record->error = std::current_exception();
       }
       record->quiet = true;
+      detail::report_stillborn(*record, state_);
       record->mark_done();
       return true;
     }
+    // Under the lock: before any cancel event.
+    if (observing) [[unlikely]]
+      record->report(detail::event_kind::spawn);
     record->next = live_;
     if (live_ != nullptr) live_->prev = record.get();
     live_ = record.get();
@@ -591,6 +603,9 @@ class nursery final : private detail::nursery_node {
       }
       lock.lock();
       unlink(record.get());
+      lock.unlock();
+      record->report_finish(std::current_exception());
+      lock.lock();
       --running_;
       changed_.notify_all();
       detail::resumable* const joiner = take_joiner_locked();
@@ -644,6 +659,7 @@ class nursery final : private detail::nursery_node {
       }
     }
     if (record->vclock != nullptr) record->vclock->retire(record.get());
+    record->report_finish(record->error);  // after the unlink: after any cancel event
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -715,7 +731,8 @@ class nursery final : private detail::nursery_node {
   bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
   std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
   detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
-  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
+  std::vector<std::shared_ptr<detail::task_record>> failures_;      // in order
+  detail::cancel_reporter cancel_reporter_{mutex_, live_, state_};  // for observers
 };
 
 inline void detail::task_record::run() noexcept {
@@ -725,6 +742,7 @@ inline void detail::task_record::run() noexcept {
   ambient = open_scope(n.state_, self.use_count() - 1);
   const context_state saved_context =
       std::exchange(tls_context, context_state{context.get(), nullptr});
+  report(event_kind::start);
   try {
     if (ambient == nullptr) {
       ambient = &scope();
@@ -787,6 +805,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   if (!started_) {
     started_ = true;
     ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
+    r.report(event_kind::start);
     try {
       if (ambient == nullptr) {
         ambient = &r.scope();

@@ -14,8 +14,10 @@
 //   ... a burst of tasks ...
 //   auto s = leash::runtime::stats();  // threads_alive, threads_idle, peak_threads, ...
 //
-// Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
-// called from any thread at any time; stats() is a snapshot.
+// Guarantees. Blocks: no call blocks on tasks; set_observer waits for the
+// previous observer's callbacks in progress. Thread-safe: each may be called
+// from any thread at any time (set_observer: not from inside a callback);
+// stats() is a snapshot.
 #pragma once
 
 #include "detail/config.hpp"
@@ -23,6 +25,7 @@
 #include "detail/scheduler.hpp"
 #include "detail/thread_cache.hpp"
 #include "detail/thread_census.hpp"
+#include "observer.hpp"
 #include "runtime_options.hpp"
 
 namespace leash::inline v0::runtime {
@@ -45,6 +48,15 @@ inline runtime_stats stats() {
   s.coro_spare_threads = f.spare_threads;
   s.coro_handoffs = f.handoffs;
   return s;
+}
+
+// Installs `next` (nullptr: none) as the process's task observer and returns
+// the previous one. Returns only once no callback of the previous observer
+// runs or can still start: the caller may destroy it then. Blocks: until the
+// callbacks in progress return. Throws usage_error from inside a callback.
+// See observer.hpp for the events and the callbacks' contract.
+inline observer* set_observer(observer* next) {
+  return detail::observers.replace(next);
 }
 
 }  // namespace leash::inline v0::runtime

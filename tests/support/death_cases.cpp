@@ -8,6 +8,7 @@
 //   death_cases unclosed_report the default policy: stderr once per site, exits 0
 //   death_cases unclosed_ignore the ignore policy: closed, counted, silent, exits 0
 //   death_cases ticker_self_destroy  a ticker destroyed from its own callback: terminates
+//   death_cases observer_throws an observer callback throws: terminates, naming it
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -109,6 +110,17 @@ int ticker_self_destroy() {
   return 0;  // not reached
 }
 
+// An observer callback that throws: ends the process, naming the callback.
+int observer_throws() {
+  struct broken final : leash::observer {
+    void on_start(const leash::task_event&) override { throw std::runtime_error("tracer broke"); }
+  } o;
+  leash::runtime::set_observer(&o);
+  leash::run_nursery([](leash::nursery& n) { n.spawn("traced", [] {}); });
+  leash::runtime::set_observer(nullptr);
+  return 0;  // not reached
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,8 +131,9 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::strcmp(argv[1], "unclosed_report") == 0) return unclosed_report();
   if (argc == 2 && std::strcmp(argv[1], "unclosed_ignore") == 0) return unclosed_ignore();
   if (argc == 2 && std::strcmp(argv[1], "ticker_self_destroy") == 0) return ticker_self_destroy();
+  if (argc == 2 && std::strcmp(argv[1], "observer_throws") == 0) return observer_throws();
   std::fprintf(stderr,
                "usage: death_cases unobserved|out_of_order|static_exit|unclosed_abort|"
-               "unclosed_report|unclosed_ignore|ticker_self_destroy\n");
+               "unclosed_report|unclosed_ignore|ticker_self_destroy|observer_throws\n");
   return 2;
 }

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "../errors.hpp"
+#include "../observer.hpp"
 #include "source_location.hpp"
 #include "spin.hpp"
 #include "thread_census.hpp"
@@ -79,11 +80,69 @@ struct task_identity {
   const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
   int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
   int vt_external = 0;  // coroutine task: waits outside leash (a socket): it counts as running
+  // For observers (see observer.hpp).
+  std::uint64_t parent_id = 0;   // the task that spawned it, 0 from a plain thread
+  std::uint64_t nursery_id = 0;  // the nursery that runs it
+  bool coroutine = false;
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
     if (what != nullptr) blocked_since.store(blocked_clock_now(), std::memory_order_relaxed);
-    blocked_in.store(what, std::memory_order_release);  // publishes the text too
+    publish_blocked(what, what != nullptr);
+  }
+
+  // The end of a blocking call that began with note_blocked: back to
+  // `previous`, the enclosing call still blocking (nullptr: none).
+  void end_blocked(const char* previous) noexcept { publish_blocked(previous, false); }
+
+  task_event event() const noexcept {
+    task_event e;
+    e.id = id;
+    e.name = name;
+    e.site = site;
+    e.parent_id = parent_id;
+    e.nursery_id = nursery_id;
+    e.coroutine = coroutine;
+    return e;
+  }
+
+  // Tells the observer, if one is set, of an event with nothing more to say.
+  void report(event_kind k) const noexcept {
+    if (observing()) [[unlikely]]
+      report_event(k, event());
+  }
+  void report_cancel(const cancel_info& why) const noexcept {
+    task_event e = event();
+    e.cancel = &why;
+    report_event(event_kind::cancel, e);
+  }
+  void report_finish(const std::exception_ptr& error) const noexcept {
+    if (!observing()) [[likely]]
+      return;
+    task_event e = event();
+    e.outcome = outcome_of(error);
+    e.error = error;
+    report_event(event_kind::finish, e);
+  }
+
+ private:
+  // The only writer of blocked_in is the task itself, so the exchange below
+  // reads its own last store.
+  void publish_blocked(const char* now, bool entering) noexcept {
+    if (!observing()) [[likely]] {
+      blocked_in.store(now, std::memory_order_release);  // publishes the text too
+      return;
+    }
+    const char* const was = blocked_in.exchange(now, std::memory_order_acq_rel);
+    if (!entering && was == nullptr) return;  // not blocked: nothing ends
+    task_event e = event();
+    e.blocked_in = entering ? now : was;
+    report_event(entering ? event_kind::block : event_kind::unblock, e);
+  }
+
+  // Tasks only: a ticker's loop borrows an identity without an id.
+  void report_event(event_kind k, const task_event& e) const noexcept {
+    if (id != 0) emit(k, e);
   }
 };
 
@@ -461,7 +520,7 @@ class blocked_scope {
     task_->note_blocked(what);
   }
   ~blocked_scope() {
-    if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);
+    if (task_ != nullptr) task_->end_blocked(previous_);
   }
   blocked_scope(const blocked_scope&) = delete;
   blocked_scope& operator=(const blocked_scope&) = delete;
@@ -624,11 +683,14 @@ class cancel_state final : public timer_client {
   }
 
   // Runs n.on_stop() when this state stops (at once, on this thread, if it
-  // already has). Never blocks on other hooks.
-  void add_hook(stop_hook_node& n) noexcept {
+  // already has). Never blocks on other hooks. lead: n runs before every
+  // other hook (one lead per state; a nursery's cancel reporter, which must
+  // see the tasks before their waits wake).
+  void add_hook(stop_hook_node& n, bool lead = false) noexcept {
     {
       std::lock_guard lock(hooks_lock_);
       if (!hooks_fired_) {
+        if (lead) lead_ = &n;
         n.next_ = hooks_;
         if (hooks_ != nullptr) hooks_->prev_ = &n;
         hooks_ = &n;
@@ -779,6 +841,13 @@ class cancel_state final : public timer_client {
     {
       std::lock_guard lock(hooks_lock_);
       hooks_fired_ = true;
+      if (lead_ != nullptr && hooks_ != lead_) {  // still linked: unlinking clears lead_
+        stop_hook_node* const lead = lead_;
+        unlink_hook_locked(*lead);
+        lead->next_ = hooks_;
+        hooks_->prev_ = lead;
+        hooks_ = lead;
+      }
       list = std::exchange(hooks_, nullptr);
       for (stop_hook_node* n = list; n != nullptr; n = n->next_)
         n->linked_.store(false, std::memory_order_relaxed);
@@ -790,6 +859,7 @@ class cancel_state final : public timer_client {
   }
 
   void unlink_hook_locked(stop_hook_node& n) noexcept {
+    if (lead_ == &n) lead_ = nullptr;
     if (n.prev_ != nullptr) n.prev_->next_ = n.next_;
     if (n.next_ != nullptr) n.next_->prev_ = n.prev_;
     if (hooks_ == &n) hooks_ = n.next_;
@@ -830,6 +900,7 @@ class cancel_state final : public timer_client {
   // Hooks of waits on this state's token and of child states (see fire_hooks).
   spinlock hooks_lock_;  // held for a link or unlink only: cheaper than a mutex per suspension
   stop_hook_node* hooks_ = nullptr;  // guarded by hooks_lock_
+  stop_hook_node* lead_ = nullptr;   // guarded by hooks_lock_; linked in hooks_ too
   bool hooks_fired_ = false;         // guarded by hooks_lock_; set once, never cleared
   // Set by stop_after_grace; read by soft_stop_requested of this state's descendants.
   std::atomic<bool> soft_requested_{false};

@@ -91,11 +91,15 @@ class task_record : public job, public task_identity {
   // lock, so a stop hook that cancels this task again returns at once.
   void cancel(std::string message) {
     if (cancel_requested_.exchange(true, std::memory_order_acq_rel)) return;
-    std::lock_guard lock(scope_mutex_);
+    std::lock_guard lock(scope_mutex_);  // the task cannot finish meanwhile: its cancel
+                                         // event falls before its finish event
     if (scope_live_) {
-      scope_->request(stop_reason::cancelled, std::move(message));
+      if (scope_->request(stop_reason::cancelled, std::move(message))) tell_cancel(scope_->info());
     } else if (!scope_closed_) {
+      cancel_info why;
+      why.message = message;
       pending_cancel_.emplace(std::move(message));
+      tell_cancel(why);
     }
   }
 
@@ -123,6 +127,12 @@ class task_record : public job, public task_identity {
   }
 
   cancel_state& scope() noexcept { return *scope_; }
+
+  // The observer's cancel event for a cancel of this task alone.
+  void tell_cancel(const cancel_info& why) const noexcept {
+    if (observing()) [[unlikely]]
+      report_cancel(why);
+  }
 
   // After the body, with `error` set to a cancelled that ended it: quiet when
   // the nursery was stopped or the task's own cancel() won; for the latter,

@@ -2316,6 +2316,242 @@ requires std::invocable<F&> coro<std::invoke_result_t<F&>> offload(F fn) {
 #include <utility>
 #include <vector>
 
+// ---- leash/observer.hpp ----
+// leash/observer.hpp: instrumentation hooks, one callback per task event.
+// Prevents: tracing bolted on with a side table of task ids that drifts from
+// what live_tasks() reports.
+//
+//   struct spans final : leash::observer {
+//     void on_start(const leash::task_event& e) override { begin_span(e.id, e.name); }
+//     void on_finish(const leash::task_event& e) override { end_span(e.id, e.outcome); }
+//   } tracer;
+//   leash::runtime::set_observer(&tracer);
+//   ... tasks run ...
+//   leash::runtime::set_observer(nullptr);  // tracer may be destroyed now
+//
+// Events, per task: spawn, start, then block / unblock pairs, then finish;
+// cancel at any point between spawn and finish. Thread tasks and coroutine
+// tasks alike: a coroutine task starts at its first slice and blocks when it
+// suspends in a leash wait. A task spawned into a cancelled nursery gets
+// spawn, cancel and finish (outcome cancelled), never start. Blocks nest when
+// a blocking call waits inside another (each block has its own unblock).
+// The ids, names, sites and blocked_in strings are the ones live_tasks()
+// reports: the task is listed from before on_spawn runs until before
+// on_finish runs, and while on_block runs its blocked_in is the event's.
+//
+// Contract. Callbacks run synchronously on the thread where the event
+// happens (cancel: the thread that cancels; finish: the task's), so they
+// must be short. on_spawn and on_cancel run under the nursery's lock: a
+// callback must not spawn, cancel, wait, call live_tasks() or block in any
+// leash call (that may deadlock); leash calls a callback makes anyway raise
+// no events of their own. A callback that throws ends the process with a
+// message naming the callback (std::terminate): an observer never changes
+// what the tasks do. An observer set while tasks run sees their events from
+// then on (a task may start or finish without a spawn seen).
+//
+// Cost. With no observer set, each event site pays one relaxed atomic load.
+// With one, each event pays two atomic read-modify-writes on a counter the
+// emitting threads share, plus the callback.
+//
+// Removal. set_observer(next) returns only once no callback of the previous
+// observer runs or can still start, so the caller may destroy it then. It
+// throws usage_error when called from inside a callback (it would wait for
+// itself).
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+namespace leash::inline v0 {
+
+// How a task ended.
+enum class task_outcome {
+  value,      // the callable returned
+  exception,  // it threw something other than cancelled
+  cancelled,  // it ended with cancelled (or never ran: spawned into a cancelled nursery)
+};
+
+constexpr const char* to_string(task_outcome o) noexcept {
+  switch (o) {
+    case task_outcome::value:
+      return "value";
+    case task_outcome::exception:
+      return "exception";
+    case task_outcome::cancelled:
+      return "cancelled";
+  }
+  return "?";
+}
+
+// One event of one task. Valid for the duration of the callback only: copy
+// what you keep (the name's characters die with the task).
+struct task_event {
+  std::uint64_t id = 0;  // as in live_tasks()
+  std::string_view name;
+  source_location site;          // where it was spawned
+  std::uint64_t parent_id = 0;   // the task that spawned it; 0 from a plain thread
+  std::uint64_t nursery_id = 0;  // as live_task::nursery_id
+  bool coroutine = false;        // a coroutine task (runs on the scheduler's workers)
+  // on_block / on_unblock: the call it blocks in (a literal, lives forever),
+  // the string live_tasks() shows as blocked_in.
+  const char* blocked_in = nullptr;
+  const cancel_info* cancel = nullptr;         // on_cancel: why
+  task_outcome outcome = task_outcome::value;  // on_finish
+  std::exception_ptr error;                    // on_finish: what it threw, if anything
+};
+
+// Receives task events; override what you need (the defaults do nothing).
+// See the contract above: no throwing, no blocking, no leash calls.
+class observer {
+ public:
+  virtual ~observer() = default;
+  virtual void on_spawn(const task_event&) {}
+  virtual void on_start(const task_event&) {}
+  virtual void on_block(const task_event&) {}
+  virtual void on_unblock(const task_event&) {}
+  virtual void on_cancel(const task_event&) {}
+  virtual void on_finish(const task_event&) {}
+};
+
+namespace detail {
+
+enum class event_kind { spawn, start, block, unblock, cancel, finish };
+
+constexpr const char* callback_name(event_kind k) noexcept {
+  constexpr const char* names[] = {"on_spawn",   "on_start",  "on_block",
+                                   "on_unblock", "on_cancel", "on_finish"};
+  return names[static_cast<int>(k)];
+}
+
+// Set while a callback runs on this thread: its own leash calls raise no
+// events, and set_observer refuses.
+inline thread_local bool in_observer_callback = false;
+
+[[noreturn]] inline void observer_threw(event_kind k, const char* what) noexcept {
+  std::fprintf(stderr, "leash::observer: %s threw (%s); observer callbacks must not throw\n",
+               callback_name(k), what);
+  std::terminate();
+}
+
+inline void call_observer(observer& o, event_kind k, const task_event& e) noexcept {
+  in_observer_callback = true;
+  try {
+    switch (k) {
+      case event_kind::spawn:
+        o.on_spawn(e);
+        break;
+      case event_kind::start:
+        o.on_start(e);
+        break;
+      case event_kind::block:
+        o.on_block(e);
+        break;
+      case event_kind::unblock:
+        o.on_unblock(e);
+        break;
+      case event_kind::cancel:
+        o.on_cancel(e);
+        break;
+      case event_kind::finish:
+        o.on_finish(e);
+        break;
+    }
+  } catch (const std::exception& x) {
+    observer_threw(k, x.what());
+  } catch (...) {
+    observer_threw(k, "an exception not derived from std::exception");
+  }
+  in_observer_callback = false;
+}
+
+// The process-wide observer. Delivery counts itself in one of two reader
+// counters, chosen by the parity of an epoch; replacing flips the epoch
+// twice and waits for each side to drain. A reader that loaded the old
+// observer counted itself before loading it, on whichever side its epoch
+// read chose, so one of the two waits covers it; new readers always join
+// the other side, so neither wait can be starved.
+class observer_slot {
+ public:
+  constexpr observer_slot() noexcept = default;
+
+  // The check every event site makes: one relaxed load.
+  bool armed() const noexcept { return current_.load(std::memory_order_relaxed) != nullptr; }
+
+  void deliver(event_kind k, const task_event& e) noexcept {
+    if (in_observer_callback) return;
+    const std::size_t side = epoch_.load(std::memory_order_seq_cst) & 1;
+    readers_[side].count.fetch_add(1, std::memory_order_seq_cst);
+    if (observer* o = current_.load(std::memory_order_seq_cst)) call_observer(*o, k, e);
+    readers_[side].count.fetch_sub(1, std::memory_order_release);
+  }
+
+  // Installs `next` and returns the previous observer once none of its
+  // callbacks runs any more.
+  observer* replace(observer* next) {
+    if (in_observer_callback) {
+      throw usage_error(
+          "leash::runtime::set_observer: called from inside an observer callback, which would "
+          "wait for itself to return");
+    }
+    std::lock_guard lock(replacing_);
+    observer* const previous = current_.exchange(next, std::memory_order_seq_cst);
+    for (int flip = 0; flip < flips_to_drain; ++flip)
+      drain(epoch_.fetch_add(1, std::memory_order_seq_cst) & 1);
+    return previous;
+  }
+
+ private:
+  // Two flips: one for readers that read the epoch before the first, one
+  // for readers that read it before an earlier replacement's last flip.
+  static constexpr int flips_to_drain = 2;
+  // Counters on separate cache lines, so the two sides do not contend.
+  static constexpr std::size_t cache_line = 64;
+
+  struct alignas(cache_line) reader_count {
+    std::atomic<std::size_t> count{0};
+  };
+
+  void drain(std::size_t side) const noexcept {
+    while (readers_[side].count.load(std::memory_order_acquire) != 0)
+      std::this_thread::yield();
+  }
+
+  std::atomic<observer*> current_{nullptr};
+  std::atomic<std::size_t> epoch_{0};
+  reader_count readers_[2];
+  std::mutex replacing_;  // one replacement at a time
+};
+
+inline constinit observer_slot observers{};
+
+// True when an observer is set (a hint: delivery checks again).
+inline bool observing() noexcept {
+  return observers.armed();
+}
+
+inline void emit(event_kind k, const task_event& e) noexcept {
+  observers.deliver(k, e);
+}
+
+// What a finished task's exception (or none) means as an outcome.
+inline task_outcome outcome_of(const std::exception_ptr& error) noexcept {
+  if (error == nullptr) return task_outcome::value;
+  try {
+    std::rethrow_exception(error);
+  } catch (const cancelled&) {
+    return task_outcome::cancelled;
+  } catch (...) {
+    return task_outcome::exception;
+  }
+}
+
+}  // namespace detail
+}  // namespace leash::inline v0
 // ---- leash/detail/timer.hpp ----
 // leash/detail/timer.hpp: the one shared timer thread that serves every deadline.
 //
@@ -2605,11 +2841,69 @@ struct task_identity {
   const void* vt_waiting_on = nullptr;  // the condition variable of its thread wait
   int vt_runnable = 0;                  // coroutine task: posts whose slice has not ended
   int vt_external = 0;  // coroutine task: waits outside leash (a socket): it counts as running
+  // For observers (see observer.hpp).
+  std::uint64_t parent_id = 0;   // the task that spawned it, 0 from a plain thread
+  std::uint64_t nursery_id = 0;  // the nursery that runs it
+  bool coroutine = false;
 
   // Notes that the task waits in `what` from now on (nullptr: no longer).
   void note_blocked(const char* what) noexcept {
     if (what != nullptr) blocked_since.store(blocked_clock_now(), std::memory_order_relaxed);
-    blocked_in.store(what, std::memory_order_release);  // publishes the text too
+    publish_blocked(what, what != nullptr);
+  }
+
+  // The end of a blocking call that began with note_blocked: back to
+  // `previous`, the enclosing call still blocking (nullptr: none).
+  void end_blocked(const char* previous) noexcept { publish_blocked(previous, false); }
+
+  task_event event() const noexcept {
+    task_event e;
+    e.id = id;
+    e.name = name;
+    e.site = site;
+    e.parent_id = parent_id;
+    e.nursery_id = nursery_id;
+    e.coroutine = coroutine;
+    return e;
+  }
+
+  // Tells the observer, if one is set, of an event with nothing more to say.
+  void report(event_kind k) const noexcept {
+    if (observing()) [[unlikely]]
+      report_event(k, event());
+  }
+  void report_cancel(const cancel_info& why) const noexcept {
+    task_event e = event();
+    e.cancel = &why;
+    report_event(event_kind::cancel, e);
+  }
+  void report_finish(const std::exception_ptr& error) const noexcept {
+    if (!observing()) [[likely]]
+      return;
+    task_event e = event();
+    e.outcome = outcome_of(error);
+    e.error = error;
+    report_event(event_kind::finish, e);
+  }
+
+ private:
+  // The only writer of blocked_in is the task itself, so the exchange below
+  // reads its own last store.
+  void publish_blocked(const char* now, bool entering) noexcept {
+    if (!observing()) [[likely]] {
+      blocked_in.store(now, std::memory_order_release);  // publishes the text too
+      return;
+    }
+    const char* const was = blocked_in.exchange(now, std::memory_order_acq_rel);
+    if (!entering && was == nullptr) return;  // not blocked: nothing ends
+    task_event e = event();
+    e.blocked_in = entering ? now : was;
+    report_event(entering ? event_kind::block : event_kind::unblock, e);
+  }
+
+  // Tasks only: a ticker's loop borrows an identity without an id.
+  void report_event(event_kind k, const task_event& e) const noexcept {
+    if (id != 0) emit(k, e);
   }
 };
 
@@ -2987,7 +3281,7 @@ class blocked_scope {
     task_->note_blocked(what);
   }
   ~blocked_scope() {
-    if (task_ != nullptr) task_->blocked_in.store(previous_, std::memory_order_relaxed);
+    if (task_ != nullptr) task_->end_blocked(previous_);
   }
   blocked_scope(const blocked_scope&) = delete;
   blocked_scope& operator=(const blocked_scope&) = delete;
@@ -3150,11 +3444,14 @@ class cancel_state final : public timer_client {
   }
 
   // Runs n.on_stop() when this state stops (at once, on this thread, if it
-  // already has). Never blocks on other hooks.
-  void add_hook(stop_hook_node& n) noexcept {
+  // already has). Never blocks on other hooks. lead: n runs before every
+  // other hook (one lead per state; a nursery's cancel reporter, which must
+  // see the tasks before their waits wake).
+  void add_hook(stop_hook_node& n, bool lead = false) noexcept {
     {
       std::lock_guard lock(hooks_lock_);
       if (!hooks_fired_) {
+        if (lead) lead_ = &n;
         n.next_ = hooks_;
         if (hooks_ != nullptr) hooks_->prev_ = &n;
         hooks_ = &n;
@@ -3305,6 +3602,13 @@ class cancel_state final : public timer_client {
     {
       std::lock_guard lock(hooks_lock_);
       hooks_fired_ = true;
+      if (lead_ != nullptr && hooks_ != lead_) {  // still linked: unlinking clears lead_
+        stop_hook_node* const lead = lead_;
+        unlink_hook_locked(*lead);
+        lead->next_ = hooks_;
+        hooks_->prev_ = lead;
+        hooks_ = lead;
+      }
       list = std::exchange(hooks_, nullptr);
       for (stop_hook_node* n = list; n != nullptr; n = n->next_)
         n->linked_.store(false, std::memory_order_relaxed);
@@ -3316,6 +3620,7 @@ class cancel_state final : public timer_client {
   }
 
   void unlink_hook_locked(stop_hook_node& n) noexcept {
+    if (lead_ == &n) lead_ = nullptr;
     if (n.prev_ != nullptr) n.prev_->next_ = n.next_;
     if (n.next_ != nullptr) n.next_->prev_ = n.prev_;
     if (hooks_ == &n) hooks_ = n.next_;
@@ -3356,6 +3661,7 @@ class cancel_state final : public timer_client {
   // Hooks of waits on this state's token and of child states (see fire_hooks).
   spinlock hooks_lock_;  // held for a link or unlink only: cheaper than a mutex per suspension
   stop_hook_node* hooks_ = nullptr;  // guarded by hooks_lock_
+  stop_hook_node* lead_ = nullptr;   // guarded by hooks_lock_; linked in hooks_ too
   bool hooks_fired_ = false;         // guarded by hooks_lock_; set once, never cleared
   // Set by stop_after_grace; read by soft_stop_requested of this state's descendants.
   std::atomic<bool> soft_requested_{false};
@@ -9085,24 +9391,19 @@ class leak_check {
 #include <utility>
 #include <vector>
 
-// ---- leash/detail/coro_task.hpp ----
-// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+// ---- leash/detail/cancel_reporter.hpp ----
+// leash/detail/cancel_reporter.hpp: a nursery's stop, told to the observer
+// as a cancel event of each of its running tasks.
 //
-// A callable that returns coro<T>, spawned into a nursery, becomes a
-// coro_task_impl: a task record (the same outcome, handle and failure rules
-// as a thread task) that is also a resumable item of the scheduler. Its
-// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
-// the coroutine on a worker with the task's ambient scope installed.
+// The reporter is a lead hook on the nursery's scope (it runs before the
+// hooks that wake the tasks' waits, so no task can finish first) and walks
+// the running tasks under the nursery's lock, which a task's spawn and finish
+// also take: each cancel event falls between the task's spawn and finish
+// events. It is linked at the first spawn made while an observer is set, so
+// a nursery pays nothing without one.
 
 #include <atomic>
-#include <coroutine>
-#include <exception>
-#include <functional>
-#include <optional>
-#include <stop_token>
-#include <thread>
-#include <type_traits>
-#include <utility>
+#include <mutex>
 
 // ---- leash/detail/task_record.hpp ----
 // leash/detail/task_record.hpp: the shared state of one spawned task.
@@ -9822,11 +10123,15 @@ class task_record : public job, public task_identity {
   // lock, so a stop hook that cancels this task again returns at once.
   void cancel(std::string message) {
     if (cancel_requested_.exchange(true, std::memory_order_acq_rel)) return;
-    std::lock_guard lock(scope_mutex_);
+    std::lock_guard lock(scope_mutex_);  // the task cannot finish meanwhile: its cancel
+                                         // event falls before its finish event
     if (scope_live_) {
-      scope_->request(stop_reason::cancelled, std::move(message));
+      if (scope_->request(stop_reason::cancelled, std::move(message))) tell_cancel(scope_->info());
     } else if (!scope_closed_) {
+      cancel_info why;
+      why.message = message;
       pending_cancel_.emplace(std::move(message));
+      tell_cancel(why);
     }
   }
 
@@ -9854,6 +10159,12 @@ class task_record : public job, public task_identity {
   }
 
   cancel_state& scope() noexcept { return *scope_; }
+
+  // The observer's cancel event for a cancel of this task alone.
+  void tell_cancel(const cancel_info& why) const noexcept {
+    if (observing()) [[unlikely]]
+      report_cancel(why);
+  }
 
   // After the body, with `error` set to a cancelled that ended it: quiet when
   // the nursery was stopped or the task's own cancel() won; for the latter,
@@ -10019,6 +10330,91 @@ class task_impl final : public task_result<T> {
 
 }  // namespace detail
 }  // namespace leash::inline v0
+
+namespace leash::inline v0::detail {
+
+// Cancel events for the tasks on the list starting at `live` (linked through
+// task_record::next), with the reason `state` stopped for. Under the lock
+// that guards the list.
+inline void report_cancels(const task_record* live, const cancel_state& state) noexcept {
+  if (live == nullptr || !observing()) return;
+  try {
+    const cancel_info why = state.info();
+    for (const task_record* r = live; r != nullptr; r = r->next)
+      r->report_cancel(why);
+  } catch (...) {
+    // Out of memory copying the reason: the cancel events are lost, not the stop.
+  }
+}
+
+// A task spawned into a stopped nursery: spawned, cancelled and finished,
+// never started.
+inline void report_stillborn(const task_record& r, const cancel_state& state) noexcept {
+  if (!observing()) return;
+  r.report(event_kind::spawn);
+  try {
+    r.report_cancel(state.info());
+  } catch (...) {
+    // Out of memory copying the reason: only the cancel event is lost.
+  }
+  r.report_finish(r.error);
+}
+
+class cancel_reporter final : private stop_hook_node {
+ public:
+  // The nursery's lock, its list of running tasks and its scope.
+  cancel_reporter(std::mutex& lock, task_record* const& live, cancel_state& state) noexcept
+      : lock_(lock), live_(live), state_(state) {}
+  ~cancel_reporter() override = default;
+  cancel_reporter(const cancel_reporter&) = delete;
+  cancel_reporter& operator=(const cancel_reporter&) = delete;
+
+  // Once per nursery. May run on_stop at once (the scope stopped already):
+  // call without the nursery's lock.
+  void link() noexcept {
+    if (!linked_.exchange(true, std::memory_order_relaxed)) state_.add_hook(*this, true);
+  }
+
+  // Before the nursery's members die: waits for an on_stop in progress, then
+  // for its release of the nursery's lock.
+  void unlink() noexcept {
+    if (!linked_.load(std::memory_order_relaxed)) return;
+    state_.remove_hook(*this);
+    const std::lock_guard wait_for_release(lock_);
+  }
+
+ private:
+  void on_stop() noexcept override {
+    const std::lock_guard lock(lock_);
+    report_cancels(live_, state_);
+    fired();  // inside the lock: unlink() takes it after seeing this
+  }
+
+  std::mutex& lock_;
+  task_record* const& live_;  // guarded by lock_
+  cancel_state& state_;
+  std::atomic<bool> linked_{false};
+};
+
+}  // namespace leash::inline v0::detail
+// ---- leash/detail/coro_task.hpp ----
+// leash/detail/coro_task.hpp: the record of a coroutine task in a nursery.
+//
+// A callable that returns coro<T>, spawned into a nursery, becomes a
+// coro_task_impl: a task record (the same outcome, handle and failure rules
+// as a thread task) that is also a resumable item of the scheduler. Its
+// run_slice(), defined in nursery.hpp where the nursery is complete, resumes
+// the coroutine on a worker with the task's ambient scope installed.
+
+#include <atomic>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <thread>
+#include <type_traits>
+#include <utility>
 
 namespace leash::inline v0::detail {
 
@@ -10587,6 +10983,7 @@ class nursery final : private detail::nursery_node {
       wait_joined(lock);
       closed_ = true;
     }
+    cancel_reporter_.unlink();
     detail::registry::instance().remove(this);
     if (watch_ != nullptr) {
       watch_->detach();
@@ -10824,6 +11221,9 @@ class nursery final : private detail::nursery_node {
     record->site = site;
     record->owner_nursery = this;
     record->owner = this;
+    record->parent_id = detail::current_task != nullptr ? detail::current_task->id : 0;
+    record->nursery_id = id_;
+    record->coroutine = on_scheduler != nullptr;
     record->vclock = state_.vclock();
     std::optional<task<T>> handle;
     try {
@@ -10839,6 +11239,9 @@ class nursery final : private detail::nursery_node {
   bool admit(const std::shared_ptr<detail::task_record>& record, bool try_only,
              detail::sched_item* on_scheduler) {
     record->started = std::chrono::steady_clock::now();  // outside the lock tasks contend for
+    const bool observing = detail::observing();          // the spawn site's one check
+    if (observing) [[unlikely]]
+      cancel_reporter_.link();
     std::unique_lock lock(mutex_);
     throw_if_closed();
     if (try_only && running_ >= options_.limit && !state_.stop_requested()) return false;
@@ -10869,9 +11272,13 @@ class nursery final : private detail::nursery_node {
         record->error = std::current_exception();
       }
       record->quiet = true;
+      detail::report_stillborn(*record, state_);
       record->mark_done();
       return true;
     }
+    // Under the lock: before any cancel event.
+    if (observing) [[unlikely]]
+      record->report(detail::event_kind::spawn);
     record->next = live_;
     if (live_ != nullptr) live_->prev = record.get();
     live_ = record.get();
@@ -10894,6 +11301,9 @@ class nursery final : private detail::nursery_node {
       }
       lock.lock();
       unlink(record.get());
+      lock.unlock();
+      record->report_finish(std::current_exception());
+      lock.lock();
       --running_;
       changed_.notify_all();
       detail::resumable* const joiner = take_joiner_locked();
@@ -10947,6 +11357,7 @@ class nursery final : private detail::nursery_node {
       }
     }
     if (record->vclock != nullptr) record->vclock->retire(record.get());
+    record->report_finish(record->error);  // after the unlink: after any cancel event
     record->mark_done();
     record.reset();
     // Only leash bookkeeping is left, unless a failure cancelled siblings
@@ -11018,7 +11429,8 @@ class nursery final : private detail::nursery_node {
   bool cut_short_ = false;               // a stop arrived while tasks ran (or refused a spawn)
   std::size_t limit_waiters_ = 0;        // spawners waiting in admit() for a free slot
   detail::resumable* joiner_ = nullptr;  // a coroutine task suspended in async_wait()
-  std::vector<std::shared_ptr<detail::task_record>> failures_;  // in order
+  std::vector<std::shared_ptr<detail::task_record>> failures_;      // in order
+  detail::cancel_reporter cancel_reporter_{mutex_, live_, state_};  // for observers
 };
 
 inline void detail::task_record::run() noexcept {
@@ -11028,6 +11440,7 @@ inline void detail::task_record::run() noexcept {
   ambient = open_scope(n.state_, self.use_count() - 1);
   const context_state saved_context =
       std::exchange(tls_context, context_state{context.get(), nullptr});
+  report(event_kind::start);
   try {
     if (ambient == nullptr) {
       ambient = &scope();
@@ -11090,6 +11503,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   if (!started_) {
     started_ = true;
     ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
+    r.report(event_kind::start);
     try {
       if (ambient == nullptr) {
         ambient = &r.scope();
@@ -11912,8 +12326,10 @@ coro<std::vector<outcome<detail::policy_value_t<true, F...>>>> async_all_settled
 //   ... a burst of tasks ...
 //   auto s = leash::runtime::stats();  // threads_alive, threads_idle, peak_threads, ...
 //
-// Guarantees. Blocks: neither call blocks on tasks. Thread-safe: both may be
-// called from any thread at any time; stats() is a snapshot.
+// Guarantees. Blocks: no call blocks on tasks; set_observer waits for the
+// previous observer's callbacks in progress. Thread-safe: each may be called
+// from any thread at any time (set_observer: not from inside a callback);
+// stats() is a snapshot.
 
 namespace leash::inline v0::runtime {
 
@@ -11935,6 +12351,15 @@ inline runtime_stats stats() {
   s.coro_spare_threads = f.spare_threads;
   s.coro_handoffs = f.handoffs;
   return s;
+}
+
+// Installs `next` (nullptr: none) as the process's task observer and returns
+// the previous one. Returns only once no callback of the previous observer
+// runs or can still start: the caller may destroy it then. Blocks: until the
+// callbacks in progress return. Throws usage_error from inside a callback.
+// See observer.hpp for the events and the callbacks' contract.
+inline observer* set_observer(observer* next) {
+  return detail::observers.replace(next);
 }
 
 }  // namespace leash::inline v0::runtime
