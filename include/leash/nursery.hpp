@@ -165,6 +165,24 @@ template <class T>
 class task {
  public:
   task() = default;
+  task(const task& other) : state_(other.state_) { hold(); }
+  task(task&& other) noexcept = default;  // the count goes with the pointer
+  task& operator=(const task& other) {
+    if (this != &other) {
+      release();
+      state_ = other.state_;
+      hold();
+    }
+    return *this;
+  }
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      release();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
+  ~task() { release(); }
 
   // Waits until the task finished (blocks; cancellable by the ambient or the
   // given token), then returns its value or rethrows its exception. A task
@@ -214,7 +232,17 @@ class task {
 
  private:
   friend class nursery;
+  // Adopts the count launch() set before the task could start.
   explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
+
+  // The record counts its handles: a task with none left opens no scope of
+  // its own (nothing can cancel it alone).
+  void hold() const noexcept {
+    if (state_ != nullptr) state_->handles.fetch_add(1, std::memory_order_relaxed);
+  }
+  void release() const noexcept {
+    if (state_ != nullptr) state_->handles.fetch_sub(1, std::memory_order_release);
+  }
 
   detail::task_result<T>& record(const char* what = "get()") const {
     if (state_ == nullptr) {
@@ -528,6 +556,7 @@ class nursery final : private detail::nursery_node {
     record->coroutine = on_scheduler != nullptr;
     record->vclock = state_.vclock();
     std::optional<task<T>> handle;
+    record->handles.store(1, std::memory_order_relaxed);  // the handle below, before any start
     try {
       if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
     } catch (const resource_exhausted&) {
@@ -739,7 +768,7 @@ inline void detail::task_record::run() noexcept {
   std::shared_ptr<task_record> self = std::move(keep_alive);
   nursery& n = *owner;
   current_task = this;
-  ambient = open_scope(n.state_, self.use_count() - 1);
+  ambient = open_scope(n.state_);
   const context_state saved_context =
       std::exchange(tls_context, context_state{context.get(), nullptr});
   report(event_kind::start);
@@ -804,7 +833,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
-    ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
+    ambient = r.open_scope(n.state_);
     r.report(event_kind::start);
     try {
       if (ambient == nullptr) {

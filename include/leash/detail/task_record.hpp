@@ -104,18 +104,15 @@ class task_record : public job, public task_identity {
   }
 
   // As the task starts, on its thread (current_task set): opens the task's
-  // scope under the nursery's state, unless no handle can cancel the task
-  // (`handles` is the record's use count less the running task's own
-  // reference: a spawn whose handle was dropped pays nothing). Returns the
-  // task's ambient scope, or null if the task was cancelled before it
-  // started: its body is not to run (the scope, stopped, is scope()).
-  cancel_state* open_scope(cancel_state& nursery_state, long handles) {
-    if (handles == 0) {
-      // The last handle is gone; its drop (a release decrement) happened
-      // after any cancel() made through it, which this fence makes visible.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      if (!cancel_requested_.load(std::memory_order_relaxed)) return &nursery_state;
-    }
+  // scope under the nursery's state, unless no handle is left to cancel the
+  // task (a spawn whose handle was dropped pays nothing). Returns the task's
+  // ambient scope, or null if the task was cancelled before it started: its
+  // body is not to run (the scope, stopped, is scope()).
+  cancel_state* open_scope(cancel_state& nursery_state) {
+    // Acquire: the last handle's release came after any cancel() made through it.
+    if (handles.load(std::memory_order_acquire) == 0 &&
+        !cancel_requested_.load(std::memory_order_relaxed))
+      return &nursery_state;
     scope_.emplace(&nursery_state, std::stop_token{}, cancel_state::clock::time_point::max());
     scope_->make_task_scope();
     std::lock_guard lock(scope_mutex_);
@@ -228,6 +225,9 @@ class task_record : public job, public task_identity {
     }
   }
 
+  // task<T> handles of this record: set to one (the handle spawn returns)
+  // before the task can start, then counted by the handles themselves.
+  std::atomic<int> handles{0};
   nursery* owner = nullptr;
   task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
   task_record* next = nullptr;

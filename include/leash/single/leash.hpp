@@ -10136,18 +10136,15 @@ class task_record : public job, public task_identity {
   }
 
   // As the task starts, on its thread (current_task set): opens the task's
-  // scope under the nursery's state, unless no handle can cancel the task
-  // (`handles` is the record's use count less the running task's own
-  // reference: a spawn whose handle was dropped pays nothing). Returns the
-  // task's ambient scope, or null if the task was cancelled before it
-  // started: its body is not to run (the scope, stopped, is scope()).
-  cancel_state* open_scope(cancel_state& nursery_state, long handles) {
-    if (handles == 0) {
-      // The last handle is gone; its drop (a release decrement) happened
-      // after any cancel() made through it, which this fence makes visible.
-      std::atomic_thread_fence(std::memory_order_acquire);
-      if (!cancel_requested_.load(std::memory_order_relaxed)) return &nursery_state;
-    }
+  // scope under the nursery's state, unless no handle is left to cancel the
+  // task (a spawn whose handle was dropped pays nothing). Returns the task's
+  // ambient scope, or null if the task was cancelled before it started: its
+  // body is not to run (the scope, stopped, is scope()).
+  cancel_state* open_scope(cancel_state& nursery_state) {
+    // Acquire: the last handle's release came after any cancel() made through it.
+    if (handles.load(std::memory_order_acquire) == 0 &&
+        !cancel_requested_.load(std::memory_order_relaxed))
+      return &nursery_state;
     scope_.emplace(&nursery_state, std::stop_token{}, cancel_state::clock::time_point::max());
     scope_->make_task_scope();
     std::lock_guard lock(scope_mutex_);
@@ -10260,6 +10257,9 @@ class task_record : public job, public task_identity {
     }
   }
 
+  // task<T> handles of this record: set to one (the handle spawn returns)
+  // before the task can start, then counted by the handles themselves.
+  std::atomic<int> handles{0};
   nursery* owner = nullptr;
   task_record* prev = nullptr;  // owner's list of running tasks, guarded by its mutex
   task_record* next = nullptr;
@@ -10863,6 +10863,24 @@ template <class T>
 class task {
  public:
   task() = default;
+  task(const task& other) : state_(other.state_) { hold(); }
+  task(task&& other) noexcept = default;  // the count goes with the pointer
+  task& operator=(const task& other) {
+    if (this != &other) {
+      release();
+      state_ = other.state_;
+      hold();
+    }
+    return *this;
+  }
+  task& operator=(task&& other) noexcept {
+    if (this != &other) {
+      release();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
+  ~task() { release(); }
 
   // Waits until the task finished (blocks; cancellable by the ambient or the
   // given token), then returns its value or rethrows its exception. A task
@@ -10912,7 +10930,17 @@ class task {
 
  private:
   friend class nursery;
+  // Adopts the count launch() set before the task could start.
   explicit task(std::shared_ptr<detail::task_result<T>> s) : state_(std::move(s)) {}
+
+  // The record counts its handles: a task with none left opens no scope of
+  // its own (nothing can cancel it alone).
+  void hold() const noexcept {
+    if (state_ != nullptr) state_->handles.fetch_add(1, std::memory_order_relaxed);
+  }
+  void release() const noexcept {
+    if (state_ != nullptr) state_->handles.fetch_sub(1, std::memory_order_release);
+  }
 
   detail::task_result<T>& record(const char* what = "get()") const {
     if (state_ == nullptr) {
@@ -11226,6 +11254,7 @@ class nursery final : private detail::nursery_node {
     record->coroutine = on_scheduler != nullptr;
     record->vclock = state_.vclock();
     std::optional<task<T>> handle;
+    record->handles.store(1, std::memory_order_relaxed);  // the handle below, before any start
     try {
       if (admit(record, try_only, on_scheduler)) handle = task<T>(std::move(record));
     } catch (const resource_exhausted&) {
@@ -11437,7 +11466,7 @@ inline void detail::task_record::run() noexcept {
   std::shared_ptr<task_record> self = std::move(keep_alive);
   nursery& n = *owner;
   current_task = this;
-  ambient = open_scope(n.state_, self.use_count() - 1);
+  ambient = open_scope(n.state_);
   const context_state saved_context =
       std::exchange(tls_context, context_state{context.get(), nullptr});
   report(event_kind::start);
@@ -11502,7 +11531,7 @@ inline bool detail::coro_task_base::slice() noexcept {
   std::coroutine_handle<> h = std::exchange(resume_at, {});
   if (!started_) {
     started_ = true;
-    ambient = r.open_scope(n.state_, r.keep_alive.use_count() - 1);
+    ambient = r.open_scope(n.state_);
     r.report(event_kind::start);
     try {
       if (ambient == nullptr) {
