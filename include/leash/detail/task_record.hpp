@@ -113,11 +113,12 @@ class task_record : public job, public task_identity {
     if (handles.load(std::memory_order_acquire) == 0 &&
         !cancel_requested_.load(std::memory_order_relaxed))
       return &nursery_state;
-    scope_.emplace(&nursery_state, std::stop_token{}, cancel_state::clock::time_point::max());
+    scope_ = std::make_unique<cancel_state>(&nursery_state, std::stop_token{},
+                                            cancel_state::clock::time_point::max());
     scope_->make_task_scope();
     std::lock_guard lock(scope_mutex_);
     scope_live_ = true;
-    if (!pending_cancel_) return &*scope_;
+    if (!pending_cancel_) return scope_.get();
     scope_->request(stop_reason::cancelled, std::move(*pending_cancel_));
     pending_cancel_.reset();
     return nullptr;
@@ -147,7 +148,9 @@ class task_record : public job, public task_identity {
   }
 
   // As the task ends, before it tells its nursery: later cancels are no-ops.
+  // Without a scope no handle was left at the start, so no cancel can come.
   void close_scope() noexcept {
+    if (scope_ == nullptr) return;
     {
       std::lock_guard lock(scope_mutex_);
       scope_live_ = false;
@@ -252,7 +255,10 @@ class task_record : public job, public task_identity {
   bool scope_live_ = false;                    // guarded by scope_mutex_
   bool scope_closed_ = false;                  // guarded by scope_mutex_
   std::optional<std::string> pending_cancel_;  // guarded by scope_mutex_: before the start
-  std::optional<cancel_state> scope_;          // engaged while the task runs
+  // Engaged while the task runs, if a handle could cancel it. On the heap:
+  // a cancel state is larger than the rest of the record, which a
+  // coroutine task's frame cache would then no longer pool.
+  std::unique_ptr<cancel_state> scope_;
 };
 
 template <class T>
