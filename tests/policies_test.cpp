@@ -271,3 +271,24 @@ TEST_CASE("async_first_n and async_all_settled in a coroutine task") {
   CHECK_FALSE(out[0].has_value());
   CHECK(out[1].value() == 2);
 }
+
+TEST_CASE(
+    "async policies: a callable that throws before it returns its coro is that task's failure") {
+  auto out = in_coroutine_task([]() -> coro<std::vector<leash::outcome<int>>> {
+    co_return co_await leash::async_all_settled(
+        []() -> coro<int> { throw std::runtime_error("before the coro"); },
+        []() -> coro<int> { co_return 2; });
+  });
+  REQUIRE(out.size() == 2);
+  REQUIRE_FALSE(out[0].has_value());
+  CHECK_THROWS_WITH_AS(std::rethrow_exception(out[0].error()), "before the coro",
+                       std::runtime_error);
+  CHECK(out[1].value() == 2);
+
+  const int v = in_coroutine_task([]() -> coro<int> {
+    co_return co_await leash::async_race(
+        []() -> coro<int> { throw std::runtime_error("before the coro"); },
+        []() -> coro<int> { co_return 5; });
+  });
+  CHECK(v == 5);
+}

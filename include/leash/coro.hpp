@@ -227,6 +227,8 @@ class coro_promise_base : public frame_allocated {
 
   void set_continuation(std::coroutine_handle<> h) noexcept { continuation_ = h; }
   std::coroutine_handle<> continuation() const noexcept { return continuation_; }
+  // The exception the coro ended with, or null.
+  const std::exception_ptr& error() const noexcept { return error_; }
 
  protected:
   void rethrow_if_failed() const {
@@ -291,9 +293,41 @@ class coro_awaiter {
     transfer_to(callee);
   }
   T await_resume() { return handle_.promise().take(); }
+  // After the coro's end: its exception, or null (then await_resume() gives the value).
+  const std::exception_ptr& error() const noexcept { return handle_.promise().error(); }
 
  private:
   handle_type handle_;
+};
+
+// What settle() gives: the coro's value, or the exception it ended with.
+template <class T>
+struct settled_result {
+  std::optional<T> value;
+  std::exception_ptr error;
+};
+
+// co_await settle(c): runs `c` like co_await c, but hands over its exception
+// instead of rethrowing it (one throw fewer for a caller that only stores
+// it). Made from an exception instead, it is ready at once with that.
+template <class T>
+class settle_awaiter {
+ public:
+  explicit settle_awaiter(std::coroutine_handle<coro_promise<T>> h) noexcept { inner_.emplace(h); }
+  explicit settle_awaiter(std::exception_ptr e) noexcept : error_(std::move(e)) {}
+  bool await_ready() const noexcept { return !inner_; }
+  void await_suspend(std::coroutine_handle<> awaiting) const noexcept {
+    inner_->await_suspend(awaiting);
+  }
+  settled_result<T> await_resume() {
+    if (!inner_) return {std::nullopt, error_};
+    if (inner_->error()) return {std::nullopt, inner_->error()};
+    return {inner_->await_resume(), nullptr};
+  }
+
+ private:
+  std::optional<coro_awaiter<T>> inner_;
+  std::exception_ptr error_;
 };
 
 // For leash's awaitables that run a coro of their own on a slow path: takes
@@ -304,6 +338,11 @@ struct coro_access {
     return std::exchange(c.handle_, {});
   }
 };
+
+template <class T>
+settle_awaiter<T> settle(coro<T>&& c) noexcept {
+  return settle_awaiter<T>(coro_access::release(std::move(c)));
+}
 
 // Where sync_wait's thread sleeps until the coro's end.
 class sync_wait_event {

@@ -156,6 +156,18 @@ decltype(auto) call_policy_task(F& f, const std::stop_token& token) {
   }
 }
 
+// co_await settle_call(f, token): the value of the coro f returns, or the
+// exception it (or f itself) threw, without a rethrow: a cancelled loser
+// pays for one throw, not two.
+template <class F, class T = typename coro_result<policy_result<F>>::type>
+settle_awaiter<T> settle_call(F& f, const std::stop_token& token) {
+  try {
+    return settle(call_policy_task(f, token));
+  } catch (...) {
+    return settle_awaiter<T>(std::current_exception());
+  }
+}
+
 inline std::string policy_task_name(const char* context, std::size_t i) {
   return std::string(context) + "[" + std::to_string(i) + "]";
 }
@@ -238,10 +250,11 @@ void spawn_first_value(nursery& n, first_values<T>& st, std::string name, F&& f)
 template <class T, class F>
 void spawn_async_first_value(nursery& n, first_values<T>& st, std::string name, F&& f) {
   n.spawn(name, [&st, name, f = std::forward<F>(f)](std::stop_token token) mutable -> coro<void> {
-    try {
-      st.succeed(co_await call_policy_task(f, token));
-    } catch (...) {
-      st.fail(std::current_exception(), name);
+    settled_result<T> r = co_await settle_call(f, token);
+    if (r.error) {
+      st.fail(std::move(r.error), name);
+    } else {
+      st.succeed(std::move(*r.value));
     }
   });
 }
@@ -305,11 +318,9 @@ void spawn_settled(nursery& n, std::optional<outcome<T>>& slot, std::string name
 template <class T, class F>
 void spawn_async_settled(nursery& n, std::optional<outcome<T>>& slot, std::string name, F&& f) {
   n.spawn(name, [&slot, name, f = std::forward<F>(f)](std::stop_token token) mutable -> coro<void> {
-    try {
-      slot.emplace(outcome<T>::success(co_await call_policy_task(f, token), name));
-    } catch (...) {
-      slot.emplace(outcome<T>::failure(std::current_exception(), name));
-    }
+    settled_result<T> r = co_await settle_call(f, token);
+    slot.emplace(r.error ? outcome<T>::failure(std::move(r.error), name)
+                         : outcome<T>::success(std::move(*r.value), name));
   });
 }
 

@@ -2033,6 +2033,8 @@ class coro_promise_base : public frame_allocated {
 
   void set_continuation(std::coroutine_handle<> h) noexcept { continuation_ = h; }
   std::coroutine_handle<> continuation() const noexcept { return continuation_; }
+  // The exception the coro ended with, or null.
+  const std::exception_ptr& error() const noexcept { return error_; }
 
  protected:
   void rethrow_if_failed() const {
@@ -2097,9 +2099,41 @@ class coro_awaiter {
     transfer_to(callee);
   }
   T await_resume() { return handle_.promise().take(); }
+  // After the coro's end: its exception, or null (then await_resume() gives the value).
+  const std::exception_ptr& error() const noexcept { return handle_.promise().error(); }
 
  private:
   handle_type handle_;
+};
+
+// What settle() gives: the coro's value, or the exception it ended with.
+template <class T>
+struct settled_result {
+  std::optional<T> value;
+  std::exception_ptr error;
+};
+
+// co_await settle(c): runs `c` like co_await c, but hands over its exception
+// instead of rethrowing it (one throw fewer for a caller that only stores
+// it). Made from an exception instead, it is ready at once with that.
+template <class T>
+class settle_awaiter {
+ public:
+  explicit settle_awaiter(std::coroutine_handle<coro_promise<T>> h) noexcept { inner_.emplace(h); }
+  explicit settle_awaiter(std::exception_ptr e) noexcept : error_(std::move(e)) {}
+  bool await_ready() const noexcept { return !inner_; }
+  void await_suspend(std::coroutine_handle<> awaiting) const noexcept {
+    inner_->await_suspend(awaiting);
+  }
+  settled_result<T> await_resume() {
+    if (!inner_) return {std::nullopt, error_};
+    if (inner_->error()) return {std::nullopt, inner_->error()};
+    return {inner_->await_resume(), nullptr};
+  }
+
+ private:
+  std::optional<coro_awaiter<T>> inner_;
+  std::exception_ptr error_;
 };
 
 // For leash's awaitables that run a coro of their own on a slow path: takes
@@ -2110,6 +2144,11 @@ struct coro_access {
     return std::exchange(c.handle_, {});
   }
 };
+
+template <class T>
+settle_awaiter<T> settle(coro<T>&& c) noexcept {
+  return settle_awaiter<T>(coro_access::release(std::move(c)));
+}
 
 // Where sync_wait's thread sleeps until the coro's end.
 class sync_wait_event {
@@ -12103,6 +12142,18 @@ decltype(auto) call_policy_task(F& f, const std::stop_token& token) {
   }
 }
 
+// co_await settle_call(f, token): the value of the coro f returns, or the
+// exception it (or f itself) threw, without a rethrow: a cancelled loser
+// pays for one throw, not two.
+template <class F, class T = typename coro_result<policy_result<F>>::type>
+settle_awaiter<T> settle_call(F& f, const std::stop_token& token) {
+  try {
+    return settle(call_policy_task(f, token));
+  } catch (...) {
+    return settle_awaiter<T>(std::current_exception());
+  }
+}
+
 inline std::string policy_task_name(const char* context, std::size_t i) {
   return std::string(context) + "[" + std::to_string(i) + "]";
 }
@@ -12185,10 +12236,11 @@ void spawn_first_value(nursery& n, first_values<T>& st, std::string name, F&& f)
 template <class T, class F>
 void spawn_async_first_value(nursery& n, first_values<T>& st, std::string name, F&& f) {
   n.spawn(name, [&st, name, f = std::forward<F>(f)](std::stop_token token) mutable -> coro<void> {
-    try {
-      st.succeed(co_await call_policy_task(f, token));
-    } catch (...) {
-      st.fail(std::current_exception(), name);
+    settled_result<T> r = co_await settle_call(f, token);
+    if (r.error) {
+      st.fail(std::move(r.error), name);
+    } else {
+      st.succeed(std::move(*r.value));
     }
   });
 }
@@ -12252,11 +12304,9 @@ void spawn_settled(nursery& n, std::optional<outcome<T>>& slot, std::string name
 template <class T, class F>
 void spawn_async_settled(nursery& n, std::optional<outcome<T>>& slot, std::string name, F&& f) {
   n.spawn(name, [&slot, name, f = std::forward<F>(f)](std::stop_token token) mutable -> coro<void> {
-    try {
-      slot.emplace(outcome<T>::success(co_await call_policy_task(f, token), name));
-    } catch (...) {
-      slot.emplace(outcome<T>::failure(std::current_exception(), name));
-    }
+    settled_result<T> r = co_await settle_call(f, token);
+    slot.emplace(r.error ? outcome<T>::failure(std::move(r.error), name)
+                         : outcome<T>::success(std::move(*r.value), name));
   });
 }
 
