@@ -217,6 +217,14 @@ struct frame_cache_reaper {
 
 inline thread_local frame_cache_reaper tls_frame_reaper;
 
+// Before this thread's cache first holds a block (a freed frame or a batch
+// from the depot): registers the reaper, so the thread's exit frees it.
+inline void arm_frame_reaper(frame_cache& c) noexcept {
+  if (c.reaper_armed) return;
+  c.reaper_armed = true;
+  tls_frame_reaper.armed = true;  // odr-use: registers its destructor for this thread
+}
+
 // Memory for a coroutine frame of `size` bytes. Throws std::bad_alloc.
 inline void* allocate_frame(std::size_t size) {
   frame_cache& c = tls_frame_cache;
@@ -227,6 +235,7 @@ inline void* allocate_frame(std::size_t size) {
   const std::size_t cls = frame_class_of(size);
   const std::size_t bytes = frame_class_bytes(cls);
   if (c.heads[cls] == nullptr && !c.closed) {
+    arm_frame_reaper(c);
     if (free_frame* batch = frame_depot::instance().take(cls)) {
       c.heads[cls] = batch;
       c.counts[cls] = frame_batch_blocks;
@@ -275,10 +284,7 @@ inline void deallocate_frame(void* p, std::size_t size) noexcept {
     ::operator delete(p);
     return;
   }
-  if (!c.reaper_armed) {
-    c.reaper_armed = true;
-    tls_frame_reaper.armed = true;  // odr-use: registers its destructor for this thread
-  }
+  arm_frame_reaper(c);
   auto* f = static_cast<free_frame*>(p);
   f->next = c.heads[cls];
   c.heads[cls] = f;
