@@ -10,6 +10,7 @@
 
 #include "http/client.hpp"
 #include "http/errors.hpp"
+#include "http/memory.hpp"
 #include "http/message.hpp"
 #include "http/request_writer.hpp"
 #include "http/response_parser.hpp"

@@ -287,7 +287,7 @@ class response_writer {
     if (out.empty()) co_return;
     cancel_scope limit(write_timeout_);
     try {
-      co_await detail::async_write_all(*stream_, io::socket_access::desc(*sock_), out,
+      co_await detail::async_write_all(*stream_, &io::socket_access::desc(*sock_), out,
                                        "io::async_write_all");
     } catch (const cancelled&) {
       if (limit.reason() != stop_reason::deadline_exceeded) throw;

@@ -625,7 +625,7 @@ class server_connection {
     const std::size_t sent = send_now(bytes(), out);
     if (sent < out.size()) {
       cancel_scope limit(env_.options.write_timeout);
-      co_await async_write_all(bytes(), io::socket_access::desc(socket_),
+      co_await async_write_all(bytes(), &io::socket_access::desc(socket_),
                                std::string_view(out).substr(sent), "io::async_write_all");
     }
     co_await linger_close();
@@ -658,7 +658,7 @@ class server_connection {
   coro<void> close_write() {
     if (std::exchange(write_closed_, true)) co_return;
     try {
-      co_await async_shutdown(bytes(), io::socket_access::desc(socket_),
+      co_await async_shutdown(bytes(), &io::socket_access::desc(socket_),
                               "http::server: closing a connection");
     } catch (...) {
       ::shutdown(fd(), SHUT_WR);

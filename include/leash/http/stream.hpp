@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // leash/http/stream.hpp: the bytes of one connection, as the server and the
 // transport read and write them; the hook that brings TLS (or any other byte
-// stream over a socket) without leash depending on a TLS library.
+// stream over a socket) without leash depending on a TLS library, and a
+// connection with no socket at all (an in-memory pipe, memory.hpp).
 //
 // A stream does non-blocking steps; leash does every wait, deadline and
 // cancel. A step that cannot go on says what it waits for (want::read: the
@@ -29,11 +30,26 @@
 // engine that is not thread-safe (OpenSSL) takes a mutex of its own for a
 // step, which never waits. Errors: throw (http::io_error for a broken
 // stream); the connection is then closed without shutdown().
+//
+// A stream with no socket (transport_options::dial) also waits by itself:
+// leash calls wait() or async_wait() where it would poll the fd. Both return
+// once a step that asked for `w` may go on (a spurious return only costs a
+// step); wait() returns false when `deadline` (on the calling task's clock:
+// virtual inside leash::virtual_time) passes first. A stop of the token
+// (wait) or of the coroutine task's ambient scope (async_wait) throws
+// leash::cancelled. A stream over a socket never has them called.
 #pragma once
 
+#include "../detail/config.hpp"
+
+#include <chrono>
 #include <cstddef>
 #include <span>
+#include <stop_token>
 #include <string_view>
+
+#include "../coro.hpp"
+#include "../errors.hpp"
 
 namespace leash::inline v0::http {
 
@@ -71,6 +87,25 @@ class stream {
   // socket to become readable, and a pooled connection with such bytes is
   // not reused.
   virtual bool has_buffered() const { return false; }
+
+  // The waits of a stream with no socket (see the header comment). The
+  // defaults throw usage_error: a stream over a socket is never asked.
+  virtual bool wait(want w, std::chrono::steady_clock::time_point deadline,
+                    const std::stop_token& token) {
+    (void)w, (void)deadline, (void)token;
+    throw_no_wait();
+  }
+  virtual coro<void> async_wait(want w) {
+    (void)w;
+    throw_no_wait();
+  }
+
+ private:
+  [[noreturn]] static void throw_no_wait() {
+    throw usage_error(
+        "leash::http::stream: a stream with no socket (transport_options::dial) must "
+        "override wait() and async_wait()");
+  }
 };
 
 }  // namespace leash::inline v0::http

@@ -24,7 +24,9 @@
 // drain_timeout) so the connection is reused; otherwise it is closed.
 // transport_options::wrap_connection brings TLS (or any byte stream): every
 // byte of a dialed connection then goes through the user's http::stream
-// (stream.hpp), whose waits are the transport's own.
+// (stream.hpp), whose waits are the transport's own. transport_options::dial
+// replaces the socket itself: an in-memory connection (memory.hpp) runs a
+// client inside leash::virtual_time, where a socket could not.
 //
 // Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
 // Cancelled: by the ambient or an explicit token; the stop callback only
@@ -97,6 +99,14 @@ struct transport_options {
   // handshake happens in the stream's steps). A throw fails that round trip
   // with the exception; a null stream fails it with io_error.
   std::function<std::unique_ptr<stream>(int fd, const std::string& host)> wrap_connection = nullptr;
+  // Dials without a socket: the stream it returns for the request's host
+  // and port carries every byte and waits by itself (stream.hpp), as a
+  // memory_listener's dialer() does. Unset: TCP. Called once per dial, on
+  // the dialing caller; must not block. A throw fails that round trip with
+  // the exception; a null stream fails it with io_error. Not with
+  // wrap_connection, which wraps a socket (usage_error).
+  std::function<std::unique_ptr<stream>(const std::string& host, std::uint16_t port)> dial =
+      nullptr;
 };
 
 // What round_trip sends: `body` with a Content-Length, or `stream`.
@@ -445,6 +455,11 @@ class transport {
 
  private:
   static transport_options defaults(transport_options o) {
+    if (o.dial && o.wrap_connection) {
+      throw usage_error(
+          "leash::http::transport: dial and wrap_connection both set (wrap_connection wraps a "
+          "socket; a dialed stream has none)");
+    }
     if (o.max_idle_per_host == 0) {
       o.max_idle_per_host = o.max_conns_per_host != 0 ? o.max_conns_per_host : 100;
     }
@@ -511,6 +526,7 @@ class transport {
 
   std::unique_ptr<detail::connection> dial(const request& req, const std::string& key,
                                            const std::stop_token& token) {
+    if (options_.dial) return dial_stream(req, key);
     try {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
@@ -528,6 +544,7 @@ class transport {
   // scope whose deadline is the dial timeout.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<detail::connection>> async_dial(
       const request& req, const std::string& key) {
+    if (options_.dial) co_return dial_stream(req, key);
     const std::string where = "dial " + key;
     try {
       io::socket s;
@@ -548,6 +565,19 @@ class transport {
       if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       co_return c;
+    } catch (...) {
+      pool_->dial_failed(key);
+      throw;
+    }
+  }
+
+  // A connection with no socket, from transport_options::dial (both forms).
+  std::unique_ptr<detail::connection> dial_stream(const request& req, const std::string& key) {
+    try {
+      auto c =
+          std::make_unique<detail::connection>(options_.dial(req.host, req.port), key, limits());
+      pool_->dialed();
+      return c;
     } catch (...) {
       pool_->dial_failed(key);
       throw;

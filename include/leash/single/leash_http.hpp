@@ -346,7 +346,9 @@ class io_error : public error {
 // drain_timeout) so the connection is reused; otherwise it is closed.
 // transport_options::wrap_connection brings TLS (or any byte stream): every
 // byte of a dialed connection then goes through the user's http::stream
-// (stream.hpp), whose waits are the transport's own.
+// (stream.hpp), whose waits are the transport's own. transport_options::dial
+// replaces the socket itself: an in-memory connection (memory.hpp) runs a
+// client inside leash::virtual_time, where a socket could not.
 //
 // Guarantees. Blocks: round_trip (dial, write, response head) and body reads.
 // Cancelled: by the ambient or an explicit token; the stop callback only
@@ -1260,14 +1262,15 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 //
 // A connection is a socket, its stream (plain TCP, or the transport's
 // wrap_connection adapter over the socket), its read buffer and its
-// response parser. A
-// coroutine task waits on its socket with no thread (async_fill,
-// async_write): that needs the fd registered with the reactor, as an
-// io::socket. A connection dialed by a thread caller is registered on its
-// first such use, so thread-only programs never start the reactor; a thread
-// caller polls the fd either way. Either kind of caller may reuse a
-// connection the other kind pooled. It is // owned by exactly one place at a time: a round trip, a
-// response body, or the pool's idle list (where no thread watches it). The pool counts open
+// response parser; or, dialed by transport_options::dial, a stream alone
+// that waits by itself (no socket, fd -1). A coroutine task waits on its
+// socket with no thread (async_fill, async_write): that needs the fd
+// registered with the reactor, as an io::socket. A connection dialed by a
+// thread caller is registered on its first such use, so thread-only
+// programs never start the reactor; a thread caller polls the fd either
+// way. Either kind of caller may reuse a connection the other kind pooled.
+// It is owned by exactly one place at a time: a round trip, a response
+// body, or the pool's idle list (where no thread watches it). The pool counts open
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
@@ -2361,7 +2364,8 @@ class response_parser {
 // ---- leash/http/stream.hpp ----
 // leash/http/stream.hpp: the bytes of one connection, as the server and the
 // transport read and write them; the hook that brings TLS (or any other byte
-// stream over a socket) without leash depending on a TLS library.
+// stream over a socket) without leash depending on a TLS library, and a
+// connection with no socket at all (an in-memory pipe, memory.hpp).
 //
 // A stream does non-blocking steps; leash does every wait, deadline and
 // cancel. A step that cannot go on says what it waits for (want::read: the
@@ -2389,9 +2393,19 @@ class response_parser {
 // engine that is not thread-safe (OpenSSL) takes a mutex of its own for a
 // step, which never waits. Errors: throw (http::io_error for a broken
 // stream); the connection is then closed without shutdown().
+//
+// A stream with no socket (transport_options::dial) also waits by itself:
+// leash calls wait() or async_wait() where it would poll the fd. Both return
+// once a step that asked for `w` may go on (a spurious return only costs a
+// step); wait() returns false when `deadline` (on the calling task's clock:
+// virtual inside leash::virtual_time) passes first. A stop of the token
+// (wait) or of the coroutine task's ambient scope (async_wait) throws
+// leash::cancelled. A stream over a socket never has them called.
 
+#include <chrono>
 #include <cstddef>
 #include <span>
+#include <stop_token>
 #include <string_view>
 
 namespace leash::inline v0::http {
@@ -2430,6 +2444,25 @@ class stream {
   // socket to become readable, and a pooled connection with such bytes is
   // not reused.
   virtual bool has_buffered() const { return false; }
+
+  // The waits of a stream with no socket (see the header comment). The
+  // defaults throw usage_error: a stream over a socket is never asked.
+  virtual bool wait(want w, std::chrono::steady_clock::time_point deadline,
+                    const std::stop_token& token) {
+    (void)w, (void)deadline, (void)token;
+    throw_no_wait();
+  }
+  virtual coro<void> async_wait(want w) {
+    (void)w;
+    throw_no_wait();
+  }
+
+ private:
+  [[noreturn]] static void throw_no_wait() {
+    throw usage_error(
+        "leash::http::stream: a stream with no socket (transport_options::dial) must "
+        "override wait() and async_wait()");
+  }
 };
 
 }  // namespace leash::inline v0::http
@@ -2502,10 +2535,14 @@ class socket {
   throw io_error(what, std::error_code(err, std::generic_category()));
 }
 
-// The stop callback of every socket wait: shutdown() only.
+// The stop callback of every socket wait: shutdown() only. No fd (-1: a
+// connection with no socket) has nothing to shut down; its stream's own wait
+// sees the stop.
 struct shutdown_fd {
   int fd;
-  void operator()() const noexcept { ::shutdown(fd, SHUT_RDWR); }
+  void operator()() const noexcept {
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  }
 };
 
 // While alive, a stop of `token` shuts `fd` down. Destroy it before closing
@@ -2687,8 +2724,10 @@ enum class read_status { data, eof, timed_out };
 // direction it asks for: a thread caller polls (bounded by a deadline,
 // cancelled by a stop token through stop_guard, as every socket wait), a
 // coroutine task awaits the socket's reactor slot (its ambient scope
-// cancels). A read that wants the socket readable while the stream still
-// has bytes buffered is retried without waiting.
+// cancels). A stream with no socket (fd -1, no reactor slot) is asked to
+// wait by itself instead (stream::wait, stream::async_wait). A read that
+// wants the socket readable while the stream still has bytes buffered is
+// retried without waiting.
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -2759,6 +2798,11 @@ class checked_stream final : public stream {
     return guarded([&] { return inner_->shutdown(); });
   }
   bool has_buffered() const override { return !failed() && inner_->has_buffered(); }
+  // A wait is no step: a cancel or a timeout does not break the stream.
+  bool wait(want w, clock::time_point deadline, const std::stop_token& token) override {
+    return inner_->wait(w, deadline, token);
+  }
+  coro<void> async_wait(want w) override { return inner_->async_wait(w); }
 
   // A step threw: the stream is broken.
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
@@ -2791,7 +2835,16 @@ inline short poll_events(want w) noexcept {
   return w == want::write ? POLLOUT : POLLIN;
 }
 
-// Reads up to `size` bytes of `s` (over `fd`) into `out` before `deadline`;
+// Waits until a step of `s` that asked for `w` may go on, by `deadline`:
+// polls `fd`, or asks a stream with no socket (fd < 0) to wait. false on
+// timeout; a stream's own wait throws cancelled when `token` stops.
+inline bool wait_step(stream& s, int fd, want w, clock::time_point deadline,
+                      const std::stop_token& token) {
+  if (fd < 0) return s.wait(w, deadline, token);
+  return poll_until(fd, poll_events(w), deadline);
+}
+
+// Reads up to `size` bytes of `s` (over `fd`, -1 for none) into `out` before `deadline`;
 // `got` is the count. Throws the stream's errors, or cancelled when `token`
 // stops (the fd is then shut down).
 inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std::size_t& got,
@@ -2810,7 +2863,7 @@ inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std
       }
       if (st.wait == want::nothing) break;
       if (st.wait == want::read && s.has_buffered()) continue;
-      if (!poll_until(fd, poll_events(st.wait), deadline)) {
+      if (!wait_step(s, fd, st.wait, deadline, token)) {
         status = read_status::timed_out;
         break;
       }
@@ -2822,7 +2875,7 @@ inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std
   return status;
 }
 
-// Writes all of `data` to `s` (over `fd`) before `deadline`. Throws the
+// Writes all of `data` to `s` (over `fd`, -1 for none) before `deadline`. Throws the
 // stream's errors, timeout, or cancelled when `token` stops (the fd is then
 // shut down).
 inline void write_all(stream& s, int fd, std::string_view data, clock::time_point deadline,
@@ -2837,7 +2890,7 @@ inline void write_all(stream& s, int fd, std::string_view data, clock::time_poin
       if (data.empty()) break;
       if (st.bytes > 0) continue;
       if (st.wait == want::nothing) throw_write_stalled();
-      if (!poll_until(fd, poll_events(st.wait), deadline)) {
+      if (!wait_step(s, fd, st.wait, deadline, token)) {
         timed_out = true;
         break;
       }
@@ -2884,22 +2937,29 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_wait(io::detail:
   }
 }
 
-// co_await: reads up to into.size() bytes of `s`, waiting on `d` as its
-// steps ask; 0 at the end of stream.
+// co_await: wait_step() for a coroutine task: the socket's slot in `d`, or
+// the stream's own wait when it has no socket (`d` null).
+inline coro<void> async_wait_step(stream& s, io::detail::poll_desc* d, want w, const char* what) {
+  return d != nullptr ? async_wait(*d, w, what) : s.async_wait(w);
+}
+
+// co_await: reads up to into.size() bytes of `s`, waiting on `d` (null: no
+// socket) as its steps ask; 0 at the end of stream.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<std::size_t> async_read_some(
-    stream& s, io::detail::poll_desc& d, std::span<char> into, const char* what) {
+    stream& s, io::detail::poll_desc* d, std::span<char> into, const char* what) {
   for (;;) {
     const step st = s.read(into);
     if (st.bytes > 0 || st.wait == want::nothing) co_return st.bytes;
     if (st.wait == want::read && s.has_buffered()) continue;
-    co_await async_wait(d, st.wait, what);
+    co_await async_wait_step(s, d, st.wait, what);
   }
 }
 
-// co_await: writes all of `data` to `s`, waiting on `d` as its steps ask.
-// If it is cancelled or fails part way, a prefix may have been sent.
+// co_await: writes all of `data` to `s`, waiting on `d` (null: no socket) as
+// its steps ask. If it is cancelled or fails part way, a prefix may have
+// been sent.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_write_all(stream& s,
-                                                                          io::detail::poll_desc& d,
+                                                                          io::detail::poll_desc* d,
                                                                           std::string_view data,
                                                                           const char* what) {
   while (!data.empty()) {
@@ -2907,17 +2967,17 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_write_all(stream
     data.remove_prefix(st.bytes);
     if (data.empty() || st.bytes > 0) continue;
     if (st.wait == want::nothing) throw_write_stalled();
-    co_await async_wait(d, st.wait, what);
+    co_await async_wait_step(s, d, st.wait, what);
   }
 }
 
-// co_await: the stream's orderly end of its write side, waiting on `d` as
-// its steps ask.
+// co_await: the stream's orderly end of its write side, waiting on `d`
+// (null: no socket) as its steps ask.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_shutdown(stream& s,
-                                                                         io::detail::poll_desc& d,
+                                                                         io::detail::poll_desc* d,
                                                                          const char* what) {
   for (want w = s.shutdown(); w != want::nothing; w = s.shutdown()) {
-    co_await async_wait(d, w, what);
+    co_await async_wait_step(s, d, w, what);
   }
 }
 
@@ -2990,13 +3050,22 @@ struct connection {
         buffer(new char[buffer_size]),
         parser(limits) {}
 
+  // A connection with no socket: every byte goes through `s`, which waits
+  // by itself. Throws io_error for a null stream.
+  connection(std::unique_ptr<stream> s, std::string k, parser_limits limits)
+      : connection(socket(), std::move(k), limits) {
+    adopt(std::move(s), "dial");
+    socketless = true;
+  }
+
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
 
   // A user's stream ends its write side in order (a TLS close_notify) before
-  // the fd closes: one step, never waiting; skipped after a failed step.
+  // the fd closes: one step, never waiting; skipped after a failed step, and
+  // when the socket is gone already.
   ~connection() {
-    if (wrapped == nullptr || wrapped->failed() || fd() < 0) return;
+    if (wrapped == nullptr || wrapped->failed() || (fd() < 0 && !socketless)) return;
     try {
       (void)wrapped->shutdown();
     } catch (...) {
@@ -3013,18 +3082,25 @@ struct connection {
   // `host`). Throws what `wrap` throws, io_error for a null stream.
   void wrap_with(const std::function<std::unique_ptr<stream>(int, const std::string&)>& wrap,
                  const std::string& host) {
-    std::unique_ptr<stream> s = wrap(fd(), host);
+    adopt(wrap(fd(), host), "wrap_connection");
+  }
+
+  // Carries every byte through `s` (from `what`, for the message). Throws
+  // io_error for a null stream.
+  void adopt(std::unique_ptr<stream> s, const char* what) {
     if (s == nullptr) {
-      throw io_error("leash::http::transport: wrap_connection gave no stream",
+      throw io_error(std::string("leash::http::transport: ") + what + " gave no stream",
                      std::make_error_code(std::errc::invalid_argument));
     }
     wrapped = std::make_unique<checked_stream>(std::move(s));
   }
 
   // True when the idle connection may carry another request: nothing came
-  // (no byte, EOF or error on the fd, no byte the stream holds).
+  // (no byte, EOF or error on the fd, no byte the stream holds: a stream
+  // with no socket reports its end of stream there).
   bool idle_alive() const noexcept {
-    return !(wrapped != nullptr && wrapped->has_buffered()) && detail::idle_alive(fd());
+    if (wrapped != nullptr && wrapped->has_buffered()) return false;
+    return socketless || detail::idle_alive(fd());
   }
 
   std::size_t buffered() const noexcept { return end - begin; }
@@ -3045,16 +3121,20 @@ struct connection {
   // cancels (its deadlines are the timeouts). false at the end of stream.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
     begin = end = 0;
-    io::socket& s = sock.evented();
-    end = co_await async_read_some(bytes(), io::socket_access::desc(s),
-                                   std::span(buffer.get(), buffer_size), "io::async_read_some");
+    end = co_await async_read_some(bytes(), desc(), std::span(buffer.get(), buffer_size),
+                                   "io::async_read_some");
     co_return end != 0;
   }
 
   // Writes all of `data` from a coroutine task; throws http::io_error.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
-    io::socket& s = sock.evented();
-    co_await async_write_all(bytes(), io::socket_access::desc(s), data, "io::async_write_all");
+    co_await async_write_all(bytes(), desc(), data, "io::async_write_all");
+  }
+
+  // The socket's reactor slots, registering it on first use; null for a
+  // connection with no socket. Throws http::io_error.
+  io::detail::poll_desc* desc() {
+    return socketless ? nullptr : &io::socket_access::desc(sock.evented());
   }
 
   connection_socket sock;
@@ -3066,6 +3146,7 @@ struct connection {
   std::size_t end = 0;
   response_parser parser;
   bool request_close = false;  // the request said "Connection: close"
+  bool socketless = false;     // dialed by transport_options::dial: fd() is -1
   clock::time_point idle_since{};
 };
 
@@ -3485,6 +3566,14 @@ struct transport_options {
   // handshake happens in the stream's steps). A throw fails that round trip
   // with the exception; a null stream fails it with io_error.
   std::function<std::unique_ptr<stream>(int fd, const std::string& host)> wrap_connection = nullptr;
+  // Dials without a socket: the stream it returns for the request's host
+  // and port carries every byte and waits by itself (stream.hpp), as a
+  // memory_listener's dialer() does. Unset: TCP. Called once per dial, on
+  // the dialing caller; must not block. A throw fails that round trip with
+  // the exception; a null stream fails it with io_error. Not with
+  // wrap_connection, which wraps a socket (usage_error).
+  std::function<std::unique_ptr<stream>(const std::string& host, std::uint16_t port)> dial =
+      nullptr;
 };
 
 // What round_trip sends: `body` with a Content-Length, or `stream`.
@@ -3833,6 +3922,11 @@ class transport {
 
  private:
   static transport_options defaults(transport_options o) {
+    if (o.dial && o.wrap_connection) {
+      throw usage_error(
+          "leash::http::transport: dial and wrap_connection both set (wrap_connection wraps a "
+          "socket; a dialed stream has none)");
+    }
     if (o.max_idle_per_host == 0) {
       o.max_idle_per_host = o.max_conns_per_host != 0 ? o.max_conns_per_host : 100;
     }
@@ -3899,6 +3993,7 @@ class transport {
 
   std::unique_ptr<detail::connection> dial(const request& req, const std::string& key,
                                            const std::stop_token& token) {
+    if (options_.dial) return dial_stream(req, key);
     try {
       detail::socket s = detail::dial(req.host, req.port,
                                       leash::detail::deadline_after(options_.dial_timeout), token);
@@ -3916,6 +4011,7 @@ class transport {
   // scope whose deadline is the dial timeout.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<detail::connection>> async_dial(
       const request& req, const std::string& key) {
+    if (options_.dial) co_return dial_stream(req, key);
     const std::string where = "dial " + key;
     try {
       io::socket s;
@@ -3936,6 +4032,19 @@ class transport {
       if (options_.wrap_connection) c->wrap_with(options_.wrap_connection, req.host);
       pool_->dialed();
       co_return c;
+    } catch (...) {
+      pool_->dial_failed(key);
+      throw;
+    }
+  }
+
+  // A connection with no socket, from transport_options::dial (both forms).
+  std::unique_ptr<detail::connection> dial_stream(const request& req, const std::string& key) {
+    try {
+      auto c =
+          std::make_unique<detail::connection>(options_.dial(req.host, req.port), key, limits());
+      pool_->dialed();
+      return c;
     } catch (...) {
       pool_->dial_failed(key);
       throw;
@@ -4184,6 +4293,294 @@ class client {
   }
 
   transport* transport_;
+};
+
+}  // namespace leash::inline v0::http
+// ---- leash/http/memory.hpp ----
+// leash/http/memory.hpp: connections with no socket, for tests: a pipe of two
+// in-memory byte streams (Go's net.Pipe) and a listener whose dialer() is a
+// transport_options::dial.
+// Prevents: HTTP client tests that cannot run in leash::virtual_time. A
+// socket wait is outside leash (the kernel's own timers may still deliver
+// bytes), so the virtual clock never jumps past one; a wait on a memory
+// connection is a leash wait, so the clock jumps once both sides wait.
+//
+//   leash::virtual_time vt;
+//   vt.run([&](leash::nursery& n) {
+//     leash::http::memory_listener server;
+//     leash::http::transport t({.response_header_timeout = 30s, .dial = server.dialer()});
+//     n.spawn([&] {                                  // reads, never answers
+//       std::unique_ptr<leash::http::memory_end> c = server.accept();
+//       char buf[1024];
+//       while (c->read_some(buf) > 0) {}
+//     });
+//     t.round_trip({"api.test", 80, {"GET", "/"}});  // http::timeout after 30 s of vt.now()
+//   });
+//
+// Model. Each direction is a bounded byte buffer under a mutex. A read with
+// nothing buffered, and a write with no room, waits on a doorbell channel
+// (detail/doorbell.hpp) that the other end rings: every wait is a leash
+// channel receive (cancellable, a suspension in a coroutine task, blocked in
+// leash for the virtual clock). shutdown() ends an end's writes: the peer
+// reads the buffered bytes, then the end of the stream. close() (or the
+// destructor) ends both directions: the peer's writes fail with EPIPE, its
+// reads see the end of the stream after the bytes already sent, and the
+// end's own blocked calls wake and fail with EBADF.
+//
+// Guarantees. Blocks: read_some, write_all (while the peer's buffer is
+// full), accept; never: the stream steps, dial, close. Cancelled: by the
+// ambient token (blocking forms) or scope (async forms). Throws: cancelled,
+// io_error (a write after either end closed: EPIPE; a call on a closed end:
+// EBADF; a dial after close() or with the backlog full: ECONNREFUSED),
+// usage_error (an async form outside a coroutine task; a capacity of 0).
+// Thread-safe: one reader and one writer per end at a time, as a socket's;
+// the listener's members from any thread. Ordering: a write happens-before
+// the read that returns its bytes. A dialer() needs its listener alive when
+// it dials; the connections may outlive the listener.
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+namespace leash::inline v0::http {
+
+class memory_end;
+
+namespace detail {
+// The bytes a direction of a memory connection holds unread by default: a
+// socket buffer's order.
+inline constexpr std::size_t default_memory_capacity = 64 * 1024;
+
+// A memory connection must hold at least one byte, or no write could start.
+inline void require_capacity(std::size_t capacity) {
+  if (capacity == 0) throw usage_error("leash::http: a memory connection's capacity must be >= 1");
+}
+
+// The element of a memory lane's doorbells: "look again".
+struct memory_bell {};
+
+// One direction of a memory pipe: its bytes, the state of its two ends and
+// the doorbells each end waits on.
+struct memory_lane {
+  explicit memory_lane(std::size_t cap) : capacity(cap) {}
+
+  const std::size_t capacity;
+  std::mutex mutex;
+  std::string bytes;         // written, not yet read; at most `capacity`
+  bool writer_done = false;  // the writing end shut down: end of stream after `bytes`
+  bool reader_gone = false;  // the reading end closed: writes fail with EPIPE
+  channel<memory_bell> readable{leash::detail::doorbell_capacity};  // bytes or the end came
+  channel<memory_bell> writable{leash::detail::doorbell_capacity};  // room came
+};
+}  // namespace detail
+
+// A connected pair of memory ends, each holding up to `capacity` bytes that
+// its reader has not read yet. Throws usage_error for a capacity of 0.
+std::pair<std::unique_ptr<memory_end>, std::unique_ptr<memory_end>> memory_pipe(
+    std::size_t capacity = detail::default_memory_capacity);
+
+// One end of a memory pipe: an http::stream that waits by itself, with
+// blocking and coroutine reads and writes for a test's side of the pipe.
+class memory_end final : public stream {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  memory_end(const memory_end&) = delete;
+  memory_end& operator=(const memory_end&) = delete;
+  ~memory_end() override { close(); }
+
+  // Reads up to into.size() bytes; 0 at the end of the stream. Blocks;
+  // cancellable; throws cancelled, io_error.
+  std::size_t read_some(std::span<char> into) {
+    std::size_t got = 0;
+    (void)detail::read_some(*this, no_socket, into.data(), into.size(), got,
+                            clock::time_point::max(), this_task::stop_token());
+    return got;
+  }
+  // Writes all of `data`, waiting while the peer's buffer is full. Blocks;
+  // cancellable (a prefix may have been written); throws cancelled, io_error.
+  void write_all(std::string_view data) {
+    detail::write_all(*this, no_socket, data, clock::time_point::max(), this_task::stop_token());
+  }
+  // The coroutine forms: co_await them in a coroutine task.
+  coro<std::size_t> async_read_some(std::span<char> into) {
+    return detail::async_read_some(*this, nullptr, into, "http::memory_end::async_read_some");
+  }
+  coro<void> async_write_all(std::string_view data) {
+    return detail::async_write_all(*this, nullptr, data, "http::memory_end::async_write_all");
+  }
+
+  // Ends both directions (see the header comment). Idempotent; never blocks.
+  void close() noexcept {
+    if (closed_.exchange(true, std::memory_order_acq_rel)) return;
+    end_writes();
+    {
+      const std::lock_guard lock(in_->mutex);
+      in_->reader_gone = true;
+      in_->bytes.clear();  // unread bytes are dropped, as a socket's
+    }
+    // Wakes this end's own blocked calls, which then fail with EBADF.
+    in_->readable.close();
+    out_->writable.close();
+  }
+
+  // The stream steps (stream.hpp).
+  step read(std::span<char> into) override {
+    detail::memory_lane& lane = *in_;
+    const std::lock_guard lock(lane.mutex);
+    require_open("read");
+    if (lane.bytes.empty()) return {0, lane.writer_done ? want::nothing : want::read};
+    const std::size_t n = lane.bytes.copy(into.data(), into.size());
+    lane.bytes.erase(0, n);
+    (void)lane.writable.try_send({});
+    return {n, want::nothing};
+  }
+
+  step write(std::string_view data) override {
+    detail::memory_lane& lane = *out_;
+    const std::lock_guard lock(lane.mutex);
+    require_open("write");
+    if (lane.writer_done || lane.reader_gone) detail::throw_errno("memory_end write", EPIPE);
+    const std::size_t n = std::min(data.size(), lane.capacity - lane.bytes.size());
+    if (n == 0) return {0, want::write};
+    lane.bytes.append(data.substr(0, n));
+    (void)lane.readable.try_send({});
+    return {n, want::nothing};
+  }
+
+  // Ends this end's writes; the peer reads the end of the stream after the
+  // bytes already written.
+  want shutdown() override {
+    end_writes();
+    return want::nothing;
+  }
+
+  // Bytes or the end of the stream wait to be read.
+  bool has_buffered() const override {
+    const std::lock_guard lock(in_->mutex);
+    return !in_->bytes.empty() || in_->writer_done;
+  }
+
+  bool wait(want w, clock::time_point deadline, const std::stop_token& token) override {
+    channel<detail::memory_bell>& bell = bell_for(w);
+    if (deadline == clock::time_point::max()) {
+      (void)bell.recv(token);
+      return true;
+    }
+    // The deadline is on the waiting task's clock (virtual in virtual_time).
+    const auto left = deadline - leash::detail::now_for_current_task();
+    if (left <= clock::duration::zero()) return false;
+    return bell.try_recv_for(left, token).status != channel_status::timeout;
+  }
+
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_wait(want w) override {
+    (void)co_await bell_for(w).async_recv();
+  }
+
+ private:
+  static constexpr int no_socket = -1;  // the stream waits by itself (stream_io.hpp)
+
+  friend std::pair<std::unique_ptr<memory_end>, std::unique_ptr<memory_end>> memory_pipe(
+      std::size_t);
+
+  memory_end(std::shared_ptr<detail::memory_lane> in, std::shared_ptr<detail::memory_lane> out)
+      : in_(std::move(in)), out_(std::move(out)) {}
+
+  void require_open(const char* what) const {
+    if (closed_.load(std::memory_order_acquire)) {
+      detail::throw_errno(std::string("memory_end ") + what, EBADF);
+    }
+  }
+
+  void end_writes() noexcept {
+    {
+      const std::lock_guard lock(out_->mutex);
+      out_->writer_done = true;
+    }
+    out_->readable.close();  // the peer's reads wake to the end of the stream
+  }
+
+  // A read waits for bytes in, a write for room out.
+  channel<detail::memory_bell>& bell_for(want w) const noexcept {
+    return w == want::write ? out_->writable : in_->readable;
+  }
+
+  std::shared_ptr<detail::memory_lane> in_;   // the peer writes, this end reads
+  std::shared_ptr<detail::memory_lane> out_;  // this end writes, the peer reads
+  std::atomic<bool> closed_{false};
+};
+
+inline std::pair<std::unique_ptr<memory_end>, std::unique_ptr<memory_end>> memory_pipe(
+    std::size_t capacity) {
+  detail::require_capacity(capacity);
+  auto a_to_b = std::make_shared<detail::memory_lane>(capacity);
+  auto b_to_a = std::make_shared<detail::memory_lane>(capacity);
+  return {std::unique_ptr<memory_end>(new memory_end(b_to_a, a_to_b)),
+          std::unique_ptr<memory_end>(new memory_end(a_to_b, b_to_a))};
+}
+
+// Accepts connections dialed in memory: a test's server side.
+class memory_listener {
+ public:
+  // Connections dialed and not yet accepted: listen()'s usual backlog.
+  static constexpr std::size_t default_backlog = 128;
+
+  // `capacity`: the bytes each direction of a connection holds unread.
+  explicit memory_listener(std::size_t backlog = default_backlog,
+                           std::size_t capacity = detail::default_memory_capacity)
+      : capacity_(capacity), pending_(backlog) {
+    detail::require_capacity(capacity);
+  }
+  memory_listener(const memory_listener&) = delete;
+  memory_listener& operator=(const memory_listener&) = delete;
+
+  // Connects: returns the client's end; the server's end waits for
+  // accept(). Never blocks; throws io_error (ECONNREFUSED) after close() or
+  // with the backlog full.
+  std::unique_ptr<memory_end> dial() {
+    auto [client, server] = memory_pipe(capacity_);
+    if (pending_.try_send(std::move(server)) != channel_status::ok) {
+      detail::throw_errno("memory_listener dial", ECONNREFUSED);
+    }
+    return std::move(client);
+  }
+
+  // dial() as a transport_options::dial (the host and port are not looked at).
+  std::function<std::unique_ptr<stream>(const std::string&, std::uint16_t)> dialer() {
+    return [this](const std::string&, std::uint16_t) -> std::unique_ptr<stream> { return dial(); };
+  }
+
+  // The server's end of the oldest dialed connection; null once closed with
+  // none left. Blocks; cancellable; throws cancelled.
+  std::unique_ptr<memory_end> accept() {
+    std::optional<std::unique_ptr<memory_end>> c = pending_.recv();
+    return c ? std::move(*c) : nullptr;
+  }
+  // accept() for a coroutine task.
+  LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<memory_end>> async_accept() {
+    std::optional<std::unique_ptr<memory_end>> c = co_await pending_.async_recv();
+    co_return c ? std::move(*c) : nullptr;
+  }
+
+  // Refuses later dials; accept() returns the connections already dialed,
+  // then null. Idempotent; never blocks.
+  void close() noexcept { (void)pending_.close(); }
+
+ private:
+  std::size_t capacity_;
+  channel<std::unique_ptr<memory_end>> pending_;
 };
 
 }  // namespace leash::inline v0::http
@@ -4460,7 +4857,7 @@ class response_writer {
     if (out.empty()) co_return;
     cancel_scope limit(write_timeout_);
     try {
-      co_await detail::async_write_all(*stream_, io::socket_access::desc(*sock_), out,
+      co_await detail::async_write_all(*stream_, &io::socket_access::desc(*sock_), out,
                                        "io::async_write_all");
     } catch (const cancelled&) {
       if (limit.reason() != stop_reason::deadline_exceeded) throw;
@@ -6129,7 +6526,7 @@ class server_connection {
     const std::size_t sent = send_now(bytes(), out);
     if (sent < out.size()) {
       cancel_scope limit(env_.options.write_timeout);
-      co_await async_write_all(bytes(), io::socket_access::desc(socket_),
+      co_await async_write_all(bytes(), &io::socket_access::desc(socket_),
                                std::string_view(out).substr(sent), "io::async_write_all");
     }
     co_await linger_close();
@@ -6162,7 +6559,7 @@ class server_connection {
   coro<void> close_write() {
     if (std::exchange(write_closed_, true)) co_return;
     try {
-      co_await async_shutdown(bytes(), io::socket_access::desc(socket_),
+      co_await async_shutdown(bytes(), &io::socket_access::desc(socket_),
                               "http::server: closing a connection");
     } catch (...) {
       ::shutdown(fd(), SHUT_WR);

@@ -3,14 +3,15 @@
 //
 // A connection is a socket, its stream (plain TCP, or the transport's
 // wrap_connection adapter over the socket), its read buffer and its
-// response parser. A
-// coroutine task waits on its socket with no thread (async_fill,
-// async_write): that needs the fd registered with the reactor, as an
-// io::socket. A connection dialed by a thread caller is registered on its
-// first such use, so thread-only programs never start the reactor; a thread
-// caller polls the fd either way. Either kind of caller may reuse a
-// connection the other kind pooled. It is // owned by exactly one place at a time: a round trip, a
-// response body, or the pool's idle list (where no thread watches it). The pool counts open
+// response parser; or, dialed by transport_options::dial, a stream alone
+// that waits by itself (no socket, fd -1). A coroutine task waits on its
+// socket with no thread (async_fill, async_write): that needs the fd
+// registered with the reactor, as an io::socket. A connection dialed by a
+// thread caller is registered on its first such use, so thread-only
+// programs never start the reactor; a thread caller polls the fd either
+// way. Either kind of caller may reuse a connection the other kind pooled.
+// It is owned by exactly one place at a time: a round trip, a response
+// body, or the pool's idle list (where no thread watches it). The pool counts open
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
@@ -110,13 +111,22 @@ struct connection {
         buffer(new char[buffer_size]),
         parser(limits) {}
 
+  // A connection with no socket: every byte goes through `s`, which waits
+  // by itself. Throws io_error for a null stream.
+  connection(std::unique_ptr<stream> s, std::string k, parser_limits limits)
+      : connection(socket(), std::move(k), limits) {
+    adopt(std::move(s), "dial");
+    socketless = true;
+  }
+
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
 
   // A user's stream ends its write side in order (a TLS close_notify) before
-  // the fd closes: one step, never waiting; skipped after a failed step.
+  // the fd closes: one step, never waiting; skipped after a failed step, and
+  // when the socket is gone already.
   ~connection() {
-    if (wrapped == nullptr || wrapped->failed() || fd() < 0) return;
+    if (wrapped == nullptr || wrapped->failed() || (fd() < 0 && !socketless)) return;
     try {
       (void)wrapped->shutdown();
     } catch (...) {
@@ -133,18 +143,25 @@ struct connection {
   // `host`). Throws what `wrap` throws, io_error for a null stream.
   void wrap_with(const std::function<std::unique_ptr<stream>(int, const std::string&)>& wrap,
                  const std::string& host) {
-    std::unique_ptr<stream> s = wrap(fd(), host);
+    adopt(wrap(fd(), host), "wrap_connection");
+  }
+
+  // Carries every byte through `s` (from `what`, for the message). Throws
+  // io_error for a null stream.
+  void adopt(std::unique_ptr<stream> s, const char* what) {
     if (s == nullptr) {
-      throw io_error("leash::http::transport: wrap_connection gave no stream",
+      throw io_error(std::string("leash::http::transport: ") + what + " gave no stream",
                      std::make_error_code(std::errc::invalid_argument));
     }
     wrapped = std::make_unique<checked_stream>(std::move(s));
   }
 
   // True when the idle connection may carry another request: nothing came
-  // (no byte, EOF or error on the fd, no byte the stream holds).
+  // (no byte, EOF or error on the fd, no byte the stream holds: a stream
+  // with no socket reports its end of stream there).
   bool idle_alive() const noexcept {
-    return !(wrapped != nullptr && wrapped->has_buffered()) && detail::idle_alive(fd());
+    if (wrapped != nullptr && wrapped->has_buffered()) return false;
+    return socketless || detail::idle_alive(fd());
   }
 
   std::size_t buffered() const noexcept { return end - begin; }
@@ -165,16 +182,20 @@ struct connection {
   // cancels (its deadlines are the timeouts). false at the end of stream.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<bool> async_fill() {
     begin = end = 0;
-    io::socket& s = sock.evented();
-    end = co_await async_read_some(bytes(), io::socket_access::desc(s),
-                                   std::span(buffer.get(), buffer_size), "io::async_read_some");
+    end = co_await async_read_some(bytes(), desc(), std::span(buffer.get(), buffer_size),
+                                   "io::async_read_some");
     co_return end != 0;
   }
 
   // Writes all of `data` from a coroutine task; throws http::io_error.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<void> async_write(std::string_view data) {
-    io::socket& s = sock.evented();
-    co_await async_write_all(bytes(), io::socket_access::desc(s), data, "io::async_write_all");
+    co_await async_write_all(bytes(), desc(), data, "io::async_write_all");
+  }
+
+  // The socket's reactor slots, registering it on first use; null for a
+  // connection with no socket. Throws http::io_error.
+  io::detail::poll_desc* desc() {
+    return socketless ? nullptr : &io::socket_access::desc(sock.evented());
   }
 
   connection_socket sock;
@@ -186,6 +207,7 @@ struct connection {
   std::size_t end = 0;
   response_parser parser;
   bool request_close = false;  // the request said "Connection: close"
+  bool socketless = false;     // dialed by transport_options::dial: fd() is -1
   clock::time_point idle_since{};
 };
 

@@ -72,10 +72,14 @@ class socket {
   throw io_error(what, std::error_code(err, std::generic_category()));
 }
 
-// The stop callback of every socket wait: shutdown() only.
+// The stop callback of every socket wait: shutdown() only. No fd (-1: a
+// connection with no socket) has nothing to shut down; its stream's own wait
+// sees the stop.
 struct shutdown_fd {
   int fd;
-  void operator()() const noexcept { ::shutdown(fd, SHUT_RDWR); }
+  void operator()() const noexcept {
+    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  }
 };
 
 // While alive, a stop of `token` shuts `fd` down. Destroy it before closing

@@ -6,8 +6,10 @@
 // direction it asks for: a thread caller polls (bounded by a deadline,
 // cancelled by a stop token through stop_guard, as every socket wait), a
 // coroutine task awaits the socket's reactor slot (its ambient scope
-// cancels). A read that wants the socket readable while the stream still
-// has bytes buffered is retried without waiting.
+// cancels). A stream with no socket (fd -1, no reactor slot) is asked to
+// wait by itself instead (stream::wait, stream::async_wait). A read that
+// wants the socket readable while the stream still has bytes buffered is
+// retried without waiting.
 #pragma once
 
 #include "../../detail/config.hpp"
@@ -87,6 +89,11 @@ class checked_stream final : public stream {
     return guarded([&] { return inner_->shutdown(); });
   }
   bool has_buffered() const override { return !failed() && inner_->has_buffered(); }
+  // A wait is no step: a cancel or a timeout does not break the stream.
+  bool wait(want w, clock::time_point deadline, const std::stop_token& token) override {
+    return inner_->wait(w, deadline, token);
+  }
+  coro<void> async_wait(want w) override { return inner_->async_wait(w); }
 
   // A step threw: the stream is broken.
   bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
@@ -119,7 +126,16 @@ inline short poll_events(want w) noexcept {
   return w == want::write ? POLLOUT : POLLIN;
 }
 
-// Reads up to `size` bytes of `s` (over `fd`) into `out` before `deadline`;
+// Waits until a step of `s` that asked for `w` may go on, by `deadline`:
+// polls `fd`, or asks a stream with no socket (fd < 0) to wait. false on
+// timeout; a stream's own wait throws cancelled when `token` stops.
+inline bool wait_step(stream& s, int fd, want w, clock::time_point deadline,
+                      const std::stop_token& token) {
+  if (fd < 0) return s.wait(w, deadline, token);
+  return poll_until(fd, poll_events(w), deadline);
+}
+
+// Reads up to `size` bytes of `s` (over `fd`, -1 for none) into `out` before `deadline`;
 // `got` is the count. Throws the stream's errors, or cancelled when `token`
 // stops (the fd is then shut down).
 inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std::size_t& got,
@@ -138,7 +154,7 @@ inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std
       }
       if (st.wait == want::nothing) break;
       if (st.wait == want::read && s.has_buffered()) continue;
-      if (!poll_until(fd, poll_events(st.wait), deadline)) {
+      if (!wait_step(s, fd, st.wait, deadline, token)) {
         status = read_status::timed_out;
         break;
       }
@@ -150,7 +166,7 @@ inline read_status read_some(stream& s, int fd, char* out, std::size_t size, std
   return status;
 }
 
-// Writes all of `data` to `s` (over `fd`) before `deadline`. Throws the
+// Writes all of `data` to `s` (over `fd`, -1 for none) before `deadline`. Throws the
 // stream's errors, timeout, or cancelled when `token` stops (the fd is then
 // shut down).
 inline void write_all(stream& s, int fd, std::string_view data, clock::time_point deadline,
@@ -165,7 +181,7 @@ inline void write_all(stream& s, int fd, std::string_view data, clock::time_poin
       if (data.empty()) break;
       if (st.bytes > 0) continue;
       if (st.wait == want::nothing) throw_write_stalled();
-      if (!poll_until(fd, poll_events(st.wait), deadline)) {
+      if (!wait_step(s, fd, st.wait, deadline, token)) {
         timed_out = true;
         break;
       }
@@ -212,22 +228,29 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_wait(io::detail:
   }
 }
 
-// co_await: reads up to into.size() bytes of `s`, waiting on `d` as its
-// steps ask; 0 at the end of stream.
+// co_await: wait_step() for a coroutine task: the socket's slot in `d`, or
+// the stream's own wait when it has no socket (`d` null).
+inline coro<void> async_wait_step(stream& s, io::detail::poll_desc* d, want w, const char* what) {
+  return d != nullptr ? async_wait(*d, w, what) : s.async_wait(w);
+}
+
+// co_await: reads up to into.size() bytes of `s`, waiting on `d` (null: no
+// socket) as its steps ask; 0 at the end of stream.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<std::size_t> async_read_some(
-    stream& s, io::detail::poll_desc& d, std::span<char> into, const char* what) {
+    stream& s, io::detail::poll_desc* d, std::span<char> into, const char* what) {
   for (;;) {
     const step st = s.read(into);
     if (st.bytes > 0 || st.wait == want::nothing) co_return st.bytes;
     if (st.wait == want::read && s.has_buffered()) continue;
-    co_await async_wait(d, st.wait, what);
+    co_await async_wait_step(s, d, st.wait, what);
   }
 }
 
-// co_await: writes all of `data` to `s`, waiting on `d` as its steps ask.
-// If it is cancelled or fails part way, a prefix may have been sent.
+// co_await: writes all of `data` to `s`, waiting on `d` (null: no socket) as
+// its steps ask. If it is cancelled or fails part way, a prefix may have
+// been sent.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_write_all(stream& s,
-                                                                          io::detail::poll_desc& d,
+                                                                          io::detail::poll_desc* d,
                                                                           std::string_view data,
                                                                           const char* what) {
   while (!data.empty()) {
@@ -235,17 +258,17 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_write_all(stream
     data.remove_prefix(st.bytes);
     if (data.empty() || st.bytes > 0) continue;
     if (st.wait == want::nothing) throw_write_stalled();
-    co_await async_wait(d, st.wait, what);
+    co_await async_wait_step(s, d, st.wait, what);
   }
 }
 
-// co_await: the stream's orderly end of its write side, waiting on `d` as
-// its steps ask.
+// co_await: the stream's orderly end of its write side, waiting on `d`
+// (null: no socket) as its steps ask.
 LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_shutdown(stream& s,
-                                                                         io::detail::poll_desc& d,
+                                                                         io::detail::poll_desc* d,
                                                                          const char* what) {
   for (want w = s.shutdown(); w != want::nothing; w = s.shutdown()) {
-    co_await async_wait(d, w, what);
+    co_await async_wait_step(s, d, w, what);
   }
 }
 
