@@ -39,6 +39,8 @@
 #include "detail/cancel_state.hpp"
 #include "detail/registry.hpp"
 #include "detail/scheduler.hpp"
+#include "detail/task_identity.hpp"
+#include "detail/virtual_clock.hpp"
 #include "detail/wait.hpp"
 #include "errors.hpp"
 

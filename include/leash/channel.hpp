@@ -56,6 +56,7 @@
 #include "detail/registry.hpp"
 #include "detail/ring.hpp"
 #include "detail/type_name.hpp"
+#include "detail/virtual_clock.hpp"
 #include "detail/waiter.hpp"
 #include "errors.hpp"
 

@@ -65,9 +65,11 @@
 #include "detail/deadlock_watch.hpp"
 #include "detail/registry.hpp"
 #include "detail/scheduler.hpp"
+#include "detail/task_identity.hpp"
 #include "detail/task_record.hpp"
 #include "detail/thread_cache.hpp"
 #include "detail/uncaught.hpp"
+#include "detail/virtual_clock.hpp"
 #include "errors.hpp"
 
 namespace leash::inline v0 {

@@ -67,6 +67,7 @@
 #include <vector>
 
 #include "channel.hpp"
+#include "detail/virtual_clock.hpp"
 #include "detail/waiter.hpp"
 
 namespace leash::inline v0 {

@@ -37,6 +37,7 @@
 #include "channel.hpp"
 #include "detail/cancel_state.hpp"
 #include "detail/timer.hpp"
+#include "detail/virtual_clock.hpp"
 #include "errors.hpp"
 #include "select.hpp"
 

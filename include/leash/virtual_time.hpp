@@ -43,6 +43,8 @@
 #include <utility>
 
 #include "detail/cancel_state.hpp"
+#include "detail/task_identity.hpp"
+#include "detail/virtual_clock.hpp"
 #include "errors.hpp"
 #include "nursery.hpp"
 

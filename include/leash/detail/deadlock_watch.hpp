@@ -39,8 +39,10 @@
 #include "cancel_state.hpp"
 #include "registry.hpp"
 #include "source_location.hpp"
+#include "task_identity.hpp"
 #include "thread_census.hpp"
 #include "timer.hpp"
+#include "virtual_clock.hpp"
 
 namespace leash::inline v0::detail {
 

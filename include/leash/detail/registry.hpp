@@ -24,6 +24,8 @@
 #include "../errors.hpp"
 #include "cancel_state.hpp"
 #include "leak_signal.hpp"
+#include "task_identity.hpp"
+#include "virtual_clock.hpp"
 
 namespace leash::inline v0::detail {
 

@@ -28,6 +28,7 @@
 #include "cancel_state.hpp"
 #include "context.hpp"
 #include "registry.hpp"
+#include "task_identity.hpp"
 #include "thread_cache.hpp"
 #include "wait.hpp"
 

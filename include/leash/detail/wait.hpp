@@ -17,6 +17,8 @@
 
 #include "cancel_state.hpp"
 #include "scheduler.hpp"
+#include "task_identity.hpp"
+#include "virtual_clock.hpp"
 
 namespace leash::inline v0::detail {
 

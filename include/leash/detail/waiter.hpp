@@ -42,6 +42,8 @@
 #include "cancel_state.hpp"
 #include "scheduler.hpp"
 #include "spin.hpp"
+#include "task_identity.hpp"
+#include "virtual_clock.hpp"
 
 namespace leash::inline v0::detail {
 

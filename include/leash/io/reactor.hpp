@@ -60,6 +60,7 @@
 
 #include "../detail/cancel_state.hpp"
 #include "../detail/scheduler.hpp"
+#include "../detail/task_identity.hpp"
 #include "../detail/waiter.hpp"
 #include "../errors.hpp"
 
