@@ -376,3 +376,125 @@ TEST_CASE("detect_deadlocks on: a nursery opened inside a task shares its parent
       [&](leash::nursery& n) { n.spawn([&] { leash::run_nursery([](leash::nursery&) {}); }); });
   CHECK(leash::detail::deadlock_watch::opened() == opened + 1);
 }
+
+// A closed nursery (nursery_options::detect_deadlocks): the opener vouches
+// that nothing outside wakes its tasks, so the count of its own members
+// decides, whatever else the process runs. No OS thread count is involved,
+// so these cases run under TSan too.
+
+TEST_CASE("closed nursery: a forgotten close() is reported while the rest of the process runs") {
+  const hang_guard guard;
+  // Activity the process-wide rule can never see past: a plain thread, a
+  // ticker, and a task of another nursery, all alive until the report.
+  std::atomic<bool> done{false};
+  std::thread busy([&] {
+    while (!done.load())
+      std::this_thread::yield();
+  });
+  leash::ticker unrelated(1ms, [] {});
+  leash::channel<int> other;
+  leash::nursery elsewhere;
+  elsewhere.spawn("elsewhere", [&] { (void)other.recv(); });
+
+  leash::channel<int> ch;
+  int owner_line = 0, consumer_line = 0;
+  const std::string report = deadlock_of([&] {
+    owner_line = __LINE__ + 1;
+    leash::run_nursery({.name = "pipeline", .detect_deadlocks = true}, [&](leash::nursery& n) {
+      n.spawn("producer", [&] {
+        for (int i = 0; i < 3; ++i)
+          ch.send(i);
+        // ch.close() forgotten
+      });
+      consumer_line = __LINE__ + 1;
+      n.spawn("consumer", [&] {
+        for (int v : ch)
+          (void)v;
+      });
+    });
+  });
+  done.store(true);
+  busy.join();
+  other.close();
+  elsewhere.wait();
+  REQUIRE_FALSE(report.empty());
+  CHECK(contains(report,
+                 "leash::nursery: deadlock: every task is blocked in a leash call that "
+                 "no timer and no task of the nursery can wake (a closed nursery"));
+  CHECK(contains(report, line_of("consumer", consumer_line, "channel<int>::recv")));
+  CHECK(contains(report, line_of("pipeline owner", owner_line, "nursery::wait")));
+  CHECK_FALSE(contains(report, "elsewhere"));
+}
+
+TEST_CASE("closed nursery: a two-task cycle of coroutine tasks, opened inside a thread task") {
+  const hang_guard guard;
+  leash::channel<int> ab, ba;
+  int a_line = 0, b_line = 0;
+  std::string report;
+  leash::run_nursery([&](leash::nursery& outer) {  // an ordinary, unwatched nursery
+    outer.spawn("opener", [&] {
+      report = deadlock_of([&] {
+        leash::run_nursery({.detect_deadlocks = true}, [&](leash::nursery& n) {
+          a_line = __LINE__ + 1;
+          n.spawn("a", [&]() -> leash::coro<void> {
+            co_await ab.async_send((co_await ba.async_recv()).value_or(0));
+          });
+          b_line = __LINE__ + 1;
+          n.spawn("b", [&]() -> leash::coro<void> {
+            co_await ba.async_send((co_await ab.async_recv()).value_or(0));
+          });
+        });
+      });
+    });
+  });
+  CHECK(contains(report, line_of("a", a_line, "channel<int>::async_recv")));
+  CHECK(contains(report, line_of("b", b_line, "channel<int>::async_recv")));
+}
+
+TEST_CASE("closed nursery: a pending timer and a task that ends the wait are no deadlock") {
+  leash::channel<int> ch;
+  int sum = 0;
+  CHECK_NOTHROW(leash::run_nursery({.detect_deadlocks = true}, [&](leash::nursery& n) {
+    n.spawn("consumer", [&] {
+      for (int v : ch)
+        sum += v;
+    });
+    n.spawn("late closer", [&] {
+      leash::this_task::sleep_for(20ms);  // the subject: a pending timer is no standstill
+      ch.send(1);
+      ch.close();
+    });
+  }));
+  CHECK(sum == 1);
+}
+
+TEST_CASE("closed nursery: opened by a coroutine task is a usage_error") {
+  std::string what;
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn([&]() -> leash::coro<void> {
+      try {
+        leash::nursery inner({.name = "inner", .detect_deadlocks = true});
+      } catch (const leash::usage_error& e) {
+        what = e.what();
+      }
+      co_return;
+    });
+  });
+  CHECK(what ==
+        "leash::nursery \"inner\": detect_deadlocks needs a nursery opened by a thread, not by a "
+        "coroutine task");
+}
+
+TEST_CASE("closed nursery: inside virtual time, the scope's own detection reports") {
+  leash::virtual_time vt;
+  leash::channel<int> ch;
+  const std::uint64_t opened = leash::detail::deadlock_watch::opened();
+  const std::string report = deadlock_of([&] {
+    vt.run([&](leash::nursery&) {
+      leash::run_nursery({.detect_deadlocks = true},
+                         [&](leash::nursery& n) { n.spawn([&] { (void)ch.recv(); }); });
+    });
+  });
+  CHECK(contains(report, "leash::virtual_time: deadlock"));
+  CHECK(leash::detail::deadlock_watch::opened() == opened);
+}

@@ -585,3 +585,21 @@ TEST_CASE("a ticker's callback in virtual time may run a nursery whose task slee
   CHECK(ticks == rounds);
   CHECK(vt.now() - start == rounds * 1s + 100ms);
 }
+
+TEST_CASE("virtual_time::run called from a thread task runs its scope on the virtual clock") {
+  std::chrono::steady_clock::duration waited{};
+  leash::run_nursery([&](leash::nursery& n) {
+    n.spawn("test driver", [&] {
+      leash::virtual_time vt;
+      // Only a bound: were the scope on real time, the hour would end here.
+      leash::move_on_after(60s, [&] {
+        vt.run([&](leash::nursery&) {
+          const auto start = vt.now();
+          leash::this_task::sleep_for(1h);
+          waited = vt.now() - start;
+        });
+      });
+    });
+  });
+  CHECK(waited == 1h);
+}

@@ -270,6 +270,17 @@ struct nursery_options {
   bool cancel_on_failure = true;
   // For diagnostics: exceptions, leak reports, live_tasks().
   std::string name{};
+  // Deadlock detection for this nursery alone. When every task of it, the
+  // tasks nested in them and the thread waiting for it are blocked in leash
+  // calls and none of their timers is pending, the nursery is cancelled and
+  // wait() throws leash::deadlock naming each task, its spawn site and its
+  // blocked call, whatever the rest of the process does. The opener vouches
+  // that nothing outside the nursery (another thread or task) wakes its
+  // tasks: the channels they block on are held by them alone, as in a
+  // virtual_time scope. A nursery opened by a coroutine task: usage_error.
+  // runtime_options::detect_deadlocks needs no such promise, but reports
+  // only when the whole process is idle.
+  bool detect_deadlocks = false;
 };
 
 class nursery final : private detail::nursery_node {
@@ -284,7 +295,8 @@ class nursery final : private detail::nursery_node {
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
         parent_task_ptr_(detail::current_task),
         uncaught_(detail::uncaught_exceptions()),
-        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site)),
+        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site,
+                                                       options_.detect_deadlocks)),
         state_(detail::watch_opening(watch_.get()).parent(), {}, deadline_of(options_),
                options_.name),
         installed_(&state_, "leash::nursery") {

@@ -25,6 +25,11 @@
 // appear between two looks, and the clock checks afterwards that no member
 // was woken meanwhile. Anything it cannot see makes it give up, so a
 // deadlock may be missed, but one is never reported falsely.
+//
+// A closed nursery (nursery_options::detect_deadlocks) gets a watch that
+// skips nothing_outside(): its owner vouches that nothing outside the
+// nursery wakes its tasks, as a virtual_time scope's body does, so the
+// member counting alone decides, per nursery, whatever else runs.
 #pragma once
 
 #include <atomic>
@@ -36,6 +41,7 @@
 #include <thread>
 #include <utility>
 
+#include "../errors.hpp"
 #include "cancel_state.hpp"
 #include "registry.hpp"
 #include "source_location.hpp"
@@ -48,17 +54,29 @@ namespace leash::inline v0::detail {
 
 class deadlock_watch final : private deadlock_sink {
  public:
-  // A watch for a nursery opened here, if the option is on and this is a
-  // plain thread: the option's whole cost when off is this one branch.
+  // A watch for a nursery opened here: a closed one's (`closed`), or the
+  // process-wide rule's if the runtime option is on and this is a plain
+  // thread. Null inside virtual time or a watched nursery, whose clock
+  // counts the new nursery's tasks already. The option's whole cost when
+  // off is the first branch. Throws usage_error for a closed nursery opened
+  // by a coroutine task (its wait has no thread the watch could count).
   static std::unique_ptr<deadlock_watch> open_if_enabled(const std::string& nursery_name,
-                                                         source_location site) {
-    if (!detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
-    if (current_task != nullptr || current_vclock() != nullptr) return nullptr;
-    return std::make_unique<deadlock_watch>(nursery_name, site);
+                                                         source_location site, bool closed) {
+    if (!closed && !detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
+    if (current_vclock() != nullptr) return nullptr;
+    if (!closed && current_task != nullptr) return nullptr;
+    if (closed && current_task != nullptr && current_task->coroutine) {
+      throw usage_error("leash::nursery \"" + nursery_name +
+                        "\": detect_deadlocks needs a nursery opened by a thread, not by a "
+                        "coroutine task");
+    }
+    return std::make_unique<deadlock_watch>(nursery_name, site, closed);
   }
 
-  deadlock_watch(const std::string& nursery_name, source_location site)
-      : owner_thread_(std::this_thread::get_id()), owner_counted_(thread_census::counted()) {
+  deadlock_watch(const std::string& nursery_name, source_location site, bool closed)
+      : owner_thread_(std::this_thread::get_id()),
+        owner_counted_(thread_census::counted()),
+        closed_(closed) {
     owner_.id = next_id();
     owner_.name = (nursery_name.empty() ? std::string("nursery") : nursery_name) + " owner";
     owner_.site = site;
@@ -130,6 +148,7 @@ class deadlock_watch final : private deadlock_sink {
   }
 
   bool nothing_outside() noexcept override {
+    if (closed_) return true;  // vouched for by the nursery's owner
     try {
       const counters before = read_counters();
       const std::size_t os_threads = os_thread_count();
@@ -141,6 +160,14 @@ class deadlock_watch final : private deadlock_sink {
     } catch (...) {  // out of memory: give up
       return false;
     }
+  }
+
+  std::string headline() const override {
+    return closed_ ? "leash::nursery: deadlock: every task is blocked in a leash call that no "
+                     "timer and no task of the nursery can wake (a closed nursery: "
+                     "nursery_options::detect_deadlocks):"
+                   : "leash::nursery: deadlock: every task is blocked in a leash call that no "
+                     "timer, no task and no other thread can wake:";
   }
 
   void on_deadlock(std::exception_ptr error) noexcept override {
@@ -156,6 +183,7 @@ class deadlock_watch final : private deadlock_sink {
 
   const std::thread::id owner_thread_;
   const bool owner_counted_;  // the owner is itself a leash thread
+  const bool closed_;         // nursery_options::detect_deadlocks: nothing outside can wake
   task_identity owner_;
   mutable std::mutex mutex_;  // guards the two below
   cancel_state* target_ = nullptr;

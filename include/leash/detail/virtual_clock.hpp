@@ -41,14 +41,19 @@
 
 namespace leash::inline v0::detail {
 
-// The clock a virtual_time scope being opened on this thread hands to the
-// scope's root state and body (see virtual_time::run).
+// The clock a virtual_time scope or a deadlock watch being opened on this
+// thread hands to the scope's root state and body (see virtual_time::run,
+// watch_opening); set only while they are built.
 inline thread_local virtual_clock* opening_vclock = nullptr;
 
 // The virtual clock of the code running on this thread, or null (real time).
+// A scope being opened wins over the task that opens it: a virtual_time
+// scope or a closed nursery opened inside a real-time task has a clock of
+// its own.
 inline virtual_clock* current_vclock() noexcept {
+  if (opening_vclock != nullptr) return opening_vclock;
   if (current_task != nullptr) return current_task->vclock;
-  return opening_vclock;
+  return nullptr;
 }
 
 // The task running on this thread if it belongs to a virtual_time scope.
@@ -65,6 +70,11 @@ class deadlock_sink {
   // A real-time clock's standstill is a deadlock only if nothing outside
   // its members can end it: asked unlocked, before on_deadlock.
   virtual bool nothing_outside() noexcept { return true; }
+  // The report's first line: what could not wake the tasks listed under it.
+  virtual std::string headline() const {
+    return "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
+           "and no task of the scope can wake:";
+  }
 
  protected:
   ~deadlock_sink() = default;
@@ -348,12 +358,7 @@ class virtual_clock {
   }
 
   std::string describe_locked() const {
-    std::string s =
-        real_time_
-            ? "leash::nursery: deadlock: every task is blocked in a leash call that no timer, no "
-              "task and no other thread can wake:"
-            : "leash::virtual_time: deadlock: every task is blocked in a leash call that no "
-              "timer and no task of the scope can wake:";
+    std::string s = sink_ != nullptr ? sink_->headline() : std::string("leash: deadlock:");
     for (const task_identity* t : members_list_) {
       const char* what = t->blocked_in.load(std::memory_order_acquire);
       s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
