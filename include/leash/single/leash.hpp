@@ -3025,14 +3025,19 @@ class timer_service {
 
 namespace leash::inline v0::detail {
 
-// The clock a virtual_time scope being opened on this thread hands to the
-// scope's root state and body (see virtual_time::run).
+// The clock a virtual_time scope or a deadlock watch being opened on this
+// thread hands to the scope's root state and body (see virtual_time::run,
+// watch_opening); set only while they are built.
 inline thread_local virtual_clock* opening_vclock = nullptr;
 
 // The virtual clock of the code running on this thread, or null (real time).
+// A scope being opened wins over the task that opens it: a virtual_time
+// scope or a closed nursery opened inside a real-time task has a clock of
+// its own.
 inline virtual_clock* current_vclock() noexcept {
+  if (opening_vclock != nullptr) return opening_vclock;
   if (current_task != nullptr) return current_task->vclock;
-  return opening_vclock;
+  return nullptr;
 }
 
 // The task running on this thread if it belongs to a virtual_time scope.
@@ -3049,6 +3054,11 @@ class deadlock_sink {
   // A real-time clock's standstill is a deadlock only if nothing outside
   // its members can end it: asked unlocked, before on_deadlock.
   virtual bool nothing_outside() noexcept { return true; }
+  // The report's first line: what could not wake the tasks listed under it.
+  virtual std::string headline() const {
+    return "leash::virtual_time: deadlock: every task is blocked in a leash call that no timer "
+           "and no task of the scope can wake:";
+  }
 
  protected:
   ~deadlock_sink() = default;
@@ -3332,12 +3342,7 @@ class virtual_clock {
   }
 
   std::string describe_locked() const {
-    std::string s =
-        real_time_
-            ? "leash::nursery: deadlock: every task is blocked in a leash call that no timer, no "
-              "task and no other thread can wake:"
-            : "leash::virtual_time: deadlock: every task is blocked in a leash call that no "
-              "timer and no task of the scope can wake:";
+    std::string s = sink_ != nullptr ? sink_->headline() : std::string("leash: deadlock:");
     for (const task_identity* t : members_list_) {
       const char* what = t->blocked_in.load(std::memory_order_acquire);
       s += "\n  task \"" + t->name + "\" spawned at " + to_string(t->site) + " blocked in " +
@@ -10725,6 +10730,11 @@ class coro_task_impl final : public task_result<T>, public coro_task_base, priva
 // appear between two looks, and the clock checks afterwards that no member
 // was woken meanwhile. Anything it cannot see makes it give up, so a
 // deadlock may be missed, but one is never reported falsely.
+//
+// A closed nursery (nursery_options::detect_deadlocks) gets a watch that
+// skips nothing_outside(): its owner vouches that nothing outside the
+// nursery wakes its tasks, as a virtual_time scope's body does, so the
+// member counting alone decides, per nursery, whatever else runs.
 
 #include <atomic>
 #include <cstdint>
@@ -10739,17 +10749,29 @@ namespace leash::inline v0::detail {
 
 class deadlock_watch final : private deadlock_sink {
  public:
-  // A watch for a nursery opened here, if the option is on and this is a
-  // plain thread: the option's whole cost when off is this one branch.
+  // A watch for a nursery opened here: a closed one's (`closed`), or the
+  // process-wide rule's if the runtime option is on and this is a plain
+  // thread. Null inside virtual time or a watched nursery, whose clock
+  // counts the new nursery's tasks already. The option's whole cost when
+  // off is the first branch. Throws usage_error for a closed nursery opened
+  // by a coroutine task (its wait has no thread the watch could count).
   static std::unique_ptr<deadlock_watch> open_if_enabled(const std::string& nursery_name,
-                                                         source_location site) {
-    if (!detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
-    if (current_task != nullptr || current_vclock() != nullptr) return nullptr;
-    return std::make_unique<deadlock_watch>(nursery_name, site);
+                                                         source_location site, bool closed) {
+    if (!closed && !detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
+    if (current_vclock() != nullptr) return nullptr;
+    if (!closed && current_task != nullptr) return nullptr;
+    if (closed && current_task != nullptr && current_task->coroutine) {
+      throw usage_error("leash::nursery \"" + nursery_name +
+                        "\": detect_deadlocks needs a nursery opened by a thread, not by a "
+                        "coroutine task");
+    }
+    return std::make_unique<deadlock_watch>(nursery_name, site, closed);
   }
 
-  deadlock_watch(const std::string& nursery_name, source_location site)
-      : owner_thread_(std::this_thread::get_id()), owner_counted_(thread_census::counted()) {
+  deadlock_watch(const std::string& nursery_name, source_location site, bool closed)
+      : owner_thread_(std::this_thread::get_id()),
+        owner_counted_(thread_census::counted()),
+        closed_(closed) {
     owner_.id = next_id();
     owner_.name = (nursery_name.empty() ? std::string("nursery") : nursery_name) + " owner";
     owner_.site = site;
@@ -10821,6 +10843,7 @@ class deadlock_watch final : private deadlock_sink {
   }
 
   bool nothing_outside() noexcept override {
+    if (closed_) return true;  // vouched for by the nursery's owner
     try {
       const counters before = read_counters();
       const std::size_t os_threads = os_thread_count();
@@ -10832,6 +10855,14 @@ class deadlock_watch final : private deadlock_sink {
     } catch (...) {  // out of memory: give up
       return false;
     }
+  }
+
+  std::string headline() const override {
+    return closed_ ? "leash::nursery: deadlock: every task is blocked in a leash call that no "
+                     "timer and no task of the nursery can wake (a closed nursery: "
+                     "nursery_options::detect_deadlocks):"
+                   : "leash::nursery: deadlock: every task is blocked in a leash call that no "
+                     "timer, no task and no other thread can wake:";
   }
 
   void on_deadlock(std::exception_ptr error) noexcept override {
@@ -10847,6 +10878,7 @@ class deadlock_watch final : private deadlock_sink {
 
   const std::thread::id owner_thread_;
   const bool owner_counted_;  // the owner is itself a leash thread
+  const bool closed_;         // nursery_options::detect_deadlocks: nothing outside can wake
   task_identity owner_;
   mutable std::mutex mutex_;  // guards the two below
   cancel_state* target_ = nullptr;
@@ -11072,6 +11104,17 @@ struct nursery_options {
   bool cancel_on_failure = true;
   // For diagnostics: exceptions, leak reports, live_tasks().
   std::string name{};
+  // Deadlock detection for this nursery alone. When every task of it, the
+  // tasks nested in them and the thread waiting for it are blocked in leash
+  // calls and none of their timers is pending, the nursery is cancelled and
+  // wait() throws leash::deadlock naming each task, its spawn site and its
+  // blocked call, whatever the rest of the process does. The opener vouches
+  // that nothing outside the nursery (another thread or task) wakes its
+  // tasks: the channels they block on are held by them alone, as in a
+  // virtual_time scope. A nursery opened by a coroutine task: usage_error.
+  // runtime_options::detect_deadlocks needs no such promise, but reports
+  // only when the whole process is idle.
+  bool detect_deadlocks = false;
 };
 
 class nursery final : private detail::nursery_node {
@@ -11086,7 +11129,8 @@ class nursery final : private detail::nursery_node {
         parent_task_(detail::current_task != nullptr ? detail::current_task->id : 0),
         parent_task_ptr_(detail::current_task),
         uncaught_(detail::uncaught_exceptions()),
-        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site)),
+        watch_(detail::deadlock_watch::open_if_enabled(options_.name, site,
+                                                       options_.detect_deadlocks)),
         state_(detail::watch_opening(watch_.get()).parent(), {}, deadline_of(options_),
                options_.name),
         installed_(&state_, "leash::nursery") {
