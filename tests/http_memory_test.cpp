@@ -2,6 +2,7 @@
 // memory_listener) and the transport's dial option, in real and virtual time.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -201,7 +202,9 @@ TEST_CASE("a pooled memory connection the server closed is not reused") {
 }
 
 TEST_CASE("memory_pipe: bytes arrive whole and in order through a small buffer") {
-  auto [a, b] = http::memory_pipe(7);  // far smaller than what is sent: writes wait for reads
+  auto ab = http::memory_pipe(7);  // far smaller than what is sent: writes wait for reads
+  auto& a = ab.first;
+  auto& b = ab.second;
   std::string sent;
   for (int i = 0; i < 5000; ++i)
     sent += static_cast<char>('a' + i % 26);
@@ -219,7 +222,9 @@ TEST_CASE("memory_pipe: bytes arrive whole and in order through a small buffer")
 }
 
 TEST_CASE("memory_pipe: shutdown ends one direction, close ends both") {
-  auto [a, b] = http::memory_pipe();
+  auto ab = http::memory_pipe();
+  auto& a = ab.first;
+  auto& b = ab.second;
   a->write_all("bye");
   (void)a->shutdown();
   CHECK(drain(*b) == 3);                                 // the bytes, then the end
@@ -235,7 +240,8 @@ TEST_CASE("memory_pipe: shutdown ends one direction, close ends both") {
 }
 
 TEST_CASE("memory_pipe: closing an end wakes its own blocked read, which fails with EBADF") {
-  auto [a, b] = http::memory_pipe();
+  auto ab = http::memory_pipe();
+  auto& a = ab.first;
   int err = 0;
   leash::run_nursery([&](leash::nursery& n) {
     n.spawn([&] {
@@ -249,9 +255,11 @@ TEST_CASE("memory_pipe: closing an end wakes its own blocked read, which fails w
 }
 
 TEST_CASE("memory_pipe: a blocked read is cancelled, thread and coroutine") {
-  auto [a, b] = http::memory_pipe();
-  auto [c, d] = http::memory_pipe();
-  int cancelled = 0;
+  auto ab = http::memory_pipe();
+  auto& a = ab.first;
+  auto cd = http::memory_pipe();
+  auto& c = cd.first;
+  std::atomic<int> cancelled{0};
   leash::run_nursery([&](leash::nursery& n) {
     n.spawn([&] {
       char buf[8];
@@ -276,7 +284,8 @@ TEST_CASE("memory_pipe: a blocked read is cancelled, thread and coroutine") {
 }
 
 TEST_CASE("memory_pipe: a read with a deadline ends on the virtual clock") {
-  auto [a, b] = http::memory_pipe();
+  auto ab = http::memory_pipe();
+  auto& a = ab.first;
   leash::virtual_time vt;
   std::chrono::steady_clock::duration waited{};
   vt.run([&](leash::nursery&) {
@@ -290,7 +299,8 @@ TEST_CASE("memory_pipe: a read with a deadline ends on the virtual clock") {
 }
 
 TEST_CASE("memory_pipe: a reader nobody writes to is a deadlock in virtual time") {
-  auto [a, b] = http::memory_pipe();
+  auto ab = http::memory_pipe();
+  auto& a = ab.first;
   leash::virtual_time vt;
   CHECK_THROWS_AS(vt.run([&](leash::nursery&) {
     char buf[8];
