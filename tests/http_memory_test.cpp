@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <leash.hpp>
 #include <leash/http/memory.hpp>
 #include <leash/http/transport.hpp>
@@ -324,6 +326,21 @@ TEST_CASE("memory_listener: dials are refused after close or with the backlog fu
   char buf[4];
   CHECK(server->read_some(buf) == 2);
   CHECK(l.accept() == nullptr);
+}
+
+TEST_CASE("memory_listener: a dialer outliving its listener is refused; unaccepted ends close") {
+  std::function<std::unique_ptr<http::stream>(const std::string&, std::uint16_t)> dial;
+  std::unique_ptr<http::memory_end> unaccepted;
+  {
+    http::memory_listener l;
+    dial = l.dialer();
+    unaccepted = l.dial();
+    unaccepted->write_all("GET");
+  }
+  CHECK(io_errno([&] { (void)dial("api.test", 80); }) == ECONNREFUSED);
+  CHECK(io_errno([&] { unaccepted->write_all("x"); }) == EPIPE);  // its server end is gone
+  char buf[4];
+  CHECK(unaccepted->read_some(buf) == 0);
 }
 
 TEST_CASE("transport dial: misuse is a clear error") {

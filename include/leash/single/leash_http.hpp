@@ -4335,8 +4335,8 @@ class client {
 // usage_error (an async form outside a coroutine task; a capacity of 0).
 // Thread-safe: one reader and one writer per end at a time, as a socket's;
 // the listener's members from any thread. Ordering: a write happens-before
-// the read that returns its bytes. A dialer() needs its listener alive when
-// it dials; the connections may outlive the listener.
+// the read that returns its bytes. Connections and dialer()s may outlive
+// the listener (a dial is then refused).
 
 #include <algorithm>
 #include <atomic>
@@ -4540,47 +4540,66 @@ class memory_listener {
   // `capacity`: the bytes each direction of a connection holds unread.
   explicit memory_listener(std::size_t backlog = default_backlog,
                            std::size_t capacity = detail::default_memory_capacity)
-      : capacity_(capacity), pending_(backlog) {
+      : backlog_(std::make_shared<queue>(backlog, capacity)) {
     detail::require_capacity(capacity);
   }
   memory_listener(const memory_listener&) = delete;
   memory_listener& operator=(const memory_listener&) = delete;
+  // Closes; the connections dialed and not accepted are closed too (their
+  // clients read the end of the stream).
+  ~memory_listener() {
+    close();
+    while (backlog_->pending.try_recv()) {
+    }
+  }
 
   // Connects: returns the client's end; the server's end waits for
   // accept(). Never blocks; throws io_error (ECONNREFUSED) after close() or
   // with the backlog full.
-  std::unique_ptr<memory_end> dial() {
-    auto [client, server] = memory_pipe(capacity_);
-    if (pending_.try_send(std::move(server)) != channel_status::ok) {
-      detail::throw_errno("memory_listener dial", ECONNREFUSED);
-    }
-    return std::move(client);
-  }
+  std::unique_ptr<memory_end> dial() { return backlog_->dial(); }
 
-  // dial() as a transport_options::dial (the host and port are not looked at).
+  // dial() as a transport_options::dial (the host and port are not looked
+  // at). It may outlive the listener: its dials are then refused.
   std::function<std::unique_ptr<stream>(const std::string&, std::uint16_t)> dialer() {
-    return [this](const std::string&, std::uint16_t) -> std::unique_ptr<stream> { return dial(); };
+    return [q = backlog_](const std::string&, std::uint16_t) -> std::unique_ptr<stream> {
+      return q->dial();
+    };
   }
 
   // The server's end of the oldest dialed connection; null once closed with
   // none left. Blocks; cancellable; throws cancelled.
   std::unique_ptr<memory_end> accept() {
-    std::optional<std::unique_ptr<memory_end>> c = pending_.recv();
+    std::optional<std::unique_ptr<memory_end>> c = backlog_->pending.recv();
     return c ? std::move(*c) : nullptr;
   }
   // accept() for a coroutine task.
   LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER coro<std::unique_ptr<memory_end>> async_accept() {
-    std::optional<std::unique_ptr<memory_end>> c = co_await pending_.async_recv();
+    std::optional<std::unique_ptr<memory_end>> c = co_await backlog_->pending.async_recv();
     co_return c ? std::move(*c) : nullptr;
   }
 
   // Refuses later dials; accept() returns the connections already dialed,
   // then null. Idempotent; never blocks.
-  void close() noexcept { (void)pending_.close(); }
+  void close() noexcept { (void)backlog_->pending.close(); }
 
  private:
-  std::size_t capacity_;
-  channel<std::unique_ptr<memory_end>> pending_;
+  // The dialed connections' server ends, shared with the dialers.
+  struct queue {
+    queue(std::size_t backlog, std::size_t cap) : capacity(cap), pending(backlog) {}
+
+    std::unique_ptr<memory_end> dial() {
+      auto ends = memory_pipe(capacity);
+      if (pending.try_send(std::move(ends.second)) != channel_status::ok) {
+        detail::throw_errno("memory_listener dial", ECONNREFUSED);
+      }
+      return std::move(ends.first);
+    }
+
+    const std::size_t capacity;
+    channel<std::unique_ptr<memory_end>> pending;
+  };
+
+  std::shared_ptr<queue> backlog_;
 };
 
 }  // namespace leash::inline v0::http
