@@ -60,6 +60,8 @@ SCENARIOS=(
   "bcast_8         bench_broadcast       broadcast.go       ns_per_value,cpu_ns_per_value  ratio"
   "race2_both_ready    bench_race        race.go            ns_per_op,cpu_ns_per_op        ratio"
   "race2_loser_blocked -                 -                  ns_per_op,cpu_ns_per_op        ratio"
+  "mem_roundtrip   bench_memory_http     memory_http.go     ns_per_op,cpu_ns_per_op        ratio pin"
+  "mem_roundtrip_8 -                     -                  ns_per_op,cpu_ns_per_op        ratio"
 )
 # primary_metric may be a comma-separated list: one summary line each.
 # A "-" binary or Go file: the scenario's lines come from the row above that
