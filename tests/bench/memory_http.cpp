@@ -39,16 +39,17 @@ using bench::result;
 
 constexpr std::string_view response_bytes = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 constexpr std::string_view head_end = "\r\n\r\n";
+constexpr std::size_t body_size = 5;       // "hello"
 constexpr std::size_t body_limit = 64;     // the body is 5 bytes; more is a bug
 constexpr long warm_round_trips = 100;     // per client: dialed, pooled, caches warm
-constexpr std::size_t read_chunk = 1024;   // a request head fits in one read
+constexpr std::size_t read_chunk = 1024;   // a request head usually arrives in one read
 constexpr long concurrent_clients = 8;     // mem_roundtrip_8
 constexpr std::size_t idle_per_host = 16;  // every client's connection stays pooled
 
 const http::request get_request{"mem.test", 80, {"GET", "/"}};
 
-// Answers each complete request head in `pending` (its bytes appended by the
-// caller) with one response per head; returns how many heads it consumed.
+// Removes each complete request head from the front of `pending` (the bytes
+// read so far); returns how many it removed: the responses owed.
 std::size_t complete_heads(std::string& pending) {
   std::size_t heads = 0;
   for (std::size_t end; (end = pending.find(head_end)) != std::string::npos; ++heads) {
@@ -97,14 +98,15 @@ leash::coro<void> accept_coro(http::memory_listener& server, leash::nursery& n) 
 void client_blocking(http::transport& t, long k) {
   for (long i = 0; i < k; ++i) {
     http::response r = t.round_trip(get_request);
-    if (r.body.read_all(body_limit).size() != 5) throw std::runtime_error("bench: short body");
+    if (r.body.read_all(body_limit).size() != body_size)
+      throw std::runtime_error("bench: short body");
   }
 }
 
 leash::coro<void> client_coro(http::transport& t, long k) {
   for (long i = 0; i < k; ++i) {
     http::response r = co_await t.async_round_trip(get_request);
-    if ((co_await r.body.async_read_all(body_limit)).size() != 5) {
+    if ((co_await r.body.async_read_all(body_limit)).size() != body_size) {
       throw std::runtime_error("bench: short body");
     }
   }

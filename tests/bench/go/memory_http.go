@@ -38,7 +38,7 @@ import (
 const (
 	response         = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 	warmRoundTrips   = 100  // per client: dialed, pooled, caches warm
-	readChunk        = 1024 // a request head fits in one read
+	readChunk        = 1024 // a request head usually arrives in one read
 	concurrentClient = 8    // mem_roundtrip_8
 	idlePerHost      = 16   // every client's connection stays pooled (Go's default is 2)
 	url              = "http://mem.test/"
