@@ -211,11 +211,11 @@ TEST_CASE("many proxied responses leave no connection or task behind") {
   t.close_idle();
   c.to_upstream.close_idle();
   // The front and upstream connections end once their clients closed; what
-  // remains is two servers' accept tasks and watchers of clients that left,
-  // and two idle reapers (t's, the proxy's).
+  // remains is two servers' accept tasks and watchers of clients that left
+  // (a transport's idle timer is no task).
   CHECK(eventually(
       [&] { return c.front.stats().connections == 0 && c.upstream.stats().connections == 0; }));
-  CHECK(eventually([&] { return http_test::tasks_running() == tasks + 6; }));
+  CHECK(eventually([&] { return http_test::tasks_running() == tasks + 4; }));
 }
 
 TEST_CASE("a chunked upload through the proxy reaches the upstream handler intact and in pieces") {
@@ -442,7 +442,7 @@ TEST_CASE("200 proxied requests waiting on a slow upstream hold no thread each")
     http::reverse_proxy proxy(to_upstream, {.port = upstream.port()});
     http::server front(n, std::cref(proxy));
     // One request first, so that what starts once per process (workers, the
-    // reactor, the timer thread, the transports' reapers) runs before counting.
+    // reactor, the timer thread) runs before counting.
     REQUIRE(http_test::exchange_raw(front.port(),
                                     "GET /warm HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .ends_with("released"));

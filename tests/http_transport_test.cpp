@@ -69,8 +69,10 @@ void parked_requests(Use use, bool server_closes, std::size_t expect_idle) {
   const std::size_t tasks = tasks_running();  // the server's accept task and watcher
   {
     http::transport t;
-    const int fds_with_reaper = fds;                  // the transport opens no fd
-    const std::size_t tasks_with_reaper = tasks + 1;  // its idle reaper
+    // The transport opens no fd and runs no task: its idle timer is only
+    // a timer, armed while a connection is idle.
+    const int fds_with_reaper = fds;
+    const std::size_t tasks_with_reaper = tasks;
     {
       leash::nursery clients;
       for (int i = 0; i < n; ++i)

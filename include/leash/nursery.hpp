@@ -478,10 +478,14 @@ class nursery final : private detail::nursery_node {
     me->vclock->end_wait(me);
   }
 
-  // The member of a virtual_time scope, or the owner of a deadlock watch,
-  // that waits here (it counts as blocked meanwhile), if any.
+  // The waiter that counts as blocked meanwhile, if any: a member of the
+  // clock this nursery's tasks run on (a virtual_time scope's or a deadlock
+  // watch's), or the owner of its watch. A member of another clock (a
+  // virtual_time scope run inside a watched nursery's task) waits uncounted:
+  // its clock cannot see what will wake it.
   detail::task_identity* waiting_member() noexcept {
-    if (detail::task_identity* t = detail::vt_member()) return t;
+    detail::task_identity* t = detail::vt_member();
+    if (t != nullptr && t->vclock == state_.vclock()) return t;
     return watch_ != nullptr ? watch_->owner_here() : nullptr;
   }
 

@@ -65,7 +65,7 @@ class virtual_time final : private detail::deadlock_sink {
   // blocked for good, otherwise what the nursery throws.
   template <class F>
   auto run(F&& body, source_location site = source_location::current()) {
-    if (detail::current_vclock() != nullptr) {
+    if (const detail::virtual_clock* vc = detail::current_vclock(); vc && !vc->real_time()) {
       throw usage_error("leash::virtual_time: run() inside a virtual_time scope");
     }
     detail::cancel_state root = open_root();

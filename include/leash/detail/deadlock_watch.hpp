@@ -52,6 +52,15 @@
 
 namespace leash::inline v0::detail {
 
+// The clock a nursery opened here joins instead of opening a watch: the
+// current task's (virtual time, a watched nursery's task), or, in the body
+// of a watched nursery (its owner thread, where that nursery is the ambient
+// scope), that nursery's, so its tasks are members there too.
+inline virtual_clock* joined_clock() noexcept {
+  if (virtual_clock* vc = current_vclock()) return vc;
+  return current_task == nullptr && ambient != nullptr ? ambient->vclock() : nullptr;
+}
+
 class deadlock_watch final : private deadlock_sink {
  public:
   // A watch for a nursery opened here: a closed one's (`closed`), or the
@@ -63,7 +72,7 @@ class deadlock_watch final : private deadlock_sink {
   static std::unique_ptr<deadlock_watch> open_if_enabled(const std::string& nursery_name,
                                                          source_location site, bool closed) {
     if (!closed && !detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
-    if (current_vclock() != nullptr) return nullptr;
+    if (joined_clock() != nullptr) return nullptr;
     if (!closed && current_task != nullptr) return nullptr;
     if (closed && current_task != nullptr && current_task->coroutine) {
       throw usage_error("leash::nursery \"" + nursery_name +
@@ -191,13 +200,14 @@ class deadlock_watch final : private deadlock_sink {
   virtual_clock clock_{true};  // last: its driver stops before the rest goes
 };
 
-// Makes current_vclock() the watch's clock on this thread while a nursery's
-// state is built: a temporary in the state's initializer, so it lasts
+// Makes current_vclock() the clock of a nursery being opened on this
+// thread while its state is built: its watch's, or the clock it joins
+// (joined_clock). A temporary in the state's initializer, so it lasts
 // exactly that long. parent() is the ambient state, the state's parent.
 class watch_opening {
  public:
   explicit watch_opening(deadlock_watch* w) noexcept : previous_(opening_vclock) {
-    if (w != nullptr) opening_vclock = &w->clock();
+    opening_vclock = w != nullptr ? &w->clock() : joined_clock();
   }
   ~watch_opening() { opening_vclock = previous_; }
   watch_opening(const watch_opening&) = delete;

@@ -129,6 +129,9 @@ class virtual_clock {
     changed_.wait(lock, [&] { return members_ == 0; });
   }
 
+  // A deadlock watch's clock (real time), not a virtual_time scope's.
+  bool real_time() const noexcept { return real_time_; }
+
   void set_sink(deadlock_sink* sink) noexcept {
     std::lock_guard lock(mutex_);
     sink_ = sink;

@@ -145,8 +145,10 @@ class memory_end final : public stream {
       in_->reader_gone = true;
       in_->bytes.clear();  // unread bytes are dropped, as a socket's
     }
-    // Wakes this end's own blocked calls, which then fail with EBADF.
+    // Wakes every blocked call on both lanes: this end's own (they fail
+    // with EBADF) and the peer's write (EPIPE); end_writes woke its read.
     in_->readable.close();
+    in_->writable.close();
     out_->writable.close();
   }
 
@@ -166,7 +168,11 @@ class memory_end final : public stream {
     detail::memory_lane& lane = *out_;
     const std::lock_guard lock(lane.mutex);
     require_open("write");
-    if (lane.writer_done || lane.reader_gone) detail::throw_errno("memory_end write", EPIPE);
+    // The peer is gone (or this end shut down): a step that takes nothing
+    // and waits for nothing, which the driver reports as EPIPE. Not a throw:
+    // a stream whose step threw is never read again, and the peer's last
+    // answer (a 413 to an upload) must still be read.
+    if (lane.writer_done || lane.reader_gone) return {0, want::nothing};
     const std::size_t n = std::min(data.size(), lane.capacity - lane.bytes.size());
     if (n == 0) return {0, want::write};
     lane.bytes.append(data.substr(0, n));

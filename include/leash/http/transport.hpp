@@ -14,8 +14,9 @@
 //   t.stats();  // {dials, reuses, discarded, idle, open, waiting}
 //
 // No thread per connection: the calling task does its round trip's I/O, and
-// an idle connection is a socket in a list. One reaper ticker per transport
-// closes connections idle longer than idle_timeout. A pooled connection is
+// an idle connection is a socket in a list. One timer per transport, armed
+// only while a connection is idle, closes connections idle for idle_timeout
+// (on the creator's clock: virtual in virtual_time). A pooled connection is
 // checked at checkout: EOF, an error or any unread byte means it is closed.
 // A connection is reused only when the request was fully written, the
 // response framing completed with nothing extra buffered, neither side said
@@ -65,7 +66,6 @@
 #include "../cancel.hpp"
 #include "../coro.hpp"
 #include "../io/socket.hpp"
-#include "../ticker.hpp"
 #include "detail/pool.hpp"
 #include "errors.hpp"
 #include "message.hpp"
@@ -235,7 +235,7 @@ class connection_body final : public body_source {
       broken_ = true;  // too much left: not worth reading
       return;
     }
-    const auto deadline = clock::now() + drain_timeout_;
+    const auto deadline = leash::detail::deadline_after(drain_timeout_);  // the task's clock
     std::size_t drained = 0;
     try {
       while (!p.complete()) {
@@ -358,32 +358,20 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_send_stream(conn
 // An HTTP/1.1 client with a keep-alive pool. See the header comment.
 class transport {
  public:
-  // Starts the idle reaper (a ticker linked to the ambient token) unless
-  // idle_timeout is 0.
+  // Idle connections expire on the clock of the code that creates the
+  // transport (virtual inside leash::virtual_time).
   explicit transport(transport_options options = {})
       : options_(defaults(options)),
-        pool_(std::make_shared<detail::pool>(
-            detail::pool_limits{options_.max_idle_per_host, options_.max_idle_total,
-                                options_.max_conns_per_host, !options_.disable_keep_alives})) {
-    if (options_.idle_timeout > options_.idle_timeout.zero()) {
-      const auto period = std::clamp<std::chrono::milliseconds>(
-          options_.idle_timeout / 2, std::chrono::milliseconds(5), std::chrono::seconds(1));
-      const auto max_age = options_.idle_timeout;
-      reaper_.emplace(
-          period, [p = pool_.get(), max_age] { p->close_idle(max_age); },
-          ticker_options{.name = "http::transport idle reaper"});
-    }
-  }
+        pool_(std::make_shared<detail::pool>(detail::pool_limits{
+            options_.max_idle_per_host, options_.max_idle_total, options_.max_conns_per_host,
+            !options_.disable_keep_alives, options_.idle_timeout})) {}
 
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
 
-  // Stops and joins the reaper, then closes every idle connection. Bodies
-  // still open close their connections when they are closed.
-  ~transport() {
-    reaper_.reset();
-    pool_->shut();
-  }
+  // Stops the idle timer and closes every idle connection. Bodies still
+  // open close their connections when they are closed.
+  ~transport() { pool_->shut(); }
 
   // Sends `req` and returns once the response head arrived; the body is read
   // from the returned response. Blocks; cancellable (ambient or `token`);
@@ -706,7 +694,6 @@ class transport {
 
   transport_options options_;
   std::shared_ptr<detail::pool> pool_;  // shared with open bodies
-  std::optional<ticker> reaper_;        // declared last: stopped and joined first
 };
 
 }  // namespace leash::inline v0::http

@@ -3113,6 +3113,9 @@ class virtual_clock {
     changed_.wait(lock, [&] { return members_ == 0; });
   }
 
+  // A deadlock watch's clock (real time), not a virtual_time scope's.
+  bool real_time() const noexcept { return real_time_; }
+
   void set_sink(deadlock_sink* sink) noexcept {
     std::lock_guard lock(mutex_);
     sink_ = sink;
@@ -10747,6 +10750,15 @@ class coro_task_impl final : public task_result<T>, public coro_task_base, priva
 
 namespace leash::inline v0::detail {
 
+// The clock a nursery opened here joins instead of opening a watch: the
+// current task's (virtual time, a watched nursery's task), or, in the body
+// of a watched nursery (its owner thread, where that nursery is the ambient
+// scope), that nursery's, so its tasks are members there too.
+inline virtual_clock* joined_clock() noexcept {
+  if (virtual_clock* vc = current_vclock()) return vc;
+  return current_task == nullptr && ambient != nullptr ? ambient->vclock() : nullptr;
+}
+
 class deadlock_watch final : private deadlock_sink {
  public:
   // A watch for a nursery opened here: a closed one's (`closed`), or the
@@ -10758,7 +10770,7 @@ class deadlock_watch final : private deadlock_sink {
   static std::unique_ptr<deadlock_watch> open_if_enabled(const std::string& nursery_name,
                                                          source_location site, bool closed) {
     if (!closed && !detect_deadlocks_enabled.load(std::memory_order_relaxed)) return nullptr;
-    if (current_vclock() != nullptr) return nullptr;
+    if (joined_clock() != nullptr) return nullptr;
     if (!closed && current_task != nullptr) return nullptr;
     if (closed && current_task != nullptr && current_task->coroutine) {
       throw usage_error("leash::nursery \"" + nursery_name +
@@ -10886,13 +10898,14 @@ class deadlock_watch final : private deadlock_sink {
   virtual_clock clock_{true};  // last: its driver stops before the rest goes
 };
 
-// Makes current_vclock() the watch's clock on this thread while a nursery's
-// state is built: a temporary in the state's initializer, so it lasts
+// Makes current_vclock() the clock of a nursery being opened on this
+// thread while its state is built: its watch's, or the clock it joins
+// (joined_clock). A temporary in the state's initializer, so it lasts
 // exactly that long. parent() is the ambient state, the state's parent.
 class watch_opening {
  public:
   explicit watch_opening(deadlock_watch* w) noexcept : previous_(opening_vclock) {
-    if (w != nullptr) opening_vclock = &w->clock();
+    opening_vclock = w != nullptr ? &w->clock() : joined_clock();
   }
   ~watch_opening() { opening_vclock = previous_; }
   watch_opening(const watch_opening&) = delete;
@@ -11312,10 +11325,14 @@ class nursery final : private detail::nursery_node {
     me->vclock->end_wait(me);
   }
 
-  // The member of a virtual_time scope, or the owner of a deadlock watch,
-  // that waits here (it counts as blocked meanwhile), if any.
+  // The waiter that counts as blocked meanwhile, if any: a member of the
+  // clock this nursery's tasks run on (a virtual_time scope's or a deadlock
+  // watch's), or the owner of its watch. A member of another clock (a
+  // virtual_time scope run inside a watched nursery's task) waits uncounted:
+  // its clock cannot see what will wake it.
   detail::task_identity* waiting_member() noexcept {
-    if (detail::task_identity* t = detail::vt_member()) return t;
+    detail::task_identity* t = detail::vt_member();
+    if (t != nullptr && t->vclock == state_.vclock()) return t;
     return watch_ != nullptr ? watch_->owner_here() : nullptr;
   }
 
@@ -13565,7 +13582,7 @@ class virtual_time final : private detail::deadlock_sink {
   // blocked for good, otherwise what the nursery throws.
   template <class F>
   auto run(F&& body, source_location site = source_location::current()) {
-    if (detail::current_vclock() != nullptr) {
+    if (const detail::virtual_clock* vc = detail::current_vclock(); vc && !vc->real_time()) {
       throw usage_error("leash::virtual_time: run() inside a virtual_time scope");
     }
     detail::cancel_state root = open_root();

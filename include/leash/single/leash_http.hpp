@@ -336,8 +336,9 @@ class io_error : public error {
 //   t.stats();  // {dials, reuses, discarded, idle, open, waiting}
 //
 // No thread per connection: the calling task does its round trip's I/O, and
-// an idle connection is a socket in a list. One reaper ticker per transport
-// closes connections idle longer than idle_timeout. A pooled connection is
+// an idle connection is a socket in a list. One timer per transport, armed
+// only while a connection is idle, closes connections idle for idle_timeout
+// (on the creator's clock: virtual in virtual_time). A pooled connection is
 // checked at checkout: EOF, an error or any unread byte means it is closed.
 // A connection is reused only when the request was fully written, the
 // response framing completed with nothing extra buffered, neither side said
@@ -1274,7 +1275,13 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
-// Lock order: the pool's mutex only; sockets are closed outside it.
+// An idle connection is closed once idle_timeout passed: one timer, armed
+// only while a connection is idle, for the oldest one (Go's per-connection
+// time.AfterFunc, one at a time). Its time is the transport creator's clock,
+// so in virtual time a pool with nothing idle has no pending timer, and a
+// stuck exchange is a deadlock rather than a clock that ticks on.
+// Lock order: the pool's mutex, then the timer's; sockets are closed outside
+// both.
 
 #include <fcntl.h>
 
@@ -1287,6 +1294,7 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -3155,11 +3163,13 @@ struct pool_limits {
   std::size_t max_idle_total;
   std::size_t max_conns_per_host;  // 0: unlimited
   bool keep_alives;
+  clock::duration idle_timeout;  // zero: idle connections stay until used or evicted
 };
 
-class pool {
+class pool final : private leash::detail::timer_client {
  public:
-  explicit pool(pool_limits limits) : limits_(limits) {}
+  // Times idle connections on the clock of the code that creates it.
+  explicit pool(pool_limits limits) : limits_(limits), vclock_(leash::detail::current_vclock()) {}
 
   // An idle connection to `key` that passed the liveness check, or nullptr
   // with a reserved slot for a new dial (call dialed() or dial_failed()).
@@ -3224,9 +3234,10 @@ class pool {
         return false;
       }
       if (idle_total_ >= limits_.max_idle_total) evicted = take_oldest_locked();
-      c->idle_since = clock::now();
+      c->idle_since = now();
       h.idle.push_back(std::move(c));
       ++idle_total_;
+      arm_reaper_locked();
       cv_.notify_all();
     }
     return true;
@@ -3242,33 +3253,24 @@ class pool {
     c.reset();  // closes the socket, outside the lock
   }
 
-  // Closes idle connections older than `max_age` (all of them for zero).
-  void close_idle(clock::duration max_age = clock::duration::zero()) {
+  // Closes every idle connection now.
+  void close_idle() {
     std::vector<std::unique_ptr<connection>> doomed;
-    {
-      std::lock_guard lock(mutex_);
-      const auto now = clock::now();
-      for (auto& [key, h] : hosts_) {
-        for (auto it = h.idle.begin(); it != h.idle.end();) {
-          if (max_age == clock::duration::zero() || now - (*it)->idle_since >= max_age) {
-            doomed.push_back(std::move(*it));
-            it = h.idle.erase(it);
-            --idle_total_;
-            drop_locked(h);
-          } else {
-            ++it;
-          }
-        }
-      }
-    }
-  }
+    std::lock_guard lock(mutex_);
+    take_idle_locked(clock::duration::zero(), doomed);
+  }  // `doomed` closes its sockets after the lock is released
 
-  // No more pooling: closes the idle connections; later put_idle() refuses.
+  // No more pooling: stops the reaper and closes the idle connections;
+  // later put_idle() refuses. The reaper's callback may run meanwhile (it
+  // re-arms nothing once closed_); cancel_timer waits for it.
   void shut() {
+    leash::detail::timer_handle reaper;
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
+      reaper = std::exchange(reaper_, {});
     }
+    leash::detail::cancel_timer(vclock_, reaper);
     close_idle();
   }
 
@@ -3298,6 +3300,61 @@ class pool {
     cv_.notify_all();
   }
 
+  clock::time_point now() const { return leash::detail::now_for(vclock_); }
+
+  // Moves the idle connections idle for `max_age` or longer (all of them
+  // for zero) into `doomed`, to be closed outside the lock.
+  void take_idle_locked(clock::duration max_age, std::vector<std::unique_ptr<connection>>& doomed) {
+    const auto t = now();
+    for (auto& [key, h] : hosts_) {
+      for (auto it = h.idle.begin(); it != h.idle.end();) {
+        if (max_age == clock::duration::zero() || t - (*it)->idle_since >= max_age) {
+          doomed.push_back(std::move(*it));
+          it = h.idle.erase(it);
+          --idle_total_;
+          drop_locked(h);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+
+  // The time the connection idle the longest, or none.
+  std::optional<clock::time_point> oldest_idle_locked() const {
+    std::optional<clock::time_point> oldest;
+    for (const auto& [key, h] : hosts_) {
+      if (!h.idle.empty() && (!oldest || h.idle.front()->idle_since < *oldest)) {
+        oldest = h.idle.front()->idle_since;
+      }
+    }
+    return oldest;
+  }
+
+  // Arms the reaper for the oldest idle connection, unless it is armed,
+  // nothing is idle, the pool is shut, or idle connections never expire.
+  // With no timer thread to be had (out of threads), the idle connections
+  // stay until used, evicted or closed with the transport.
+  void arm_reaper_locked() noexcept {
+    if (reaper_.id != 0 || closed_ || limits_.idle_timeout == clock::duration::zero()) return;
+    if (const auto oldest = oldest_idle_locked()) {
+      try {
+        reaper_ = leash::detail::schedule_timer(vclock_, *oldest + limits_.idle_timeout, this);
+      } catch (...) {
+        reaper_ = {};
+      }
+    }
+  }
+
+  // The reaper fired: closes what expired, and arms for the next oldest.
+  void on_timer() noexcept override {
+    std::vector<std::unique_ptr<connection>> doomed;
+    std::lock_guard lock(mutex_);
+    reaper_ = {};
+    take_idle_locked(limits_.idle_timeout, doomed);
+    arm_reaper_locked();
+  }  // `doomed` closes its sockets after the lock is released
+
   // LRU eviction for max_idle_total: the connection idle the longest.
   std::unique_ptr<connection> take_oldest_locked() {
     host* oldest = nullptr;
@@ -3324,7 +3381,9 @@ class pool {
   std::uint64_t dials_ = 0;
   std::uint64_t reuses_ = 0;
   std::uint64_t discarded_ = 0;
-  bool closed_ = false;  // the transport is gone: put_idle refuses
+  bool closed_ = false;                         // the transport is gone: put_idle refuses
+  leash::detail::virtual_clock* const vclock_;  // idle times' clock (null: real time)
+  leash::detail::timer_handle reaper_;          // id 0: not armed
 };
 
 }  // namespace detail
@@ -3702,7 +3761,7 @@ class connection_body final : public body_source {
       broken_ = true;  // too much left: not worth reading
       return;
     }
-    const auto deadline = clock::now() + drain_timeout_;
+    const auto deadline = leash::detail::deadline_after(drain_timeout_);  // the task's clock
     std::size_t drained = 0;
     try {
       while (!p.complete()) {
@@ -3825,32 +3884,20 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<void> async_send_stream(conn
 // An HTTP/1.1 client with a keep-alive pool. See the header comment.
 class transport {
  public:
-  // Starts the idle reaper (a ticker linked to the ambient token) unless
-  // idle_timeout is 0.
+  // Idle connections expire on the clock of the code that creates the
+  // transport (virtual inside leash::virtual_time).
   explicit transport(transport_options options = {})
       : options_(defaults(options)),
-        pool_(std::make_shared<detail::pool>(
-            detail::pool_limits{options_.max_idle_per_host, options_.max_idle_total,
-                                options_.max_conns_per_host, !options_.disable_keep_alives})) {
-    if (options_.idle_timeout > options_.idle_timeout.zero()) {
-      const auto period = std::clamp<std::chrono::milliseconds>(
-          options_.idle_timeout / 2, std::chrono::milliseconds(5), std::chrono::seconds(1));
-      const auto max_age = options_.idle_timeout;
-      reaper_.emplace(
-          period, [p = pool_.get(), max_age] { p->close_idle(max_age); },
-          ticker_options{.name = "http::transport idle reaper"});
-    }
-  }
+        pool_(std::make_shared<detail::pool>(detail::pool_limits{
+            options_.max_idle_per_host, options_.max_idle_total, options_.max_conns_per_host,
+            !options_.disable_keep_alives, options_.idle_timeout})) {}
 
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
 
-  // Stops and joins the reaper, then closes every idle connection. Bodies
-  // still open close their connections when they are closed.
-  ~transport() {
-    reaper_.reset();
-    pool_->shut();
-  }
+  // Stops the idle timer and closes every idle connection. Bodies still
+  // open close their connections when they are closed.
+  ~transport() { pool_->shut(); }
 
   // Sends `req` and returns once the response head arrived; the body is read
   // from the returned response. Blocks; cancellable (ambient or `token`);
@@ -4173,7 +4220,6 @@ class transport {
 
   transport_options options_;
   std::shared_ptr<detail::pool> pool_;  // shared with open bodies
-  std::optional<ticker> reaper_;        // declared last: stopped and joined first
 };
 
 }  // namespace leash::inline v0::http
@@ -4431,8 +4477,10 @@ class memory_end final : public stream {
       in_->reader_gone = true;
       in_->bytes.clear();  // unread bytes are dropped, as a socket's
     }
-    // Wakes this end's own blocked calls, which then fail with EBADF.
+    // Wakes every blocked call on both lanes: this end's own (they fail
+    // with EBADF) and the peer's write (EPIPE); end_writes woke its read.
     in_->readable.close();
+    in_->writable.close();
     out_->writable.close();
   }
 
@@ -4452,7 +4500,11 @@ class memory_end final : public stream {
     detail::memory_lane& lane = *out_;
     const std::lock_guard lock(lane.mutex);
     require_open("write");
-    if (lane.writer_done || lane.reader_gone) detail::throw_errno("memory_end write", EPIPE);
+    // The peer is gone (or this end shut down): a step that takes nothing
+    // and waits for nothing, which the driver reports as EPIPE. Not a throw:
+    // a stream whose step threw is never read again, and the peer's last
+    // answer (a 413 to an upload) must still be read.
+    if (lane.writer_done || lane.reader_gone) return {0, want::nothing};
     const std::size_t n = std::min(data.size(), lane.capacity - lane.bytes.size());
     if (n == 0) return {0, want::write};
     lane.bytes.append(data.substr(0, n));

@@ -15,7 +15,13 @@
 // connections per host (for max_conns_per_host) and decides, in put_idle(),
 // whether a finished connection is kept: a refused one is closed on the spot
 // by the caller (Go's putIdleConn learned to return bool the hard way).
-// Lock order: the pool's mutex only; sockets are closed outside it.
+// An idle connection is closed once idle_timeout passed: one timer, armed
+// only while a connection is idle, for the oldest one (Go's per-connection
+// time.AfterFunc, one at a time). Its time is the transport creator's clock,
+// so in virtual time a pool with nothing idle has no pending timer, and a
+// stuck exchange is a deadlock rather than a clock that ticks on.
+// Lock order: the pool's mutex, then the timer's; sockets are closed outside
+// both.
 #pragma once
 
 #include <fcntl.h>
@@ -29,6 +35,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stop_token>
 #include <string>
@@ -37,6 +44,8 @@
 #include <vector>
 
 #include "../../detail/registry.hpp"
+#include "../../detail/timer.hpp"
+#include "../../detail/virtual_clock.hpp"
 #include "../../detail/wait.hpp"
 #include "../../io/socket.hpp"
 #include "../response_parser.hpp"
@@ -216,11 +225,13 @@ struct pool_limits {
   std::size_t max_idle_total;
   std::size_t max_conns_per_host;  // 0: unlimited
   bool keep_alives;
+  clock::duration idle_timeout;  // zero: idle connections stay until used or evicted
 };
 
-class pool {
+class pool final : private leash::detail::timer_client {
  public:
-  explicit pool(pool_limits limits) : limits_(limits) {}
+  // Times idle connections on the clock of the code that creates it.
+  explicit pool(pool_limits limits) : limits_(limits), vclock_(leash::detail::current_vclock()) {}
 
   // An idle connection to `key` that passed the liveness check, or nullptr
   // with a reserved slot for a new dial (call dialed() or dial_failed()).
@@ -285,9 +296,10 @@ class pool {
         return false;
       }
       if (idle_total_ >= limits_.max_idle_total) evicted = take_oldest_locked();
-      c->idle_since = clock::now();
+      c->idle_since = now();
       h.idle.push_back(std::move(c));
       ++idle_total_;
+      arm_reaper_locked();
       cv_.notify_all();
     }
     return true;
@@ -303,33 +315,24 @@ class pool {
     c.reset();  // closes the socket, outside the lock
   }
 
-  // Closes idle connections older than `max_age` (all of them for zero).
-  void close_idle(clock::duration max_age = clock::duration::zero()) {
+  // Closes every idle connection now.
+  void close_idle() {
     std::vector<std::unique_ptr<connection>> doomed;
-    {
-      std::lock_guard lock(mutex_);
-      const auto now = clock::now();
-      for (auto& [key, h] : hosts_) {
-        for (auto it = h.idle.begin(); it != h.idle.end();) {
-          if (max_age == clock::duration::zero() || now - (*it)->idle_since >= max_age) {
-            doomed.push_back(std::move(*it));
-            it = h.idle.erase(it);
-            --idle_total_;
-            drop_locked(h);
-          } else {
-            ++it;
-          }
-        }
-      }
-    }
-  }
+    std::lock_guard lock(mutex_);
+    take_idle_locked(clock::duration::zero(), doomed);
+  }  // `doomed` closes its sockets after the lock is released
 
-  // No more pooling: closes the idle connections; later put_idle() refuses.
+  // No more pooling: stops the reaper and closes the idle connections;
+  // later put_idle() refuses. The reaper's callback may run meanwhile (it
+  // re-arms nothing once closed_); cancel_timer waits for it.
   void shut() {
+    leash::detail::timer_handle reaper;
     {
       std::lock_guard lock(mutex_);
       closed_ = true;
+      reaper = std::exchange(reaper_, {});
     }
+    leash::detail::cancel_timer(vclock_, reaper);
     close_idle();
   }
 
@@ -359,6 +362,61 @@ class pool {
     cv_.notify_all();
   }
 
+  clock::time_point now() const { return leash::detail::now_for(vclock_); }
+
+  // Moves the idle connections idle for `max_age` or longer (all of them
+  // for zero) into `doomed`, to be closed outside the lock.
+  void take_idle_locked(clock::duration max_age, std::vector<std::unique_ptr<connection>>& doomed) {
+    const auto t = now();
+    for (auto& [key, h] : hosts_) {
+      for (auto it = h.idle.begin(); it != h.idle.end();) {
+        if (max_age == clock::duration::zero() || t - (*it)->idle_since >= max_age) {
+          doomed.push_back(std::move(*it));
+          it = h.idle.erase(it);
+          --idle_total_;
+          drop_locked(h);
+        } else {
+          ++it;
+        }
+      }
+    }
+  }
+
+  // The time the connection idle the longest, or none.
+  std::optional<clock::time_point> oldest_idle_locked() const {
+    std::optional<clock::time_point> oldest;
+    for (const auto& [key, h] : hosts_) {
+      if (!h.idle.empty() && (!oldest || h.idle.front()->idle_since < *oldest)) {
+        oldest = h.idle.front()->idle_since;
+      }
+    }
+    return oldest;
+  }
+
+  // Arms the reaper for the oldest idle connection, unless it is armed,
+  // nothing is idle, the pool is shut, or idle connections never expire.
+  // With no timer thread to be had (out of threads), the idle connections
+  // stay until used, evicted or closed with the transport.
+  void arm_reaper_locked() noexcept {
+    if (reaper_.id != 0 || closed_ || limits_.idle_timeout == clock::duration::zero()) return;
+    if (const auto oldest = oldest_idle_locked()) {
+      try {
+        reaper_ = leash::detail::schedule_timer(vclock_, *oldest + limits_.idle_timeout, this);
+      } catch (...) {
+        reaper_ = {};
+      }
+    }
+  }
+
+  // The reaper fired: closes what expired, and arms for the next oldest.
+  void on_timer() noexcept override {
+    std::vector<std::unique_ptr<connection>> doomed;
+    std::lock_guard lock(mutex_);
+    reaper_ = {};
+    take_idle_locked(limits_.idle_timeout, doomed);
+    arm_reaper_locked();
+  }  // `doomed` closes its sockets after the lock is released
+
   // LRU eviction for max_idle_total: the connection idle the longest.
   std::unique_ptr<connection> take_oldest_locked() {
     host* oldest = nullptr;
@@ -385,7 +443,9 @@ class pool {
   std::uint64_t dials_ = 0;
   std::uint64_t reuses_ = 0;
   std::uint64_t discarded_ = 0;
-  bool closed_ = false;  // the transport is gone: put_idle refuses
+  bool closed_ = false;                         // the transport is gone: put_idle refuses
+  leash::detail::virtual_clock* const vclock_;  // idle times' clock (null: real time)
+  leash::detail::timer_handle reaper_;          // id 0: not armed
 };
 
 }  // namespace detail
