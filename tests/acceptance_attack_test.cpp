@@ -32,97 +32,27 @@
 #include <vector>
 
 #include "support/blocked.hpp"
+#include "support/deadlock_report.hpp"
+#include "support/memory_stub.hpp"
 
 using namespace std::chrono_literals;
 namespace http = leash::http;
+using leash_test::contains;
+using leash_test::deadlock_of;
+using leash_test::hang_guard;
+using memory_stub::async_read_head;
+using memory_stub::drain;
+using memory_stub::get_request;
+using memory_stub::hello_response;
+using memory_stub::io_errno;
+using memory_stub::read_head;
 
 namespace {
-
-constexpr std::string_view hello_response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-
-http::request get_request() {
-  return http::request{"api.test", 80, {"GET", "/"}};
-}
-
-// Reads from `c` until a whole request head ("\r\n\r\n") arrived.
-std::string read_head(http::memory_end& c) {
-  std::string got;
-  char buf[64];
-  while (got.find("\r\n\r\n") == std::string::npos) {
-    const std::size_t n = c.read_some(buf);
-    if (n == 0) return got;
-    got.append(buf, n);
-  }
-  return got;
-}
-
-leash::coro<std::string> async_read_head(http::memory_end& c) {
-  std::string got;
-  char buf[64];
-  while (got.find("\r\n\r\n") == std::string::npos) {
-    const std::size_t n = co_await c.async_read_some(buf);
-    if (n == 0) co_return got;
-    got.append(buf, n);
-  }
-  co_return got;
-}
-
-// Reads `c` to its end (or a broken pipe); returns the count of bytes.
-std::size_t drain(http::memory_end& c) {
-  std::size_t total = 0;
-  char buf[256];
-  try {
-    while (const std::size_t n = c.read_some(buf))
-      total += n;
-  } catch (const http::io_error&) {
-  }
-  return total;
-}
-
-// The errno value of the io_error that `f` throws, or 0.
-template <class F>
-int io_errno(F f) {
-  try {
-    f();
-  } catch (const http::io_error& e) {
-    return e.code().value();
-  }
-  return 0;
-}
 
 // Writes `data` one byte per write.
 void write_bytewise(http::memory_end& c, std::string_view data) {
   for (const char ch : data)
     c.write_all(std::string_view(&ch, 1));
-}
-
-// A missed deadlock would hang a closed-nursery case: this ends the process
-// instead (SIGALRM's default action).
-class hang_guard {
- public:
-  hang_guard() { ::alarm(hang_limit_seconds); }
-  ~hang_guard() { ::alarm(0); }
-  hang_guard(const hang_guard&) = delete;
-  hang_guard& operator=(const hang_guard&) = delete;
-
- private:
-  static constexpr unsigned hang_limit_seconds = 120;  // far beyond any machine's run
-};
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-// The what() of the leash::deadlock that f throws, or "" if none.
-template <class F>
-std::string deadlock_of(F f) {
-  try {
-    f();
-  } catch (const leash::deadlock& e) {
-    MESSAGE(std::string(e.what()));
-    return e.what();
-  }
-  return {};
 }
 
 }  // namespace

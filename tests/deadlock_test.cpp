@@ -12,7 +12,12 @@
 #include <string>
 #include <thread>
 
+#include "support/deadlock_report.hpp"
+
 using namespace std::chrono_literals;
+using leash_test::contains;
+using leash_test::deadlock_of;
+using leash_test::hang_guard;
 
 namespace {
 
@@ -31,20 +36,6 @@ constexpr bool under_tsan = false;
 constexpr bool under_tsan = false;
 #endif
 
-// A missed deadlock would hang the case: this ends the process instead
-// (SIGALRM's default action), without a thread or timer that would itself
-// keep the watch from reporting.
-class hang_guard {
- public:
-  hang_guard() { ::alarm(hang_limit_seconds); }
-  ~hang_guard() { ::alarm(0); }
-  hang_guard(const hang_guard&) = delete;
-  hang_guard& operator=(const hang_guard&) = delete;
-
- private:
-  static constexpr unsigned hang_limit_seconds = 120;  // far beyond any machine's run
-};
-
 // Turns detection on (or off) for one test case; runtime::configure is
 // process-wide, so the destructor turns it off again.
 class detection {
@@ -61,22 +52,6 @@ class detection {
     return o;
   }
 };
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-// The what() of the leash::deadlock that f throws, or "" if none.
-template <class F>
-std::string deadlock_of(F f) {
-  try {
-    f();
-  } catch (const leash::deadlock& e) {
-    MESSAGE(std::string(e.what()));
-    return e.what();
-  }
-  return {};
-}
 
 // `task "name" spawned at <this file>:line blocked in what`, as the report
 // spells a line.

@@ -18,61 +18,18 @@
 #include <string_view>
 
 #include "support/blocked.hpp"
+#include "support/memory_stub.hpp"
 
 using namespace std::chrono_literals;
 namespace http = leash::http;
+using memory_stub::async_read_head;
+using memory_stub::drain;
+using memory_stub::get_request;
+using memory_stub::hello_response;
+using memory_stub::io_errno;
+using memory_stub::read_head;
 
 namespace {
-
-constexpr std::string_view hello_response = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-
-http::request get_request() {
-  return http::request{"api.test", 80, {"GET", "/"}};
-}
-
-// Reads from `c` until a whole request head ("\r\n\r\n") arrived; returns it.
-std::string read_head(http::memory_end& c) {
-  std::string got;
-  char buf[64];
-  while (got.find("\r\n\r\n") == std::string::npos) {
-    const std::size_t n = c.read_some(buf);
-    REQUIRE(n > 0);
-    got.append(buf, n);
-  }
-  return got;
-}
-
-leash::coro<std::string> async_read_head(http::memory_end& c) {
-  std::string got;
-  char buf[64];
-  while (got.find("\r\n\r\n") == std::string::npos) {
-    const std::size_t n = co_await c.async_read_some(buf);
-    REQUIRE(n > 0);
-    got.append(buf, n);
-  }
-  co_return got;
-}
-
-// Reads `c` to its end; returns the count of bytes.
-std::size_t drain(http::memory_end& c) {
-  std::size_t total = 0;
-  char buf[256];
-  while (const std::size_t n = c.read_some(buf))
-    total += n;
-  return total;
-}
-
-// The errno value of the io_error that `f` throws.
-template <class F>
-int io_errno(F f) {
-  try {
-    f();
-  } catch (const http::io_error& e) {
-    return e.code().value();
-  }
-  FAIL("no http::io_error");
-  return 0;
-}
 
 // A stream with no socket that never overrides the waits.
 class no_wait_stream final : public http::stream {
