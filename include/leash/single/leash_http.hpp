@@ -1279,7 +1279,9 @@ LEASH_DETAIL_CORO_NO_FUNCTION_SANITIZER inline coro<socket> async_connect(std::s
 // only while a connection is idle, for the oldest one (Go's per-connection
 // time.AfterFunc, one at a time). Its time is the transport creator's clock,
 // so in virtual time a pool with nothing idle has no pending timer, and a
-// stuck exchange is a deadlock rather than a clock that ticks on.
+// stuck exchange is a deadlock rather than a clock that ticks on. The timer
+// closes what expired on the timer thread: close() calls and a stream's
+// shutdown step, neither of which waits.
 // Lock order: the pool's mutex, then the timer's; sockets are closed outside
 // both.
 
