@@ -68,7 +68,7 @@ TEST_CASE("memory_pipe: closing an end wakes the peer's write blocked on a full 
   vt.run([&](leash::nursery& n) {
     n.spawn([&] { err = io_errno([&] { ab.first->write_all("abc"); }); });  // 1 byte fits
     n.spawn([&] {
-      leash::this_task::sleep_for(1s);  // virtual: the writer is blocked by now
+      leash_test::wait_blocked("recv");  // the writer waits for room
       ab.second->close();
     });
   });
@@ -88,7 +88,7 @@ TEST_CASE("memory_pipe: closing an end wakes the peer's coroutine write on a ful
       }
     });
     n.spawn([&] {
-      leash::this_task::sleep_for(1s);
+      leash_test::wait_blocked("recv");  // the coroutine writer waits for room
       ab.second->close();
     });
   });
@@ -102,7 +102,7 @@ TEST_CASE("memory_pipe: closing an end wakes its own write blocked on a full buf
   vt.run([&](leash::nursery& n) {
     n.spawn([&] { err = io_errno([&] { ab.first->write_all("abc"); }); });
     n.spawn([&] {
-      leash::this_task::sleep_for(1s);
+      leash_test::wait_blocked("recv");  // the writer waits for room
       ab.first->close();
     });
   });
@@ -119,7 +119,7 @@ TEST_CASE("memory_pipe: the peer's shutdown ends a read blocked on it; a write s
       got = ab.first->read_some(buf);
     });
     n.spawn([&] {
-      leash::this_task::sleep_for(1s);
+      leash_test::wait_blocked("recv");  // the reader waits for bytes
       (void)ab.second->shutdown();
     });
   });
@@ -519,7 +519,8 @@ void drain_case(bool advance_first) {
           (void)read_head(*c);
           if (std::exchange(first, false)) {
             c->write_all("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
-            leash::this_task::sleep_for(10ms);  // the client's close() drains meanwhile
+            // The subject: a tail 10 ms late, inside the 100 ms drain_timeout.
+            leash::this_task::sleep_for(10ms);
             c->write_all("world");
             (void)read_head(*c);
           }
@@ -681,7 +682,9 @@ TEST_CASE("closed nursery: a task that spawns into its own nursery keeps it aliv
     });
     n.spawn("spawner", [&] {
       n.spawn("late producer", [&] {
-        leash::this_task::sleep_for(5ms);  // a pending timer of a member
+        // The subject: the timer of a member spawned late keeps the nursery
+        // from a standstill while the consumer waits.
+        leash::this_task::sleep_for(5ms);
         ch.send(2);
         ch.close();
       });
@@ -734,7 +737,7 @@ TEST_CASE("closed nursery: a memory HTTP exchange that completes is no deadlock"
     n.spawn("stub", [&] {
       std::unique_ptr<http::memory_end> c = server.accept();
       (void)read_head(*c);
-      leash::this_task::sleep_for(5ms);
+      leash::this_task::sleep_for(5ms);  // the subject: a pending timer while the client waits
       c->write_all(hello_response);
     });
     n.spawn("client", [&] { body = t.round_trip(get_request()).body.read_all(64); });
@@ -802,7 +805,7 @@ TEST_CASE("closed nursery: opened in the body of another, fed by the outer one's
   try {
     leash::run_nursery({.name = "outer", .detect_deadlocks = true}, [&](leash::nursery& outer) {
       outer.spawn("late sender", [&] {
-        leash::this_task::sleep_for(20ms);
+        leash::this_task::sleep_for(20ms);  // the subject: an outer member's pending timer
         ch.send(7);
       });
       leash::run_nursery({.name = "inner", .detect_deadlocks = true}, [&](leash::nursery& inner) {

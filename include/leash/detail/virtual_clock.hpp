@@ -62,8 +62,8 @@ inline task_identity* vt_member() noexcept {
   return t != nullptr && t->vclock != nullptr ? t : nullptr;
 }
 
-// Told once when every task of a virtual_time scope is blocked and no timer
-// is pending.
+// Told when every member of a clock (a virtual_time scope's, a deadlock
+// watch's) is blocked and no timer is pending.
 class deadlock_sink {
  public:
   virtual void on_deadlock(std::exception_ptr error) noexcept = 0;
